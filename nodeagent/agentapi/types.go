@@ -1,0 +1,237 @@
+// Package agentapi holds the wire types and the HTTP client for the herd agent's API: what an agent
+// sends the gateway in a heartbeat, and the routes the gateway calls on an agent (inference
+// pass-through, model management, air-gapped model copy). The gateway imports this package and
+// never the agent itself, so the two processes only share this contract.
+package agentapi
+
+import "time"
+
+// Route paths. Agents serve the inference routes in the OpenAI wire format, unchanged, so the
+// gateway can proxy bytes; everything else lives under /agent/v1.
+const (
+	// PathChatCompletions is the OpenAI chat completions route on an agent.
+	PathChatCompletions = "/v1/chat/completions"
+	// PathCompletions is the OpenAI legacy completions route on an agent.
+	PathCompletions = "/v1/completions"
+	// PathEmbeddings is the OpenAI embeddings route on an agent.
+	PathEmbeddings = "/v1/embeddings"
+
+	// PathInfo returns the agent's current Heartbeat (GET).
+	PathInfo = "/agent/v1/info"
+	// PathModelPull pulls a model from the backend's registry (POST PullRequest → NDJSON Progress).
+	PathModelPull = "/agent/v1/models/pull"
+	// PathModelLoad loads a model into GPU memory (POST ModelRequest).
+	PathModelLoad = "/agent/v1/models/load"
+	// PathModelUnload evicts a model from GPU memory (POST ModelRequest).
+	PathModelUnload = "/agent/v1/models/unload"
+	// PathModelDelete removes a model from disk (POST ModelRequest).
+	PathModelDelete = "/agent/v1/models/delete"
+	// PathModelExport describes a model as blobs a peer can fetch (GET ?model=NAME → ModelManifest).
+	PathModelExport = "/agent/v1/models/export"
+	// PathBlobPrefix serves one blob by digest (GET PathBlobPrefix + "sha256:...").
+	PathBlobPrefix = "/agent/v1/blobs/"
+	// PathModelCopy makes this agent fetch a model from a peer agent (POST CopyRequest → NDJSON Progress).
+	PathModelCopy = "/agent/v1/models/copy"
+	// PathSimFault injects a fault into a simulated GPU (POST SimFaultRequest); sim backends only.
+	PathSimFault = "/agent/v1/sim/fault"
+
+	// PathHeartbeat is the gateway route agents POST their Heartbeat to.
+	PathHeartbeat = "/internal/v1/heartbeat"
+)
+
+// Header names shared by gateway and agent.
+const (
+	// HeaderNode names the node that served a response.
+	HeaderNode = "X-Herd-Node"
+	// HeaderAttempts counts the nodes the gateway tried for a response.
+	HeaderAttempts = "X-Herd-Attempts"
+	// HeaderRequestID carries the gateway's request id to the agent and back to the client.
+	HeaderRequestID = "X-Request-Id"
+	// HeaderClass marks a request as interactive or batch work (ClassInteractive, ClassBatch).
+	HeaderClass = "X-Herd-Class"
+	// HeaderSimulated is "true" on responses produced by a simulated GPU node.
+	HeaderSimulated = "X-Herd-Simulated"
+)
+
+// Request classes.
+const (
+	// ClassInteractive is a request from a waiting client.
+	ClassInteractive = "interactive"
+	// ClassBatch is a line of a bulk job; it only uses capacity interactive work leaves free.
+	ClassBatch = "batch"
+)
+
+// Backend kinds an agent can run.
+const (
+	// BackendOllama is a local Ollama server.
+	BackendOllama = "ollama"
+	// BackendOpenAI is any OpenAI-compatible server (vLLM, llama.cpp server).
+	BackendOpenAI = "openai"
+	// BackendSim is a simulated GPU node (nodeagent/sim).
+	BackendSim = "sim"
+)
+
+// Heartbeat is everything an agent tells the gateway about its node, pushed every interval and
+// also served at PathInfo.
+type Heartbeat struct {
+	NodeID string `json:"node_id"`
+	// Address is the URL the gateway uses to reach the agent (its advertise URL).
+	Address string `json:"address"`
+	Backend string `json:"backend"`
+	// Simulated is true when the GPUs and the backend are nodeagent/sim models, not hardware.
+	Simulated bool   `json:"simulated"`
+	Version   string `json:"version"`
+	Hostname  string `json:"hostname,omitempty"`
+	// GPUs is empty when the node has no GPU or no driver; TelemetryError then says why.
+	GPUs           []GPU   `json:"gpus"`
+	TelemetryError string  `json:"telemetry_error,omitempty"`
+	Models         []Model `json:"models"`
+	// InFlight counts requests the backend is working on; Queued counts requests waiting for a slot.
+	InFlight int `json:"in_flight"`
+	Queued   int `json:"queued"`
+	// Slots is how many requests the node serves at once (Ollama's OLLAMA_NUM_PARALLEL, the sim's slots).
+	Slots int `json:"slots"`
+	// IntervalMS is the heartbeat interval the agent uses; the gateway marks the node stale after 3.
+	IntervalMS int64     `json:"interval_ms"`
+	SentAt     time.Time `json:"sent_at"`
+	StartedAt  time.Time `json:"started_at"`
+}
+
+// GPU is one GPU's telemetry sample.
+type GPU struct {
+	Index                  int      `json:"index"`
+	Name                   string   `json:"name"`
+	UUID                   string   `json:"uuid"`
+	MemoryTotalBytes       uint64   `json:"memory_total_bytes"`
+	MemoryUsedBytes        uint64   `json:"memory_used_bytes"`
+	UtilizationRatio       float64  `json:"utilization_ratio"`
+	MemoryUtilizationRatio float64  `json:"memory_utilization_ratio"`
+	TemperatureCelsius     float64  `json:"temperature_celsius"`
+	PowerWatts             float64  `json:"power_watts"`
+	PowerLimitWatts        float64  `json:"power_limit_watts"`
+	SMClockMHz             uint32   `json:"sm_clock_mhz"`
+	ThrottleReasons        []string `json:"throttle_reasons"`
+	ECCCorrected           uint64   `json:"ecc_corrected"`
+	ECCUncorrected         uint64   `json:"ecc_uncorrected"`
+	// XIDEvents counts critical XID events seen since the agent started.
+	XIDEvents    uint64 `json:"xid_events"`
+	LastXID      uint64 `json:"last_xid,omitempty"`
+	Healthy      bool   `json:"healthy"`
+	HealthReason string `json:"health_reason,omitempty"`
+	Simulated    bool   `json:"simulated"`
+}
+
+// Throttle reason names used in GPU.ThrottleReasons. Thermal and power ones count as throttling
+// for the scheduler; idle and application clocks do not.
+const (
+	ThrottleGPUIdle          = "gpu_idle"
+	ThrottleApplicationClock = "applications_clocks_setting"
+	ThrottleSWPowerCap       = "sw_power_cap"
+	ThrottleHWSlowdown       = "hw_slowdown"
+	ThrottleSyncBoost        = "sync_boost"
+	ThrottleSWThermal        = "sw_thermal_slowdown"
+	ThrottleHWThermal        = "hw_thermal_slowdown"
+	ThrottleHWPowerBrake     = "hw_power_brake_slowdown"
+	ThrottleDisplayClock     = "display_clock_setting"
+)
+
+// Model is one model as a node knows it.
+type Model struct {
+	Name string `json:"name"`
+	// Resident is true when the model is loaded in GPU (or CPU) memory and can answer at once.
+	Resident bool `json:"resident"`
+	// OnDisk is true when the model's weights are on the node and it can be loaded without a pull.
+	OnDisk    bool   `json:"on_disk"`
+	VRAMBytes uint64 `json:"vram_bytes"`
+	SizeBytes uint64 `json:"size_bytes"`
+	Digest    string `json:"digest,omitempty"`
+	Family    string `json:"family,omitempty"`
+	// ParameterSize and Quantization are as the backend reports them ("8.0B", "Q4_K_M").
+	ParameterSize string `json:"parameter_size,omitempty"`
+	Quantization  string `json:"quantization,omitempty"`
+	// Embedding is true for embedding-only models.
+	Embedding bool `json:"embedding,omitempty"`
+	// TokensPerSecond is the decode speed the node measured for this model (EWMA), 0 if unmeasured.
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	// PrefillTokensPerSecond is the measured prompt-processing speed, 0 if unmeasured.
+	PrefillTokensPerSecond float64   `json:"prefill_tokens_per_second,omitempty"`
+	InFlight               int       `json:"in_flight"`
+	LastUsed               time.Time `json:"last_used,omitempty"`
+	ExpiresAt              time.Time `json:"expires_at,omitempty"`
+}
+
+// HeartbeatReply is the gateway's answer to a heartbeat.
+type HeartbeatReply struct {
+	// Draining tells the agent an operator drained it (for its logs and /agent/v1/info).
+	Draining bool `json:"draining"`
+}
+
+// ModelRequest names a model for load, unload and delete.
+type ModelRequest struct {
+	Model string `json:"model"`
+	// KeepAlive is how long a loaded model stays resident (Go duration, "-1" forever); empty: backend default.
+	KeepAlive string `json:"keep_alive,omitempty"`
+}
+
+// PullRequest asks an agent to pull a model from its backend's registry.
+type PullRequest struct {
+	Model    string `json:"model"`
+	Insecure bool   `json:"insecure,omitempty"`
+}
+
+// CopyRequest asks an agent to fetch Model from the peer agent at From (its URL) with no internet.
+type CopyRequest struct {
+	Model string `json:"model"`
+	From  string `json:"from"`
+}
+
+// SimFaultRequest asks a simulated node to make one of its GPUs fail in the named way (the kinds
+// are the sim backend's to define, e.g. "ecc", "xid", "thermal", "lost", "clear").
+type SimFaultRequest struct {
+	GPU  int    `json:"gpu"`
+	Kind string `json:"kind"`
+}
+
+// Progress is one line of a streamed pull or copy. The last line has Status "success" or a
+// non-empty Error.
+type Progress struct {
+	Node      string `json:"node,omitempty"`
+	Status    string `json:"status"`
+	Digest    string `json:"digest,omitempty"`
+	Total     int64  `json:"total,omitempty"`
+	Completed int64  `json:"completed,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// ModelManifest describes a model as content-addressed blobs so a peer can rebuild it.
+type ModelManifest struct {
+	Model string `json:"model"`
+	// Files maps file names (as Ollama's create API takes them) to blob digests ("sha256:<hex>").
+	Files map[string]string `json:"files"`
+	// Blobs lists every blob with its size, so the receiver can verify what it fetched.
+	Blobs []Blob `json:"blobs"`
+	// Template, System, Parameters and License carry the Modelfile settings the blobs do not.
+	Template   string         `json:"template,omitempty"`
+	System     string         `json:"system,omitempty"`
+	Parameters map[string]any `json:"parameters,omitempty"`
+	License    []string       `json:"license,omitempty"`
+}
+
+// Blob is one content-addressed file of a model.
+type Blob struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// ErrorBody is the error shape of the agent's own routes (the inference routes use OpenAI's).
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the OpenAI error object: message, type, param, code.
+type ErrorDetail struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
