@@ -19,12 +19,28 @@ type GPUProfile struct {
 	PowerLimitWatts float64 `json:"power_limit_watts" yaml:"power_limit_watts"`
 	// Source names the published figures the profile comes from.
 	Source string `json:"source" yaml:"source"`
+	// Aliases are other spellings ParseGPUList accepts ("rtx3090").
+	Aliases []string `json:"aliases,omitempty" yaml:"aliases,omitempty"`
+	// IdlePowerWatts is the board power at idle with a driver loaded.
+	IdlePowerWatts float64 `json:"idle_power_watts" yaml:"idle_power_watts"`
+	// BoostClockMHz is the SM boost clock.
+	BoostClockMHz uint32 `json:"boost_clock_mhz" yaml:"boost_clock_mhz"`
+	// ECC is true when the board has ECC memory NVML can report on (GeForce boards do not).
+	ECC bool `json:"ecc" yaml:"ecc"`
+	// DecodeEfficiency and PrefillEfficiency are the fractions of peak memory bandwidth and FP16
+	// tensor throughput llama.cpp reaches on this board at batch 1; 0 means the defaults
+	// (DefaultDecodeEfficiency, DefaultPrefillEfficiency).
+	DecodeEfficiency  float64 `json:"decode_efficiency,omitempty" yaml:"decode_efficiency,omitempty"`
+	PrefillEfficiency float64 `json:"prefill_efficiency,omitempty" yaml:"prefill_efficiency,omitempty"`
 }
 
 // ModelSpec describes a model well enough to estimate its memory and speed.
 type ModelSpec struct {
 	// Name as clients ask for it ("llama3.1:8b").
 	Name string `json:"name" yaml:"name"`
+	// Aliases are other names that resolve to this model ("llama3.1" → "llama3.1:8b"); they are
+	// compared after NormalizeName, so "llama3.1" and "llama3.1:latest" are the same alias.
+	Aliases []string `json:"aliases,omitempty" yaml:"aliases,omitempty"`
 	// Family ("llama"), ParameterCount (8.03e9), Quantization ("Q4_K_M").
 	Family         string  `json:"family" yaml:"family"`
 	ParameterCount float64 `json:"parameter_count" yaml:"parameter_count"`

@@ -2,9 +2,39 @@
 // an immutable snapshot of the cluster: no I/O, no clock reads, no globals. Filters refuse nodes
 // and record why; scorers rate the survivors in [0,1] with configurable weights; a picker orders
 // them and breaks ties with a shuffle seeded from the request, so a decision can be replayed.
+//
+// Decisions this package makes, where the design left room:
+//
+//   - Expected wait is a small queueing model. A node runs Slots requests at once; each stream
+//     decodes at the node's measured tokens/s for the model, slowed by SlotContention for every
+//     other busy slot (decode shares memory bandwidth). Requests beyond Slots queue and drain at
+//     the node's aggregate rate. A model that is not resident adds its load time (size ÷
+//     LoadBytesPerSecond). When a node has not measured the model, its speed is estimated, in
+//     order, from the node's other measured models scaled by model size (decode is memory-bound),
+//     from its GPU memory bandwidth, from the cluster median for the model, or DefaultTokensPerSecond.
+//   - The wait score is relative: the candidate with the lowest wait cost scores 1 and one that
+//     would cost twice as much scores 0.5. It needs no time scale and works for a cluster of T4s
+//     as well as one of H100s. The cost is the expected wait with the time queued for a slot
+//     counted QueueAversion (2) times, because a request that queues also delays the requests
+//     that queue behind it; ranking by the request's own wait alone (greedy) piles work onto fast
+//     GPUs and lets slow idle ones sit, which the heterogeneous simulation test shows to lose.
+//   - Ties are broken by a key hashed from the request's Seed and Seq and the node's ID, so the
+//     order of tied nodes is a shuffle that a replay of the same request reproduces, whatever
+//     order the snapshot lists nodes in.
+//   - Prefix affinity is rendezvous hashing over the eligible nodes: when the preferred node of a
+//     conversation drops out, only its conversations move.
+//   - Batch requests (Class "batch") are refused by nodes with no free slot, so bulk work only
+//     fills capacity that interactive work leaves free.
+//   - Round robin rotates over the eligible nodes in snapshot order (the registry lists nodes
+//     sorted by ID), starting at Seq modulo their number.
+//   - The placement planner (Plan, Replicas) evicts only idle models (no request in flight),
+//     least recently used first, and never a model it is told to keep.
 package scheduler
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Policy names.
 const (
@@ -14,6 +44,14 @@ const (
 	PolicyRoundRobin = "round_robin"
 	// PolicyLeastInflight prefers the eligible node with the fewest requests in flight.
 	PolicyLeastInflight = "least_inflight"
+)
+
+// Request classes, as in Request.Class.
+const (
+	// ClassInteractive is a request from a waiting client; it may queue on a busy node.
+	ClassInteractive = "interactive"
+	// ClassBatch is a line of a bulk job; it is only placed on a node with a free slot.
+	ClassBatch = "batch"
 )
 
 // Request is what the scheduler needs to know about one request.
@@ -30,7 +68,8 @@ type Request struct {
 	ModelVRAMBytes uint64
 	// Seq is a per-gateway sequence number; round robin rotates on it.
 	Seq uint64
-	// Seed seeds the tie-breaking shuffle.
+	// Seed seeds the tie-breaking shuffle (with Seq). Vary it per request and log it: the same
+	// Request on the same Snapshot gives the same Decision.
 	Seed uint64
 	// Exclude lists node IDs already tried for this request (failover).
 	Exclude []string
@@ -69,6 +108,9 @@ type Node struct {
 	// Throttled is true when a GPU is in thermal or power slowdown.
 	Throttled bool
 	Models    []NodeModel
+	// MemoryBandwidthGBs is the peak memory bandwidth of the node's fastest GPU (from its models
+	// GPU profile); 0: unknown. It estimates decode speed for a model the node has not measured.
+	MemoryBandwidthGBs float64
 }
 
 // NodeModel is one model on a node.
@@ -81,6 +123,9 @@ type NodeModel struct {
 	TokensPerSecond float64
 	InFlight        int
 	LastUsed        time.Time
+	// SizeBytes is the size of the model's weights on disk; 0: unknown. It sizes load time and,
+	// with MemoryBandwidthGBs, the decode speed estimate.
+	SizeBytes uint64
 }
 
 // Reason says why a filter refused a node.
@@ -97,18 +142,39 @@ const (
 	ReasonDoesNotFit
 	ReasonQueueFull
 	ReasonExcluded
+	ReasonNoFreeSlotForBatch
+	ReasonCannotLoad
+	ReasonAlreadyResident
 )
 
 var reasonText = [...]string{
-	ReasonNone:             "",
-	ReasonStale:            "heartbeat stale",
-	ReasonDraining:         "draining",
-	ReasonUnhealthy:        "GPU unhealthy",
-	ReasonCircuitOpen:      "circuit open",
-	ReasonModelUnavailable: "model not on node",
-	ReasonDoesNotFit:       "model does not fit in free VRAM",
-	ReasonQueueFull:        "queue full",
-	ReasonExcluded:         "already tried",
+	ReasonNone:               "",
+	ReasonStale:              "heartbeat stale",
+	ReasonDraining:           "draining",
+	ReasonUnhealthy:          "GPU unhealthy",
+	ReasonCircuitOpen:        "circuit open",
+	ReasonModelUnavailable:   "model not on node",
+	ReasonDoesNotFit:         "model does not fit in free VRAM",
+	ReasonQueueFull:          "queue full",
+	ReasonExcluded:           "already tried",
+	ReasonNoFreeSlotForBatch: "no free slot for batch work",
+	ReasonCannotLoad:         "model not loaded and the backend cannot load it",
+	ReasonAlreadyResident:    "model already resident",
+}
+
+var reasonCode = [...]string{
+	ReasonNone:               "",
+	ReasonStale:              "stale",
+	ReasonDraining:           "draining",
+	ReasonUnhealthy:          "unhealthy",
+	ReasonCircuitOpen:        "circuit_open",
+	ReasonModelUnavailable:   "model_unavailable",
+	ReasonDoesNotFit:         "does_not_fit",
+	ReasonQueueFull:          "queue_full",
+	ReasonExcluded:           "excluded",
+	ReasonNoFreeSlotForBatch: "no_free_slot_for_batch",
+	ReasonCannotLoad:         "cannot_load",
+	ReasonAlreadyResident:    "already_resident",
 }
 
 // String is the reason in words.
@@ -119,13 +185,42 @@ func (r Reason) String() string {
 	return "unknown"
 }
 
+// Code is the reason as a stable snake_case token, for metric labels and JSON.
+func (r Reason) Code() string {
+	if int(r) < len(reasonCode) {
+		return reasonCode[r]
+	}
+	return "unknown"
+}
+
+// MarshalText encodes the reason as its Code, so JSON carries a stable token, not a number.
+func (r Reason) MarshalText() ([]byte, error) { return []byte(r.Code()), nil }
+
+// UnmarshalText decodes a Code back into the reason.
+func (r *Reason) UnmarshalText(b []byte) error {
+	for i, c := range reasonCode {
+		if c == string(b) {
+			*r = Reason(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("scheduler: unknown reason %q", b)
+}
+
 // Candidate is one eligible node, best first in Decision.Candidates.
 type Candidate struct {
 	// Node indexes Snapshot.Nodes.
-	Node  int
+	Node int
+	// Score is in [0,1], in whole billionths; candidates closer than that tie.
 	Score float64
 	// NeedsLoad is true when the model is not resident there and will be loaded.
 	NeedsLoad bool
+	// ExpectedWait is the scheduler's estimate of the time until the request completes there,
+	// load and queue included.
+	ExpectedWait time.Duration
+
+	// tie orders candidates of equal score: a hash of the request's seed and the node's ID.
+	tie uint64
 }
 
 // Rejection records why a filter refused a node.
@@ -138,10 +233,29 @@ type Rejection struct {
 type Decision struct {
 	Candidates []Candidate
 	Rejections []Rejection
+	// Policy is the policy that made the decision.
+	Policy string
+
+	// evals is per-node scratch, indexed like Snapshot.Nodes; speeds, keys and tmp are scratch
+	// for the cluster median and the sort. All are kept between calls so that a reused Decision
+	// makes Pick allocation-free.
+	evals  []nodeEval
+	speeds []float64
+	keys   []uint64
+	tmp    []Candidate
 }
 
 // Reset empties d, keeping its capacity.
 func (d *Decision) Reset() {
 	d.Candidates = d.Candidates[:0]
 	d.Rejections = d.Rejections[:0]
+	d.Policy = ""
+}
+
+// Best returns the best candidate and true, or false when no node can serve the request.
+func (d *Decision) Best() (Candidate, bool) {
+	if len(d.Candidates) == 0 {
+		return Candidate{}, false
+	}
+	return d.Candidates[0], true
 }

@@ -86,6 +86,11 @@ type Heartbeat struct {
 	GPUs           []GPU   `json:"gpus"`
 	TelemetryError string  `json:"telemetry_error,omitempty"`
 	Models         []Model `json:"models"`
+	// BackendError is set when the agent could not list the backend's models on its last try
+	// (backend down or unreachable); Models is then empty.
+	BackendError string `json:"backend_error,omitempty"`
+	// Draining echoes what a gateway last answered to a heartbeat (informational, for PathInfo).
+	Draining bool `json:"draining,omitempty"`
 	// InFlight counts requests the backend is working on; Queued counts requests waiting for a slot.
 	InFlight int `json:"in_flight"`
 	Queued   int `json:"queued"`
@@ -133,6 +138,10 @@ const (
 	ThrottleHWThermal        = "hw_thermal_slowdown"
 	ThrottleHWPowerBrake     = "hw_power_brake_slowdown"
 	ThrottleDisplayClock     = "display_clock_setting"
+	// ThrottleBoardLimit and ThrottleReliability are newer NVML clock event reasons (board-level
+	// limits, reliability voltage/clock limits); neither counts as thermal for health.
+	ThrottleBoardLimit  = "board_limit"
+	ThrottleReliability = "reliability"
 )
 
 // Model is one model as a node knows it.
@@ -215,6 +224,11 @@ type ModelManifest struct {
 	System     string         `json:"system,omitempty"`
 	Parameters map[string]any `json:"parameters,omitempty"`
 	License    []string       `json:"license,omitempty"`
+	// Renderer, Parser and Requires are Ollama's model config settings (newer models name a
+	// built-in prompt renderer and output parser); empty for most models.
+	Renderer string `json:"renderer,omitempty"`
+	Parser   string `json:"parser,omitempty"`
+	Requires string `json:"requires,omitempty"`
 }
 
 // Blob is one content-addressed file of a model.

@@ -1,0 +1,396 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herd-llm/herd/gateway"
+	"github.com/herd-llm/herd/models"
+	"github.com/herd-llm/herd/nodeagent"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/nodeagent/backend"
+	"github.com/herd-llm/herd/nodeagent/sim"
+	"github.com/herd-llm/herd/nodeagent/telemetry"
+)
+
+// document is the YAML configuration file: one section per process role.
+type document struct {
+	Gateway gateway.Config `yaml:"gateway"`
+	Agent   agentSection   `yaml:"agent"`
+	Log     logSection     `yaml:"log"`
+}
+
+type logSection struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// agentSection is the agent's configuration plus the choice and settings of its backend.
+type agentSection struct {
+	nodeagent.Config `yaml:",inline"`
+	Backend          string   `yaml:"backend"`
+	OllamaURL        string   `yaml:"ollama_url"`
+	OllamaModelsDir  string   `yaml:"ollama_models_dir"`
+	OpenAIURL        string   `yaml:"openai_url"`
+	OpenAIKey        string   `yaml:"openai_key"`
+	SimGPUs          string   `yaml:"sim_gpus"`
+	SimModels        []string `yaml:"sim_models"`
+	SimPreload       []string `yaml:"sim_preload"`
+	SimSpeed         float64  `yaml:"sim_speed"`
+	SimSeed          int64    `yaml:"sim_seed"`
+}
+
+func defaultDocument() document {
+	return document{
+		Gateway: gateway.DefaultConfig(),
+		Agent: agentSection{
+			Config:     nodeagent.DefaultConfig(),
+			Backend:    "auto",
+			OllamaURL:  "http://127.0.0.1:11434",
+			SimGPUs:    "3090",
+			SimModels:  []string{"llama3.2:1b", "llama3.1:8b", "qwen2.5:7b", "nomic-embed-text"},
+			SimPreload: []string{"llama3.2:1b"},
+			SimSpeed:   1,
+			SimSeed:    1,
+		},
+		Log: logSection{Level: "info", Format: "text"},
+	}
+}
+
+func commonFlags(fs *pflag.FlagSet, doc *document) {
+	fs.String("config", "", "YAML configuration file (also HERD_CONFIG)")
+	fs.StringVar(&doc.Log.Level, "log-level", doc.Log.Level, "log level: debug, info, warn, error")
+	fs.StringVar(&doc.Log.Format, "log-format", doc.Log.Format, "log format: text or json")
+}
+
+func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
+	fs.StringVar(&g.Listen, "listen", g.Listen, "address to serve the OpenAI API on")
+	fs.StringVar(&g.DataDir, "data", g.DataDir, "data directory (files, batches, embedded store)")
+	fs.StringVar(&g.ClusterToken, "cluster-token", g.ClusterToken, "shared secret between gateway and agents")
+	listFlag(fs, &g.APIKeys, "api-keys", "API keys clients must send as 'Authorization: Bearer KEY'")
+	listFlag(fs, &g.AdminKeys, "admin-keys", "keys allowed on /admin (default: any API key)")
+	fs.Int64Var(&g.MaxBodyBytes, "max-body-bytes", g.MaxBodyBytes, "largest request body accepted on the inference routes")
+	fs.StringVar(&g.Scheduler.Policy, "policy", g.Scheduler.Policy, "scheduling policy: herd, least_inflight or round_robin")
+	fs.IntVar(&g.MaxAttempts, "max-attempts", g.MaxAttempts, "nodes one request is tried on before the client sees an error")
+	fs.DurationVar(&g.HeartbeatInterval, "heartbeat-interval", g.HeartbeatInterval, "expected agent heartbeat interval (3 missed: node out of the schedule)")
+	fs.IntVar(&g.QueueSize, "queue-size", g.QueueSize, "requests that may wait for a node, per model")
+	fs.DurationVar(&g.QueueTimeout, "queue-timeout", g.QueueTimeout, "longest a request waits for a node")
+	fs.StringVar(&g.PresetsFile, "presets", g.PresetsFile, "YAML file of presets (offline custom GPTs)")
+}
+
+func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
+	fs.StringVar(&a.Backend, "backend", a.Backend, "backend: auto, ollama, openai or sim")
+	fs.StringVar(&a.OllamaURL, "ollama-url", a.OllamaURL, "Ollama's URL (keep it on the node's loopback)")
+	fs.StringVar(&a.OllamaModelsDir, "ollama-models", a.OllamaModelsDir, "Ollama's models directory, for air-gapped copies (default $OLLAMA_MODELS or ~/.ollama/models)")
+	fs.StringVar(&a.OpenAIURL, "openai-url", a.OpenAIURL, "base URL of an OpenAI-compatible server (vLLM, llama.cpp server)")
+	fs.StringVar(&a.OpenAIKey, "openai-key", a.OpenAIKey, "API key for the OpenAI-compatible server")
+	fs.StringVar(&a.SimGPUs, "sim-gpus", a.SimGPUs, "simulated GPUs, e.g. t4 or 2xt4,a40 (profiles: "+strings.Join(gpuKeys(), ", ")+")")
+	listFlag(fs, &a.SimModels, "sim-models", "models on the simulated node's disk")
+	listFlag(fs, &a.SimPreload, "sim-preload", "models resident on the simulated GPUs at start")
+	fs.Float64Var(&a.SimSpeed, "sim-speed", a.SimSpeed, "simulated time runs this many times faster than real time")
+	fs.Int64Var(&a.SimSeed, "sim-seed", a.SimSeed, "seed of the simulated node's generated text")
+	fs.StringVar(&a.NodeID, "node-id", a.NodeID, "this node's id (default: the hostname)")
+	fs.IntVar(&a.Slots, "slots", a.Slots, "requests the backend serves at once (0: ask the backend)")
+	fs.DurationVar(&a.HeartbeatInterval, "agent-heartbeat-interval", a.HeartbeatInterval, "how often the agent reports to the gateway")
+	if withGateway {
+		fs.StringVar(&a.Listen, "listen", a.Listen, "address the agent serves on")
+		fs.StringVar(&a.Advertise, "advertise", a.Advertise, "URL the gateway uses to reach this agent (default: from --listen)")
+		listFlag(fs, &a.GatewayURLs, "gateway", "gateway URL(s) to heartbeat to")
+		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents")
+	}
+}
+
+func gpuKeys() []string {
+	var keys []string
+	for _, p := range models.GPUProfiles() {
+		keys = append(keys, p.Key)
+	}
+	return keys
+}
+
+func newGatewayCmd() *cobra.Command {
+	doc := defaultDocument()
+	return gatewayCmd(&doc)
+}
+
+// gatewayCmd binds the gateway command's flags to doc.
+func gatewayCmd(doc *document) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Run the gateway: the OpenAI-compatible endpoint, scheduler and batch runner",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := layerConfig(cmd, doc); err != nil {
+				return err
+			}
+			log, err := newLogger(doc.Log.Level, doc.Log.Format)
+			if err != nil {
+				return err
+			}
+			return runGateway(cmd.Context(), doc.Gateway, log, nil)
+		},
+	}
+	commonFlags(cmd.Flags(), doc)
+	gatewayFlags(cmd.Flags(), &doc.Gateway)
+	return cmd
+}
+
+// runGateway serves until ctx is done. ready, if not nil, receives the bound address once listening.
+func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready chan<- string) error {
+	cfg.Version = herdVersion()
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("gateway config: %w", err)
+	}
+	srv, err := gateway.New(cfg, gateway.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	addr := ln.Addr().String()
+	if len(cfg.APIKeys) == 0 {
+		log.Warn("no API key configured: serving without authentication, on loopback only", "listen", addr)
+	}
+	log.Info("gateway listening", "url", "http://"+addr+"/v1", "policy", cfg.Scheduler.Policy, "data", cfg.DataDir)
+	if ready != nil {
+		ready <- addr
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return srv.Serve(gctx, ln) })
+	err = g.Wait()
+	if cerr := srv.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func newAgentCmd() *cobra.Command {
+	doc := defaultDocument()
+	doc.Agent.Backend = "ollama"
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a node agent in front of this machine's model server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := layerConfig(cmd, &doc); err != nil {
+				return err
+			}
+			log, err := newLogger(doc.Log.Level, doc.Log.Format)
+			if err != nil {
+				return err
+			}
+			return runAgent(cmd.Context(), doc.Agent, log, nil)
+		},
+	}
+	commonFlags(cmd.Flags(), &doc)
+	agentFlags(cmd.Flags(), &doc.Agent, true)
+	return cmd
+}
+
+// runAgent builds the backend and telemetry source the section asks for and serves until ctx is done.
+// agentReady tells herd up which backend the local agent ended up with.
+type agentReady struct {
+	backend   string
+	simulated bool
+}
+
+func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<- agentReady) error {
+	if a.NodeID == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("agent: no --node-id and no hostname: %w", err)
+		}
+		a.NodeID = h
+	}
+	a.Version = herdVersion()
+	b, ts, closeFn, err := buildBackend(ctx, a, log)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	ln, err := net.Listen("tcp", a.Listen)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if host, _, err := net.SplitHostPort(ln.Addr().String()); a.Advertise == "" && err == nil && !net.ParseIP(host).IsUnspecified() {
+		a.Advertise = "http://" + ln.Addr().String()
+	}
+	// With an unspecified listen host (":9090") and no --advertise, the agent advertises the
+	// machine's first LAN address itself.
+	cfg := a.Config
+	ag, err := nodeagent.New(cfg, b, ts, nodeagent.WithLogger(log))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("agent config: %w", err)
+	}
+	log.Info("agent listening", "node", cfg.NodeID, "listen", ln.Addr().String(), "advertise", cfg.Advertise, "backend", b.Kind(), "simulated", b.Simulated(), "gateways", cfg.GatewayURLs)
+	if ready != nil {
+		ready <- agentReady{backend: b.Kind(), simulated: b.Simulated()}
+	}
+	err = ag.Run(ctx, ln)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// buildBackend constructs the backend and its telemetry source. Real backends read GPUs through
+// NVML (no driver: no GPUs, said once); the simulated node is its own telemetry source.
+func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeagent.Backend, nodeagent.TelemetrySource, func(), error) {
+	kind := a.Backend
+	if kind == "auto" {
+		if ollamaAnswers(ctx, a.OllamaURL) {
+			kind = agentapi.BackendOllama
+			log.Info("backend auto: Ollama answers, using it", "url", a.OllamaURL)
+		} else {
+			kind = agentapi.BackendSim
+			log.Warn("backend auto: no Ollama answers at "+a.OllamaURL+": using a SIMULATED GPU node — its text is generated and its figures are simulated", "sim_gpus", a.SimGPUs)
+		}
+	}
+	switch kind {
+	case agentapi.BackendSim:
+		groups, err := models.ParseGPUList(a.SimGPUs)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("--sim-gpus: %w", err)
+		}
+		var gpus []models.GPUProfile
+		for _, g := range groups {
+			for range g.Count {
+				gpus = append(gpus, g.Profile)
+			}
+		}
+		n, err := sim.New(sim.Config{
+			NodeID: a.NodeID, GPUs: gpus, Models: a.SimModels, Preload: a.SimPreload,
+			SpeedFactor: a.SimSpeed, Seed: a.SimSeed,
+		})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("sim: %w", err)
+		}
+		return n, n, func() {}, nil
+	case agentapi.BackendOllama:
+		b, err := backend.NewOllama(backend.OllamaConfig{URL: a.OllamaURL, ModelsDir: a.OllamaModelsDir})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		ts := telemetry.NewNVML(nvml.New(), log)
+		return b, ts, func() { ts.Close() }, nil
+	case agentapi.BackendOpenAI:
+		if a.OpenAIURL == "" {
+			return nil, nil, nil, errors.New("--backend openai needs --openai-url")
+		}
+		b, err := backend.NewOpenAICompat(a.OpenAIURL, a.OpenAIKey)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		ts := telemetry.NewNVML(nvml.New(), log)
+		return b, ts, func() { ts.Close() }, nil
+	}
+	return nil, nil, nil, fmt.Errorf("unknown backend %q (want auto, ollama, openai or sim)", a.Backend)
+}
+
+// ollamaAnswers reports whether an Ollama server answers /api/version at url within a second.
+func ollamaAnswers(ctx context.Context, url string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(url, "/")+"/api/version", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func newUpCmd() *cobra.Command {
+	doc := defaultDocument()
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run a gateway and one local agent in one process (the embedded single-machine setup)",
+		Long: "herd up runs the gateway and a local agent in one process. With --backend auto (the default)\n" +
+			"it uses Ollama when one answers on 127.0.0.1:11434 and otherwise a simulated GPU node,\n" +
+			"and says which.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := layerConfig(cmd, &doc); err != nil {
+				return err
+			}
+			log, err := newLogger(doc.Log.Level, doc.Log.Format)
+			if err != nil {
+				return err
+			}
+			return runUp(cmd.Context(), doc, log, cmd.OutOrStdout())
+		},
+	}
+	commonFlags(cmd.Flags(), &doc)
+	gatewayFlags(cmd.Flags(), &doc.Gateway)
+	agentFlags(cmd.Flags(), &doc.Agent, false)
+	return cmd
+}
+
+func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ Write([]byte) (int, error) }) error {
+	if doc.Gateway.ClusterToken == "" {
+		// Gateway and agent share this process; a random token keeps the agent's loopback port closed to others.
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		doc.Gateway.ClusterToken = hex.EncodeToString(b[:])
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gwReady := make(chan string, 1)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return runGateway(gctx, doc.Gateway, log.With("role", "gateway"), gwReady) })
+	var gwAddr string
+	select {
+	case gwAddr = <-gwReady:
+	case <-gctx.Done():
+		return g.Wait()
+	}
+	a := doc.Agent
+	a.Listen = "127.0.0.1:0"
+	a.ClusterToken = doc.Gateway.ClusterToken
+	a.GatewayURLs = []string{"http://" + gwAddr}
+	if a.NodeID == "" {
+		if h, err := os.Hostname(); err == nil {
+			a.NodeID = h
+		}
+	}
+	agReady := make(chan agentReady, 1)
+	g.Go(func() error { return runAgent(gctx, a, log.With("role", "agent"), agReady) })
+	select {
+	case r := <-agReady:
+		fmt.Fprintf(out, "\nherd is up: point the OpenAI SDK at  http://%s/v1\n", gwAddr)
+		if r.simulated {
+			fmt.Fprintf(out, "  backend: SIMULATED GPU node (%s) — no Ollama answered on %s; text is generated, figures are simulated\n", a.SimGPUs, a.OllamaURL)
+		} else {
+			fmt.Fprintf(out, "  backend: %s\n", r.backend)
+		}
+		fmt.Fprintf(out, "  curl http://%s/v1/models\n  dashboard-less status: herd nodes --url http://%s\n\n", gwAddr, gwAddr)
+	case <-gctx.Done():
+	}
+	return g.Wait()
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/herd-llm/herd/loadtest"
+)
+
+func newToolCmds() []*cobra.Command {
+	return []*cobra.Command{newSimCmd(), newLoadtestCmd(), newFakeBackendCmd()}
+}
+
+func newSimCmd() *cobra.Command {
+	var o loadtest.SimClusterOptions
+	var keepLogs bool
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Run a simulated GPU cluster on this machine: a gateway and one simulated agent per GPU group",
+		Long: "herd sim starts a gateway and one simulated agent per comma-separated GPU group as separate\n" +
+			"processes on loopback (\"2xt4,a40,3090\" is three agents, the first with two T4s) and\n" +
+			"prints the URL. Everything it serves is simulated: the GPUs are models of real cards, the\n" +
+			"text is generated, and every figure it reports is labelled simulated.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Binary == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				o.Binary = exe
+			}
+			o.KeepLogs = keepLogs
+			if o.LogLevel == "" {
+				o.LogLevel = "info"
+			}
+			c, err := loadtest.StartSimCluster(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			defer c.Stop()
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "herd sim: SIMULATED cluster up — point the OpenAI SDK at %s/v1\n", c.URL)
+			for _, a := range c.Agents {
+				fmt.Fprintf(out, "  node %-14s simulated GPUs %-8s %s (pid %d)\n", a.NodeID, a.GPUs, a.URL, a.PID)
+			}
+			fmt.Fprintf(out, "  logs: %s\n  herd nodes --url %s    herd loadtest --target %s\n", c.LogDir, c.URL, c.URL)
+			select {
+			case <-cmd.Context().Done():
+			case <-c.Gateway.Done():
+				return errors.New("herd sim: the gateway exited; see its log in " + c.LogDir)
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.GPUs, "gpus", "2xt4,a40,3090", "simulated GPU groups, one agent per group")
+	listFlag(fs, &o.Models, "models", "models on every agent's disk (default "+loadtest.DefaultModel+")")
+	listFlag(fs, &o.Preload, "preload", "models resident at start (default: all of --models)")
+	fs.StringVar(&o.Policy, "policy", "", "scheduling policy: herd, least_inflight or round_robin")
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "gateway address")
+	fs.Float64Var(&o.SimSpeed, "sim-speed", 1, "simulated time runs this many times faster than real time")
+	fs.StringVar(&o.DataDir, "data", "", "gateway data directory (default: a temporary one)")
+	fs.StringVar(&o.LogDir, "log-dir", "", "directory for the processes' logs (default: a temporary one)")
+	fs.BoolVar(&keepLogs, "keep-logs", false, "keep the logs after exit")
+	fs.StringVar(&o.LogLevel, "log-level", "info", "the processes' log level")
+	return cmd
+}
+
+type loadtestFlags struct {
+	target, apiKey, model, workload, ramp, scenario, jsonOut, svgOut, killNode string
+	rps                                                                        float64
+	duration, sloTTFT, sloTPOT, killNodeAt                                     time.Duration
+	concurrency, maxTokens                                                     int
+	stream                                                                     bool
+	seed                                                                       uint64
+	policies                                                                   []string
+	gpus                                                                       string
+	simSpeed                                                                   float64
+	quiet                                                                      bool
+}
+
+func newLoadtestCmd() *cobra.Command {
+	var f loadtestFlags
+	cmd := &cobra.Command{
+		Use:   "loadtest",
+		Short: "Load test an OpenAI-compatible endpoint, or run a benchmark scenario (hetero, overhead, fault)",
+		Long: "Without --scenario, herd loadtest sends a seeded workload to --target (any OpenAI-compatible\n" +
+			"endpoint, herd or not) and reports TTFT, inter-token latency, end-to-end latency, throughput,\n" +
+			"goodput at the SLO and errors by kind.\n\n" +
+			"--scenario hetero  starts a fresh simulated T4 + A40 + 3090 cluster per policy and runs the same\n" +
+			"                   workload against each, side by side (--compare-policies).\n" +
+			"--scenario overhead compares a fast fake backend called directly with the same backend behind\n" +
+			"                   a herd gateway and agent.\n" +
+			"--scenario fault   kills one simulated agent mid-run (--kill-node-at) and reports the errors.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runLoadtest(cmd, f) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.target, "target", "", "base URL of the endpoint under test (http://host:port)")
+	fs.StringVar(&f.apiKey, "api-key", os.Getenv("HERD_API_KEY"), "API key for the target")
+	fs.StringVar(&f.model, "model", "", "model to ask for (default "+loadtest.DefaultModel+")")
+	var wl []string
+	for _, w := range loadtest.Workloads() {
+		wl = append(wl, string(w))
+	}
+	fs.StringVar(&f.workload, "workload", "", "workload: "+strings.Join(wl, ", "))
+	fs.Float64Var(&f.rps, "rps", 0, "mean Poisson arrival rate (open loop)")
+	fs.StringVar(&f.ramp, "ramp", "", "arrival rate ramp FROM:TO requests/s over the duration")
+	fs.IntVar(&f.concurrency, "concurrency", 0, "closed loop with this many workers instead of arrivals")
+	fs.DurationVar(&f.duration, "duration", 0, "how long requests are sent (default 30s)")
+	fs.BoolVar(&f.stream, "stream", true, "stream responses (needed for TTFT and inter-token latency)")
+	fs.IntVar(&f.maxTokens, "max-tokens", 0, "override the workload's max_tokens")
+	fs.DurationVar(&f.sloTTFT, "slo-ttft", 0, "goodput SLO on time to first token")
+	fs.DurationVar(&f.sloTPOT, "slo-tpot", 0, "goodput SLO on time per output token")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the workload and arrivals")
+	fs.StringVar(&f.jsonOut, "json", "", "write the JSON report to this file")
+	fs.StringVar(&f.svgOut, "svg", "", "write an SVG plot to this file")
+	fs.StringVar(&f.scenario, "scenario", "", "benchmark scenario: "+strings.Join(loadtest.Scenarios(), ", "))
+	listFlag(fs, &f.policies, "compare-policies", "policies the hetero scenario compares")
+	fs.StringVar(&f.gpus, "gpus", "", "simulated GPU groups of the scenario cluster (default t4,a40,3090)")
+	fs.Float64Var(&f.simSpeed, "sim-speed", 0, "simulated time speed-up of the scenario cluster")
+	fs.DurationVar(&f.killNodeAt, "kill-node-at", 0, "kill one simulated agent this far into the run (SIGKILL)")
+	fs.StringVar(&f.killNode, "kill-node", "", "which agent --kill-node-at kills (default: the last)")
+	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines")
+	return cmd
+}
+
+func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
+	var progress io.Writer = cmd.ErrOrStderr()
+	if f.quiet {
+		progress = nil
+	}
+	opts := loadtest.Options{
+		Target: f.target, APIKey: f.apiKey, Model: f.model, Workload: loadtest.Workload(f.workload),
+		Stream: f.stream, MaxTokens: f.maxTokens, RPS: f.rps, Concurrency: f.concurrency,
+		Duration: f.duration, Seed: f.seed, SLOTTFT: f.sloTTFT, SLOTPOT: f.sloTPOT, Progress: progress,
+	}
+	if f.ramp != "" {
+		from, to, err := loadtest.ParseRamp(f.ramp)
+		if err != nil {
+			return err
+		}
+		opts.RampFrom, opts.RampTo = from, to
+	}
+	type report interface {
+		WriteText(io.Writer) error
+		WriteJSON(io.Writer) error
+		WriteSVG(io.Writer) error
+	}
+	var rep report
+	if f.scenario != "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		r, err := loadtest.RunScenario(cmd.Context(), f.scenario, loadtest.ScenarioOptions{
+			Binary: exe, Load: opts, Policies: f.policies, GPUs: f.gpus, SimSpeed: f.simSpeed,
+			KillNodeAt: f.killNodeAt, KillNode: f.killNode, Progress: progress,
+		})
+		if err != nil {
+			return err
+		}
+		rep = r
+	} else {
+		if f.target == "" {
+			return errors.New("loadtest needs --target URL (or --scenario)")
+		}
+		if f.killNodeAt > 0 {
+			return errors.New("--kill-node-at needs a cluster herd started: use --scenario fault or hetero")
+		}
+		r, err := loadtest.Run(cmd.Context(), opts)
+		if err != nil {
+			return err
+		}
+		rep = r
+	}
+	if err := rep.WriteText(cmd.OutOrStdout()); err != nil {
+		return err
+	}
+	write := func(path string, fn func(io.Writer) error) error {
+		if path == "" {
+			return nil
+		}
+		var buf strings.Builder
+		if err := fn(&buf); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(path, []byte(buf.String())); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s\n", path)
+		return nil
+	}
+	if err := write(f.jsonOut, rep.WriteJSON); err != nil {
+		return err
+	}
+	return write(f.svgOut, rep.WriteSVG)
+}
+
+func newFakeBackendCmd() *cobra.Command {
+	var addr, mode string
+	var opts loadtest.FakeOptions
+	cmd := &cobra.Command{
+		Use:    "fake-backend",
+		Short:  "Serve a fast fake OpenAI-compatible backend (for benchmarks and fault drills)",
+		Args:   cobra.NoArgs,
+		Hidden: false,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := loadtest.ParseFaultMode(mode)
+			if err != nil {
+				return err
+			}
+			return loadtest.ServeFake(cmd.Context(), addr, m, opts, func(url string) {
+				fmt.Fprintf(cmd.OutOrStdout(), "fake OpenAI backend (%s) on %s/v1\n", m, url)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&addr, "listen", "127.0.0.1:8000", "address")
+	cmd.Flags().StringVar(&mode, "mode", "ok", "fault mode: ok, error, slow, hang or flaky")
+	cmd.Flags().IntVar(&opts.Chunks, "chunks", 20, "content chunks per response")
+	return cmd
+}

@@ -1,0 +1,165 @@
+package batch
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/herd-llm/herd/gateway/store"
+)
+
+// Validation error codes, in errors.data of a batch that failed validation.
+const (
+	CodeInvalidJSONLine   = "invalid_json_line"
+	CodeMissingCustomID   = "missing_custom_id"
+	CodeDuplicateCustomID = "duplicate_custom_id"
+	CodeInvalidMethod     = "invalid_method"
+	CodeMismatchedURL     = "mismatched_url"
+	CodeInvalidBody       = "invalid_body"
+	CodeEmptyFile         = "empty_file"
+	CodeTooManyRequests   = "too_many_requests"
+)
+
+// RequestLine is one request of a batch input file.
+type RequestLine struct {
+	CustomID string          `json:"custom_id"`
+	Method   string          `json:"method"`
+	URL      string          `json:"url"`
+	Body     json.RawMessage `json:"body"`
+}
+
+// LineError says what is wrong with one line of an input file.
+type LineError struct {
+	Code    string
+	Param   string
+	Message string
+}
+
+// Error implements error.
+func (e *LineError) Error() string { return e.Message }
+
+// ParseRequestLine parses one input line and checks it against the batch's endpoint. Its error,
+// when not nil, is a *LineError.
+func ParseRequestLine(line []byte, endpoint string) (RequestLine, error) {
+	var rl RequestLine
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(line, &probe); err != nil || probe == nil {
+		msg := "line is not a JSON object"
+		if err != nil {
+			msg = fmt.Sprintf("line is not valid JSON: %v", err)
+		}
+		return rl, &LineError{Code: CodeInvalidJSONLine, Message: msg}
+	}
+	if raw, ok := probe["custom_id"]; !ok || json.Unmarshal(raw, &rl.CustomID) != nil || rl.CustomID == "" {
+		return rl, &LineError{Code: CodeMissingCustomID, Param: "custom_id", Message: "custom_id must be a non-empty string"}
+	}
+	if raw, ok := probe["method"]; !ok || json.Unmarshal(raw, &rl.Method) != nil || rl.Method != http.MethodPost {
+		return rl, &LineError{Code: CodeInvalidMethod, Param: "method", Message: fmt.Sprintf("method must be %q", http.MethodPost)}
+	}
+	if raw, ok := probe["url"]; !ok || json.Unmarshal(raw, &rl.URL) != nil || rl.URL != endpoint {
+		return rl, &LineError{Code: CodeMismatchedURL, Param: "url", Message: fmt.Sprintf("url must be the batch's endpoint %q", endpoint)}
+	}
+	body := bytes.TrimSpace(probe["body"])
+	if len(body) == 0 || body[0] != '{' {
+		return rl, &LineError{Code: CodeInvalidBody, Param: "body", Message: "body must be a JSON object"}
+	}
+	rl.Body = body
+	return rl, nil
+}
+
+// InputLine locates one request in an input file.
+type InputLine struct {
+	// Index is the request's 0-based position among the file's requests (blank lines skipped).
+	Index int
+	// Line is the 1-based physical line number.
+	Line     int
+	CustomID string
+	// Offset and Length locate the line's bytes (without the newline) in the file.
+	Offset int64
+	Length int
+}
+
+// ValidateInput reads a batch input file and returns its requests, or the problems that make it
+// unusable (each with its 1-based line number, at most maxErrors of them). Blank lines are
+// skipped. More than maxLines requests is a problem. err reports only a failure to read.
+func ValidateInput(r io.Reader, endpoint string, maxLines, maxErrors int) ([]InputLine, []store.BatchError, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var (
+		lines   []InputLine
+		errs    []store.BatchError
+		offset  int64
+		lineNo  int
+		seen    = make(map[string]int)
+		tooMany bool
+		addErr  = func(e store.BatchError) {
+			if len(errs) < maxErrors {
+				errs = append(errs, e)
+			}
+		}
+	)
+	for {
+		raw, readErr := br.ReadBytes('\n')
+		if readErr != nil && !errors.Is(readErr, io.EOF) {
+			return nil, nil, fmt.Errorf("batch: read input: %w", readErr)
+		}
+		if len(raw) == 0 && readErr != nil {
+			break
+		}
+		lineNo++
+		start := offset
+		offset += int64(len(raw))
+		content := bytes.TrimRight(raw, "\r\n")
+		if len(bytes.TrimSpace(content)) == 0 {
+			if readErr != nil {
+				break
+			}
+			continue
+		}
+		if len(lines) >= maxLines && !tooMany {
+			tooMany = true
+			addErr(store.BatchError{Code: CodeTooManyRequests, Line: lineNo,
+				Message: fmt.Sprintf("the file has more than %d requests", maxLines)})
+		}
+		rl, err := ParseRequestLine(content, endpoint)
+		if err != nil {
+			var le *LineError
+			errors.As(err, &le)
+			addErr(store.BatchError{Code: le.Code, Param: le.Param, Message: le.Message, Line: lineNo})
+		} else if first, dup := seen[rl.CustomID]; dup {
+			addErr(store.BatchError{Code: CodeDuplicateCustomID, Param: "custom_id", Line: lineNo,
+				Message: fmt.Sprintf("custom_id %q already used on line %d", rl.CustomID, first)})
+		} else {
+			seen[rl.CustomID] = lineNo
+		}
+		if !tooMany {
+			lines = append(lines, InputLine{Index: len(lines), Line: lineNo, CustomID: rl.CustomID, Offset: start, Length: len(content)})
+		}
+		if readErr != nil {
+			break
+		}
+	}
+	if len(lines) == 0 && len(errs) == 0 {
+		errs = append(errs, store.BatchError{Code: CodeEmptyFile, Message: "the input file has no requests"})
+	}
+	if len(errs) > 0 {
+		return nil, errs, nil
+	}
+	return lines, nil, nil
+}
+
+// readBody reads the body of a validated line back from the input file.
+func readBody(f io.ReaderAt, l InputLine, endpoint string) (json.RawMessage, error) {
+	buf := make([]byte, l.Length)
+	if _, err := f.ReadAt(buf, l.Offset); err != nil {
+		return nil, fmt.Errorf("batch: read line %d: %w", l.Line, err)
+	}
+	rl, err := ParseRequestLine(buf, endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("batch: line %d changed since validation: %w", l.Line, err)
+	}
+	return rl.Body, nil
+}

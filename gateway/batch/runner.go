@@ -1,0 +1,644 @@
+package batch
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/herd-llm/herd/gateway/store"
+)
+
+// Why a running batch stops before all its lines are done.
+var (
+	errCancelled = errors.New("batch cancelled")
+	errExpired   = errors.New("batch expired")
+	errLost      = errors.New("batch claim lost to another runner")
+)
+
+// Run runs queued batches until ctx is done: it claims batches from the store's queue (including
+// ones a crashed runner left behind), runs their lines through the Dispatcher and finalizes them.
+// When ctx is done it abandons the lines in flight (they are redone on resume) and returns once
+// every goroutine it started has ended, so the store may be closed right after.
+func (s *Service) Run(ctx context.Context) error {
+	if s.disp == nil {
+		return errors.New("batch: no dispatcher")
+	}
+	if err := s.requeueUnfinished(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("requeue of unfinished batches failed", "err", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	running := make(chan struct{}, s.cfg.MaxActiveBatches)
+	poll := time.NewTicker(s.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		for len(running) < cap(running) {
+			id, err := s.st.Claim(ctx, s.consumer, s.cfg.ClaimTimeout)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("claiming queued batches failed", "err", err)
+				}
+				break
+			}
+			if id == "" {
+				break
+			}
+			if !s.markActive(id) {
+				// Already running here: its claim looked idle (a stall longer than ClaimTimeout)
+				// and Claim handed it back to us, which renewed it. Nothing more to do.
+				continue
+			}
+			running <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-running }()
+				defer s.unmarkActive(id)
+				s.runBatch(ctx, id)
+				s.notify() // a slot for another batch is free
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+		case <-s.wake:
+		}
+	}
+}
+
+// markActive records that this runner runs batch id; false if it already does.
+func (s *Service) markActive(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.active[id]; ok {
+		return false
+	}
+	s.active[id] = nil // the stop function comes once runBatch has made it
+	return true
+}
+
+func (s *Service) unmarkActive(id string) {
+	s.mu.Lock()
+	delete(s.active, id)
+	s.mu.Unlock()
+}
+
+// requeueUnfinished queues every batch that is not finished, so a batch recorded just before a
+// crash that kept it off the queue still runs. Enqueue is idempotent.
+func (s *Service) requeueUnfinished(ctx context.Context) error {
+	after := ""
+	for {
+		page, more, err := s.st.ListBatches(ctx, store.ListOptions{After: after, Limit: 100})
+		if err != nil {
+			return err
+		}
+		for _, b := range page {
+			if !store.Terminal(b.Status) {
+				if err := s.st.Enqueue(ctx, b.ID); err != nil {
+					return err
+				}
+			}
+		}
+		if !more || len(page) == 0 {
+			return nil
+		}
+		after = page[len(page)-1].ID
+	}
+}
+
+// runBatch drives one claimed batch through its states until it is final (then it is acked), the
+// claim is lost, or ctx is done (then it stays queued for a later claim).
+func (s *Service) runBatch(ctx context.Context, id string) {
+	log := s.log.With("batch", id)
+	claimCtx, loseClaim := context.WithCancelCause(ctx)
+	defer loseClaim(nil)
+	linesCtx, stopLines := context.WithCancelCause(claimCtx)
+	defer stopLines(nil)
+
+	s.mu.Lock()
+	s.active[id] = func() { stopLines(errCancelled) }
+	s.mu.Unlock()
+
+	var kwg sync.WaitGroup
+	kwg.Add(1)
+	go func() {
+		defer kwg.Done()
+		s.keepalive(claimCtx, id, loseClaim, stopLines)
+	}()
+	defer kwg.Wait()
+	defer loseClaim(nil) // stops keepalive before waiting for it
+
+	err := s.drive(claimCtx, linesCtx, id, log)
+	switch {
+	case err == nil:
+		if err := s.st.Ack(context.WithoutCancel(ctx), id); err != nil {
+			log.Warn("ack failed; the batch will be claimed again and found final", "err", err)
+		}
+	case claimCtx.Err() != nil:
+		log.Info("batch left for a later claim", "why", context.Cause(claimCtx))
+	default:
+		// A store failure: leave the batch queued; its claim times out and it is retried.
+		log.Error("batch run failed; will retry", "err", err)
+	}
+}
+
+// keepalive renews the claim, and watches for cancellation by another gateway and for expiry.
+func (s *Service) keepalive(ctx context.Context, id string, loseClaim, stopLines context.CancelCauseFunc) {
+	renew := time.NewTicker(max(s.cfg.ClaimTimeout/3, time.Millisecond))
+	defer renew.Stop()
+	poll := time.NewTicker(s.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-renew.C:
+			err := s.st.Renew(ctx, s.consumer, id)
+			if errors.Is(err, store.ErrNotOwner) || errors.Is(err, store.ErrNotFound) {
+				loseClaim(errLost)
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("claim renewal failed", "batch", id, "err", err)
+			}
+		case <-poll.C:
+			b, err := s.st.GetBatch(ctx, id)
+			if err != nil {
+				continue
+			}
+			if b.Status == store.StatusCancelling {
+				stopLines(errCancelled)
+			}
+			if !store.Terminal(b.Status) && s.expired(b) {
+				stopLines(errExpired)
+			}
+		}
+	}
+}
+
+func (s *Service) expired(b store.Batch) bool {
+	return b.ExpiresAt > 0 && s.now().Unix() >= b.ExpiresAt
+}
+
+// drive moves the batch from its stored state to a final one. nil means final.
+func (s *Service) drive(ctx, linesCtx context.Context, id string, log *slog.Logger) error {
+	for range 8 { // each pass moves the state forward; the bound only guards against a bug looping
+		b, err := s.st.GetBatch(ctx, id)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil // nothing to run: ack it away
+			}
+			return err
+		}
+		if store.Terminal(b.Status) {
+			return nil
+		}
+		if s.expired(b) {
+			return s.finalize(ctx, b, store.StatusExpired)
+		}
+		switch b.Status {
+		case store.StatusValidating:
+			if err := s.validate(ctx, b); err != nil {
+				return err
+			}
+		case store.StatusInProgress:
+			err := s.runLines(linesCtx, b)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			switch cause := context.Cause(linesCtx); {
+			case errors.Is(cause, errExpired):
+				b, err := s.st.GetBatch(ctx, id)
+				if err != nil {
+					return err
+				}
+				return s.finalize(ctx, b, store.StatusExpired)
+			case errors.Is(cause, errCancelled):
+				continue // the stored status is "cancelling"
+			case err != nil:
+				return err
+			}
+			_, err = s.st.UpdateBatch(ctx, id, func(b *store.Batch) error {
+				if b.Status == store.StatusInProgress {
+					b.Status = store.StatusFinalizing
+					b.FinalizingAt = s.now().Unix()
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		case store.StatusFinalizing:
+			return s.finalize(ctx, b, store.StatusCompleted)
+		case store.StatusCancelling:
+			return s.finalize(ctx, b, store.StatusCancelled)
+		default:
+			return fmt.Errorf("batch: %s has unknown status %q", id, b.Status)
+		}
+		log.Debug("batch state advanced")
+	}
+	return fmt.Errorf("batch: %s did not reach a final state", id)
+}
+
+// openInput opens and validates the batch's input file.
+func (s *Service) openInput(b store.Batch) (*os.File, []InputLine, []store.BatchError, error) {
+	f, err := os.Open(s.filePath(b.InputFileID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil, []store.BatchError{{Code: "input_file_missing", Param: "input_file_id",
+			Message: fmt.Sprintf("input file %s no longer exists", b.InputFileID)}}, nil
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("batch: %w", err)
+	}
+	lines, verrs, err := ValidateInput(f, b.Endpoint, s.cfg.MaxFileLines, s.cfg.MaxValidationErrors)
+	if err != nil || len(verrs) > 0 {
+		f.Close()
+		return nil, nil, verrs, err
+	}
+	return f, lines, nil, nil
+}
+
+// validate checks the input file: a bad file fails the batch, a good one starts it.
+func (s *Service) validate(ctx context.Context, b store.Batch) error {
+	f, lines, verrs, err := s.openInput(b)
+	if err != nil {
+		return err
+	}
+	if f != nil {
+		f.Close()
+	}
+	_, err = s.st.UpdateBatch(ctx, b.ID, func(b *store.Batch) error {
+		if b.Status != store.StatusValidating {
+			return nil // cancelled meanwhile
+		}
+		now := s.now().Unix()
+		if len(verrs) > 0 {
+			b.Status, b.FailedAt, b.Errors = store.StatusFailed, now, verrs
+			return nil
+		}
+		b.Status, b.InProgressAt, b.RequestCounts.Total = store.StatusInProgress, now, len(lines)
+		return nil
+	})
+	return err
+}
+
+// runLines runs every line of the batch that has no recorded result, with at most
+// Config.Concurrency lines in flight over all batches. It returns when all are recorded, or when
+// ctx is done (lines in flight are then abandoned).
+func (s *Service) runLines(ctx context.Context, b store.Batch) error {
+	f, lines, verrs, err := s.openInput(b)
+	if err != nil {
+		return err
+	}
+	if len(verrs) > 0 {
+		// The input changed or vanished under a running batch: nothing sensible can be run.
+		_, err := s.st.UpdateBatch(ctx, b.ID, func(b *store.Batch) error {
+			if b.Status == store.StatusInProgress {
+				b.Status, b.FailedAt, b.Errors = store.StatusFailed, s.now().Unix(), verrs
+			}
+			return nil
+		})
+		return err
+	}
+	defer f.Close()
+	done, err := s.recordedIndexes(ctx, b.ID)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	defer wg.Wait()
+	for _, l := range lines {
+		if done[l.Index] {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return err
+		case s.slots <- struct{}{}:
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-s.slots }()
+			if err := s.runLine(ctx, b, f, l); err != nil {
+				select {
+				case errc <- err:
+				default:
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *Service) recordedIndexes(ctx context.Context, id string) (map[int]bool, error) {
+	done := make(map[int]bool)
+	err := s.st.Lines(ctx, id, func(r store.LineResult) error {
+		done[r.Index] = true
+		return nil
+	})
+	return done, err
+}
+
+// lineMeta is what the runner reads from a request body: the model (for the manifest) and
+// whether it asks to stream, which a batch cannot do.
+type lineMeta struct {
+	Model  string `json:"model"`
+	Stream *bool  `json:"stream"`
+}
+
+// runLine dispatches one line with retries and records its outcome. It returns an error only
+// when the outcome could not be recorded; a line abandoned because ctx is done records nothing.
+func (s *Service) runLine(ctx context.Context, b store.Batch, f io.ReaderAt, l InputLine) error {
+	body, err := readBody(f, l, b.Endpoint)
+	if err != nil {
+		return err
+	}
+	var meta lineMeta
+	_ = json.Unmarshal(body, &meta) // validated as an object already; fields of the wrong type are the backend's to reject
+	if meta.Stream != nil && *meta.Stream {
+		body, err = withoutStreaming(body)
+		if err != nil {
+			return err
+		}
+	}
+	res := store.LineResult{Index: l.Index, ID: store.NewID("batch_req_", s.now()), CustomID: l.CustomID, Model: meta.Model}
+	start := s.now()
+	res.StartedAt = start.UnixMilli()
+	for attempt := 1; ; attempt++ {
+		res.Attempts = attempt
+		resp, err := s.disp.Dispatch(ctx, Request{Endpoint: b.Endpoint, Body: body, Class: ClassBatch})
+		if ctx.Err() != nil {
+			return nil
+		}
+		final := attempt >= s.cfg.MaxAttempts
+		if err != nil {
+			if !final {
+				if !s.backoff(ctx, attempt) {
+					return nil
+				}
+				continue
+			}
+			res.ErrorCode, res.ErrorMessage = "dispatch_failed", fmt.Sprintf("no node answered after %d attempts: %v", attempt, err)
+			break
+		}
+		if retryableStatus(resp.StatusCode) && !final {
+			if !s.backoff(ctx, attempt) {
+				return nil
+			}
+			continue
+		}
+		fillResponse(&res, resp)
+		break
+	}
+	res.FinishedAt = s.now().UnixMilli()
+	// Record even if ctx ended just now: the line is finished, and keeping it saves redoing it.
+	if _, err := s.st.PutLine(context.WithoutCancel(ctx), b.ID, res); err != nil {
+		return fmt.Errorf("batch: record line %d: %w", l.Index, err)
+	}
+	return nil
+}
+
+func retryableStatus(code int) bool {
+	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout
+}
+
+// backoff waits before try attempt+1: exponential, capped, with jitter so lines that failed
+// together do not retry together. It reports false when ctx ended first.
+func (s *Service) backoff(ctx context.Context, attempt int) bool {
+	d := s.cfg.RetryBackoff << min(attempt-1, 30)
+	if d <= 0 || d > s.cfg.MaxRetryBackoff {
+		d = s.cfg.MaxRetryBackoff
+	}
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func withoutStreaming(body []byte) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("batch: %w", err)
+	}
+	m["stream"] = json.RawMessage("false")
+	delete(m, "stream_options")
+	return json.Marshal(m)
+}
+
+// fillResponse records the backend's answer: the body (as JSON; a non-JSON body becomes a JSON
+// string), usage and, for a non-2xx answer, the error it carries.
+func fillResponse(res *store.LineResult, resp Response) {
+	res.StatusCode = resp.StatusCode
+	res.Node = resp.Node
+	res.RequestID = resp.RequestID
+	if res.RequestID == "" {
+		res.RequestID = store.NewID("req_", time.Now())
+	}
+	if json.Valid(resp.Body) {
+		res.Body = json.RawMessage(resp.Body)
+	} else {
+		res.Body, _ = json.Marshal(string(resp.Body))
+	}
+	var parsed struct {
+		Model string `json:"model"`
+		Usage struct {
+			PromptTokens     int `json:"prompt_tokens"`
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+		Error *struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+			Code    any    `json:"code"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(resp.Body, &parsed) // best effort: an unparseable body leaves zeros
+	if parsed.Model != "" {
+		res.Model = parsed.Model
+	}
+	res.PromptTokens, res.CompletionTokens = parsed.Usage.PromptTokens, parsed.Usage.CompletionTokens
+	res.OK = resp.StatusCode >= 200 && resp.StatusCode < 300
+	if res.OK {
+		return
+	}
+	res.ErrorCode = fmt.Sprintf("http_%d", resp.StatusCode)
+	res.ErrorMessage = http.StatusText(resp.StatusCode)
+	if parsed.Error != nil {
+		if c, ok := parsed.Error.Code.(string); ok && c != "" {
+			res.ErrorCode = c
+		} else if parsed.Error.Type != "" {
+			res.ErrorCode = parsed.Error.Type
+		}
+		if parsed.Error.Message != "" {
+			res.ErrorMessage = parsed.Error.Message
+		}
+	}
+}
+
+// finalize writes the output and error files and moves the batch to status final (completed,
+// cancelled or expired). Lines never run are written to the error file with code
+// "batch_cancelled" or "batch_expired" and counted as failed. It is idempotent: redone after a
+// crash, it rewrites the same file IDs.
+func (s *Service) finalize(ctx context.Context, b store.Batch, final string) error {
+	b, err := s.st.UpdateBatch(ctx, b.ID, func(b *store.Batch) error {
+		if b.PlannedOutputFileID == "" {
+			b.PlannedOutputFileID = store.NewID("file-", s.now())
+			b.PlannedErrorFileID = store.NewID("file-", s.now())
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if store.Terminal(b.Status) {
+		return nil
+	}
+	// Lines never run: only known when the input was validated (in_progress_at is set); a batch
+	// cancelled or expired before that has none, and its request counts stay zero.
+	var unrun []InputLine
+	if final != store.StatusCompleted && b.InProgressAt != 0 {
+		f, lines, _, err := s.openInput(b)
+		if err != nil {
+			return err
+		}
+		if f != nil {
+			f.Close()
+			done, err := s.recordedIndexes(ctx, b.ID)
+			if err != nil {
+				return err
+			}
+			for _, l := range lines {
+				if !done[l.Index] {
+					unrun = append(unrun, l)
+				}
+			}
+		}
+	}
+	var unrunCode, unrunMsg string
+	switch final {
+	case store.StatusCancelled:
+		unrunCode, unrunMsg = "batch_cancelled", "The batch was cancelled before this request was executed."
+	case store.StatusExpired:
+		unrunCode, unrunMsg = "batch_expired", "This request could not be executed before the completion window expired."
+	}
+
+	var okLines, errLines int
+	outBytes, err := s.writeFileAtomic(b.PlannedOutputFileID, func(w io.Writer) error {
+		return s.writeLines(ctx, w, b.ID, true, nil, "", "", &okLines)
+	})
+	if err != nil {
+		return err
+	}
+	errBytes, err := s.writeFileAtomic(b.PlannedErrorFileID, func(w io.Writer) error {
+		return s.writeLines(ctx, w, b.ID, false, unrun, unrunCode, unrunMsg, &errLines)
+	})
+	if err != nil {
+		return err
+	}
+	outputID, errorID := "", ""
+	for _, o := range []struct {
+		id, suffix string
+		lines      int
+		bytes      int64
+		keep       *string
+	}{
+		{b.PlannedOutputFileID, "output", okLines, outBytes, &outputID},
+		{b.PlannedErrorFileID, "error", errLines, errBytes, &errorID},
+	} {
+		if o.lines == 0 { // OpenAI leaves the ID null rather than point at an empty file
+			if err := os.Remove(s.filePath(o.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("batch: %w", err)
+			}
+			continue
+		}
+		err := s.st.PutFile(ctx, store.File{
+			ID: o.id, Bytes: o.bytes, CreatedAt: s.now().Unix(), Filename: fmt.Sprintf("%s_%s.jsonl", b.ID, o.suffix),
+			Purpose: PurposeBatchOutput, Status: "processed", Lines: o.lines,
+		})
+		if err != nil {
+			return fmt.Errorf("batch: %w", err)
+		}
+		*o.keep = o.id
+	}
+	_, err = s.st.UpdateBatch(ctx, b.ID, func(b *store.Batch) error {
+		if store.Terminal(b.Status) {
+			return nil
+		}
+		now := s.now().Unix()
+		b.OutputFileID, b.ErrorFileID = outputID, errorID
+		b.RequestCounts.Failed += len(unrun)
+		switch final {
+		case store.StatusCompleted:
+			b.Status, b.CompletedAt = store.StatusCompleted, now
+			if b.FinalizingAt == 0 {
+				b.FinalizingAt = now
+			}
+		case store.StatusCancelled:
+			b.Status, b.CancelledAt = store.StatusCancelled, now
+		case store.StatusExpired:
+			b.Status, b.ExpiredAt = store.StatusExpired, now
+		}
+		return nil
+	})
+	return err
+}
+
+// writeLines writes the recorded lines with OK == ok, merged in input order with the never-run
+// lines (error file only), as JSONL.
+func (s *Service) writeLines(ctx context.Context, w io.Writer, batchID string, ok bool, unrun []InputLine, code, msg string, n *int) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	writeUnrunBefore := func(index int) error {
+		for len(unrun) > 0 && unrun[0].Index < index {
+			l := unrun[0]
+			unrun = unrun[1:]
+			if err := enc.Encode(OutputLine{ID: store.NewID("batch_req_", s.now()), CustomID: l.CustomID, Error: &OutputError{Code: code, Message: msg}}); err != nil {
+				return err
+			}
+			*n++
+		}
+		return nil
+	}
+	err := s.st.Lines(ctx, batchID, func(r store.LineResult) error {
+		if err := writeUnrunBefore(r.Index); err != nil {
+			return err
+		}
+		if r.OK != ok {
+			return nil
+		}
+		*n++
+		return enc.Encode(newOutputLine(r))
+	})
+	if err != nil {
+		return err
+	}
+	if err := writeUnrunBefore(int(^uint(0) >> 1)); err != nil {
+		return err
+	}
+	return bw.Flush()
+}

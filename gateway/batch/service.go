@@ -1,0 +1,97 @@
+package batch
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/herd-llm/herd/gateway/store"
+)
+
+// Options builds a Service.
+type Options struct {
+	// Store keeps metadata, batches and checkpoints.
+	Store store.Store
+	// Dir is the data dir; file contents live under Dir/files.
+	Dir string
+	// Dispatcher runs lines; required for Run.
+	Dispatcher Dispatcher
+	Config     Config
+	Logger     *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Consumer names this runner on the work queue; a stable name lets a restarted gateway take
+	// its own batches back as soon as their claims time out. Default: host name and process ID.
+	Consumer string
+}
+
+// Service owns files and batches.
+type Service struct {
+	st       store.Store
+	filesDir string
+	disp     Dispatcher
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	consumer string
+
+	// slots bounds the lines in flight over all batches (Config.Concurrency).
+	slots chan struct{}
+	// wake tells Run that a batch was created or cancelled here, so it need not wait for a poll.
+	wake chan struct{}
+
+	mu sync.Mutex
+	// active maps the batches this runner is running to a function that stops them (cancel).
+	active map[string]func()
+}
+
+// New returns a Service over o.Store, creating Dir/files.
+func New(o Options) (*Service, error) {
+	if o.Store == nil {
+		return nil, errors.New("batch: no store")
+	}
+	if o.Dir == "" {
+		return nil, errors.New("batch: no data dir")
+	}
+	filesDir := filepath.Join(o.Dir, "files")
+	if err := os.MkdirAll(filesDir, 0o755); err != nil {
+		return nil, fmt.Errorf("batch: %w", err)
+	}
+	s := &Service{
+		st:       o.Store,
+		filesDir: filesDir,
+		disp:     o.Dispatcher,
+		cfg:      o.Config.withDefaults(),
+		log:      o.Logger,
+		now:      o.Now,
+		consumer: o.Consumer,
+		wake:     make(chan struct{}, 1),
+		slots:    make(chan struct{}, o.Config.withDefaults().Concurrency),
+		active:   make(map[string]func()),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.consumer == "" {
+		host, _ := os.Hostname()
+		s.consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return s, nil
+}
+
+// Config returns the configuration in effect, defaults filled.
+func (s *Service) Config() Config { return s.cfg }
+
+func (s *Service) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,419 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"unicode/utf8"
+)
+
+// The body scanner reads only what routing needs from an OpenAI request body: the model, stream,
+// the output cap, stream_options.include_usage, a size estimate of the prompt and a hash of the
+// conversation's opening messages. The body is forwarded as the bytes the client sent, so nothing
+// is decoded into Go values on the hot path; json.Valid (allocation-free) vouches for the syntax
+// first, which lets the scanner below skip values without re-checking them.
+//
+// Semantics follow encoding/json decoding into a map, which is also what Python's json does:
+// keys match exactly (after unescaping), and when a key repeats, the last one wins.
+
+// bodyInfo is what routing needs from a request body.
+type bodyInfo struct {
+	// model is the model name; it points into the body unless the name had escapes.
+	model []byte
+	// modelStart and modelEnd delimit the model's string token (quotes included) in the body, so
+	// the name can be replaced without re-encoding the rest.
+	modelStart, modelEnd int
+	stream               bool
+	// maxTokens is max_completion_tokens, or max_tokens when that is absent; 0: not given.
+	maxTokens    int
+	includeUsage bool
+	// promptBytes is the byte length of the messages, prompt and input values together.
+	promptBytes int
+	// prefixHash identifies the conversation's opening (0: none), for KV-cache affinity.
+	prefixHash uint64
+}
+
+// prefixMessages bounds how many leading messages the prefix hash covers; prefixPromptBytes how
+// much of a completions prompt.
+const (
+	prefixMessages    = 8
+	prefixPromptBytes = 1024
+)
+
+// span is a value's position in the body; end == 0 means the key was absent.
+type span struct{ start, end int }
+
+func (s span) present() bool { return s.end > s.start }
+
+// msgBadJSON is OpenAI's wording for a body that is not JSON.
+const msgBadJSON = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The API expects a JSON payload, but what was sent was not valid JSON.)"
+
+// scanBody fills info from the JSON request body b, or returns the 400 a client must see.
+func scanBody(b []byte, info *bodyInfo) *APIError {
+	*info = bodyInfo{}
+	if !json.Valid(b) {
+		return badRequest("", "", msgBadJSON)
+	}
+	i := skipWS(b, 0)
+	if b[i] != '{' {
+		return badRequest("invalid_type", "", "Invalid type for the request body: expected an object, but got %s instead.", jsonTypeName(b[i]))
+	}
+	var model, stream, maxTokens, maxCompletion, streamOpts, messages, prompt, input span
+	i++
+	for {
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] == '}' {
+			break
+		}
+		if b[i] == ',' {
+			i++
+			continue
+		}
+		keyEnd := stringEnd(b, i)
+		key := b[i+1 : keyEnd-1]
+		i = skipWS(b, keyEnd) + 1 // past ':'
+		i = skipWS(b, i)
+		v := span{i, skipValue(b, i)}
+		i = v.end
+		switch string(keyBytes(key)) {
+		case "model":
+			model = v
+		case "stream":
+			stream = v
+		case "max_tokens":
+			maxTokens = v
+		case "max_completion_tokens":
+			maxCompletion = v
+		case "stream_options":
+			streamOpts = v
+		case "messages":
+			messages = v
+		case "prompt":
+			prompt = v
+		case "input":
+			input = v
+		}
+	}
+
+	if !model.present() || b[model.start] == 'n' {
+		return badRequest("missing_required_parameter", "model", "you must provide a model parameter")
+	}
+	if b[model.start] != '"' {
+		return invalidType("model", "a string", b[model.start])
+	}
+	info.model = stringValue(b[model.start:model.end])
+	info.modelStart, info.modelEnd = model.start, model.end
+	if len(info.model) == 0 {
+		return badRequest("missing_required_parameter", "model", "you must provide a model parameter")
+	}
+
+	if stream.present() {
+		switch b[stream.start] {
+		case 't':
+			info.stream = true
+		case 'f', 'n':
+		default:
+			return invalidType("stream", "a boolean", b[stream.start])
+		}
+	}
+	// max_completion_tokens supersedes max_tokens in OpenAI's API; both are checked.
+	for _, p := range [...]struct {
+		name string
+		v    span
+	}{{"max_tokens", maxTokens}, {"max_completion_tokens", maxCompletion}} {
+		if !p.v.present() {
+			continue
+		}
+		n, err := intValue(p.name, b[p.v.start:p.v.end])
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			info.maxTokens = n
+		}
+	}
+	if streamOpts.present() {
+		switch b[streamOpts.start] {
+		case '{':
+			u, err := includeUsage(b[streamOpts.start:streamOpts.end])
+			if err != nil {
+				return err
+			}
+			info.includeUsage = u
+		case 'n':
+		default:
+			return invalidType("stream_options", "an object", b[streamOpts.start])
+		}
+	}
+
+	for _, v := range [...]span{messages, prompt, input} {
+		info.promptBytes += v.end - v.start
+	}
+	switch {
+	case messages.present() && b[messages.start] == '[':
+		info.prefixHash = messagesPrefixHash(b[messages.start:messages.end])
+	case prompt.present():
+		p := b[prompt.start:prompt.end]
+		if len(p) > prefixPromptBytes {
+			p = p[:prefixPromptBytes]
+		}
+		info.prefixHash = fnvAdd(fnvOffset, p)
+	}
+	return nil
+}
+
+// invalidType is OpenAI's 400 for a parameter of the wrong JSON type.
+func invalidType(param, want string, got byte) *APIError {
+	return badRequest("invalid_type", param, "Invalid type for '%s': expected %s, but got %s instead.", param, want, jsonTypeName(got))
+}
+
+// jsonTypeName names the type of the JSON value starting with c, with its article.
+func jsonTypeName(c byte) string {
+	switch c {
+	case '"':
+		return "a string"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// intValue reads a non-negative integer parameter; null reads as 0.
+func intValue(param string, v []byte) (int, *APIError) {
+	switch c := v[0]; {
+	case c == 'n':
+		return 0, nil
+	case c == '-' || (c >= '0' && c <= '9'):
+	default:
+		return 0, invalidType(param, "an integer", c)
+	}
+	if bytes.ContainsAny(v, ".eE") {
+		return 0, badRequest("invalid_type", param, "Invalid type for '%s': expected an integer, but got a decimal number instead.", param)
+	}
+	if v[0] == '-' {
+		return 0, badRequest("integer_below_min_value", param, "Invalid '%s': integer below minimum value. Expected a value >= 0, but got %s instead.", param, v)
+	}
+	n := 0
+	for _, c := range v {
+		n = n*10 + int(c-'0')
+		if n > math.MaxInt32 {
+			// Far above any context length; the backend will refuse or cap it, routing need not care.
+			return math.MaxInt32, nil
+		}
+	}
+	return n, nil
+}
+
+// includeUsage reads include_usage from a stream_options object.
+func includeUsage(obj []byte) (bool, *APIError) {
+	usage := false
+	var err *APIError
+	eachMember(obj, func(key, v []byte) {
+		if string(keyBytes(key)) != "include_usage" {
+			return
+		}
+		err = nil
+		switch v[0] {
+		case 't':
+			usage = true
+		case 'f', 'n':
+			usage = false
+		default:
+			err = invalidType("stream_options.include_usage", "a boolean", v[0])
+		}
+	})
+	return usage, err
+}
+
+// messagesPrefixHash hashes a conversation's opening: the messages up to and including the first
+// user message. A conversation resends those unchanged on every turn, so its turns hash alike and
+// stick to the node that has their KV cache.
+func messagesPrefixHash(arr []byte) uint64 {
+	h := uint64(fnvOffset)
+	n := 0
+	eachElement(arr, func(el []byte) bool {
+		h = fnvAdd(h, el)
+		h *= fnvPrime // a zero byte between messages, so boundaries count
+		n++
+		return n < prefixMessages && !isUserMessage(el)
+	})
+	if n == 0 {
+		return 0
+	}
+	return h
+}
+
+// isUserMessage reports whether el is a message object whose role is "user".
+func isUserMessage(el []byte) bool {
+	if el[0] != '{' {
+		return false
+	}
+	user := false
+	eachMember(el, func(key, v []byte) {
+		if string(keyBytes(key)) == "role" {
+			user = v[0] == '"' && string(stringValue(v)) == "user"
+		}
+	})
+	return user
+}
+
+// eachMember calls fn for every member of the valid JSON object obj, in order.
+func eachMember(obj []byte, fn func(key, value []byte)) {
+	i := 1
+	for {
+		i = skipWS(obj, i)
+		if i >= len(obj) || obj[i] == '}' {
+			return
+		}
+		if obj[i] == ',' {
+			i++
+			continue
+		}
+		keyEnd := stringEnd(obj, i)
+		key := obj[i+1 : keyEnd-1]
+		i = skipWS(obj, skipWS(obj, keyEnd)+1)
+		end := skipValue(obj, i)
+		fn(key, obj[i:end])
+		i = end
+	}
+}
+
+// eachElement calls fn for every element of the valid JSON array arr until fn returns false.
+func eachElement(arr []byte, fn func(el []byte) bool) {
+	i := 1
+	for {
+		i = skipWS(arr, i)
+		if i >= len(arr) || arr[i] == ']' {
+			return
+		}
+		if arr[i] == ',' {
+			i++
+			continue
+		}
+		end := skipValue(arr, i)
+		if !fn(arr[i:end]) {
+			return
+		}
+		i = end
+	}
+}
+
+// keyBytes returns a member's key with escapes decoded. Callers compare string(keyBytes(k)),
+// which the compiler does in place; only an escaped key (rare) is decoded into a new slice.
+func keyBytes(key []byte) []byte {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return key
+	}
+	var s string
+	if json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &s) != nil {
+		return nil
+	}
+	return []byte(s)
+}
+
+// stringValue returns the contents of the JSON string token tok. Plain ASCII or UTF-8 contents
+// are returned in place; escapes or invalid UTF-8 are decoded as encoding/json would.
+func stringValue(tok []byte) []byte {
+	s := tok[1 : len(tok)-1]
+	if bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
+		return s
+	}
+	var out string
+	if json.Unmarshal(tok, &out) != nil {
+		return nil
+	}
+	return []byte(out)
+}
+
+// skipWS returns the index of the first non-whitespace byte at or after i.
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// stringEnd returns the index just past the string token starting at b[i] == '"'.
+func stringEnd(b []byte, i int) int {
+	j := i + 1
+	for j < len(b) {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return len(b)
+		}
+		j += k
+		// The quote ends the string unless an odd run of backslashes escapes it.
+		bs := 0
+		for p := j - 1; p > i && b[p] == '\\'; p-- {
+			bs++
+		}
+		j++
+		if bs%2 == 0 {
+			return j
+		}
+	}
+	return len(b)
+}
+
+// skipValue returns the index just past the valid JSON value starting at b[i].
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return len(b)
+	}
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); {
+			switch b[j] {
+			case '"':
+				j = stringEnd(b, j)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+			j++
+		}
+		return len(b)
+	}
+	j := i
+	for j < len(b) {
+		switch b[j] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return j
+		}
+		j++
+	}
+	return j
+}
+
+// FNV-1a, 64 bit: deterministic across processes, so several gateways agree on affinity.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvAdd(h uint64, p []byte) uint64 {
+	for _, c := range p {
+		h ^= uint64(c)
+		h *= fnvPrime
+	}
+	return h
+}

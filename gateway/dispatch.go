@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+)
+
+// Batch lines take the same path as interactive requests (body scan, model and preset
+// resolution, scheduling, admission, failover), as the batch class, with the answer captured in
+// memory. Because nothing reached a client, even an answer that breaks off midway fails over.
+//
+// What Dispatch returns, for the runner:
+//   - an agent's answer, whatever its status, as a Response;
+//   - a line the gateway itself refuses for good (400 bad body, 404 unknown model) as a Response
+//     with the OpenAI error object, so that the line fails into the error file;
+//   - an error when no answer came and a later try may get one: no node can take the line now
+//     (503, 429 queue full, queued past deadline), every attempt failed without an answer, or
+//     ctx ended.
+
+// dispatcher runs batch lines through the gateway's request path.
+type dispatcher struct{ s *Server }
+
+var _ batch.Dispatcher = dispatcher{}
+
+// dispatcher returns the batch.Dispatcher the batch runner sends its lines through.
+func (s *Server) dispatcher() batch.Dispatcher { return dispatcher{s: s} }
+
+// Dispatch runs one batch line on some node.
+func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Response, error) {
+	s := d.s
+	switch req.Endpoint {
+	case agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings:
+	default:
+		err := badRequest("invalid_endpoint", "url", "Endpoint %q is not supported; use %s, %s or %s.", req.Endpoint,
+			agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings)
+		return batch.Response{StatusCode: err.Status, Body: errorJSON(err)}, nil
+	}
+	class := req.Class
+	if class == "" {
+		class = agentapi.ClassBatch
+	}
+	k := s.getCall(ctx, req.Endpoint, class)
+	defer putCall(k)
+	k.reqID = s.requestID("", k.seq)
+	k.body = req.Body
+
+	var m memSink
+	var res result
+	if err := k.prepare(); err != nil {
+		res.err = err
+	} else {
+		res = k.run(&m)
+	}
+	k.finish(res)
+	switch {
+	case res.clientGone:
+		if err := ctx.Err(); err != nil {
+			return batch.Response{}, err
+		}
+		return batch.Response{}, context.Canceled
+	case res.err != nil:
+		if res.err.Status == http.StatusTooManyRequests || res.err.Status >= 500 {
+			return batch.Response{}, fmt.Errorf("gateway: dispatch: %w", res.err)
+		}
+		return batch.Response{StatusCode: res.err.Status, Body: errorJSON(res.err), RequestID: k.reqID}, nil
+	}
+	status := m.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	return batch.Response{StatusCode: status, Body: m.buf.Bytes(), Node: k.node, RequestID: k.reqID}, nil
+}
+
+// errorJSON is err in the OpenAI error shape.
+func errorJSON(err *APIError) []byte {
+	b, _ := json.Marshal(errorBody{Error: errorDetail{
+		Message: err.Message, Type: err.Type, Param: strOrNil(err.Param), Code: strOrNil(err.Code),
+	}})
+	return b
+}
+
+// memSink is a sink in memory, for batch lines.
+type memSink struct {
+	header http.Header
+	status int
+	buf    bytes.Buffer
+}
+
+var (
+	_ sink       = (*memSink)(nil)
+	_ resettable = (*memSink)(nil)
+)
+
+func (m *memSink) Header() http.Header {
+	if m.header == nil {
+		m.header = http.Header{}
+	}
+	return m.header
+}
+
+func (m *memSink) WriteHeader(status int) {
+	if m.status == 0 {
+		m.status = status
+	}
+}
+
+func (m *memSink) Write(p []byte) (int, error) {
+	if m.status == 0 {
+		m.status = http.StatusOK
+	}
+	return m.buf.Write(p)
+}
+
+// Flush does nothing: memory needs no flushing.
+func (m *memSink) Flush() {}
+
+// reset forgets a response that broke off, so the next attempt starts clean.
+func (m *memSink) reset() {
+	clear(m.header)
+	m.status = 0
+	m.buf.Reset()
+}

@@ -1,0 +1,92 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/scheduler"
+)
+
+func TestDispatch(t *testing.T) {
+	g := newCoreGW(t, func(c *Config) { c.Scheduler.Policy = scheduler.PolicyLeastInflight })
+	a := newWireAgent(t, "a", wireOK)
+	g.beat("a", a.srv.URL, 2, testModel)
+	g.beat("d", a.srv.URL, 2, "drained:1b")
+	if err := g.s.registry.SetDraining("d", true); err != nil {
+		t.Fatal(err)
+	}
+	d := g.s.dispatcher()
+	ctx := context.Background()
+
+	resp, err := d.Dispatch(ctx, batch.Request{Endpoint: agentapi.PathChatCompletions, Class: batch.ClassBatch,
+		Body: []byte(`{"model":"llama3.1:8b","messages":[{"role":"user","content":"line 1"}]}`)})
+	if err != nil || resp.StatusCode != 200 || resp.Node != "a" || resp.RequestID == "" || !strings.Contains(string(resp.Body), "hello from a") {
+		t.Fatalf("Dispatch = %+v (body %s), %v; want the agent's 200 from a", resp, resp.Body, err)
+	}
+	if got := a.requests()[0].header.Get(agentapi.HeaderClass); got != agentapi.ClassBatch {
+		t.Errorf("agent saw class %q, want batch", got)
+	}
+
+	tests := []struct {
+		name     string
+		req      batch.Request
+		status   int
+		code     string
+		retrying bool
+	}{
+		{"unknown model", batch.Request{Endpoint: agentapi.PathChatCompletions, Body: []byte(`{"model":"nope"}`)}, 404, "model_not_found", false},
+		{"bad body", batch.Request{Endpoint: agentapi.PathChatCompletions, Body: []byte(`{"model":`)}, 400, "", false},
+		{"bad endpoint", batch.Request{Endpoint: "/v1/images", Body: []byte(`{"model":"llama3.1:8b"}`)}, 400, "invalid_endpoint", false},
+		{"no node now", batch.Request{Endpoint: agentapi.PathEmbeddings, Body: []byte(`{"model":"drained:1b","input":"x"}`)}, 0, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := d.Dispatch(ctx, tt.req)
+			if tt.retrying {
+				var ae *APIError
+				if err == nil || !errors.As(err, &ae) || ae.Status != 503 {
+					t.Fatalf("Dispatch = %+v, %v; want an error wrapping the 503", resp, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Dispatch: %v", err)
+			}
+			var e clientError
+			if resp.StatusCode != tt.status || json.Unmarshal(resp.Body, &e) != nil || nullable(e.Error.Code) != nullable(strOrNil(tt.code)) {
+				t.Fatalf("Dispatch = %d %s, want %d with code %q", resp.StatusCode, resp.Body, tt.status, tt.code)
+			}
+		})
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := d.Dispatch(cctx, batch.Request{Endpoint: agentapi.PathChatCompletions, Body: []byte(`{"model":"llama3.1:8b"}`)}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Dispatch with a cancelled context: %v", err)
+	}
+}
+
+// A batch answer lives in memory until it is complete, so even a failure midway fails over.
+func TestDispatchFailsOverMidBody(t *testing.T) {
+	g := newCoreGW(t, func(c *Config) { c.Scheduler.Policy = scheduler.PolicyLeastInflight })
+	bad := newWireAgent(t, "bad", wireMidStream)
+	good := newWireAgent(t, "good", wireOK)
+	g.beat("bad", bad.srv.URL, 2, testModel)
+	g.beatBusy("good", good.srv.URL, 2, 1, testModel)
+	resp, err := g.s.dispatcher().Dispatch(context.Background(), batch.Request{Endpoint: agentapi.PathChatCompletions, Class: batch.ClassBatch,
+		Body: []byte(`{"model":"llama3.1:8b","stream":true,"messages":[{"role":"user","content":"x"}]}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad.requests()) != 1 || resp.Node != "good" || resp.StatusCode != 200 {
+		t.Fatalf("Dispatch = %d from %q after %d tries on bad; want 200 from good after one", resp.StatusCode, resp.Node, len(bad.requests()))
+	}
+	if strings.Count(string(resp.Body), wireChunk(testModel, 0, wireWords[0])) != 1 || !strings.HasSuffix(string(resp.Body), "data: [DONE]\n\n") {
+		t.Fatalf("body %q is not exactly the good node's stream", resp.Body)
+	}
+}

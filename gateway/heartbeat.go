@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"unicode"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+)
+
+// maxHeartbeatBytes bounds a heartbeat body. A node with 16 GPUs and a few hundred models sends
+// well under 256 KiB; anything far larger is a broken or hostile sender.
+const maxHeartbeatBytes = 1 << 20
+
+// maxNodeIDLen bounds node IDs (a DNS name's limit: IDs are usually host names).
+const maxNodeIDLen = 253
+
+// registerInternalRoutes mounts the routes agents call, under /internal/v1. The caller puts the
+// cluster-token check in front of g.
+func (s *Server) registerInternalRoutes(g *gin.RouterGroup) {
+	g.POST("/heartbeat", s.handleHeartbeat)
+}
+
+// handleHeartbeat records an agent's heartbeat and answers with the gateway's view of the node.
+func (s *Server) handleHeartbeat(c *gin.Context) {
+	hb, err := decodeHeartbeat(http.MaxBytesReader(c.Writer, c.Request.Body, maxHeartbeatBytes))
+	if err != nil {
+		abortWithError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, s.registry.Observe(hb))
+}
+
+// decodeHeartbeat reads one heartbeat and checks what the registry relies on. Its errors are
+// *APIError (400, or 413 past the size limit).
+func decodeHeartbeat(r io.Reader) (agentapi.Heartbeat, error) {
+	var hb agentapi.Heartbeat
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&hb); err != nil {
+		return hb, heartbeatDecodeError(err)
+	}
+	// Exactly one object: anything after it but white space is a broken sender.
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		if err != nil {
+			return hb, heartbeatDecodeError(err)
+		}
+		return hb, badRequest("invalid_json", "", "heartbeat has trailing data after the JSON object")
+	}
+	if err := validateHeartbeat(&hb); err != nil {
+		return hb, err
+	}
+	return hb, nil
+}
+
+func heartbeatDecodeError(err error) *APIError {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return &APIError{Status: http.StatusRequestEntityTooLarge, Type: errInvalidRequest, Code: "request_too_large",
+			Message: fmt.Sprintf("heartbeat larger than %d bytes", tooBig.Limit)}
+	}
+	return badRequest("invalid_json", "", "heartbeat is not valid JSON: %v", err)
+}
+
+func validateHeartbeat(hb *agentapi.Heartbeat) error {
+	switch {
+	case hb.NodeID == "":
+		return badRequest("missing_node_id", "node_id", "heartbeat has no node_id")
+	case len(hb.NodeID) > maxNodeIDLen:
+		return badRequest("invalid_node_id", "node_id", "node_id is longer than %d bytes", maxNodeIDLen)
+	}
+	for _, r := range hb.NodeID {
+		// IDs end up in URLs (/admin/v1/nodes/:id) and Prometheus labels: printable, no spaces or slashes.
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) || r == '/' || r == unicode.ReplacementChar {
+			return badRequest("invalid_node_id", "node_id", "node_id %q contains a space, slash or unprintable character", hb.NodeID)
+		}
+	}
+	if hb.Address == "" {
+		return badRequest("missing_address", "address", "heartbeat has no address")
+	}
+	u, err := url.Parse(hb.Address)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return badRequest("invalid_address", "address", "address %q is not an http(s) URL of the agent", hb.Address)
+	}
+	if hb.InFlight < 0 || hb.Queued < 0 || hb.Slots < 0 || hb.IntervalMS < 0 {
+		return badRequest("invalid_heartbeat", "", "in_flight, queued, slots and interval_ms must not be negative")
+	}
+	seen := make(map[int]bool, len(hb.GPUs))
+	for _, g := range hb.GPUs {
+		// GPU indexes label the per-GPU metrics; a duplicate would break every scrape.
+		if g.Index < 0 || seen[g.Index] {
+			return badRequest("invalid_heartbeat", "gpus", "GPU index %d is negative or repeated", g.Index)
+		}
+		seen[g.Index] = true
+	}
+	for _, m := range hb.Models {
+		if m.Name == "" {
+			return badRequest("invalid_heartbeat", "models", "a model has no name")
+		}
+		if m.InFlight < 0 {
+			return badRequest("invalid_heartbeat", "models", "model %q has negative in_flight", m.Name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herd-llm/herd/gateway/registry"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+)
+
+func TestHeartbeatRoute(t *testing.T) {
+	env := newAdminEnv(t)
+	valid := mustJSON(t, nodeBeat("a", nil))
+	edit := func(f func(hb *agentapi.Heartbeat)) string {
+		hb := nodeBeat("a", nil)
+		f(&hb)
+		return mustJSON(t, hb)
+	}
+	for _, tc := range []struct {
+		name   string
+		body   string
+		status int
+		code   string
+	}{
+		{"valid", valid, 200, ""},
+		{"valid with trailing newline", valid + "\n", 200, ""},
+		{"not json", "hello", 400, "invalid_json"},
+		{"empty", "", 400, "invalid_json"},
+		{"trailing data", valid + `{"node_id":"b"}`, 400, "invalid_json"},
+		{"trailing garbage", valid + " x", 400, "invalid_json"},
+		{"trailing data past the decoder's buffer", valid + strings.Repeat(" ", 64<<10) + "{}", 400, "invalid_json"},
+		{"too large after the object", valid + strings.Repeat(" ", maxHeartbeatBytes), 413, "request_too_large"},
+		{"wrong type", `{"node_id":7}`, 400, "invalid_json"},
+		{"no node id", edit(func(hb *agentapi.Heartbeat) { hb.NodeID = "" }), 400, "missing_node_id"},
+		{"node id with slash", edit(func(hb *agentapi.Heartbeat) { hb.NodeID = "a/b" }), 400, "invalid_node_id"},
+		{"node id with space", edit(func(hb *agentapi.Heartbeat) { hb.NodeID = "a b" }), 400, "invalid_node_id"},
+		{"node id too long", edit(func(hb *agentapi.Heartbeat) { hb.NodeID = strings.Repeat("x", 254) }), 400, "invalid_node_id"},
+		{"no address", edit(func(hb *agentapi.Heartbeat) { hb.Address = "" }), 400, "missing_address"},
+		{"address not a URL", edit(func(hb *agentapi.Heartbeat) { hb.Address = "10.0.0.5:9090" }), 400, "invalid_address"},
+		{"address with credentials", edit(func(hb *agentapi.Heartbeat) { hb.Address = "http://u:p@10.0.0.5:9090" }), 400, "invalid_address"},
+		{"address ftp", edit(func(hb *agentapi.Heartbeat) { hb.Address = "ftp://10.0.0.5" }), 400, "invalid_address"},
+		{"negative in flight", edit(func(hb *agentapi.Heartbeat) { hb.InFlight = -1 }), 400, "invalid_heartbeat"},
+		{"repeated GPU index", edit(func(hb *agentapi.Heartbeat) { hb.GPUs = append(hb.GPUs, hb.GPUs[0]) }), 400, "invalid_heartbeat"},
+		{"model without name", edit(func(hb *agentapi.Heartbeat) { hb.Models[0].Name = "" }), 400, "invalid_heartbeat"},
+		{"too large", `{"node_id":"a","hostname":"` + strings.Repeat("x", maxHeartbeatBytes) + `"}`, 413, "request_too_large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := env.do(http.MethodPost, agentapi.PathHeartbeat, tc.body)
+			if tc.status != 200 {
+				wantError(t, status, body, tc.status, tc.code)
+				return
+			}
+			if status != 200 {
+				t.Fatalf("%d %s", status, body)
+			}
+			var reply agentapi.HeartbeatReply
+			if err := json.Unmarshal(body, &reply); err != nil || reply.Draining {
+				t.Errorf("reply %s (%v)", body, err)
+			}
+		})
+	}
+	nodes := env.reg.Nodes()
+	if len(nodes) != 1 || nodes[0].Heartbeat.NodeID != "a" || nodes[0].Heartbeat.Address != "http://127.0.0.1:1" {
+		t.Errorf("registry holds %+v, want only node a from the valid heartbeats", nodes)
+	}
+}
+
+// FuzzDecodeHeartbeat feeds arbitrary bodies to the heartbeat parser: it must never panic, and
+// whatever it accepts must be safe to record and to export as metrics.
+func FuzzDecodeHeartbeat(f *testing.F) {
+	hb := nodeBeat("node-1", nil)
+	hb.GPUs[0].ThrottleReasons = []string{agentapi.ThrottleSWPowerCap}
+	seed, _ := json.Marshal(hb)
+	f.Add(seed)
+	f.Add([]byte(`{"node_id":"n","address":"http://h:1"}`))
+	f.Add([]byte(`{"node_id":"n","address":"http://h:1","gpus":[{"index":0},{"index":0}]}`))
+	f.Add([]byte(`{"node_id":"n","address":"http://h:1","models":[{"name":"a"},{"name":"A:latest","resident":true}]}`))
+	f.Add([]byte(`{"node_id":"\u00ff\ufffd","address":"https://[::1]:8080"}`))
+	f.Add([]byte(`{"node_id":"n","address":"http://h:1"} trailing`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"interval_ms":-5}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		hb, err := decodeHeartbeat(bytes.NewReader(body))
+		if err != nil {
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+				t.Fatalf("error %v is not a 400 APIError", err)
+			}
+			return
+		}
+		if hb.NodeID == "" || hb.Address == "" {
+			t.Fatalf("accepted a heartbeat without node or address: %+v", hb)
+		}
+		reg := registry.New(registry.Config{}, nil)
+		reg.SetLogger(slog.New(slog.DiscardHandler))
+		reg.Observe(hb)
+		if s := reg.Snapshot(); len(s.Nodes) != 1 || s.Nodes[0].ID != hb.NodeID {
+			t.Fatalf("snapshot %+v", s)
+		}
+		pr := prometheus.NewPedanticRegistry()
+		pr.MustRegister(newClusterCollector(reg))
+		if _, err := pr.Gather(); err != nil {
+			t.Fatalf("metrics of an accepted heartbeat do not gather: %v", err)
+		}
+	})
+}

@@ -1,0 +1,185 @@
+package gateway
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/herd-llm/herd/gateway/registry"
+	"github.com/herd-llm/herd/models"
+)
+
+// metrics holds the gateway's Prometheus collectors, in a registry of its own (never the global
+// default one, so two gateways in one process or test do not collide).
+//
+// Request metrics are counted as requests finish. Node and GPU gauges are not kept up to date in
+// the background: clusterCollector reads the node registry when Prometheus scrapes, so a gauge
+// can never lag a heartbeat and a forgotten node's series disappear with it.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	ttft     *prometheus.HistogramVec
+}
+
+// latencyBuckets span a short completion on a warm model (100 ms) to a long generation or a
+// cold load of a big model (10 min): LLM requests are far slower than the usual web buckets.
+var latencyBuckets = []float64{0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600}
+
+// ttftBuckets resolve time to first token from a resident model (tens of ms) to one that has to
+// be loaded first (tens of seconds).
+var ttftBuckets = []float64{0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 2, 4, 8, 15, 30, 60}
+
+// newMetrics builds the collectors; reg feeds the per-node and per-GPU gauges.
+func newMetrics(reg *registry.Registry) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_requests_total",
+			Help: "Inference requests finished, by model, serving node (empty when none was reached) and status.",
+		}, []string{"model", "node", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herd_request_duration_seconds",
+			Help:    "Time from receiving an inference request to its last byte.",
+			Buckets: latencyBuckets,
+		}, []string{"model", "node", "status"}),
+		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herd_time_to_first_token_seconds",
+			Help:    "Time from receiving an inference request to the first byte of its answer.",
+			Buckets: ttftBuckets,
+		}, []string{"model", "node"}),
+	}
+	m.reg.MustRegister(
+		m.requests, m.duration, m.ttft,
+		newClusterCollector(reg),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// observeRequest records one finished request. A zero ttft (no byte ever reached the client) is
+// not observed as a time to first token.
+func (m *metrics) observeRequest(model, node, status string, latency, ttft time.Duration) {
+	m.requests.WithLabelValues(model, node, status).Inc()
+	m.duration.WithLabelValues(model, node, status).Observe(latency.Seconds())
+	if ttft > 0 {
+		m.ttft.WithLabelValues(model, node).Observe(ttft.Seconds())
+	}
+}
+
+// handler serves the metrics in the Prometheus exposition format.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// nodeLister is what clusterCollector needs of the registry.
+type nodeLister interface {
+	Nodes() []registry.NodeView
+}
+
+var _ nodeLister = (*registry.Registry)(nil)
+
+// clusterCollector turns the registry's nodes into gauges at scrape time.
+type clusterCollector struct {
+	nodes nodeLister
+
+	gpuUtil, gpuMemUsed, gpuMemTotal, gpuTemp, gpuPower, gpuPowerLimit, gpuHealthy, gpuThrottled *prometheus.Desc
+	modelResident, nodeInFlight, nodeQueued, nodeUp, nodeDraining, nodeHealthy, nodeCircuitOpen  *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*clusterCollector)(nil)
+
+func newClusterCollector(nodes nodeLister) *clusterCollector {
+	gpuLabels := []string{"node", "gpu", "name", "simulated"}
+	gpu := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, gpuLabels, nil) }
+	nodeDesc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, []string{"node"}, nil)
+	}
+	return &clusterCollector{
+		nodes:         nodes,
+		gpuUtil:       gpu("herd_gpu_utilization_ratio", "GPU utilisation in [0,1] from the node's last heartbeat."),
+		gpuMemUsed:    gpu("herd_gpu_memory_used_bytes", "GPU memory in use."),
+		gpuMemTotal:   gpu("herd_gpu_memory_total_bytes", "GPU memory size."),
+		gpuTemp:       gpu("herd_gpu_temperature_celsius", "GPU temperature."),
+		gpuPower:      gpu("herd_gpu_power_watts", "GPU power draw."),
+		gpuPowerLimit: gpu("herd_gpu_power_limit_watts", "GPU power limit."),
+		gpuHealthy:    gpu("herd_gpu_healthy", "1 when the GPU is healthy (no uncorrectable ECC error, XID event or thermal failure)."),
+		gpuThrottled:  gpu("herd_gpu_throttled", "1 when the GPU is in thermal or power slowdown."),
+		modelResident: prometheus.NewDesc("herd_model_resident",
+			"1 when the model is loaded in memory on the node, 0 when it is only on disk.", []string{"node", "model"}, nil),
+		nodeInFlight:    nodeDesc("herd_node_in_flight", "Requests in flight on the node: the larger of its heartbeat's count and this gateway's own."),
+		nodeQueued:      nodeDesc("herd_node_queued", "Requests waiting for a slot on the node."),
+		nodeUp:          nodeDesc("herd_node_up", "1 while the node's heartbeat is fresh, 0 once it is stale."),
+		nodeDraining:    nodeDesc("herd_node_draining", "1 when an operator drained the node."),
+		nodeHealthy:     nodeDesc("herd_node_healthy", "1 when every GPU of the node is healthy."),
+		nodeCircuitOpen: nodeDesc("herd_node_circuit_open", "1 when the node's circuit breaker is open or half-open."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.gpuUtil, c.gpuMemUsed, c.gpuMemTotal, c.gpuTemp, c.gpuPower, c.gpuPowerLimit, c.gpuHealthy, c.gpuThrottled,
+		c.modelResident, c.nodeInFlight, c.nodeQueued, c.nodeUp, c.nodeDraining, c.nodeHealthy, c.nodeCircuitOpen,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		// A label that is not valid UTF-8 (only possible from a caller bypassing JSON decoding)
+		// loses that one series rather than the whole scrape.
+		if m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, v, labels...); err == nil {
+			ch <- m
+		}
+	}
+	for _, n := range c.nodes.Nodes() {
+		hb := &n.Heartbeat
+		id := hb.NodeID
+		for _, g := range hb.GPUs {
+			l := []string{id, strconv.Itoa(g.Index), g.Name, strconv.FormatBool(g.Simulated || hb.Simulated)}
+			gauge(c.gpuUtil, g.UtilizationRatio, l...)
+			gauge(c.gpuMemUsed, float64(g.MemoryUsedBytes), l...)
+			gauge(c.gpuMemTotal, float64(g.MemoryTotalBytes), l...)
+			gauge(c.gpuTemp, g.TemperatureCelsius, l...)
+			gauge(c.gpuPower, g.PowerWatts, l...)
+			gauge(c.gpuPowerLimit, g.PowerLimitWatts, l...)
+			gauge(c.gpuHealthy, boolGauge(g.Healthy), l...)
+			throttled := false
+			for _, t := range g.ThrottleReasons {
+				throttled = throttled || registry.IsThrottling(t)
+			}
+			gauge(c.gpuThrottled, boolGauge(throttled), l...)
+		}
+		// Names are normalised as the scheduler sees them; two spellings of one model ("llama3",
+		// "llama3:latest") become one series, resident if either is.
+		resident := make(map[string]bool, len(hb.Models))
+		for _, m := range hb.Models {
+			name := models.NormalizeName(m.Name)
+			resident[name] = resident[name] || m.Resident
+		}
+		for name, r := range resident {
+			gauge(c.modelResident, boolGauge(r), id, name)
+		}
+		gauge(c.nodeInFlight, float64(max(hb.InFlight, n.GatewayInFlight)), id)
+		gauge(c.nodeQueued, float64(hb.Queued), id)
+		gauge(c.nodeUp, boolGauge(!n.Stale), id)
+		gauge(c.nodeDraining, boolGauge(n.Draining), id)
+		gauge(c.nodeHealthy, boolGauge(n.Healthy), id)
+		gauge(c.nodeCircuitOpen, boolGauge(n.Circuit != registry.CircuitClosed), id)
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

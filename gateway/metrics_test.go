@@ -1,0 +1,107 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+)
+
+func TestMetricsScrape(t *testing.T) {
+	env := newAdminEnv(t)
+	a := agentapi.Heartbeat{
+		NodeID: "a", Address: "http://a:9090", Backend: agentapi.BackendSim, Simulated: true,
+		IntervalMS: 1000, InFlight: 1, Queued: 3, Slots: 4,
+		GPUs: []agentapi.GPU{
+			{Index: 0, Name: "Tesla T4", MemoryTotalBytes: 16106127360, MemoryUsedBytes: 6442450944, UtilizationRatio: 0.5,
+				TemperatureCelsius: 61, PowerWatts: 52.5, PowerLimitWatts: 70, Healthy: true, Simulated: true},
+			{Index: 1, Name: "Tesla T4", MemoryTotalBytes: 16106127360, MemoryUsedBytes: 0, UtilizationRatio: 0,
+				TemperatureCelsius: 92, PowerWatts: 70, PowerLimitWatts: 70, ThrottleReasons: []string{agentapi.ThrottleHWThermal},
+				Healthy: false, HealthReason: "thermal", Simulated: true},
+		},
+		Models: []agentapi.Model{
+			{Name: "llama3.1:8b", Resident: true, OnDisk: true},
+			{Name: "qwen2.5", OnDisk: true},
+			{Name: "Qwen2.5:latest", OnDisk: true}, // one series for both spellings
+		},
+	}
+	b := agentapi.Heartbeat{
+		NodeID: "b", Address: "http://b:9090", Backend: agentapi.BackendOllama, IntervalMS: 1000,
+		GPUs: []agentapi.GPU{{Index: 0, Name: "NVIDIA A40", MemoryTotalBytes: 48305799168, MemoryUsedBytes: 1 << 30,
+			UtilizationRatio: 0.25, TemperatureCelsius: 40, PowerWatts: 80, PowerLimitWatts: 300, Healthy: true}},
+	}
+	env.reg.Observe(b)
+	env.clock.Advance(4 * time.Second) // b is stale
+	env.reg.Observe(a)
+	for range 2 {
+		env.reg.Acquire("a")
+	}
+	env.srv.metrics.observeRequest("llama3.1:8b", "a", "200", 1500*time.Millisecond, 120*time.Millisecond)
+	env.srv.metrics.observeRequest("llama3.1:8b", "a", "200", 3*time.Second, 0)
+	env.srv.metrics.observeRequest("qwen2.5:latest", "", "503", time.Millisecond, 0)
+
+	status, body := env.do(http.MethodGet, "/metrics", "")
+	if status != http.StatusOK {
+		t.Fatalf("%d %s", status, body)
+	}
+	text := string(body)
+	for _, line := range []string{
+		`herd_gpu_utilization_ratio{gpu="0",name="Tesla T4",node="a",simulated="true"} 0.5`,
+		`herd_gpu_memory_used_bytes{gpu="0",name="Tesla T4",node="a",simulated="true"} 6.442450944e+09`,
+		`herd_gpu_memory_total_bytes{gpu="1",name="Tesla T4",node="a",simulated="true"} 1.610612736e+10`,
+		`herd_gpu_temperature_celsius{gpu="1",name="Tesla T4",node="a",simulated="true"} 92`,
+		`herd_gpu_power_watts{gpu="0",name="Tesla T4",node="a",simulated="true"} 52.5`,
+		`herd_gpu_power_limit_watts{gpu="0",name="Tesla T4",node="a",simulated="true"} 70`,
+		`herd_gpu_healthy{gpu="0",name="Tesla T4",node="a",simulated="true"} 1`,
+		`herd_gpu_healthy{gpu="1",name="Tesla T4",node="a",simulated="true"} 0`,
+		`herd_gpu_throttled{gpu="1",name="Tesla T4",node="a",simulated="true"} 1`,
+		`herd_gpu_throttled{gpu="0",name="Tesla T4",node="a",simulated="true"} 0`,
+		`herd_gpu_utilization_ratio{gpu="0",name="NVIDIA A40",node="b",simulated="false"} 0.25`,
+		`herd_model_resident{model="llama3.1:8b",node="a"} 1`,
+		`herd_model_resident{model="qwen2.5:latest",node="a"} 0`,
+		`herd_node_in_flight{node="a"} 2`, // the gateway's 2 beat the heartbeat's 1
+		`herd_node_queued{node="a"} 3`,
+		`herd_node_up{node="a"} 1`,
+		`herd_node_up{node="b"} 0`,
+		`herd_node_healthy{node="a"} 0`,
+		`herd_node_draining{node="a"} 0`,
+		`herd_node_circuit_open{node="a"} 0`,
+		`herd_requests_total{model="llama3.1:8b",node="a",status="200"} 2`,
+		`herd_requests_total{model="qwen2.5:latest",node="",status="503"} 1`,
+		`herd_request_duration_seconds_bucket{model="llama3.1:8b",node="a",status="200",le="2"} 1`,
+		`herd_request_duration_seconds_bucket{model="llama3.1:8b",node="a",status="200",le="4"} 2`,
+		`herd_request_duration_seconds_count{model="llama3.1:8b",node="a",status="200"} 2`,
+		`herd_time_to_first_token_seconds_count{model="llama3.1:8b",node="a"} 1`,
+		`herd_time_to_first_token_seconds_bucket{model="llama3.1:8b",node="a",le="0.1"} 0`,
+		`herd_time_to_first_token_seconds_bucket{model="llama3.1:8b",node="a",le="0.2"} 1`,
+	} {
+		if !strings.Contains(text, "\n"+line+"\n") {
+			t.Errorf("scrape lacks %s", line)
+		}
+	}
+	for _, absent := range []string{
+		`model="qwen2.5"`, // only the normalised name
+		`herd_time_to_first_token_seconds_count{model="qwen2.5:latest"`, // no first token, no TTFT
+	} {
+		if strings.Contains(text, absent) {
+			t.Errorf("scrape has %s", absent)
+		}
+	}
+	for _, family := range []string{"go_goroutines", "process_", "# TYPE herd_gpu_utilization_ratio gauge", "# TYPE herd_request_duration_seconds histogram"} {
+		if !strings.Contains(text, family) {
+			t.Errorf("scrape lacks %s", family)
+		}
+	}
+	if n := strings.Count(text, `herd_model_resident{model="qwen2.5:latest",node="a"}`); n != 1 {
+		t.Errorf("qwen2.5:latest resident series appears %d times", n)
+	}
+
+	// A node forgotten after long silence loses its series.
+	env.clock.Advance(11 * time.Minute)
+	_, body = env.do(http.MethodGet, "/metrics", "")
+	if strings.Contains(string(body), `node="b"}`) || strings.Contains(string(body), `node="b",`) {
+		t.Error("forgotten node b still exported")
+	}
+}

@@ -1,0 +1,305 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/herd-llm/herd/gateway/registry"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/scheduler"
+)
+
+// core is the request path's part of the Server: what New builds for auth, admission and the
+// proxy.
+type core struct {
+	clock     Clock
+	transport http.RoundTripper
+	adm       *admission
+
+	apiKeys, adminKeys, clusterKeys keySet
+	// agentAuth is the Authorization header the gateway sends agents (shared, read-only).
+	agentAuth []string
+
+	// seq numbers requests; seed makes this gateway's request IDs and tie-break seeds its own.
+	seq  atomic.Uint64
+	seed uint64
+
+	started time.Time
+	urls    urlCache
+}
+
+// Option adjusts what New builds.
+type Option func(*options)
+
+type options struct {
+	log       *slog.Logger
+	clock     Clock
+	transport http.RoundTripper
+}
+
+// WithLogger sets the logger (default slog.Default()). Requests are logged at Debug, one line
+// each; failed attempts and 5xx at Warn.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithClock sets the clock of the registry and of admission deadlines (default: the system clock).
+func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
+
+// WithTransport sets the round tripper the gateway reaches agents with (default: a transport tuned
+// for many long-lived streams to a few hosts).
+func WithTransport(rt http.RoundTripper) Option { return func(o *options) { o.transport = rt } }
+
+// withDefaults replaces c's zero fields with DefaultConfig's.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Listen == "" {
+		c.Listen = d.Listen
+	}
+	if c.DataDir == "" {
+		c.DataDir = d.DataDir
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.Scheduler.Policy == "" {
+		c.Scheduler.Policy = d.Scheduler.Policy
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
+	if c.FirstByteTimeout == 0 {
+		c.FirstByteTimeout = d.FirstByteTimeout
+	}
+	if c.StreamIdleTimeout == 0 {
+		c.StreamIdleTimeout = d.StreamIdleTimeout
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = d.QueueSize
+	}
+	if c.QueueTimeout == 0 {
+		c.QueueTimeout = d.QueueTimeout
+	}
+	return c
+}
+
+// New builds a gateway from cfg: registry, scheduler, admission, the bulk engine (store, presets,
+// batches) and the routes. Zero fields of cfg take DefaultConfig's values. Call Run for the
+// background work and Serve to serve; Close releases the store if Run is never called.
+func New(cfg Config, opts ...Option) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: config: %w", err)
+	}
+	o := options{log: slog.Default(), clock: systemClock{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	sched, err := scheduler.New(cfg.Scheduler)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	rcfg := registry.DefaultConfig()
+	rcfg.HeartbeatInterval = cfg.HeartbeatInterval
+	reg := registry.New(rcfg, o.clock)
+	reg.SetLogger(o.log.With("component", "registry"))
+
+	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched}
+	s.core = core{
+		clock:       o.clock,
+		transport:   o.transport,
+		apiKeys:     newKeySet(cfg.APIKeys),
+		adminKeys:   newKeySet(cfg.AdminKeys),
+		clusterKeys: newKeySet([]string{cfg.ClusterToken}),
+		agentAuth:   []string{"Bearer " + cfg.ClusterToken},
+		seed:        randomSeed(),
+		started:     o.clock.Now(),
+	}
+	if s.core.transport == nil {
+		s.core.transport = newAgentTransport(cfg.FirstByteTimeout)
+	}
+	s.core.adm = newAdmission(reg, sched.Pick, o.clock, cfg.QueueSize, cfg.QueueTimeout, cfg.HeartbeatInterval)
+	s.metrics = newMetrics(reg)
+	if err := s.initBulk(context.Background()); err != nil {
+		return nil, err
+	}
+	s.engine = s.routes()
+	return s, nil
+}
+
+// Run does the gateway's background work (the batch runner, preset refresh) until ctx is done,
+// then closes the store. Serve may run before, during and after it.
+func (s *Server) Run(ctx context.Context) error {
+	s.runBulk(ctx)
+	if err := s.closeBulk(); err != nil {
+		return fmt.Errorf("gateway: close store: %w", err)
+	}
+	return nil
+}
+
+// Close releases what New opened (the store) when Run was never called; after Run it does nothing.
+func (s *Server) Close() error { return s.closeBulk() }
+
+// ListenAndServe listens on Config.Listen and serves, with the background work, until ctx is done.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(ctx) }()
+	err = s.Serve(ctx, ln)
+	cancel()
+	return errors.Join(err, <-runErr)
+}
+
+// routes builds the gin engine.
+func (s *Server) routes() *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.Use(s.recovery())
+	e.NoRoute(func(c *gin.Context) {
+		abortWithError(c, notFound("", "", "Invalid URL (%s %s)", c.Request.Method, c.Request.URL.Path))
+	})
+
+	e.GET("/healthz", s.accessLog(), s.handleHealthz)
+	e.GET("/readyz", s.accessLog(), s.handleReadyz)
+	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
+
+	v1 := e.Group("/v1", s.apiAuth())
+	// The inference routes log one line per request themselves, with the scheduling decision.
+	v1.POST("/chat/completions", s.handleInference(agentapi.PathChatCompletions))
+	v1.POST("/completions", s.handleInference(agentapi.PathCompletions))
+	v1.POST("/embeddings", s.handleInference(agentapi.PathEmbeddings))
+	v1l := v1.Group("", s.accessLog())
+	v1l.GET("/models", s.handleOpenAIListModels)
+	// Model names may contain slashes ("org/model"), hence the catch-all.
+	v1l.GET("/models/*id", s.handleOpenAIGetModel)
+	s.registerBatchRoutes(v1l)
+
+	admin := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
+	s.registerAdminRoutes(admin)
+	s.registerPresetRoutes(admin)
+
+	internal := e.Group("/internal/v1", s.clusterAuth())
+	s.registerInternalRoutes(internal)
+	return e
+}
+
+// recovery turns a panic in a handler into a 500 in the OpenAI shape (when nothing was written
+// yet) and a Warn log line with the stack. http.ErrAbortHandler passes through: it is how a
+// handler aborts a response it can no longer complete.
+func (s *Server) recovery() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			r := recover()
+			if r == nil {
+				return
+			}
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			s.log.Warn("panic in handler", "method", c.Request.Method, "path", c.Request.URL.Path, "panic", r, "stack", string(debug.Stack()))
+			if c.Writer.Written() {
+				panic(http.ErrAbortHandler)
+			}
+			abortWithError(c, &APIError{Status: http.StatusInternalServerError, Type: errServer, Code: "internal_error", Message: "The server had an error while processing your request."})
+		}()
+		c.Next()
+	}
+}
+
+// accessLog logs one line per request: Debug, or Warn for a 5xx.
+func (s *Server) accessLog() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := s.core.clock.Now()
+		c.Next()
+		status := c.Writer.Status()
+		level := slog.LevelDebug
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+		if !s.log.Enabled(c.Request.Context(), level) {
+			return
+		}
+		s.log.LogAttrs(c.Request.Context(), level, "request",
+			slog.String("method", c.Request.Method), slog.String("path", c.Request.URL.Path),
+			slog.Int("status", status), slog.Duration("latency", s.core.clock.Now().Sub(start)))
+	}
+}
+
+type healthBody struct {
+	Status  string `json:"status"`
+	Version string `json:"version"`
+}
+
+// handleHealthz is liveness: the process answers.
+func (s *Server) handleHealthz(c *gin.Context) {
+	c.JSON(http.StatusOK, healthBody{Status: "ok", Version: s.cfg.Version})
+}
+
+type readyBody struct {
+	Status string `json:"status"`
+	Nodes  int    `json:"nodes"`
+}
+
+// handleReadyz is readiness: at least one node's heartbeat is fresh.
+func (s *Server) handleReadyz(c *gin.Context) {
+	snap := s.registry.Snapshot()
+	live := 0
+	for i := range snap.Nodes {
+		if !snap.Nodes[i].Stale {
+			live++
+		}
+	}
+	if live == 0 {
+		msg := "Not ready: no node is registered with the gateway."
+		if len(snap.Nodes) > 0 {
+			msg = fmt.Sprintf("Not ready: all %d registered nodes have stale heartbeats.", len(snap.Nodes))
+		}
+		abortWithError(c, unavailable("%s", msg))
+		return
+	}
+	c.JSON(http.StatusOK, readyBody{Status: "ready", Nodes: live})
+}
+
+// newAgentTransport returns the transport for agents: many idle connections per host (a few
+// hosts, many concurrent streams), no compression (SSE must not be buffered by a gzip layer, and
+// bodies are forwarded as is), and no proxy from the environment (agents are on the LAN).
+func newAgentTransport(firstByte time.Duration) *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+		ResponseHeaderTimeout: firstByte,
+		ExpectContinueTimeout: 0,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+}
+
+// randomSeed returns 64 random bits; the fallback keeps the gateway working without entropy.
+func randomSeed() uint64 {
+	var b [8]byte
+	if _, err := io.ReadFull(rand.Reader, b[:]); err != nil {
+		return uint64(time.Now().UnixNano())
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}

@@ -1,0 +1,412 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/herd-llm/herd/models"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/scheduler"
+)
+
+// The OpenAI routes: model listing and the inference routes, which read what routing needs from
+// the body, resolve the model (base model or preset), and hand the request to the proxy.
+//
+// Decisions:
+//   - A model is a base model when some node (stale or not) reports it, compared after
+//     models.NormalizeName as the registry stores it; a model known only to stale nodes is
+//     answered with 503 and the reasons, not 404, since it exists and may come back. Otherwise a
+//     preset of that name is applied to the body (the one time the body is decoded and
+//     re-encoded); otherwise 404 model_not_found.
+//   - The body is forwarded with the model name the client wrote: agents normalise names the way
+//     their backend needs, and a vLLM model ID must keep its case.
+//   - /v1/models lists the models that non-stale nodes have on disk or loaded, then the presets.
+//     Backends do not say when a model was created, so "created" is when this gateway started.
+//   - X-Request-Id: a client's own ID is kept when it is short and plain; otherwise the gateway
+//     makes one. It is sent to the agent and back to the client.
+
+// modelObject is OpenAI's model object.
+type modelObject struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+type modelList struct {
+	Object string        `json:"object"`
+	Data   []modelObject `json:"data"`
+}
+
+// Owners reported in /v1/models.
+const (
+	ownerHerd   = "herd"
+	ownerPreset = "herd-preset"
+)
+
+// models returns the models clients can ask for: base models on non-stale nodes, by name, then
+// presets, by name.
+func (s *Server) models() []modelObject {
+	created := s.core.started.Unix()
+	snap := s.registry.Snapshot()
+	var names []string
+	for i := range snap.Nodes {
+		n := &snap.Nodes[i]
+		if n.Stale {
+			continue
+		}
+		for _, m := range n.Models {
+			if (m.Resident || m.OnDisk) && !slices.Contains(names, m.Name) {
+				names = append(names, m.Name)
+			}
+		}
+	}
+	slices.Sort(names)
+	out := make([]modelObject, 0, len(names))
+	for _, name := range names {
+		out = append(out, modelObject{ID: name, Object: "model", Created: created, OwnedBy: ownerHerd})
+	}
+	for _, p := range s.presets.List() {
+		c := created
+		if !p.CreatedAt.IsZero() {
+			c = p.CreatedAt.Unix()
+		}
+		out = append(out, modelObject{ID: p.Name, Object: "model", Created: c, OwnedBy: ownerPreset})
+	}
+	return out
+}
+
+// handleOpenAIListModels is GET /v1/models.
+func (s *Server) handleOpenAIListModels(c *gin.Context) {
+	c.JSON(http.StatusOK, modelList{Object: "list", Data: s.models()})
+}
+
+// handleOpenAIGetModel is GET /v1/models/{id}.
+func (s *Server) handleOpenAIGetModel(c *gin.Context) {
+	id := strings.TrimPrefix(c.Param("id"), "/")
+	norm := models.NormalizeName(id)
+	for _, m := range s.models() {
+		if m.ID == id || (m.OwnedBy == ownerHerd && m.ID == norm) {
+			c.JSON(http.StatusOK, m)
+			return
+		}
+	}
+	abortWithError(c, errModelNotFound(id))
+}
+
+func errModelNotFound(model string) *APIError {
+	return notFound("model_not_found", "model", "The model `%s` does not exist or you do not have access to it.", model)
+}
+
+// call is one inference request on its way through the gateway. Calls are pooled: the scheduler
+// request, its decision and the copy buffer are reused, which keeps the hot path low on
+// allocations.
+type call struct {
+	s     *Server
+	ctx   context.Context
+	path  string
+	class string
+	start time.Time
+	reqID string
+
+	body []byte
+	info bodyInfo
+	// model is the base model as the scheduler knows it; preset the preset applied, if any.
+	model  string
+	preset string
+
+	// seq numbers the request in this gateway: its scheduler Seq and the source of its ID and seed.
+	seq  uint64
+	req  scheduler.Request
+	dec  scheduler.Decision
+	excl [4]string
+	tk   ticket
+
+	attempts int
+	node     string
+	status   int
+	ttft     time.Duration
+	// failures describes the failed attempts, for the log and the final error.
+	failures []string
+	// last is the last retryable answer an agent gave (5xx, 429), relayed if no node does better.
+	last *capturedResponse
+
+	buf [32 << 10]byte
+}
+
+var callPool = sync.Pool{New: func() any {
+	k := new(call)
+	k.tk.req, k.tk.dec = &k.req, &k.dec
+	return k
+}}
+
+func (s *Server) getCall(ctx context.Context, path, class string) *call {
+	k := callPool.Get().(*call)
+	k.s, k.ctx, k.path, k.class, k.start = s, ctx, path, class, s.core.clock.Now()
+	k.seq = s.core.seq.Add(1)
+	return k
+}
+
+func putCall(k *call) {
+	k.s, k.ctx, k.body, k.info, k.last = nil, nil, nil, bodyInfo{}, nil
+	k.model, k.preset, k.reqID, k.node = "", "", "", ""
+	k.attempts, k.status, k.ttft = 0, 0, 0
+	k.failures = k.failures[:0]
+	k.excl = [4]string{}
+	k.req = scheduler.Request{}
+	k.tk.lastSnap = nil
+	callPool.Put(k)
+}
+
+// requestID returns the client's X-Request-Id when it is usable, else a new one.
+func (s *Server) requestID(client string, seq uint64) string {
+	if len(client) > 0 && len(client) <= 128 && plainID(client) {
+		return client
+	}
+	var b [24]byte
+	n := copy(b[:], "req_")
+	id := strconv.AppendUint(b[:n], mix64(s.core.seed^seq), 16)
+	return string(id)
+}
+
+func plainID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// mix64 is SplitMix64's finaliser: consecutive sequence numbers give unrelated IDs and seeds.
+func mix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// readBody reads the whole request body, bounded by MaxBodyBytes.
+func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
+	limit := s.cfg.MaxBodyBytes
+	tooLarge := func() *APIError {
+		return &APIError{Status: http.StatusRequestEntityTooLarge, Type: errInvalidRequest, Code: "request_too_large",
+			Message: fmt.Sprintf("The request body is too large: the limit is %d bytes.", limit)}
+	}
+	if r.ContentLength > limit {
+		return nil, tooLarge()
+	}
+	if r.ContentLength >= 0 {
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, badRequest("", "", "Could not read the request body: %v.", err)
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, badRequest("", "", "Could not read the request body: %v.", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, tooLarge()
+	}
+	return b, nil
+}
+
+// prepare scans the body, resolves the model and fills the scheduler request.
+func (k *call) prepare() *APIError {
+	if err := scanBody(k.body, &k.info); err != nil {
+		return err
+	}
+	snap := k.s.registry.Snapshot()
+	name, vram, ok := findModel(snap, k.info.model)
+	if !ok {
+		name, vram, ok = findModel(snap, []byte(models.NormalizeName(string(k.info.model))))
+	}
+	if !ok {
+		asked := string(k.info.model)
+		p, isPreset := k.s.presets.Lookup(asked)
+		if !isPreset {
+			return errModelNotFound(asked)
+		}
+		body, err := p.Apply(k.path, k.body)
+		if err != nil {
+			return badRequest("invalid_preset_request", "", "Could not apply preset `%s`: %v", p.Name, err)
+		}
+		k.body, k.preset = body, p.Name
+		if err := scanBody(k.body, &k.info); err != nil {
+			return err
+		}
+		base := models.NormalizeName(p.Model)
+		if name, vram, ok = findModel(snap, []byte(base)); !ok {
+			return unavailable("Preset `%s` runs on model `%s`, which no node has.", p.Name, p.Model)
+		}
+	}
+	k.model = name
+	seq := k.seq
+	k.req = scheduler.Request{
+		Model:          name,
+		Class:          k.class,
+		PromptTokens:   k.info.promptBytes / 4, // about four bytes of JSON text per token
+		MaxTokens:      k.info.maxTokens,
+		PrefixHash:     k.info.prefixHash,
+		ModelVRAMBytes: vram,
+		Seq:            seq,
+		Seed:           mix64(k.s.core.seed + seq),
+		Exclude:        k.excl[:0],
+	}
+	return nil
+}
+
+// findModel finds the model called name on some node of snap and returns the snapshot's own
+// string for it (so the hot path does not allocate one) and the most VRAM a node reports for it.
+func findModel(snap *scheduler.Snapshot, name []byte) (string, uint64, bool) {
+	var found string
+	var vram uint64
+	for i := range snap.Nodes {
+		for j := range snap.Nodes[i].Models {
+			m := &snap.Nodes[i].Models[j]
+			if m.Name == string(name) {
+				found, vram = m.Name, max(vram, m.VRAMBytes)
+			}
+		}
+	}
+	return found, vram, found != ""
+}
+
+// handleInference serves one of the OpenAI inference routes; path is the agent's route for it.
+func (s *Server) handleInference(path string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
+		defer putCall(k)
+		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
+		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
+
+		var res result
+		if body, err := s.readBody(c.Request); err != nil {
+			res.err = err
+		} else {
+			k.body = body
+			if err := k.prepare(); err != nil {
+				res.err = err
+			} else {
+				res = k.run(c.Writer)
+			}
+		}
+		if res.err != nil {
+			abortWithError(c, res.err)
+			k.status = res.err.Status
+		}
+		k.finish(res)
+		if res.abort {
+			// A non-streamed body broke off after it started: only a cut connection tells the
+			// client it is incomplete.
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// finish records the request in the metrics and the log.
+func (k *call) finish(res result) {
+	s := k.s
+	latency := s.core.clock.Now().Sub(k.start)
+	status := k.status
+	if res.clientGone {
+		status = 499 // nginx's "client closed request"
+	}
+	label := k.model
+	if k.preset != "" {
+		label = k.preset
+	}
+	s.metrics.observeRequest(label, k.node, statusText(status), latency, k.ttft)
+
+	level := slog.LevelDebug
+	if status >= 500 || len(k.failures) > 0 {
+		level = slog.LevelWarn
+	}
+	if !s.log.Enabled(k.ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", k.reqID), slog.String("path", k.path), slog.String("class", k.class),
+		slog.String("model", k.model), slog.Bool("stream", k.info.stream), slog.Int("status", status),
+		slog.String("node", k.node), slog.Int("attempts", k.attempts),
+		slog.Duration("latency", latency), slog.Duration("ttft", k.ttft),
+	}
+	if k.preset != "" {
+		attrs = append(attrs, slog.String("preset", k.preset))
+	}
+	if res.err != nil {
+		attrs = append(attrs, slog.String("error", res.err.Message))
+	}
+	if len(k.failures) > 0 {
+		attrs = append(attrs, slog.Any("failed_attempts", k.failures))
+	}
+	if k.req.Model != "" {
+		attrs = append(attrs, slog.Uint64("seq", k.req.Seq), slog.String("decision", k.decisionText()))
+	}
+	s.log.LogAttrs(k.ctx, level, "inference request", attrs...)
+}
+
+// decisionText describes the last scheduling decision: candidates in order with scores, then
+// refused nodes with reasons.
+func (k *call) decisionText() string {
+	snap := k.tk.lastSnap
+	if snap == nil {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "policy=%s", k.dec.Policy)
+	for _, c := range k.dec.Candidates {
+		if c.Node < len(snap.Nodes) {
+			fmt.Fprintf(&b, " %s:%.3f", snap.Nodes[c.Node].ID, c.Score)
+		}
+	}
+	for _, r := range k.dec.Rejections {
+		if r.Node < len(snap.Nodes) {
+			fmt.Fprintf(&b, " %s:refused(%s)", snap.Nodes[r.Node].ID, r.Reason)
+		}
+	}
+	return b.String()
+}
+
+// statusText is strconv.Itoa without an allocation for the statuses the gateway sends.
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 400:
+		return "400"
+	case 401:
+		return "401"
+	case 404:
+		return "404"
+	case 413:
+		return "413"
+	case 429:
+		return "429"
+	case 499:
+		return "499"
+	case 500:
+		return "500"
+	case 502:
+		return "502"
+	case 503:
+		return "503"
+	case 504:
+		return "504"
+	}
+	return strconv.Itoa(code)
+}
+

@@ -1,0 +1,381 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/scheduler"
+)
+
+// The proxy sends a scheduled request to an agent and streams the answer back.
+//
+// Decisions:
+//   - Nothing reaches the client until the agent has sent the first bytes of its body (for SSE:
+//     the first complete event). Until then any failure (connection refused or reset, a 5xx or
+//     429 answer, no headers within FirstByteTimeout, no first byte within it) is invisible: the
+//     node is excluded, the scheduler picks again, and the next candidate is tried, up to
+//     MaxAttempts nodes. A 5xx or a transport failure counts against the node's circuit breaker;
+//     a 429 (the agent's own queue is full) does not, the node is busy, not broken.
+//   - 4xx answers (bad request, unknown model) are the client's problem and pass through as is.
+//   - When every attempt failed, the client gets the last agent's 5xx/429 answer if there was
+//     one (it says the most), else 503 upstream_error listing each attempt.
+//   - SSE is relayed event by event: each read is cut at the last complete event and flushed at
+//     once; a partial event waits for its end. So when the agent fails mid-stream, the client
+//     gets no torn event, only one well-formed error event (OpenAI's error object with code
+//     upstream_error), and the stream ends. Metrics count such a request as 502.
+//   - A non-streamed body that breaks off after it started cannot be fixed: the connection is
+//     cut (http.ErrAbortHandler), so the client sees an error instead of truncated JSON.
+//   - Every read from the agent is bounded (FirstByteTimeout before the first byte,
+//     StreamIdleTimeout after), so a hung agent ends the request instead of hanging it. A client
+//     that goes away cancels the agent request.
+
+// sink is where a response goes: the client's ResponseWriter, or memory for batch work.
+type sink interface {
+	http.ResponseWriter
+	http.Flusher
+}
+
+// resettable is a sink that can take back what was written: memory can, a client connection
+// cannot. On a resettable sink even a mid-body failure fails over.
+type resettable interface{ reset() }
+
+// result is how a request ended for the handler.
+type result struct {
+	// err is an error the gateway answers with; nothing was written to the sink.
+	err *APIError
+	// clientGone is true when the client (or the batch context) went away.
+	clientGone bool
+	// abort is true when a non-SSE response broke off after it started.
+	abort bool
+}
+
+// outcome is how one attempt on one node ended.
+type outcome uint8
+
+const (
+	outcomeDone outcome = iota
+	outcomeRetry
+	outcomeClientGone
+	outcomeAbort
+)
+
+// capturedResponse is an agent's retryable answer, kept in case no other node does better.
+type capturedResponse struct {
+	status      int
+	contentType string
+	body        []byte
+	node        string
+}
+
+// maxCapturedBody bounds how much of a failed answer is kept.
+const maxCapturedBody = 64 << 10
+
+// run schedules, admits and proxies the request until one node answers or attempts run out.
+func (k *call) run(w sink) result {
+	s := k.s
+	for {
+		if k.ctx.Err() != nil {
+			return result{clientGone: true}
+		}
+		g, err := s.core.adm.admit(k.ctx, &k.tk)
+		if err != nil {
+			if k.ctx.Err() != nil {
+				return result{clientGone: true}
+			}
+			ae, _ := err.(*APIError)
+			if ae == nil {
+				ae = unavailable("%v", err)
+			}
+			if k.attempts > 0 {
+				return k.exhausted(w)
+			}
+			return result{err: ae}
+		}
+		n := g.Node()
+		k.attempts++
+		k.node = n.ID
+		o := k.attempt(n, w)
+		s.core.adm.release(n.ID)
+		switch o {
+		case outcomeDone:
+			return result{}
+		case outcomeClientGone:
+			return result{clientGone: true}
+		case outcomeAbort:
+			return result{abort: true}
+		}
+		k.req.Exclude = append(k.req.Exclude, n.ID)
+		if k.attempts >= s.cfg.MaxAttempts {
+			return k.exhausted(w)
+		}
+	}
+}
+
+// exhausted answers a request whose every attempt failed.
+func (k *call) exhausted(w sink) result {
+	h := w.Header()
+	h[agentapi.HeaderAttempts] = []string{strconv.Itoa(k.attempts)}
+	if l := k.last; l != nil {
+		if l.contentType != "" {
+			h["Content-Type"] = []string{l.contentType}
+		}
+		h[agentapi.HeaderNode] = []string{l.node}
+		if l.status == http.StatusTooManyRequests || l.status == http.StatusServiceUnavailable {
+			h["Retry-After"] = []string{"1"}
+		}
+		w.WriteHeader(l.status)
+		_, _ = w.Write(l.body)
+		k.status, k.node = l.status, l.node
+		return result{}
+	}
+	return result{err: &APIError{
+		Status: http.StatusServiceUnavailable, Type: errUnavailable, Code: "upstream_error", RetryAfter: 1,
+		Message: fmt.Sprintf("All %d attempts failed for model `%s`: %s.", k.attempts, k.model, strings.Join(k.failures, "; ")),
+	}}
+}
+
+// fail records a failed attempt on node.
+func (k *call) fail(node, format string, args ...any) {
+	k.failures = append(k.failures, "node "+node+": "+fmt.Sprintf(format, args...))
+}
+
+// attempt proxies the request to node n and streams the answer into w.
+func (k *call) attempt(n *scheduler.Node, w sink) outcome {
+	s := k.s
+	u, err := s.core.urls.get(n.Address, k.path)
+	if err != nil {
+		s.registry.ReportFailure(n.ID)
+		k.fail(n.ID, "%v", err)
+		return outcomeRetry
+	}
+	ctx, cancel := context.WithCancel(k.ctx)
+	defer cancel()
+	var timedOut atomic.Bool
+	idle := time.AfterFunc(s.cfg.FirstByteTimeout, func() {
+		timedOut.Store(true)
+		cancel()
+	})
+	defer idle.Stop()
+
+	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u))
+	if err != nil {
+		if k.ctx.Err() != nil {
+			return outcomeClientGone
+		}
+		s.registry.ReportFailure(n.ID)
+		if timedOut.Load() {
+			k.fail(n.ID, "no response within %s", s.cfg.FirstByteTimeout)
+		} else {
+			k.fail(n.ID, "%v", err)
+		}
+		return outcomeRetry
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxCapturedBody))
+		if k.ctx.Err() != nil {
+			return outcomeClientGone
+		}
+		if resp.StatusCode >= 500 {
+			s.registry.ReportFailure(n.ID)
+		}
+		k.last = &capturedResponse{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: body, node: n.ID}
+		k.fail(n.ID, "HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body[:min(len(body), 200)]))
+		return outcomeRetry
+	}
+	s.registry.ReportSuccess(n.ID)
+
+	sse := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	committed := false
+	timeout := s.cfg.FirstByteTimeout
+	off := 0 // bytes of a partial SSE event held at the start of k.buf
+	for {
+		idle.Reset(timeout)
+		nr, rerr := resp.Body.Read(k.buf[off:])
+		total := off + nr
+		out := k.buf[:total]
+		if sse && rerr != io.EOF {
+			if e := eventEnd(out); e > 0 || total < len(k.buf) {
+				out = out[:e]
+			} // else an event larger than the buffer: pass it on as it is
+		}
+		if len(out) > 0 || (rerr == io.EOF && !committed) {
+			if !committed {
+				k.commit(w, resp, n.ID, sse)
+				committed = true
+				k.ttft = s.core.clock.Now().Sub(k.start)
+				timeout = s.cfg.StreamIdleTimeout
+			}
+			if _, werr := w.Write(out); werr != nil {
+				return outcomeClientGone
+			}
+			if sse {
+				w.Flush()
+			}
+		}
+		off = copy(k.buf[:], k.buf[len(out):total])
+		if rerr == nil {
+			continue
+		}
+		if rerr == io.EOF {
+			return outcomeDone
+		}
+		if k.ctx.Err() != nil {
+			return outcomeClientGone
+		}
+		s.registry.ReportFailure(n.ID)
+		cause := rerr.Error()
+		if timedOut.Load() {
+			cause = fmt.Sprintf("no data for %s", timeout)
+		}
+		k.fail(n.ID, "%s", cause)
+		if !committed {
+			return outcomeRetry
+		}
+		if r, ok := w.(resettable); ok {
+			r.reset()
+			k.status = 0
+			return outcomeRetry
+		}
+		k.status = http.StatusBadGateway
+		if !sse {
+			return outcomeAbort
+		}
+		writeSSEError(w, fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause))
+		return outcomeDone
+	}
+}
+
+// eventEnd returns the index just past the last complete SSE event in b (0: none). Events end
+// with a blank line.
+func eventEnd(b []byte) int {
+	e := 0
+	if i := bytes.LastIndex(b, []byte("\n\n")); i >= 0 {
+		e = i + 2
+	}
+	if i := bytes.LastIndex(b, []byte("\r\n\r\n")); i >= 0 && i+4 > e {
+		e = i + 4
+	}
+	return e
+}
+
+// writeSSEError writes one SSE event carrying an OpenAI error object and flushes it.
+func writeSSEError(w sink, message string) {
+	code := "upstream_error"
+	b, _ := json.Marshal(errorBody{Error: errorDetail{Message: message, Type: errServer, Code: &code}})
+	_, _ = w.Write([]byte("data: "))
+	_, _ = w.Write(b)
+	_, _ = w.Write([]byte("\n\n"))
+	w.Flush()
+}
+
+// hopByHop lists the response headers that belong to one connection and are not relayed.
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	agentapi.HeaderRequestID: true, agentapi.HeaderNode: true, agentapi.HeaderAttempts: true,
+}
+
+// commit writes the agent's status and headers to w, with the gateway's own.
+func (k *call) commit(w sink, resp *http.Response, node string, sse bool) {
+	h := w.Header()
+	for key, v := range resp.Header {
+		if !hopByHop[key] {
+			h[key] = v
+		}
+	}
+	h[agentapi.HeaderNode] = []string{node}
+	h[agentapi.HeaderAttempts] = []string{attemptsText(k.attempts)}
+	if sse {
+		// Tells a buffering reverse proxy in front of the gateway (nginx) to pass events on.
+		h["X-Accel-Buffering"] = hdrNo
+	}
+	w.WriteHeader(resp.StatusCode)
+	k.status = resp.StatusCode
+}
+
+var hdrNo = []string{"no"}
+
+// attemptsText is strconv.Itoa without an allocation for small counts.
+func attemptsText(n int) string {
+	if n >= 1 && n <= 9 {
+		return "123456789"[n-1 : n]
+	}
+	return strconv.Itoa(n)
+}
+
+// Header values shared by every agent request; the transport only reads them.
+var (
+	hdrJSON        = []string{"application/json"}
+	hdrInteractive = []string{agentapi.ClassInteractive}
+	hdrBatch       = []string{agentapi.ClassBatch}
+)
+
+// upstreamRequest builds the agent request: the client's body as is, the cluster token (never the
+// client's key), the request ID and the class.
+func (k *call) upstreamRequest(ctx context.Context, u *url.URL) *http.Request {
+	h := make(http.Header, 4)
+	h["Authorization"] = k.s.core.agentAuth
+	h["Content-Type"] = hdrJSON
+	h[agentapi.HeaderRequestID] = []string{k.reqID}
+	if k.class == agentapi.ClassBatch {
+		h[agentapi.HeaderClass] = hdrBatch
+	} else {
+		h[agentapi.HeaderClass] = hdrInteractive
+	}
+	body := k.body
+	req := &http.Request{
+		Method: http.MethodPost, URL: u, Host: u.Host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+		// Lets the transport resend the body on a pooled connection the agent had closed.
+		GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
+	}
+	return req.WithContext(ctx)
+}
+
+// urlCache keeps the agents' parsed inference URLs, so a request does not parse one.
+type urlCache struct {
+	mu sync.RWMutex
+	m  map[urlKey]*url.URL
+}
+
+type urlKey struct{ address, path string }
+
+// get returns the URL of path on the agent at address.
+func (c *urlCache) get(address, path string) (*url.URL, error) {
+	key := urlKey{address, path}
+	c.mu.RLock()
+	u := c.m[key]
+	c.mu.RUnlock()
+	if u != nil {
+		return u, nil
+	}
+	u, err := url.Parse(strings.TrimSuffix(address, "/") + path)
+	if err != nil {
+		return nil, fmt.Errorf("bad agent address %q: %w", address, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("bad agent address %q: want http(s)://host:port", address)
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) > 4096 {
+		// Addresses change rarely; a bound keeps a churning cluster from growing the map forever.
+		c.m = map[urlKey]*url.URL{}
+	}
+	c.m[key] = u
+	c.mu.Unlock()
+	return u, nil
+}

@@ -1,0 +1,676 @@
+// Package registry turns agent heartbeats into the scheduler's snapshot of the cluster.
+//
+// Every agent pushes a Heartbeat; Observe records it. Snapshot hands the scheduler an immutable
+// *scheduler.Snapshot that is rebuilt only when something changed (a heartbeat, a gateway-side
+// acquire or release, a drain, a circuit-breaker transition) or when time alone changed a node's
+// state (its heartbeat went stale, its open circuit reached half-open); otherwise the cached one
+// is returned. The hot path (Acquire, Release, ReportSuccess, Snapshot on an unchanged cluster)
+// uses atomics only; one mutex serialises rebuilds and heartbeat bookkeeping.
+//
+// Decisions written down here:
+//   - Staleness is measured on the gateway's clock (the time a heartbeat arrived), never on the
+//     agent's SentAt, so clock skew between hosts cannot make a node look fresh or stale.
+//   - A node whose heartbeat is older than StaleAfterBeats × its interval (the agent's IntervalMS,
+//     else Config.HeartbeatInterval) is Stale; after ForgetAfter of silence it is forgotten.
+//   - Node.InFlight is max(heartbeat in_flight, gateway-local in-flight): the heartbeat is up to
+//     one interval old, while the gateway's own counter knows about requests it sent a moment
+//     ago; the max is right both for this gateway's requests and for work other gateways sent.
+//   - Model names are normalised with models.NormalizeName (lower case, a missing tag becomes
+//     ":latest") so that "llama3" and "llama3:latest" are one model; callers must normalise
+//     request names the same way before they look them up in a snapshot.
+//   - Node.MemoryBandwidthGBs comes from the models GPU profile whose name matches the node's
+//     fastest GPU (0 when none does), so the scheduler can estimate speeds it has not measured.
+//   - A node without GPUs (no driver, CPU backend) is healthy; a node is unhealthy as soon as one
+//     of its GPUs is.
+//   - Drain is gateway-side state: it survives heartbeats and is echoed in HeartbeatReply.
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herd-llm/herd/models"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/scheduler"
+)
+
+// ErrUnknownNode is returned for a node ID the registry has not heard from (or has forgotten).
+var ErrUnknownNode = errors.New("registry: unknown node")
+
+// Clock tells the time; tests inject a fake one.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+var _ Clock = systemClock{}
+
+// Circuit-breaker states as NodeView.Circuit reports them.
+const (
+	CircuitClosed   = "closed"
+	CircuitOpen     = "open"
+	CircuitHalfOpen = "half_open"
+)
+
+// Config tunes staleness and the circuit breakers. Zero values are replaced by DefaultConfig's.
+type Config struct {
+	// HeartbeatInterval is the interval assumed for agents that do not send their own IntervalMS.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// StaleAfterBeats is how many intervals without a heartbeat make a node stale.
+	StaleAfterBeats int `yaml:"stale_after_beats"`
+	// CircuitFailures is how many consecutive failed requests open a node's circuit.
+	CircuitFailures int `yaml:"circuit_failures"`
+	// CircuitOpenFor is how long an open circuit keeps a node out before one probe is let through.
+	CircuitOpenFor time.Duration `yaml:"circuit_open_for"`
+	// ForgetAfter is how long a silent node stays listed (as stale) before it is forgotten.
+	ForgetAfter time.Duration `yaml:"forget_after"`
+}
+
+// DefaultConfig returns the registry's defaults: 1s heartbeats, stale after 3, circuit opens
+// after 3 failures for 10s, silent nodes forgotten after 10 minutes.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatInterval: time.Second,
+		StaleAfterBeats:   3,
+		CircuitFailures:   3,
+		CircuitOpenFor:    10 * time.Second,
+		ForgetAfter:       10 * time.Minute,
+	}
+}
+
+// Validate reports negative settings. Zero settings are valid: they mean "the default".
+func (c Config) Validate() error {
+	var errs []error
+	if c.HeartbeatInterval < 0 {
+		errs = append(errs, errors.New("registry: heartbeat interval is negative"))
+	}
+	if c.StaleAfterBeats < 0 {
+		errs = append(errs, errors.New("registry: stale after beats is negative"))
+	}
+	if c.CircuitFailures < 0 {
+		errs = append(errs, errors.New("registry: circuit failures is negative"))
+	}
+	if c.CircuitOpenFor < 0 {
+		errs = append(errs, errors.New("registry: circuit open duration is negative"))
+	}
+	if c.ForgetAfter < 0 {
+		errs = append(errs, errors.New("registry: forget-after duration is negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.StaleAfterBeats <= 0 {
+		c.StaleAfterBeats = d.StaleAfterBeats
+	}
+	if c.CircuitFailures <= 0 {
+		c.CircuitFailures = d.CircuitFailures
+	}
+	if c.CircuitOpenFor <= 0 {
+		c.CircuitOpenFor = d.CircuitOpenFor
+	}
+	if c.ForgetAfter <= 0 {
+		c.ForgetAfter = d.ForgetAfter
+	}
+	return c
+}
+
+// NodeView is one node as the admin API and the metrics see it. Its slices (in Heartbeat) are
+// shared with the registry and must not be modified.
+type NodeView struct {
+	Heartbeat       agentapi.Heartbeat
+	Healthy         bool
+	Draining        bool
+	Stale           bool
+	UnhealthyReason string
+	// Circuit is CircuitClosed, CircuitOpen or CircuitHalfOpen.
+	Circuit       string
+	LastHeartbeat time.Time
+	// GatewayInFlight counts requests this gateway has sent to the node and not yet finished.
+	GatewayInFlight int
+}
+
+type circuitState uint8
+
+const (
+	stateClosed circuitState = iota
+	stateOpen
+)
+
+// node is the registry's record of one node.
+type node struct {
+	id string
+
+	// local counts this gateway's requests in flight on the node (Acquire/Release).
+	local atomic.Int64
+	// circuitClean is true while the circuit is closed with no failure counted, so that
+	// ReportSuccess on a healthy node costs one atomic load.
+	circuitClean atomic.Bool
+
+	// Guarded by Registry.mu.
+	hb       agentapi.Heartbeat
+	base     scheduler.Node // everything derived from hb; dynamic fields are filled at build
+	lastSeen time.Time
+	interval time.Duration
+	draining bool
+
+	cmu       sync.Mutex // guards the circuit fields below
+	state     circuitState
+	failures  int
+	openUntil time.Time
+	probing   bool // a half-open probe request is in flight
+}
+
+// circuitLocked returns the effective state at now; n.cmu must be held.
+func (n *node) circuitLocked(now time.Time) string {
+	if n.state == stateClosed {
+		return CircuitClosed
+	}
+	if now.Before(n.openUntil) {
+		return CircuitOpen
+	}
+	return CircuitHalfOpen
+}
+
+// built is a cached snapshot with what it was built from.
+type built struct {
+	snap      *scheduler.Snapshot
+	structVer uint64
+	loadVer   uint64
+	// expires is the first instant at which time alone changes the snapshot.
+	expires time.Time
+}
+
+// Registry holds every node the gateway has heard from. It is safe for concurrent use.
+type Registry struct {
+	cfg   Config
+	clock Clock
+	log   *slog.Logger
+
+	// byID is copy-on-write so Acquire/Release find a node without a lock.
+	byID atomic.Pointer[map[string]*node]
+
+	mu    sync.Mutex // guards node fields marked so, sorted, and rebuilds
+	nodes []*node    // sorted by id
+
+	// structVer counts changes to anything but the local in-flight counters; loadVer counts
+	// Acquire/Release. A cached snapshot is reused while both match and it has not expired.
+	structVer atomic.Uint64
+	loadVer   atomic.Uint64
+	cur       atomic.Pointer[built]
+
+	// changed is closed and replaced to broadcast a change; waited says someone holds it.
+	changed atomic.Pointer[chan struct{}]
+	waited  atomic.Bool
+}
+
+// New returns an empty registry. Zero fields of cfg take DefaultConfig's values; a nil clock is
+// the system clock.
+func New(cfg Config, clock Clock) *Registry {
+	if clock == nil {
+		clock = systemClock{}
+	}
+	r := &Registry{cfg: cfg.withDefaults(), clock: clock, log: slog.Default()}
+	m := map[string]*node{}
+	r.byID.Store(&m)
+	ch := make(chan struct{})
+	r.changed.Store(&ch)
+	return r
+}
+
+// SetLogger replaces the logger circuit transitions and forgotten nodes are reported to.
+func (r *Registry) SetLogger(l *slog.Logger) {
+	if l != nil {
+		r.log = l
+	}
+}
+
+// Changed returns a channel that is closed at the next change that may free capacity: a
+// heartbeat (Observe), a Release, an undrain, a circuit closing, a node being forgotten. Use it
+// as: ch := r.Changed(); check your condition on a fresh Snapshot; if unmet, wait on ch (and your
+// deadline), then loop. Taking the channel before checking means no change is missed; wake-ups
+// may be spurious. Time-driven transitions (an open circuit turning half-open) do not signal, so
+// waiters should also bound their wait.
+func (r *Registry) Changed() <-chan struct{} {
+	// Load first, then announce: a notifier that misses the announcement ran before the caller's
+	// check of the state, so the caller sees its change anyway.
+	ch := r.changed.Load()
+	r.waited.Store(true)
+	return *ch
+}
+
+func (r *Registry) notify() {
+	if !r.waited.Swap(false) {
+		return
+	}
+	next := make(chan struct{})
+	old := r.changed.Swap(&next)
+	close(*old)
+}
+
+func (r *Registry) lookup(id string) *node {
+	return (*r.byID.Load())[id]
+}
+
+// Observe records a heartbeat and returns the gateway's reply. The caller has checked that
+// hb.NodeID and hb.Address are set. hb's slices are copied.
+func (r *Registry) Observe(hb agentapi.Heartbeat) agentapi.HeartbeatReply {
+	now := r.clock.Now()
+	hb = cloneHeartbeat(hb)
+	r.mu.Lock()
+	n := r.lookup(hb.NodeID)
+	if n == nil {
+		n = &node{id: hb.NodeID}
+		n.circuitClean.Store(true)
+		r.addLocked(n)
+		r.log.Info("node joined", "node", hb.NodeID, "address", hb.Address, "backend", hb.Backend, "simulated", hb.Simulated)
+	}
+	n.hb = hb
+	n.lastSeen = now
+	n.interval = r.cfg.HeartbeatInterval
+	if hb.IntervalMS > 0 {
+		n.interval = time.Duration(hb.IntervalMS) * time.Millisecond
+	}
+	n.base = baseNode(&hb)
+	reply := agentapi.HeartbeatReply{Draining: n.draining}
+	r.forgetLocked(now)
+	r.structVer.Add(1)
+	r.mu.Unlock()
+	r.notify()
+	return reply
+}
+
+// addLocked inserts n into the sorted list and the lookup map; r.mu must be held.
+func (r *Registry) addLocked(n *node) {
+	i, _ := slices.BinarySearchFunc(r.nodes, n.id, func(a *node, id string) int { return strings.Compare(a.id, id) })
+	r.nodes = slices.Insert(r.nodes, i, n)
+	r.storeMapLocked()
+}
+
+func (r *Registry) storeMapLocked() {
+	m := make(map[string]*node, len(r.nodes))
+	for _, n := range r.nodes {
+		m[n.id] = n
+	}
+	r.byID.Store(&m)
+}
+
+// forgetLocked drops nodes silent for longer than ForgetAfter; r.mu must be held.
+func (r *Registry) forgetLocked(now time.Time) {
+	kept := r.nodes[:0]
+	var dropped bool
+	for _, n := range r.nodes {
+		if now.Sub(n.lastSeen) > r.forgetAfter(n) {
+			r.log.Warn("node forgotten after silence", "node", n.id, "last_heartbeat", n.lastSeen)
+			dropped = true
+			continue
+		}
+		kept = append(kept, n)
+	}
+	if !dropped {
+		return
+	}
+	clear(r.nodes[len(kept):])
+	r.nodes = kept
+	r.storeMapLocked()
+	r.structVer.Add(1)
+	// Waking waiters lets them fail fast instead of waiting for a node that is gone.
+	r.notify()
+}
+
+func (r *Registry) staleAfter(n *node) time.Duration {
+	return time.Duration(r.cfg.StaleAfterBeats) * n.interval
+}
+
+func (r *Registry) forgetAfter(n *node) time.Duration {
+	return max(r.cfg.ForgetAfter, 2*r.staleAfter(n))
+}
+
+// Snapshot returns the current immutable view of the cluster for the scheduler. The returned
+// snapshot is shared and must not be modified.
+func (r *Registry) Snapshot() *scheduler.Snapshot {
+	now := r.clock.Now()
+	b := r.cur.Load()
+	if b != nil && b.structVer == r.structVer.Load() && now.Before(b.expires) {
+		if b.loadVer == r.loadVer.Load() {
+			return b.snap
+		}
+		// Only in-flight counters moved. If another goroutine is rebuilding, its snapshot will
+		// carry them; meanwhile this one is off by the few requests that just started or ended.
+		if !r.mu.TryLock() {
+			return b.snap
+		}
+	} else {
+		r.mu.Lock()
+	}
+	defer r.mu.Unlock()
+	return r.rebuildLocked(r.clock.Now())
+}
+
+// rebuildLocked builds a snapshot at now, caches it and returns it; r.mu must be held.
+func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
+	r.forgetLocked(now)
+	// Versions are read before the state so a change racing with the build bumps past them and
+	// the next Snapshot rebuilds.
+	sv, lv := r.structVer.Load(), r.loadVer.Load()
+	if b := r.cur.Load(); b != nil && b.structVer == sv && b.loadVer == lv && now.Before(b.expires) {
+		return b.snap
+	}
+	expires := now.Add(r.cfg.HeartbeatInterval) // bounds how old Snapshot.Now can get
+	snap := &scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}
+	for i, n := range r.nodes {
+		sn := &snap.Nodes[i]
+		*sn = n.base
+		sn.InFlight = max(sn.InFlight, int(n.local.Load()))
+		sn.Draining = n.draining
+		sn.Stale = now.Sub(n.lastSeen) > r.staleAfter(n)
+		// The first instant strictly past the threshold.
+		if staleAt := n.lastSeen.Add(r.staleAfter(n)).Add(time.Nanosecond); !sn.Stale && staleAt.Before(expires) {
+			expires = staleAt
+		}
+		if forgetAt := n.lastSeen.Add(r.forgetAfter(n)).Add(time.Nanosecond); forgetAt.Before(expires) {
+			expires = forgetAt
+		}
+		n.cmu.Lock()
+		switch n.circuitLocked(now) {
+		case CircuitOpen:
+			sn.CircuitOpen = true
+			if n.openUntil.Before(expires) {
+				expires = n.openUntil
+			}
+		case CircuitHalfOpen:
+			sn.CircuitOpen = n.probing
+		}
+		n.cmu.Unlock()
+	}
+	r.cur.Store(&built{snap: snap, structVer: sv, loadVer: lv, expires: expires})
+	return snap
+}
+
+// Acquire counts one more request this gateway sent to nodeID. Pair every Acquire with a Release.
+// On a half-open node the first Acquire is the probe: until it is reported or released the
+// snapshot shows the circuit open, so only one request tests a node that was failing.
+func (r *Registry) Acquire(nodeID string) {
+	n := r.lookup(nodeID)
+	if n == nil {
+		return
+	}
+	n.local.Add(1)
+	r.loadVer.Add(1)
+	if n.circuitClean.Load() {
+		return
+	}
+	n.cmu.Lock()
+	if n.circuitLocked(r.clock.Now()) == CircuitHalfOpen && !n.probing {
+		n.probing = true
+		r.structVer.Add(1)
+	}
+	n.cmu.Unlock()
+}
+
+// Release ends a request counted by Acquire. A half-open probe released without a verdict
+// (ReportSuccess/ReportFailure) lets the next request probe.
+func (r *Registry) Release(nodeID string) {
+	n := r.lookup(nodeID)
+	if n == nil {
+		return
+	}
+	for {
+		// A node forgotten and re-added between Acquire and Release starts at zero; never go below.
+		v := n.local.Load()
+		if v <= 0 || n.local.CompareAndSwap(v, v-1) {
+			break
+		}
+	}
+	r.loadVer.Add(1)
+	if !n.circuitClean.Load() {
+		n.cmu.Lock()
+		if n.probing {
+			n.probing = false
+			r.structVer.Add(1)
+		}
+		n.cmu.Unlock()
+	}
+	r.notify()
+}
+
+// ReportSuccess records that a request to nodeID got an answer. Call it as soon as the agent
+// answered (response headers), not at the end of a long stream, so a half-open probe closes the
+// circuit promptly.
+func (r *Registry) ReportSuccess(nodeID string) {
+	n := r.lookup(nodeID)
+	if n == nil || n.circuitClean.Load() {
+		return
+	}
+	n.cmu.Lock()
+	var closed bool
+	switch n.circuitLocked(r.clock.Now()) {
+	case CircuitClosed:
+		n.failures = 0
+		n.circuitClean.Store(true)
+	case CircuitHalfOpen:
+		n.state, n.failures, n.probing = stateClosed, 0, false
+		n.circuitClean.Store(true)
+		closed = true
+	case CircuitOpen:
+		// A request that started before the circuit opened says nothing about the node now.
+	}
+	n.cmu.Unlock()
+	if closed {
+		r.log.Info("circuit closed", "node", nodeID)
+		r.structVer.Add(1)
+		r.notify()
+	}
+}
+
+// ReportFailure records that a request to nodeID failed on the node's side (connection refused,
+// timeout, 5xx before the first byte). CircuitFailures consecutive failures open the circuit for
+// CircuitOpenFor; a failed half-open probe opens it again at once.
+func (r *Registry) ReportFailure(nodeID string) {
+	n := r.lookup(nodeID)
+	if n == nil {
+		return
+	}
+	now := r.clock.Now()
+	n.cmu.Lock()
+	var opened bool
+	switch n.circuitLocked(now) {
+	case CircuitClosed:
+		n.failures++
+		n.circuitClean.Store(false)
+		if n.failures >= r.cfg.CircuitFailures {
+			n.state, n.openUntil, opened = stateOpen, now.Add(r.cfg.CircuitOpenFor), true
+		}
+	case CircuitHalfOpen:
+		n.state, n.openUntil, n.probing, opened = stateOpen, now.Add(r.cfg.CircuitOpenFor), false, true
+	case CircuitOpen:
+		// Late failures of requests sent before the circuit opened do not extend it.
+	}
+	failures := n.failures
+	n.cmu.Unlock()
+	if opened {
+		r.log.Warn("circuit opened", "node", nodeID, "consecutive_failures", failures, "open_for", r.cfg.CircuitOpenFor)
+		r.structVer.Add(1)
+	}
+}
+
+// SetDraining drains (on) or undrains a node: a draining node gets no new requests but finishes
+// what it has. The state is the gateway's and survives heartbeats.
+func (r *Registry) SetDraining(id string, on bool) error {
+	r.mu.Lock()
+	n := r.lookup(id)
+	if n == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrUnknownNode, id)
+	}
+	changed := n.draining != on
+	n.draining = on
+	r.mu.Unlock()
+	if changed {
+		r.log.Info("node drain changed", "node", id, "draining", on)
+		r.structVer.Add(1)
+		r.notify()
+	}
+	return nil
+}
+
+// Nodes returns every known node, sorted by ID.
+func (r *Registry) Nodes() []NodeView {
+	now := r.clock.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forgetLocked(now)
+	views := make([]NodeView, len(r.nodes))
+	for i, n := range r.nodes {
+		views[i] = r.viewLocked(n, now)
+	}
+	return views
+}
+
+// Node returns one node's view, or false when the registry does not know it.
+func (r *Registry) Node(id string) (NodeView, bool) {
+	now := r.clock.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forgetLocked(now)
+	n := r.lookup(id)
+	if n == nil {
+		return NodeView{}, false
+	}
+	return r.viewLocked(n, now), true
+}
+
+func (r *Registry) viewLocked(n *node, now time.Time) NodeView {
+	n.cmu.Lock()
+	circuit := n.circuitLocked(now)
+	n.cmu.Unlock()
+	return NodeView{
+		Heartbeat:       n.hb,
+		Healthy:         n.base.Healthy,
+		Draining:        n.draining,
+		Stale:           now.Sub(n.lastSeen) > r.staleAfter(n),
+		UnhealthyReason: n.base.UnhealthyReason,
+		Circuit:         circuit,
+		LastHeartbeat:   n.lastSeen,
+		GatewayInFlight: int(n.local.Load()),
+	}
+}
+
+// throttling lists the throttle reasons that slow a GPU down under load (thermal and power);
+// idle and clock-setting reasons are not throttling.
+var throttling = []string{
+	agentapi.ThrottleSWThermal,
+	agentapi.ThrottleHWThermal,
+	agentapi.ThrottleHWSlowdown,
+	agentapi.ThrottleHWPowerBrake,
+	agentapi.ThrottleSWPowerCap,
+}
+
+// IsThrottling reports whether a GPU throttle reason (agentapi.Throttle*) slows the GPU down
+// under load: the thermal and power reasons. Idle and clock-setting reasons do not.
+func IsThrottling(reason string) bool { return slices.Contains(throttling, reason) }
+
+// gpuProfile finds the models profile of a GPU by the name NVML reports ("Tesla T4"), else by
+// key or alias.
+func gpuProfile(name string) (models.GPUProfile, bool) {
+	if name == "" {
+		return models.GPUProfile{}, false
+	}
+	for _, p := range models.GPUProfiles() {
+		if strings.EqualFold(p.Name, name) {
+			return p, true
+		}
+	}
+	return models.LookupGPU(name)
+}
+
+// baseNode derives the scheduler's view of a node from its heartbeat, leaving the fields that
+// change without a heartbeat (Stale, Draining, CircuitOpen, the local part of InFlight) to the
+// snapshot build.
+func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
+	sn := scheduler.Node{
+		ID:       hb.NodeID,
+		Address:  hb.Address,
+		Backend:  hb.Backend,
+		Healthy:  true,
+		CanLoad:  hb.Backend == agentapi.BackendOllama || hb.Backend == agentapi.BackendSim,
+		InFlight: hb.InFlight,
+		Queued:   hb.Queued,
+		Slots:    hb.Slots,
+	}
+	var util float64
+	for _, g := range hb.GPUs {
+		sn.VRAMTotalBytes += g.MemoryTotalBytes
+		sn.VRAMUsedBytes += g.MemoryUsedBytes
+		util += g.UtilizationRatio
+		if !g.Healthy && sn.Healthy {
+			sn.Healthy = false
+			sn.UnhealthyReason = g.HealthReason
+			if sn.UnhealthyReason == "" {
+				sn.UnhealthyReason = fmt.Sprintf("GPU %d unhealthy", g.Index)
+			}
+		}
+		for _, t := range g.ThrottleReasons {
+			if IsThrottling(t) {
+				sn.Throttled = true
+			}
+		}
+		if p, ok := gpuProfile(g.Name); ok {
+			sn.MemoryBandwidthGBs = max(sn.MemoryBandwidthGBs, p.MemoryBandwidthGBs)
+		}
+	}
+	if len(hb.GPUs) > 0 {
+		sn.Utilization = util / float64(len(hb.GPUs))
+	}
+	sn.Models = make([]scheduler.NodeModel, 0, len(hb.Models))
+	for _, m := range hb.Models {
+		nm := scheduler.NodeModel{
+			Name:            models.NormalizeName(m.Name),
+			Resident:        m.Resident,
+			OnDisk:          m.OnDisk,
+			VRAMBytes:       m.VRAMBytes,
+			TokensPerSecond: m.TokensPerSecond,
+			InFlight:        m.InFlight,
+			LastUsed:        m.LastUsed,
+			SizeBytes:       m.SizeBytes,
+		}
+		if j := slices.IndexFunc(sn.Models, func(x scheduler.NodeModel) bool { return x.Name == nm.Name }); j >= 0 {
+			// "llama3" and "llama3:latest" reported separately are the same model: merge them.
+			e := &sn.Models[j]
+			e.Resident = e.Resident || nm.Resident
+			e.OnDisk = e.OnDisk || nm.OnDisk
+			e.VRAMBytes = max(e.VRAMBytes, nm.VRAMBytes)
+			e.TokensPerSecond = max(e.TokensPerSecond, nm.TokensPerSecond)
+			e.SizeBytes = max(e.SizeBytes, nm.SizeBytes)
+			e.InFlight += nm.InFlight
+			if nm.LastUsed.After(e.LastUsed) {
+				e.LastUsed = nm.LastUsed
+			}
+			continue
+		}
+		sn.Models = append(sn.Models, nm)
+	}
+	return sn
+}
+
+func cloneHeartbeat(hb agentapi.Heartbeat) agentapi.Heartbeat {
+	hb.GPUs = slices.Clone(hb.GPUs)
+	for i := range hb.GPUs {
+		hb.GPUs[i].ThrottleReasons = slices.Clone(hb.GPUs[i].ThrottleReasons)
+	}
+	hb.Models = slices.Clone(hb.Models)
+	return hb
+}

@@ -1,0 +1,163 @@
+// Package gateway is herd's front door: an HTTP server (gin) that speaks the OpenAI API (and the
+// admin API) to clients, places each request on a node agent through the scheduler, proxies the
+// response back chunk by chunk, fails over before the first byte, and runs bulk jobs.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/gateway/registry"
+	"github.com/herd-llm/herd/gateway/store"
+	"github.com/herd-llm/herd/scheduler"
+)
+
+// Config is the gateway's configuration. Zero values are replaced by DefaultConfig's.
+type Config struct {
+	// Listen is the address the gateway serves on ("127.0.0.1:8080").
+	Listen string `yaml:"listen"`
+	// DataDir holds files, batches and the embedded store.
+	DataDir string `yaml:"data_dir"`
+	// ClusterToken authenticates agents to the gateway and the gateway to agents.
+	ClusterToken string `yaml:"cluster_token"`
+	// APIKeys are accepted as "Authorization: Bearer KEY". With none, the gateway only listens on loopback.
+	APIKeys []string `yaml:"api_keys"`
+	// AdminKeys may call /admin; with none, any API key may (and no key at all on loopback).
+	AdminKeys []string `yaml:"admin_keys"`
+	// MaxBodyBytes bounds request bodies on the inference routes (413 past it).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// HeartbeatInterval is the interval agents are expected to beat at; 3 missed ones make a node stale.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// Scheduler chooses the policy.
+	Scheduler scheduler.Config `yaml:"scheduler"`
+	// MaxAttempts bounds how many nodes one request is tried on before the client sees an error.
+	MaxAttempts int `yaml:"max_attempts"`
+	// FirstByteTimeout bounds the wait for an agent's response headers.
+	FirstByteTimeout time.Duration `yaml:"first_byte_timeout"`
+	// StreamIdleTimeout bounds the silence between two reads of an agent's response body; past
+	// it the response is failed (mid-stream: an SSE error event) rather than left hanging.
+	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+	// QueueSize bounds requests waiting for a node per model; QueueTimeout bounds their wait.
+	QueueSize    int           `yaml:"queue_size"`
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
+	// PresetsFile is an optional YAML file of presets loaded at start.
+	PresetsFile string `yaml:"presets_file"`
+	// RedisURL ("redis://host:6379/0"), when set, keeps files metadata, batches and presets in
+	// Redis so several gateways share them (file contents stay in DataDir: make it a shared volume).
+	// Empty: an embedded bbolt file in DataDir.
+	RedisURL string `yaml:"redis_url"`
+	// Batch bounds files and batches and tunes the batch runner; zero values take batch.DefaultConfig's.
+	Batch batch.Config `yaml:"batch"`
+	// Version is reported by /healthz.
+	Version string `yaml:"-"`
+}
+
+// DefaultConfig returns the configuration the gateway runs with when nothing is set.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            "127.0.0.1:8080",
+		DataDir:           "./herd-data",
+		MaxBodyBytes:      32 << 20,
+		HeartbeatInterval: time.Second,
+		Scheduler:         scheduler.DefaultConfig(),
+		MaxAttempts:       3,
+		FirstByteTimeout:  120 * time.Second,
+		StreamIdleTimeout: 60 * time.Second,
+		QueueSize:         256,
+		QueueTimeout:      60 * time.Second,
+	}
+}
+
+// Validate reports a configuration the gateway cannot run with.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("listen address is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is empty"))
+	}
+	if c.ClusterToken == "" {
+		errs = append(errs, errors.New("cluster token is empty"))
+	}
+	if c.MaxBodyBytes <= 0 {
+		errs = append(errs, errors.New("max body bytes must be positive"))
+	}
+	if c.HeartbeatInterval <= 0 {
+		errs = append(errs, errors.New("heartbeat interval must be positive"))
+	}
+	if c.MaxAttempts < 1 {
+		errs = append(errs, errors.New("max attempts must be at least 1"))
+	}
+	if err := c.Scheduler.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.APIKeys) == 0 && !isLoopbackListen(c.Listen) {
+		errs = append(errs, fmt.Errorf("no API key configured: refusing to listen on non-loopback address %q (set HERD_API_KEYS or api_keys)", c.Listen))
+	}
+	return errors.Join(errs...)
+}
+
+// isLoopbackListen reports whether addr ("host:port") only accepts loopback connections.
+func isLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Server is a running gateway's HTTP side.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	engine *gin.Engine
+
+	// Owned by the request path (gateway core).
+	registry *registry.Registry
+	sched    *scheduler.Scheduler
+	core     core
+
+	// Owned by admin/metrics.
+	metrics *metrics
+	// agents caches one agent client per node address (zero value ready to use; admin.go).
+	agents agentPool
+
+	// Owned by bulk generation and presets.
+	presets   *presetBook
+	batches   *batch.Service
+	bulkStore store.Store
+}
+
+// Handler returns the gateway's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Serve serves on ln until ctx is done, then shuts down gracefully, letting in-flight requests finish.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("gateway: shutdown: %w", err)
+	}
+	return nil
+}

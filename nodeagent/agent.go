@@ -1,0 +1,511 @@
+// Package nodeagent is the herd agent: the process that runs on each GPU host in front of the
+// local model server. It serves the inference routes to the gateway (passing the backend's bytes
+// through unchanged and unbuffered), manages models (pull, load, unload, delete, export and
+// air-gapped copy from a peer agent), samples GPU telemetry and the backend's model list off the
+// request path, and pushes a heartbeat with all of it to every configured gateway.
+//
+// Decisions:
+//   - One cluster token authenticates everything, compared in constant time; there are no
+//     per-route scopes because only gateways and peer agents talk to an agent.
+//   - The agent counts in-flight requests itself (per model, from a cheap scan of the body's
+//     "model") and reports queued = in-flight − slots, unless the backend keeps its own queue
+//     (LoadReporter).
+//   - Tokens per second are learned from responses as they pass: usage.completion_tokens from the
+//     end of the body (streams without include_usage: the number of chunks that carried text)
+//     over the decode time (first to last byte of a stream; the whole request otherwise, which
+//     includes prefill), smoothed with an EWMA per model. A backend's own figure wins when it
+//     has one.
+//   - A backend that cannot list its models leaves the heartbeat with no models and a
+//     BackendError, so the gateway stops sending it work rather than trusting a stale list.
+//   - Failures to reach a gateway are logged when they start and when they stop, not each beat.
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+)
+
+// Clock tells the time. Tests pass a fake one to make measured speeds exact.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// ewmaAlpha weighs a new tokens/s sample against the history: recent enough to follow a node
+// getting busier, smooth enough that one odd request does not swing the scheduler.
+const ewmaAlpha = 0.3
+
+// sampleTimeout bounds one telemetry or model-list sample so a hung backend cannot stall the
+// sampler forever.
+const sampleTimeout = 5 * time.Second
+
+// shutdownGrace is how long Run lets in-flight requests finish after its context ends.
+const shutdownGrace = 15 * time.Second
+
+// Option configures an Agent.
+type Option func(*Agent)
+
+// WithLogger sets the agent's logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(a *Agent) { a.log = l } }
+
+// WithClock sets the clock used for timings (default the system clock).
+func WithClock(c Clock) Option { return func(a *Agent) { a.clock = c } }
+
+// WithHTTPClient sets the client used for heartbeats and peer copies (default
+// agentapi.DefaultHTTPClient()).
+func WithHTTPClient(hc *http.Client) Option { return func(a *Agent) { a.hc = hc } }
+
+// Agent is one node's agent. Create it with New, serve it with Run (or mount Handler yourself).
+type Agent struct {
+	cfg       Config
+	backend   Backend
+	ts        TelemetrySource
+	log       *slog.Logger
+	clock     Clock
+	hc        *http.Client
+	slots     int
+	hostname  string
+	startedAt time.Time
+	handler   http.Handler
+
+	mu         sync.Mutex
+	advertise  string
+	gpus       []agentapi.GPU
+	telErr     string
+	models     []agentapi.Model
+	backendErr string
+	draining   bool
+	inFlight   int
+	stats      map[string]*modelStats
+}
+
+// modelStats is what the agent itself measured for one model name as requests named it.
+type modelStats struct {
+	inFlight   int
+	tps        float64
+	prefillTPS float64
+	lastUsed   time.Time
+}
+
+// New returns an agent for backend, reading GPUs from ts (nil: no GPUs). Zero fields of cfg take
+// DefaultConfig's values; the result must pass Validate.
+func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if b == nil {
+		return nil, errors.New("agent: backend is nil")
+	}
+	a := &Agent{
+		cfg:     cfg,
+		backend: b,
+		ts:      ts,
+		log:     slog.Default(),
+		clock:   systemClock{},
+		stats:   map[string]*modelStats{},
+		gpus:    []agentapi.GPU{},
+		models:  []agentapi.Model{},
+	}
+	for _, o := range opts {
+		o(a)
+	}
+	if a.hc == nil {
+		a.hc = agentapi.DefaultHTTPClient()
+	}
+	a.log = a.log.With("component", "agent", "node", cfg.NodeID)
+	a.hostname, _ = os.Hostname()
+	a.startedAt = a.clock.Now()
+	a.slots = cfg.Slots
+	if a.slots == 0 {
+		if sc, ok := b.(SlotCounter); ok {
+			a.slots = sc.Slots()
+		}
+	}
+	if a.slots <= 0 {
+		a.slots = DefaultSlots
+	}
+	a.advertise = strings.TrimRight(cfg.Advertise, "/")
+	if a.advertise == "" {
+		a.advertise = deriveAdvertise(cfg.Listen)
+	}
+	a.handler = a.routes()
+	return a, nil
+}
+
+// Handler returns the agent's HTTP API (all routes behind the cluster token).
+func (a *Agent) Handler() http.Handler { return a.handler }
+
+// Advertise returns the URL the agent tells gateways to reach it at.
+func (a *Agent) Advertise() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.advertise
+}
+
+// Slots returns how many requests the node serves at once.
+func (a *Agent) Slots() int { return a.slots }
+
+// Run serves the agent's API on ln (nil: listen on Config.Listen), samples telemetry and the
+// model list, and sends heartbeats, until ctx is done; then it stops accepting requests, lets
+// in-flight ones finish (up to a grace period) and returns nil. It returns an error if the
+// listener or server fails.
+func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", a.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("agent: listen: %w", err)
+		}
+	}
+	a.mu.Lock()
+	if a.advertise == "" {
+		a.advertise = deriveAdvertise(ln.Addr().String())
+	}
+	advertise := a.advertise
+	a.mu.Unlock()
+
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	a.log.Info("agent serving", "addr", ln.Addr().String(), "advertise", advertise,
+		"backend", a.backend.Kind(), "simulated", a.backend.Simulated(), "slots", a.slots, "gateways", a.cfg.GatewayURLs)
+	if len(a.cfg.GatewayURLs) == 0 {
+		a.log.Warn("no gateway configured: not sending heartbeats")
+	}
+
+	loops, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// The first heartbeat should carry real data, so sample once before the loops start.
+		a.Refresh(loops)
+		var inner sync.WaitGroup
+		inner.Go(func() { a.sampleLoop(loops, a.sampleGPUs) })
+		inner.Go(func() { a.sampleLoop(loops, a.sampleModels) })
+		for _, g := range a.cfg.GatewayURLs {
+			inner.Go(func() { a.heartbeatLoop(loops, g) })
+		}
+		inner.Wait()
+	})
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("agent: serve: %w", err)
+	}
+	stopLoops()
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
+		a.log.Warn("graceful shutdown timed out; closing connections", "err", serr)
+		_ = srv.Close()
+	}
+	if serr := <-serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return fmt.Errorf("agent: serve: %w", serr)
+	}
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// Refresh samples GPUs and the backend's model list now. Run does this on its own schedule;
+// model-management routes call it after they change what is resident.
+func (a *Agent) Refresh(ctx context.Context) {
+	a.sampleGPUs(ctx)
+	a.sampleModels(ctx)
+}
+
+func (a *Agent) sampleLoop(ctx context.Context, sample func(context.Context)) {
+	t := time.NewTicker(a.cfg.TelemetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			sample(ctx)
+		}
+	}
+}
+
+func (a *Agent) sampleGPUs(ctx context.Context) {
+	var gpus []agentapi.GPU
+	var telErr string
+	if a.ts == nil {
+		telErr = "no telemetry source configured"
+	} else {
+		sctx, cancel := context.WithTimeout(ctx, sampleTimeout)
+		var err error
+		gpus, err = a.ts.GPUs(sctx)
+		cancel()
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return // shutting down: keep the last good sample
+			}
+			gpus, telErr = nil, err.Error()
+		case len(gpus) == 0:
+			if r, ok := a.ts.(TelemetryReasoner); ok {
+				telErr = r.Reason()
+			}
+		}
+	}
+	if gpus == nil {
+		gpus = []agentapi.GPU{}
+	}
+	a.mu.Lock()
+	prev := a.telErr
+	a.gpus, a.telErr = gpus, telErr
+	a.mu.Unlock()
+	if telErr != prev {
+		if telErr != "" {
+			a.log.Warn("GPU telemetry", "problem", telErr)
+		} else {
+			a.log.Info("GPU telemetry ok", "gpus", len(gpus))
+		}
+	}
+}
+
+func (a *Agent) sampleModels(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, sampleTimeout)
+	models, err := a.backend.Models(sctx)
+	cancel()
+	backendErr := ""
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		models, backendErr = nil, err.Error()
+	}
+	if models == nil {
+		models = []agentapi.Model{}
+	}
+	a.mu.Lock()
+	prev := a.backendErr
+	a.models, a.backendErr = models, backendErr
+	a.mu.Unlock()
+	if backendErr != prev {
+		if backendErr != "" {
+			a.log.Warn("backend cannot list models", "err", backendErr)
+		} else {
+			a.log.Info("backend answers again", "models", len(models))
+		}
+	}
+}
+
+// Heartbeat returns the node's current state: the latest samples plus live request counts.
+func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
+	now := a.clock.Now()
+	lr, ownLoad := a.backend.(LoadReporter)
+	var bInFlight, bQueued int
+	if ownLoad {
+		// Asked outside a.mu: the backend has its own locks.
+		bInFlight, bQueued = lr.InFlight()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	hb := agentapi.Heartbeat{
+		NodeID:         a.cfg.NodeID,
+		Address:        a.advertise,
+		Backend:        a.backend.Kind(),
+		Simulated:      a.backend.Simulated(),
+		Version:        a.cfg.Version,
+		Hostname:       a.hostname,
+		GPUs:           append([]agentapi.GPU(nil), a.gpus...),
+		TelemetryError: a.telErr,
+		Models:         make([]agentapi.Model, 0, len(a.models)),
+		BackendError:   a.backendErr,
+		Draining:       a.draining,
+		Slots:          a.slots,
+		IntervalMS:     a.cfg.HeartbeatInterval.Milliseconds(),
+		SentAt:         now,
+		StartedAt:      a.startedAt,
+	}
+	if hb.GPUs == nil {
+		hb.GPUs = []agentapi.GPU{}
+	}
+	for _, m := range a.models {
+		if st := a.statsFor(m.Name); st != nil {
+			if m.TokensPerSecond == 0 {
+				m.TokensPerSecond = st.tps
+			}
+			if m.PrefillTokensPerSecond == 0 {
+				m.PrefillTokensPerSecond = st.prefillTPS
+			}
+			if m.InFlight == 0 {
+				m.InFlight = st.inFlight
+			}
+			if st.lastUsed.After(m.LastUsed) {
+				m.LastUsed = st.lastUsed
+			}
+		}
+		hb.Models = append(hb.Models, m)
+	}
+	if ownLoad {
+		hb.InFlight, hb.Queued = bInFlight, bQueued
+	} else {
+		hb.InFlight = a.inFlight
+		hb.Queued = max(0, a.inFlight-a.slots)
+	}
+	return hb
+}
+
+// statsFor finds the agent's measurements for a backend model name; requests may name a model
+// without Ollama's ":latest" tag. The caller holds a.mu.
+func (a *Agent) statsFor(name string) *modelStats {
+	if st := a.stats[name]; st != nil {
+		return st
+	}
+	if base, ok := strings.CutSuffix(name, ":latest"); ok {
+		return a.stats[base]
+	}
+	return nil
+}
+
+func (a *Agent) begin(model string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.inFlight++
+	st := a.stats[model]
+	if st == nil {
+		st = &modelStats{}
+		a.stats[model] = st
+	}
+	st.inFlight++
+}
+
+// end closes a request begun at start and learns from what the meter saw.
+func (a *Agent) end(model string, start time.Time, m *meterWriter) {
+	now := a.clock.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.inFlight--
+	st := a.stats[model]
+	st.inFlight--
+	st.lastUsed = now
+	learn(st, start, m)
+	if st.inFlight == 0 && st.tps == 0 && st.prefillTPS == 0 && !a.knownModel(model) {
+		// Names that are not the backend's and never produced output (typos, unknown models)
+		// are not kept: the map stays bounded by the models this node really has or served.
+		delete(a.stats, model)
+	}
+}
+
+// knownModel reports whether the backend's last model list has name (or name:latest). The
+// caller holds a.mu.
+func (a *Agent) knownModel(name string) bool {
+	for _, m := range a.models {
+		if m.Name == name || m.Name == name+":latest" {
+			return true
+		}
+	}
+	return false
+}
+
+// learn folds one response's speed into st.
+func learn(st *modelStats, start time.Time, m *meterWriter) {
+	if m.status/100 != 2 || m.bytes == 0 {
+		return
+	}
+	tokens, ok := m.tokens()
+	if !ok || tokens <= 0 {
+		return
+	}
+	var tps float64
+	if m.stream {
+		// Decode speed: the span from the first token to the last byte covers the tokens after
+		// the first; the time to the first token is prefill (plus any wait for a slot).
+		if d := m.lastByte.Sub(m.firstToken()).Seconds(); tokens >= 2 && d > 0 {
+			tps = float64(tokens-1) / d
+		}
+		if p, ok := m.promptTokens(); ok && p > 0 {
+			if d := m.firstToken().Sub(start).Seconds(); d > 0 {
+				st.prefillTPS = ewma(st.prefillTPS, float64(p)/d)
+			}
+		}
+	} else if d := m.lastByte.Sub(start).Seconds(); d > 0 {
+		tps = float64(tokens) / d
+	}
+	if tps > 0 {
+		st.tps = ewma(st.tps, tps)
+	}
+}
+
+func ewma(prev, sample float64) float64 {
+	if prev == 0 {
+		return sample
+	}
+	return prev + ewmaAlpha*(sample-prev)
+}
+
+// heartbeatLoop sends a heartbeat to one gateway every interval until ctx is done.
+func (a *Agent) heartbeatLoop(ctx context.Context, gateway string) {
+	log := a.log.With("gateway", gateway)
+	timeout := min(max(2*a.cfg.HeartbeatInterval, time.Second), 10*time.Second)
+	failing, everOK := false, false
+	failures := 0
+	send := func() {
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		reply, err := agentapi.SendHeartbeat(sctx, a.hc, gateway, a.cfg.ClusterToken, a.Heartbeat(sctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			if !failing {
+				failing = true
+				log.Warn("heartbeat failed; retrying every interval", "err", err)
+			}
+			return
+		}
+		switch {
+		case failing:
+			log.Info("heartbeat accepted again", "failed_beats", failures)
+		case !everOK:
+			log.Info("heartbeat accepted")
+		}
+		failing, everOK, failures = false, true, 0
+		a.mu.Lock()
+		changed := a.draining != reply.Draining
+		a.draining = reply.Draining
+		a.mu.Unlock()
+		if changed {
+			log.Info("gateway drain state", "draining", reply.Draining)
+		}
+	}
+	send()
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			send()
+		}
+	}
+}

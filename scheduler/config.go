@@ -1,0 +1,160 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Config selects a policy, its weights and the constants of the wait model.
+//
+// Numeric fields left at zero take DefaultConfig's value when New builds a Scheduler, so a
+// configuration file need only name what it changes. Weights left all zero take DefaultWeights;
+// set at least one weight to choose them yourself (a zero weight then switches that scorer off).
+type Config struct {
+	// Policy is PolicyHerd, PolicyRoundRobin or PolicyLeastInflight; empty means PolicyHerd.
+	Policy string `yaml:"policy" json:"policy"`
+	// Weights weigh the herd policy's scorers.
+	Weights Weights `yaml:"weights" json:"weights"`
+	// MaxQueuePerNode refuses a node with no free slot and this many requests queued; 0: only
+	// the node's own bound (Node.MaxQueue) applies. The smaller of the two wins.
+	MaxQueuePerNode int `yaml:"max_queue_per_node" json:"max_queue_per_node"`
+	// DefaultMaxTokens is the output length assumed for a request that gives no max_tokens, and
+	// for the requests already running or queued on a node, whose lengths are unknown. Default 256.
+	DefaultMaxTokens int `yaml:"default_max_tokens" json:"default_max_tokens"`
+	// PrefillSpeedup is how many times faster a node reads prompt tokens than it generates output
+	// tokens; the prompt costs PromptTokens ÷ PrefillSpeedup output tokens of time. Default 20.
+	PrefillSpeedup float64 `yaml:"prefill_speedup" json:"prefill_speedup"`
+	// SlotContention in [0,1] is how much each other busy slot slows a stream: 0 is perfect
+	// batching (every slot at full speed), 1 is throughput fully shared between slots.
+	// Default 0.25 (4 slots give about 2.3× the throughput of one).
+	SlotContention float64 `yaml:"slot_contention" json:"slot_contention"`
+	// LoadBytesPerSecond is how fast a node loads a model from disk into GPU memory, for the load
+	// time of a model that is not resident. Default 2e9 (2 GB/s).
+	LoadBytesPerSecond float64 `yaml:"load_bytes_per_second" json:"load_bytes_per_second"`
+	// DefaultTokensPerSecond is the decode speed assumed when nothing in the snapshot says more.
+	// Default 20.
+	DefaultTokensPerSecond float64 `yaml:"default_tokens_per_second" json:"default_tokens_per_second"`
+	// QueueAversion weighs the time a request would spend queued for a slot when the herd policy
+	// ranks waits: a request that queues also delays the requests that queue behind it later, a
+	// cost the request's own wait leaves out. 1 ranks by the request's own wait alone (greedy);
+	// the default 2 counts the delay imposed on later requests as equal to its own, which keeps
+	// work spreading to slower idle GPUs before queues build on fast ones (see the
+	// heterogeneous simulation test).
+	QueueAversion float64 `yaml:"queue_aversion" json:"queue_aversion"`
+}
+
+// Weights weigh the herd policy's scorers. Each scorer gives [0,1]; a node's score is the
+// weighted mean. The defaults (DefaultWeights) make expected wait dominant, because it already
+// folds in residency (load time), queue length and the node's speed for the model; the other
+// scorers break near-ties and steer away from hot, throttled or full GPUs.
+type Weights struct {
+	// Resident scores 1 when the model is already loaded. Default 1: beyond the load time the
+	// wait already counts, a load evicts other models and churns VRAM.
+	Resident float64 `yaml:"resident" json:"resident"`
+	// Wait scores the lowest wait cost among the candidates ÷ this node's (the cost is the
+	// expected wait with queueing weighted by Config.QueueAversion). Default 4.
+	Wait float64 `yaml:"wait" json:"wait"`
+	// VRAM scores the fraction of GPU memory left free once the model is loaded. Default 0.5.
+	VRAM float64 `yaml:"vram" json:"vram"`
+	// Utilization scores 1 − GPU utilisation. Default 0.5.
+	Utilization float64 `yaml:"utilization" json:"utilization"`
+	// Throttle scores 0 on a GPU in thermal or power slowdown and 1 otherwise. Default 1.
+	Throttle float64 `yaml:"throttle" json:"throttle"`
+	// Affinity scores 1 on the node a conversation prefix hashes to (KV-cache reuse). Default 1:
+	// enough to keep a conversation on its node against a node up to about a fifth faster.
+	Affinity float64 `yaml:"affinity" json:"affinity"`
+}
+
+// DefaultWeights are the herd policy's weights when none are configured.
+func DefaultWeights() Weights {
+	return Weights{Resident: 1, Wait: 4, VRAM: 0.5, Utilization: 0.5, Throttle: 1, Affinity: 1}
+}
+
+func (w Weights) sum() float64 {
+	return w.Resident + w.Wait + w.VRAM + w.Utilization + w.Throttle + w.Affinity
+}
+
+// DefaultConfig is the configuration the gateway runs with when none is given.
+func DefaultConfig() Config {
+	return Config{
+		Policy:                 PolicyHerd,
+		Weights:                DefaultWeights(),
+		DefaultMaxTokens:       256,
+		PrefillSpeedup:         20,
+		SlotContention:         0.25,
+		LoadBytesPerSecond:     2e9,
+		DefaultTokensPerSecond: 20,
+		QueueAversion:          2,
+	}
+}
+
+// withDefaults fills the zero fields of c from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Policy == "" {
+		c.Policy = d.Policy
+	}
+	if c.Weights == (Weights{}) {
+		c.Weights = d.Weights
+	}
+	if c.DefaultMaxTokens == 0 {
+		c.DefaultMaxTokens = d.DefaultMaxTokens
+	}
+	if c.PrefillSpeedup == 0 {
+		c.PrefillSpeedup = d.PrefillSpeedup
+	}
+	if c.SlotContention == 0 {
+		c.SlotContention = d.SlotContention
+	}
+	if c.LoadBytesPerSecond == 0 {
+		c.LoadBytesPerSecond = d.LoadBytesPerSecond
+	}
+	if c.DefaultTokensPerSecond == 0 {
+		c.DefaultTokensPerSecond = d.DefaultTokensPerSecond
+	}
+	if c.QueueAversion == 0 {
+		c.QueueAversion = d.QueueAversion
+	}
+	return c
+}
+
+// Validate reports a configuration the scheduler cannot run with: an unknown policy, a negative
+// or non-finite weight or constant, a contention outside [0,1].
+func (c Config) Validate() error {
+	var errs []error
+	switch c.Policy {
+	case "", PolicyHerd, PolicyRoundRobin, PolicyLeastInflight:
+	default:
+		errs = append(errs, fmt.Errorf("scheduler: unknown policy %q (want %s, %s or %s)", c.Policy, PolicyHerd, PolicyRoundRobin, PolicyLeastInflight))
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"weights.resident", c.Weights.Resident},
+		{"weights.wait", c.Weights.Wait},
+		{"weights.vram", c.Weights.VRAM},
+		{"weights.utilization", c.Weights.Utilization},
+		{"weights.throttle", c.Weights.Throttle},
+		{"weights.affinity", c.Weights.Affinity},
+		{"prefill_speedup", c.PrefillSpeedup},
+		{"load_bytes_per_second", c.LoadBytesPerSecond},
+		{"default_tokens_per_second", c.DefaultTokensPerSecond},
+		{"queue_aversion", c.QueueAversion},
+	} {
+		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			errs = append(errs, fmt.Errorf("scheduler: %s must be a finite number ≥ 0, got %v", f.name, f.v))
+		}
+	}
+	if !(c.SlotContention >= 0 && c.SlotContention <= 1) {
+		errs = append(errs, fmt.Errorf("scheduler: slot_contention must be in [0,1], got %v", c.SlotContention))
+	}
+	if c.MaxQueuePerNode < 0 {
+		errs = append(errs, fmt.Errorf("scheduler: max_queue_per_node must be ≥ 0, got %d", c.MaxQueuePerNode))
+	}
+	if c.DefaultMaxTokens < 0 {
+		errs = append(errs, fmt.Errorf("scheduler: default_max_tokens must be ≥ 0, got %d", c.DefaultMaxTokens))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,91 @@
+package scheduler
+
+// Scores are the herd policy's per-scorer scores of one node, each in [0,1].
+type Scores struct {
+	Resident    float64 `json:"resident"`
+	Wait        float64 `json:"wait"`
+	VRAM        float64 `json:"vram"`
+	Utilization float64 `json:"utilization"`
+	Throttle    float64 `json:"throttle"`
+	Affinity    float64 `json:"affinity"`
+}
+
+// Explanation says why Pick would order the nodes as it does: the gateway serves it at
+// /admin/v1/explain.
+type Explanation struct {
+	Policy string `json:"policy"`
+	Model  string `json:"model"`
+	Class  string `json:"class,omitempty"`
+	Seq    uint64 `json:"seq"`
+	Seed   uint64 `json:"seed"`
+	// Weights are the herd policy's weights (also reported under the other policies, unused).
+	Weights Weights `json:"weights"`
+	// Order lists the eligible node IDs, best first: Pick's candidates.
+	Order []string `json:"order"`
+	// Nodes has one entry per snapshot node, in snapshot order.
+	Nodes []NodeExplanation `json:"nodes"`
+}
+
+// NodeExplanation is one node's part of an Explanation.
+type NodeExplanation struct {
+	Node string `json:"node"`
+	// Eligible is false when a filter refused the node; Reason and ReasonCode say which.
+	Eligible   bool   `json:"eligible"`
+	Reason     string `json:"reason,omitempty"`
+	ReasonCode string `json:"reason_code,omitempty"`
+	// Rank is the node's 1-based place among the candidates (0 when refused).
+	Rank      int  `json:"rank,omitempty"`
+	NeedsLoad bool `json:"needs_load,omitempty"`
+	// ExpectedWaitSeconds is the estimated time until the request would complete there.
+	ExpectedWaitSeconds float64 `json:"expected_wait_seconds,omitempty"`
+	// WaitCostSeconds is the wait the herd policy ranks: queueing counted QueueAversion times.
+	WaitCostSeconds float64 `json:"wait_cost_seconds,omitempty"`
+	// TokensPerSecond is the single-stream decode speed the estimate used, and
+	// TokensPerSecondSource where it came from: measured, node_estimate, bandwidth_estimate,
+	// cluster_median or default.
+	TokensPerSecond       float64 `json:"tokens_per_second,omitempty"`
+	TokensPerSecondSource string  `json:"tokens_per_second_source,omitempty"`
+	// Scores are the per-scorer scores (herd policy only).
+	Scores *Scores `json:"scores,omitempty"`
+	// Total is the node's score: the weighted mean of Scores under herd, the policy's own
+	// score under the others.
+	Total float64 `json:"total"`
+}
+
+// Explain evaluates req on snap as Pick does and reports, per node, the filter that refused it
+// or its scores. It allocates; it is for operators, not the request path.
+func (s *Scheduler) Explain(req *Request, snap *Snapshot) Explanation {
+	var d Decision
+	s.Pick(req, snap, &d)
+	ex := Explanation{Policy: s.cfg.Policy, Weights: s.cfg.Weights, Order: []string{}, Nodes: []NodeExplanation{}}
+	if req == nil || snap == nil {
+		return ex
+	}
+	ex.Model, ex.Class, ex.Seq, ex.Seed = req.Model, req.Class, req.Seq, req.Seed
+	ex.Nodes = make([]NodeExplanation, len(snap.Nodes))
+	for i := range snap.Nodes {
+		ex.Nodes[i].Node = snap.Nodes[i].ID
+	}
+	for _, r := range d.Rejections {
+		ne := &ex.Nodes[r.Node]
+		ne.Reason, ne.ReasonCode = r.Reason.String(), r.Reason.Code()
+	}
+	for rank, c := range d.Candidates {
+		ex.Order = append(ex.Order, snap.Nodes[c.Node].ID)
+		e := &d.evals[c.Node]
+		ne := &ex.Nodes[c.Node]
+		ne.Eligible = true
+		ne.Rank = rank + 1
+		ne.NeedsLoad = c.NeedsLoad
+		ne.ExpectedWaitSeconds = e.wait
+		ne.WaitCostSeconds = e.cost
+		ne.TokensPerSecond = e.tps
+		ne.TokensPerSecondSource = e.tpsSource.String()
+		ne.Total = c.Score
+		if s.cfg.Policy == PolicyHerd {
+			sc := e.scores
+			ne.Scores = &sc
+		}
+	}
+	return ex
+}
