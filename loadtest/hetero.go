@@ -190,6 +190,17 @@ func (h *HeteroReport) WriteText(w io.Writer) error {
 		return err
 	}
 	for _, p := range h.Policies {
+		if p.Run != nil && p.Run.Batch != nil {
+			bt := p.Run.Batch
+			fmt.Fprintf(&b, "\n%s: batch of %d lines submitted at %.1fs: %s, %d/%d completed, %d failed", p.Name, bt.Lines, bt.SubmittedAtS, bt.Status, bt.Completed, bt.Total, bt.Failed)
+			if bt.Finished {
+				fmt.Fprintf(&b, ", done after %.1fs", bt.DurationS)
+			}
+			if bt.Error != "" {
+				fmt.Fprintf(&b, " (%s)", bt.Error)
+			}
+			b.WriteByte('\n')
+		}
 		if f := p.Fault; f != nil {
 			fmt.Fprintf(&b, "\n%s: killed %s (SIGKILL) at %.1fs", p.Name, f.Node, f.AtS)
 			if f.KillError != "" {

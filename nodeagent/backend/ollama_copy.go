@@ -45,9 +45,9 @@ const (
 
 // ollamaManifest is the JSON Ollama writes under manifests/.
 type ollamaManifest struct {
-	SchemaVersion int           `json:"schemaVersion"`
-	MediaType     string        `json:"mediaType"`
-	Config        manifestLayer `json:"config"`
+	SchemaVersion int             `json:"schemaVersion"`
+	MediaType     string          `json:"mediaType"`
+	Config        manifestLayer   `json:"config"`
 	Layers        []manifestLayer `json:"layers"`
 }
 
