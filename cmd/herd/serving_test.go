@@ -11,6 +11,8 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/herd-llm/herd/models"
 )
 
 func sdk(url string) *openai.Client {
@@ -34,7 +36,7 @@ func checkOpenAIPath(t *testing.T, base, chatModel, embedModel string, concurren
 		}
 		var found bool
 		for _, m := range list.Models {
-			if m.ID == chatModel {
+			if m.ID == models.NormalizeName(chatModel) {
 				found = true
 			}
 		}
@@ -42,7 +44,7 @@ func checkOpenAIPath(t *testing.T, base, chatModel, embedModel string, concurren
 			t.Fatalf("model %q not listed: %+v", chatModel, list.Models)
 		}
 		m, err := client.GetModel(ctx, chatModel)
-		if err != nil || m.ID != chatModel {
+		if err != nil || m.ID != models.NormalizeName(chatModel) {
 			t.Fatalf("GetModel(%q) = %+v, %v", chatModel, m, err)
 		}
 	})
