@@ -60,7 +60,7 @@ var _ registry.Clock = Clock(nil)
 
 type systemClock struct{}
 
-func (systemClock) Now() time.Time                             { return time.Now() }
+func (systemClock) Now() time.Time                            { return time.Now() }
 func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
 var _ Clock = systemClock{}

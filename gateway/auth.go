@@ -30,7 +30,15 @@ func (k keySet) empty() bool { return len(k.sums) == 0 }
 
 // match reports whether key is in the set.
 func (k keySet) match(key string) bool {
-	sum := sha256.Sum256([]byte(key))
+	// Hashing from a stack buffer spares the allocation []byte(key) costs for keys longer than
+	// 32 bytes; only a key longer than any real one takes the allocating path.
+	var buf [256]byte
+	var sum [sha256.Size]byte
+	if len(key) <= len(buf) {
+		sum = sha256.Sum256(buf[:copy(buf[:], key)])
+	} else {
+		sum = sha256.Sum256([]byte(key))
+	}
 	ok := 0
 	for i := range k.sums {
 		ok |= subtle.ConstantTimeCompare(sum[:], k.sums[i][:])

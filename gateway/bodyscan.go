@@ -19,11 +19,8 @@ import (
 // bodyInfo is what routing needs from a request body.
 type bodyInfo struct {
 	// model is the model name; it points into the body unless the name had escapes.
-	model []byte
-	// modelStart and modelEnd delimit the model's string token (quotes included) in the body, so
-	// the name can be replaced without re-encoding the rest.
-	modelStart, modelEnd int
-	stream               bool
+	model  []byte
+	stream bool
 	// maxTokens is max_completion_tokens, or max_tokens when that is absent; 0: not given.
 	maxTokens    int
 	includeUsage bool
@@ -102,7 +99,6 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 		return invalidType("model", "a string", b[model.start])
 	}
 	info.model = stringValue(b[model.start:model.end])
-	info.modelStart, info.modelEnd = model.start, model.end
 	if len(info.model) == 0 {
 		return badRequest("missing_required_parameter", "model", "you must provide a model parameter")
 	}

@@ -12,7 +12,7 @@ func TestScanBody(t *testing.T) {
 		name  string
 		body  string
 		model string
-		want  bodyInfo // model, modelStart/End and prefixHash are not compared here
+		want  bodyInfo // model and prefixHash are not compared here
 		// err is the error's param and code; empty: no error.
 		errParam, errCode string
 		wantErr           bool
@@ -67,12 +67,8 @@ func TestScanBody(t *testing.T) {
 			if string(info.model) != tt.model {
 				t.Errorf("model = %q, want %q", info.model, tt.model)
 			}
-			var tok string
-			if err := json.Unmarshal([]byte(tt.body[info.modelStart:info.modelEnd]), &tok); err != nil || tok != tt.model {
-				t.Errorf("model token %q does not decode to %q", tt.body[info.modelStart:info.modelEnd], tt.model)
-			}
 			got := info
-			got.model, got.modelStart, got.modelEnd, got.prefixHash = nil, 0, 0, 0
+			got.model, got.prefixHash = nil, 0
 			want := tt.want
 			if got.stream != want.stream || got.maxTokens != want.maxTokens || got.includeUsage != want.includeUsage || got.promptBytes != want.promptBytes {
 				t.Errorf("info = %+v, want %+v", got, want)
@@ -165,10 +161,6 @@ func FuzzScanBody(f *testing.F) {
 		}
 		if info.stream != stream {
 			t.Fatalf("scanBody(%q) stream = %v, encoding/json says %v", body, info.stream, stream)
-		}
-		var tok string
-		if json.Unmarshal(body[info.modelStart:info.modelEnd], &tok) != nil || tok != model {
-			t.Fatalf("scanBody(%q) model token %q does not decode to %q", body, body[info.modelStart:info.modelEnd], model)
 		}
 	})
 }

@@ -84,19 +84,6 @@ func (c *stepClock) Advance(d time.Duration) {
 	}
 }
 
-// pending counts timers that have not fired or been stopped.
-func (c *stepClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, t := range c.timers {
-		if !t.stopped {
-			n++
-		}
-	}
-	return n
-}
-
 // Test keys.
 const (
 	testAPIKey       = "sk-test-0123456789abcdef"
@@ -117,6 +104,7 @@ const (
 	wireMidStream    // sends two chunks, then cuts the connection
 	wireHangMidBody  // sends two chunks, then goes silent
 	wireSlowEachStep // streams, waiting for a step signal before each chunk
+	wireHalfJSON     // sends half a JSON completion, then cuts the connection
 )
 
 // wireAgent is an agent that speaks the OpenAI wire format (chat, completions, embeddings) and
@@ -152,12 +140,6 @@ func newWireAgent(t testing.TB, id string, mode wireMode) *wireAgent {
 		a.srv.Close()
 	})
 	return a
-}
-
-func (a *wireAgent) setMode(m wireMode) {
-	a.mu.Lock()
-	a.mode = m
-	a.mu.Unlock()
 }
 
 func (a *wireAgent) requests() []wireRequest {
@@ -215,6 +197,12 @@ func (a *wireAgent) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":%q,"usage":{"prompt_tokens":2,"total_tokens":2}}`, req.Model)
 		return
+	}
+	if mode == wireHalfJSON {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assi`)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
 	}
 	if !req.Stream {
 		w.Header().Set("Content-Type", "application/json")

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,8 @@ type core struct {
 
 	started time.Time
 	urls    urlCache
+	// calls pools per-request state (*call).
+	calls sync.Pool
 }
 
 // Option adjusts what New builds.

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -144,20 +143,21 @@ type call struct {
 	buf [32 << 10]byte
 }
 
-var callPool = sync.Pool{New: func() any {
-	k := new(call)
-	k.tk.req, k.tk.dec = &k.req, &k.dec
-	return k
-}}
-
+// getCall takes a call from the server's pool. The pool is per server so that a ticket only ever
+// meets one admission.
 func (s *Server) getCall(ctx context.Context, path, class string) *call {
-	k := callPool.Get().(*call)
+	k, _ := s.core.calls.Get().(*call)
+	if k == nil {
+		k = new(call)
+		k.tk.req, k.tk.dec = &k.req, &k.dec
+	}
 	k.s, k.ctx, k.path, k.class, k.start = s, ctx, path, class, s.core.clock.Now()
 	k.seq = s.core.seq.Add(1)
 	return k
 }
 
 func putCall(k *call) {
+	s := k.s
 	k.s, k.ctx, k.body, k.info, k.last = nil, nil, nil, bodyInfo{}, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft = 0, 0, 0
@@ -165,7 +165,7 @@ func putCall(k *call) {
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
 	k.tk.lastSnap = nil
-	callPool.Put(k)
+	s.core.calls.Put(k)
 }
 
 // requestID returns the client's X-Request-Id when it is usable, else a new one.
@@ -207,7 +207,9 @@ func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
 	if r.ContentLength > limit {
 		return nil, tooLarge()
 	}
-	if r.ContentLength >= 0 {
+	// A body of known, modest size is read into one exact buffer; a big one grows as it arrives,
+	// so a client announcing a huge body and sending nothing holds no memory for it.
+	if r.ContentLength >= 0 && r.ContentLength <= 1<<20 {
 		b := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, b); err != nil {
 			return nil, badRequest("", "", "Could not read the request body: %v.", err)
@@ -409,4 +411,3 @@ func statusText(code int) string {
 	}
 	return strconv.Itoa(code)
 }
-

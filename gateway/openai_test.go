@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
 )
@@ -495,6 +497,24 @@ func TestMidStreamFailure(t *testing.T) {
 	}
 }
 
+// A JSON answer that breaks off after it started cannot be retried or fixed: the client must see
+// a broken response, never a clean end of truncated JSON.
+func TestMidBodyFailureWithoutSSE(t *testing.T) {
+	g := newCoreGW(t, nil)
+	a := newWireAgent(t, "a", wireHalfJSON)
+	g.beat("a", a.srv.URL, 1, testModel)
+	req, _ := http.NewRequest(http.MethodPost, g.srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"llama3.1:8b"}`))
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err := g.srv.Client().Do(req)
+	if err != nil {
+		return // cut before the buffered headers went out: an error, as it must be
+	}
+	defer resp.Body.Close()
+	if body, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("read %q to a clean end; want the connection cut", body)
+	}
+}
+
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	g := newCoreGW(t, nil)
 	a := newWireAgent(t, "a", wireHang)
@@ -612,5 +632,36 @@ func TestQueueOverHTTP(t *testing.T) {
 	close(a.release)
 	if got := recv(t, first); got.status != 200 {
 		t.Fatalf("first request = %d", got.status)
+	}
+}
+
+func TestRecoveryAnswersInOpenAIShape(t *testing.T) {
+	g := newCoreGW(t, nil)
+	g.s.engine.GET("/v1/boom", func(*gin.Context) { panic("boom") })
+	resp := g.get(t, "/v1/boom", testAPIKey)
+	if resp.StatusCode != 500 {
+		t.Fatalf("status %d, want 500", resp.StatusCode)
+	}
+	if e := readOpenAIError(t, resp); e.Error.Type != errServer || strings.Contains(e.Error.Message, "boom") {
+		t.Errorf("error %+v: want a server_error that does not leak the panic", e.Error)
+	}
+	if !strings.Contains(g.log.String(), "panic in handler") {
+		t.Errorf("the panic was not logged")
+	}
+}
+
+func TestMetricsCountRequests(t *testing.T) {
+	g := newCoreGW(t, nil)
+	a := newWireAgent(t, "a", wireOK)
+	g.beat("a", a.srv.URL, 1, testModel)
+	resp := g.post(t, "/v1/embeddings", `{"model":"llama3.1:8b","input":"x"}`)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	resp = g.get(t, "/metrics", "")
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	want := `herd_requests_total{model="llama3.1:8b",node="a",status="200"} 1`
+	if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+		t.Fatalf("/metrics = %d, lacks %s", resp.StatusCode, want)
 	}
 }

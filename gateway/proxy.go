@@ -246,7 +246,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		}
 		if r, ok := w.(resettable); ok {
 			r.reset()
-			k.status = 0
+			k.status, k.ttft = 0, 0
 			return outcomeRetry
 		}
 		k.status = http.StatusBadGateway

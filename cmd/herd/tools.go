@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -176,9 +177,10 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 			return errors.New("--kill-node-at needs a cluster herd started: use --scenario fault or hetero")
 		}
 		r, err := loadtest.Run(cmd.Context(), opts)
-		if err != nil {
+		if err != nil && (r == nil || !errors.Is(err, context.Canceled)) {
 			return err
 		}
+		// Interrupted: the partial report is still worth printing.
 		rep = r
 	}
 	if err := rep.WriteText(cmd.OutOrStdout()); err != nil {

@@ -329,8 +329,8 @@ func (o *Ollama) Unload(ctx context.Context, model string) error {
 		return classify(op, err)
 	}
 	// Ollama only schedules the unload; it happens when the runner's requests finish.
-	ctx, cancel := context.WithTimeout(ctx, o.unloadWait)
-	defer cancel()
+	deadline := time.NewTimer(o.unloadWait)
+	defer deadline.Stop()
 	tick := time.NewTicker(unloadPoll)
 	defer tick.Stop()
 	for {
@@ -350,7 +350,9 @@ func (o *Ollama) Unload(ctx context.Context, model string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: still resident after %s (requests in flight?): %w", op, o.unloadWait, ctx.Err())
+			return fmt.Errorf("%s: %w", op, ctx.Err())
+		case <-deadline.C:
+			return fmt.Errorf("%s: still resident after %s (requests in flight?)", op, o.unloadWait)
 		case <-tick.C:
 		}
 	}

@@ -484,8 +484,9 @@ func TestOllamaExportErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			writeManifest(tt.name, tt.manifest)
-			if _, err := o.Export(ctx, tt.name); !errors.Is(err, tt.is) {
+			name := strings.ReplaceAll(tt.name, " ", "-")
+			writeManifest(name, tt.manifest)
+			if _, err := o.Export(ctx, name); !errors.Is(err, tt.is) {
 				t.Errorf("err %v, want %v", err, tt.is)
 			}
 		})

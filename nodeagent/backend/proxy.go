@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,10 +56,14 @@ type proxy struct {
 	transport http.RoundTripper
 	apiKey    string
 	log       *slog.Logger
+	errLog    *log.Logger // ReverseProxy's own logging, routed to log
 }
 
-func newProxy(kind string, base *url.URL, transport http.RoundTripper, apiKey string, log *slog.Logger) *proxy {
-	return &proxy{kind: kind, base: base, transport: transport, apiKey: apiKey, log: log}
+func newProxy(kind string, base *url.URL, transport http.RoundTripper, apiKey string, logger *slog.Logger) *proxy {
+	return &proxy{
+		kind: kind, base: base, transport: transport, apiKey: apiKey, log: logger,
+		errLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
 }
 
 // serve forwards body to the backend's endpoint and streams the answer to w. A ReverseProxy per
@@ -105,7 +110,7 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request, endpoint string, b
 			writeOpenAIError(w, http.StatusBadGateway, "server_error", "backend_unavailable",
 				fmt.Sprintf("the %s backend did not answer: %s", p.kind, rootCause(err)))
 		},
-		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ErrorLog: p.errLog,
 	}
 	rp.ServeHTTP(w, r)
 }

@@ -498,9 +498,6 @@ func (f *Fake) pull(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := req.Model
-	if name == "" {
-		name = req.Name
-	}
 	n := model.ParseName(name)
 	if !n.IsValid() {
 		ollamaError(w, http.StatusBadRequest, "invalid model name")

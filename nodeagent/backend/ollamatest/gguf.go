@@ -27,8 +27,6 @@ const (
 	tokUnk = 0
 	tokBOS = 1
 	tokEOS = 2
-	// The 256 byte-fallback tokens follow the three specials.
-	tokFirstByte = 3
 )
 
 // Output biases, applied through hidden dimension 0 (see WriteTinyModel). The normalised hidden
