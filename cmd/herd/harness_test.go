@@ -143,15 +143,6 @@ func (p *proc) kill9() {
 	<-p.done
 }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // cluster is a gateway and its agents.
 type cluster struct {
 	t      *testing.T
