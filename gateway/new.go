@@ -146,6 +146,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 // Run does the gateway's background work (the batch runner, preset refresh) until ctx is done,
 // then closes the store. Serve may run before, during and after it.
 func (s *Server) Run(ctx context.Context) error {
+	if len(s.cfg.MinReplicas) > 0 {
+		go s.keepReplicas(ctx)
+	}
 	s.runBulk(ctx)
 	if err := s.closeBulk(); err != nil {
 		return fmt.Errorf("gateway: close store: %w", err)

@@ -48,6 +48,10 @@ type Config struct {
 	// QueueSize bounds requests waiting for a node per model; QueueTimeout bounds their wait.
 	QueueSize    int           `yaml:"queue_size"`
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
+	// MinReplicas keeps that many resident copies of a model warm across the cluster (model →
+	// count), loaded where the placement planner finds room, re-checked every ReplicaInterval.
+	MinReplicas     map[string]int `yaml:"min_replicas"`
+	ReplicaInterval time.Duration  `yaml:"replica_interval"`
 	// PresetsFile is an optional YAML file of presets loaded at start.
 	PresetsFile string `yaml:"presets_file"`
 	// RedisURL ("redis://host:6379/0"), when set, keeps files metadata, batches and presets in

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,4 +236,33 @@ func TestStreamingPassesChunksThrough(t *testing.T) {
 	if spread := arrivals[len(arrivals)-1].Sub(arrivals[0]); spread < 200*time.Millisecond {
 		t.Fatalf("chunks arrived within %s: the stream was buffered", spread)
 	}
+}
+
+// TestMinReplicasKeepsModelWarm checks the placement loop: a model asked to have two warm
+// replicas gets loaded on two nodes that have its weights, without any request for it.
+func TestMinReplicasKeepsModelWarm(t *testing.T) {
+	file := t.TempDir() + "/herd.yaml"
+	if err := os.WriteFile(file, []byte("gateway:\n  min_replicas: {\"qwen2.5:7b\": 2}\n  replica_interval: 300ms\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startGateway(t, "--config", file)
+	for _, id := range []string{"r1", "r2", "r3"} {
+		c.addSimAgent(id, "a40", "--sim-models", "llama3.2:1b,qwen2.5:7b", "--sim-preload", "llama3.2:1b")
+	}
+	c.waitNodes(3)
+	waitFor(t, 60*time.Second, "two warm replicas of qwen2.5:7b", func() bool {
+		nodes, err := c.nodes()
+		if err != nil {
+			return false
+		}
+		warm := 0
+		for _, n := range nodes {
+			for _, m := range n.Models {
+				if m.Name == "qwen2.5:7b" && m.Resident {
+					warm++
+				}
+			}
+		}
+		return warm == 2
+	})
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -94,3 +96,36 @@ func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 func listFlag(fs *pflag.FlagSet, p *[]string, name, usage string) {
 	fs.Var(csvValue{p}, name, usage+" (comma-separated)")
 }
+
+// replicasValue is a flag holding model=count pairs ("llama3.1:8b=2,qwen2.5:7b=1").
+type replicasValue struct{ p *map[string]int }
+
+var _ pflag.Value = replicasValue{}
+
+func (v replicasValue) String() string {
+	var parts []string
+	for m, n := range *v.p {
+		parts = append(parts, fmt.Sprintf("%s=%d", m, n))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (v replicasValue) Set(s string) error {
+	out := map[string]int{}
+	for _, part := range splitList(s) {
+		i := strings.LastIndex(part, "=")
+		if i <= 0 {
+			return fmt.Errorf("%q: want model=count", part)
+		}
+		n, err := strconv.Atoi(part[i+1:])
+		if err != nil || n < 0 {
+			return fmt.Errorf("%q: count must be a non-negative integer", part)
+		}
+		out[part[:i]] = n
+	}
+	*v.p = out
+	return nil
+}
+
+func (v replicasValue) Type() string { return "model=count,..." }

@@ -90,6 +90,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.IntVar(&g.QueueSize, "queue-size", g.QueueSize, "requests that may wait for a node, per model")
 	fs.DurationVar(&g.QueueTimeout, "queue-timeout", g.QueueTimeout, "longest a request waits for a node")
 	fs.StringVar(&g.PresetsFile, "presets", g.PresetsFile, "YAML file of presets (offline custom GPTs)")
+	fs.Var(replicasValue{&g.MinReplicas}, "min-replicas", "keep this many resident copies of models warm, e.g. llama3.1:8b=2")
 	fs.DurationVar(&g.FirstByteTimeout, "first-byte-timeout", g.FirstByteTimeout, "longest wait for an agent's response headers before trying another node")
 	fs.DurationVar(&g.StreamIdleTimeout, "stream-idle-timeout", g.StreamIdleTimeout, "longest silence inside an agent's response before it counts as failed")
 	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep files metadata, batches and presets in Redis (redis://host:6379/0) so several gateways share them")
