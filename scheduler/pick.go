@@ -5,6 +5,8 @@ import (
 	"math/bits"
 	"slices"
 	"time"
+
+	"github.com/herd-llm/herd/models"
 )
 
 // Scheduler picks nodes for requests. It holds only configuration and is safe for concurrent use.
@@ -95,7 +97,7 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 	prefix := mix64(req.PrefixHash)
 	median := -1.0 // the cluster median speed, computed on first need
 	minCost := math.Inf(1)
-	affNode, affBest := -1, uint64(0)
+	affNode, affBest := -1, 0.0
 	for i := range snap.Nodes {
 		node := &snap.Nodes[i]
 		mi := findModel(node, req.Model)
@@ -124,9 +126,9 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 		e.cost = e.wait + (s.cfg.QueueAversion-1)*queue
 		minCost = min(minCost, e.cost)
 		if req.PrefixHash != 0 {
-			// Rendezvous hashing: the eligible node with the highest weight for this prefix.
-			if w := mix64(h ^ prefix); affNode < 0 || w > affBest {
-				affNode, affBest = i, w
+			// Weighted rendezvous hashing: the eligible node with the highest key for this prefix.
+			if k := affinityKey(mix64(h^prefix), s.affinityCapacity(node, modelWeights(req, m), e.tps)); affNode < 0 || k > affBest {
+				affNode, affBest = i, k
 			}
 		}
 		d.Candidates = append(d.Candidates, Candidate{
@@ -294,6 +296,36 @@ func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps floa
 		}
 	}
 	return wait, queue
+}
+
+// affinityKey is the weighted rendezvous key of a node whose hash for the prefix is h and whose
+// weight is w: w ÷ −ln(u) with u uniform in (0,1) drawn from h. The node with the largest key
+// wins with probability proportional to its weight, and removing a node moves only the prefixes
+// it won (Schindelhauer and Schomaker, "Weighted distributed hash tables", 2005).
+func affinityKey(h uint64, w float64) float64 {
+	u := (float64(h>>11) + 0.5) / (1 << 53) // in (0,1): never 0 nor 1
+	return w / -math.Log(u)
+}
+
+// affinityCapacity is the weight of node in the rendezvous hashing of conversations: its
+// aggregate decode rate with every slot busy, so each node is home to a share of conversations in
+// proportion to the work it can take, and a conversation's home is also where the wait scorer
+// tends to send it. The speed is the node's bandwidth estimate when its GPU is known, because the
+// measured speed falls and rises with the node's load, which would move conversations between
+// homes (and off their KV cache) as the load changes; tps (the speed the wait model uses) is the
+// fallback.
+func (s *Scheduler) affinityCapacity(node *Node, weights uint64, tps float64) float64 {
+	speed := tps
+	if bw := node.MemoryBandwidthGBs; validSpeed(bw) && weights > 0 {
+		if v := bw * 1e9 * models.DefaultDecodeEfficiency / float64(weights); validSpeed(v) {
+			speed = v
+		}
+	}
+	slots := float64(max(node.Slots, 1))
+	if !validSpeed(speed) {
+		speed = 1
+	}
+	return speed * slots / (1 + s.cfg.SlotContention*(slots-1))
 }
 
 // scoreHerd scores the candidates with the weighted scorers, given the lowest wait cost among

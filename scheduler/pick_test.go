@@ -259,6 +259,48 @@ func TestAffinity(t *testing.T) {
 	}
 }
 
+// TestAffinityWeightedByCapacity checks that conversations make their home on nodes in
+// proportion to the work each node can take (its GPU's bandwidth), not one in three each, and
+// that the home does not follow the measured speed, which swings with the node's load.
+func TestAffinityWeightedByCapacity(t *testing.T) {
+	s := mustNew(t, DefaultConfig())
+	bw := func(gbs float64) func(*Node) { return func(n *Node) { n.MemoryBandwidthGBs = gbs } }
+	nodes := []Node{with(gpuNode("t4"), bw(320)), with(gpuNode("a40"), bw(696)), with(gpuNode("3090"), bw(936))}
+	// The same nodes with measured speeds that say the opposite: homes must not move.
+	swung := []Node{with(nodes[0], speed(200)), with(nodes[1], speed(20)), with(nodes[2], speed(10))}
+	home := func(snap *Snapshot, prefix uint64) string {
+		req := Request{Model: "llama3.1:8b", PrefixHash: prefix}
+		var d Decision
+		s.Pick(&req, snap, &d)
+		for _, c := range d.Candidates {
+			if d.evals[c.Node].scores.Affinity == 1 {
+				return snap.Nodes[c.Node].ID
+			}
+		}
+		t.Fatalf("prefix %d: no node has affinity", prefix)
+		return ""
+	}
+	counts := map[string]int{}
+	const n = 3000
+	for prefix := uint64(1); prefix <= n; prefix++ {
+		h := home(&Snapshot{Nodes: nodes}, prefix)
+		counts[h]++
+		if h2 := home(&Snapshot{Nodes: swung}, prefix); h2 != h {
+			t.Fatalf("prefix %d: home %s moved to %s when measured speeds changed", prefix, h, h2)
+		}
+	}
+	total := 320.0 + 696 + 936
+	for _, c := range []struct {
+		id string
+		bw float64
+	}{{"t4", 320}, {"a40", 696}, {"3090", 936}} {
+		want := n * c.bw / total
+		if got := float64(counts[c.id]); math.Abs(got-want) > 0.15*want {
+			t.Errorf("node %s is home to %v of %d conversations, want about %.0f (its share of bandwidth)", c.id, got, n, want)
+		}
+	}
+}
+
 func TestBaselinePolicies(t *testing.T) {
 	nodes := []Node{
 		with(gpuNode("a"), load(3, 0)),

@@ -21,8 +21,13 @@
 //   - Ties are broken by a key hashed from the request's Seed and Seq and the node's ID, so the
 //     order of tied nodes is a shuffle that a replay of the same request reproduces, whatever
 //     order the snapshot lists nodes in.
-//   - Prefix affinity is rendezvous hashing over the eligible nodes: when the preferred node of a
-//     conversation drops out, only its conversations move.
+//   - Prefix affinity is weighted rendezvous hashing over the eligible nodes: when the preferred
+//     node of a conversation drops out, only its conversations move. Each node is weighted by the
+//     work it can take (its decode rate with all slots busy, from its GPU's bandwidth when known),
+//     so a 3090 is home to about three times the conversations of a T4 and a conversation's home
+//     is usually the node the wait scorer prefers anyway; with equal weights, a third of the
+//     conversations were homed on the slowest GPU, where the wait scorer rarely let them go, and
+//     their KV cache was never reused.
 //   - Batch requests (Class "batch") are refused by nodes with no free slot, so bulk work only
 //     fills capacity that interactive work leaves free.
 //   - Round robin rotates over the eligible nodes in snapshot order (the registry lists nodes

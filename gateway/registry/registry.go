@@ -12,9 +12,23 @@
 //     agent's SentAt, so clock skew between hosts cannot make a node look fresh or stale.
 //   - A node whose heartbeat is older than StaleAfterBeats × its interval (the agent's IntervalMS,
 //     else Config.HeartbeatInterval) is Stale; after ForgetAfter of silence it is forgotten.
-//   - Node.InFlight is max(heartbeat in_flight, gateway-local in-flight): the heartbeat is up to
-//     one interval old, while the gateway's own counter knows about requests it sent a moment
-//     ago; the max is right both for this gateway's requests and for work other gateways sent.
+//   - Node.InFlight + Node.Queued is this gateway's own in-flight count for the node (exact:
+//     Acquire/Release) plus the work the node's last heartbeat reported beyond what this gateway
+//     had in flight there when that heartbeat arrived (work other gateways sent):
+//     busy = local + max(0, hb.in_flight + hb.queued − local_at_heartbeat). Taking the max of the
+//     two counts instead (the earlier rule) let a heartbeat up to one interval old keep a node
+//     looking busy for up to a second after its requests ended, so admission held requests for
+//     slots that were already free and the expected-wait scorer steered away from idle nodes.
+//     The gateway counts a request from before it is sent until after its last byte, a window
+//     that covers the agent's, so at any instant the heartbeat's count of this gateway's requests
+//     is at most the local count: subtracting the local count can only under-estimate the other
+//     gateways' work, never invent some. The one exception is a request that ends between the
+//     agent's sample and the heartbeat's arrival (one network hop); it is counted as another
+//     gateway's until the next heartbeat. The other work keeps the heartbeat's split between
+//     running and queued; local requests count as running, and whatever exceeds Slots as queued.
+//   - A snapshot rebuilt only because in-flight counters moved copies the previous snapshot's
+//     nodes and patches their counts (two allocations, no per-node locks); handed-out snapshots
+//     are never written.
 //   - Model names are normalised with models.NormalizeName (lower case, a missing tag becomes
 //     ":latest") so that "llama3" and "llama3:latest" are one model; callers must normalise
 //     request names the same way before they look them up in a snapshot.
@@ -161,11 +175,15 @@ type node struct {
 	circuitClean atomic.Bool
 
 	// Guarded by Registry.mu.
-	hb       agentapi.Heartbeat
-	base     scheduler.Node // everything derived from hb; dynamic fields are filled at build
-	lastSeen time.Time
-	interval time.Duration
-	draining bool
+	// otherRunning and otherQueued are the work the last heartbeat reported that this gateway
+	// did not send (see the package doc).
+	otherRunning int
+	otherQueued  int
+	hb           agentapi.Heartbeat
+	base         scheduler.Node // everything derived from hb; dynamic fields are filled at build
+	lastSeen     time.Time
+	interval     time.Duration
+	draining     bool
 
 	cmu       sync.Mutex // guards the circuit fields below
 	state     circuitState
@@ -185,9 +203,21 @@ func (n *node) circuitLocked(now time.Time) string {
 	return CircuitHalfOpen
 }
 
-// built is a cached snapshot with what it was built from.
+// load returns the node's in-flight and queued counts for the snapshot with local requests of
+// this gateway in flight; r.mu must be held.
+func (n *node) load(local int) (inFlight, queued int) {
+	inFlight, queued = n.otherRunning+local, n.otherQueued
+	if slots := n.base.Slots; slots > 0 && inFlight > slots {
+		queued += inFlight - slots
+		inFlight = slots
+	}
+	return inFlight, queued
+}
+
+// built is a cached snapshot with what it was built from. The snapshot lives inside it, so a
+// rebuild allocates one struct and the node slice.
 type built struct {
-	snap      *scheduler.Snapshot
+	snap      scheduler.Snapshot
 	structVer uint64
 	loadVer   uint64
 	// expires is the first instant at which time alone changes the snapshot.
@@ -285,6 +315,11 @@ func (r *Registry) Observe(hb agentapi.Heartbeat) agentapi.HeartbeatReply {
 		n.interval = time.Duration(hb.IntervalMS) * time.Millisecond
 	}
 	n.base = baseNode(&hb)
+	// This gateway's requests the heartbeat can have counted are at most those in flight now.
+	busy := max(hb.InFlight, 0) + max(hb.Queued, 0)
+	other := max(0, busy-int(n.local.Load()))
+	n.otherQueued = min(max(hb.Queued, 0), other)
+	n.otherRunning = other - n.otherQueued
 	reply := agentapi.HeartbeatReply{Draining: n.draining}
 	r.forgetLocked(now)
 	r.structVer.Add(1)
@@ -346,12 +381,12 @@ func (r *Registry) Snapshot() *scheduler.Snapshot {
 	b := r.cur.Load()
 	if b != nil && b.structVer == r.structVer.Load() && now.Before(b.expires) {
 		if b.loadVer == r.loadVer.Load() {
-			return b.snap
+			return &b.snap
 		}
 		// Only in-flight counters moved. If another goroutine is rebuilding, its snapshot will
 		// carry them; meanwhile this one is off by the few requests that just started or ended.
 		if !r.mu.TryLock() {
-			return b.snap
+			return &b.snap
 		}
 	} else {
 		r.mu.Lock()
@@ -366,15 +401,28 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 	// Versions are read before the state so a change racing with the build bumps past them and
 	// the next Snapshot rebuilds.
 	sv, lv := r.structVer.Load(), r.loadVer.Load()
-	if b := r.cur.Load(); b != nil && b.structVer == sv && b.loadVer == lv && now.Before(b.expires) {
-		return b.snap
+	prev := r.cur.Load()
+	if prev != nil && prev.structVer == sv && now.Before(prev.expires) {
+		if prev.loadVer == lv {
+			return &prev.snap
+		}
+		// Only in-flight counters moved: nothing else about the nodes can have changed (that
+		// would have bumped structVer, and nothing time-driven is due before prev.expires).
+		nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: slices.Clone(prev.snap.Nodes)}, structVer: sv, loadVer: lv, expires: prev.expires}
+		for i, n := range r.nodes {
+			sn := &nb.snap.Nodes[i]
+			sn.InFlight, sn.Queued = n.load(int(n.local.Load()))
+		}
+		r.cur.Store(nb)
+		return &nb.snap
 	}
 	expires := now.Add(r.cfg.HeartbeatInterval) // bounds how old Snapshot.Now can get
-	snap := &scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}
+	nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}, structVer: sv, loadVer: lv}
+	snap := &nb.snap
 	for i, n := range r.nodes {
 		sn := &snap.Nodes[i]
 		*sn = n.base
-		sn.InFlight = max(sn.InFlight, int(n.local.Load()))
+		sn.InFlight, sn.Queued = n.load(int(n.local.Load()))
 		sn.Draining = n.draining
 		sn.Stale = now.Sub(n.lastSeen) > r.staleAfter(n)
 		// The first instant strictly past the threshold.
@@ -396,7 +444,8 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		}
 		n.cmu.Unlock()
 	}
-	r.cur.Store(&built{snap: snap, structVer: sv, loadVer: lv, expires: expires})
+	nb.expires = expires
+	r.cur.Store(nb)
 	return snap
 }
 
@@ -598,18 +647,16 @@ func gpuProfile(name string) (models.GPUProfile, bool) {
 }
 
 // baseNode derives the scheduler's view of a node from its heartbeat, leaving the fields that
-// change without a heartbeat (Stale, Draining, CircuitOpen, the local part of InFlight) to the
-// snapshot build.
+// change without a heartbeat (Stale, Draining, CircuitOpen, InFlight and Queued, which add this
+// gateway's own count to the heartbeat's) to the snapshot build.
 func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
 	sn := scheduler.Node{
-		ID:       hb.NodeID,
-		Address:  hb.Address,
-		Backend:  hb.Backend,
-		Healthy:  true,
-		CanLoad:  hb.Backend == agentapi.BackendOllama || hb.Backend == agentapi.BackendSim,
-		InFlight: hb.InFlight,
-		Queued:   hb.Queued,
-		Slots:    hb.Slots,
+		ID:      hb.NodeID,
+		Address: hb.Address,
+		Backend: hb.Backend,
+		Healthy: true,
+		CanLoad: hb.Backend == agentapi.BackendOllama || hb.Backend == agentapi.BackendSim,
+		Slots:   hb.Slots,
 	}
 	var util float64
 	for _, g := range hb.GPUs {

@@ -413,20 +413,30 @@ func TestSnapshotSortedByID(t *testing.T) {
 	}
 }
 
-func TestLocalInFlightMax(t *testing.T) {
+// TestInFlightLocalPlusOther checks the in-flight accounting: this gateway's own count is exact
+// at once, and a heartbeat adds only the work this gateway did not send, so a node does not look
+// busy after its requests ended just because its last heartbeat is older than their end.
+func TestInFlightLocalPlusOther(t *testing.T) {
 	r, _ := newTestRegistry(t)
-	hb := beat("a")
-	hb.InFlight = 2
-	r.Observe(hb)
-	for i, tc := range []struct {
+	type step struct {
 		acquire, release int
-		want, local      int
-	}{
-		{0, 0, 2, 0},
-		{1, 0, 2, 1},
-		{4, 0, 5, 5}, // the gateway knows of more than the (older) heartbeat
-		{0, 3, 2, 2},
-		{0, 5, 2, 0}, // extra releases never take the count below zero
+		beat             int // >= 0: a heartbeat reporting this many in flight (after acquire/release)
+		queued           int // the heartbeat's queued count
+		want, wantQ      int
+		local            int
+	}
+	for i, tc := range []step{
+		{beat: 2, want: 2, local: 0},                                  // two requests of another gateway
+		{acquire: 1, beat: -1, want: 3, local: 1},                     // ours adds to theirs at once
+		{beat: 3, want: 3, local: 1},                                  // the heartbeat now counts ours too: no double count
+		{release: 1, beat: -1, want: 2, local: 0},                     // ours ended: gone at once, not a second later
+		{beat: 0, want: 0, local: 0},                                  // theirs ended
+		{acquire: 3, beat: -1, want: 3, local: 3},                     //
+		{beat: 1, want: 3, local: 3},                                  // an older sample saw fewer of ours: never below ours
+		{release: 3, beat: -1, want: 0, local: 0},                     // no stale heartbeat keeps the node busy
+		{acquire: 6, beat: -1, want: 4, wantQ: 2, local: 6},           // beyond Slots (4): queued
+		{release: 6, beat: 1, queued: 2, want: 1, wantQ: 2, local: 0}, // the node's own split of other work
+		{release: 2, beat: -1, want: 1, wantQ: 2, local: 0},           // extra releases never take the count below zero
 	} {
 		for range tc.acquire {
 			r.Acquire("a")
@@ -434,12 +444,43 @@ func TestLocalInFlightMax(t *testing.T) {
 		for range tc.release {
 			r.Release("a")
 		}
-		if got := snapNode(t, r, "a").InFlight; got != tc.want {
-			t.Errorf("row %d: InFlight %d, want %d", i, got, tc.want)
+		if tc.beat >= 0 {
+			hb := beat("a")
+			hb.Slots, hb.InFlight, hb.Queued = 4, tc.beat, tc.queued
+			r.Observe(hb)
+		}
+		n := snapNode(t, r, "a")
+		if n.InFlight != tc.want || n.Queued != tc.wantQ {
+			t.Errorf("row %d: InFlight %d Queued %d, want %d and %d", i, n.InFlight, n.Queued, tc.want, tc.wantQ)
 		}
 		if v, _ := r.Node("a"); v.GatewayInFlight != tc.local {
 			t.Errorf("row %d: GatewayInFlight %d, want %d", i, v.GatewayInFlight, tc.local)
 		}
+	}
+}
+
+// TestLoadOnlyRebuildKeepsOldSnapshots checks that a snapshot rebuilt because only in-flight
+// counts moved is a new value: the one handed out before is not written.
+func TestLoadOnlyRebuildKeepsOldSnapshots(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	r.Observe(beat("a"))
+	r.Observe(beat("b"))
+	s1 := r.Snapshot()
+	c1 := deepCopySnapshot(s1)
+	r.Acquire("b")
+	s2 := r.Snapshot()
+	if s2 == s1 {
+		t.Fatal("no new snapshot after Acquire")
+	}
+	if !reflect.DeepEqual(s1, c1) {
+		t.Errorf("the earlier snapshot changed:\n got %+v\nwant %+v", s1, c1)
+	}
+	if s2.Nodes[1].InFlight != 1 || s2.Nodes[0].InFlight != 0 {
+		t.Errorf("after Acquire(b): in flight a=%d b=%d, want 0 and 1", s2.Nodes[0].InFlight, s2.Nodes[1].InFlight)
+	}
+	r.Release("b")
+	if n := r.Snapshot().Nodes[1]; n.InFlight != 0 {
+		t.Errorf("after Release(b): in flight %d", n.InFlight)
 	}
 }
 

@@ -377,6 +377,36 @@ func TestPrefixCache(t *testing.T) {
 	}
 }
 
+// The prefix cache holds no more than the node's KV memory (slots × context tokens): prompts
+// beyond it evict the least recently used blocks, so an old conversation comes back cold.
+func TestPrefixCacheBounded(t *testing.T) {
+	clk := newAutoClock()
+	// One slot of 1024 tokens: a 16-block cache.
+	n := newNode(t, Config{GPUs: []models.GPUProfile{gpu(t, "t4")}, SlotsPerGPU: 1, ContextLength: 1024, Clock: clk,
+		Models: []string{"llama3.1:8b"}, Preload: []string{"llama3.1:8b"}})
+	cached := func(prompt string) int {
+		body := map[string]any{"model": "llama3.1:8b", "max_tokens": 1, "messages": []map[string]any{{"role": "user", "content": prompt}}}
+		w := call(context.Background(), n, agentapi.PathChatCompletions, body)
+		if w.Code != 200 {
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+		return decodeJSON[chatResp](t, w.Body.Bytes()).Usage.PromptTokensDetails.CachedTokens
+	}
+	a := strings.Repeat("alpha beta gamma. ", 150) // ≈ 675 tokens: 10 blocks
+	b := strings.Repeat("delta epsilon zeta. ", 150)
+	cached(a)
+	if got := cached(a); got < 8*prefixBlockTokens {
+		t.Fatalf("repeat of a cached %d tokens, want its blocks", got)
+	}
+	cached(b) // 10 more blocks: 20 > 16, so a's least recently used blocks go
+	if got := cached(a); got != 0 {
+		t.Errorf("a after b cached %d tokens, want 0 (evicted)", got)
+	}
+	if got, want := prefixCacheBlocks(4, 4096), 256; got != want {
+		t.Errorf("prefixCacheBlocks(4, 4096) = %d, want %d", got, want)
+	}
+}
+
 func TestTelemetry(t *testing.T) {
 	clk := newManualClock()
 	n := newNode(t, Config{NodeID: "n1", GPUs: []models.GPUProfile{gpu(t, "a40"), gpu(t, "t4")}, Clock: clk,

@@ -12,9 +12,19 @@ const (
 	prefixBlockTokens = 64
 	// bytesPerToken is the prompt-size estimate: about four bytes of English text per token.
 	bytesPerToken = 4
-	// prefixCacheBlocks bounds the node's prefix cache (least recently used blocks go first).
-	prefixCacheBlocks = 16384
 )
+
+// prefixCacheBlocks bounds a node's prefix cache (least recently used blocks go first) to the KV
+// memory its model servers allocate: one context window per slot, slots × context tokens, which
+// is what models.EstimateVRAM sizes the KV cache for when a model loads. Cached prefixes live in
+// that memory (vLLM keeps them in its KV block pool, llama.cpp in its slots), so a node cannot
+// keep more prompt than fits there; an earlier fixed bound of 16384 blocks (a million tokens,
+// about 128 GB of KV for an 8B model) let a 16 GB T4 remember every conversation it ever saw.
+// The pool is shared by every model on the node here, and the blocks of running requests are
+// not subtracted, so the bound errs on the generous side.
+func prefixCacheBlocks(slots, contextTokens int) int {
+	return max(1, slots*contextTokens/prefixBlockTokens)
+}
 
 // prefixKeys hashes the rendered prompt in blocks of prefixBlockTokens tokens, each key chained to
 // the ones before it (a block only matches after the same prefix), and salted with the model's

@@ -19,7 +19,9 @@
 //     weights ÷ 2 GB/s (disk) + 1 s. A model bigger than all healthy GPUs together, or one that
 //     cannot fit while the other models are busy, fails with a 503;
 //  3. prefills its prompt at models.PrefillTokensPerSecond, skipping the part of the prompt whose
-//     64-token blocks this node has seen before for the same loaded model (a KV prefix cache);
+//     64-token blocks this node has seen before for the same loaded model (a KV prefix cache,
+//     least recently used blocks evicted beyond slots × ContextLength tokens: the KV memory the
+//     node allocates);
 //  4. decodes at models.DecodeTokensPerSecond shared with the other requests decoding on the same
 //     GPU: n concurrent requests together make single × min(n^0.6, 8) tokens/s, so batching raises
 //     throughput sublinearly and each request slows down. A split model decodes at the harmonic
@@ -191,7 +193,7 @@ func New(cfg Config) (*Node, error) {
 		startedAt: cfg.Clock.Now(),
 		models:    map[string]*modelState{},
 		freeSlots: cfg.SlotsPerGPU * len(cfg.GPUs),
-		prefix:    newPrefixCache(prefixCacheBlocks),
+		prefix:    newPrefixCache(prefixCacheBlocks(cfg.SlotsPerGPU*len(cfg.GPUs), cfg.ContextLength)),
 	}
 	for i, g := range cfg.GPUs {
 		n.gpus = append(n.gpus, &gpuState{index: i, profile: g, temp: idleTempC, tempAt: n.startedAt})
