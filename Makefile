@@ -26,7 +26,7 @@ deps: ## install what the tests need: redis-server (apt) and real Ollama built f
 	@scripts/test-deps.sh
 
 test: deps ## all tests with -race, real redis-server and real Ollama included
-	HERD_OLLAMA_BIN="$$(scripts/build-ollama.sh)" HERD_REQUIRE_OLLAMA=1 HERD_REQUIRE_REDIS=1 \
+	HERD_OLLAMA_BIN="$$(scripts/build-ollama.sh)" HERD_REQUIRE_OLLAMA=1 HERD_REQUIRE_REDIS=1 HERD_BIN=build \
 		$(GO) test -race -timeout 20m -count=1 $(PKGS)
 
 test-short: ## unit tests only (no processes, no Ollama)

@@ -132,7 +132,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		started:     o.clock.Now(),
 	}
 	if s.core.transport == nil {
-		s.core.transport = newAgentTransport(cfg.FirstByteTimeout)
+		s.core.transport = newAgentTransport()
 	}
 	s.core.adm = newAdmission(reg, sched.Pick, o.clock, cfg.QueueSize, cfg.QueueTimeout, cfg.HeartbeatInterval)
 	s.metrics = newMetrics(reg)
@@ -287,17 +287,20 @@ func (s *Server) handleReadyz(c *gin.Context) {
 // newAgentTransport returns the transport for agents: many idle connections per host (a few
 // hosts, many concurrent streams), no compression (SSE must not be buffered by a gzip layer, and
 // bodies are forwarded as is), and no proxy from the environment (agents are on the LAN).
-func newAgentTransport(firstByte time.Duration) *http.Transport {
+//
+// It has no ResponseHeaderTimeout: each attempt's own timer already bounds the wait for headers
+// and first byte (FirstByteTimeout), and a second timer per request would only cost. Buffers are
+// modest because every pooled connection holds both; larger reads and writes bypass them.
+func newAgentTransport() *http.Transport {
 	return &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true,
-		ResponseHeaderTimeout: firstByte,
 		ExpectContinueTimeout: 0,
-		WriteBufferSize:       32 << 10,
-		ReadBufferSize:        32 << 10,
+		WriteBufferSize:       8 << 10,
+		ReadBufferSize:        16 << 10,
 	}
 }
 

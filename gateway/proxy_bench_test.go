@@ -66,7 +66,7 @@ func BenchmarkProxyChat(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := DefaultConfig()
 			cfg.DataDir, cfg.ClusterToken, cfg.APIKeys = b.TempDir(), testClusterToken, []string{testAPIKey}
-			var rt http.RoundTripper = newAgentTransport(cfg.FirstByteTimeout)
+			var rt http.RoundTripper = newAgentTransport()
 			if bc.stream {
 				rt = streamMarker{rt}
 			}
@@ -97,7 +97,7 @@ func BenchmarkProxyChat(b *testing.B) {
 		})
 	}
 	b.Run("agent-direct", func(b *testing.B) {
-		rt := newAgentTransport(time.Minute)
+		rt := newAgentTransport()
 		u, _ := url.Parse(agent.URL + agentapi.PathChatCompletions)
 		b.ReportAllocs()
 		b.SetBytes(int64(len(body)))

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -27,6 +28,11 @@ const (
 	overheadConcurrency          = 50
 	overheadRPS                  = 200
 	overheadNodeID               = "fake-node"
+	// overheadSlots is the agent's --slots: above the concurrency, as a real OpenAI-compatible
+	// server (vLLM batches hundreds of sequences) would be configured. With the agent's default
+	// of 4, the gateway's admission would hold 46 of the 50 requests in its queue, and the
+	// scenario would measure that queue rather than what herd's path costs.
+	overheadSlots = 2 * overheadConcurrency
 )
 
 // OverheadCase is one workload measured on one side (direct or through herd). Latencies in ms.
@@ -86,10 +92,12 @@ type OverheadReport struct {
 	Scenario  string `json:"scenario"`
 	Simulated bool   `json:"simulated"`
 	// Backend describes what answered the requests.
-	Backend string  `json:"backend"`
-	Chunks  int     `json:"stream_chunks"`
-	Rounds  int     `json:"rounds"`
-	RoundS  float64 `json:"round_s"`
+	Backend string `json:"backend"`
+	Chunks  int    `json:"stream_chunks"`
+	// AgentSlots is the agent's --slots (requests it takes at once).
+	AgentSlots int     `json:"agent_slots,omitempty"`
+	Rounds     int     `json:"rounds"`
+	RoundS     float64 `json:"round_s"`
 	// CPUs is the number of CPUs of the machine it ran on; everything shared them.
 	CPUs     int               `json:"cpus"`
 	CPUScope map[string]string `json:"cpu_scope"`
@@ -168,7 +176,7 @@ func runOverhead(ctx context.Context, o ScenarioOptions) (*OverheadReport, error
 	defer gw.Stop(10 * time.Second)
 	ag, _, err := startListening(ctx, "agent "+overheadNodeID, bin, []string{"agent", "--gateway", gwURL,
 		"--cluster-token", token, "--node-id", overheadNodeID, "--backend", "openai", "--openai-url", fake.URL,
-		"--log-level", "warn"}, "", logDir, "")
+		"--slots", strconv.Itoa(overheadSlots), "--log-level", "warn"}, "", logDir, "")
 	if err != nil {
 		return nil, fmt.Errorf("starting the agent: %w", err)
 	}
@@ -187,7 +195,7 @@ func runOverhead(ctx context.Context, o ScenarioOptions) (*OverheadReport, error
 		Scenario: ScenarioOverhead, Simulated: false,
 		Backend: "loadtest fake OpenAI backend in the load test process (fixed text, 20 chunks, no model): " +
 			"the figures are herd's own cost, not a model's",
-		Chunks: 20, Rounds: rounds, RoundS: roundDur.Seconds(), CPUs: runtime.NumCPU(),
+		Chunks: 20, AgentSlots: overheadSlots, Rounds: rounds, RoundS: roundDur.Seconds(), CPUs: runtime.NumCPU(),
 		CPUScope: map[string]string{
 			"direct": "the load test process itself: fake backend + load generator (no separate backend process exists)",
 			"herd":   "the herd gateway and agent processes together (/proc/PID/stat utime+stime)",
@@ -430,7 +438,7 @@ func (r *OverheadReport) WriteJSON(w io.Writer) error {
 func (r *OverheadReport) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "overhead scenario — direct to a fake OpenAI backend vs through a herd gateway + agent (real processes; fake model, not simulated GPUs)\n")
-	fmt.Fprintf(&b, "%d CPUs shared by everything; each case alternates direct and herd rounds, %d × %gs per side\n\n", r.CPUs, r.Rounds, r.RoundS)
+	fmt.Fprintf(&b, "%d CPUs shared by everything; each case alternates direct and herd rounds, %d × %gs per side; agent --slots %d\n\n", r.CPUs, r.Rounds, r.RoundS, r.AgentSlots)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "case\tside\treq/s\tp50 ms\tp99 ms\tTTFT p50 ms\tCPU µs/req\tRSS MiB\terrors\tadded p50 ms\tadded p99 ms")
 	deltas := map[string][2]float64{

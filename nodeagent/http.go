@@ -59,10 +59,14 @@ func (a *Agent) routes() http.Handler {
 // response with the node id.
 func (a *Agent) authenticate(next http.Handler) http.Handler {
 	want := []byte(a.cfg.ClusterToken)
+	// Shared by every response: net/http only reads header values, and Set replaces a slice
+	// rather than writing into it.
+	node := []string{a.cfg.NodeID}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(agentapi.HeaderNode, a.cfg.NodeID)
-		if id := r.Header.Get(agentapi.HeaderRequestID); id != "" {
-			w.Header().Set(agentapi.HeaderRequestID, id)
+		h := w.Header()
+		h[agentapi.HeaderNode] = node
+		if id := r.Header[agentapi.HeaderRequestID]; len(id) > 0 && id[0] != "" {
+			h[agentapi.HeaderRequestID] = id[:1:1]
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
@@ -141,7 +145,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+		body, err := readBody(w, r, a.cfg.MaxBodyBytes)
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
@@ -163,11 +167,34 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			w.Header().Set(agentapi.HeaderSimulated, "true")
 		}
 		start := a.clock.Now()
-		mw := newMeterWriter(w, a.clock)
+		mw := getMeterWriter(w, a.clock)
 		a.begin(model)
-		defer a.end(model, start, mw)
+		defer func() {
+			a.end(model, start, mw)
+			putMeterWriter(mw)
+		}()
 		a.backend.ServeInference(mw, r, endpoint, body)
 	}
+}
+
+// readBody reads an inference body of at most limit bytes. A body of announced length is read
+// into one buffer of that size; one of unknown length grows as it arrives, bounded by
+// http.MaxBytesReader. Too large a body is an *http.MaxBytesError either way.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		// As MaxBytesReader would: the rest of the body is not read, so the connection is not
+		// kept for another request.
+		w.Header().Set("Connection", "close")
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	if r.ContentLength >= 0 {
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 }
 
 func (a *Agent) serveInfo(w http.ResponseWriter, r *http.Request) {

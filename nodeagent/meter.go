@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -41,6 +42,32 @@ var _ http.Flusher = (*meterWriter)(nil)
 
 func newMeterWriter(w http.ResponseWriter, clock Clock) *meterWriter {
 	return &meterWriter{ResponseWriter: w, clock: clock}
+}
+
+// meters pools meterWriters with their tail and line buffers, which every response would
+// otherwise grow anew.
+var meters = sync.Pool{New: func() any { return new(meterWriter) }}
+
+// maxPooledBuffer bounds the buffers a pooled meter keeps: a rare huge line is not worth holding.
+const maxPooledBuffer = 4 * tailSize
+
+func getMeterWriter(w http.ResponseWriter, clock Clock) *meterWriter {
+	m := meters.Get().(*meterWriter)
+	m.ResponseWriter, m.clock = w, clock
+	return m
+}
+
+// putMeterWriter returns m to the pool; nothing may use it afterwards.
+func putMeterWriter(m *meterWriter) {
+	tail, line := m.tail[:0], m.line[:0]
+	if cap(tail) > maxPooledBuffer {
+		tail = nil
+	}
+	if cap(line) > maxPooledBuffer {
+		line = nil
+	}
+	*m = meterWriter{tail: tail, line: line}
+	meters.Put(m)
 }
 
 // WriteHeader records the status and whether the response is an SSE stream.
@@ -81,9 +108,14 @@ func (m *meterWriter) Flush() {
 func (m *meterWriter) Unwrap() http.ResponseWriter { return m.ResponseWriter }
 
 func (m *meterWriter) observe(p []byte, now time.Time) {
-	m.tail = append(m.tail, p...)
-	if len(m.tail) > 2*tailSize {
-		m.tail = append(m.tail[:0], m.tail[len(m.tail)-tailSize:]...)
+	if len(p) >= tailSize {
+		// Only the end of a large write can be in the window.
+		m.tail = append(m.tail[:0], p[len(p)-tailSize:]...)
+	} else {
+		m.tail = append(m.tail, p...)
+		if len(m.tail) > 2*tailSize {
+			m.tail = append(m.tail[:0], m.tail[len(m.tail)-tailSize:]...)
+		}
 	}
 	if m.stream {
 		m.scanLines(p, now)

@@ -48,6 +48,9 @@ func modelFromBody(b []byte) string {
 			if vend < 0 {
 				return ""
 			}
+			if v := b[i+1 : vend-1]; plainString(v) {
+				return string(v)
+			}
 			var s string
 			if json.Unmarshal(b[i:vend], &s) != nil {
 				return ""
@@ -59,6 +62,17 @@ func modelFromBody(b []byte) string {
 			return ""
 		}
 	}
+}
+
+// plainString reports whether the contents of a JSON string token are printable ASCII without
+// escapes: then they are the string's value as is, and decoding them is not needed.
+func plainString(v []byte) bool {
+	for _, c := range v {
+		if c < 0x20 || c >= 0x80 || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func skipWS(b []byte, i int) int {

@@ -11,9 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -37,82 +37,195 @@ func NewTransport() *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
-		WriteBufferSize:       64 << 10,
-		ReadBufferSize:        64 << 10,
+		// Each pooled connection holds both buffers: with hundreds of them, 64 KiB each was most
+		// of the agent's memory. A write or read larger than its buffer bypasses it anyway.
+		WriteBufferSize: 8 << 10,
+		ReadBufferSize:  16 << 10,
 	}
 }
 
 // inferenceEndpoints are the endpoints ServeInference answers.
-var inferenceEndpoints = map[string]bool{
-	agentapi.PathChatCompletions: true,
-	agentapi.PathCompletions:     true,
-	agentapi.PathEmbeddings:      true,
-}
+var inferenceEndpoints = []string{agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings}
 
 // proxy forwards OpenAI-format requests to one backend.
+//
+// It is written by hand rather than with httputil.ReverseProxy, which on every request clones
+// the request and its headers, copies every response header value one by one and allocates a
+// 32 KiB copy buffer: on a machine where the agent shares its cores with the backend, that was a
+// good part of the agent's CPU per request. What it does is what the ReverseProxy did here:
+//   - the request goes out with the client's headers minus hop-by-hop ones, the caller's
+//     credentials (Authorization, Cookie: they are for this agent, never for the backend) and
+//     forwarding headers, plus the backend's own API key;
+//   - the response comes back with its status and headers minus hop-by-hop ones;
+//   - an SSE stream, or a body of unknown length (Ollama's NDJSON streams), is flushed after
+//     every read, so events pass one by one; a body of known length is written as it comes and
+//     flushed once, by the server, at the end;
+//   - a broken SSE stream ends with one OpenAI-shaped error event (streamGuard); any other body
+//     that breaks off aborts the response (http.ErrAbortHandler), so the client sees an error
+//     rather than a truncated body.
 type proxy struct {
 	kind      string
 	base      *url.URL
 	transport http.RoundTripper
-	apiKey    string
-	log       *slog.Logger
-	errLog    *log.Logger // ReverseProxy's own logging, routed to log
+	// auth is the Authorization header for the backend; nil without an API key.
+	auth   []string
+	log    *slog.Logger
+	errLog *log.Logger
+	// urls holds the backend URL of each of inferenceEndpoints, built once.
+	urls map[string]*url.URL
 }
 
 func newProxy(kind string, base *url.URL, transport http.RoundTripper, apiKey string, logger *slog.Logger) *proxy {
-	return &proxy{
-		kind: kind, base: base, transport: transport, apiKey: apiKey, log: logger,
+	p := &proxy{
+		kind: kind, base: base, transport: transport, log: logger,
 		errLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		urls:   make(map[string]*url.URL, len(inferenceEndpoints)),
 	}
+	if apiKey != "" {
+		p.auth = []string{"Bearer " + apiKey}
+	}
+	for _, ep := range inferenceEndpoints {
+		p.urls[ep] = endpointURL(base, ep)
+	}
+	return p
 }
 
-// serve forwards body to the backend's endpoint and streams the answer to w. A ReverseProxy per
-// request is a handful of words; what is costly (connections) lives in the shared transport.
+// copyBuffers are the buffers responses are copied through.
+var copyBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+// dropRequestHeaders are the client's request headers the backend does not get: hop-by-hop
+// headers (RFC 9110 7.6.1), the caller's credentials, and forwarding headers (the backend is
+// this agent's, on its loopback; who called the agent is none of its business).
+var dropRequestHeaders = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Authorization": true, "Cookie": true,
+	"Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
+}
+
+// dropResponseHeaders are the hop-by-hop response headers, which belong to the backend
+// connection.
+var dropResponseHeaders = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+// Shared header values; nothing writes to them.
+var (
+	hdrJSON  = []string{"application/json"}
+	hdrEmpty = []string{""}
+)
+
+// serve forwards body to the backend's endpoint and streams the answer to w.
 func (p *proxy) serve(w http.ResponseWriter, r *http.Request, endpoint string, body []byte) {
-	if !inferenceEndpoints[endpoint] {
+	target := p.urls[endpoint]
+	if target == nil {
 		writeOpenAIError(w, http.StatusNotFound, "invalid_request_error", "unknown_endpoint",
 			fmt.Sprintf("unknown inference endpoint %q", endpoint))
 		return
 	}
-	target := endpointURL(p.base, endpoint)
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			u := *target
-			pr.Out.URL = &u
-			pr.Out.Host = ""
-			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
-			pr.Out.ContentLength = int64(len(body))
-			pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-			// The caller's credentials are for this agent, never for the backend.
-			pr.Out.Header.Del("Authorization")
-			pr.Out.Header.Del("Cookie")
-			if p.apiKey != "" {
-				pr.Out.Header.Set("Authorization", "Bearer "+p.apiKey)
-			}
-			if pr.Out.Header.Get("Content-Type") == "" {
-				pr.Out.Header.Set("Content-Type", "application/json")
-			}
-		},
-		Transport:     p.transport,
-		FlushInterval: -1,
-		ModifyResponse: func(resp *http.Response) error {
-			if isEventStream(resp.Header) {
-				resp.Body = &streamGuard{ctx: r.Context(), body: resp.Body, kind: p.kind, log: p.log}
-			}
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if r.Context().Err() != nil {
-				// The client went away; nobody is left to read an answer.
+	resp, err := p.transport.RoundTrip(p.outRequest(r, target, body))
+	if err != nil {
+		if r.Context().Err() != nil {
+			// The client went away; nobody is left to read an answer.
+			return
+		}
+		p.log.Warn("backend request failed", "backend", p.kind, "endpoint", endpoint, "error", err)
+		writeOpenAIError(w, http.StatusBadGateway, "server_error", "backend_unavailable",
+			fmt.Sprintf("the %s backend did not answer: %s", p.kind, rootCause(err)))
+		return
+	}
+	defer resp.Body.Close()
+
+	h := w.Header()
+	for k, vv := range resp.Header {
+		if !dropResponseHeaders[k] {
+			// The response is this request's own: its value slices can be shared, not copied.
+			h[k] = vv
+		}
+	}
+	for _, k := range resp.Header["Connection"] {
+		// Headers the backend named as hop-by-hop in Connection go too.
+		for f := range strings.SplitSeq(k, ",") {
+			delete(h, http.CanonicalHeaderKey(strings.TrimSpace(f)))
+		}
+	}
+	var src io.Reader = resp.Body
+	sse := isEventStream(resp.Header)
+	if sse {
+		src = &streamGuard{ctx: r.Context(), body: resp.Body, kind: p.kind, log: p.log}
+	}
+	w.WriteHeader(resp.StatusCode)
+	// Streams pass each read on at once; a body of known length needs no flush of its own.
+	flush := sse || resp.ContentLength < 0
+	fl, _ := w.(http.Flusher)
+
+	buf := copyBuffers.Get().(*[32 << 10]byte)
+	defer copyBuffers.Put(buf)
+	for {
+		n, rerr := src.Read(buf[:])
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				p.abort(r, fmt.Errorf("write to client: %w", werr))
 				return
 			}
-			p.log.Warn("backend request failed", "backend", p.kind, "endpoint", endpoint, "error", err)
-			writeOpenAIError(w, http.StatusBadGateway, "server_error", "backend_unavailable",
-				fmt.Sprintf("the %s backend did not answer: %s", p.kind, rootCause(err)))
-		},
-		ErrorLog: p.errLog,
+			if flush && fl != nil {
+				fl.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return
+		}
+		if rerr != nil {
+			if r.Context().Err() == nil {
+				p.log.Warn("backend response broke off", "backend", p.kind, "endpoint", endpoint, "error", rerr)
+			}
+			p.abort(r, rerr)
+			return
+		}
 	}
-	rp.ServeHTTP(w, r)
+}
+
+// abort ends a response that cannot be completed. Behind a real server the connection is cut
+// (http.ErrAbortHandler), so the client cannot take a truncated body for a whole one; called
+// without one (a test's recorder) it only logs, as ReverseProxy did.
+func (p *proxy) abort(r *http.Request, err error) {
+	if r.Context().Value(http.ServerContextKey) == nil {
+		p.errLog.Printf("%s backend: response cut short: %v", p.kind, err)
+		return
+	}
+	panic(http.ErrAbortHandler)
+}
+
+// outRequest builds the backend request: body as is, the client's headers as dropRequestHeaders
+// leaves them, the backend's API key, and the client's context, so a client that goes away
+// cancels it.
+func (p *proxy) outRequest(r *http.Request, target *url.URL, body []byte) *http.Request {
+	h := make(http.Header, len(r.Header)+1)
+	for k, vv := range r.Header {
+		if !dropRequestHeaders[k] {
+			// Shared, not copied: neither side writes to the slices.
+			h[k] = vv
+		}
+	}
+	if p.auth != nil {
+		h["Authorization"] = p.auth
+	}
+	if len(h["Content-Type"]) == 0 {
+		h["Content-Type"] = hdrJSON
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		// An empty value keeps the transport from adding Go's own.
+		h["User-Agent"] = hdrEmpty
+	}
+	out := &http.Request{
+		Method: http.MethodPost, URL: target, Host: target.Host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+		// Lets the transport resend the body on a pooled connection the backend had closed.
+		GetBody: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
+	}
+	return out.WithContext(r.Context())
 }
 
 // endpointURL is base with path appended: base's own path is a prefix ("http://h/vllm" +
