@@ -186,6 +186,7 @@ func (s *Server) routes() *gin.Engine {
 	e.GET("/healthz", s.accessLog(), s.handleHealthz)
 	e.GET("/readyz", s.accessLog(), s.handleReadyz)
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
+	registerDashboard(e)
 
 	v1 := e.Group("/v1", s.apiAuth())
 	// The inference routes log one line per request themselves, with the scheduling decision.

@@ -273,7 +273,7 @@ func printNodes(w io.Writer, nodes []nodeJSON) {
 		}
 		for i, g := range n.GPUs {
 			name := fmt.Sprintf("%d: %s", g.Index, g.Name)
-			if g.Simulated {
+			if g.Simulated && !strings.Contains(name, "simulated") {
 				name += " (simulated)"
 			}
 			if !g.Healthy {

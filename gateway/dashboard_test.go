@@ -1,0 +1,31 @@
+package gateway
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestDashboardServed(t *testing.T) {
+	s, err := New(Config{DataDir: t.TempDir(), ClusterToken: "t", Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	e := s.Handler()
+	for _, path := range []string{"/", "/dashboard"} {
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Header().Get("Content-Type"), "text/html") {
+			t.Fatalf("%s: %d %s", path, rec.Code, rec.Header().Get("Content-Type"))
+		}
+		body := rec.Body.String()
+		// The page reads the admin API and labels simulated nodes.
+		for _, want := range []string{"/admin/v1/nodes", "simulated", "<title>herd"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s lacks %q", path, want)
+			}
+		}
+	}
+}
