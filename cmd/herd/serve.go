@@ -396,7 +396,7 @@ func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ W
 		} else {
 			fmt.Fprintf(out, "  backend: %s\n", r.backend)
 		}
-		fmt.Fprintf(out, "  curl http://%s/v1/models\n  dashboard-less status: herd nodes --url http://%s\n\n", gwAddr, gwAddr)
+		fmt.Fprintf(out, "  dashboard: http://%s/   metrics: http://%s/metrics\n  curl http://%s/v1/models\n  herd nodes --url http://%s\n\n", gwAddr, gwAddr, gwAddr, gwAddr)
 	case <-gctx.Done():
 	}
 	return g.Wait()
