@@ -202,8 +202,23 @@ func TestBulkSDKFlow(t *testing.T) {
 		t.Fatalf("files %+v %v", list, err)
 	}
 
+	// usage, which the SDK does not decode: the two answered lines' 5+3 tokens each; the 404
+	// carried none.
+	res, err := http.Get(srv.URL + "/v1/batches/" + b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Usage *batch.BatchUsage `json:"usage"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&raw)
+	res.Body.Close()
+	if want := (batch.BatchUsage{InputTokens: 10, OutputTokens: 6, TotalTokens: 16}); err != nil || raw.Usage == nil || *raw.Usage != want {
+		t.Fatalf("usage = %+v (%v), want %+v", raw.Usage, err, want)
+	}
+
 	// The manifest: herd's per-line record for the CLI.
-	res, err := http.Get(srv.URL + "/v1/batches/" + b.ID + "/manifest")
+	res, err = http.Get(srv.URL + "/v1/batches/" + b.ID + "/manifest")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -467,8 +467,14 @@ func fillResponse(res *store.LineResult, resp Response) {
 	var parsed struct {
 		Model string `json:"model"`
 		Usage struct {
-			PromptTokens     int `json:"prompt_tokens"`
-			CompletionTokens int `json:"completion_tokens"`
+			PromptTokens        int `json:"prompt_tokens"`
+			CompletionTokens    int `json:"completion_tokens"`
+			PromptTokensDetails struct {
+				CachedTokens int `json:"cached_tokens"`
+			} `json:"prompt_tokens_details"`
+			CompletionTokensDetails struct {
+				ReasoningTokens int `json:"reasoning_tokens"`
+			} `json:"completion_tokens_details"`
 		} `json:"usage"`
 		Error *struct {
 			Message string `json:"message"`
@@ -480,7 +486,11 @@ func fillResponse(res *store.LineResult, resp Response) {
 	if parsed.Model != "" {
 		res.Model = parsed.Model
 	}
-	res.PromptTokens, res.CompletionTokens = parsed.Usage.PromptTokens, parsed.Usage.CompletionTokens
+	// A backend's negative count would make the store refuse the line; it means "unknown" at best.
+	u := parsed.Usage
+	res.PromptTokens, res.CompletionTokens = max(u.PromptTokens, 0), max(u.CompletionTokens, 0)
+	res.CachedTokens = max(u.PromptTokensDetails.CachedTokens, 0)
+	res.ReasoningTokens = max(u.CompletionTokensDetails.ReasoningTokens, 0)
 	res.OK = resp.StatusCode >= 200 && resp.StatusCode < 300
 	if res.OK {
 		return

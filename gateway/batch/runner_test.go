@@ -241,6 +241,65 @@ func TestRunCompletesBatch(t *testing.T) {
 	if e := m.Data[3]; e.CustomID != "req-3" || e.Node != "node-a" || e.Model != "m" || e.PromptTokens != 2 || e.CompletionTokens != 2 || e.Status != "completed" || e.Attempts != 1 {
 		t.Fatalf("manifest entry %+v", e)
 	}
+	// echo's prompt tokens are the length of "q<i>": 10 of 2, 15 of 3; 2 completion tokens each.
+	want := BatchUsage{InputTokens: 65, OutputTokens: 50, TotalTokens: 115}
+	if got := NewBatchObject(b).Usage; got != want {
+		t.Fatalf("usage = %+v, want %+v", got, want)
+	}
+}
+
+// echoUsage sums what echo reports for chatLines(n).
+func echoUsage(n int) store.Usage {
+	var u store.Usage
+	for i := range n {
+		u.InputTokens += int64(len(fmt.Sprint("q", i)))
+		u.OutputTokens += 2
+	}
+	return u
+}
+
+// OpenAI always sends usage; a batch that ran nothing has zeros, not a missing object.
+func TestBatchObjectUsageAlwaysPresent(t *testing.T) {
+	data, err := json.Marshal(NewBatchObject(store.Batch{ID: "batch_x", Status: store.StatusValidating}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `"usage":{"input_tokens":0,"input_tokens_details":{"cached_tokens":0},"output_tokens":0,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":0}`
+	if !strings.Contains(string(data), want) {
+		t.Fatalf("batch object %s lacks %s", data, want)
+	}
+	u := NewBatchObject(store.Batch{Usage: store.Usage{InputTokens: 100, CachedTokens: 64, OutputTokens: 40, ReasoningTokens: 25}}).Usage
+	if u != (BatchUsage{InputTokens: 100, InputTokensDetails: InputTokensDetails{CachedTokens: 64}, OutputTokens: 40,
+		OutputTokensDetails: OutputTokensDetails{ReasoningTokens: 25}, TotalTokens: 140}) {
+		t.Fatalf("usage = %+v", u)
+	}
+}
+
+func TestFillResponseUsage(t *testing.T) {
+	tests := []struct {
+		name                               string
+		status                             int
+		body                               string
+		prompt, completion, cached, reason int
+	}{
+		{"chat", 200, `{"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}`, 12, 5, 0, 0},
+		{"details", 200, `{"usage":{"prompt_tokens":100,"completion_tokens":40,"prompt_tokens_details":{"cached_tokens":64},"completion_tokens_details":{"reasoning_tokens":25}}}`, 100, 40, 64, 25},
+		{"embeddings", 200, `{"object":"list","data":[],"usage":{"prompt_tokens":9,"total_tokens":9}}`, 9, 0, 0, 0},
+		{"null details", 200, `{"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":null}}`, 3, 1, 0, 0},
+		{"negative is unknown", 200, `{"usage":{"prompt_tokens":-1,"completion_tokens":-5,"prompt_tokens_details":{"cached_tokens":-2}}}`, 0, 0, 0, 0},
+		{"no usage", 500, `{"error":{"message":"boom"}}`, 0, 0, 0, 0},
+		{"not json", 200, `plain text`, 0, 0, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var res store.LineResult
+			fillResponse(&res, Response{StatusCode: tc.status, Body: []byte(tc.body)})
+			if res.PromptTokens != tc.prompt || res.CompletionTokens != tc.completion || res.CachedTokens != tc.cached || res.ReasoningTokens != tc.reason {
+				t.Fatalf("tokens = %d/%d cached %d reasoning %d, want %d/%d cached %d reasoning %d",
+					res.PromptTokens, res.CompletionTokens, res.CachedTokens, res.ReasoningTokens, tc.prompt, tc.completion, tc.cached, tc.reason)
+			}
+		})
+	}
 }
 
 func TestRunRetriesAndFailsLines(t *testing.T) {
@@ -466,6 +525,10 @@ func TestResumeAfterCrash(t *testing.T) {
 	done := waitFor(t, st, b.ID, "completed", status(store.StatusCompleted))
 	if done.RequestCounts != (store.RequestCounts{Total: n, Completed: n}) {
 		t.Fatalf("counts %+v", done.RequestCounts)
+	}
+	// Lines finished before the crash counted once, those redone after it once more: exact.
+	if want := echoUsage(n); done.Usage != want {
+		t.Fatalf("usage %+v, want %+v", done.Usage, want)
 	}
 	if got, want := calls.Load(), int64(n-mid.RequestCounts.Completed); got != want {
 		t.Fatalf("resumed runner dispatched %d lines, want the %d unrecorded ones", got, want)

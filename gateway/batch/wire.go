@@ -74,26 +74,59 @@ func NewFileObject(f store.File) FileObject {
 
 // BatchObject is OpenAI's batch object, field for field.
 type BatchObject struct {
-	ID               string            `json:"id"`
-	Object           string            `json:"object"`
-	Endpoint         string            `json:"endpoint"`
-	Errors           *BatchErrors      `json:"errors"`
-	InputFileID      string            `json:"input_file_id"`
-	CompletionWindow string            `json:"completion_window"`
-	Status           string            `json:"status"`
-	OutputFileID     *string           `json:"output_file_id"`
-	ErrorFileID      *string           `json:"error_file_id"`
-	CreatedAt        int64             `json:"created_at"`
-	InProgressAt     *int64            `json:"in_progress_at"`
-	ExpiresAt        *int64            `json:"expires_at"`
-	FinalizingAt     *int64            `json:"finalizing_at"`
-	CompletedAt      *int64            `json:"completed_at"`
-	FailedAt         *int64            `json:"failed_at"`
-	ExpiredAt        *int64            `json:"expired_at"`
-	CancellingAt     *int64            `json:"cancelling_at"`
-	CancelledAt      *int64            `json:"cancelled_at"`
-	RequestCounts    RequestCounts     `json:"request_counts"`
-	Metadata         map[string]string `json:"metadata"`
+	ID               string        `json:"id"`
+	Object           string        `json:"object"`
+	Endpoint         string        `json:"endpoint"`
+	Errors           *BatchErrors  `json:"errors"`
+	InputFileID      string        `json:"input_file_id"`
+	CompletionWindow string        `json:"completion_window"`
+	Status           string        `json:"status"`
+	OutputFileID     *string       `json:"output_file_id"`
+	ErrorFileID      *string       `json:"error_file_id"`
+	CreatedAt        int64         `json:"created_at"`
+	InProgressAt     *int64        `json:"in_progress_at"`
+	ExpiresAt        *int64        `json:"expires_at"`
+	FinalizingAt     *int64        `json:"finalizing_at"`
+	CompletedAt      *int64        `json:"completed_at"`
+	FailedAt         *int64        `json:"failed_at"`
+	ExpiredAt        *int64        `json:"expired_at"`
+	CancellingAt     *int64        `json:"cancelling_at"`
+	CancelledAt      *int64        `json:"cancelled_at"`
+	RequestCounts    RequestCounts `json:"request_counts"`
+	// Usage is always present: zeros until lines have run.
+	Usage    BatchUsage        `json:"usage"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+// BatchUsage is OpenAI's usage of a batch: the tokens of its finished lines, summed.
+type BatchUsage struct {
+	InputTokens         int64               `json:"input_tokens"`
+	InputTokensDetails  InputTokensDetails  `json:"input_tokens_details"`
+	OutputTokens        int64               `json:"output_tokens"`
+	OutputTokensDetails OutputTokensDetails `json:"output_tokens_details"`
+	TotalTokens         int64               `json:"total_tokens"`
+}
+
+// InputTokensDetails breaks the input tokens down.
+type InputTokensDetails struct {
+	CachedTokens int64 `json:"cached_tokens"`
+}
+
+// OutputTokensDetails breaks the output tokens down.
+type OutputTokensDetails struct {
+	ReasoningTokens int64 `json:"reasoning_tokens"`
+}
+
+// newBatchUsage renders stored usage; cached and reasoning tokens are already inside the input
+// and output counts, so the total is just those two.
+func newBatchUsage(u store.Usage) BatchUsage {
+	return BatchUsage{
+		InputTokens:         u.InputTokens,
+		InputTokensDetails:  InputTokensDetails{CachedTokens: u.CachedTokens},
+		OutputTokens:        u.OutputTokens,
+		OutputTokensDetails: OutputTokensDetails{ReasoningTokens: u.ReasoningTokens},
+		TotalTokens:         u.InputTokens + u.OutputTokens,
+	}
 }
 
 // RequestCounts is OpenAI's request_counts.
@@ -135,6 +168,7 @@ func NewBatchObject(b store.Batch) BatchObject {
 		FinalizingAt: ptrIf(b.FinalizingAt), CompletedAt: ptrIf(b.CompletedAt), FailedAt: ptrIf(b.FailedAt),
 		ExpiredAt: ptrIf(b.ExpiredAt), CancellingAt: ptrIf(b.CancellingAt), CancelledAt: ptrIf(b.CancelledAt),
 		RequestCounts: RequestCounts(b.RequestCounts),
+		Usage:         newBatchUsage(b.Usage),
 		Metadata:      b.Metadata,
 	}
 	if len(b.Errors) > 0 {

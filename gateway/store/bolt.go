@@ -193,7 +193,7 @@ func (b *Bolt) GetBatch(_ context.Context, id string) (Batch, error) {
 }
 
 // UpdateBatch implements Batches. One bbolt transaction: nothing runs concurrently with fn, so the
-// counts fn leaves are the counts (the delta rule holds trivially).
+// counts and usage fn leaves are the values (the delta rule holds trivially).
 func (b *Bolt) UpdateBatch(_ context.Context, id string, fn func(*Batch) error) (Batch, error) {
 	var bt Batch
 	err := b.db.Update(func(tx *bolt.Tx) error {
@@ -242,8 +242,8 @@ func lineKey(i int) []byte {
 // PutLine implements Batches. It goes through bbolt's Batch so concurrent lines share one fsync;
 // Batch may run the function twice, which the first-write-wins check makes harmless.
 func (b *Bolt) PutLine(_ context.Context, batchID string, r LineResult) (bool, error) {
-	if r.Index < 0 {
-		return false, fmt.Errorf("store: line index %d is negative", r.Index)
+	if err := checkLine(r); err != nil {
+		return false, err
 	}
 	var added bool
 	err := b.db.Batch(func(tx *bolt.Tx) error {
@@ -269,6 +269,7 @@ func (b *Bolt) PutLine(_ context.Context, batchID string, r LineResult) (bool, e
 		} else {
 			bt.RequestCounts.Failed++
 		}
+		bt.Usage.add(r)
 		added = true
 		return putJSON(bk, []byte(batchID), bt)
 	})

@@ -20,6 +20,17 @@ func TestBoltConformance(t *testing.T) {
 	})
 }
 
+func TestBoltReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "herd.db")
+	storetest.RunReopen(t, func(t *testing.T) store.Store {
+		s, err := store.OpenBolt(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
 // A bbolt file is held by one process at a time, so claims found at open are a dead process's
 // and must be claimable at once, whatever minIdle.
 func TestBoltOpenReleasesClaims(t *testing.T) {

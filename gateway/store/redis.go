@@ -20,7 +20,8 @@ import (
 // Layout (every key under the prefix, "herd:" by default):
 //
 //	files            hash  id → File JSON          files:idx    zset of IDs (score 0, by lex)
-//	batch:<id>       hash  data (Batch JSON), rev, completed, failed
+//	batch:<id>       hash  data (Batch JSON), rev, completed, failed, and the usage sums
+//	                       input_tokens, cached_tokens, output_tokens, reasoning_tokens
 //	batches:idx      zset of batch IDs
 //	batch:<id>:lines hash  line index → LineResult JSON
 //	queue            stream of {batch: id}, consumer group "runners"
@@ -173,9 +174,17 @@ func (r *Redis) DeleteFile(ctx context.Context, id string) error {
 	return nil
 }
 
+// The hash fields PutLine increments besides the counts, in the order of usageArgs.
+var usageFields = []string{"input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"}
+
+func usageArgs(u Usage) []any {
+	return []any{u.InputTokens, u.CachedTokens, u.OutputTokens, u.ReasoningTokens}
+}
+
 var createBatchScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'rev', 1, 'completed', ARGV[3], 'failed', ARGV[4])
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'rev', 1, 'completed', ARGV[3], 'failed', ARGV[4],
+  'input_tokens', ARGV[5], 'cached_tokens', ARGV[6], 'output_tokens', ARGV[7], 'reasoning_tokens', ARGV[8])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return 1`)
 
@@ -188,8 +197,8 @@ func (r *Redis) CreateBatch(ctx context.Context, b Batch) error {
 	if err != nil {
 		return err
 	}
-	n, err := createBatchScript.Run(ctx, r.c, []string{r.k("batch", b.ID), r.k("batches", "idx")},
-		b.ID, data, b.RequestCounts.Completed, b.RequestCounts.Failed).Int()
+	args := append([]any{b.ID, data, b.RequestCounts.Completed, b.RequestCounts.Failed}, usageArgs(b.Usage)...)
+	n, err := createBatchScript.Run(ctx, r.c, []string{r.k("batch", b.ID), r.k("batches", "idx")}, args...).Int()
 	if err != nil {
 		return wrapRedis(err)
 	}
@@ -202,7 +211,7 @@ func (r *Redis) CreateBatch(ctx context.Context, b Batch) error {
 // getBatch returns the batch and its revision.
 func (r *Redis) getBatch(ctx context.Context, id string) (Batch, string, error) {
 	var b Batch
-	vals, err := r.c.HMGet(ctx, r.k("batch", id), "data", "rev", "completed", "failed").Result()
+	vals, err := r.c.HMGet(ctx, r.k("batch", id), append([]string{"data", "rev", "completed", "failed"}, usageFields...)...).Result()
 	if err != nil {
 		return b, "", wrapRedis(err)
 	}
@@ -216,6 +225,11 @@ func (r *Redis) getBatch(ctx context.Context, id string) (Batch, string, error) 
 	rev, _ := vals[1].(string)
 	b.RequestCounts.Completed = atoiOrZero(vals[2])
 	b.RequestCounts.Failed = atoiOrZero(vals[3])
+	// Batches stored before usage was kept lack these fields: zeros, as for a batch with no lines.
+	b.Usage = Usage{
+		InputTokens: int64(atoiOrZero(vals[4])), CachedTokens: int64(atoiOrZero(vals[5])),
+		OutputTokens: int64(atoiOrZero(vals[6])), ReasoningTokens: int64(atoiOrZero(vals[7])),
+	}
 	return b, rev, nil
 }
 
@@ -232,13 +246,17 @@ func (r *Redis) GetBatch(ctx context.Context, id string) (Batch, error) {
 }
 
 // updateBatchScript writes data if the revision is still the one read (compare-and-set), and
-// applies count deltas with HINCRBY so PutLine's concurrent increments, which do not move the
-// revision, are kept.
+// applies count and usage deltas with HINCRBY so PutLine's concurrent increments, which do not
+// move the revision, are kept.
 var updateBatchScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'rev') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'rev', tonumber(ARGV[1]) + 1)
 redis.call('HINCRBY', KEYS[1], 'completed', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'failed', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'input_tokens', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'cached_tokens', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'output_tokens', ARGV[7])
+redis.call('HINCRBY', KEYS[1], 'reasoning_tokens', ARGV[8])
 return 1`)
 
 // updateAttempts bounds compare-and-set retries; only other UpdateBatch calls on the same batch
@@ -252,17 +270,18 @@ func (r *Redis) UpdateBatch(ctx context.Context, id string, fn func(*Batch) erro
 		if err != nil {
 			return Batch{}, err
 		}
-		before := b.RequestCounts
+		before := b
 		if err := fn(&b); err != nil {
 			return Batch{}, err
 		}
 		b.ID = id
-		dc, df := countDelta(before, b.RequestCounts)
+		d := deltaOf(before, b)
 		data, err := json.Marshal(b)
 		if err != nil {
 			return Batch{}, err
 		}
-		ok, err := updateBatchScript.Run(ctx, r.c, []string{r.k("batch", id)}, rev, data, dc, df).Int()
+		args := append([]any{rev, data, d.completed, d.failed}, usageArgs(d.usage)...)
+		ok, err := updateBatchScript.Run(ctx, r.c, []string{r.k("batch", id)}, args...).Int()
 		if err != nil {
 			return Batch{}, wrapRedis(err)
 		}
@@ -299,16 +318,22 @@ func (r *Redis) ListBatches(ctx context.Context, opts ListOptions) ([]Batch, boo
 	return out, more, err
 }
 
+// putLineScript stores the line unless its index is taken and, only then, counts it and adds its
+// tokens: one script, so a line's tokens are summed exactly when the line is stored.
 var putLineScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
+redis.call('HINCRBY', KEYS[1], 'input_tokens', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'cached_tokens', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'output_tokens', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'reasoning_tokens', ARGV[7])
 return 1`)
 
 // PutLine implements Batches.
 func (r *Redis) PutLine(ctx context.Context, batchID string, lr LineResult) (bool, error) {
-	if lr.Index < 0 {
-		return false, fmt.Errorf("store: line index %d is negative", lr.Index)
+	if err := checkLine(lr); err != nil {
+		return false, err
 	}
 	data, err := json.Marshal(lr)
 	if err != nil {
@@ -319,7 +344,7 @@ func (r *Redis) PutLine(ctx context.Context, batchID string, lr LineResult) (boo
 		field = "completed"
 	}
 	n, err := putLineScript.Run(ctx, r.c, []string{r.k("batch", batchID), r.k("batch", batchID, "lines")},
-		lr.Index, data, field).Int()
+		lr.Index, data, field, lr.PromptTokens, lr.CachedTokens, lr.CompletionTokens, lr.ReasoningTokens).Int()
 	if err != nil {
 		return false, wrapRedis(err)
 	}

@@ -22,6 +22,17 @@ func TestRedisConformance(t *testing.T) {
 	})
 }
 
+func TestRedisReopen(t *testing.T) {
+	url := storetest.StartRedis(t)
+	storetest.RunReopen(t, func(t *testing.T) store.Store {
+		s, err := store.OpenRedis(context.Background(), url, store.WithRedisPrefix("reopen:"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
 func TestRedisBadURL(t *testing.T) {
 	if _, err := store.OpenRedis(context.Background(), "not a url"); err == nil {
 		t.Fatal("OpenRedis accepted a bad URL")

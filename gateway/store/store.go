@@ -16,8 +16,9 @@
 // Ordering: IDs made by NewID sort by creation time, and lists are newest first by ID, so both
 // implementations page the same way (after = the last ID of the previous page).
 //
-// Request counts: Completed and Failed move by PutLine (atomically with storing the line, so they
-// are exact across crashes) and by UpdateBatch, which applies the change its function made as a
+// Request counts and usage: Completed and Failed, and the token sums in Usage, move by PutLine
+// (atomically with storing the line, so a line is counted, and its tokens summed, exactly once,
+// across crashes and retries) and by UpdateBatch, which applies the change its function made as a
 // delta, so concurrent PutLine increments are never lost.
 package store
 
@@ -75,13 +76,14 @@ type Batches interface {
 	// UpdateBatch reads the batch, calls fn on it and writes the result atomically (fn may be
 	// called more than once under contention, so it must only modify the batch). An error from fn
 	// aborts the update and is returned. Changes fn makes to RequestCounts.Completed and .Failed
-	// are applied as deltas to the stored counts.
+	// and to Usage are applied as deltas to the stored values.
 	UpdateBatch(ctx context.Context, id string, fn func(*Batch) error) (Batch, error)
 	// ListBatches returns batches newest first, those older than opts.After, at most opts.Limit.
 	ListBatches(ctx context.Context, opts ListOptions) (batches []Batch, more bool, err error)
 	// PutLine records one finished line of a batch, durably, unless a result for that line index
 	// is already there (first write wins). When it adds the line it also counts it in the batch's
-	// RequestCounts (Completed when r.OK, else Failed), in the same atomic write.
+	// RequestCounts (Completed when r.OK, else Failed) and adds its tokens to the batch's Usage,
+	// in the same atomic write. Negative token counts are an error.
 	PutLine(ctx context.Context, batchID string, r LineResult) (added bool, err error)
 	// Lines calls fn on every recorded line of the batch in index order; an error from fn stops
 	// the walk and is returned.
@@ -178,6 +180,8 @@ type Batch struct {
 	Errors           []BatchError      `json:"errors,omitempty"`
 	Metadata         map[string]string `json:"metadata,omitempty"`
 	RequestCounts    RequestCounts     `json:"request_counts"`
+	// Usage sums the tokens of the recorded lines; PutLine keeps it.
+	Usage Usage `json:"usage"`
 
 	CreatedAt    int64 `json:"created_at"`
 	InProgressAt int64 `json:"in_progress_at,omitempty"`
@@ -200,6 +204,24 @@ type RequestCounts struct {
 	Total     int `json:"total"`
 	Completed int `json:"completed"`
 	Failed    int `json:"failed"`
+}
+
+// Usage is the token use of a batch: the sums of its recorded lines' token counts. The cached
+// tokens are part of InputTokens and the reasoning tokens part of OutputTokens, as in OpenAI's
+// usage objects.
+type Usage struct {
+	InputTokens     int64 `json:"input_tokens"`
+	CachedTokens    int64 `json:"cached_tokens"`
+	OutputTokens    int64 `json:"output_tokens"`
+	ReasoningTokens int64 `json:"reasoning_tokens"`
+}
+
+// add sums the line's tokens into u.
+func (u *Usage) add(r LineResult) {
+	u.InputTokens += int64(r.PromptTokens)
+	u.CachedTokens += int64(r.CachedTokens)
+	u.OutputTokens += int64(r.CompletionTokens)
+	u.ReasoningTokens += int64(r.ReasoningTokens)
 }
 
 // BatchError is one entry of a batch's errors.data (a validation failure).
@@ -233,6 +255,11 @@ type LineResult struct {
 	Model            string `json:"model,omitempty"`
 	PromptTokens     int    `json:"prompt_tokens,omitempty"`
 	CompletionTokens int    `json:"completion_tokens,omitempty"`
+	// CachedTokens is the part of PromptTokens served from the prompt cache
+	// (usage.prompt_tokens_details.cached_tokens); ReasoningTokens the part of CompletionTokens
+	// spent reasoning (usage.completion_tokens_details.reasoning_tokens).
+	CachedTokens    int `json:"cached_tokens,omitempty"`
+	ReasoningTokens int `json:"reasoning_tokens,omitempty"`
 	// StartedAt and FinishedAt are Unix milliseconds.
 	StartedAt  int64 `json:"started_at,omitempty"`
 	FinishedAt int64 `json:"finished_at,omitempty"`
@@ -254,7 +281,32 @@ func NewID(prefix string, now time.Time) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// countDelta is the change fn made to the counts PutLine owns.
-func countDelta(before, after RequestCounts) (completed, failed int) {
-	return after.Completed - before.Completed, after.Failed - before.Failed
+// checkLine rejects a line PutLine must not store.
+func checkLine(r LineResult) error {
+	if r.Index < 0 {
+		return fmt.Errorf("store: line index %d is negative", r.Index)
+	}
+	if r.PromptTokens < 0 || r.CompletionTokens < 0 || r.CachedTokens < 0 || r.ReasoningTokens < 0 {
+		return fmt.Errorf("store: line %d has a negative token count", r.Index)
+	}
+	return nil
+}
+
+// sharedDelta is the change an UpdateBatch fn made to the values PutLine also moves.
+type sharedDelta struct {
+	completed, failed int
+	usage             Usage
+}
+
+func deltaOf(before, after Batch) sharedDelta {
+	return sharedDelta{
+		completed: after.RequestCounts.Completed - before.RequestCounts.Completed,
+		failed:    after.RequestCounts.Failed - before.RequestCounts.Failed,
+		usage: Usage{
+			InputTokens:     after.Usage.InputTokens - before.Usage.InputTokens,
+			CachedTokens:    after.Usage.CachedTokens - before.Usage.CachedTokens,
+			OutputTokens:    after.Usage.OutputTokens - before.Usage.OutputTokens,
+			ReasoningTokens: after.Usage.ReasoningTokens - before.Usage.ReasoningTokens,
+		},
+	}
 }

@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"BatchList", testBatchList},
 		{"UpdateBatchAbort", testUpdateBatchAbort},
 		{"PutLineFirstWriteWins", testPutLineFirstWriteWins},
+		{"PutLineUsage", testPutLineUsage},
 		{"LinesInIndexOrder", testLinesInIndexOrder},
 		{"ConcurrentLinesAndUpdates", testConcurrentLinesAndUpdates},
 		{"QueueClaimRenewAck", testQueueClaimRenewAck},
@@ -290,6 +291,109 @@ func testPutLineFirstWriteWins(t *testing.T, s store.Store) {
 	}
 }
 
+// usageLines are a chat line, a failed line that still reports prompt tokens, a line with
+// cached and reasoning tokens, and an embeddings line (prompt tokens only).
+var usageLines = []store.LineResult{
+	{Index: 0, CustomID: "chat", OK: true, StatusCode: 200, PromptTokens: 11, CompletionTokens: 7},
+	{Index: 1, CustomID: "failed", StatusCode: 400, PromptTokens: 3},
+	{Index: 2, CustomID: "cached", OK: true, StatusCode: 200, PromptTokens: 100, CachedTokens: 64, CompletionTokens: 40, ReasoningTokens: 25},
+	{Index: 3, CustomID: "embedding", OK: true, StatusCode: 200, PromptTokens: 9},
+}
+
+var usageLinesSum = store.Usage{InputTokens: 123, CachedTokens: 64, OutputTokens: 47, ReasoningTokens: 25}
+
+func testPutLineUsage(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	id := ids("batch_", 1)[0]
+	must(t, s.CreateBatch(ctx, newBatch(id)))
+	if b, _ := s.GetBatch(ctx, id); b.Usage != (store.Usage{}) {
+		t.Fatalf("new batch usage = %+v, want zeros", b.Usage)
+	}
+	for _, r := range usageLines {
+		if added, err := s.PutLine(ctx, id, r); err != nil || !added {
+			t.Fatalf("PutLine %d: added=%v err=%v", r.Index, added, err)
+		}
+		// A retry of the same line (a crash between storing it and noting that) adds nothing,
+		// even with other token counts.
+		again := r
+		again.PromptTokens, again.CompletionTokens = 1000, 1000
+		if added, err := s.PutLine(ctx, id, again); err != nil || added {
+			t.Fatalf("PutLine %d again: added=%v err=%v", r.Index, added, err)
+		}
+	}
+	b, err := s.GetBatch(ctx, id)
+	must(t, err)
+	if b.Usage != usageLinesSum {
+		t.Fatalf("usage = %+v, want %+v", b.Usage, usageLinesSum)
+	}
+	if b.RequestCounts.Completed != 3 || b.RequestCounts.Failed != 1 {
+		t.Fatalf("counts = %+v, want 3 completed 1 failed", b.RequestCounts)
+	}
+	var got []store.LineResult
+	must(t, s.Lines(ctx, id, func(r store.LineResult) error { got = append(got, r); return nil }))
+	if len(got) != 4 || got[2].CachedTokens != 64 || got[2].ReasoningTokens != 25 || got[0].PromptTokens != 11 {
+		t.Fatalf("Lines = %+v", got)
+	}
+
+	if _, err := s.PutLine(ctx, id, store.LineResult{Index: 9, OK: true, CompletionTokens: -1}); err == nil {
+		t.Fatal("PutLine accepted a negative token count")
+	}
+	// UpdateBatch leaves usage alone unless fn changes it, and then as a delta.
+	upd, err := s.UpdateBatch(ctx, id, func(b *store.Batch) error { b.Status = store.StatusFinalizing; return nil })
+	must(t, err)
+	if upd.Usage != usageLinesSum {
+		t.Fatalf("UpdateBatch returned usage %+v, want %+v", upd.Usage, usageLinesSum)
+	}
+	_, err = s.UpdateBatch(ctx, id, func(b *store.Batch) error { b.Usage.OutputTokens += 3; return nil })
+	must(t, err)
+	b, _ = s.GetBatch(ctx, id)
+	want := usageLinesSum
+	want.OutputTokens += 3
+	if b.Usage != want || b.Status != store.StatusFinalizing {
+		t.Fatalf("after updates: status %q usage %+v, want usage %+v", b.Status, b.Usage, want)
+	}
+	list, _, err := s.ListBatches(ctx, store.ListOptions{})
+	must(t, err)
+	if len(list) != 1 || list[0].Usage != want {
+		t.Fatalf("ListBatches = %+v", list)
+	}
+}
+
+// RunReopen checks that what PutLine recorded survives closing and reopening the store. open
+// returns the same stored state on every call (the same file, the same server and prefix); the
+// suite closes what it returns.
+func RunReopen(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := context.Background()
+	id := ids("batch_", 1)[0]
+	s := open(t)
+	must(t, s.CreateBatch(ctx, newBatch(id)))
+	for _, r := range usageLines[:2] {
+		if _, err := s.PutLine(ctx, id, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(t, s.Close())
+
+	// As after a crash: the runner redoes the lines it finished, then goes on.
+	s = open(t)
+	defer func() { must(t, s.Close()) }()
+	b, err := s.GetBatch(ctx, id)
+	must(t, err)
+	if want := (store.Usage{InputTokens: 14, OutputTokens: 7}); b.Usage != want {
+		t.Fatalf("usage after reopen = %+v, want %+v", b.Usage, want)
+	}
+	for _, r := range usageLines {
+		if _, err := s.PutLine(ctx, id, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err = s.GetBatch(ctx, id)
+	must(t, err)
+	if b.Usage != usageLinesSum || b.RequestCounts.Completed != 3 || b.RequestCounts.Failed != 1 {
+		t.Fatalf("after redoing lines: usage %+v counts %+v, want usage %+v, 3 completed 1 failed", b.Usage, b.RequestCounts, usageLinesSum)
+	}
+}
+
 func testLinesInIndexOrder(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	id := ids("batch_", 1)[0]
@@ -320,7 +424,10 @@ func testConcurrentLinesAndUpdates(t *testing.T, s store.Store) {
 		go func() {
 			defer wg.Done()
 			for i := range lines {
-				if _, err := s.PutLine(ctx, id, store.LineResult{Index: i, CustomID: fmt.Sprint(i), OK: i%3 != 0, Node: fmt.Sprint(w)}); err != nil {
+				// Every writer reports other token counts for the line; only the first write's count.
+				r := store.LineResult{Index: i, CustomID: fmt.Sprint(i), OK: i%3 != 0, Node: fmt.Sprint(w),
+					PromptTokens: 10 + w, CompletionTokens: 1, CachedTokens: w}
+				if _, err := s.PutLine(ctx, id, r); err != nil {
 					errc <- err
 					return
 				}
@@ -358,10 +465,20 @@ func testConcurrentLinesAndUpdates(t *testing.T, s store.Store) {
 	if b.Metadata["round"] != "19" {
 		t.Fatalf("last update lost: metadata %v", b.Metadata)
 	}
-	n := 0
-	must(t, s.Lines(ctx, id, func(store.LineResult) error { n++; return nil }))
+	var n int
+	var sum store.Usage
+	must(t, s.Lines(ctx, id, func(r store.LineResult) error {
+		n++
+		sum.InputTokens += int64(r.PromptTokens)
+		sum.CachedTokens += int64(r.CachedTokens)
+		sum.OutputTokens += int64(r.CompletionTokens)
+		return nil
+	}))
 	if n != lines {
 		t.Fatalf("%d lines stored, want %d", n, lines)
+	}
+	if sum.OutputTokens != lines || b.Usage != sum {
+		t.Fatalf("usage = %+v, want the sum of the stored lines %+v", b.Usage, sum)
 	}
 }
 
