@@ -103,6 +103,17 @@ func (s *Server) handleOpenAIGetModel(c *gin.Context) {
 	abortWithError(c, errModelNotFound(id))
 }
 
+// unknownModel is the answer for a model no node reports and no preset names. Right after the
+// gateway starts (a restart, say) the registry is empty: while no node has registered yet, within
+// the staleness window (three heartbeat intervals), the answer is a retryable 503, so that clients
+// and resumed batches do not take "does not exist" for the truth.
+func (s *Server) unknownModel(model string, snap *scheduler.Snapshot) *APIError {
+	if up := s.core.clock.Now().Sub(s.core.started); len(snap.Nodes) == 0 && up < 3*s.cfg.HeartbeatInterval {
+		return unavailable("No node has reported model `%s` yet: the gateway started %s ago and nodes are still registering. Please retry.", model, up.Round(time.Millisecond))
+	}
+	return errModelNotFound(model)
+}
+
 func errModelNotFound(model string) *APIError {
 	return notFound("model_not_found", "model", "The model `%s` does not exist or you do not have access to it.", model)
 }
@@ -240,7 +251,7 @@ func (k *call) prepare() *APIError {
 		asked := string(k.info.model)
 		p, isPreset := k.s.presets.Lookup(asked)
 		if !isPreset {
-			return errModelNotFound(asked)
+			return k.s.unknownModel(asked, snap)
 		}
 		body, err := p.Apply(k.path, k.body)
 		if err != nil {

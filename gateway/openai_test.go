@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -663,5 +664,21 @@ func TestMetricsCountRequests(t *testing.T) {
 	want := `herd_requests_total{model="llama3.1:8b",node="a",status="200"} 1`
 	if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 		t.Fatalf("/metrics = %d, lacks %s", resp.StatusCode, want)
+	}
+}
+
+// Right after a (re)start, before any node has registered, an unknown model is a retryable 503:
+// the registry is empty, not the cluster.
+func TestUnknownModelWhileNodesRegister(t *testing.T) {
+	s, err := New(Config{DataDir: t.TempDir(), ClusterToken: "t", Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/chat/completions",
+		strings.NewReader(`{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"}]}`)))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "still registering") {
+		t.Fatalf("got %d %s", rec.Code, rec.Body.String())
 	}
 }

@@ -25,37 +25,11 @@ import (
 	"github.com/herd-llm/herd/models"
 )
 
-// batchObject is the part of OpenAI's batch object the CLI reads.
-type batchObject struct {
-	ID            string            `json:"id"`
-	Status        string            `json:"status"`
-	Endpoint      string            `json:"endpoint"`
-	InputFileID   string            `json:"input_file_id"`
-	OutputFileID  *string           `json:"output_file_id"`
-	ErrorFileID   *string           `json:"error_file_id"`
-	CreatedAt     int64             `json:"created_at"`
-	InProgressAt  *int64            `json:"in_progress_at"`
-	CompletedAt   *int64            `json:"completed_at"`
-	Metadata      map[string]string `json:"metadata"`
-	RequestCounts struct {
-		Total     int `json:"total"`
-		Completed int `json:"completed"`
-		Failed    int `json:"failed"`
-	} `json:"request_counts"`
-	Usage *struct {
-		InputTokens  int64 `json:"input_tokens"`
-		OutputTokens int64 `json:"output_tokens"`
-	} `json:"usage"`
-	Errors *struct {
-		Data []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-			Line    *int   `json:"line"`
-		} `json:"data"`
-	} `json:"errors"`
-}
+// batchObject is OpenAI's batch object as the gateway sends it.
+type batchObject = batch.BatchObject
 
-func (b batchObject) terminal() bool {
+// terminal reports whether a batch has ended (and will not change again).
+func terminal(b batchObject) bool {
 	switch b.Status {
 	case "completed", "failed", "cancelled", "expired":
 		return true
@@ -268,7 +242,7 @@ func watchBatch(ctx context.Context, c *apiClient, id string, w io.Writer) (batc
 			return b, err
 		}
 		fmt.Fprint(w, "\r"+progressLine(b, time.Since(start))+"\033[K")
-		if b.terminal() {
+		if terminal(b) {
 			fmt.Fprintln(w)
 			return b, nil
 		}
@@ -292,7 +266,7 @@ func progressLine(b batchObject, elapsed time.Duration) string {
 	bar := strings.Repeat("█", filled) + strings.Repeat("░", width-filled)
 	line := fmt.Sprintf("%s [%s] %d/%d done, %d failed", b.Status, bar, rc.Completed, rc.Total, rc.Failed)
 	secs := elapsed.Seconds()
-	if b.Usage != nil && secs > 0 {
+	if secs > 0 && b.Usage.OutputTokens > 0 {
 		line += fmt.Sprintf(", %.0f tok/s", float64(b.Usage.OutputTokens)/secs)
 	}
 	if done > 0 && done < rc.Total && secs > 0 {
@@ -344,20 +318,6 @@ func newBatchCancelCmd(cf *clientFlags) *cobra.Command {
 			return nil
 		},
 	}
-}
-
-// manifestLine is herd's per-line provenance (GET /v1/batches/{id}/manifest).
-type manifestLine struct {
-	CustomID         string `json:"custom_id"`
-	Status           string `json:"status"`
-	Node             string `json:"node"`
-	Model            string `json:"model"`
-	PromptTokens     int    `json:"prompt_tokens"`
-	CompletionTokens int    `json:"completion_tokens"`
-	StartedAt        int64  `json:"started_at"`
-	FinishedAt       int64  `json:"finished_at"`
-	DurationMS       int64  `json:"duration_ms"`
-	Attempts         int    `json:"attempts"`
 }
 
 // deliveredFile is one entry of manifest.json.
@@ -424,7 +384,7 @@ func newBatchGetCmd(cf *clientFlags) *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), string(data))
 				return nil
 			}
-			if !b.terminal() {
+			if !terminal(b) {
 				return fmt.Errorf("batch %s is %s (%d/%d done): wait for it (--wait) or cancel it first", b.ID, b.Status, b.RequestCounts.Completed+b.RequestCounts.Failed, b.RequestCounts.Total)
 			}
 			n, failed, err := writeBatchOutputs(cmd.Context(), c, b, outDir, format)
@@ -464,19 +424,6 @@ func fileNameFor(customID, ext string, used map[string]bool) string {
 	}
 	used[name] = true
 	return name
-}
-
-// outputLine is one line of an OpenAI batch output file.
-type outputLine struct {
-	CustomID string `json:"custom_id"`
-	Response *struct {
-		StatusCode int             `json:"status_code"`
-		Body       json.RawMessage `json:"body"`
-	} `json:"response"`
-	Error *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
 }
 
 // responseText extracts what a person wants in the delivered file from a response body.
@@ -520,10 +467,8 @@ func writeBatchOutputs(ctx context.Context, c *apiClient, b batchObject, dir, fo
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, 0, err
 	}
-	lines := map[string]manifestLine{}
-	var ml struct {
-		Data []manifestLine `json:"data"`
-	}
+	lines := map[string]batch.ManifestEntry{}
+	var ml batch.Manifest
 	if err := c.getJSON(ctx, "/v1/batches/"+url.PathEscape(b.ID)+"/manifest", &ml); err == nil {
 		for _, l := range ml.Data {
 			lines[l.CustomID] = l
@@ -542,7 +487,7 @@ func writeBatchOutputs(ctx context.Context, c *apiClient, b batchObject, dir, fo
 		man.CompletedAt = time.Unix(*b.CompletedAt, 0).UTC().Format(time.RFC3339)
 	}
 	used := map[string]bool{"manifest.json": true}
-	readLines := func(id *string, each func(outputLine) error) error {
+	readLines := func(id *string, each func(batch.OutputLine) error) error {
 		if id == nil || *id == "" {
 			return nil
 		}
@@ -556,7 +501,7 @@ func writeBatchOutputs(ctx context.Context, c *apiClient, b batchObject, dir, fo
 			if len(bytes.TrimSpace(sc.Bytes())) == 0 {
 				continue
 			}
-			var l outputLine
+			var l batch.OutputLine
 			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 				return fmt.Errorf("output file: %w", err)
 			}
@@ -566,7 +511,7 @@ func writeBatchOutputs(ctx context.Context, c *apiClient, b batchObject, dir, fo
 		}
 		return sc.Err()
 	}
-	err := readLines(b.OutputFileID, func(l outputLine) error {
+	err := readLines(b.OutputFileID, func(l batch.OutputLine) error {
 		if l.Response == nil {
 			return nil
 		}
@@ -605,7 +550,7 @@ func writeBatchOutputs(ctx context.Context, c *apiClient, b batchObject, dir, fo
 	if err != nil {
 		return 0, 0, err
 	}
-	err = readLines(b.ErrorFileID, func(l outputLine) error {
+	err = readLines(b.ErrorFileID, func(l batch.OutputLine) error {
 		fl := failedLine{CustomID: l.CustomID}
 		if l.Error != nil {
 			fl.Code, fl.Message = l.Error.Code, l.Error.Message

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/herd-llm/herd/gateway/batch"
 )
 
 func batchStatus(t *testing.T, c *cluster, id string) batchObject {
@@ -60,7 +62,7 @@ func TestBatchSurvivesGatewayKill9(t *testing.T) {
 	var final batchObject
 	waitFor(t, 5*time.Minute, "the batch to complete after the restart", func() bool {
 		final = batchStatus(t, c, b.ID)
-		return final.terminal()
+		return terminal(final)
 	})
 	if final.Status != "completed" || final.RequestCounts.Completed != lines || final.RequestCounts.Failed != 0 {
 		t.Fatalf("after restart: %+v", final)
@@ -73,7 +75,7 @@ func TestBatchSurvivesGatewayKill9(t *testing.T) {
 	sc := bufio.NewScanner(bytes.NewReader(content))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		var l outputLine
+		var l batch.OutputLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("output line %q: %v", sc.Text(), err)
 		}
