@@ -13,19 +13,32 @@ import (
 	"github.com/herd-llm/herd/scheduler"
 )
 
-// Admission decides when a scheduled request may go to a node. The gateway holds requests itself
-// rather than piling them onto the agents' queues, so that it keeps the freedom to order them
-// (interactive before batch) and to place each one on whichever node frees a slot first.
+// Admission decides when a scheduled request may go to a node.
 //
 // Decisions:
-//   - A node has a free slot while its in-flight count (the larger of the snapshot's and this
-//     gateway's own, which is exact and never lags) is below its Slots (at least 1).
-//   - An interactive request goes to the best candidate with a free slot. When every candidate is
-//     busy it waits, first come first served among interactive requests, until a slot frees
-//     (the registry signals releases and heartbeats) or QueueTimeout passes.
-//   - A batch request goes only to a node with a free slot that no waiting interactive request
-//     could use, and only once no batch request is ahead of it. Interactive requests thus
-//     overtake queued batch work, and batch work never takes a slot an interactive one waits for.
+//   - Under the herd policy the gateway keeps the queue: an interactive request goes to the
+//     best-ranked candidate with a free slot (in flight below Slots, at least 1); when every
+//     candidate is busy it waits in the gateway and goes, in the ranking's order, to whichever
+//     node frees first. Holding the queue keeps the freedom to order it (interactive before
+//     batch) and serves the latency tail better than tying a request to one node's queue.
+//   - The baseline policies (round_robin, least_inflight) dispatch as a plain load balancer
+//     does: at once, to the first candidate in the policy's order whose own queue has room (in
+//     flight below Slots + QueueLimit; scheduler.Config.MaxQueuePerNode, by default the node's
+//     Slots). The scheduler refuses a fuller node (ReasonQueueFull). Letting the baselines choose
+//     only among free slots made every policy the same "first free slot" policy, which is not
+//     what a round-robin load balancer in front of a cluster does.
+//   - When no candidate can take it, an interactive request waits, first come first served among
+//     interactive requests, until a slot (herd) or room in a node's queue (baselines) frees (the
+//     registry signals releases and heartbeats) or QueueTimeout passes.
+//   - A batch request goes only to a node with a free slot (in flight below Slots, at least 1)
+//     that no waiting interactive request could use, and only once no batch request is ahead of
+//     it: batch work fills only the capacity interactive work leaves free, never queues on a
+//     node, and never takes a slot an interactive request waits for. Interactive requests thus
+//     overtake queued batch work.
+//   - In-flight counts are the snapshot's, which include this gateway's own requests. A snapshot
+//     can lag by the few requests that just started (the registry skips a rebuild another
+//     goroutine is doing), so this gateway's own count, exact and never lagging, bounds it from
+//     below: a node the snapshot under-counts is held to the bound with the local count.
 //   - Each class has its own bound of QueueSize waiting requests per model, so a big batch cannot
 //     fill the queue interactive traffic needs. Past it: 429 queue_full with Retry-After.
 //   - A request no node can serve for a reason other than capacity (no node has the model, all
@@ -110,8 +123,12 @@ func (g grant) Node() *scheduler.Node { return &g.snap.Nodes[g.node] }
 
 // admission holds requests until a node has a slot for them.
 type admission struct {
-	src     capacitySource
-	pick    func(*scheduler.Request, *scheduler.Snapshot, *scheduler.Decision)
+	src  capacitySource
+	pick func(*scheduler.Request, *scheduler.Snapshot, *scheduler.Decision)
+	// queue is the scheduler configuration whose QueueLimit bounds a node's queue when the
+	// snapshot lags this gateway's own count; only MaxQueuePerNode is read. It must match the
+	// configuration of pick's scheduler (the zero value matches the default).
+	queue   scheduler.Config
 	clock   Clock
 	size    int
 	timeout time.Duration
@@ -230,8 +247,10 @@ func (a *admission) finishLocked(t *ticket) (grant, error) {
 	return grant{}, err
 }
 
-// tryLocked picks nodes for t on snap and acquires a free slot on the best one that has one.
-// It returns ticketGranted, ticketFailed (with t.err set) or ticketWaiting (every candidate busy).
+// tryLocked picks nodes for t on snap and acquires a place on the best candidate that can take
+// t: for interactive work one whose queue has room, for batch work a free slot no waiting
+// interactive ticket wants. It returns ticketGranted, ticketFailed (with t.err set) or
+// ticketWaiting (every candidate full or busy).
 func (a *admission) tryLocked(t *ticket, snap *scheduler.Snapshot) ticketState {
 	a.pick(t.req, snap, t.dec)
 	t.lastSnap = snap
@@ -239,7 +258,7 @@ func (a *admission) tryLocked(t *ticket, snap *scheduler.Snapshot) ticketState {
 	batch := t.req.Class == scheduler.ClassBatch
 	for _, c := range t.dec.Candidates {
 		n := &snap.Nodes[c.Node]
-		if !a.freeLocked(n) || (batch && a.wantedLocked(n.ID)) {
+		if batch && (!a.freeLocked(n) || a.wantedLocked(n.ID)) || !batch && !a.takesInteractiveLocked(n) {
 			t.nodes = append(t.nodes, n.ID)
 			continue
 		}
@@ -248,24 +267,55 @@ func (a *admission) tryLocked(t *ticket, snap *scheduler.Snapshot) ticketState {
 		t.state, t.snap, t.node = ticketGranted, snap, c.Node
 		return ticketGranted
 	}
-	if len(t.dec.Candidates) > 0 || onlyBusy(t.dec) {
+	if len(t.dec.Candidates) > 0 || anyBusy(t.dec) {
+		if !batch {
+			// The full nodes are the ones this ticket waits for, which batch work must leave alone.
+			for _, r := range t.dec.Rejections {
+				if r.Reason == scheduler.ReasonQueueFull {
+					t.nodes = append(t.nodes, snap.Nodes[r.Node].ID)
+				}
+			}
+		}
 		return ticketWaiting
 	}
 	t.state, t.err = ticketFailed, noNodeError(t.req.Model, snap, t.dec)
 	return ticketFailed
 }
 
-// onlyBusy reports whether d has rejections and all of them are for want of capacity, which
-// waiting can cure.
-func onlyBusy(d *scheduler.Decision) bool {
+// anyBusy reports whether some node of d was refused for want of capacity, which waiting can
+// cure: the request waits for it even when the other nodes are refused for good (draining,
+// circuit open), as it would for a busy candidate.
+func anyBusy(d *scheduler.Decision) bool {
 	for _, r := range d.Rejections {
 		switch r.Reason {
 		case scheduler.ReasonQueueFull, scheduler.ReasonNoFreeSlotForBatch:
-		default:
-			return false
+			return true
 		}
 	}
-	return len(d.Rejections) > 0
+	return false
+}
+
+// takesInteractiveLocked reports whether n can take an interactive request now. Under the herd
+// policy the gateway keeps the queue: a request goes to the best-ranked node with a free slot,
+// or waits in the gateway and goes to whichever node frees first in the ranking's order (which
+// serves the tail better than a request tied to one node's queue). The baseline policies
+// dispatch as a plain load balancer does: at once, to the node the policy names, whose own queue
+// (bounded by QueueLimit) absorbs the overflow.
+func (a *admission) takesInteractiveLocked(n *scheduler.Node) bool {
+	if a.queue.Policy == "" || a.queue.Policy == scheduler.PolicyHerd {
+		return a.freeLocked(n)
+	}
+	return a.acceptsLocked(n)
+}
+
+// acceptsLocked reports whether n, a candidate the scheduler found under its queue bound, can take
+// interactive work once this gateway's own count, which never lags, is taken into account.
+func (a *admission) acceptsLocked(n *scheduler.Node) bool {
+	local := a.local[n.ID]
+	if local <= max(n.InFlight, 0)+max(n.Queued, 0) {
+		return true // the snapshot counts at least this gateway's requests: the filter decided
+	}
+	return local < max(n.Slots, 1)+a.queue.QueueLimit(n)
 }
 
 // freeLocked reports whether n has a free slot.
@@ -305,6 +355,11 @@ func (a *admission) kickLocked() {
 					a.blocked = append(a.blocked, t.req.Model)
 				}
 				kept = append(kept, t)
+			case ticketGranted:
+				a.leaveLocked(t)
+				// The next ticket is ranked on the load this grant added (a queue the policy
+				// weighs), not on the snapshot from before it.
+				snap = a.src.Snapshot()
 			default:
 				a.leaveLocked(t)
 			}

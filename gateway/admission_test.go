@@ -13,7 +13,9 @@ import (
 )
 
 // fakeCapacity is a cluster for admission tests: nodes whose in-flight counts follow
-// Acquire/Release, with the registry's change signal.
+// Acquire/Release, with the registry's change signal. As in the registry, a node's InFlight and
+// Queued are the work it was given (its literal counts, another gateway's) plus this gateway's
+// requests, split at its Slots.
 type fakeCapacity struct {
 	mu      sync.Mutex
 	nodes   []scheduler.Node
@@ -30,7 +32,11 @@ func (f *fakeCapacity) Snapshot() *scheduler.Snapshot {
 	defer f.mu.Unlock()
 	snap := &scheduler.Snapshot{Nodes: make([]scheduler.Node, len(f.nodes))}
 	for i, n := range f.nodes {
-		n.InFlight = max(n.InFlight, f.running[n.ID])
+		busy := n.InFlight + n.Queued + f.running[n.ID]
+		n.InFlight, n.Queued = busy, 0
+		if n.Slots > 0 && busy > n.Slots {
+			n.InFlight, n.Queued = n.Slots, busy-n.Slots
+		}
 		snap.Nodes[i] = n
 	}
 	return snap
@@ -90,13 +96,19 @@ type admissionRig struct {
 }
 
 func newAdmissionRig(t *testing.T, size int, nodes ...scheduler.Node) *admissionRig {
-	sched, err := scheduler.New(scheduler.Config{Policy: scheduler.PolicyLeastInflight})
+	return newPolicyRig(t, scheduler.PolicyLeastInflight, size, nodes...)
+}
+
+func newPolicyRig(t *testing.T, policy string, size int, nodes ...scheduler.Node) *admissionRig {
+	sched, err := scheduler.New(scheduler.Config{Policy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
 	src := newFakeCapacity(nodes...)
 	clock := newStepClock()
-	return &admissionRig{t: t, src: src, clock: clock, a: newAdmission(src, sched.Pick, clock, size, time.Minute, time.Hour)}
+	a := newAdmission(src, sched.Pick, clock, size, time.Minute, time.Hour)
+	a.queue = sched.Config()
+	return &admissionRig{t: t, src: src, clock: clock, a: a}
 }
 
 // pending is an admit call running in the background.
@@ -107,13 +119,33 @@ type pending struct {
 }
 
 func (r *admissionRig) start(ctx context.Context, model, class string) *pending {
+	return r.startReq(ctx, &scheduler.Request{Model: model, Class: class})
+}
+
+func (r *admissionRig) startReq(ctx context.Context, req *scheduler.Request) *pending {
 	p := &pending{done: make(chan struct{})}
-	tk := &ticket{req: &scheduler.Request{Model: model, Class: class}, dec: &scheduler.Decision{}}
+	tk := &ticket{req: req, dec: &scheduler.Decision{}}
 	go func() {
 		defer close(p.done)
 		p.g, p.err = r.a.admit(ctx, tk)
 	}()
 	return p
+}
+
+// fill admits n interactive requests for model and fails the test unless all are granted.
+func (r *admissionRig) fill(model string, n int) {
+	r.t.Helper()
+	for range n {
+		if _, err := r.admitNow(model, scheduler.ClassInteractive); err != nil {
+			r.t.Fatalf("filling: %v", err)
+		}
+	}
+}
+
+func (r *admissionRig) running(id string) int {
+	r.src.mu.Lock()
+	defer r.src.mu.Unlock()
+	return r.src.running[id]
 }
 
 func (r *admissionRig) admitNow(model, class string) (grant, error) {
@@ -168,10 +200,11 @@ func apiStatus(err error) (int, string) {
 	return 0, ""
 }
 
-func TestAdmissionGrantsFreeSlots(t *testing.T) {
+func TestAdmissionQueuesOnNodesUpToTheBound(t *testing.T) {
+	// The default bound lets a node hold its Slots again queued: a 2, b 4.
 	r := newAdmissionRig(t, 4, capNode("a", 1, "m"), capNode("b", 2, "m"))
 	var got []string
-	for range 3 {
+	for range 6 {
 		g, err := r.admitNow("m", scheduler.ClassInteractive)
 		if err != nil {
 			t.Fatalf("admit: %v", err)
@@ -182,23 +215,21 @@ func TestAdmissionGrantsFreeSlots(t *testing.T) {
 	for _, id := range got {
 		counts[id]++
 	}
-	if counts["a"] != 1 || counts["b"] != 2 {
-		t.Fatalf("3 requests on slots a:1 b:2 went to %v", got)
+	if counts["a"] != 2 || counts["b"] != 4 {
+		t.Fatalf("6 requests on slots a:1 b:2 went to %v, want a twice and b four times", got)
 	}
-	// Every slot is taken: the next one waits.
+	// Every node's queue is full: the next one waits in the gateway.
 	p := r.start(context.Background(), "m", scheduler.ClassInteractive)
 	r.waiting(1, 0)
 	r.a.release("b")
 	if id := p.node(t); id != "b" {
-		t.Fatalf("the waiting request went to %s, want b whose slot was released", id)
+		t.Fatalf("the waiting request went to %s, want b whose queue has room again", id)
 	}
 }
 
 func TestAdmissionInteractiveOvertakesBatch(t *testing.T) {
 	r := newAdmissionRig(t, 4, capNode("a", 1, "m"))
-	if _, err := r.admitNow("m", scheduler.ClassInteractive); err != nil {
-		t.Fatal(err)
-	}
+	r.fill("m", 2) // the slot and the node's queue
 	batch := r.start(context.Background(), "m", scheduler.ClassBatch)
 	r.waiting(0, 1)
 	inter1 := r.start(context.Background(), "m", scheduler.ClassInteractive)
@@ -216,7 +247,13 @@ func TestAdmissionInteractiveOvertakesBatch(t *testing.T) {
 	inter2.node(t)
 	r.waiting(0, 1)
 	if batch.isDone() {
-		t.Fatal("batch work was admitted while an interactive request waited for the slot")
+		t.Fatal("batch work was admitted while an interactive request waited for the node")
+	}
+	// Room in the node's queue is not a free slot: batch work never queues on a node.
+	r.a.release("a")
+	r.waiting(0, 1)
+	if batch.isDone() {
+		t.Fatal("batch work was admitted with every slot busy")
 	}
 	r.a.release("a")
 	if id := batch.node(t); id != "a" {
@@ -226,9 +263,7 @@ func TestAdmissionInteractiveOvertakesBatch(t *testing.T) {
 
 func TestAdmissionBatchLeavesWantedSlotsAlone(t *testing.T) {
 	r := newAdmissionRig(t, 4, capNode("a", 1, "m", "small"))
-	if _, err := r.admitNow("m", scheduler.ClassInteractive); err != nil {
-		t.Fatal(err)
-	}
+	r.fill("m", 2)
 	inter := r.start(context.Background(), "m", scheduler.ClassInteractive)
 	r.waiting(1, 0)
 	// The slot frees in a way admission has not been told of yet (another gateway's request
@@ -252,9 +287,7 @@ func TestAdmissionBatchLeavesWantedSlotsAlone(t *testing.T) {
 
 func TestAdmissionQueueBounds(t *testing.T) {
 	r := newAdmissionRig(t, 1, capNode("a", 1, "m"))
-	if _, err := r.admitNow("m", scheduler.ClassInteractive); err != nil {
-		t.Fatal(err)
-	}
+	r.fill("m", 2)
 	first := r.start(context.Background(), "m", scheduler.ClassInteractive)
 	r.waiting(1, 0)
 	_, err := r.admitNow("m", scheduler.ClassInteractive)
@@ -310,9 +343,7 @@ func TestAdmissionFailsWhenWaitingCannotHelp(t *testing.T) {
 
 func TestAdmissionWaiterFailsWhenNodesGo(t *testing.T) {
 	r := newAdmissionRig(t, 4, capNode("a", 1, "m"))
-	if _, err := r.admitNow("m", scheduler.ClassInteractive); err != nil {
-		t.Fatal(err)
-	}
+	r.fill("m", 2)
 	p := r.start(context.Background(), "m", scheduler.ClassInteractive)
 	r.waiting(1, 0)
 	r.src.edit("a", func(n *scheduler.Node) { n.Draining = true })
@@ -324,9 +355,7 @@ func TestAdmissionWaiterFailsWhenNodesGo(t *testing.T) {
 
 func TestAdmissionCancelledWaiterLeaves(t *testing.T) {
 	r := newAdmissionRig(t, 4, capNode("a", 1, "m"))
-	if _, err := r.admitNow("m", scheduler.ClassInteractive); err != nil {
-		t.Fatal(err)
-	}
+	r.fill("m", 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	p := r.start(ctx, "m", scheduler.ClassInteractive)
 	r.waiting(1, 0)
@@ -336,15 +365,173 @@ func TestAdmissionCancelledWaiterLeaves(t *testing.T) {
 		t.Fatalf("cancelled waiter: %v", p.err)
 	}
 	r.waiting(0, 0)
-	// Its place is not held: the released slot goes to the next request.
+	// Its place is not held: the room released goes to the next request.
 	r.a.release("a")
 	if _, err := r.admitNow("m", scheduler.ClassInteractive); err != nil {
 		t.Fatalf("after a cancelled waiter: %v", err)
 	}
-	r.src.mu.Lock()
-	n := r.src.running["a"]
-	r.src.mu.Unlock()
-	if n != 1 {
-		t.Fatalf("node a runs %d requests, want 1", n)
+	if n := r.running("a"); n != 2 {
+		t.Fatalf("node a runs %d requests, want 2", n)
+	}
+}
+
+// speedNode is a node whose snapshot reports tps tokens/s for model m and the given load of
+// another gateway's work: inFlight running, queued waiting.
+func speedNode(id string, slots int, tps float64, inFlight, queued int) scheduler.Node {
+	n := capNode(id, slots, "m")
+	n.Models[0].TokensPerSecond = tps
+	n.InFlight, n.Queued = inFlight, queued
+	return n
+}
+
+func TestAdmissionFollowsPolicyOrder(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy string
+		class  string
+		seq    uint64
+		nodes  []scheduler.Node
+		want   string // "" waits in the gateway
+	}{
+		{
+			// herd keeps the queue in the gateway: the best-ranked node with a free slot.
+			name: "herd takes the best free slot", policy: scheduler.PolicyHerd,
+			class: scheduler.ClassInteractive,
+			nodes: []scheduler.Node{speedNode("t4", 4, 38, 0, 0), speedNode("3090", 4, 112, 4, 0), speedNode("a40", 4, 89, 1, 0)},
+			want:  "a40",
+		},
+		{
+			name: "herd waits in the gateway rather than queue on a node", policy: scheduler.PolicyHerd,
+			class: scheduler.ClassInteractive,
+			nodes: []scheduler.Node{speedNode("t4", 4, 38, 4, 0), speedNode("3090", 4, 112, 4, 0)},
+			want:  "",
+		},
+		{
+			name: "round robin rotates onto a busy node with room in its queue", policy: scheduler.PolicyRoundRobin,
+			class: scheduler.ClassInteractive, seq: 1,
+			nodes: []scheduler.Node{speedNode("a", 1, 0, 0, 0), speedNode("b", 1, 0, 1, 0)},
+			want:  "b",
+		},
+		{
+			name: "round robin skips a full node", policy: scheduler.PolicyRoundRobin,
+			class: scheduler.ClassInteractive, seq: 1,
+			nodes: []scheduler.Node{speedNode("a", 1, 0, 1, 0), speedNode("b", 1, 0, 1, 1)},
+			want:  "a",
+		},
+		{
+			name: "least inflight takes the least busy node", policy: scheduler.PolicyLeastInflight,
+			class: scheduler.ClassInteractive,
+			nodes: []scheduler.Node{speedNode("a", 2, 0, 2, 1), speedNode("b", 2, 0, 2, 0)},
+			want:  "b",
+		},
+		{
+			name: "interactive waits when every queue is full", policy: scheduler.PolicyHerd,
+			class: scheduler.ClassInteractive,
+			nodes: []scheduler.Node{speedNode("t4", 2, 38, 2, 2), speedNode("3090", 2, 112, 2, 2)},
+			want:  "",
+		},
+		{
+			name: "batch takes only a free slot, not the best queue", policy: scheduler.PolicyHerd,
+			class: scheduler.ClassBatch,
+			nodes: []scheduler.Node{speedNode("t4", 4, 38, 3, 0), speedNode("3090", 4, 112, 4, 0)},
+			want:  "t4",
+		},
+		{
+			name: "batch waits while every slot is busy, whatever room the queues have", policy: scheduler.PolicyRoundRobin,
+			class: scheduler.ClassBatch,
+			nodes: []scheduler.Node{speedNode("a", 2, 0, 2, 0), speedNode("b", 2, 0, 2, 1)},
+			want:  "",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newPolicyRig(t, tt.policy, 4, tt.nodes...)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			p := r.startReq(ctx, &scheduler.Request{Model: "m", Class: tt.class, Seq: tt.seq})
+			if tt.want != "" {
+				if id := p.node(t); id != tt.want {
+					t.Fatalf("admitted to %s, want %s", id, tt.want)
+				}
+				return
+			}
+			if tt.class == scheduler.ClassBatch {
+				r.waiting(0, 1)
+			} else {
+				r.waiting(1, 0)
+			}
+			cancel()
+			p.wait(t)
+			if !errors.Is(p.err, context.Canceled) {
+				t.Fatalf("a request that had to wait: %v", p.err)
+			}
+		})
+	}
+}
+
+func TestAdmissionOneFreedPlaceAdmitsOne(t *testing.T) {
+	// Two interactive requests wait for the only node; when one place frees, the first takes it
+	// and the second, tried in the same pass, must see the load the first added (the node full
+	// again) and keep waiting rather than overfill the node.
+	r := newPolicyRig(t, scheduler.PolicyLeastInflight, 4, speedNode("3090", 1, 112, 0, 0))
+	r.fill("m", 2)
+	first := r.start(context.Background(), "m", scheduler.ClassInteractive)
+	r.waiting(1, 0)
+	second := r.start(context.Background(), "m", scheduler.ClassInteractive)
+	r.waiting(2, 0)
+	r.a.release("3090")
+	first.node(t)
+	r.waiting(1, 0)
+	if second.isDone() {
+		t.Fatal("one freed place admitted two requests")
+	}
+	if n := r.running("3090"); n != 2 {
+		t.Fatalf("3090 runs %d requests, want 2 (its slot and its queue bound)", n)
+	}
+	r.a.release("3090")
+	second.node(t)
+}
+
+func TestAdmissionAcceptsWithLaggingSnapshot(t *testing.T) {
+	tests := []struct {
+		name             string
+		slots            int
+		inFlight, queued int // the snapshot's
+		local            int // this gateway's own count
+		maxQueuePerNode  int
+		want             bool
+	}{
+		{name: "snapshot counts the local requests: the scheduler decided", slots: 2, inFlight: 2, queued: 1, local: 3, want: true},
+		{name: "snapshot lags, local count under the default bound", slots: 2, inFlight: 1, local: 3, want: true},
+		{name: "snapshot lags, local count at the default bound", slots: 2, inFlight: 1, local: 4, want: false},
+		{name: "snapshot lags, configured bound has room", slots: 2, inFlight: 1, local: 4, maxQueuePerNode: 3, want: true},
+		{name: "snapshot lags, configured bound reached", slots: 2, inFlight: 1, local: 5, maxQueuePerNode: 3, want: false},
+		{name: "no slots reported counts as one", slots: 0, local: 2, want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAdmission(newFakeCapacity(), func(*scheduler.Request, *scheduler.Snapshot, *scheduler.Decision) {}, newStepClock(), 1, time.Minute, time.Hour)
+			a.queue.MaxQueuePerNode = tt.maxQueuePerNode
+			a.local["n"] = tt.local
+			n := scheduler.Node{ID: "n", Slots: tt.slots, InFlight: tt.inFlight, Queued: tt.queued}
+			if got := a.acceptsLocked(&n); got != tt.want {
+				t.Fatalf("acceptsLocked = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAdmissionWaitsForAFullNodeBesideUnusableOnes(t *testing.T) {
+	// One node full, the other draining: the full one will have room again, so the request
+	// waits for it instead of failing with 503.
+	draining := capNode("b", 1, "m")
+	draining.Draining = true
+	r := newAdmissionRig(t, 4, capNode("a", 1, "m"), draining)
+	r.fill("m", 2)
+	p := r.start(context.Background(), "m", scheduler.ClassInteractive)
+	r.waiting(1, 0)
+	r.a.release("a")
+	if id := p.node(t); id != "a" {
+		t.Fatalf("admitted to %s, want a", id)
 	}
 }

@@ -135,6 +135,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		s.core.transport = newAgentTransport()
 	}
 	s.core.adm = newAdmission(reg, sched.Pick, o.clock, cfg.QueueSize, cfg.QueueTimeout, cfg.HeartbeatInterval)
+	s.core.adm.queue = sched.Config()
 	s.metrics = newMetrics(reg)
 	if err := s.initBulk(context.Background()); err != nil {
 		return nil, err

@@ -16,8 +16,15 @@ type Config struct {
 	Policy string `yaml:"policy" json:"policy"`
 	// Weights weigh the herd policy's scorers.
 	Weights Weights `yaml:"weights" json:"weights"`
-	// MaxQueuePerNode refuses a node with no free slot and this many requests queued; 0: only
-	// the node's own bound (Node.MaxQueue) applies. The smaller of the two wins.
+	// MaxQueuePerNode refuses a node with no free slot and this many requests queued, so that an
+	// interactive request goes to a node while it has fewer than Slots + MaxQueuePerNode requests
+	// in flight and waits in the gateway's queue only when every candidate is that full. 0, the
+	// default, bounds each node's queue at its own Slots (up to 2 × Slots in flight): deep enough
+	// that a policy can choose to queue on a fast node rather than take a free slot on a slow one,
+	// shallow enough that the gateway keeps most of the waiting work, where it can still be
+	// ordered (interactive before batch) and placed on whichever node frees first. Set it larger
+	// to let nodes queue more. The node's own bound (Node.MaxQueue), when it reports one, also
+	// applies: the smaller of the two wins.
 	MaxQueuePerNode int `yaml:"max_queue_per_node" json:"max_queue_per_node"`
 	// DefaultMaxTokens is the output length assumed for a request that gives no max_tokens, and
 	// for the requests already running or queued on a node, whose lengths are unknown. Default 256.

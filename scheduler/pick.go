@@ -194,14 +194,24 @@ func (s *Scheduler) filter(req *Request, node *Node, mi int) Reason {
 	if req.Class == ClassBatch && busy >= slots {
 		return ReasonNoFreeSlotForBatch
 	}
-	limit := node.MaxQueue
-	if q := s.cfg.MaxQueuePerNode; q > 0 && (limit <= 0 || q < limit) {
-		limit = q
-	}
-	if limit > 0 && node.Queued >= limit && node.InFlight >= slots {
+	if node.Queued >= s.cfg.QueueLimit(node) && node.InFlight >= slots {
 		return ReasonQueueFull
 	}
 	return ReasonNone
+}
+
+// QueueLimit is how many requests node may hold queued beyond its busy slots before the
+// scheduler refuses it (ReasonQueueFull): MaxQueuePerNode, or the node's Slots (at least 1) when
+// that is 0, and never more than the node's own bound (Node.MaxQueue) when it reports one.
+func (c Config) QueueLimit(node *Node) int {
+	limit := c.MaxQueuePerNode
+	if limit <= 0 {
+		limit = max(node.Slots, 1)
+	}
+	if node.MaxQueue > 0 {
+		limit = min(limit, node.MaxQueue)
+	}
+	return limit
 }
 
 // fitsAfterEvicting reports whether need bytes fit in node's free VRAM once every idle resident

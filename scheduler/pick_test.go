@@ -58,9 +58,12 @@ func TestFilters(t *testing.T) {
 		{name: "batch, free slot", node: with(base, load(3, 0)), req: Request{Class: ClassBatch}, want: ReasonNone},
 		{name: "batch, no free slot", node: with(base, load(4, 0)), req: Request{Class: ClassBatch}, want: ReasonNoFreeSlotForBatch},
 		{name: "batch, slots taken by the queue", node: with(base, load(2, 2)), req: Request{Class: ClassBatch}, want: ReasonNoFreeSlotForBatch},
-		{name: "interactive never refused for busy slots", node: with(base, load(4, 9)), req: Request{Class: ClassInteractive}, want: ReasonNone},
-		{name: "node queue bound reached", node: with(base, load(4, 8), func(n *Node) { n.MaxQueue = 8 }), want: ReasonQueueFull},
-		{name: "node queue bound not reached", node: with(base, load(4, 7), func(n *Node) { n.MaxQueue = 8 }), want: ReasonNone},
+		{name: "interactive not refused for busy slots under the queue bound", node: with(base, load(4, 9)), cfg: func(c *Config) { c.MaxQueuePerNode = 10 }, req: Request{Class: ClassInteractive}, want: ReasonNone},
+		{name: "default queue bound is the node's slots: not reached", node: with(base, load(4, 3)), want: ReasonNone},
+		{name: "default queue bound is the node's slots: reached", node: with(base, load(4, 4)), want: ReasonQueueFull},
+		{name: "node queue bound tighter than the default", node: with(base, load(4, 2), func(n *Node) { n.MaxQueue = 2 }), want: ReasonQueueFull},
+		{name: "node queue bound reached", node: with(base, load(4, 8), func(n *Node) { n.MaxQueue = 8 }), cfg: func(c *Config) { c.MaxQueuePerNode = 16 }, want: ReasonQueueFull},
+		{name: "node queue bound not reached", node: with(base, load(4, 7), func(n *Node) { n.MaxQueue = 8 }), cfg: func(c *Config) { c.MaxQueuePerNode = 16 }, want: ReasonNone},
 		{name: "config queue bound tighter than node's", node: with(base, load(4, 5), func(n *Node) { n.MaxQueue = 8 }), cfg: func(c *Config) { c.MaxQueuePerNode = 5 }, want: ReasonQueueFull},
 		{name: "config queue bound alone", node: with(base, load(4, 5)), cfg: func(c *Config) { c.MaxQueuePerNode = 5 }, want: ReasonQueueFull},
 		{name: "queue bound with a free slot is not full", node: with(base, load(3, 5)), cfg: func(c *Config) { c.MaxQueuePerNode = 5 }, want: ReasonNone},
@@ -113,6 +116,7 @@ func TestHerdOrders(t *testing.T) {
 		},
 		{
 			name:  "badly overloaded resident node loses to a load",
+			cfg:   func(c *Config) { c.MaxQueuePerNode = 32 }, // a queue the default bound refuses
 			nodes: []Node{with(n("cold"), notResident), with(n("warm"), load(4, 20))},
 			want:  []string{"cold", "warm"},
 		},

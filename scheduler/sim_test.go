@@ -39,6 +39,8 @@ func simulate(t *testing.T, policyName string, rate float64, n int) simResult {
 	const contention = 0.25
 	cfg := policy(policyName)
 	cfg.SlotContention = contention
+	// Nodes queue without bound here: the simulation has no gateway queue to hold work in.
+	cfg.MaxQueuePerNode = 1 << 20
 	s := mustNew(t, cfg)
 	gpus := []*simGPU{{id: "t4", tps: 38, slots: 4}, {id: "a40", tps: 85, slots: 4}, {id: "3090", tps: 112, slots: 4}}
 	snap := &Snapshot{Nodes: make([]Node, len(gpus))}
