@@ -94,25 +94,9 @@ type adminNode struct {
 }
 
 type adminGPU struct {
-	Index                  int      `json:"index"`
-	Name                   string   `json:"name"`
-	UUID                   string   `json:"uuid"`
-	MemoryTotalBytes       uint64   `json:"memory_total_bytes"`
-	MemoryUsedBytes        uint64   `json:"memory_used_bytes"`
-	UtilizationRatio       float64  `json:"utilization_ratio"`
-	MemoryUtilizationRatio float64  `json:"memory_utilization_ratio"`
-	TemperatureCelsius     float64  `json:"temperature_celsius"`
-	PowerWatts             float64  `json:"power_watts"`
-	PowerLimitWatts        float64  `json:"power_limit_watts"`
-	SMClockMHz             uint32   `json:"sm_clock_mhz"`
-	ThrottleReasons        []string `json:"throttle_reasons"`
-	Throttled              bool     `json:"throttled"`
-	ECCCorrected           uint64   `json:"ecc_corrected"`
-	ECCUncorrected         uint64   `json:"ecc_uncorrected"`
-	XIDEvents              uint64   `json:"xid_events"`
-	Healthy                bool     `json:"healthy"`
-	HealthReason           string   `json:"health_reason"`
-	Simulated              bool     `json:"simulated"`
+	agentapi.GPU
+	// Throttled is true when a throttle reason is a thermal or power slowdown.
+	Throttled bool `json:"throttled"`
 }
 
 type adminModel struct {
@@ -142,15 +126,9 @@ func toAdminNode(v registry.NodeView) adminNode {
 		TelemetryError: hb.TelemetryError, BackendError: hb.BackendError,
 	}
 	for _, g := range hb.GPUs {
-		ag := adminGPU{
-			Index: g.Index, Name: g.Name, UUID: g.UUID,
-			MemoryTotalBytes: g.MemoryTotalBytes, MemoryUsedBytes: g.MemoryUsedBytes,
-			UtilizationRatio: g.UtilizationRatio, MemoryUtilizationRatio: g.MemoryUtilizationRatio,
-			TemperatureCelsius: g.TemperatureCelsius, PowerWatts: g.PowerWatts, PowerLimitWatts: g.PowerLimitWatts,
-			SMClockMHz: g.SMClockMHz, ThrottleReasons: slices.Clone(g.ThrottleReasons),
-			ECCCorrected: g.ECCCorrected, ECCUncorrected: g.ECCUncorrected, XIDEvents: g.XIDEvents,
-			Healthy: g.Healthy, HealthReason: g.HealthReason, Simulated: g.Simulated || hb.Simulated,
-		}
+		ag := adminGPU{GPU: g}
+		ag.ThrottleReasons = slices.Clone(g.ThrottleReasons)
+		ag.Simulated = g.Simulated || hb.Simulated
 		if ag.ThrottleReasons == nil {
 			ag.ThrottleReasons = []string{}
 		}
