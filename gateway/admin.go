@@ -292,12 +292,8 @@ type pullRequest struct {
 
 func (s *Server) handlePull(c *gin.Context) {
 	var req pullRequest
-	if err := bindAdminJSON(c, &req); err != nil {
+	if err := bindModelJSON(c, &req, &req.Model); err != nil {
 		abortWithError(c, err)
-		return
-	}
-	if strings.TrimSpace(req.Model) == "" {
-		abortWithError(c, badRequest("missing_model", "model", "model is required"))
 		return
 	}
 	var targets []registry.NodeView
@@ -337,14 +333,11 @@ type copyRequest struct {
 
 func (s *Server) handleCopy(c *gin.Context) {
 	var req copyRequest
-	if err := bindAdminJSON(c, &req); err != nil {
+	if err := bindModelJSON(c, &req, &req.Model); err != nil {
 		abortWithError(c, err)
 		return
 	}
 	switch {
-	case strings.TrimSpace(req.Model) == "":
-		abortWithError(c, badRequest("missing_model", "model", "model is required"))
-		return
 	case req.From == "" || req.To == "":
 		abortWithError(c, badRequest("missing_node", "from", "from and to (node IDs) are required"))
 		return
@@ -448,12 +441,8 @@ type loadResponse struct {
 
 func (s *Server) handleLoad(c *gin.Context) {
 	var req loadRequest
-	if err := bindAdminJSON(c, &req); err != nil {
+	if err := bindModelJSON(c, &req, &req.Model); err != nil {
 		abortWithError(c, err)
-		return
-	}
-	if strings.TrimSpace(req.Model) == "" {
-		abortWithError(c, badRequest("missing_model", "model", "model is required"))
 		return
 	}
 	resp := loadResponse{Model: models.NormalizeName(req.Model), Status: "loaded", Evicted: []scheduler.Eviction{}}
@@ -531,12 +520,8 @@ type unloadRequest struct {
 
 func (s *Server) handleUnload(c *gin.Context) {
 	var req unloadRequest
-	if err := bindAdminJSON(c, &req); err != nil {
+	if err := bindModelJSON(c, &req, &req.Model); err != nil {
 		abortWithError(c, err)
-		return
-	}
-	if strings.TrimSpace(req.Model) == "" {
-		abortWithError(c, badRequest("missing_model", "model", "model is required"))
 		return
 	}
 	name := models.NormalizeName(req.Model)
@@ -660,6 +645,17 @@ func bindAdminJSON(c *gin.Context, dst any) error {
 				Message: fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)}
 		}
 		return badRequest("invalid_json", "", "request body is not valid JSON: %v", err)
+	}
+	return nil
+}
+
+// bindModelJSON binds an admin request whose model field (pointed to by model) is required.
+func bindModelJSON(c *gin.Context, dst any, model *string) error {
+	if err := bindAdminJSON(c, dst); err != nil {
+		return err
+	}
+	if strings.TrimSpace(*model) == "" {
+		return badRequest("missing_model", "model", "model is required")
 	}
 	return nil
 }
