@@ -110,7 +110,9 @@ const idAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 // responseID makes an OpenAI-style id ("chatcmpl-" + 29 base62 characters) from the node's seed,
 // its id and a per-node sequence number: unique on the node and the same on a replay.
 func (n *Node) responseID(prefix string, seq uint64) string {
-	r := rand.New(rand.NewPCG(hashStrings("herd-sim-id", n.id, u64(uint64(n.seed))), seq))
+	// The start time keeps ids unique across restarts of the same node (clients may key on them);
+	// under a fake clock they stay reproducible.
+	r := rand.New(rand.NewPCG(hashStrings("herd-sim-id", n.id, u64(uint64(n.seed)), u64(uint64(n.startedAt.UnixNano()))), seq))
 	var b strings.Builder
 	b.WriteString(prefix)
 	for range 29 {
