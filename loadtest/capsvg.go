@@ -133,3 +133,54 @@ func xmlEscape(s string) string {
 	_ = xml.EscapeText(&b, []byte(s)) // a strings.Builder does not fail
 	return b.String()
 }
+
+// ScatterPoint is one labelled point of WriteScatterSVG.
+type ScatterPoint struct {
+	Label string
+	X, Y  float64
+	// Kind picks the marker: "pass" (filled green), "fail" (red cross), anything else hollow.
+	Kind string
+}
+
+// WriteScatterSVG draws labelled points on one panel with a dashed horizontal line at hline
+// (none when 0), for comparisons such as herd plan's capacity against price. The title is
+// marked SIMULATED: the plots this package draws come from simulated clusters.
+func WriteScatterSVG(w io.Writer, title, xlabel, ylabel string, hline float64, hlineLabel string, pts []ScatterPoint) error {
+	bw := bufio.NewWriter(w)
+	p := &svgPainter{w: bw}
+	p.f(`<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", svgW, svgH, svgW, svgH)
+	p.f(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
+	p.text(svgW/2, 28, "middle", 15, title+" (SIMULATED)")
+	maxX, maxY := 0.0, hline
+	for _, pt := range pts {
+		maxX, maxY = max(maxX, pt.X), max(maxY, pt.Y)
+	}
+	xs, ys := niceScale(maxX*1.05), niceScale(maxY*1.1)
+	x0, x1 := float64(plotLeft), float64(plotRight)
+	y0, y1 := float64(topPanelY0), float64(bottomPanelY1)
+	p.axesAt(x0, x1, y0, y1, xs, ys, xlabel, ylabel)
+	px := func(v float64) float64 { return x0 + v/xs.max*(x1-x0) }
+	py := func(v float64) float64 { return y1 - v/ys.max*(y1-y0) }
+	if hline > 0 {
+		p.f(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#d62728" stroke-dasharray="6 4"/>`+"\n", x0, py(hline), x1, py(hline))
+		p.text(x1-4, py(hline)-5, "end", 11, hlineLabel)
+	}
+	for _, pt := range pts {
+		x, y := px(pt.X), py(pt.Y)
+		switch pt.Kind {
+		case "pass":
+			p.f(`<circle cx="%.1f" cy="%.1f" r="5" fill="#2ca02c"/>`+"\n", x, y)
+		case "fail":
+			p.f(`<path d="M%.1f %.1fL%.1f %.1fM%.1f %.1fL%.1f %.1f" stroke="%s" stroke-width="2"/>`+"\n", x-5, y-5, x+5, y+5, x-5, y+5, x+5, y-5, errorColor)
+		default:
+			p.f(`<circle cx="%.1f" cy="%.1f" r="5" fill="white" stroke="#1f77b4" stroke-width="1.5"/>`+"\n", x, y)
+		}
+		p.text(x+8, y-6, "start", 10, pt.Label)
+	}
+	p.text(x0, 52, "start", 11, "green: verified pass on a simulated cluster; red cross: verified fail; hollow: analytic estimate only")
+	p.f("</svg>\n")
+	if p.err != nil {
+		return p.err
+	}
+	return bw.Flush()
+}

@@ -15,7 +15,7 @@ import (
 )
 
 func newToolCmds() []*cobra.Command {
-	return []*cobra.Command{newSimCmd(), newLoadtestCmd(), newFakeBackendCmd()}
+	return []*cobra.Command{newSimCmd(), newLoadtestCmd(), newFakeBackendCmd(), newPlanCmd()}
 }
 
 func newSimCmd() *cobra.Command {
