@@ -168,9 +168,9 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 		}
 		start := a.clock.Now()
 		mw := getMeterWriter(w, a.clock)
-		a.begin(model)
+		conc := a.begin(model)
 		defer func() {
-			a.end(model, start, mw)
+			a.end(model, start, conc, mw)
 			putMeterWriter(mw)
 		}()
 		a.backend.ServeInference(mw, r, endpoint, body)

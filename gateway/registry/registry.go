@@ -33,7 +33,10 @@
 //     ":latest") so that "llama3" and "llama3:latest" are one model; callers must normalise
 //     request names the same way before they look them up in a snapshot.
 //   - Node.MemoryBandwidthGBs comes from the models GPU profile whose name matches the node's
-//     fastest GPU (0 when none does), so the scheduler can estimate speeds it has not measured.
+//     fastest GPU (0 when none does): the scheduler's prior for speeds nobody has measured yet.
+//     Every heartbeat's measured speeds go through a scheduler.Learner, whose fit (per node and
+//     model: single-stream speed, contention, prefill speed) the snapshot carries in
+//     NodeModel.Learned; it is this gateway's own fit, learned from every heartbeat it receives.
 //   - A node without GPUs (no driver, CPU backend) is healthy; a node is unhealthy as soon as one
 //     of its GPUs is.
 //   - Drain is gateway-side state: it survives heartbeats and is echoed in HeartbeatReply.
@@ -245,6 +248,9 @@ type Registry struct {
 	// changed is closed and replaced to broadcast a change; waited says someone holds it.
 	changed atomic.Pointer[chan struct{}]
 	waited  atomic.Bool
+
+	// learner fits each node's speeds to its heartbeats' measurements (scheduler.Learner).
+	learner *scheduler.Learner
 }
 
 // New returns an empty registry. Zero fields of cfg take DefaultConfig's values; a nil clock is
@@ -253,7 +259,7 @@ func New(cfg Config, clock Clock) *Registry {
 	if clock == nil {
 		clock = systemClock{}
 	}
-	r := &Registry{cfg: cfg.withDefaults(), clock: clock, log: slog.Default()}
+	r := &Registry{cfg: cfg.withDefaults(), clock: clock, log: slog.Default(), learner: scheduler.NewLearner(scheduler.LearnerConfig{})}
 	m := map[string]*node{}
 	r.byID.Store(&m)
 	ch := make(chan struct{})
@@ -315,6 +321,7 @@ func (r *Registry) Observe(hb agentapi.Heartbeat) agentapi.HeartbeatReply {
 		n.interval = time.Duration(hb.IntervalMS) * time.Millisecond
 	}
 	n.base = baseNode(&hb)
+	r.learner.Learn(&n.base)
 	// This gateway's requests the heartbeat can have counted are at most those in flight now.
 	busy := max(hb.InFlight, 0) + max(hb.Queued, 0)
 	other := max(0, busy-int(n.local.Load()))
@@ -350,6 +357,7 @@ func (r *Registry) forgetLocked(now time.Time) {
 	for _, n := range r.nodes {
 		if now.Sub(n.lastSeen) > r.forgetAfter(n) {
 			r.log.Warn("node forgotten after silence", "node", n.id, "last_heartbeat", n.lastSeen)
+			r.learner.Forget(n.id)
 			dropped = true
 			continue
 		}
@@ -693,6 +701,9 @@ func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
 			InFlight:        m.InFlight,
 			LastUsed:        m.LastUsed,
 			SizeBytes:       m.SizeBytes,
+			// What the node measured, for the scheduler's learner (Registry.Observe).
+			Concurrency:            m.Concurrency,
+			PrefillTokensPerSecond: m.PrefillTokensPerSecond,
 		}
 		if j := slices.IndexFunc(sn.Models, func(x scheduler.NodeModel) bool { return x.Name == nm.Name }); j >= 0 {
 			// "llama3" and "llama3:latest" reported separately are the same model: merge them.
