@@ -141,9 +141,9 @@ type NodeModel struct {
 	PrefillTokensPerSecond float64
 	// Learned is what a Learner fitted to the node's measurements (Samples 0: nothing yet). When
 	// set it is the wait model's speed and contention for this node and model.
-	Learned Speed
-	InFlight        int
-	LastUsed        time.Time
+	Learned  Speed
+	InFlight int
+	LastUsed time.Time
 	// SizeBytes is the size of the model's weights on disk; 0: unknown. It sizes load time and,
 	// with MemoryBandwidthGBs, the decode speed estimate.
 	SizeBytes uint64

@@ -184,5 +184,3 @@ func layerPlan(fs *pflag.FlagSet, spec *plan.Spec, file string) error {
 	}
 	return nil
 }
-
-
