@@ -135,18 +135,18 @@ type NodeModel struct {
 	// TokensPerSecond is the node's measured decode speed for the model (EWMA over its recent
 	// requests, each at whatever concurrency it ran); 0: unmeasured.
 	TokensPerSecond float64
+	InFlight        int
+	LastUsed        time.Time
+	// SizeBytes is the size of the model's weights on disk; 0: unknown. It sizes load time and,
+	// with MemoryBandwidthGBs, the decode speed estimate.
+	SizeBytes uint64
 	// Concurrency is the mean number of requests in flight on the model while those requests
 	// decoded (0: not reported); PrefillTokensPerSecond the measured prompt-processing speed.
 	Concurrency            float64
 	PrefillTokensPerSecond float64
 	// Learned is what a Learner fitted to the node's measurements (Samples 0: nothing yet). When
 	// set it is the wait model's speed and contention for this node and model.
-	Learned  Speed
-	InFlight int
-	LastUsed time.Time
-	// SizeBytes is the size of the model's weights on disk; 0: unknown. It sizes load time and,
-	// with MemoryBandwidthGBs, the decode speed estimate.
-	SizeBytes uint64
+	Learned Speed
 }
 
 // Reason says why a filter refused a node.
