@@ -112,7 +112,7 @@ type Result struct {
 	// Considered is how many options were enumerated; Verified how many were simulated.
 	Considered int `json:"considered"`
 	Verified   int `json:"verified"`
-	// Options are the Top best, ranked.
+	// Options are the Top best, ranked, followed by any verified option ranked below them.
 	Options []Option `json:"options"`
 	// Recommendation is the name of the cheapest verified-passing option ("" when none).
 	Recommendation string `json:"recommendation"`
@@ -344,6 +344,12 @@ func Run(ctx context.Context, spec Spec, v Verifier, progress Progress) (*Result
 			break
 		}
 	}
-	res.Options = opts[:min(len(opts), p.Top)]
+	// The Top best, and every verified option beyond them: a failed verification is news.
+	res.Options = slices.Clone(opts[:min(len(opts), p.Top)])
+	for _, o := range opts[min(len(opts), p.Top):] {
+		if o.Verified != nil {
+			res.Options = append(res.Options, o)
+		}
+	}
 	return res, nil
 }
