@@ -37,6 +37,8 @@ type Verification struct {
 	// rate was found above it (otherwise it is a lower bound).
 	CapacityRPS float64 `json:"capacity_rps"`
 	Bounded     bool    `json:"bounded"`
+	// FailRPS is the lowest rate that failed above CapacityRPS (0: none did).
+	FailRPS float64 `json:"fail_rps,omitempty"`
 	// Pass is CapacityRPS ≥ the workload's rate.
 	Pass bool `json:"pass"`
 	// TokS, TTFT and TPOT were measured by the probe at CapacityRPS.
@@ -208,9 +210,19 @@ func (p *parsed) cost(o *Option, per map[string]nodeModel) {
 	if raw == 0 {
 		o.Estimate.Why = strings.Join(whys, "; ")
 	}
+	// The utilisation's capacity: the verified bracket's middle when the search found both ends
+	// (its passing end alone is often just the rate probed first), else what passed, else the
+	// estimate before headroom.
 	capacity := raw
-	if v := o.Verified; v != nil && v.CapacityRPS > 0 {
-		capacity = v.CapacityRPS
+	if v := o.Verified; v != nil && v.Error == "" {
+		switch {
+		case v.FailRPS > v.CapacityRPS && v.CapacityRPS > 0:
+			capacity = (v.CapacityRPS + v.FailRPS) / 2
+		case v.CapacityRPS > 0 && !v.Bounded:
+			capacity = max(v.CapacityRPS, raw)
+		default:
+			capacity = v.CapacityRPS
+		}
 	}
 	u := 1.0
 	if capacity > 0 {
@@ -225,7 +237,12 @@ func (p *parsed) cost(o *Option, per map[string]nodeModel) {
 		o.PeakPowerW += n * (nm.price.HostPowerWatts + g.PowerLimitWatts)
 	}
 	o.PowerW, o.PeakPowerW = round(o.PowerW), round(o.PeakPowerW)
-	served := min(p.Workload.RPS, max(capacity, 0))
+	served := p.Workload.RPS
+	if v := o.Verified; v != nil && v.Error == "" && !v.Pass {
+		served = min(served, v.CapacityRPS) // what it was seen to serve within the SLO
+	} else if v == nil && !o.Estimate.Meets {
+		served = min(served, raw*p.Headroom)
+	}
 	o.TokS = round(served * p.output.Mean())
 	if o.TokS > 0 {
 		perMTokS := 1e6 / o.TokS // seconds to make a million tokens

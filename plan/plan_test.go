@@ -54,7 +54,7 @@ func (f *fakeVerifier) Verify(_ context.Context, o *Option, w VerifyWorkload) (*
 	if !ok {
 		c = o.Estimate.CapacityRPS // the estimate was right
 	}
-	return &Verification{Simulated: true, CapacityRPS: c, Bounded: true, Pass: c >= w.RPS, TokS: c * w.OutputTokens.Mean()}, nil
+	return &Verification{Simulated: true, CapacityRPS: c, Bounded: true, FailRPS: c * 1.2, Pass: c >= w.RPS, TokS: c * w.OutputTokens.Mean()}, nil
 }
 
 func smallSpec() Spec {

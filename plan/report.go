@@ -24,11 +24,13 @@ func verifiedText(o Option) string {
 	if v.Error != "" {
 		return "error"
 	}
-	s := fmt.Sprintf("%.2f", v.CapacityRPS)
-	if !v.Bounded {
-		s = "≥ " + s
+	switch {
+	case !v.Bounded:
+		return fmt.Sprintf("≥ %.2f", v.CapacityRPS)
+	case v.FailRPS > 0:
+		return fmt.Sprintf("%.2f (fails %.2f)", v.CapacityRPS, v.FailRPS)
 	}
-	return s
+	return fmt.Sprintf("%.2f", v.CapacityRPS)
 }
 
 // WriteText writes the result as a markdown table, best option first.

@@ -49,7 +49,7 @@ func (s *SimVerifier) Verify(ctx context.Context, o *Option, w VerifyWorkload) (
 		return nil, err
 	}
 	v := &Verification{
-		Simulated: true, CapacityRPS: cr.CapacityRPS, Bounded: cr.Bounded, TokS: cr.TokS, TTFT: cr.TTFT, TPOT: cr.TPOT, Probes: cr.Probes,
+		Simulated: true, CapacityRPS: cr.CapacityRPS, Bounded: cr.Bounded, FailRPS: cr.FailRPS, TokS: cr.TokS, TTFT: cr.TTFT, TPOT: cr.TPOT, Probes: cr.Probes,
 	}
 	v.Pass = cr.CapacityRPS >= w.RPS
 	if err != nil {
