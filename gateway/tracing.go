@@ -190,15 +190,16 @@ func (k *call) endSpan(res result, status int, latency time.Duration) {
 		return
 	}
 	attrs := make([]attribute.KeyValue, 0, 16)
-	model := k.model
-	if model == "" && len(k.info.model) > 0 {
-		model = string(k.info.model)
+	// The model as the client named it (a preset's name, when one was applied), then the base
+	// model the scheduler placed.
+	switch {
+	case k.preset != "":
+		attrs = append(attrs, tracing.KeyRequestModel.String(k.preset), tracing.KeyPreset.String(k.preset))
+	case len(k.info.model) > 0:
+		attrs = append(attrs, tracing.KeyRequestModel.String(string(k.info.model)))
 	}
-	if model != "" {
-		attrs = append(attrs, tracing.KeyRequestModel.String(model))
-	}
-	if k.preset != "" {
-		attrs = append(attrs, tracing.KeyPreset.String(k.preset))
+	if k.model != "" {
+		attrs = append(attrs, tracing.KeyModel.String(k.model))
 	}
 	if k.info.maxTokens > 0 {
 		attrs = append(attrs, tracing.KeyMaxTokens.Int(k.info.maxTokens))

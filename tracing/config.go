@@ -74,6 +74,12 @@ type Config struct {
 	SamplerArg string `yaml:"sampler_arg"`
 }
 
+// IsZero reports whether c sets nothing.
+func (c Config) IsZero() bool {
+	return !c.Disabled && c.Endpoint == "" && c.Protocol == "" && len(c.Headers) == 0 && c.ServiceName == "" &&
+		len(c.ResourceAttributes) == 0 && c.Sampler == "" && c.SamplerArg == ""
+}
+
 // Validate reports a section herd cannot trace with.
 func (c Config) Validate() error {
 	var errs []error

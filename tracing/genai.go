@@ -38,6 +38,8 @@ const (
 	KeyRequestID = attribute.Key("herd.request_id")
 	// KeyClass is interactive or batch.
 	KeyClass = attribute.Key("herd.class")
+	// KeyModel is the base model as the scheduler knows it (normalised, a preset resolved).
+	KeyModel = attribute.Key("herd.model")
 	// KeyPreset is the preset the gateway applied.
 	KeyPreset = attribute.Key("herd.preset")
 	// KeySimulated marks spans of a simulated node, whose figures are simulated.
