@@ -159,6 +159,7 @@ type call struct {
 	actx      context.Context
 	queueWait time.Duration
 	capture   bool
+	answered  bool
 	tail      tracing.Tail
 
 	buf [32 << 10]byte
@@ -182,7 +183,7 @@ func putCall(k *call) {
 	k.s, k.ctx, k.body, k.info, k.last = nil, nil, nil, bodyInfo{}, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft = 0, 0, 0
-	k.span, k.actx, k.queueWait, k.capture = nil, nil, 0, false
+	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
 	k.tail.Reset()
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}

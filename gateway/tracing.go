@@ -159,7 +159,9 @@ func (k *call) endAttempt(sp trace.Span, o outcome, failures int) {
 		sp.End()
 		return
 	}
-	if k.ttft > 0 && k.status != 0 {
+	if k.status != 0 {
+		// The attempt committed an answer to the client: k.ttft is its first byte.
+		k.answered = true
 		sp.AddEvent(tracing.EventFirstToken, trace.WithTimestamp(k.start.Add(k.ttft)))
 	}
 	if k.status != 0 {
@@ -212,7 +214,7 @@ func (k *call) endSpan(res result, status int, latency time.Duration) {
 	if k.node != "" {
 		attrs = append(attrs, tracing.KeyNode.String(k.node))
 	}
-	if k.ttft > 0 {
+	if k.answered {
 		attrs = append(attrs, tracing.KeyTTFT.Float64(ms(k.ttft)))
 		if k.info.stream {
 			attrs = append(attrs, tracing.KeyTimeToFirstChunk.Float64(k.ttft.Seconds()))
