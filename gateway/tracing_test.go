@@ -1,10 +1,15 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -190,5 +195,46 @@ func TestTraceOfARefusedRequest(t *testing.T) {
 	}
 	if len(spansNamed(rec, "herd.attempt")) != 0 {
 		t.Error("an attempt span for a request that never reached a node")
+	}
+}
+
+// discardExporter drops spans: the benchmark measures making them, not sending them.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkProxyChatTraced is BenchmarkProxyChat/json with tracing on (every request sampled,
+// spans batched to an exporter that drops them): the cost of tracing a request. With tracing off
+// BenchmarkProxyChat is the figure to compare with.
+func BenchmarkProxyChatTraced(b *testing.B) {
+	agent := newBenchAgent(b)
+	body := benchChatBody
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.ClusterToken, cfg.APIKeys = b.TempDir(), testClusterToken, []string{testAPIKey}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	s, err := New(cfg, WithLogger(slog.New(slog.DiscardHandler)), WithTransport(newAgentTransport()), WithTracerProvider(tp))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	s.registry.Observe(agentapi.Heartbeat{NodeID: "a", Address: agent.URL, Backend: agentapi.BackendOpenAI, Slots: 64,
+		IntervalMS: int64(time.Hour / time.Millisecond), Models: []agentapi.Model{{Name: testModel, Resident: true, OnDisk: true}}})
+	h := s.Handler()
+	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	req.Header.Set("Content-Type", "application/json")
+	w := &benchWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+		clear(w.h)
+		w.status = 0
+		h.ServeHTTP(w, req)
+		if w.status != 200 {
+			b.Fatalf("status %d", w.status)
+		}
 	}
 }
