@@ -316,9 +316,14 @@ func runCapacity(ctx context.Context, o ScenarioOptions) (*CapacityReport, error
 	if o.Load.Workload == WorkloadMixed {
 		return nil, fmt.Errorf("%w: the capacity scenario needs an interactive workload, not mixed", ErrBadOptions)
 	}
+	if !(o.Attainment >= 0 && o.Attainment <= 1) {
+		return nil, fmt.Errorf("%w: attainment %v: want a share in (0, 1]", ErrBadOptions, o.Attainment)
+	}
 	probeTmpl := SimProbe{Binary: o.Binary, GPUs: gpus, SimSpeed: o.SimSpeed, Load: o.Load, Attainment: o.Attainment, LogDir: o.LogDir, Progress: o.Progress}
 	l := probeTmpl.load()
-	if err := l.withDefaults().validateArrivals(); err != nil && !strings.Contains(err.Error(), "set a rate") {
+	check := l.withDefaults()
+	check.RPS = 1 // the search sets the rates; check the rest of the workload
+	if err := check.validateArrivals(); err != nil {
 		return nil, err
 	}
 	so := o.Search

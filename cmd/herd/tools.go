@@ -87,7 +87,7 @@ type loadtestFlags struct {
 	quiet                                                                      bool
 	attainment, capStart, capTolerance                                         float64
 	capProbes, batchLines                                                      int
-	logDir                                                                     string
+	logDir, promptTokens, outputTokens                                         string
 }
 
 func newLoadtestCmd() *cobra.Command {
@@ -143,6 +143,8 @@ func newLoadtestCmd() *cobra.Command {
 	fs.Float64Var(&f.capStart, "capacity-start", 0, fmt.Sprintf("capacity: first rate probed, simulated req/s (default %g)", loadtest.CapacityDefaultStartRPS))
 	fs.IntVar(&f.capProbes, "capacity-probes", 0, fmt.Sprintf("capacity: most probes per policy (default %d)", loadtest.CapacityDefaultProbes))
 	fs.Float64Var(&f.capTolerance, "capacity-tolerance", 0, fmt.Sprintf("capacity: stop bisecting at this relative bracket width (default %g)", loadtest.DefaultSearchTolerance))
+	fs.StringVar(&f.promptTokens, "prompt-tokens", "", "synthetic workload: prompt length distribution (N, uniform:MIN:MAX, normal:MEAN:SD, lognormal:MEAN:SD; default 256)")
+	fs.StringVar(&f.outputTokens, "output-tokens", "", "synthetic workload: output length distribution, as max_tokens (default 128)")
 	fs.IntVar(&f.batchLines, "batch-lines", 0, "lines of the bulk job of the mixed workload and batch-mix (default 200; batch-mix 2000)")
 	fs.StringVar(&f.logDir, "log-dir", "", "keep the scenario processes' logs in this directory")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines")
@@ -159,6 +161,22 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 		Stream: f.stream, MaxTokens: f.maxTokens, RPS: f.rps, Concurrency: f.concurrency,
 		Duration: f.duration, Seed: f.seed, SLOTTFT: f.sloTTFT, SLOTPOT: f.sloTPOT, Progress: progress,
 		BatchLines: f.batchLines,
+	}
+	for _, d := range []struct {
+		flag, v string
+		into    *loadtest.TokenDist
+	}{{"prompt-tokens", f.promptTokens, &opts.PromptTokens}, {"output-tokens", f.outputTokens, &opts.OutputTokens}} {
+		if d.v == "" {
+			continue
+		}
+		if opts.Workload != loadtest.WorkloadSynthetic {
+			return fmt.Errorf("--%s shapes the synthetic workload: add --workload synthetic", d.flag)
+		}
+		td, err := loadtest.ParseTokenDist(d.v)
+		if err != nil {
+			return fmt.Errorf("--%s: %w", d.flag, err)
+		}
+		*d.into = td
 	}
 	if f.ramp != "" {
 		from, to, err := loadtest.ParseRamp(f.ramp)
