@@ -146,3 +146,23 @@ func FuzzParseSpec(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseCatalogue(f *testing.F) {
+	for _, s := range []string{"- {gpu: t4, price_usd: 4000}", "catalogue: [{gpu: h100, price_usd: 1}]", "- 1", "{}", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		list, err := ParseCatalogue(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadSpec) {
+				t.Fatalf("error %v does not wrap ErrBadSpec", err)
+			}
+			return
+		}
+		s := DefaultSpec()
+		s.Catalogue = list
+		if err := s.Validate(); err != nil && !errors.Is(err, ErrBadSpec) {
+			t.Fatalf("validation error %v does not wrap ErrBadSpec", err)
+		}
+	})
+}
