@@ -441,6 +441,8 @@ func (c *CapacityReport) WriteSVG(w io.Writer) error {
 		}
 		series = append(series, s)
 	}
-	title := fmt.Sprintf("capacity at SLO: %s on %s (TTFT ≤ %gms, TPOT ≤ %gms, ≥ %g%%)", c.Workload, c.GPUs, c.SLO.TTFTMs, c.SLO.TPOTMs, 100*c.Attainment)
-	return writeCapacitySVG(w, title, "offered rate (simulated req/s)", "capacity (simulated req/s)", c.Attainment, series)
+	title := fmt.Sprintf("capacity at SLO on %s", c.GPUs)
+	sub := fmt.Sprintf("highest Poisson rate with ≥ %g%% of requests within TTFT ≤ %gms and TPOT ≤ %gms; %s, %s, seed %d, simulated time",
+		100*c.Attainment, c.SLO.TTFTMs, c.SLO.TPOTMs, c.Workload, c.Model, c.Seed)
+	return writeCapacitySVG(w, title, sub, "offered rate (simulated req/s)", "capacity (simulated req/s)", c.Attainment, series)
 }

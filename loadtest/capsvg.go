@@ -27,12 +27,13 @@ type rateSeries struct {
 // dashed line at the target (passing probes filled, failing ones hollow); on the right, one bar
 // per series at its capacity (hatched-looking lighter bar when it is only a lower bound). It is
 // always labelled SIMULATED: only simulated clusters are probed.
-func writeCapacitySVG(w io.Writer, title, xlabel, barLabel string, target float64, series []rateSeries) error {
+func writeCapacitySVG(w io.Writer, title, subtitle, xlabel, barLabel string, target float64, series []rateSeries) error {
 	bw := bufio.NewWriter(w)
 	p := &svgPainter{w: bw}
 	p.f(`<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", svgW, svgH, svgW, svgH)
 	p.f(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
-	p.text(svgW/2, 28, "middle", 15, title+" (SIMULATED cluster)")
+	p.text(svgW/2, 26, "middle", 15, title+" (SIMULATED cluster)")
+	p.text(svgW/2, 44, "middle", 11, subtitle)
 
 	maxRate := 0.0
 	for _, s := range series {
@@ -43,7 +44,7 @@ func writeCapacitySVG(w io.Writer, title, xlabel, barLabel string, target float6
 	xs := niceScale(maxRate)
 	ys := axisScale{max: 100, step: 10}
 	x0, x1 := float64(plotLeft), float64(svgW*0.62)
-	y0, y1 := float64(topPanelY0+20), float64(bottomPanelY1)
+	y0, y1 := float64(topPanelY0+20), float64(bottomPanelY1-20)
 	p.axesAt(x0, x1, y0, y1, xs, ys, xlabel, "% of requests within SLO")
 	px := func(v float64) float64 { return x0 + v/xs.max*(x1-x0) }
 	py := func(v float64) float64 { return y1 - v/ys.max*(y1-y0) }
@@ -77,12 +78,12 @@ func writeCapacitySVG(w io.Writer, title, xlabel, barLabel string, target float6
 			p.f(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="1" stroke-dasharray="2 3"/>`+"\n", px(s.capacity), y0, px(s.capacity), y1, col)
 		}
 		// Legend.
-		ly := 52.0
+		ly := 68.0
 		lx := float64(plotLeft) + float64(i)*190
 		p.f(`<circle cx="%.1f" cy="%.1f" r="4" fill="%s"/>`+"\n", lx+4, ly-4, col)
 		p.text(lx+12, ly, "start", 12, s.name)
 	}
-	p.text(x0, y1+52, "start", 11, "filled: probe passed; hollow: probe failed; dotted: capacity")
+	p.text(x0, y1+50, "start", 11, "filled: probe passed; hollow: probe failed; dotted: capacity")
 
 	// Bars.
 	bx0, bx1 := float64(svgW*0.62+90), float64(plotRight)
