@@ -25,10 +25,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -65,68 +65,22 @@ func (s *Server) adminLog() *slog.Logger {
 
 // ---- nodes ----
 
-type adminNodeList struct {
-	Nodes []adminNode `json:"nodes"`
-}
-
-type adminNode struct {
-	ID              string       `json:"id"`
-	Address         string       `json:"address"`
-	Hostname        string       `json:"hostname"`
-	Version         string       `json:"version"`
-	Backend         string       `json:"backend"`
-	Simulated       bool         `json:"simulated"`
-	Healthy         bool         `json:"healthy"`
-	UnhealthyReason string       `json:"unhealthy_reason"`
-	Draining        bool         `json:"draining"`
-	Stale           bool         `json:"stale"`
-	Circuit         string       `json:"circuit"`
-	GPUs            []adminGPU   `json:"gpus"`
-	Models          []adminModel `json:"models"`
-	InFlight        int          `json:"in_flight"`
-	GatewayInFlight int          `json:"gateway_in_flight"`
-	Queued          int          `json:"queued"`
-	Slots           int          `json:"slots"`
-	LastHeartbeat   time.Time    `json:"last_heartbeat"`
-	StartedAt       time.Time    `json:"started_at"`
-	TelemetryError  string       `json:"telemetry_error"`
-	BackendError    string       `json:"backend_error"`
-}
-
-type adminGPU struct {
-	agentapi.GPU
-	// Throttled is true when a throttle reason is a thermal or power slowdown.
-	Throttled bool `json:"throttled"`
-}
-
-type adminModel struct {
-	Name            string  `json:"name"`
-	Resident        bool    `json:"resident"`
-	OnDisk          bool    `json:"on_disk"`
-	VRAMBytes       uint64  `json:"vram_bytes"`
-	SizeBytes       uint64  `json:"size_bytes"`
-	TokensPerSecond float64 `json:"tokens_per_second"`
-	InFlight        int     `json:"in_flight"`
-	ParameterSize   string  `json:"parameter_size"`
-	Quantization    string  `json:"quantization"`
-}
-
-func toAdminNode(v registry.NodeView) adminNode {
+func toAdminNode(v registry.NodeView) api.Node {
 	hb := &v.Heartbeat
-	n := adminNode{
+	n := api.Node{
 		ID: hb.NodeID, Address: hb.Address, Hostname: hb.Hostname, Version: hb.Version,
 		Backend: hb.Backend, Simulated: hb.Simulated,
 		Healthy: v.Healthy, UnhealthyReason: v.UnhealthyReason,
 		Draining: v.Draining, Stale: v.Stale, Circuit: v.Circuit,
-		GPUs:     make([]adminGPU, 0, len(hb.GPUs)),
-		Models:   make([]adminModel, 0, len(hb.Models)),
+		GPUs:     make([]api.GPU, 0, len(hb.GPUs)),
+		Models:   make([]api.NodeModel, 0, len(hb.Models)),
 		InFlight: max(hb.InFlight, v.GatewayInFlight), GatewayInFlight: v.GatewayInFlight,
 		Queued: hb.Queued, Slots: hb.Slots,
 		LastHeartbeat: v.LastHeartbeat.UTC(), StartedAt: hb.StartedAt.UTC(),
 		TelemetryError: hb.TelemetryError, BackendError: hb.BackendError,
 	}
 	for _, g := range hb.GPUs {
-		ag := adminGPU{GPU: g}
+		ag := api.GPU{GPU: g}
 		ag.ThrottleReasons = slices.Clone(g.ThrottleReasons)
 		ag.Simulated = g.Simulated || hb.Simulated
 		if ag.ThrottleReasons == nil {
@@ -136,19 +90,19 @@ func toAdminNode(v registry.NodeView) adminNode {
 		n.GPUs = append(n.GPUs, ag)
 	}
 	for _, m := range hb.Models {
-		n.Models = append(n.Models, adminModel{
+		n.Models = append(n.Models, api.NodeModel{
 			Name: models.NormalizeName(m.Name), Resident: m.Resident, OnDisk: m.OnDisk,
 			VRAMBytes: m.VRAMBytes, SizeBytes: m.SizeBytes, TokensPerSecond: m.TokensPerSecond,
 			InFlight: m.InFlight, ParameterSize: m.ParameterSize, Quantization: m.Quantization,
 		})
 	}
-	slices.SortFunc(n.Models, func(a, b adminModel) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(n.Models, func(a, b api.NodeModel) int { return strings.Compare(a.Name, b.Name) })
 	return n
 }
 
 func (s *Server) handleListNodes(c *gin.Context) {
 	views := s.registry.Nodes()
-	out := adminNodeList{Nodes: make([]adminNode, 0, len(views))}
+	out := api.NodeList{Nodes: make([]api.Node, 0, len(views))}
 	for _, v := range views {
 		out.Nodes = append(out.Nodes, toAdminNode(v))
 	}
@@ -197,13 +151,8 @@ func (s *Server) handleDrain(on bool) gin.HandlerFunc {
 	}
 }
 
-type faultRequest struct {
-	GPU  *int   `json:"gpu"`
-	Kind string `json:"kind"`
-}
-
 func (s *Server) handleFault(c *gin.Context) {
-	var req faultRequest
+	var req api.FaultRequest
 	if err := bindAdminJSON(c, &req); err != nil {
 		abortWithError(c, err)
 		return
@@ -235,38 +184,20 @@ func (s *Server) handleFault(c *gin.Context) {
 
 // ---- models ----
 
-type adminModelList struct {
-	Models []adminClusterModel `json:"models"`
-}
-
-type adminClusterModel struct {
-	Name  string             `json:"name"`
-	Nodes []adminModelOnNode `json:"nodes"`
-}
-
-type adminModelOnNode struct {
-	Node      string `json:"node"`
-	Resident  bool   `json:"resident"`
-	OnDisk    bool   `json:"on_disk"`
-	VRAMBytes uint64 `json:"vram_bytes"`
-	SizeBytes uint64 `json:"size_bytes"`
-	Stale     bool   `json:"stale"`
-}
-
 func (s *Server) handleListModels(c *gin.Context) {
-	byName := map[string]*adminClusterModel{}
+	byName := map[string]*api.ClusterModel{}
 	for _, v := range s.registry.Nodes() {
 		for _, m := range v.Heartbeat.Models {
 			name := models.NormalizeName(m.Name)
 			cm := byName[name]
 			if cm == nil {
-				cm = &adminClusterModel{Name: name}
+				cm = &api.ClusterModel{Name: name}
 				byName[name] = cm
 			}
-			on := adminModelOnNode{Node: v.Heartbeat.NodeID, Resident: m.Resident, OnDisk: m.OnDisk,
+			on := api.ModelOnNode{Node: v.Heartbeat.NodeID, Resident: m.Resident, OnDisk: m.OnDisk,
 				VRAMBytes: m.VRAMBytes, SizeBytes: m.SizeBytes, Stale: v.Stale}
 			// Two spellings of one model on one node are one entry.
-			if i := slices.IndexFunc(cm.Nodes, func(x adminModelOnNode) bool { return x.Node == on.Node }); i >= 0 {
+			if i := slices.IndexFunc(cm.Nodes, func(x api.ModelOnNode) bool { return x.Node == on.Node }); i >= 0 {
 				e := &cm.Nodes[i]
 				e.Resident, e.OnDisk = e.Resident || on.Resident, e.OnDisk || on.OnDisk
 				e.VRAMBytes, e.SizeBytes = max(e.VRAMBytes, on.VRAMBytes), max(e.SizeBytes, on.SizeBytes)
@@ -275,23 +206,17 @@ func (s *Server) handleListModels(c *gin.Context) {
 			cm.Nodes = append(cm.Nodes, on)
 		}
 	}
-	out := adminModelList{Models: make([]adminClusterModel, 0, len(byName))}
+	out := api.ModelList{Models: make([]api.ClusterModel, 0, len(byName))}
 	for _, cm := range byName {
 		out.Models = append(out.Models, *cm)
 	}
 	// Nodes() is sorted by ID, so each model's nodes already are.
-	slices.SortFunc(out.Models, func(a, b adminClusterModel) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out.Models, func(a, b api.ClusterModel) int { return strings.Compare(a.Name, b.Name) })
 	c.JSON(http.StatusOK, out)
 }
 
-type pullRequest struct {
-	Model    string   `json:"model"`
-	Nodes    []string `json:"nodes"`
-	Insecure bool     `json:"insecure"`
-}
-
 func (s *Server) handlePull(c *gin.Context) {
-	var req pullRequest
+	var req api.PullRequest
 	if err := bindModelJSON(c, &req, &req.Model); err != nil {
 		abortWithError(c, err)
 		return
@@ -325,14 +250,8 @@ func (s *Server) handlePull(c *gin.Context) {
 	})
 }
 
-type copyRequest struct {
-	Model string `json:"model"`
-	From  string `json:"from"`
-	To    string `json:"to"`
-}
-
 func (s *Server) handleCopy(c *gin.Context) {
-	var req copyRequest
+	var req api.CopyRequest
 	if err := bindModelJSON(c, &req, &req.Model); err != nil {
 		abortWithError(c, err)
 		return
@@ -426,26 +345,13 @@ func (s *Server) streamProgress(c *gin.Context, targets []registry.NodeView, do 
 	}
 }
 
-type loadRequest struct {
-	Model     string `json:"model"`
-	Node      string `json:"node"`
-	KeepAlive string `json:"keep_alive"`
-}
-
-type loadResponse struct {
-	Model   string               `json:"model"`
-	Node    string               `json:"node"`
-	Status  string               `json:"status"`
-	Evicted []scheduler.Eviction `json:"evicted"`
-}
-
 func (s *Server) handleLoad(c *gin.Context) {
-	var req loadRequest
+	var req api.LoadRequest
 	if err := bindModelJSON(c, &req, &req.Model); err != nil {
 		abortWithError(c, err)
 		return
 	}
-	resp := loadResponse{Model: models.NormalizeName(req.Model), Status: "loaded", Evicted: []scheduler.Eviction{}}
+	resp := api.LoadResponse{Model: models.NormalizeName(req.Model), Status: "loaded", Evicted: []api.Eviction{}}
 	var target registry.NodeView
 	if req.Node != "" {
 		v, err := s.node(req.Node)
@@ -477,7 +383,7 @@ func (s *Server) handleLoad(c *gin.Context) {
 				abortWithError(c, agentFailure(plan.Node, "unload "+e.Model, err))
 				return
 			}
-			resp.Evicted = append(resp.Evicted, e)
+			resp.Evicted = append(resp.Evicted, api.Eviction(e))
 		}
 	}
 	resp.Node = target.Heartbeat.NodeID
@@ -513,13 +419,8 @@ func (s *Server) planLoad(model string) (scheduler.PlacementPlan, error) {
 	return plan, nil
 }
 
-type unloadRequest struct {
-	Model string `json:"model"`
-	Node  string `json:"node"`
-}
-
 func (s *Server) handleUnload(c *gin.Context) {
-	var req unloadRequest
+	var req api.UnloadRequest
 	if err := bindModelJSON(c, &req, &req.Model); err != nil {
 		abortWithError(c, err)
 		return

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/herd-llm/herd/gateway/api"
+
 	"github.com/herd-llm/herd/gateway/batch"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
@@ -79,7 +81,7 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 
 // errorJSON is err in the OpenAI error shape.
 func errorJSON(err *APIError) []byte {
-	b, _ := json.Marshal(errorBody{Error: errorDetail{
+	b, _ := json.Marshal(api.ErrorBody{Error: api.ErrorDetail{
 		Message: err.Message, Type: err.Type, Param: strOrNil(err.Param), Code: strOrNil(err.Code),
 	}})
 	return b

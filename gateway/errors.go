@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/herd-llm/herd/gateway/api"
+
 	"github.com/gin-gonic/gin"
 )
 
@@ -35,17 +37,6 @@ type APIError struct {
 // Error implements error.
 func (e *APIError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message) }
 
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
-}
-
 func strOrNil(s string) *string {
 	if s == "" {
 		return nil
@@ -63,7 +54,7 @@ func abortWithError(c *gin.Context, err error) {
 	if ae.RetryAfter > 0 {
 		c.Header("Retry-After", strconv.Itoa(ae.RetryAfter))
 	}
-	c.AbortWithStatusJSON(ae.Status, errorBody{Error: errorDetail{
+	c.AbortWithStatusJSON(ae.Status, api.ErrorBody{Error: api.ErrorDetail{
 		Message: ae.Message, Type: ae.Type, Param: strOrNil(ae.Param), Code: strOrNil(ae.Code),
 	}})
 }

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/api"
+
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
 )
@@ -274,7 +276,7 @@ func eventEnd(b []byte) int {
 // writeSSEError writes one SSE event carrying an OpenAI error object and flushes it.
 func writeSSEError(w sink, message string) {
 	code := "upstream_error"
-	b, _ := json.Marshal(errorBody{Error: errorDetail{Message: message, Type: errServer, Code: &code}})
+	b, _ := json.Marshal(api.ErrorBody{Error: api.ErrorDetail{Message: message, Type: errServer, Code: &code}})
 	_, _ = w.Write([]byte("data: "))
 	_, _ = w.Write(b)
 	_, _ = w.Write([]byte("\n\n"))
