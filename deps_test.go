@@ -106,6 +106,8 @@ func TestRulesOfDirection(t *testing.T) {
 		"nodeagent/agentapi": nil,
 		"atomicfile":         nil,
 		"gateway/api":        {"models", "nodeagent/agentapi"},
+		// Admission is given its pick function, capacity source and clock.
+		"gateway/admission": {"scheduler", "models"},
 	}
 	for pkg, allowed := range leaves {
 		p := must(pkg)

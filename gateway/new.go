@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admission"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/registry"
@@ -27,7 +29,7 @@ import (
 type core struct {
 	clock     Clock
 	transport http.RoundTripper
-	adm       *admission
+	adm       *admission.Admission
 
 	apiKeys, adminKeys, clusterKeys keySet
 	// agentAuth is the Authorization header the gateway sends agents (shared, read-only).
@@ -55,6 +57,18 @@ type options struct {
 // WithLogger sets the logger (default slog.Default()). Requests are logged at Debug, one line
 // each; failed attempts and 5xx at Warn.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// Clock tells the time and runs timers; tests inject a fake one. It is the clock of the registry
+// and of admission deadlines.
+type Clock = admission.Clock
+
+// Timer is a timer started by Clock.AfterFunc.
+type Timer = admission.Timer
+
+var (
+	_ registry.Clock   = Clock(nil)
+	_ admission.Source = (*registry.Registry)(nil)
+)
 
 // WithClock sets the clock of the registry and of admission deadlines (default: the system clock).
 func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
@@ -107,7 +121,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: config: %w", err)
 	}
-	o := options{log: slog.Default(), clock: systemClock{}}
+	o := options{log: slog.Default(), clock: admission.SystemClock{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -134,8 +148,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if s.core.transport == nil {
 		s.core.transport = newAgentTransport()
 	}
-	s.core.adm = newAdmission(reg, sched.Pick, o.clock, cfg.QueueSize, cfg.QueueTimeout, cfg.HeartbeatInterval)
-	s.core.adm.queue = sched.Config()
+	s.core.adm = admission.New(reg, sched.Pick, o.clock, admission.Config{
+		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),
+	})
 	s.metrics = newMetrics(reg)
 	if err := s.initBulk(context.Background()); err != nil {
 		return nil, err

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admission"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/models"
@@ -140,7 +142,7 @@ type call struct {
 	req  scheduler.Request
 	dec  scheduler.Decision
 	excl [4]string
-	tk   ticket
+	tk   admission.Ticket
 
 	attempts int
 	node     string
@@ -160,7 +162,7 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 	k, _ := s.core.calls.Get().(*call)
 	if k == nil {
 		k = new(call)
-		k.tk.req, k.tk.dec = &k.req, &k.dec
+		k.tk.Req, k.tk.Dec = &k.req, &k.dec
 	}
 	k.s, k.ctx, k.path, k.class, k.start = s, ctx, path, class, s.core.clock.Now()
 	k.seq = s.core.seq.Add(1)
@@ -175,7 +177,7 @@ func putCall(k *call) {
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
-	k.tk.lastSnap = nil
+	k.tk.LastSnap = nil
 	s.core.calls.Put(k)
 }
 
@@ -375,7 +377,7 @@ func (k *call) finish(res result) {
 // decisionText describes the last scheduling decision: candidates in order with scores, then
 // refused nodes with reasons.
 func (k *call) decisionText() string {
-	snap := k.tk.lastSnap
+	snap := k.tk.LastSnap
 	if snap == nil {
 		return ""
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/gateway/api"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -90,25 +92,17 @@ func (k *call) run(w sink) result {
 		if k.ctx.Err() != nil {
 			return result{clientGone: true}
 		}
-		g, err := s.core.adm.admit(k.ctx, &k.tk)
+		o, id, err := k.admitAndAttempt(w)
 		if err != nil {
 			if k.ctx.Err() != nil {
 				return result{clientGone: true}
 			}
-			ae, _ := err.(*APIError)
-			if ae == nil {
-				ae = unavailable("%v", err)
-			}
+			ae := admissionError(err)
 			if k.attempts > 0 {
 				return k.exhausted(w)
 			}
 			return result{err: ae}
 		}
-		n := g.Node()
-		k.attempts++
-		k.node = n.ID
-		o := k.attempt(n, w)
-		s.core.adm.release(n.ID)
 		switch o {
 		case outcomeDone:
 			return result{}
@@ -117,11 +111,39 @@ func (k *call) run(w sink) result {
 		case outcomeAbort:
 			return result{abort: true}
 		}
-		k.req.Exclude = append(k.req.Exclude, n.ID)
+		k.req.Exclude = append(k.req.Exclude, id)
 		if k.attempts >= s.cfg.MaxAttempts {
 			return k.exhausted(w)
 		}
 	}
+}
+
+// admitAndAttempt waits in admission for a slot and runs one attempt on the granted node. The
+// slot is given back when the attempt ends, however it ends (deferred: a panic or an early
+// return cannot leak it).
+func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
+	g, err := k.s.core.adm.Admit(k.ctx, &k.tk)
+	if err != nil {
+		return 0, "", err
+	}
+	defer g.Done()
+	n := g.Node()
+	k.attempts++
+	k.node = n.ID
+	return k.attempt(n, w), n.ID, nil
+}
+
+// admissionError is the client's error for a refusal by admission.
+func admissionError(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var de *admission.Error
+	if errors.As(err, &de) {
+		return &APIError{Status: de.Status, Type: de.Type, Code: de.Code, Message: de.Message, RetryAfter: de.RetryAfter}
+	}
+	return unavailable("%v", err)
 }
 
 // exhausted answers a request whose every attempt failed.
