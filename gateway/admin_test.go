@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admin"
+	"github.com/herd-llm/herd/gateway/agents"
+
 	"github.com/herd-llm/herd/gateway/api"
 
 	"github.com/gin-gonic/gin"
@@ -72,9 +75,10 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg)}
+	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg),
+		agents: agents.NewPool(testToken, reg.Nodes)}
 	e := gin.New()
-	s.registerAdminRoutes(e.Group("/admin/v1"))
+	admin.New(reg, sched, s.agents, quiet).Register(e.Group("/admin/v1"))
 	s.registerInternalRoutes(e.Group("/internal/v1"))
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
 	s.engine = e

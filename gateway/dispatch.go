@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/herd-llm/herd/gateway/api"
-
 	"github.com/herd-llm/herd/gateway/batch"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
@@ -81,9 +79,7 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 
 // errorJSON is err in the OpenAI error shape.
 func errorJSON(err *APIError) []byte {
-	b, _ := json.Marshal(api.ErrorBody{Error: api.ErrorDetail{
-		Message: err.Message, Type: err.Type, Param: strOrNil(err.Param), Code: strOrNil(err.Code),
-	}})
+	b, _ := json.Marshal(err.Body())
 	return b
 }
 

@@ -15,6 +15,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admin"
+	"github.com/herd-llm/herd/gateway/agents"
+	"github.com/herd-llm/herd/gateway/replicas"
+
 	"github.com/herd-llm/herd/gateway/admission"
 
 	"github.com/gin-gonic/gin"
@@ -134,7 +138,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	reg := registry.New(rcfg, o.clock)
 	reg.SetLogger(o.log.With("component", "registry"))
 
-	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched}
+	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched, agents: agents.NewPool(cfg.ClusterToken, reg.Nodes)}
 	s.core = core{
 		clock:       o.clock,
 		transport:   o.transport,
@@ -163,7 +167,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 // then closes the store. Serve may run before, during and after it.
 func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.MinReplicas) > 0 {
-		go s.keepReplicas(ctx)
+		go replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
 	}
 	s.runBulk(ctx)
 	if err := s.closeBulk(); err != nil {
@@ -215,9 +219,9 @@ func (s *Server) routes() *gin.Engine {
 	v1l.GET("/models/*id", s.handleOpenAIGetModel)
 	s.registerBatchRoutes(v1l)
 
-	admin := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
-	s.registerAdminRoutes(admin)
-	s.registerPresetRoutes(admin)
+	adminGroup := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
+	admin.New(s.registry, s.sched, s.agents, s.log).Register(adminGroup)
+	s.registerPresetRoutes(adminGroup)
 
 	internal := e.Group("/internal/v1", s.clusterAuth())
 	s.registerInternalRoutes(internal)

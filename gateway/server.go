@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/agents"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/batch"
@@ -136,8 +138,8 @@ type Server struct {
 
 	// Owned by admin/metrics.
 	metrics *metrics
-	// agents caches one agent client per node address (zero value ready to use; admin.go).
-	agents agentPool
+	// agents caches one agent client per node address, for admin and the replica controller.
+	agents *agents.Pool
 
 	// Owned by bulk generation and presets.
 	presets   *presetBook

@@ -1,7 +1,7 @@
-package gateway
-
-// The admin API (/admin/v1): what operators, the herd CLI and the dashboard use to see the
-// cluster and act on it. Decisions made here:
+// Package admin serves the admin API (/admin/v1 nodes, drain, faults, models, explain): what
+// operators, the herd CLI and the dashboard use to see the cluster and act on it. Its handlers
+// are given the registry, the scheduler and the agent clients through the small interfaces
+// declared here; the wire types are package api's. Decisions made here:
 //   - Model names are shown and matched in their normalised form (models.NormalizeName), the form
 //     the scheduler sees, so "llama3" and "llama3:latest" are one model everywhere.
 //   - A node's in_flight is the scheduler's figure: the larger of the heartbeat's count and this
@@ -13,6 +13,7 @@ package gateway
 //     weights) always needs an explicit node.
 //   - Load without a node asks the scheduler's placement planner, restricted to the nodes that
 //     have the weights on disk, and unloads the idle models the plan evicts before loading.
+package admin
 
 import (
 	"context"
@@ -29,6 +30,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/api"
+	"github.com/herd-llm/herd/gateway/apierr"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -38,29 +40,62 @@ import (
 // maxAdminBody bounds admin request bodies: they are a few small JSON fields.
 const maxAdminBody = 64 << 10
 
-// registerAdminRoutes mounts /admin/v1 (nodes, drain, faults, models, explain). The caller puts
-// admin authentication in front of g.
-func (s *Server) registerAdminRoutes(g *gin.RouterGroup) {
-	g.GET("/nodes", s.handleListNodes)
-	g.GET("/nodes/:id", s.handleGetNode)
-	g.POST("/nodes/:id/drain", s.handleDrain(true))
-	g.POST("/nodes/:id/undrain", s.handleDrain(false))
-	g.POST("/nodes/:id/fault", s.handleFault)
-	g.GET("/models", s.handleListModels)
-	g.POST("/models/pull", s.handlePull)
-	g.POST("/models/load", s.handleLoad)
-	g.POST("/models/unload", s.handleUnload)
-	g.POST("/models/copy", s.handleCopy)
-	// Model names may contain slashes ("hf.co/org/repo:q4"), hence the catch-all.
-	g.DELETE("/models/*name", s.handleDeleteModel)
-	g.GET("/explain", s.handleExplain)
+// Registry is what the admin API reads and changes of the cluster: the gateway's registry.
+type Registry interface {
+	Nodes() []registry.NodeView
+	Node(id string) (registry.NodeView, bool)
+	SetDraining(id string, on bool) error
+	Snapshot() *scheduler.Snapshot
 }
 
-func (s *Server) adminLog() *slog.Logger {
-	if s.log != nil {
-		return s.log
+// Scheduler explains placements and plans loads: the gateway's scheduler.
+type Scheduler interface {
+	Explain(req *scheduler.Request, snap *scheduler.Snapshot) scheduler.Explanation
+	Plan(req scheduler.PlacementRequest, snap *scheduler.Snapshot) scheduler.PlacementPlan
+}
+
+// Agents gives the client of a node's agent.
+type Agents interface {
+	For(v registry.NodeView) *agentapi.Client
+}
+
+var (
+	_ Registry  = (*registry.Registry)(nil)
+	_ Scheduler = (*scheduler.Scheduler)(nil)
+)
+
+// Handlers serve the admin API.
+type Handlers struct {
+	reg    Registry
+	sched  Scheduler
+	agents Agents
+	log    *slog.Logger
+}
+
+// New returns the admin handlers over reg, sched and agents; log nil means slog.Default().
+func New(reg Registry, sched Scheduler, agents Agents, log *slog.Logger) *Handlers {
+	if log == nil {
+		log = slog.Default()
 	}
-	return slog.Default()
+	return &Handlers{reg: reg, sched: sched, agents: agents, log: log}
+}
+
+// Register mounts /admin/v1's nodes, drain, faults, models and explain routes on g. The caller
+// puts admin authentication in front of g.
+func (h *Handlers) Register(g *gin.RouterGroup) {
+	g.GET("/nodes", h.handleListNodes)
+	g.GET("/nodes/:id", h.handleGetNode)
+	g.POST("/nodes/:id/drain", h.handleDrain(true))
+	g.POST("/nodes/:id/undrain", h.handleDrain(false))
+	g.POST("/nodes/:id/fault", h.handleFault)
+	g.GET("/models", h.handleListModels)
+	g.POST("/models/pull", h.handlePull)
+	g.POST("/models/load", h.handleLoad)
+	g.POST("/models/unload", h.handleUnload)
+	g.POST("/models/copy", h.handleCopy)
+	// Model names may contain slashes ("hf.co/org/repo:q4"), hence the catch-all.
+	g.DELETE("/models/*name", h.handleDeleteModel)
+	g.GET("/explain", h.handleExplain)
 }
 
 // ---- nodes ----
@@ -100,8 +135,8 @@ func toAdminNode(v registry.NodeView) api.Node {
 	return n
 }
 
-func (s *Server) handleListNodes(c *gin.Context) {
-	views := s.registry.Nodes()
+func (h *Handlers) handleListNodes(c *gin.Context) {
+	views := h.reg.Nodes()
 	out := api.NodeList{Nodes: make([]api.Node, 0, len(views))}
 	for _, v := range views {
 		out.Nodes = append(out.Nodes, toAdminNode(v))
@@ -109,52 +144,52 @@ func (s *Server) handleListNodes(c *gin.Context) {
 	c.JSON(http.StatusOK, out)
 }
 
-func (s *Server) handleGetNode(c *gin.Context) {
-	v, err := s.node(c.Param("id"))
+func (h *Handlers) handleGetNode(c *gin.Context) {
+	v, err := h.node(c.Param("id"))
 	if err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, toAdminNode(v))
 }
 
-func (s *Server) node(id string) (registry.NodeView, error) {
-	v, ok := s.registry.Node(id)
+func (h *Handlers) node(id string) (registry.NodeView, error) {
+	v, ok := h.reg.Node(id)
 	if !ok {
 		return v, nodeNotFound(id)
 	}
 	return v, nil
 }
 
-func nodeNotFound(id string) *APIError {
-	return notFound("node_not_found", "node", "node %q is not known to this gateway", id)
+func nodeNotFound(id string) *apierr.Error {
+	return apierr.NotFound("node_not_found", "node", "node %q is not known to this gateway", id)
 }
 
-func (s *Server) handleDrain(on bool) gin.HandlerFunc {
+func (h *Handlers) handleDrain(on bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		id := c.Param("id")
-		if err := s.registry.SetDraining(id, on); err != nil {
+		if err := h.reg.SetDraining(id, on); err != nil {
 			if errors.Is(err, registry.ErrUnknownNode) {
-				abortWithError(c, nodeNotFound(id))
+				apierr.Abort(c, nodeNotFound(id))
 				return
 			}
-			abortWithError(c, err)
+			apierr.Abort(c, err)
 			return
 		}
-		s.adminLog().Info("admin: drain", "node", id, "draining", on)
-		v, err := s.node(id)
+		h.log.Info("admin: drain", "node", id, "draining", on)
+		v, err := h.node(id)
 		if err != nil {
-			abortWithError(c, err)
+			apierr.Abort(c, err)
 			return
 		}
 		c.JSON(http.StatusOK, toAdminNode(v))
 	}
 }
 
-func (s *Server) handleFault(c *gin.Context) {
+func (h *Handlers) handleFault(c *gin.Context) {
 	var req api.FaultRequest
 	if err := bindAdminJSON(c, &req); err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
 	gpu := 0
@@ -162,31 +197,31 @@ func (s *Server) handleFault(c *gin.Context) {
 		gpu = *req.GPU
 	}
 	if gpu < 0 {
-		abortWithError(c, badRequest("invalid_gpu", "gpu", "gpu must not be negative"))
+		apierr.Abort(c, apierr.BadRequest("invalid_gpu", "gpu", "gpu must not be negative"))
 		return
 	}
 	if req.Kind == "" {
-		abortWithError(c, badRequest("missing_kind", "kind", "kind is required (e.g. ecc, xid, thermal, clear)"))
+		apierr.Abort(c, apierr.BadRequest("missing_kind", "kind", "kind is required (e.g. ecc, xid, thermal, clear)"))
 		return
 	}
-	v, err := s.node(c.Param("id"))
+	v, err := h.node(c.Param("id"))
 	if err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
-	if err := s.agentFor(v).InjectFault(c.Request.Context(), gpu, req.Kind); err != nil {
-		abortWithError(c, agentFailure(v.Heartbeat.NodeID, "inject fault", err))
+	if err := h.agents.For(v).InjectFault(c.Request.Context(), gpu, req.Kind); err != nil {
+		apierr.Abort(c, agentFailure(v.Heartbeat.NodeID, "inject fault", err))
 		return
 	}
-	s.adminLog().Warn("admin: fault injected", "node", v.Heartbeat.NodeID, "gpu", gpu, "kind", req.Kind)
+	h.log.Warn("admin: fault injected", "node", v.Heartbeat.NodeID, "gpu", gpu, "kind", req.Kind)
 	c.JSON(http.StatusOK, gin.H{"node": v.Heartbeat.NodeID, "gpu": gpu, "kind": req.Kind, "status": "injected"})
 }
 
 // ---- models ----
 
-func (s *Server) handleListModels(c *gin.Context) {
+func (h *Handlers) handleListModels(c *gin.Context) {
 	byName := map[string]*api.ClusterModel{}
-	for _, v := range s.registry.Nodes() {
+	for _, v := range h.reg.Nodes() {
 		for _, m := range v.Heartbeat.Models {
 			name := models.NormalizeName(m.Name)
 			cm := byName[name]
@@ -215,28 +250,28 @@ func (s *Server) handleListModels(c *gin.Context) {
 	c.JSON(http.StatusOK, out)
 }
 
-func (s *Server) handlePull(c *gin.Context) {
+func (h *Handlers) handlePull(c *gin.Context) {
 	var req api.PullRequest
 	if err := bindModelJSON(c, &req, &req.Model); err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
 	var targets []registry.NodeView
 	if len(req.Nodes) == 0 {
-		for _, v := range s.registry.Nodes() {
+		for _, v := range h.reg.Nodes() {
 			if !v.Stale {
 				targets = append(targets, v)
 			}
 		}
 		if len(targets) == 0 {
-			abortWithError(c, unavailable("no live node to pull %q to", req.Model))
+			apierr.Abort(c, apierr.Unavailable("no live node to pull %q to", req.Model))
 			return
 		}
 	} else {
 		for _, id := range req.Nodes {
-			v, err := s.node(id)
+			v, err := h.node(id)
 			if err != nil {
-				abortWithError(c, err)
+				apierr.Abort(c, err)
 				return
 			}
 			if !slices.ContainsFunc(targets, func(t registry.NodeView) bool { return t.Heartbeat.NodeID == id }) {
@@ -244,43 +279,43 @@ func (s *Server) handlePull(c *gin.Context) {
 			}
 		}
 	}
-	s.adminLog().Info("admin: pull", "model", req.Model, "nodes", len(targets))
-	s.streamProgress(c, targets, func(ctx context.Context, v registry.NodeView, progress func(agentapi.Progress)) error {
-		return s.agentFor(v).Pull(ctx, agentapi.PullRequest{Model: req.Model, Insecure: req.Insecure}, progress)
+	h.log.Info("admin: pull", "model", req.Model, "nodes", len(targets))
+	h.streamProgress(c, targets, func(ctx context.Context, v registry.NodeView, progress func(agentapi.Progress)) error {
+		return h.agents.For(v).Pull(ctx, agentapi.PullRequest{Model: req.Model, Insecure: req.Insecure}, progress)
 	})
 }
 
-func (s *Server) handleCopy(c *gin.Context) {
+func (h *Handlers) handleCopy(c *gin.Context) {
 	var req api.CopyRequest
 	if err := bindModelJSON(c, &req, &req.Model); err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
 	switch {
 	case req.From == "" || req.To == "":
-		abortWithError(c, badRequest("missing_node", "from", "from and to (node IDs) are required"))
+		apierr.Abort(c, apierr.BadRequest("missing_node", "from", "from and to (node IDs) are required"))
 		return
 	case req.From == req.To:
-		abortWithError(c, badRequest("invalid_node", "to", "from and to are the same node"))
+		apierr.Abort(c, apierr.BadRequest("invalid_node", "to", "from and to are the same node"))
 		return
 	}
-	from, err := s.node(req.From)
+	from, err := h.node(req.From)
 	if err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
-	to, err := s.node(req.To)
+	to, err := h.node(req.To)
 	if err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
 	if m := findNodeModel(from, req.Model); m == nil || !m.OnDisk {
-		abortWithError(c, notFound("model_not_found", "model", "model %q is not on node %q's disk", req.Model, req.From))
+		apierr.Abort(c, apierr.NotFound("model_not_found", "model", "model %q is not on node %q's disk", req.Model, req.From))
 		return
 	}
-	s.adminLog().Info("admin: copy", "model", req.Model, "from", req.From, "to", req.To)
-	s.streamProgress(c, []registry.NodeView{to}, func(ctx context.Context, v registry.NodeView, progress func(agentapi.Progress)) error {
-		return s.agentFor(v).Copy(ctx, agentapi.CopyRequest{Model: req.Model, From: from.Heartbeat.Address}, progress)
+	h.log.Info("admin: copy", "model", req.Model, "from", req.From, "to", req.To)
+	h.streamProgress(c, []registry.NodeView{to}, func(ctx context.Context, v registry.NodeView, progress func(agentapi.Progress)) error {
+		return h.agents.For(v).Copy(ctx, agentapi.CopyRequest{Model: req.Model, From: from.Heartbeat.Address}, progress)
 	})
 }
 
@@ -289,7 +324,7 @@ type transferFunc func(ctx context.Context, v registry.NodeView, progress func(a
 
 // streamProgress runs do on every target at once and streams their progress as NDJSON, each
 // line tagged with its node, flushing every line. Each node's part ends with one final line.
-func (s *Server) streamProgress(c *gin.Context, targets []registry.NodeView, do transferFunc) {
+func (h *Handlers) streamProgress(c *gin.Context, targets []registry.NodeView, do transferFunc) {
 	ctx := c.Request.Context()
 	lines := make(chan agentapi.Progress)
 	var wg sync.WaitGroup
@@ -316,7 +351,7 @@ func (s *Server) streamProgress(c *gin.Context, targets []registry.NodeView, do 
 				send(p)
 			})
 			if err != nil {
-				s.adminLog().Warn("admin: model transfer failed", "node", id, "err", err)
+				h.log.Warn("admin: model transfer failed", "node", id, "err", err)
 			}
 			if err != nil && !final {
 				send(agentapi.Progress{Status: "error", Error: err.Error()})
@@ -345,30 +380,30 @@ func (s *Server) streamProgress(c *gin.Context, targets []registry.NodeView, do 
 	}
 }
 
-func (s *Server) handleLoad(c *gin.Context) {
+func (h *Handlers) handleLoad(c *gin.Context) {
 	var req api.LoadRequest
 	if err := bindModelJSON(c, &req, &req.Model); err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
 	resp := api.LoadResponse{Model: models.NormalizeName(req.Model), Status: "loaded", Evicted: []api.Eviction{}}
 	var target registry.NodeView
 	if req.Node != "" {
-		v, err := s.node(req.Node)
+		v, err := h.node(req.Node)
 		if err != nil {
-			abortWithError(c, err)
+			apierr.Abort(c, err)
 			return
 		}
 		target = v
 	} else {
-		plan, err := s.planLoad(resp.Model)
+		plan, err := h.planLoad(resp.Model)
 		if err != nil {
-			abortWithError(c, err)
+			apierr.Abort(c, err)
 			return
 		}
-		v, err := s.node(plan.Node)
+		v, err := h.node(plan.Node)
 		if err != nil {
-			abortWithError(c, err)
+			apierr.Abort(c, err)
 			return
 		}
 		target = v
@@ -377,28 +412,28 @@ func (s *Server) handleLoad(c *gin.Context) {
 			c.JSON(http.StatusOK, resp)
 			return
 		}
-		client := s.agentFor(target)
+		client := h.agents.For(target)
 		for _, e := range plan.Evict {
 			if err := client.Unload(c.Request.Context(), agentapi.ModelRequest{Model: e.Model}); err != nil {
-				abortWithError(c, agentFailure(plan.Node, "unload "+e.Model, err))
+				apierr.Abort(c, agentFailure(plan.Node, "unload "+e.Model, err))
 				return
 			}
 			resp.Evicted = append(resp.Evicted, api.Eviction(e))
 		}
 	}
 	resp.Node = target.Heartbeat.NodeID
-	if err := s.agentFor(target).Load(c.Request.Context(), agentapi.ModelRequest{Model: req.Model, KeepAlive: req.KeepAlive}); err != nil {
-		abortWithError(c, agentFailure(resp.Node, "load", err))
+	if err := h.agents.For(target).Load(c.Request.Context(), agentapi.ModelRequest{Model: req.Model, KeepAlive: req.KeepAlive}); err != nil {
+		apierr.Abort(c, agentFailure(resp.Node, "load", err))
 		return
 	}
-	s.adminLog().Info("admin: load", "model", resp.Model, "node", resp.Node, "evicted", len(resp.Evicted))
+	h.log.Info("admin: load", "model", resp.Model, "node", resp.Node, "evicted", len(resp.Evicted))
 	c.JSON(http.StatusOK, resp)
 }
 
 // planLoad asks the placement planner for a node to load model on, among the nodes that have its
 // weights (a load must not turn into a multi-gigabyte pull behind the operator's back).
-func (s *Server) planLoad(model string) (scheduler.PlacementPlan, error) {
-	snap := s.registry.Snapshot()
+func (h *Handlers) planLoad(model string) (scheduler.PlacementPlan, error) {
+	snap := h.reg.Snapshot()
 	req := scheduler.PlacementRequest{Model: model}
 	if spec, ok := models.LookupModel(model); ok {
 		req.Spec = &spec
@@ -410,74 +445,74 @@ func (s *Server) planLoad(model string) (scheduler.PlacementPlan, error) {
 		}
 	}
 	if len(req.Exclude) == len(snap.Nodes) {
-		return scheduler.PlacementPlan{}, notFound("model_not_found", "model", "no node has model %q on disk: pull or copy it first", model)
+		return scheduler.PlacementPlan{}, apierr.NotFound("model_not_found", "model", "no node has model %q on disk: pull or copy it first", model)
 	}
-	plan := s.sched.Plan(req, snap)
+	plan := h.sched.Plan(req, snap)
 	if !plan.OK() {
-		return plan, unavailable("no node can load %q: %s", model, plan.Reason)
+		return plan, apierr.Unavailable("no node can load %q: %s", model, plan.Reason)
 	}
 	return plan, nil
 }
 
-func (s *Server) handleUnload(c *gin.Context) {
+func (h *Handlers) handleUnload(c *gin.Context) {
 	var req api.UnloadRequest
 	if err := bindModelJSON(c, &req, &req.Model); err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
 	name := models.NormalizeName(req.Model)
 	var targets []registry.NodeView
 	if req.Node != "" {
-		v, err := s.node(req.Node)
+		v, err := h.node(req.Node)
 		if err != nil {
-			abortWithError(c, err)
+			apierr.Abort(c, err)
 			return
 		}
 		targets = append(targets, v)
 	} else {
-		for _, v := range s.registry.Nodes() {
+		for _, v := range h.reg.Nodes() {
 			if m := findNodeModel(v, name); m != nil && m.Resident && !v.Stale {
 				targets = append(targets, v)
 			}
 		}
 		if len(targets) == 0 {
-			abortWithError(c, notFound("model_not_resident", "model", "model %q is not resident on any live node", name))
+			apierr.Abort(c, apierr.NotFound("model_not_resident", "model", "model %q is not resident on any live node", name))
 			return
 		}
 	}
 	nodes := make([]string, 0, len(targets))
 	for _, v := range targets {
-		if err := s.agentFor(v).Unload(c.Request.Context(), agentapi.ModelRequest{Model: req.Model}); err != nil {
-			abortWithError(c, agentFailure(v.Heartbeat.NodeID, "unload", err))
+		if err := h.agents.For(v).Unload(c.Request.Context(), agentapi.ModelRequest{Model: req.Model}); err != nil {
+			apierr.Abort(c, agentFailure(v.Heartbeat.NodeID, "unload", err))
 			return
 		}
 		nodes = append(nodes, v.Heartbeat.NodeID)
 	}
-	s.adminLog().Info("admin: unload", "model", name, "nodes", nodes)
+	h.log.Info("admin: unload", "model", name, "nodes", nodes)
 	c.JSON(http.StatusOK, gin.H{"model": name, "nodes": nodes, "status": "unloaded"})
 }
 
-func (s *Server) handleDeleteModel(c *gin.Context) {
+func (h *Handlers) handleDeleteModel(c *gin.Context) {
 	model := strings.TrimPrefix(c.Param("name"), "/")
 	if model == "" {
-		abortWithError(c, badRequest("missing_model", "name", "model name is required in the path"))
+		apierr.Abort(c, apierr.BadRequest("missing_model", "name", "model name is required in the path"))
 		return
 	}
 	id := c.Query("node")
 	if id == "" {
-		abortWithError(c, badRequest("missing_node", "node", "node query parameter is required: deleting removes the weights from that node's disk"))
+		apierr.Abort(c, apierr.BadRequest("missing_node", "node", "node query parameter is required: deleting removes the weights from that node's disk"))
 		return
 	}
-	v, err := s.node(id)
+	v, err := h.node(id)
 	if err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
-	if err := s.agentFor(v).Delete(c.Request.Context(), agentapi.ModelRequest{Model: model}); err != nil {
-		abortWithError(c, agentFailure(id, "delete", err))
+	if err := h.agents.For(v).Delete(c.Request.Context(), agentapi.ModelRequest{Model: model}); err != nil {
+		apierr.Abort(c, agentFailure(id, "delete", err))
 		return
 	}
-	s.adminLog().Info("admin: delete", "model", model, "node", id)
+	h.log.Info("admin: delete", "model", model, "node", id)
 	c.JSON(http.StatusOK, gin.H{"model": models.NormalizeName(model), "node": id, "status": "deleted"})
 }
 
@@ -485,16 +520,16 @@ func (s *Server) handleDeleteModel(c *gin.Context) {
 
 // handleExplain shows how the scheduler would place a request for ?model= now: each node's
 // filter reason or score breakdown. Optional: class, prompt_tokens, max_tokens, seed.
-func (s *Server) handleExplain(c *gin.Context) {
+func (h *Handlers) handleExplain(c *gin.Context) {
 	model := strings.TrimSpace(c.Query("model"))
 	if model == "" {
-		abortWithError(c, badRequest("missing_model", "model", "model query parameter is required"))
+		apierr.Abort(c, apierr.BadRequest("missing_model", "model", "model query parameter is required"))
 		return
 	}
 	req := scheduler.Request{Model: models.NormalizeName(model), Class: scheduler.ClassInteractive}
 	if cl := c.Query("class"); cl != "" {
 		if cl != scheduler.ClassInteractive && cl != scheduler.ClassBatch {
-			abortWithError(c, badRequest("invalid_class", "class", "class must be %q or %q", scheduler.ClassInteractive, scheduler.ClassBatch))
+			apierr.Abort(c, apierr.BadRequest("invalid_class", "class", "class must be %q or %q", scheduler.ClassInteractive, scheduler.ClassBatch))
 			return
 		}
 		req.Class = cl
@@ -506,7 +541,7 @@ func (s *Server) handleExplain(c *gin.Context) {
 		if v := c.Query(q.name); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				abortWithError(c, badRequest("invalid_parameter", q.name, "%s must be a non-negative integer", q.name))
+				apierr.Abort(c, apierr.BadRequest("invalid_parameter", q.name, "%s must be a non-negative integer", q.name))
 				return
 			}
 			*q.dst = n
@@ -515,13 +550,13 @@ func (s *Server) handleExplain(c *gin.Context) {
 	if v := c.Query("seed"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			abortWithError(c, badRequest("invalid_parameter", "seed", "seed must be an unsigned integer"))
+			apierr.Abort(c, apierr.BadRequest("invalid_parameter", "seed", "seed must be an unsigned integer"))
 			return
 		}
 		req.Seed = n
 	}
 	// As on the request path, the model's size is the most VRAM any node reports for it.
-	snap := s.registry.Snapshot()
+	snap := h.reg.Snapshot()
 	for i := range snap.Nodes {
 		for _, m := range snap.Nodes[i].Models {
 			if m.Name == req.Model {
@@ -529,7 +564,7 @@ func (s *Server) handleExplain(c *gin.Context) {
 			}
 		}
 	}
-	c.JSON(http.StatusOK, s.sched.Explain(&req, snap))
+	c.JSON(http.StatusOK, h.sched.Explain(&req, snap))
 }
 
 // ---- helpers ----
@@ -542,10 +577,10 @@ func bindAdminJSON(c *gin.Context, dst any) error {
 	if err := dec.Decode(dst); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return &APIError{Status: http.StatusRequestEntityTooLarge, Type: errInvalidRequest, Code: "request_too_large",
+			return &apierr.Error{Status: http.StatusRequestEntityTooLarge, Type: apierr.TypeInvalidRequest, Code: "request_too_large",
 				Message: fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)}
 		}
-		return badRequest("invalid_json", "", "request body is not valid JSON: %v", err)
+		return apierr.BadRequest("invalid_json", "", "request body is not valid JSON: %v", err)
 	}
 	return nil
 }
@@ -556,7 +591,7 @@ func bindModelJSON(c *gin.Context, dst any, model *string) error {
 		return err
 	}
 	if strings.TrimSpace(*model) == "" {
-		return badRequest("missing_model", "model", "model is required")
+		return apierr.BadRequest("missing_model", "model", "model is required")
 	}
 	return nil
 }
@@ -574,71 +609,21 @@ func findNodeModel(v registry.NodeView, name string) *agentapi.Model {
 
 // agentFailure turns an agent call's error into what the admin client sees: the agent's own
 // 4xx/501 passes through, anything else is a 502 naming the node.
-func agentFailure(node, what string, err error) *APIError {
+func agentFailure(node, what string, err error) *apierr.Error {
 	// A 401/403 from the agent means this gateway's cluster token is wrong: the gateway's fault,
 	// not the operator's request, so it is a 502 like any other agent failure.
 	var ae *agentapi.APIError
 	if errors.As(err, &ae) && (ae.Status == http.StatusNotImplemented ||
 		ae.Status/100 == 4 && ae.Status != http.StatusUnauthorized && ae.Status != http.StatusForbidden) {
-		typ, code := errInvalidRequest, "agent_rejected"
+		typ, code := apierr.TypeInvalidRequest, "agent_rejected"
 		switch ae.Status {
 		case http.StatusNotFound:
 			code = "not_found"
 		case http.StatusNotImplemented:
 			code = "not_supported"
 		}
-		return &APIError{Status: ae.Status, Type: typ, Code: code, Message: fmt.Sprintf("node %q: %s: %s", node, what, ae.Message)}
+		return &apierr.Error{Status: ae.Status, Type: typ, Code: code, Message: fmt.Sprintf("node %q: %s: %s", node, what, ae.Message)}
 	}
-	return &APIError{Status: http.StatusBadGateway, Type: errServer, Code: "agent_error",
+	return &apierr.Error{Status: http.StatusBadGateway, Type: apierr.TypeServer, Code: "agent_error",
 		Message: fmt.Sprintf("node %q: %s failed: %v", node, what, err)}
-}
-
-// agentPool caches one agent client per address; its zero value is ready to use. All clients
-// share one HTTP client, so connections to an agent are reused across admin calls.
-type agentPool struct {
-	mu      sync.Mutex
-	hc      *http.Client
-	clients map[string]*agentapi.Client
-	// pruneAt is the cache size at which clients of addresses no node has any more are dropped
-	// (addresses change when nodes are re-provisioned).
-	pruneAt int
-}
-
-// get returns the client for address, creating it on first use. live lists the addresses
-// in use; it is only called when the cache has grown.
-func (p *agentPool) get(address, token string, live func() map[string]bool) *agentapi.Client {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.clients[address]; ok {
-		return c
-	}
-	if p.hc == nil {
-		p.hc = agentapi.DefaultHTTPClient()
-	}
-	if p.clients == nil {
-		p.clients = map[string]*agentapi.Client{}
-	}
-	if len(p.clients) >= max(p.pruneAt, 16) {
-		keep := live()
-		for a := range p.clients {
-			if !keep[a] {
-				delete(p.clients, a)
-			}
-		}
-		p.pruneAt = 2 * len(p.clients)
-	}
-	c := agentapi.NewClient(address, token, p.hc)
-	p.clients[address] = c
-	return c
-}
-
-// agentFor returns the agent client of a node, authenticated with the cluster token.
-func (s *Server) agentFor(v registry.NodeView) *agentapi.Client {
-	return s.agents.get(v.Heartbeat.Address, s.cfg.ClusterToken, func() map[string]bool {
-		live := map[string]bool{}
-		for _, nv := range s.registry.Nodes() {
-			live[nv.Heartbeat.Address] = true
-		}
-		return live
-	})
 }
