@@ -105,6 +105,7 @@ func TestRulesOfDirection(t *testing.T) {
 	leaves := map[string][]string{
 		"nodeagent/agentapi": nil,
 		"atomicfile":         nil,
+		"jsonspan":           nil,
 		"gateway/api":        {"models", "nodeagent/agentapi"},
 		// Admission is given its pick function, capacity source and clock.
 		"gateway/admission": {"scheduler", "models"},
