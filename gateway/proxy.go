@@ -15,9 +15,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/gateway/api"
-
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
 )
@@ -122,7 +123,14 @@ func (k *call) run(w sink) result {
 // slot is given back when the attempt ends, however it ends (deferred: a panic or an early
 // return cannot leak it).
 func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
+	var admitStart time.Time
+	if k.span != nil {
+		admitStart = k.s.core.clock.Now()
+	}
 	g, err := k.s.core.adm.Admit(k.ctx, &k.tk)
+	if k.span != nil {
+		k.traceAdmission(admitStart, g, err)
+	}
 	if err != nil {
 		return 0, "", err
 	}
@@ -130,7 +138,16 @@ func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
 	n := g.Node()
 	k.attempts++
 	k.node = n.ID
-	return k.attempt(n, w), n.ID, nil
+	var asp trace.Span
+	failures := len(k.failures)
+	if k.span != nil {
+		asp = k.startAttempt(n)
+	}
+	o := k.attempt(n, w)
+	if asp != nil {
+		k.endAttempt(asp, o, failures)
+	}
+	return o, n.ID, nil
 }
 
 // admissionError is the client's error for a refusal by admission.
@@ -183,7 +200,11 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		k.fail(n.ID, "%v", err)
 		return outcomeRetry
 	}
-	ctx, cancel := context.WithCancel(k.ctx)
+	parent := k.ctx
+	if k.actx != nil {
+		parent = k.actx
+	}
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var timedOut atomic.Bool
 	idle := time.AfterFunc(s.cfg.FirstByteTimeout, func() {
@@ -245,6 +266,9 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 			if _, werr := w.Write(out); werr != nil {
 				return outcomeClientGone
 			}
+			if k.capture {
+				_, _ = k.tail.Write(out)
+			}
 			if sse {
 				w.Flush()
 			}
@@ -271,6 +295,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		if r, ok := w.(resettable); ok {
 			r.reset()
 			k.status, k.ttft = 0, 0
+			k.tail.Reset()
 			return outcomeRetry
 		}
 		k.status = http.StatusBadGateway
@@ -358,6 +383,9 @@ func (k *call) upstreamRequest(ctx context.Context, u *url.URL) *http.Request {
 		h[agentapi.HeaderClass] = hdrBatch
 	} else {
 		h[agentapi.HeaderClass] = hdrInteractive
+	}
+	if k.actx != nil {
+		agentapi.InjectTraceContext(k.actx, h)
 	}
 	body := k.body
 	req := &http.Request{

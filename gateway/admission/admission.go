@@ -116,6 +116,9 @@ const (
 	ticketFailed
 )
 
+// QueuedAt returns when the last Admit put t in the queue; zero when it did not wait.
+func (t *Ticket) QueuedAt() time.Time { return t.queuedAt }
+
 // Ticket is one request's passage through admission. It lives in the caller's pooled
 // per-request state and is reused: set Req and Dec before each Admit; gen tells a late timer of
 // an earlier use apart.
@@ -132,14 +135,16 @@ type Ticket struct {
 	node  int
 	err   *Error
 	// nodes are the IDs of the candidates found busy at the last try: the slots an interactive
-	// Ticket waits for, which batch work must leave alone.
+	// ticket waits for, which batch work must leave alone.
 	nodes []string
 
 	// LastSnap is the snapshot of the last Pick into Dec, for explaining the decision; the caller
-	// clears it when the Ticket goes back to its pool.
+	// clears it when the ticket goes back to its pool.
 	LastSnap *scheduler.Snapshot
+	// queuedAt is when the last Admit put the ticket in the queue; zero when it did not wait.
+	queuedAt time.Time
 
-	// ready receives one value when the Ticket leaves ticketWaiting.
+	// ready receives one value when the ticket leaves ticketWaiting.
 	ready chan struct{}
 }
 
@@ -154,6 +159,13 @@ type Grant struct {
 
 // Node returns the granted node.
 func (g Grant) Node() *scheduler.Node { return &g.snap.Nodes[g.node] }
+
+// Snapshot returns the snapshot the grant was decided on; Index is the node's index in it (as
+// in the decision's candidates).
+func (g Grant) Snapshot() *scheduler.Snapshot { return g.snap }
+
+// Index returns the granted node's index in Snapshot().Nodes.
+func (g Grant) Index() int { return g.node }
 
 // Done gives the slot back.
 func (g Grant) Done() { g.a.release(g.snap.Nodes[g.node].ID) }
@@ -233,6 +245,7 @@ func (a *Admission) Admit(ctx context.Context, t *Ticket) (Grant, error) {
 	a.mu.Lock()
 	a.gen++
 	t.gen, t.state, t.err, t.snap = a.gen, ticketIdle, nil, nil
+	t.queuedAt = time.Time{}
 	batch := t.Req.Class == scheduler.ClassBatch
 	if (!batch && len(a.interactive) == 0) || (batch && len(a.batch) == 0) {
 		// Nobody of this class is ahead: try at once, the common case, without queueing.
@@ -250,6 +263,7 @@ func (a *Admission) Admit(ctx context.Context, t *Ticket) (Grant, error) {
 	}
 	a.perModel[key]++
 	t.state = ticketWaiting
+	t.queuedAt = a.clock.Now()
 	if batch {
 		a.batch = append(a.batch, t)
 	} else {
