@@ -60,6 +60,10 @@ func abortWithError(c *gin.Context, err error) {
 	if !errors.As(err, &ae) {
 		ae = &APIError{Status: http.StatusInternalServerError, Type: errServer, Code: "internal_error", Message: "internal error"}
 	}
+	if c.GetBool(ctxOllama) {
+		writeOllamaError(c, ae, "")
+		return
+	}
 	if ae.RetryAfter > 0 {
 		c.Header("Retry-After", strconv.Itoa(ae.RetryAfter))
 	}
