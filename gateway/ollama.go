@@ -111,6 +111,11 @@ func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gi
 				o.model, o.stream = string(k.info.model), k.info.stream
 				if k.preset != "" {
 					o.model = k.preset
+					if p, ok := s.presets.Lookup(k.preset); ok {
+						// ApplyOllama sent the base model as the preset names it.
+						o.from = fmt.Appendf(nil, `{"model":%q`, p.Model)
+						o.to = fmt.Appendf(nil, `{"model":%q`, k.preset)
+					}
 				}
 				if o.stream {
 					res = k.run(ollamaStreamSink{o})
@@ -144,6 +149,9 @@ type ollamaFront struct {
 	// model is the name the client asked for (Ollama echoes it); stream is the client's choice.
 	model  string
 	stream bool
+	// from and to rename the model in a native answer to a preset's request: Ollama echoes the
+	// base model it was sent, the client asked for the preset. Nil without a preset.
+	from, to []byte
 
 	// The translation, made on the first attempt on a node that is not Ollama.
 	up    *ollamacompat.Upstream
@@ -219,7 +227,7 @@ func (o *ollamaFront) Write(p []byte) (int, error) {
 		// Only whole lines reach the client, so a stream that breaks leaves no torn line.
 		o.partial = append(o.partial, p...)
 		if i := bytes.LastIndexByte(o.partial, '\n'); i >= 0 {
-			if err := o.send(o.partial[:i+1]); err != nil {
+			if err := o.send(o.rename(o.partial[:i+1])); err != nil {
 				return 0, err
 			}
 			o.partial = o.partial[:copy(o.partial, o.partial[i+1:])]
@@ -235,6 +243,29 @@ func (o *ollamaFront) Write(p []byte) (int, error) {
 		o.body = append(o.body, p...)
 	}
 	return len(p), nil
+}
+
+// rename gives the lines of a native answer to a preset's request the preset's name. Ollama
+// writes "model" first on every line, so the lines that start with the base model's name are
+// the ones to rename.
+func (o *ollamaFront) rename(lines []byte) []byte {
+	if o.from == nil || !bytes.Contains(lines, o.from) {
+		return lines
+	}
+	var out []byte
+	for len(lines) > 0 {
+		line := lines
+		if i := bytes.IndexByte(lines, '\n'); i >= 0 {
+			line = lines[:i+1]
+		}
+		lines = lines[len(line):]
+		if rest, ok := bytes.CutPrefix(line, o.from); ok {
+			out = append(append(out, o.to...), rest...)
+			continue
+		}
+		out = append(out, line...)
+	}
+	return out
 }
 
 // Flush implements http.Flusher; the front flushes the client itself, line by line.
@@ -293,12 +324,12 @@ func (o *ollamaFront) finish() {
 		_, _ = o.client.Write(ollamacompat.AppendError(nil, ollamacompat.ErrorMessage(o.body)))
 	case o.native && o.stream:
 		if len(o.partial) > 0 {
-			_ = o.send(o.partial)
+			_ = o.send(o.rename(o.partial))
 		}
 		o.commit(http.StatusOK)
 	case o.native:
 		o.commit(o.status)
-		_, _ = o.client.Write(o.body)
+		_, _ = o.client.Write(o.rename(o.body))
 	case o.resp != nil:
 		out, status := o.resp.End(o.out[:0], now)
 		if o.stream {
