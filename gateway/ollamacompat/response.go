@@ -274,10 +274,8 @@ func doneReason(finish string) string {
 // broke off before the answer finished); for a non-streamed answer the whole JSON object. status
 // is the HTTP status of a non-streamed answer.
 func (r *Response) End(dst []byte, now time.Time) (out []byte, status int) {
-	if len(r.line) > 0 {
-		dst = r.event(dst, bytes.TrimRight(r.line, "\r"), now)
-		r.line = r.line[:0]
-	}
+	// A last line without its newline is a stream cut short, not a chunk to parse.
+	r.line = r.line[:0]
 	if !r.done {
 		if !r.finished {
 			dst = r.fail(dst, "the backend's stream ended before the answer was complete")
