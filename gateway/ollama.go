@@ -645,8 +645,12 @@ func ollamaAPIVersion() string {
 			}
 		}
 	}
-	return "0.0.0"
+	return ollamaModuleVersion
 }
+
+// ollamaModuleVersion is go.mod's version of github.com/ollama/ollama, for binaries built without
+// module information (tests); a test keeps the two equal.
+const ollamaModuleVersion = "0.17.4"
 
 // msgOllamaRunning is what Ollama answers at /.
 const msgOllamaRunning = "Ollama is running"

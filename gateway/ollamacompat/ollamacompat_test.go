@@ -178,12 +178,12 @@ func TestEmbedResponse(t *testing.T) {
 func TestErrorMessage(t *testing.T) {
 	for body, want := range map[string]string{
 		`{"error":{"message":"The model x does not exist","type":"invalid_request_error"}}`: "The model x does not exist",
-		`{"error":"model 'x' not found"}`:                                 "model 'x' not found",
-		`{"object":"error","message":"no such model","code":404}`:         "no such model",
-		`{"detail":"Not Found"}`:                                          "Not Found",
-		`{"detail":[{"msg":"field required"}]}`:                           `[{"msg":"field required"}]`,
-		"upstream connect error\n":                                        "upstream connect error",
-		``:                                                                "the backend answered with an empty error",
+		`{"error":"model 'x' not found"}`:                         "model 'x' not found",
+		`{"object":"error","message":"no such model","code":404}`: "no such model",
+		`{"detail":"Not Found"}`:                                  "Not Found",
+		`{"detail":[{"msg":"field required"}]}`:                   `[{"msg":"field required"}]`,
+		"upstream connect error\n":                                "upstream connect error",
+		``:                                                        "the backend answered with an empty error",
 	} {
 		if got := ErrorMessage([]byte(body)); got != want {
 			t.Errorf("ErrorMessage(%s) = %q, want %q", body, got, want)
