@@ -496,7 +496,12 @@ func (s *Server) handleOllamaShow(c *gin.Context) {
 		writeOllamaError(c, badRequest("missing_body", "", "missing request body"), "")
 		return
 	}
-	var req api.ShowRequest
+	// Ollama's ShowRequest, with the "name" it still accepts for older clients.
+	var req struct {
+		Model   string `json:"model"`
+		Name    string `json:"name"`
+		Verbose bool   `json:"verbose"`
+	}
 	if err := json.Unmarshal(raw, &req); err != nil {
 		writeOllamaError(c, badRequest("invalid_json", "", "%v", err), "")
 		return
