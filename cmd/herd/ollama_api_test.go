@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -261,4 +262,45 @@ func normalized(name string) string {
 		return name
 	}
 	return name + ":latest"
+}
+
+// TestOllamaCLIAgainstGateway runs the real `ollama` command line (the binary the Ollama tests
+// use) as a client with OLLAMA_HOST at a gateway in front of simulated nodes.
+func TestOllamaCLIAgainstGateway(t *testing.T) {
+	herdBinary(t)
+	bin, ok := ollamatest.Binary()
+	if !ok {
+		if ollamatest.Required() {
+			t.Fatal("the ollama binary is required (scripts/build-ollama.sh)")
+		}
+		t.Skip("no ollama binary: run scripts/build-ollama.sh or set HERD_OLLAMA_BIN")
+	}
+	c := startGateway(t)
+	c.addSimAgent("sim-a", "t4")
+	c.waitNodes(1)
+	run := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(os.Environ(), "OLLAMA_HOST="+c.url, "HOME="+t.TempDir(), "NO_COLOR=1", "TERM=dumb")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("ollama %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := run("list"); !strings.Contains(out, "llama3.2:1b") || !strings.Contains(out, "nomic-embed-text:latest") {
+		t.Fatalf("ollama list:\n%s", out)
+	}
+	if out := run("ps"); !strings.Contains(out, "llama3.2:1b") {
+		t.Fatalf("ollama ps:\n%s", out)
+	}
+	if out := run("show", "llama3.2:1b"); !strings.Contains(out, "completion") {
+		t.Fatalf("ollama show:\n%s", out)
+	}
+	// ollama run asks /api/show, then streams /api/chat to the terminal.
+	if out := run("run", "llama3.2:1b", "Say hello"); !strings.Contains(out, " ") {
+		t.Fatal("ollama run printed nothing")
+	}
 }
