@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -306,6 +307,10 @@ func (o *ollamaFront) commit(status int) {
 // failStream implements streamFailer: a stream broken after its first line ends with Ollama's
 // error line.
 func (o *ollamaFront) failStream(msg string) {
+	if o.status >= 400 {
+		o.finish() // an error answer cut short: the client gets what it said, in Ollama's shape
+		return
+	}
 	o.partial = o.partial[:0]
 	_ = o.send(ollamacompat.AppendError(nil, msg))
 	o.ended = true
@@ -479,12 +484,10 @@ func (s *Server) handleOllamaPs(c *gin.Context) {
 		}
 	}
 	slices.SortFunc(out.Models, func(a, b psModel) int {
-		return cmpStrings(a.Name+"\x00"+a.Node, b.Name+"\x00"+b.Node)
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Node, b.Node))
 	})
 	c.JSON(http.StatusOK, out)
 }
-
-func cmpStrings(a, b string) int { return strings.Compare(a, b) }
 
 // maxShowBody bounds a /api/show request and an agent's answer to it.
 const maxShowBody = 8 << 20
