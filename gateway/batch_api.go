@@ -180,6 +180,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Dispatcher: s.dispatcher(),
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
+		Tracer:     s.core.tracer,
 	})
 	if err != nil {
 		_ = st.Close()

@@ -98,6 +98,9 @@ func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gi
 		defer putCall(k)
 		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
 		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
+		if s.core.tracer != nil {
+			k.startServerSpan(c.Request)
+		}
 		o := &ollamaFront{s: s, k: k, ep: ep, path: path, client: c.Writer, hdr: http.Header{}}
 		k.front = o
 
