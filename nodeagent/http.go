@@ -189,7 +189,7 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 }
 
 // serveNative passes a native Ollama request to a backend that speaks Ollama's API. Inference
-// routes are counted and metered like the OpenAI ones (the meter reads NDJSON too); errors are
+// routes are counted, metered and traced like the OpenAI ones (the meter reads NDJSON too); errors are
 // in Ollama's shape ({"error":"..."}), which is what the caller of these routes expects.
 func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -219,10 +219,17 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 			return
 		}
 		start := a.clock.Now()
+		var tr *inferenceTrace
+		if a.tracer != nil {
+			r, tr = a.startInference(r, path, model, start)
+		}
 		mw := getMeterWriter(w, a.clock)
 		a.begin(model)
 		defer func() {
 			a.end(model, start, mw)
+			if tr != nil {
+				tr.end(mw, start, a.clock.Now())
+			}
 			putMeterWriter(mw)
 		}()
 		nb.ServeOllama(mw, r, path, body)
