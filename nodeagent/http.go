@@ -189,8 +189,8 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 }
 
 // serveNative passes a native Ollama request to a backend that speaks Ollama's API. Inference
-// routes are counted, metered and traced like the OpenAI ones (the meter reads NDJSON too); errors are
-// in Ollama's shape ({"error":"..."}), which is what the caller of these routes expects.
+// routes are counted, metered and traced like the OpenAI ones (the meter reads NDJSON too);
+// errors are in Ollama's shape ({"error":"..."}), which is what the caller of these routes expects.
 func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		nb, ok := a.backend.(NativeOllama)
