@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,6 +206,11 @@ func (s *Server) routes() *gin.Engine {
 	e := gin.New()
 	e.Use(s.recovery())
 	e.NoRoute(func(c *gin.Context) {
+		if strings.HasPrefix(c.Request.URL.Path, "/api/") {
+			markOllama(c)
+			abortWithError(c, notFound("", "", "herd does not serve %s %s (Ollama routes served: /api/chat, /api/generate, /api/embed, /api/embeddings, /api/tags, /api/ps, /api/show, /api/version; manage models with herd models)", c.Request.Method, c.Request.URL.Path))
+			return
+		}
 		abortWithError(c, notFound("", "", "Invalid URL (%s %s)", c.Request.Method, c.Request.URL.Path))
 	})
 
@@ -223,6 +229,7 @@ func (s *Server) routes() *gin.Engine {
 	// Model names may contain slashes ("org/model"), hence the catch-all.
 	v1l.GET("/models/*id", s.handleOpenAIGetModel)
 	s.registerBatchRoutes(v1l)
+	s.registerOllamaRoutes(e)
 
 	adminGroup := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
 	admin.New(s.registry, s.sched, s.agents, s.log).Register(adminGroup)
