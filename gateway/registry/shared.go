@@ -57,11 +57,15 @@ func (r *Registry) Share(s Shared) { r.shared = s }
 // heartbeat is recorded in memory only, with the identity checked against this gateway's view,
 // and the reply says so (Registry "local"), so that the agent sends it to its other gateways too.
 func (r *Registry) Accept(ctx context.Context, hb agentapi.Heartbeat) (agentapi.HeartbeatReply, error) {
-	if r.shared == nil {
+	if r.shared == nil || r.inOutage() {
+		// During an outage only SyncShared probes the table (every interval): heartbeats do not
+		// wait for Redis to time out.
 		return r.observe(hb, true)
 	}
 	stale := time.Duration(r.cfg.StaleAfterBeats) * r.intervalOf(&hb)
-	err := r.shared.Put(ctx, hb, stale, max(r.cfg.ForgetAfter, 2*stale))
+	pctx, cancel := context.WithTimeout(ctx, putTimeout)
+	err := r.shared.Put(pctx, hb, stale, max(r.cfg.ForgetAfter, 2*stale))
+	cancel()
 	var conflict *ConflictError
 	switch {
 	case errors.As(err, &conflict):
@@ -74,6 +78,16 @@ func (r *Registry) Accept(ctx context.Context, hb agentapi.Heartbeat) (agentapi.
 	reply, err := r.observe(hb, false)
 	reply.Registry = agentapi.RegistryShared
 	return reply, err
+}
+
+// putTimeout bounds one write of a heartbeat to the shared table, well inside an agent's
+// heartbeat timeout, so that a hung Redis turns into a local acceptance, not a failed heartbeat.
+const putTimeout = 500 * time.Millisecond
+
+func (r *Registry) inOutage() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.outage
 }
 
 // RunShared reads the shared table every heartbeat interval into memory until ctx is done. The
