@@ -46,6 +46,15 @@ func OpenRedis(ctx context.Context, url, prefix string) (*RedisShared, error) {
 	if prefix == "" {
 		prefix = "herd:"
 	}
+	// Fail fast: a heartbeat or a poll that cannot reach Redis must turn into the outage hold
+	// within a fraction of a node's stale window, not after go-redis's retries and backoffs
+	// (five dials 100 ms apart, three command retries, 3 s reads).
+	o.DialerRetries, o.MaxRetries = 1, 1
+	o.DialTimeout = min(o.DialTimeout, time.Second)
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = time.Second
+	}
+	o.ReadTimeout, o.WriteTimeout = time.Second, time.Second
 	r := &RedisShared{c: redis.NewClient(o), prefix: prefix}
 	if err := r.c.Ping(ctx).Err(); err != nil {
 		_ = r.c.Close()

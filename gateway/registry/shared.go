@@ -155,10 +155,11 @@ func (r *Registry) applyShared(ctx context.Context, tab SharedTable) {
 	r.mu.Lock()
 	if r.outage {
 		r.outage = false
-		// Agents that heartbeat to other gateways reach the table again within their stale
-		// window; keep holding until then, so that they do not blink out meanwhile.
+		// Agents that heartbeat to other gateways reach the table again once those gateways have
+		// read it too (a poll), within a heartbeat, and this gateway reads them a poll later:
+		// keep holding that long, so that they do not blink out meanwhile.
 		if r.holdingLocked(now) {
-			r.holdUntil = now.Add(time.Duration(r.cfg.StaleAfterBeats) * r.cfg.HeartbeatInterval)
+			r.holdUntil = now.Add(time.Duration(r.cfg.StaleAfterBeats+2) * r.cfg.HeartbeatInterval)
 		}
 		r.log.Info("shared registry reachable again", "nodes", len(tab.Nodes), "hold_until", r.holdUntil)
 	}
