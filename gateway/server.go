@@ -147,8 +147,8 @@ type Server struct {
 	registry *registry.Registry
 	// sharedReg is the Redis node table behind registry (nil: embedded registry).
 	sharedReg *registry.RedisShared
-	sched    *scheduler.Scheduler
-	core     core
+	sched     *scheduler.Scheduler
+	core      core
 
 	// Owned by admin/metrics.
 	metrics *metrics

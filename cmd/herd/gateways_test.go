@@ -234,6 +234,7 @@ func TestTwoGatewaysOneRedis(t *testing.T) {
 	res, wait := runLoad([]string{a.url, b.url}, 10, total, nil)
 	waitFor(t, 2*time.Minute, "a third of the requests", func() bool { return res.ok.Load()+res.failed.Load() >= total/3 })
 	a.gw.kill9()
+	killedAt := time.Now()
 	wait()
 	if n := res.failed.Load(); n != 0 {
 		t.Fatalf("%d of %d requests failed after a gateway was killed; first: %s", n, total, res.firstFailure())
@@ -245,9 +246,7 @@ func TestTwoGatewaysOneRedis(t *testing.T) {
 		t.Fatalf("the batch finished before its gateway was killed (%+v): nothing was taken over", st.RequestCounts)
 	}
 	waitBatchExactlyOnce(t, b, id, lines, 3*time.Minute)
-	if out := b.gw.output(); !strings.Contains(out, "batch="+id) {
-		t.Logf("gw-b log does not name the batch it took over")
-	}
+	t.Logf("batch of %d lines completed on gw-b %s after gw-a was killed (claim timeout 3s)", lines, time.Since(killedAt).Round(100*time.Millisecond))
 }
 
 // TestRedisRestartedEmptyUnderLoad: Redis is killed and a fresh, empty one started on its port

@@ -37,6 +37,34 @@
 //   - A node without GPUs (no driver, CPU backend) is healthy; a node is unhealthy as soon as one
 //     of its GPUs is.
 //   - Drain is gateway-side state: it survives heartbeats and is echoed in HeartbeatReply.
+//   - Node identity: a node ID is bound to the agent instance (Heartbeat.InstanceID, new at every
+//     agent start) whose heartbeat was recorded last. A heartbeat from another instance at
+//     another address while that one is fresh is refused with a *ConflictError (the HTTP layer
+//     answers 409 node_id_conflict) and logged once a minute per claimant; the record is left
+//     as it was, so two agents on one ID never flap. Another instance at the same address is the
+//     agent restarted and takes the ID at once; once the holder is stale anyone may take it.
+//
+// Several gateways (Share, Accept, RunShared): with a Shared table (Redis) the registry stays
+// an in-memory cache that the scheduler reads without I/O, and the table is the truth:
+//   - Accept writes each heartbeat to the table (which checks the identity cluster-wide, on the
+//     table's clock, in one atomic step) and then records it here; RunShared reads the whole
+//     table back every heartbeat interval, so a node that heartbeats to another gateway is
+//     known here within about one interval. A record no newer than the one held is ignored.
+//   - In-flight counts stay heartbeat-carried (the rule above): no Redis traffic per request.
+//     Another gateway's work reaches this one with the heartbeat, up to about two intervals late
+//     (one heartbeat plus one poll); this gateway's own requests are always exact.
+//   - Drains are written to the table before they apply, so every gateway honours them; the
+//     circuit breakers stay per gateway, since each gateway judges its own connections.
+//   - Outage: when a write or a read of the table fails, the registry holds its last view: for
+//     OutageGrace, staleness is judged at the time of the last successful read instead of now,
+//     so nodes heartbeating to other gateways do not all go stale because Redis blinked. Nodes
+//     that heartbeat to this gateway are recorded here directly meanwhile (the identity checked
+//     against this gateway's view), and their reply says "local" so that agents knowing other
+//     gateways send them the heartbeat too. A node that died during the hold is caught by the
+//     proxy's failover and its circuit breaker. When the table answers again the hold lasts a
+//     few more intervals, long enough for every gateway to write its agents back.
+//   - A table that lost its data (Redis restarted empty: its epoch changed) refills with the next
+//     heartbeats; drains this gateway knows are written back to it.
 package registry
 
 import (
