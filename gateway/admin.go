@@ -184,6 +184,13 @@ func (s *Server) handleDrain(on bool) gin.HandlerFunc {
 				abortWithError(c, nodeNotFound(id))
 				return
 			}
+			if errors.Is(err, registry.ErrSharedUnavailable) {
+				// Nothing changed: a drain only some gateways know would be worse than none.
+				s.adminLog().Warn("admin: drain not applied: shared registry unreachable", "node", id, "err", err)
+				abortWithError(c, &APIError{Status: http.StatusServiceUnavailable, Type: errUnavailable, Code: "registry_unavailable",
+					Message: "The shared node registry (Redis) cannot be reached; the drain was not applied. Retry shortly.", RetryAfter: 1})
+				return
+			}
 			abortWithError(c, err)
 			return
 		}

@@ -39,6 +39,7 @@ func (s *Server) handleHeartbeat(c *gin.Context) {
 	var conflict *registry.ConflictError
 	if errors.As(err, &conflict) {
 		// Logged by the registry (once a minute per claimant); the agent logs the message.
+		s.metrics.refused.WithLabelValues(hb.NodeID).Inc()
 		abortWithError(c, &APIError{Status: http.StatusConflict, Type: errInvalidRequest, Code: agentapi.CodeNodeIDConflict,
 			Param: "node_id", Message: conflict.Error()})
 		return

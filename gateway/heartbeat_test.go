@@ -108,6 +108,9 @@ func TestHeartbeatNodeIDConflict(t *testing.T) {
 	if v, _ := env.reg.Node("dup"); v.Heartbeat.Address != first.Address || v.Heartbeat.InstanceID != "instance-1b" {
 		t.Fatalf("node dup is %s (%s), want the first agent", v.Heartbeat.Address, v.Heartbeat.InstanceID)
 	}
+	if _, body := env.do(http.MethodGet, "/metrics", ""); !bytes.Contains(body, []byte(`herd_heartbeats_refused_total{node="dup"} 2`)) {
+		t.Errorf("/metrics does not count the two refusals")
+	}
 }
 
 // FuzzDecodeHeartbeat feeds arbitrary bodies to the heartbeat parser: it must never panic, and

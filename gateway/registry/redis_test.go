@@ -168,6 +168,13 @@ func TestRedisSharedOutageAndEmptyRestart(t *testing.T) {
 	if got := freshIDs(p.a); !got["via-a"] || !got["via-b"] {
 		t.Fatalf("10s into the outage gateway a sees %v; both nodes should still be scheduled", got)
 	}
+	// A drain cannot be shared now: it is refused rather than applied on one gateway only.
+	if err := p.a.SetDraining("via-b", true); !errors.Is(err, ErrSharedUnavailable) {
+		t.Fatalf("drain while Redis is down: %v, want ErrSharedUnavailable", err)
+	}
+	if v, _ := p.a.Node("via-b"); v.Draining {
+		t.Fatal("a refused drain was applied locally")
+	}
 	// A conflicting claimant is still refused, from gateway a's own view.
 	if _, err := p.a.Accept(ctx, beatOf("via-a", "other", "http://elsewhere:1")); !errors.Is(err, ErrNodeIDConflict) {
 		t.Fatalf("conflict during the outage: %v", err)
