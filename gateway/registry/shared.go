@@ -159,7 +159,7 @@ func (r *Registry) applyShared(ctx context.Context, tab SharedTable) {
 		// read it too (a poll), within a heartbeat, and this gateway reads them a poll later:
 		// keep holding that long, so that they do not blink out meanwhile.
 		if r.holdingLocked(now) {
-			r.holdUntil = now.Add(time.Duration(r.cfg.StaleAfterBeats+2) * r.cfg.HeartbeatInterval)
+			r.holdUntil = now.Add(max(time.Duration(r.cfg.StaleAfterBeats+2)*r.cfg.HeartbeatInterval, 2*time.Second))
 		}
 		r.log.Info("shared registry reachable again", "nodes", len(tab.Nodes), "hold_until", r.holdUntil)
 	}
