@@ -219,6 +219,50 @@ func TestTwoGatewaysOneRedis(t *testing.T) {
 		}
 	}
 
+	// Admin calls to agents work from either gateway: gw-b loads a model on s1, which heartbeats
+	// to gw-a, and gw-a sees it resident through the shared registry; a drain made on gw-a
+	// applies on gw-b.
+	resp, err := http.Post(b.url+"/admin/v1/models/load", "application/json", strings.NewReader(`{"model":"llama3.1:8b","node":"s1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("load on s1 through gw-b: status %d", resp.StatusCode)
+	}
+	waitFor(t, time.Minute, "gw-a to see llama3.1:8b resident on s1", func() bool {
+		nodes, err := a.nodes()
+		if err != nil {
+			return false
+		}
+		for _, n := range nodes {
+			for _, m := range n.Models {
+				if n.ID == "s1" && m.Name == "llama3.1:8b" && m.Resident {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if _, err := runCLI(t, "drain", "s3", "--url", a.url); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "gw-b to see s3 drained", func() bool {
+		nodes, err := b.nodes()
+		if err != nil {
+			return false
+		}
+		for _, n := range nodes {
+			if n.ID == "s3" {
+				return n.Draining
+			}
+		}
+		return false
+	})
+	if _, err := runCLI(t, "undrain", "s3", "--url", b.url); err != nil {
+		t.Fatal(err)
+	}
+
 	const lines = 1000
 	id := startLinesBatch(t, a.url, lines, 24)
 	waitFor(t, 2*time.Minute, "the batch under way", func() bool {
