@@ -200,6 +200,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
 		Consumer:   s.gatewayID(),
+		Tracer:     s.core.tracer,
 	})
 	if err != nil {
 		_ = st.Close()
