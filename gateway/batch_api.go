@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/herd-llm/herd/gateway/api"
 
 	"github.com/gin-gonic/gin"
 
@@ -152,6 +155,24 @@ func (s *Server) openBulkStore(ctx context.Context) (store.Store, error) {
 	return store.OpenBolt(filepath.Join(s.cfg.DataDir, "herd.db"))
 }
 
+// gatewayID is Config.GatewayID, else the host name and the listen port: unique per gateway of a
+// cluster and stable across restarts (it names the gateway's claims on the batch queue).
+func (s *Server) gatewayID() string {
+	if s.cfg.GatewayID != "" {
+		return s.cfg.GatewayID
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "gateway"
+	}
+	_, port, err := net.SplitHostPort(s.cfg.Listen)
+	if err != nil || port == "" || port == "0" {
+		// No stable port: a name of its own per process, so that two gateways never share one.
+		return fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return host + ":" + port
+}
+
 // initBulk opens the store, loads the presets and builds the batch service. It must run before
 // the routes are served; closeBulk undoes it.
 func (s *Server) initBulk(ctx context.Context) error {
@@ -180,6 +201,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Dispatcher: s.dispatcher(),
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
+		Consumer:   s.gatewayID(),
 		Tracer:     s.core.tracer,
 	})
 	if err != nil {
@@ -244,7 +266,7 @@ func (s *Server) registerPresetRoutes(admin *gin.RouterGroup) {
 }
 
 func (s *Server) handleListPresets(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"object": "list", "data": s.presets.List()})
+	c.JSON(http.StatusOK, api.PresetList{Object: "list", Data: s.presets.List()})
 }
 
 func (s *Server) handleGetPreset(c *gin.Context) {
@@ -413,27 +435,6 @@ func (s *Server) handleUploadFile(c *gin.Context) {
 	c.JSON(http.StatusOK, batch.NewFileObject(f))
 }
 
-// listPage is OpenAI's list envelope.
-type listPage[T any] struct {
-	Object  string  `json:"object"`
-	Data    []T     `json:"data"`
-	FirstID *string `json:"first_id"`
-	LastID  *string `json:"last_id"`
-	HasMore bool    `json:"has_more"`
-}
-
-func newListPage[T any](data []T, id func(T) string, more bool) listPage[T] {
-	p := listPage[T]{Object: "list", Data: data, HasMore: more}
-	if p.Data == nil {
-		p.Data = []T{}
-	}
-	if len(data) > 0 {
-		first, last := id(data[0]), id(data[len(data)-1])
-		p.FirstID, p.LastID = &first, &last
-	}
-	return p
-}
-
 // listLimit reads ?limit= within [1, maxLimit], def when absent.
 func listLimit(c *gin.Context, def, maxLimit int) (int, error) {
 	v := c.Query("limit")
@@ -462,11 +463,11 @@ func (s *Server) handleListFiles(c *gin.Context) {
 		s.bulkError(c, err)
 		return
 	}
-	objs := make([]batch.FileObject, len(files))
+	objs := make([]api.FileObject, len(files))
 	for i, f := range files {
 		objs[i] = batch.NewFileObject(f)
 	}
-	c.JSON(http.StatusOK, newListPage(objs, func(f batch.FileObject) string { return f.ID }, more))
+	c.JSON(http.StatusOK, api.NewListPage(objs, func(f api.FileObject) string { return f.ID }, more))
 }
 
 func (s *Server) handleGetFile(c *gin.Context) {
@@ -550,11 +551,11 @@ func (s *Server) handleListBatches(c *gin.Context) {
 		s.bulkError(c, err)
 		return
 	}
-	objs := make([]batch.BatchObject, len(bs))
+	objs := make([]api.BatchObject, len(bs))
 	for i, b := range bs {
 		objs[i] = batch.NewBatchObject(b)
 	}
-	c.JSON(http.StatusOK, newListPage(objs, func(b batch.BatchObject) string { return b.ID }, more))
+	c.JSON(http.StatusOK, api.NewListPage(objs, func(b api.BatchObject) string { return b.ID }, more))
 }
 
 func (s *Server) handleGetBatch(c *gin.Context) {

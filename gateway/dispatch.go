@@ -82,9 +82,7 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 
 // errorJSON is err in the OpenAI error shape.
 func errorJSON(err *APIError) []byte {
-	b, _ := json.Marshal(errorBody{Error: errorDetail{
-		Message: err.Message, Type: err.Type, Param: strOrNil(err.Param), Code: strOrNil(err.Code),
-	}})
+	b, _ := json.Marshal(err.Body())
 	return b
 }
 

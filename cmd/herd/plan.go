@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/herd-llm/herd/atomicfile"
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/plan"
 )
@@ -93,7 +94,7 @@ func newPlanCmd() *cobra.Command {
 				if err := out.fn(&buf); err != nil {
 					return err
 				}
-				if err := writeFileAtomic(out.path, []byte(buf.String())); err != nil {
+				if err := atomicfile.Write(out.path, []byte(buf.String()), 0o644); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s\n", out.path)
