@@ -147,6 +147,9 @@ type Config struct {
 	// OutageGrace is, with a shared registry, how long the nodes that were fresh when the shared
 	// registry became unreachable stay in the schedule without news of them (see the package doc).
 	OutageGrace time.Duration `yaml:"outage_grace"`
+	// Learner tunes the fit of each node's speeds to its heartbeats (the gateway passes its
+	// scheduler configuration's, scheduler.Config.LearnerConfig); zero fields take the defaults.
+	Learner scheduler.LearnerConfig `yaml:"-"`
 }
 
 // DefaultConfig returns the registry's defaults: 1s heartbeats, stale after 3, circuit opens
@@ -336,7 +339,7 @@ func New(cfg Config, clock Clock) *Registry {
 		clock = systemClock{}
 	}
 	r := &Registry{cfg: cfg.withDefaults(), clock: clock, log: slog.Default(), refusals: map[string]time.Time{},
-		learner: scheduler.NewLearner(scheduler.LearnerConfig{})}
+		learner: scheduler.NewLearner(cfg.Learner)}
 	m := map[string]*node{}
 	r.byID.Store(&m)
 	ch := make(chan struct{})
