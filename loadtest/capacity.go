@@ -333,10 +333,10 @@ func runCapacity(ctx context.Context, o ScenarioOptions) (*CapacityReport, error
 	if so.MaxProbes <= 0 {
 		so.MaxProbes = CapacityDefaultProbes
 	}
-	if _, err := so.withDefaults(); err != nil {
+	so, err := so.withDefaults()
+	if err != nil {
 		return nil, err
 	}
-	so, _ = so.withDefaults()
 	d := l.withDefaults()
 	rep := &CapacityReport{
 		Scenario: ScenarioCapacity, Simulated: true, GPUs: gpus, Model: d.Model, Workload: string(d.Workload),
