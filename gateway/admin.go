@@ -137,7 +137,7 @@ func toAdminNode(v registry.NodeView) adminNode {
 	}
 	for _, m := range hb.Models {
 		n.Models = append(n.Models, adminModel{
-			Name: models.NormalizeName(m.Name), Resident: m.Resident, OnDisk: m.OnDisk,
+			Name: registry.ModelName(hb.Backend, m.Name), Resident: m.Resident, OnDisk: m.OnDisk,
 			VRAMBytes: m.VRAMBytes, SizeBytes: m.SizeBytes, TokensPerSecond: m.TokensPerSecond,
 			InFlight: m.InFlight, ParameterSize: m.ParameterSize, Quantization: m.Quantization,
 		})
@@ -257,7 +257,7 @@ func (s *Server) handleListModels(c *gin.Context) {
 	byName := map[string]*adminClusterModel{}
 	for _, v := range s.registry.Nodes() {
 		for _, m := range v.Heartbeat.Models {
-			name := models.NormalizeName(m.Name)
+			name := registry.ModelName(v.Heartbeat.Backend, m.Name)
 			cm := byName[name]
 			if cm == nil {
 				cm = &adminClusterModel{Name: name}
@@ -590,7 +590,11 @@ func (s *Server) handleExplain(c *gin.Context) {
 		abortWithError(c, badRequest("missing_model", "model", "model query parameter is required"))
 		return
 	}
-	req := scheduler.Request{Model: models.NormalizeName(model), Class: scheduler.ClassInteractive}
+	name, _, ok := findModel(s.registry.Snapshot(), []byte(model), false)
+	if !ok {
+		name = models.NormalizeName(model)
+	}
+	req := scheduler.Request{Model: name, Class: scheduler.ClassInteractive}
 	if cl := c.Query("class"); cl != "" {
 		if cl != scheduler.ClassInteractive && cl != scheduler.ClassBatch {
 			abortWithError(c, badRequest("invalid_class", "class", "class must be %q or %q", scheduler.ClassInteractive, scheduler.ClassBatch))
@@ -662,9 +666,9 @@ func bindModelJSON(c *gin.Context, dst any, model *string) error {
 
 // findNodeModel finds a model on a node by its normalised name.
 func findNodeModel(v registry.NodeView, name string) *agentapi.Model {
-	name = models.NormalizeName(name)
+	norm := models.NormalizeName(name)
 	for i := range v.Heartbeat.Models {
-		if models.NormalizeName(v.Heartbeat.Models[i].Name) == name {
+		if got := registry.ModelName(v.Heartbeat.Backend, v.Heartbeat.Models[i].Name); got == name || got == norm {
 			return &v.Heartbeat.Models[i]
 		}
 	}
