@@ -64,6 +64,8 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 			return batch.Response{}, err
 		}
 		return batch.Response{}, context.Canceled
+	case res.err != nil && res.fromAgent:
+		return batch.Response{StatusCode: res.err.Status, Body: errorJSON(res.err), Node: k.node, RequestID: k.reqID}, nil
 	case res.err != nil:
 		if res.err.Status == http.StatusTooManyRequests || res.err.Status >= 500 {
 			return batch.Response{}, fmt.Errorf("gateway: dispatch: %w", res.err)

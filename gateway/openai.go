@@ -160,6 +160,8 @@ type call struct {
 	failures []string
 	// last is the last retryable answer an agent gave (5xx, 429), relayed if no node does better.
 	last *capturedResponse
+	// agentErr is an agent's 4xx answer as an error value.
+	agentErr *APIError
 
 	buf [32 << 10]byte
 }
@@ -179,7 +181,7 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 
 func putCall(k *call) {
 	s := k.s
-	k.s, k.ctx, k.body, k.info, k.last = nil, nil, nil, bodyInfo{}, nil
+	k.s, k.ctx, k.body, k.info, k.last, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft = 0, 0, 0
 	k.failures = k.failures[:0]
