@@ -35,10 +35,10 @@ func (s *Server) dispatcher() batch.Dispatcher { return dispatcher{s: s} }
 func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Response, error) {
 	s := d.s
 	switch req.Endpoint {
-	case agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings:
+	case agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings, agentapi.PathResponses:
 	default:
-		err := badRequest("invalid_endpoint", "url", "Endpoint %q is not supported; use %s, %s or %s.", req.Endpoint,
-			agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings)
+		err := badRequest("invalid_endpoint", "url", "Endpoint %q is not supported; use %s, %s, %s or %s.", req.Endpoint,
+			agentapi.PathChatCompletions, agentapi.PathResponses, agentapi.PathCompletions, agentapi.PathEmbeddings)
 		return batch.Response{StatusCode: err.Status, Body: errorJSON(err)}, nil
 	}
 	class := req.Class

@@ -251,7 +251,7 @@ func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
 
 // prepare scans the body, resolves the model and fills the scheduler request.
 func (k *call) prepare() *APIError {
-	if err := scanBody(k.body, &k.info); err != nil {
+	if err := k.scan(); err != nil {
 		return err
 	}
 	snap := k.s.registry.Snapshot()
@@ -270,7 +270,7 @@ func (k *call) prepare() *APIError {
 			return badRequest("invalid_preset_request", "", "Could not apply preset `%s`: %v", p.Name, err)
 		}
 		k.body, k.preset = body, p.Name
-		if err := scanBody(k.body, &k.info); err != nil {
+		if err := k.scan(); err != nil {
 			return err
 		}
 		if name, vram, ok = findModel(snap, []byte(p.Model), false); !ok {
@@ -292,6 +292,17 @@ func (k *call) prepare() *APIError {
 		Seq:            seq,
 		Seed:           mix64(k.s.core.seed + seq),
 		Exclude:        k.excl[:0],
+	}
+	return nil
+}
+
+// scan reads what routing needs from the body, with the Responses API's own checks on its route.
+func (k *call) scan() *APIError {
+	if err := scanBody(k.body, &k.info); err != nil {
+		return err
+	}
+	if k.path == agentapi.PathResponses {
+		return checkResponses(k.body, &k.info)
 	}
 	return nil
 }

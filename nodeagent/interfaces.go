@@ -24,6 +24,13 @@ type Backend interface {
 	Models(ctx context.Context) ([]agentapi.Model, error)
 }
 
+// ResponsesServer is implemented by backends that may serve the Responses API (/v1/responses)
+// themselves. The agent passes Responses requests through to a backend that says it does, and
+// translates them to chat completions (nodeagent/responses) for every other backend.
+type ResponsesServer interface {
+	ServesResponses(ctx context.Context) bool
+}
+
 // ModelManager is implemented by backends that can pull, load, unload and delete models.
 type ModelManager interface {
 	Pull(ctx context.Context, model string, progress func(agentapi.Progress)) error

@@ -182,6 +182,9 @@ func (m *meterWriter) tokens() (int64, bool) {
 	if n, ok := lastIntField(m.window(), "completion_tokens"); ok {
 		return n, true
 	}
+	if n, ok := lastIntField(m.window(), "output_tokens"); ok {
+		return n, true // a Responses answer passed through
+	}
 	if m.stream && m.textChunk > 0 {
 		return int64(m.textChunk), true
 	}
@@ -190,7 +193,10 @@ func (m *meterWriter) tokens() (int64, bool) {
 
 // promptTokens returns usage's prompt_tokens when the backend sent usage.
 func (m *meterWriter) promptTokens() (int64, bool) {
-	return lastIntField(m.window(), "prompt_tokens")
+	if n, ok := lastIntField(m.window(), "prompt_tokens"); ok {
+		return n, true
+	}
+	return lastIntField(m.window(), "input_tokens")
 }
 
 // window is the last tailSize bytes of the body: the same bytes however the backend cut its

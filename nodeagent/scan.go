@@ -164,7 +164,9 @@ func lastIntField(b []byte, key string) (int64, bool) {
 
 // generatedTextKeys are the fields of a streamed chunk that carry generated tokens: chat content,
 // reasoning (vLLM's reasoning_content, Ollama's reasoning) and legacy completions text.
-var generatedTextKeys = [][]byte{[]byte(`"content"`), []byte(`"reasoning_content"`), []byte(`"reasoning"`), []byte(`"text"`)}
+// A Responses stream passed through carries its text in "delta" (a string there; a chat chunk's
+// delta is an object, which does not count).
+var generatedTextKeys = [][]byte{[]byte(`"content"`), []byte(`"reasoning_content"`), []byte(`"reasoning"`), []byte(`"text"`), []byte(`"delta"`)}
 
 // hasGeneratedText reports whether an SSE data payload carries a non-empty generated string.
 func hasGeneratedText(payload []byte) bool {

@@ -72,7 +72,7 @@ func newBatchSubmitCmd(cf *clientFlags) *cobra.Command {
 	fs.StringVar(&o.format, "format", "auto", "input format: auto (by extension), jsonl, txt or csv")
 	fs.StringVar(&o.template, "template", "", "CSV: a Go text/template over the columns, e.g. 'Describe {{.product}} in {{.style}} style'")
 	fs.StringVar(&o.promptColumn, "prompt-column", "prompt", "CSV: the column holding the prompt when no --template is given")
-	fs.StringVar(&o.endpoint, "endpoint", "/v1/chat/completions", "endpoint each line calls: /v1/chat/completions, /v1/completions or /v1/embeddings")
+	fs.StringVar(&o.endpoint, "endpoint", "/v1/chat/completions", "endpoint each line calls: /v1/chat/completions, /v1/responses, /v1/completions or /v1/embeddings")
 	fs.IntVar(&o.maxTokens, "max-tokens", 0, "max_tokens for every prompt (0: the model's or preset's default)")
 	fs.Float64Var(&o.temperature, "temperature", -1, "temperature for every prompt (negative: the default)")
 	fs.BoolVar(&o.watch, "watch", false, "show progress until the batch ends")
@@ -440,9 +440,20 @@ func responseText(endpoint string, body json.RawMessage) (text, model, finish st
 		Data []struct {
 			Embedding json.RawMessage `json:"embedding"`
 		} `json:"data"`
-		Usage struct {
+		// A Responses answer: output items, status.
+		Output []struct {
+			Type    string `json:"type"`
+			Content []struct {
+				Type string `json:"type"`
+				Text string `json:"text"`
+			} `json:"content"`
+		} `json:"output"`
+		Status string `json:"status"`
+		Usage  struct {
 			PromptTokens     int `json:"prompt_tokens"`
 			CompletionTokens int `json:"completion_tokens"`
+			InputTokens      int `json:"input_tokens"`
+			OutputTokens     int `json:"output_tokens"`
 		} `json:"usage"`
 	}
 	_ = json.Unmarshal(body, &r)
@@ -454,8 +465,18 @@ func responseText(endpoint string, body json.RawMessage) (text, model, finish st
 		}
 	} else if len(r.Data) > 0 {
 		text = string(r.Data[0].Embedding)
+	} else if endpoint == "/v1/responses" {
+		var b strings.Builder
+		for _, o := range r.Output {
+			for _, c := range o.Content {
+				if o.Type == "message" && c.Type == "output_text" {
+					b.WriteString(c.Text)
+				}
+			}
+		}
+		text, finish = b.String(), r.Status
 	}
-	return text, r.Model, finish, r.Usage.PromptTokens, r.Usage.CompletionTokens
+	return text, r.Model, finish, max(r.Usage.PromptTokens, r.Usage.InputTokens), max(r.Usage.CompletionTokens, r.Usage.OutputTokens)
 }
 
 func writeBatchOutputs(ctx context.Context, c *apiClient, b batchObject, dir, format string) (int, int, error) {

@@ -19,6 +19,7 @@ var batchEndpoints = map[string]bool{
 	"/v1/chat/completions": true,
 	"/v1/completions":      true,
 	"/v1/embeddings":       true,
+	"/v1/responses":        true,
 }
 
 // CompletionWindow is the only completion window OpenAI offers, and so the only one herd takes.
