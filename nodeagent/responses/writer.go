@@ -42,6 +42,7 @@ type Writer struct {
 	done    bool // the final event went out
 	failed  bool
 	broken  bool // a write to the client failed
+	dirty   bool // written to the client since the last flush
 
 	body []byte // non-streamed answer, or the partial SSE line
 	seq  int64
@@ -173,17 +174,21 @@ func (t *Writer) Flush() {
 func (t *Writer) Unwrap() http.ResponseWriter { return t.w }
 
 func (t *Writer) flushBuf(flush bool) error {
-	if t.buf.Len() == 0 || t.broken {
+	if t.broken {
 		return nil
 	}
-	_, err := t.w.Write(t.buf.Bytes())
-	t.buf.Reset()
-	if err != nil {
-		t.broken = true
-		return err
+	if t.buf.Len() > 0 {
+		_, err := t.w.Write(t.buf.Bytes())
+		t.buf.Reset()
+		if err != nil {
+			t.broken = true
+			return err
+		}
+		t.dirty = true
 	}
-	if f, ok := t.w.(http.Flusher); ok && flush {
+	if f, ok := t.w.(http.Flusher); ok && flush && t.dirty {
 		f.Flush()
+		t.dirty = false
 	}
 	return nil
 }
