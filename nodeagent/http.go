@@ -170,6 +170,7 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			w.Header().Set(agentapi.HeaderSimulated, "true")
 		}
 		var tw *responses.Writer
+		endpoint := endpoint // per request: a translated request goes to chat completions
 		if endpoint == agentapi.PathResponses {
 			if rs, ok := a.backend.(ResponsesServer); !ok || !rs.ServesResponses(r.Context()) {
 				// The backend gets a chat completions request; tw writes its answer to the client
