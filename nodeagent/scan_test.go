@@ -183,8 +183,8 @@ func TestMeterGolden(t *testing.T) {
 		file   string
 		tokens int64
 	}{
-		{"ollama_stream_usage.sse", 5}, // from usage (include_usage)
-		{"vllm_stream_nousage.sse", 4}, // counted chunks: the role chunk and the finish chunk carry no text
+		{"ollama_stream_usage.sse", 5},    // from usage (include_usage)
+		{"vllm_stream_nousage.sse", 4},    // counted chunks: the role chunk and the finish chunk carry no text
 		{"responses_stream_usage.sse", 6}, // a Responses stream: usage's output_tokens
 	} {
 		b, err := os.ReadFile(filepath.Join("testdata", tc.file))
