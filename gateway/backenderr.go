@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/herd-llm/herd/gateway/apierr"
 )
 
 // Backend error bodies reach the gateway in whatever shape the node's backend writes them, relayed
@@ -33,7 +35,7 @@ const maxErrorMessage = 2048
 // openAIErrorTypes are the error.type values OpenAI's API uses; others are replaced.
 var openAIErrorTypes = map[string]bool{
 	errInvalidRequest: true, errAuthentication: true, errPermission: true, errNotFound: true,
-	errRateLimit: true, errServer: true, errUnavailable: true, "insufficient_quota": true,
+	apierr.TypeRateLimit: true, errServer: true, errUnavailable: true, "insufficient_quota": true,
 }
 
 // backendError builds the APIError for a backend's error answer with status and body.
@@ -76,7 +78,7 @@ func typeForStatus(status int) string {
 	case status == http.StatusForbidden:
 		return errPermission
 	case status == http.StatusTooManyRequests:
-		return errRateLimit
+		return apierr.TypeRateLimit
 	case status == http.StatusServiceUnavailable:
 		return errUnavailable
 	case status >= 500:

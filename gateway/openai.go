@@ -11,11 +11,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admission"
+
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
+	"github.com/herd-llm/herd/tracing"
 )
 
 // The OpenAI routes: model listing and the inference routes, which read what routing needs from
@@ -141,6 +145,8 @@ type call struct {
 
 	body []byte
 	info bodyInfo
+	// front, when set, adapts the request to another API's wire format (the Ollama routes).
+	front front
 	// model is the base model as the scheduler knows it; preset the preset applied, if any.
 	model  string
 	preset string
@@ -150,7 +156,7 @@ type call struct {
 	req  scheduler.Request
 	dec  scheduler.Decision
 	excl [4]string
-	tk   ticket
+	tk   admission.Ticket
 
 	attempts int
 	node     string
@@ -163,6 +169,15 @@ type call struct {
 	// agentErr is an agent's 4xx answer as an error value.
 	agentErr *APIError
 
+	// Tracing (tracing.go): the request's span (nil when tracing is off), the current attempt's
+	// context, the time spent queued, and the end of the answer, kept while capture is set.
+	span      trace.Span
+	actx      context.Context
+	queueWait time.Duration
+	capture   bool
+	answered  bool
+	tail      tracing.Tail
+
 	buf [32 << 10]byte
 }
 
@@ -172,7 +187,7 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 	k, _ := s.core.calls.Get().(*call)
 	if k == nil {
 		k = new(call)
-		k.tk.req, k.tk.dec = &k.req, &k.dec
+		k.tk.Req, k.tk.Dec = &k.req, &k.dec
 	}
 	k.s, k.ctx, k.path, k.class, k.start = s, ctx, path, class, s.core.clock.Now()
 	k.seq = s.core.seq.Add(1)
@@ -181,13 +196,15 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 
 func putCall(k *call) {
 	s := k.s
-	k.s, k.ctx, k.body, k.info, k.last, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil
+	k.s, k.ctx, k.body, k.info, k.last, k.front, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft = 0, 0, 0
+	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
+	k.tail.Reset()
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
-	k.tk.lastSnap = nil
+	k.tk.LastSnap = nil
 	s.core.calls.Put(k)
 }
 
@@ -251,7 +268,11 @@ func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
 
 // prepare scans the body, resolves the model and fills the scheduler request.
 func (k *call) prepare() *APIError {
-	if err := k.scan(); err != nil {
+	scan, apply := scanBody, (*models.Preset).Apply
+	if k.front != nil {
+		scan, apply = scanOllamaBody, (*models.Preset).ApplyOllama
+	}
+	if err := k.scan(scan); err != nil {
 		return err
 	}
 	snap := k.s.registry.Snapshot()
@@ -265,12 +286,12 @@ func (k *call) prepare() *APIError {
 		if !isPreset {
 			return k.s.unknownModel(asked, snap)
 		}
-		body, err := p.Apply(k.path, k.body)
+		body, err := apply(p, k.path, k.body)
 		if err != nil {
 			return badRequest("invalid_preset_request", "", "Could not apply preset `%s`: %v", p.Name, err)
 		}
 		k.body, k.preset = body, p.Name
-		if err := k.scan(); err != nil {
+		if err := k.scan(scan); err != nil {
 			return err
 		}
 		if name, vram, ok = findModel(snap, []byte(p.Model), false); !ok {
@@ -296,9 +317,10 @@ func (k *call) prepare() *APIError {
 	return nil
 }
 
-// scan reads what routing needs from the body, with the Responses API's own checks on its route.
-func (k *call) scan() *APIError {
-	if err := scanBody(k.body, &k.info); err != nil {
+// scan reads what routing needs from the body with scan, and makes the Responses API's own
+// checks on its route.
+func (k *call) scan(scan func([]byte, *bodyInfo) *APIError) *APIError {
+	if err := scan(k.body, &k.info); err != nil {
 		return err
 	}
 	if k.path == agentapi.PathResponses {
@@ -335,6 +357,9 @@ func (s *Server) handleInference(path string) gin.HandlerFunc {
 		defer putCall(k)
 		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
 		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
+		if s.core.tracer != nil {
+			k.startServerSpan(c.Request)
+		}
 
 		var res result
 		if body, err := s.readBody(c.Request); err != nil {
@@ -373,6 +398,9 @@ func (k *call) finish(res result) {
 		label = k.preset
 	}
 	s.metrics.observeRequest(label, k.node, statusText(status), latency, k.ttft)
+	if k.span != nil {
+		k.endSpan(res, status, latency)
+	}
 
 	level := slog.LevelDebug
 	if status >= 500 || len(k.failures) > 0 {
@@ -405,7 +433,7 @@ func (k *call) finish(res result) {
 // decisionText describes the last scheduling decision: candidates in order with scores, then
 // refused nodes with reasons.
 func (k *call) decisionText() string {
-	snap := k.tk.lastSnap
+	snap := k.tk.LastSnap
 	if snap == nil {
 		return ""
 	}

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"github.com/gin-gonic/gin"
+
+	"github.com/herd-llm/herd/jsonspan"
 )
 
 // POST /v1/responses, the OpenAI Responses API, takes the inference path of the other /v1 routes
@@ -27,14 +29,14 @@ import (
 func checkResponses(b []byte, info *bodyInfo) *APIError {
 	var ins, input []byte
 	var err *APIError
-	i := skipWS(b, 0)
-	eachMember(b[i:], func(key, v []byte) {
+	i := jsonspan.SkipWS(b, 0)
+	jsonspan.EachMember(b[i:], func(key, v []byte) {
 		if err != nil {
 			return
 		}
-		switch string(keyBytes(key)) {
+		switch string(jsonspan.Key(key)) {
 		case "previous_response_id":
-			if v[0] == '"' && len(stringValue(v)) > 0 {
+			if v[0] == '"' && len(jsonspan.String(v)) > 0 {
 				err = badRequest("unsupported_parameter", "previous_response_id",
 					"previous_response_id is not supported: herd does not store responses (store is always false). Send the whole conversation in input instead.")
 			}

@@ -31,6 +31,14 @@ type ResponsesServer interface {
 	ServesResponses(ctx context.Context) bool
 }
 
+// NativeOllama is implemented by backends that serve Ollama's native API (the Ollama backend):
+// the gateway sends Ollama clients' requests to them unchanged.
+type NativeOllama interface {
+	// ServeOllama answers a native Ollama request for path (agentapi.PathOllamaChat, ...) whose
+	// body has already been read, streaming NDJSON as Ollama writes it.
+	ServeOllama(w http.ResponseWriter, r *http.Request, path string, body []byte)
+}
+
 // ModelManager is implemented by backends that can pull, load, unload and delete models.
 type ModelManager interface {
 	Pull(ctx context.Context, model string, progress func(agentapi.Progress)) error

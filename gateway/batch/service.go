@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -27,6 +30,8 @@ type Options struct {
 	// Consumer names this runner on the work queue; a stable name lets a restarted gateway take
 	// its own batches back as soon as their claims time out. Default: host name and process ID.
 	Consumer string
+	// Tracer makes a span per batch run and per line (runner.go); nil: no spans.
+	Tracer trace.Tracer
 }
 
 // Service owns files and batches.
@@ -38,6 +43,7 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	consumer string
+	tracer   trace.Tracer
 
 	// slots bounds the lines in flight over all batches (Config.Concurrency).
 	slots chan struct{}
@@ -69,12 +75,16 @@ func New(o Options) (*Service, error) {
 		log:      o.Logger,
 		now:      o.Now,
 		consumer: o.Consumer,
+		tracer:   o.Tracer,
 		wake:     make(chan struct{}, 1),
 		slots:    make(chan struct{}, o.Config.withDefaults().Concurrency),
 		active:   make(map[string]func()),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.tracer == nil {
+		s.tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if s.now == nil {
 		s.now = time.Now
