@@ -168,6 +168,9 @@ type call struct {
 	last *capturedResponse
 	// agentErr is an agent's 4xx answer as an error value.
 	agentErr *APIError
+	// events counts the SSE events a Responses stream passed to the client, so that an error
+	// event after a failure carries the next sequence_number.
+	events int
 
 	// Tracing (tracing.go): the request's span (nil when tracing is off), the current attempt's
 	// context, the time spent queued, and the end of the answer, kept while capture is set.
@@ -198,7 +201,7 @@ func putCall(k *call) {
 	s := k.s
 	k.s, k.ctx, k.body, k.info, k.last, k.front, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
-	k.attempts, k.status, k.ttft = 0, 0, 0
+	k.attempts, k.status, k.ttft, k.events = 0, 0, 0, 0
 	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
 	k.tail.Reset()
 	k.failures = k.failures[:0]

@@ -42,7 +42,8 @@ import (
 //   - SSE is relayed event by event: each read is cut at the last complete event and flushed at
 //     once; a partial event waits for its end. So when the agent fails mid-stream, the client
 //     gets no torn event, only one well-formed error event (OpenAI's error object with code
-//     upstream_error), and the stream ends. Metrics count such a request as 502.
+//     upstream_error; on /v1/responses the Responses API's "error" event, numbered after the
+//     events already sent), and the stream ends. Metrics count such a request as 502.
 //   - A non-streamed body that breaks off after it started cannot be fixed: the connection is
 //     cut (http.ErrAbortHandler), so the client sees an error instead of truncated JSON.
 //   - Every read from the agent is bounded (FirstByteTimeout before the first byte,
@@ -306,6 +307,9 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 				_, _ = k.tail.Write(out)
 			}
 			if sse {
+				if k.path == agentapi.PathResponses {
+					k.events += bytes.Count(out, sseEventEnd)
+				}
 				w.Flush()
 			}
 		}
@@ -342,9 +346,33 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		if !sse {
 			return outcomeAbort
 		}
-		writeSSEError(w, fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause))
+		msg := fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause)
+		if k.path == agentapi.PathResponses {
+			writeResponsesError(w, msg, k.events)
+		} else {
+			writeSSEError(w, msg)
+		}
 		return outcomeDone
 	}
+}
+
+// sseEventEnd ends an SSE event; herd's agents, Ollama and vLLM all end events with "\n\n".
+var sseEventEnd = []byte("\n\n")
+
+// writeResponsesError ends a broken Responses stream as the Responses API does: one "error"
+// event, numbered after the seq events the client already has.
+func writeResponsesError(w sink, message string, seq int) {
+	b, _ := json.Marshal(struct {
+		Type    string  `json:"type"`
+		Code    string  `json:"code"`
+		Message string  `json:"message"`
+		Param   *string `json:"param"`
+		Seq     int     `json:"sequence_number"`
+	}{"error", "upstream_error", message, nil, seq})
+	_, _ = w.Write([]byte("event: error\ndata: "))
+	_, _ = w.Write(b)
+	_, _ = w.Write([]byte("\n\n"))
+	w.Flush()
 }
 
 // eventEnd returns the index just past the last complete SSE event in b (0: none). Events end

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/scheduler"
 )
 
 func TestResponsesRoute(t *testing.T) {
@@ -93,5 +94,30 @@ func TestResponsesScan(t *testing.T) {
 	checkResponses(b2, &next)
 	if next.prefixHash != info.prefixHash {
 		t.Errorf("prefix hash %x != %x", next.prefixHash, info.prefixHash)
+	}
+}
+
+// A Responses stream that breaks after it started ends with the Responses API's error event,
+// numbered after the events the client has.
+func TestResponsesMidStreamFailure(t *testing.T) {
+	g := newCoreGW(t, func(c *Config) { c.Scheduler.Policy = scheduler.PolicyLeastInflight })
+	a := newWireAgent(t, "a", wireMidStream)
+	g.beat("a", a.srv.URL, 4, testModel)
+	resp := g.post(t, "/v1/responses", `{"model":"llama3.1:8b","stream":true,"input":"hi"}`)
+	defer resp.Body.Close()
+	events := readSSEData(t, resp.Body)
+	if len(events) != 3 {
+		t.Fatalf("got events %q, want two and an error event", events)
+	}
+	var e struct {
+		Type    string  `json:"type"`
+		Code    string  `json:"code"`
+		Message string  `json:"message"`
+		Param   *string `json:"param"`
+		Seq     *int    `json:"sequence_number"`
+	}
+	if err := json.Unmarshal([]byte(events[2]), &e); err != nil || e.Type != "error" || e.Code != "upstream_error" ||
+		e.Seq == nil || *e.Seq != 2 || !strings.Contains(e.Message, "upstream node a failed mid-stream") {
+		t.Errorf("last event %s (%v)", events[2], err)
 	}
 }
