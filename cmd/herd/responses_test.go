@@ -133,6 +133,43 @@ func TestResponsesOnSim(t *testing.T) {
 	if r.Instructions.OfString != "You greet people." || r.MaxOutputTokens != 8 || r.Usage.OutputTokens > 8 {
 		t.Errorf("preset not applied: instructions %q max_output_tokens %d usage %+v", r.Instructions.OfString, r.MaxOutputTokens, r.Usage)
 	}
+
+	// /v1/responses as a batch endpoint, as OpenAI's Batch API takes it.
+	lines := `{"custom_id":"a","method":"POST","url":"/v1/responses","body":{"model":"llama3.2:1b","input":"one","max_output_tokens":4}}` + "\n" +
+		`{"custom_id":"b","method":"POST","url":"/v1/responses","body":{"model":"greeter","input":"two"}}` + "\n"
+	f, err := client.Files.New(ctx, openai.FileNewParams{File: openai.File(strings.NewReader(lines), "lines.jsonl", "application/jsonl"), Purpose: openai.FilePurposeBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := client.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1Responses,
+		CompletionWindow: openai.BatchNewParamsCompletionWindow24h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the Responses batch to complete", func() bool {
+		b, err = client.Batches.Get(ctx, b.ID)
+		return err == nil && b.Status == openai.BatchStatusCompleted
+	})
+	if b.RequestCounts.Completed != 2 || b.OutputFileID == "" {
+		t.Fatalf("batch %+v", b)
+	}
+	out, err := client.Files.Content(ctx, b.OutputFileID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Body.Close()
+	body, _ := io.ReadAll(out.Body)
+	for _, line := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		var l struct {
+			Response struct {
+				StatusCode int                `json:"status_code"`
+				Body       responses.Response `json:"body"`
+			} `json:"response"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil || l.Response.StatusCode != 200 || l.Response.Body.Object != "response" || l.Response.Body.OutputText() == "" {
+			t.Errorf("output line %s (%v)", line, err)
+		}
+	}
 }
 
 func TestResponsesOnRealOllama(t *testing.T) {
