@@ -23,6 +23,8 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	ttft     *prometheus.HistogramVec
+	// refused counts heartbeats refused because another live agent holds the node ID.
+	refused *prometheus.CounterVec
 }
 
 // latencyBuckets span a short completion on a warm model (100 ms) to a long generation or a
@@ -51,9 +53,13 @@ func newMetrics(reg *registry.Registry) *metrics {
 			Help:    "Time from receiving an inference request to the first byte of its answer.",
 			Buckets: ttftBuckets,
 		}, []string{"model", "node"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_heartbeats_refused_total",
+			Help: "Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
+		}, []string{"node"}),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.ttft,
+		m.requests, m.duration, m.ttft, m.refused,
 		newClusterCollector(reg),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
