@@ -121,3 +121,26 @@ func TestResponsesMidStreamFailure(t *testing.T) {
 		t.Errorf("last event %s (%v)", events[2], err)
 	}
 }
+
+// FuzzCheckResponses: on any body the scanner accepts, the Responses checks answer without
+// panicking, refuse only with a 400 naming a parameter, and hash the same body the same way.
+func FuzzCheckResponses(f *testing.F) {
+	f.Add([]byte(`{"model":"m","instructions":"x","input":[{"role":"user","content":"hi"}]}`))
+	f.Add([]byte(`{"model":"m","input":"hi","previous_response_id":"resp_1"}`))
+	f.Add([]byte(`{"model":"m","conversation":null,"background":false,"prompt":"p","input":[1,"a",{}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var info bodyInfo
+		if scanBody(b, &info) != nil {
+			return
+		}
+		err := checkResponses(b, &info)
+		if err != nil && (err.Status != 400 || err.Param == "") {
+			t.Fatalf("checkResponses(%q) = %+v", b, err)
+		}
+		var again bodyInfo
+		scanBody(b, &again)
+		if err2 := checkResponses(b, &again); (err2 == nil) != (err == nil) || again.prefixHash != info.prefixHash {
+			t.Fatalf("checkResponses(%q) not deterministic", b)
+		}
+	})
+}
