@@ -29,13 +29,19 @@ type responsesProbe struct {
 	mu     sync.Mutex
 	native bool
 	at     time.Time
+	// now is the clock the TTL is read on (time.Now; tests set their own).
+	now func() time.Time
 }
 
 // servesResponses reports whether the backend serves /v1/responses natively.
 func (p *proxy) servesResponses(ctx context.Context) bool {
 	p.responses.mu.Lock()
 	defer p.responses.mu.Unlock()
-	if !p.responses.at.IsZero() && time.Since(p.responses.at) < responsesProbeTTL {
+	now := time.Now
+	if p.responses.now != nil {
+		now = p.responses.now
+	}
+	if !p.responses.at.IsZero() && now().Sub(p.responses.at) < responsesProbeTTL {
 		return p.responses.native
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -57,7 +63,7 @@ func (p *proxy) servesResponses(ctx context.Context) bool {
 	resp.Body.Close()
 	native, known := probeAnswer(resp.StatusCode, msg)
 	if known {
-		p.responses.native, p.responses.at = native, time.Now()
+		p.responses.native, p.responses.at = native, now()
 		p.log.Info("backend Responses API probe", "backend", p.kind, "native", native, "status", resp.StatusCode)
 	}
 	return native

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestServesResponsesProbe(t *testing.T) {
@@ -47,6 +48,13 @@ func TestServesResponsesProbe(t *testing.T) {
 			}
 			if n := calls.Load(); n != 1 {
 				t.Errorf("%d probes, want 1 (the answer is kept)", n)
+			}
+			// After the TTL the backend is asked again (an upgrade is noticed without a restart).
+			later := time.Now().Add(responsesProbeTTL + time.Second)
+			b.proxy.responses.now = func() time.Time { return later }
+			b.ServesResponses(context.Background())
+			if n := calls.Load(); n != 2 {
+				t.Errorf("%d probes after the TTL, want 2", n)
 			}
 		})
 	}
