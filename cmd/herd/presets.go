@@ -71,15 +71,12 @@ func newPresetsCmd() *cobra.Command {
 			}
 			c := cf.client()
 			for _, p := range presets {
-				err := c.sendJSON(cmd.Context(), http.MethodPut, "/admin/v1/presets/"+url.PathEscape(p.Name), p, nil)
-				var ae *apiError
-				if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-					err = c.sendJSON(cmd.Context(), http.MethodPost, "/admin/v1/presets", p, nil)
-				}
-				if err != nil {
+				// The gateway numbers a preset without version: and keeps an unchanged one as it is.
+				var stored models.Preset
+				if err := c.sendJSON(cmd.Context(), http.MethodPut, "/admin/v1/presets/"+url.PathEscape(p.Name), p, &stored); err != nil {
 					return fmt.Errorf("preset %s: %w", p.Name, err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "preset %s applied (base model %s)\n", p.Name, p.Model)
+				fmt.Fprintf(cmd.OutOrStdout(), "preset %s version %d (base model %s)\n", p.Name, stored.Version, stored.Model)
 			}
 			return nil
 		},
