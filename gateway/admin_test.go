@@ -57,7 +57,15 @@ type adminEnv struct {
 	reg   *registry.Registry
 	srv   *Server
 	http  *httptest.Server
+	queue *stubQueue
 }
+
+// stubQueue is a gateway queue with set depths.
+type stubQueue struct{ depths []queueDepth }
+
+func (q *stubQueue) queueDepths() []queueDepth { return q.depths }
+
+var _ queueSource = (*stubQueue)(nil)
 
 func newAdminEnv(t *testing.T) *adminEnv {
 	t.Helper()
@@ -70,7 +78,8 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg)}
+	queue := &stubQueue{}
+	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg, queue, clk.Now)}
 	e := gin.New()
 	s.registerAdminRoutes(e.Group("/admin/v1"))
 	s.registerInternalRoutes(e.Group("/internal/v1"))
@@ -78,7 +87,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	s.engine = e
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)
-	return &adminEnv{t: t, clock: clk, reg: reg, srv: s, http: hs}
+	return &adminEnv{t: t, clock: clk, reg: reg, srv: s, http: hs, queue: queue}
 }
 
 // do sends a request to the gateway and returns the status and body.

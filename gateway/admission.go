@@ -454,6 +454,46 @@ func (a *admission) depth() (interactive, batch int) {
 	return len(a.interactive), len(a.batch)
 }
 
+// queueDepth is how many requests of one model and class wait in the gateway.
+type queueDepth struct {
+	Model    string `json:"model"`
+	Class    string `json:"class"`
+	Waiting  int    `json:"waiting"`
+	Capacity int    `json:"capacity"`
+}
+
+// queueDepths returns the waiting requests by model and class, sorted, with a zero entry for
+// both classes of every model a node reports, so an empty queue reads 0 rather than nothing.
+func (a *admission) queueDepths() []queueDepth {
+	snap := a.src.Snapshot()
+	a.mu.Lock()
+	counts := make(map[classModel]int, len(a.perModel))
+	for k, n := range a.perModel {
+		counts[k] = n
+	}
+	a.mu.Unlock()
+	for i := range snap.Nodes {
+		for _, m := range snap.Nodes[i].Models {
+			for _, class := range [...]string{scheduler.ClassInteractive, scheduler.ClassBatch} {
+				if k := (classModel{class, m.Name}); counts[k] == 0 {
+					counts[k] = 0
+				}
+			}
+		}
+	}
+	out := make([]queueDepth, 0, len(counts))
+	for k, n := range counts {
+		out = append(out, queueDepth{Model: k.model, Class: k.class, Waiting: n, Capacity: a.size})
+	}
+	slices.SortFunc(out, func(x, y queueDepth) int {
+		if c := strings.Compare(x.Model, y.Model); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Class, y.Class)
+	})
+	return out
+}
+
 // noNodeError is the 503 for a request no node can serve, with every node's reason.
 func noNodeError(model string, snap *scheduler.Snapshot, d *scheduler.Decision) *APIError {
 	if len(snap.Nodes) == 0 {

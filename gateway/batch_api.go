@@ -204,6 +204,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Dispatcher: s.dispatcher(),
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
+		Observer:   batchObserver{s.metrics},
 	})
 	if err != nil {
 		_ = st.Close()
@@ -605,4 +606,23 @@ func (s *Server) handleBatchManifest(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, m)
+}
+
+// batchObserver counts the batch runner's lines and batches in the metrics.
+type batchObserver struct{ m *metrics }
+
+var _ batch.Observer = batchObserver{}
+
+// LineRecorded implements batch.Observer.
+func (o batchObserver) LineRecorded(failed bool) {
+	if o.m != nil {
+		o.m.observeLine(failed)
+	}
+}
+
+// BatchFinished implements batch.Observer.
+func (o batchObserver) BatchFinished(status string) {
+	if o.m != nil {
+		o.m.observeBatch(status)
+	}
 }

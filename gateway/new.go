@@ -136,7 +136,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	s.core.adm = newAdmission(reg, sched.Pick, o.clock, cfg.QueueSize, cfg.QueueTimeout, cfg.HeartbeatInterval)
 	s.core.adm.queue = sched.Config()
-	s.metrics = newMetrics(reg)
+	s.metrics = newMetrics(reg, s.core.adm, o.clock.Now)
 	if err := s.initBulk(context.Background()); err != nil {
 		return nil, err
 	}

@@ -118,6 +118,17 @@ func errModelNotFound(model string) *APIError {
 	return notFound("model_not_found", "model", "The model `%s` does not exist or you do not have access to it.", model)
 }
 
+// defaultTenant labels the tokens of requests made without a tenant's API key.
+const defaultTenant = "default"
+
+// metricsLabel is the model label of the request's metrics: the preset when one was applied.
+func (k *call) metricsLabel() string {
+	if k.preset != "" {
+		return k.preset
+	}
+	return k.model
+}
+
 // call is one inference request on its way through the gateway. Calls are pooled: the scheduler
 // request, its decision and the copy buffer are reused, which keeps the hot path low on
 // allocations.
@@ -146,6 +157,9 @@ type call struct {
 	node     string
 	status   int
 	ttft     time.Duration
+	// tenant labels the request's tokens: the API key's tenant, defaultTenant without one.
+	tenant string
+	mt     meter
 	// failures describes the failed attempts, for the log and the final error.
 	failures []string
 	// last is the last retryable answer an agent gave (5xx, 429), relayed if no node does better.
@@ -171,7 +185,8 @@ func putCall(k *call) {
 	s := k.s
 	k.s, k.ctx, k.body, k.info, k.last = nil, nil, nil, bodyInfo{}, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
-	k.attempts, k.status, k.ttft = 0, 0, 0
+	k.attempts, k.status, k.ttft, k.tenant = 0, 0, 0, ""
+	k.mt.reset()
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
@@ -338,11 +353,19 @@ func (k *call) finish(res result) {
 	if res.clientGone {
 		status = 499 // nginx's "client closed request"
 	}
-	label := k.model
-	if k.preset != "" {
-		label = k.preset
+	label := k.metricsLabel()
+	s.metrics.observeRequest(label, k.node, statusText(status), latency)
+	if status/100 == 2 {
+		prompt, completion := k.mt.tokens(k.info.stream)
+		tenant := k.tenant
+		if tenant == "" {
+			tenant = defaultTenant
+		}
+		s.metrics.observeTokens(label, k.node, tenant, prompt, completion)
+		if k.info.stream {
+			s.metrics.observeStream(label, k.node, k.ttft, k.mt.tpot(completion))
+		}
 	}
-	s.metrics.observeRequest(label, k.node, statusText(status), latency, k.ttft)
 
 	level := slog.LevelDebug
 	if status >= 500 || len(k.failures) > 0 {

@@ -217,11 +217,17 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 				committed = true
 				k.ttft = s.core.clock.Now().Sub(k.start)
 				timeout = s.cfg.StreamIdleTimeout
+				if sse {
+					k.mt.itl = s.metrics.itl.WithLabelValues(k.metricsLabel(), n.ID)
+				}
 			}
 			if _, werr := w.Write(out); werr != nil {
 				return outcomeClientGone
 			}
+			k.mt.body(out)
 			if sse {
+				// Metered before the flush: the client cannot have the events before they are timed.
+				k.mt.events(out, s.core.clock.Now())
 				w.Flush()
 			}
 		}
@@ -247,6 +253,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		if r, ok := w.(resettable); ok {
 			r.reset()
 			k.status, k.ttft = 0, 0
+			k.mt.reset()
 			return outcomeRetry
 		}
 		k.status = http.StatusBadGateway

@@ -16,6 +16,9 @@ const (
 	// PathEmbeddings is the OpenAI embeddings route on an agent.
 	PathEmbeddings = "/v1/embeddings"
 
+	// PathHealthz is the agent's liveness route (GET, no token: for Kubernetes probes and load
+	// balancers; it says nothing about the node beyond its ID).
+	PathHealthz = "/healthz"
 	// PathInfo returns the agent's current Heartbeat (GET).
 	PathInfo = "/agent/v1/info"
 	// PathModelPull pulls a model from the backend's registry (POST PullRequest → NDJSON Progress).
