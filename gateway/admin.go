@@ -88,6 +88,9 @@ type adminNode struct {
 	Queued          int          `json:"queued"`
 	Slots           int          `json:"slots"`
 	LastHeartbeat   time.Time    `json:"last_heartbeat"`
+	// LastSeenSeconds is the age of LastHeartbeat; Status is "up", "late" or "down" (see ops_admin.go).
+	LastSeenSeconds float64 `json:"last_seen_seconds"`
+	Status          string  `json:"status"`
 	StartedAt       time.Time    `json:"started_at"`
 	TelemetryError  string       `json:"telemetry_error"`
 	BackendError    string       `json:"backend_error"`
@@ -150,7 +153,7 @@ func (s *Server) handleListNodes(c *gin.Context) {
 	views := s.registry.Nodes()
 	out := adminNodeList{Nodes: make([]adminNode, 0, len(views))}
 	for _, v := range views {
-		out.Nodes = append(out.Nodes, toAdminNode(v))
+		out.Nodes = append(out.Nodes, s.adminNodeOf(v))
 	}
 	c.JSON(http.StatusOK, out)
 }
@@ -161,7 +164,7 @@ func (s *Server) handleGetNode(c *gin.Context) {
 		abortWithError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, toAdminNode(v))
+	c.JSON(http.StatusOK, s.adminNodeOf(v))
 }
 
 func (s *Server) node(id string) (registry.NodeView, error) {
@@ -193,7 +196,7 @@ func (s *Server) handleDrain(on bool) gin.HandlerFunc {
 			abortWithError(c, err)
 			return
 		}
-		c.JSON(http.StatusOK, toAdminNode(v))
+		c.JSON(http.StatusOK, s.adminNodeOf(v))
 	}
 }
 

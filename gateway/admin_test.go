@@ -48,7 +48,17 @@ func (c *adminClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-var _ registry.Clock = (*adminClock)(nil)
+// AfterFunc makes adminClock a gateway Clock; the admin tests start no timers, so it never fires.
+func (c *adminClock) AfterFunc(time.Duration, func()) Timer { return stoppedTimer{} }
+
+type stoppedTimer struct{}
+
+func (stoppedTimer) Stop() bool { return false }
+
+var (
+	_ registry.Clock = (*adminClock)(nil)
+	_ Clock          = (*adminClock)(nil)
+)
 
 // adminEnv is a gateway with only the admin, internal and metrics routes, built without New.
 type adminEnv struct {
@@ -83,6 +93,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	e := gin.New()
 	s.registerAdminRoutes(e.Group("/admin/v1"))
 	s.registerInternalRoutes(e.Group("/internal/v1"))
+	s.core.clock = clk
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
 	s.engine = e
 	hs := httptest.NewServer(e)
@@ -259,6 +270,7 @@ func TestAdminNodesGolden(t *testing.T) {
 	env.reg.Acquire("node-a")
 	env.reg.Acquire("node-a")
 	env.reg.Acquire("node-a") // gateway knows of 3 in flight, the heartbeat of 1
+	env.clock.Advance(1200 * time.Millisecond) // node-a's heartbeat is 1.2 s old: up; node-b's 6.2 s: down
 
 	status, body := env.do(http.MethodGet, "/admin/v1/nodes", "")
 	if status != http.StatusOK {
@@ -730,5 +742,30 @@ func TestAdminExplain(t *testing.T) {
 	for _, q := range []string{"", "?model=m&class=bulk", "?model=m&max_tokens=-1", "?model=m&seed=x"} {
 		status, body := env.do(http.MethodGet, "/admin/v1/explain"+q, "")
 		wantError(t, status, body, http.StatusBadRequest, "")
+	}
+}
+
+func TestNodeLiveness(t *testing.T) {
+	s := &Server{cfg: Config{HeartbeatInterval: time.Second}}
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name       string
+		age        time.Duration
+		intervalMS int64
+		stale      bool
+		want       string
+	}{
+		{"fresh", 400 * time.Millisecond, 1000, false, nodeUp},
+		{"a beat late", 1600 * time.Millisecond, 1000, false, nodeLate},
+		{"agent's own interval", 1600 * time.Millisecond, 2000, false, nodeUp},
+		{"gateway's interval when the agent sends none", 2 * time.Second, 0, false, nodeLate},
+		{"stale is down", 12 * time.Second, 1000, true, nodeDown},
+		{"clock behind the heartbeat", -time.Second, 1000, false, nodeUp},
+	} {
+		v := registry.NodeView{Heartbeat: agentapi.Heartbeat{IntervalMS: tc.intervalMS}, Stale: tc.stale, LastHeartbeat: now.Add(-tc.age)}
+		age, status := s.liveness(v, now)
+		if status != tc.want || age != max(tc.age, 0).Seconds() {
+			t.Errorf("%s: %v %s, want %v %s", tc.name, age, status, max(tc.age, 0).Seconds(), tc.want)
+		}
 	}
 }

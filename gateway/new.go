@@ -96,6 +96,12 @@ func (c Config) withDefaults() Config {
 	if c.QueueTimeout == 0 {
 		c.QueueTimeout = d.QueueTimeout
 	}
+	if c.HistoryInterval == 0 {
+		c.HistoryInterval = d.HistoryInterval
+	}
+	if c.HistoryWindow == 0 {
+		c.HistoryWindow = d.HistoryWindow
+	}
 	return c
 }
 
@@ -137,6 +143,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	s.core.adm = newAdmission(reg, sched.Pick, o.clock, cfg.QueueSize, cfg.QueueTimeout, cfg.HeartbeatInterval)
 	s.core.adm.queue = sched.Config()
 	s.metrics = newMetrics(reg, s.core.adm, o.clock.Now)
+	s.history = newHistory(cfg.HistoryInterval, cfg.HistoryWindow)
 	if err := s.initBulk(context.Background()); err != nil {
 		return nil, err
 	}
@@ -150,6 +157,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.MinReplicas) > 0 {
 		go s.keepReplicas(ctx)
 	}
+	go s.recordHistory(ctx)
 	s.runBulk(ctx)
 	if err := s.closeBulk(); err != nil {
 		return fmt.Errorf("gateway: close store: %w", err)
@@ -202,6 +210,7 @@ func (s *Server) routes() *gin.Engine {
 
 	admin := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
 	s.registerAdminRoutes(admin)
+	s.registerOpsRoutes(admin)
 	s.registerPresetRoutes(admin)
 
 	internal := e.Group("/internal/v1", s.clusterAuth())

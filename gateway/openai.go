@@ -362,6 +362,7 @@ func (k *call) finish(res result) {
 			tenant = defaultTenant
 		}
 		s.metrics.observeTokens(label, k.node, tenant, prompt, completion)
+		s.history.addTokens(completion)
 		if k.info.stream {
 			s.metrics.observeStream(label, k.node, k.ttft, k.mt.tpot(completion))
 		}

@@ -58,6 +58,10 @@ type Config struct {
 	// Redis so several gateways share them (file contents stay in DataDir: make it a shared volume).
 	// Empty: an embedded bbolt file in DataDir.
 	RedisURL string `yaml:"redis_url"`
+	// HistoryInterval and HistoryWindow size the in-process history the dashboard charts (one
+	// sample per interval, window long).
+	HistoryInterval time.Duration `yaml:"history_interval"`
+	HistoryWindow   time.Duration `yaml:"history_window"`
 	// Batch bounds files and batches and tunes the batch runner; zero values take batch.DefaultConfig's.
 	Batch batch.Config `yaml:"batch"`
 	// Version is reported by /healthz.
@@ -77,6 +81,8 @@ func DefaultConfig() Config {
 		StreamIdleTimeout: 60 * time.Second,
 		QueueSize:         256,
 		QueueTimeout:      60 * time.Second,
+		HistoryInterval:   5 * time.Second,
+		HistoryWindow:     10 * time.Minute,
 	}
 }
 
@@ -100,6 +106,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAttempts < 1 {
 		errs = append(errs, errors.New("max attempts must be at least 1"))
+	}
+	if c.HistoryInterval <= 0 || c.HistoryWindow < c.HistoryInterval || c.HistoryWindow/c.HistoryInterval > maxHistorySamples {
+		errs = append(errs, fmt.Errorf("history: interval %s and window %s must be positive, the window at least one interval and at most %d of them",
+			c.HistoryInterval, c.HistoryWindow, maxHistorySamples))
 	}
 	if err := c.Scheduler.Validate(); err != nil {
 		errs = append(errs, err)
@@ -136,6 +146,7 @@ type Server struct {
 
 	// Owned by admin/metrics.
 	metrics *metrics
+	history *history
 	// agents caches one agent client per node address (zero value ready to use; admin.go).
 	agents agentPool
 
