@@ -89,11 +89,11 @@ type adminNode struct {
 	Slots           int          `json:"slots"`
 	LastHeartbeat   time.Time    `json:"last_heartbeat"`
 	// LastSeenSeconds is the age of LastHeartbeat; Status is "up", "late" or "down" (see ops_admin.go).
-	LastSeenSeconds float64 `json:"last_seen_seconds"`
-	Status          string  `json:"status"`
-	StartedAt       time.Time    `json:"started_at"`
-	TelemetryError  string       `json:"telemetry_error"`
-	BackendError    string       `json:"backend_error"`
+	LastSeenSeconds float64   `json:"last_seen_seconds"`
+	Status          string    `json:"status"`
+	StartedAt       time.Time `json:"started_at"`
+	TelemetryError  string    `json:"telemetry_error"`
+	BackendError    string    `json:"backend_error"`
 }
 
 type adminGPU struct {

@@ -269,7 +269,7 @@ func TestAdminNodesGolden(t *testing.T) {
 	}
 	env.reg.Acquire("node-a")
 	env.reg.Acquire("node-a")
-	env.reg.Acquire("node-a") // gateway knows of 3 in flight, the heartbeat of 1
+	env.reg.Acquire("node-a")                  // gateway knows of 3 in flight, the heartbeat of 1
 	env.clock.Advance(1200 * time.Millisecond) // node-a's heartbeat is 1.2 s old: up; node-b's 6.2 s: down
 
 	status, body := env.do(http.MethodGet, "/admin/v1/nodes", "")
