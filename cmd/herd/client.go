@@ -193,6 +193,25 @@ type nodeJSON struct {
 	Slots          int       `json:"slots"`
 	LastHeartbeat  time.Time `json:"last_heartbeat"`
 	TelemetryError string    `json:"telemetry_error"`
+	// LastSeenSeconds is the heartbeat's age; Status is "up", "late" or "down".
+	LastSeenSeconds float64 `json:"last_seen_seconds"`
+	Status          string  `json:"status"`
+}
+
+// live reports whether the node's figures are current (its heartbeat fresh).
+func (n nodeJSON) live() bool { return n.Status != "down" && n.Status != "late" && !n.Stale }
+
+// ago renders an age in seconds the way the views say it: "12s ago", "3m ago".
+func ago(s float64) string {
+	switch {
+	case s < 1:
+		return "just now"
+	case s < 90:
+		return fmt.Sprintf("%.0fs ago", s)
+	case s < 5400:
+		return fmt.Sprintf("%.0fm ago", s/60)
+	}
+	return fmt.Sprintf("%.1fh ago", s/3600)
 }
 
 func gib(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
@@ -201,8 +220,10 @@ func gb(b uint64) string { return fmt.Sprintf("%.0f GB", float64(b)/1e9) }
 
 func nodeState(n nodeJSON) string {
 	switch {
-	case n.Stale:
-		return "stale"
+	case n.Status == "down" || n.Stale:
+		return "down " + ago(n.LastSeenSeconds)
+	case n.Status == "late":
+		return "late (seen " + ago(n.LastSeenSeconds) + ")"
 	case n.Draining:
 		return "draining"
 	case !n.Healthy:
@@ -263,6 +284,9 @@ func printNodes(w io.Writer, nodes []nodeJSON) {
 		if n.Queued > 0 {
 			flight += fmt.Sprintf(" +%dq", n.Queued)
 		}
+		if !n.live() {
+			flight = "[" + flight + "]"
+		}
 		if len(n.GPUs) == 0 {
 			gpu := "no GPU"
 			if n.TelemetryError != "" {
@@ -283,6 +307,10 @@ func printNodes(w io.Writer, nodes []nodeJSON) {
 			util := fmt.Sprintf("%.0f%%", g.UtilizationRatio*100)
 			temp := fmt.Sprintf("%.0f°C", g.TemperatureCelsius)
 			power := fmt.Sprintf("%.0f/%.0f W", g.PowerWatts, g.PowerLimitWatts)
+			if !n.live() {
+				// The last figures of a node that is not reporting are old: bracketed, never as current.
+				mem, util, temp, power = "["+mem+"]", "["+util+"]", "["+temp+"]", "["+power+"]"
+			}
 			if i == 0 {
 				tw.row(n.ID, nodeState(n), backend, name, mem, util, temp, power, flight, strings.Join(resident, ","))
 			} else {
@@ -291,6 +319,39 @@ func printNodes(w io.Writer, nodes []nodeJSON) {
 		}
 	}
 	tw.flush()
+	for _, n := range nodes {
+		if !n.live() {
+			fmt.Fprintln(w, "[bracketed] figures are the last a node reported before it stopped reporting; they are not current.")
+			break
+		}
+	}
+}
+
+// queueJSON is /admin/v1/queue.
+type queueJSON struct {
+	Interactive int `json:"interactive"`
+	Batch       int `json:"batch"`
+	Models      []struct {
+		Model    string `json:"model"`
+		Class    string `json:"class"`
+		Waiting  int    `json:"waiting"`
+		Capacity int    `json:"capacity"`
+	} `json:"models"`
+}
+
+// printQueue prints the requests waiting in the gateway (not on a node).
+func printQueue(w io.Writer, q queueJSON) {
+	fmt.Fprintf(w, "gateway queue: %d interactive, %d batch waiting for a node", q.Interactive, q.Batch)
+	var parts []string
+	for _, m := range q.Models {
+		if m.Waiting > 0 {
+			parts = append(parts, fmt.Sprintf("%s %s %d/%d", m.Model, m.Class, m.Waiting, m.Capacity))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, " (%s)", strings.Join(parts, ", "))
+	}
+	fmt.Fprintln(w)
 }
 
 func newDrainCmd(drain bool) *cobra.Command {
@@ -480,7 +541,13 @@ func newTopCmd() *cobra.Command {
 				if count != 1 {
 					fmt.Fprint(cmd.OutOrStdout(), "\033[H\033[2J")
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "herd top — %s — %s\n\n", c.base, time.Now().Format(time.TimeOnly))
+				var q queueJSON
+				if err := c.getJSON(cmd.Context(), "/admin/v1/queue", &q); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "herd top — %s — %s\n", c.base, time.Now().Format(time.TimeOnly))
+				printQueue(cmd.OutOrStdout(), q)
+				fmt.Fprintln(cmd.OutOrStdout())
 				printNodes(cmd.OutOrStdout(), resp.Nodes)
 			}
 			return nil
