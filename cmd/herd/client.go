@@ -204,8 +204,8 @@ func (n nodeJSON) live() bool { return n.Status != "down" && n.Status != "late" 
 // ago renders an age in seconds the way the views say it: "12s ago", "3m ago".
 func ago(s float64) string {
 	switch {
-	case s < 1:
-		return "just now"
+	case s < 10:
+		return fmt.Sprintf("%.1fs ago", s)
 	case s < 90:
 		return fmt.Sprintf("%.0fs ago", s)
 	case s < 5400:

@@ -67,7 +67,7 @@ func TestNodesView(t *testing.T) {
 	for _, tc := range []struct {
 		s    float64
 		want string
-	}{{0.2, "just now"}, {12.4, "12s ago"}, {600, "10m ago"}, {7200, "2.0h ago"}} {
+	}{{0.24, "0.2s ago"}, {12.4, "12s ago"}, {600, "10m ago"}, {7200, "2.0h ago"}} {
 		if got := ago(tc.s); got != tc.want {
 			t.Errorf("ago(%v) = %q, want %q", tc.s, got, tc.want)
 		}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOperatorViewsTellTheTruth runs a simulated cluster through a batch, a load test and a node
+// failure, and checks that every view an operator has (herd nodes, herd top, /metrics, the
+// dashboard in a real headless Chromium) says what is really happening: the dead node is down
+// since a given age with its last figures marked old, the batch and preset are listed, and the
+// load test knows its figures are simulated.
+func TestOperatorViewsTellTheTruth(t *testing.T) {
+	dir := t.TempDir()
+	presets := filepath.Join(dir, "presets.yaml")
+	os.WriteFile(presets, []byte("presets:\n  - {name: poet, model: llama3.2:1b, system: Rhyme., description: short poems, version: 4}\n"), 0o644)
+	c := startGateway(t, "--presets", presets, "--history-interval", "250ms", "--heartbeat-interval", "250ms")
+	// The survivor beats less often than the default 250 ms, so that a loaded test machine does
+	// not make it miss beats; the one that dies keeps 250 ms, so its death is seen fast.
+	c.addSimAgent("sim1-t4", "t4", "--agent-heartbeat-interval", "500ms")
+	c.addSimAgent("sim2-a40", "a40")
+	c.waitNodes(2)
+
+	prompts := filepath.Join(dir, "prompts.txt")
+	os.WriteFile(prompts, []byte("autumn leaves\nthe sea at night\n"), 0o644)
+	out, err := runCLI(t, "batch", "submit", prompts, "--preset", "poet", "--url", c.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batchID := regexp.MustCompile(`batch_\S+`).FindString(out)
+	if batchID == "" {
+		t.Fatalf("no batch ID in %q", out)
+	}
+	waitFor(t, time.Minute, "the batch to complete", func() bool { return batchStatus(t, c, batchID).Status == "completed" })
+
+	// A load test against a simulated cluster knows it from the nodes' heartbeats.
+	report := filepath.Join(dir, "run.json")
+	if _, err := runCLI(t, "loadtest", "--target", c.url, "--model", "llama3.2:1b", "--rps", "4", "--duration", "1s",
+		"--max-tokens", "8", "--json", report, "-q"); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Simulated bool `json:"simulated"`
+	}
+	if data, err := os.ReadFile(report); err != nil || json.Unmarshal(data, &rep) != nil || !rep.Simulated {
+		t.Fatalf("loadtest report against a simulated cluster: simulated=%v (%v)", rep.Simulated, err)
+	}
+
+	// One node dies.
+	c.agents["sim2-a40"].kill9()
+	waitFor(t, 30*time.Second, "sim2-a40 to be down", func() bool {
+		nodes, err := c.nodes()
+		if err != nil {
+			return false
+		}
+		for _, n := range nodes {
+			if n.ID == "sim2-a40" {
+				return n.Status == "down" && n.LastSeenSeconds > 0
+			}
+		}
+		return false
+	})
+
+	nodesOut, err := runCLI(t, "nodes", "--url", c.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`sim2-a40\s+down [0-9.]+s ago`).MatchString(nodesOut) || !strings.Contains(nodesOut, "[") ||
+		!regexp.MustCompile(`sim1-t4\s+(ready|late)`).MatchString(nodesOut) {
+		t.Errorf("herd nodes does not show the dead node as down with old figures:\n%s", nodesOut)
+	}
+	topOut, err := runCLI(t, "top", "-n", "1", "--url", c.url)
+	if err != nil || !strings.Contains(topOut, "gateway queue: 0 interactive, 0 batch") || !strings.Contains(topOut, "down ") {
+		t.Errorf("herd top: %v\n%s", err, topOut)
+	}
+
+	resp, err := http.Get(c.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, re := range []string{
+		`\nherd_node_up\{node="sim2-a40"\} 0\n`,
+		`\nherd_node_up\{node="sim1-t4"\} 1\n`,
+		`\nherd_node_last_seen_seconds\{node="sim2-a40"\} [0-9.e+]+\n`,
+		`\nherd_gateway_queue_depth\{class="interactive",model="llama3.2:1b"\} 0\n`,
+		`\nherd_completion_tokens_total\{model="llama3.2:1b",node="sim[12]-[a-z0-9]+",tenant="default"\} [1-9]`,
+		`\nherd_completion_tokens_total\{model="poet",node="sim[12]-[a-z0-9]+",tenant="default"\} [1-9]`,
+		`\nherd_batch_lines_total\{outcome="completed"\} 2\n`,
+		`\nherd_batches_finished_total\{status="completed"\} 1\n`,
+		`\nherd_time_to_first_token_seconds_count\{model="llama3.2:1b",node="sim[12]-[a-z0-9]+"\} [1-9]`,
+		`\nherd_inter_token_latency_seconds_count\{model="llama3.2:1b",node="sim[12]-[a-z0-9]+"\} [1-9]`,
+	} {
+		if !regexp.MustCompile(re).Match(metrics) {
+			t.Errorf("/metrics lacks %s", re)
+		}
+	}
+	// The batch's lines are not streamed: they have tokens but no time to first token.
+	if regexp.MustCompile(`herd_time_to_first_token_seconds_count\{model="poet"`).Match(metrics) {
+		t.Error("non-streamed batch lines were observed as time to first token")
+	}
+
+	checkDashboardInChromium(t, c.url, batchID)
+}
+
+// chromiumBinary finds a headless Chromium: HERD_CHROMIUM, else chromium or chromium-browser on
+// PATH. Without one the dashboard check is skipped, unless HERD_REQUIRE_CHROMIUM=1 (make test
+// sets it; scripts/test-deps.sh installs the Debian package).
+func chromiumBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("HERD_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("HERD_REQUIRE_CHROMIUM") != "" {
+		t.Fatal("HERD_REQUIRE_CHROMIUM is set but no chromium is installed (scripts/test-deps.sh installs it)")
+	}
+	t.Skip("no chromium on PATH: dashboard not checked in a browser (set HERD_REQUIRE_CHROMIUM=1 to require it)")
+	return ""
+}
+
+// checkDashboardInChromium loads the dashboard in headless Chromium, lets its scripts run (virtual
+// time), and checks the DOM they built; the screenshot goes to HERD_DASHBOARD_SCREENSHOT when set.
+func checkDashboardInChromium(t *testing.T, url, batchID string) {
+	t.Helper()
+	bin := chromiumBinary(t)
+	profile := t.TempDir()
+	run := func(args ...string) []byte {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		all := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+			"--user-data-dir=" + profile, "--window-size=1280,1900", "--virtual-time-budget=6000"}, args...)
+		cmd := exec.CommandContext(ctx, bin, append(all, url+"/")...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
+		}
+		return out
+	}
+	dom := string(run("--dump-dom"))
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`data-node="sim1-t4" data-status="(up|late)"`),
+		regexp.MustCompile(`data-node="sim2-a40" data-status="down"`),
+		regexp.MustCompile(`down [0-9.]+s ago`),
+		regexp.MustCompile(`class="badge sim">simulated<`),
+		regexp.MustCompile(`data-chart="gpu"[^>]*>[\s\S]*?<path d="M[0-9.]+ [0-9.]+ L`),
+		regexp.MustCompile(`data-chart="queue"`),
+		regexp.MustCompile(`class="batch" data-batch="` + regexp.QuoteMeta(batchID) + `"`),
+		regexp.MustCompile(`2 / 2`),
+		regexp.MustCompile(`class="preset"><td>poet</td><td>v4</td>`),
+		regexp.MustCompile(`id="queue-interactive">0<`),
+		regexp.MustCompile(`class="drain" data-node="sim1-t4" data-action="drain"`),
+	} {
+		if !want.MatchString(dom) {
+			t.Errorf("dashboard DOM after its scripts ran lacks %s", want)
+		}
+	}
+	if m := regexp.MustCompile(`<div id="err">([^<]+)</div>`).FindStringSubmatch(dom); m != nil {
+		t.Errorf("dashboard shows an API error: %s", m[1])
+	}
+	shot := os.Getenv("HERD_DASHBOARD_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(t.TempDir(), "dashboard.png")
+	}
+	run("--screenshot=" + shot)
+	if st, err := os.Stat(shot); err != nil || st.Size() < 10<<10 {
+		t.Fatalf("screenshot %s: %v", shot, err)
+	}
+	if t.Failed() {
+		t.Logf("dashboard DOM:\n%s", dom)
+	}
+}
