@@ -106,6 +106,8 @@ type ticket struct {
 
 	// lastSnap is the snapshot of the last Pick into dec, for explaining the decision.
 	lastSnap *scheduler.Snapshot
+	// queuedAt is when the last admit put the ticket in the queue; zero when it did not wait.
+	queuedAt time.Time
 
 	// ready receives one value when the ticket leaves ticketWaiting.
 	ready chan struct{}
@@ -174,6 +176,7 @@ func (a *admission) admit(ctx context.Context, t *ticket) (grant, error) {
 	a.mu.Lock()
 	a.gen++
 	t.gen, t.state, t.err, t.snap = a.gen, ticketIdle, nil, nil
+	t.queuedAt = time.Time{}
 	batch := t.req.Class == scheduler.ClassBatch
 	if (!batch && len(a.interactive) == 0) || (batch && len(a.batch) == 0) {
 		// Nobody of this class is ahead: try at once, the common case, without queueing.
@@ -191,6 +194,7 @@ func (a *admission) admit(ctx context.Context, t *ticket) (grant, error) {
 	}
 	a.perModel[key]++
 	t.state = ticketWaiting
+	t.queuedAt = a.clock.Now()
 	if batch {
 		a.batch = append(a.batch, t)
 	} else {

@@ -205,6 +205,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
 		Observer:   batchObserver{s.metrics},
+		Tracer:     s.core.tracer,
 	})
 	if err != nil {
 		_ = st.Close()

@@ -49,6 +49,9 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 	defer putCall(k)
 	k.reqID = s.requestID("", k.seq)
 	k.body = req.Body
+	if s.core.tracer != nil {
+		k.startDispatchSpan()
+	}
 
 	var m memSink
 	var res result

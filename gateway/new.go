@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -39,6 +40,8 @@ type core struct {
 
 	started time.Time
 	urls    urlCache
+	// tracer makes the request path's spans; nil when tracing is off (tracing.go).
+	tracer trace.Tracer
 	// calls pools per-request state (*call).
 	calls sync.Pool
 }
@@ -47,9 +50,10 @@ type core struct {
 type Option func(*options)
 
 type options struct {
-	log       *slog.Logger
-	clock     Clock
-	transport http.RoundTripper
+	log            *slog.Logger
+	clock          Clock
+	transport      http.RoundTripper
+	tracerProvider trace.TracerProvider
 }
 
 // WithLogger sets the logger (default slog.Default()). Requests are logged at Debug, one line
@@ -136,6 +140,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		agentAuth:   []string{"Bearer " + cfg.ClusterToken},
 		seed:        randomSeed(),
 		started:     o.clock.Now(),
+		tracer:      tracerFrom(o.tracerProvider),
 	}
 	if s.core.transport == nil {
 		s.core.transport = newAgentTransport()

@@ -12,10 +12,12 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
+	"github.com/herd-llm/herd/tracing"
 )
 
 // The OpenAI routes: model listing and the inference routes, which read what routing needs from
@@ -165,6 +167,15 @@ type call struct {
 	// last is the last retryable answer an agent gave (5xx, 429), relayed if no node does better.
 	last *capturedResponse
 
+	// Tracing (tracing.go): the request's span (nil when tracing is off), the current attempt's
+	// context, the time spent queued, and the end of the answer, kept while capture is set.
+	span      trace.Span
+	actx      context.Context
+	queueWait time.Duration
+	capture   bool
+	answered  bool
+	tail      tracing.Tail
+
 	buf [32 << 10]byte
 }
 
@@ -187,6 +198,8 @@ func putCall(k *call) {
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft, k.tenant = 0, 0, 0, ""
 	k.mt.reset()
+	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
+	k.tail.Reset()
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
@@ -320,6 +333,9 @@ func (s *Server) handleInference(path string) gin.HandlerFunc {
 		defer putCall(k)
 		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
 		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
+		if s.core.tracer != nil {
+			k.startServerSpan(c.Request)
+		}
 
 		var res result
 		if body, err := s.readBody(c.Request); err != nil {
@@ -366,6 +382,9 @@ func (k *call) finish(res result) {
 		if k.info.stream {
 			s.metrics.observeStream(label, k.node, k.ttft, k.mt.tpot(completion))
 		}
+	}
+	if k.span != nil {
+		k.endSpan(res, status, latency)
 	}
 
 	level := slog.LevelDebug

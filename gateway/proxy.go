@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
 )
@@ -88,7 +90,14 @@ func (k *call) run(w sink) result {
 		if k.ctx.Err() != nil {
 			return result{clientGone: true}
 		}
+		var admitStart time.Time
+		if k.span != nil {
+			admitStart = s.core.clock.Now()
+		}
 		g, err := s.core.adm.admit(k.ctx, &k.tk)
+		if k.span != nil {
+			k.traceAdmission(admitStart, g, err)
+		}
 		if err != nil {
 			if k.ctx.Err() != nil {
 				return result{clientGone: true}
@@ -105,7 +114,15 @@ func (k *call) run(w sink) result {
 		n := g.Node()
 		k.attempts++
 		k.node = n.ID
+		var asp trace.Span
+		failures := len(k.failures)
+		if k.span != nil {
+			asp = k.startAttempt(n)
+		}
 		o := k.attempt(n, w)
+		if asp != nil {
+			k.endAttempt(asp, o, failures)
+		}
 		s.core.adm.release(n.ID)
 		switch o {
 		case outcomeDone:
@@ -159,7 +176,11 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		k.fail(n.ID, "%v", err)
 		return outcomeRetry
 	}
-	ctx, cancel := context.WithCancel(k.ctx)
+	parent := k.ctx
+	if k.actx != nil {
+		parent = k.actx
+	}
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var timedOut atomic.Bool
 	idle := time.AfterFunc(s.cfg.FirstByteTimeout, func() {
@@ -225,6 +246,9 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 				return outcomeClientGone
 			}
 			k.mt.body(out)
+			if k.capture {
+				_, _ = k.tail.Write(out)
+			}
 			if sse {
 				// Metered before the flush: the client cannot have the events before they are timed.
 				k.mt.events(out, s.core.clock.Now())
@@ -254,6 +278,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 			r.reset()
 			k.status, k.ttft = 0, 0
 			k.mt.reset()
+			k.tail.Reset()
 			return outcomeRetry
 		}
 		k.status = http.StatusBadGateway
@@ -341,6 +366,9 @@ func (k *call) upstreamRequest(ctx context.Context, u *url.URL) *http.Request {
 		h[agentapi.HeaderClass] = hdrBatch
 	} else {
 		h[agentapi.HeaderClass] = hdrInteractive
+	}
+	if k.actx != nil {
+		agentapi.InjectTraceContext(k.actx, h)
 	}
 	body := k.body
 	req := &http.Request{

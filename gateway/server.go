@@ -18,6 +18,7 @@ import (
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/gateway/store"
 	"github.com/herd-llm/herd/scheduler"
+	"github.com/herd-llm/herd/tracing"
 )
 
 // Config is the gateway's configuration. Zero values are replaced by DefaultConfig's.
@@ -64,6 +65,9 @@ type Config struct {
 	HistoryWindow   time.Duration `yaml:"history_window"`
 	// Batch bounds files and batches and tunes the batch runner; zero values take batch.DefaultConfig's.
 	Batch batch.Config `yaml:"batch"`
+	// Tracing configures OpenTelemetry traces (off unless an endpoint is set here or in the
+	// OTEL_* environment); the process sets the provider up and passes it with WithTracerProvider.
+	Tracing tracing.Config `yaml:"tracing"`
 	// Version is reported by /healthz.
 	Version string `yaml:"-"`
 }
@@ -112,6 +116,9 @@ func (c Config) Validate() error {
 			c.HistoryInterval, c.HistoryWindow, maxHistorySamples))
 	}
 	if err := c.Scheduler.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Tracing.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if len(c.APIKeys) == 0 && !isLoopbackListen(c.Listen) {

@@ -16,6 +16,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/herd-llm/herd/gateway"
@@ -99,6 +100,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.Int64Var(&g.Batch.MaxFileBytes, "max-file-bytes", g.Batch.MaxFileBytes, "largest bulk file accepted (0: 200 MB)")
 	fs.IntVar(&g.Batch.MaxFileLines, "max-file-lines", g.Batch.MaxFileLines, "most lines in a bulk file (0: 50,000)")
 	fs.IntVar(&g.Batch.Concurrency, "batch-concurrency", g.Batch.Concurrency, "batch lines in flight at once (0: 8)")
+	tracingFlags(fs, &g.Tracing)
 }
 
 func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
@@ -120,6 +122,7 @@ func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 		fs.StringVar(&a.Advertise, "advertise", a.Advertise, "URL the gateway uses to reach this agent (default: from --listen)")
 		listFlag(fs, &a.GatewayURLs, "gateway", "gateway URL(s) to heartbeat to")
 		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents")
+		tracingFlags(fs, &a.Tracing)
 	}
 }
 
@@ -164,7 +167,12 @@ func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("gateway config: %w", err)
 	}
-	srv, err := gateway.New(cfg, gateway.WithLogger(log))
+	tp, stopTracing, err := setupTracing(ctx, cfg.Tracing, "herd-gateway", log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer stopTracing()
+	srv, err := gateway.New(cfg, gateway.WithLogger(log), gateway.WithTracerProvider(tp.TracerProvider()))
 	if err != nil {
 		return err
 	}
@@ -247,7 +255,13 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 	// With an unspecified listen host (":9090") and no --advertise, the agent advertises the
 	// machine's first LAN address itself.
 	cfg := a.Config
-	ag, err := nodeagent.New(cfg, b, ts, nodeagent.WithLogger(log))
+	tp, stopTracing, err := setupTracing(ctx, cfg.Tracing, "herd-agent", log, attribute.String("herd.node", cfg.NodeID))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer stopTracing()
+	ag, err := nodeagent.New(cfg, b, ts, nodeagent.WithLogger(log), nodeagent.WithTracerProvider(tp.TracerProvider()))
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("agent config: %w", err)
@@ -380,6 +394,11 @@ func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ W
 		return g.Wait()
 	}
 	a := doc.Agent
+	if a.Tracing.IsZero() {
+		// One set of tracing flags serves both halves of herd up; each keeps its service name.
+		a.Tracing = doc.Gateway.Tracing
+		a.Tracing.ServiceName = ""
+	}
 	a.Listen = "127.0.0.1:0"
 	a.ClusterToken = doc.Gateway.ClusterToken
 	a.GatewayURLs = []string{"http://" + gwAddr}

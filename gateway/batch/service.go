@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -30,6 +33,8 @@ type Options struct {
 	// Consumer names this runner on the work queue; a stable name lets a restarted gateway take
 	// its own batches back as soon as their claims time out. Default: host name and process ID.
 	Consumer string
+	// Tracer makes a span per batch run and per line (runner.go); nil: no spans.
+	Tracer trace.Tracer
 }
 
 // Observer is told what the runner finished. Calls come from the runner's goroutines and must
@@ -52,6 +57,7 @@ type Service struct {
 	now      func() time.Time
 	consumer string
 	obs      Observer
+	tracer   trace.Tracer
 
 	// slots bounds the lines in flight over all batches (Config.Concurrency).
 	slots chan struct{}
@@ -84,12 +90,16 @@ func New(o Options) (*Service, error) {
 		now:      o.Now,
 		consumer: o.Consumer,
 		obs:      o.Observer,
+		tracer:   o.Tracer,
 		wake:     make(chan struct{}, 1),
 		slots:    make(chan struct{}, o.Config.withDefaults().Concurrency),
 		active:   make(map[string]func()),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.tracer == nil {
+		s.tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if s.now == nil {
 		s.now = time.Now
