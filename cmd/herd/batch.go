@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -233,44 +234,110 @@ func uploadFile(ctx context.Context, c *apiClient, name string, data []byte) (st
 	return f.ID, nil
 }
 
-// watchBatch polls the batch and draws a progress line until it ends.
+// watchBatch polls the batch and draws a progress line until it ends. When ctx ends first
+// (Ctrl-C) it says that the batch goes on in the gateway and how to follow it, and returns
+// errInterrupted.
 func watchBatch(ctx context.Context, c *apiClient, id string, w io.Writer) (batchObject, error) {
-	start := time.Now()
 	var b batchObject
+	var first *watchStart
 	for {
 		if err := c.getJSON(ctx, "/v1/batches/"+url.PathEscape(id), &b); err != nil {
+			if ctx.Err() != nil {
+				return b, interrupted(w, c, id, b)
+			}
 			return b, err
 		}
-		fmt.Fprint(w, "\r"+progressLine(b, time.Since(start))+"\033[K")
+		now := time.Now()
+		if first == nil {
+			first = &watchStart{at: now, tokens: b.Usage.OutputTokens, done: b.RequestCounts.Completed + b.RequestCounts.Failed}
+		}
+		fmt.Fprint(w, "\r"+progressLine(b, first, now)+"\033[K")
 		if terminal(b) {
 			fmt.Fprintln(w)
 			return b, nil
 		}
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(w)
-			return b, ctx.Err()
+			return b, interrupted(w, c, id, b)
 		case <-time.After(time.Second):
 		}
 	}
 }
 
-func progressLine(b batchObject, elapsed time.Duration) string {
+// errInterrupted ends a watch the user interrupted; the command exits 130 (as after SIGINT)
+// having said what to do next.
+var errInterrupted = exitError{code: 130}
+
+// interrupted tells the user that stopping the watch did not stop the batch.
+func interrupted(w io.Writer, c *apiClient, id string, b batchObject) error {
+	url := ""
+	if c.base != defaultURL {
+		url = " --url " + c.base
+	}
+	status := b.Status
+	if status == "" {
+		status = "unknown"
+	}
+	fmt.Fprintf(w, "\nstopped watching; batch %s goes on in the gateway (%s, %d/%d done).\n"+
+		"  watch it:   herd batch get %s --wait%s\n"+
+		"  collect it: herd batch get %s --wait --out DIR%s\n"+
+		"  cancel it:  herd batch cancel %s%s\n",
+		id, status, b.RequestCounts.Completed+b.RequestCounts.Failed, b.RequestCounts.Total, id, url, id, url, id, url)
+	return errInterrupted
+}
+
+// watchStart is the batch as the watch first saw it, so rates cover only what it watched.
+type watchStart struct {
+	at     time.Time
+	tokens int64
+	done   int
+}
+
+// batchRunSeconds is how long a finished batch's lines ran, from the batch's own timestamps
+// (in progress until finalizing or the end); false when unknown or under a second.
+func batchRunSeconds(b batchObject) (float64, bool) {
+	if b.InProgressAt == nil {
+		return 0, false
+	}
+	for _, end := range []*int64{b.FinalizingAt, b.CompletedAt, b.CancelledAt, b.FailedAt, b.ExpiredAt} {
+		if end != nil {
+			if d := *end - *b.InProgressAt; d >= 1 {
+				return float64(d), true
+			}
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// progressLine draws the batch's progress. Output tokens per second are the batch's own for a
+// finished batch (its tokens over its run time), and for a running one the rate seen while
+// watching; never tokens the batch made before the watch over the time since it started.
+func progressLine(b batchObject, first *watchStart, now time.Time) string {
 	rc := b.RequestCounts
 	done := rc.Completed + rc.Failed
 	const width = 30
 	filled := 0
 	if rc.Total > 0 {
-		filled = width * done / rc.Total
+		filled = min(width, width*done/rc.Total)
 	}
 	bar := strings.Repeat("█", filled) + strings.Repeat("░", width-filled)
 	line := fmt.Sprintf("%s [%s] %d/%d done, %d failed", b.Status, bar, rc.Completed, rc.Total, rc.Failed)
-	secs := elapsed.Seconds()
-	if secs > 0 && b.Usage.OutputTokens > 0 {
-		line += fmt.Sprintf(", %.0f tok/s", float64(b.Usage.OutputTokens)/secs)
+	if terminal(b) {
+		if secs, ok := batchRunSeconds(b); ok && b.Usage.OutputTokens > 0 {
+			line += fmt.Sprintf(", %.0f tok/s over %s", float64(b.Usage.OutputTokens)/secs, time.Duration(secs*float64(time.Second)))
+		}
+		return line
 	}
-	if done > 0 && done < rc.Total && secs > 0 {
-		eta := time.Duration(float64(rc.Total-done) / (float64(done) / secs) * float64(time.Second))
+	secs := now.Sub(first.at).Seconds()
+	if secs < 2 {
+		return line
+	}
+	if tokens := b.Usage.OutputTokens - first.tokens; tokens > 0 {
+		line += fmt.Sprintf(", %.0f tok/s", float64(tokens)/secs)
+	}
+	if seen := done - first.done; seen > 0 && done < rc.Total {
+		eta := time.Duration(float64(rc.Total-done) / (float64(seen) / secs) * float64(time.Second))
 		line += ", ETA " + eta.Round(time.Second).String()
 	}
 	return line
@@ -322,36 +389,43 @@ func newBatchCancelCmd(cf *clientFlags) *cobra.Command {
 
 // deliveredFile is one entry of manifest.json.
 type deliveredFile struct {
-	File             string `json:"file"`
-	CustomID         string `json:"custom_id"`
-	SHA256           string `json:"sha256"`
-	Bytes            int    `json:"bytes"`
-	Model            string `json:"model"`
-	Node             string `json:"node,omitempty"`
-	PromptTokens     int    `json:"prompt_tokens"`
-	CompletionTokens int    `json:"completion_tokens"`
-	FinishReason     string `json:"finish_reason,omitempty"`
-	StartedAt        string `json:"started_at,omitempty"`
-	FinishedAt       string `json:"finished_at,omitempty"`
-	DurationMS       int64  `json:"duration_ms,omitempty"`
+	File     string `json:"file"`
+	CustomID string `json:"custom_id"`
+	SHA256   string `json:"sha256"`
+	Bytes    int    `json:"bytes"`
+	Model    string `json:"model"`
+	Node     string `json:"node,omitempty"`
+	// Simulated is true when the node is a simulated GPU: the text did not come from a model.
+	Simulated bool `json:"simulated"`
+	// Parameters are the sampling parameters the line ran with (preset defaults applied).
+	Parameters       json.RawMessage `json:"parameters,omitempty"`
+	PromptTokens     int             `json:"prompt_tokens"`
+	CompletionTokens int             `json:"completion_tokens"`
+	FinishReason     string          `json:"finish_reason,omitempty"`
+	StartedAt        string          `json:"started_at,omitempty"`
+	FinishedAt       string          `json:"finished_at,omitempty"`
+	DurationMS       int64           `json:"duration_ms,omitempty"`
 }
 
 // deliveryManifest is manifest.json: provenance for files that are delivered or sold.
 type deliveryManifest struct {
-	Batch         string            `json:"batch"`
-	Status        string            `json:"status"`
-	Endpoint      string            `json:"endpoint"`
-	Model         string            `json:"model,omitempty"`
-	Preset        string            `json:"preset,omitempty"`
-	PresetVersion string            `json:"preset_version,omitempty"`
-	BaseModel     string            `json:"base_model,omitempty"`
-	Parameters    json.RawMessage   `json:"parameters,omitempty"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-	CreatedAt     string            `json:"created_at"`
-	CompletedAt   string            `json:"completed_at,omitempty"`
-	Generated     string            `json:"generated_at"`
-	Files         []deliveredFile   `json:"files"`
-	Failed        []failedLine      `json:"failed"`
+	Batch         string          `json:"batch"`
+	Status        string          `json:"status"`
+	Endpoint      string          `json:"endpoint"`
+	Model         string          `json:"model,omitempty"`
+	Preset        string          `json:"preset,omitempty"`
+	PresetVersion string          `json:"preset_version,omitempty"`
+	BaseModel     string          `json:"base_model,omitempty"`
+	Parameters    json.RawMessage `json:"parameters,omitempty"`
+	// Simulated is true when some line was generated on a simulated node (SimulatedNodes).
+	Simulated      bool              `json:"simulated"`
+	SimulatedNodes []string          `json:"simulated_nodes,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+	CreatedAt      string            `json:"created_at"`
+	CompletedAt    string            `json:"completed_at,omitempty"`
+	Generated      string            `json:"generated_at"`
+	Files          []deliveredFile   `json:"files"`
+	Failed         []failedLine      `json:"failed"`
 }
 
 type failedLine struct {
@@ -536,7 +610,11 @@ func writeBatchOutputs(ctx context.Context, c *apiClient, b batchObject, dir, fo
 		df := deliveredFile{File: name, CustomID: l.CustomID, SHA256: hex.EncodeToString(sum[:]), Bytes: len(content),
 			Model: model, PromptTokens: pt, CompletionTokens: ct, FinishReason: finish}
 		if ln, ok := lines[l.CustomID]; ok {
-			df.Node, df.DurationMS = ln.Node, ln.DurationMS
+			df.Node, df.DurationMS, df.Simulated, df.Parameters = ln.Node, ln.DurationMS, ln.Simulated, ln.Parameters
+			if ln.Simulated && !slices.Contains(man.SimulatedNodes, ln.Node) {
+				man.Simulated = true
+				man.SimulatedNodes = append(man.SimulatedNodes, ln.Node)
+			}
 			if ln.StartedAt > 0 {
 				df.StartedAt = time.UnixMilli(ln.StartedAt).UTC().Format(time.RFC3339Nano)
 			}

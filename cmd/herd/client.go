@@ -31,8 +31,11 @@ type clientFlags struct {
 	key string
 }
 
+// defaultURL is the gateway the client commands talk to without --url or HERD_URL.
+const defaultURL = "http://127.0.0.1:8080"
+
 func (f *clientFlags) bind(fs *pflag.FlagSet) {
-	fs.StringVar(&f.url, "url", envOr("HERD_URL", "http://127.0.0.1:8080"), "gateway URL (HERD_URL)")
+	fs.StringVar(&f.url, "url", envOr("HERD_URL", defaultURL), "gateway URL (HERD_URL)")
 	fs.StringVar(&f.key, "api-key", os.Getenv("HERD_API_KEY"), "API key (HERD_API_KEY)")
 }
 

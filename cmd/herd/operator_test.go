@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -110,7 +113,97 @@ func TestOperatorViewsTellTheTruth(t *testing.T) {
 		t.Error("non-streamed batch lines were observed as time to first token")
 	}
 
-	checkDashboardInChromium(t, c.url, batchID)
+	// get --wait on a finished batch: the rate is the batch's own, never its tokens over the
+	// command's few milliseconds.
+	getOut, getErr := runCLIBoth(t, "batch", "get", batchID, "--wait", "--url", c.url)
+	var finished batchObject
+	if err := json.Unmarshal([]byte(getOut), &finished); err != nil {
+		t.Fatalf("batch get --wait: %v\n%s", err, getOut)
+	}
+	if m := regexp.MustCompile(`([0-9]+) tok/s`).FindStringSubmatch(getErr); m != nil {
+		if rate, _ := strconv.ParseFloat(m[1], 64); rate > float64(finished.Usage.OutputTokens) {
+			t.Errorf("get --wait on a finished batch of %d tokens says %s", finished.Usage.OutputTokens, m[0])
+		}
+	}
+
+	checkWatchInterrupt(t, c, dir)
+	checkDashboardInChromium(t, c.url, batchID) // last: it skips without a browser
+}
+
+// runCLIBoth runs a client command and returns its stdout and stderr.
+func runCLIBoth(t *testing.T, args ...string) (string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, herdBinary(t), args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("herd %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), stderr.String()
+}
+
+// checkWatchInterrupt interrupts `herd batch submit --watch` (SIGINT, as Ctrl-C does) and checks
+// that it says the batch goes on and how to follow it, that it does go on, and that the cancel
+// command it suggests works.
+func checkWatchInterrupt(t *testing.T, c *cluster, dir string) {
+	t.Helper()
+	prompts := filepath.Join(dir, "many.txt")
+	os.WriteFile(prompts, []byte(strings.Repeat("write a long story\n", 200)), 0o644)
+	cmd := exec.Command(herdBinary(t), "batch", "submit", prompts, "--model", "llama3.1:8b", "--max-tokens", "400", "--watch", "--url", c.url)
+	var stdout, stderr lockedBuilder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the watch to show progress", func() bool { return strings.Contains(stderr.String(), "in_progress [") })
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("interrupted watch: %v, want exit status 130\n%s", err, stderr.String())
+	}
+	id := regexp.MustCompile(`batch_\S+`).FindString(stdout.String())
+	msg := stderr.String()
+	for _, want := range []string{
+		"batch " + id + " goes on in the gateway",
+		"herd batch get " + id + " --wait --url " + c.url,
+		"herd batch cancel " + id + " --url " + c.url,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("interrupted watch does not say %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "context canceled") {
+		t.Errorf("interrupted watch prints the bare context error:\n%s", msg)
+	}
+	if b := batchStatus(t, c, id); terminal(b) {
+		t.Fatalf("the batch stopped with the watch: %s", b.Status)
+	}
+	out, err := runCLI(t, "batch", "cancel", id, "--url", c.url)
+	if err != nil || !strings.Contains(out, "cancel") {
+		t.Fatalf("herd batch cancel: %v %s", err, out)
+	}
+	waitFor(t, time.Minute, "the batch to be cancelled", func() bool { return batchStatus(t, c, id).Status == "cancelled" })
+}
+
+// lockedBuilder is a strings.Builder safe for a process's writes and the test's reads.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // chromiumBinary finds a headless Chromium: HERD_CHROMIUM, else chromium or chromium-browser on

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
@@ -70,6 +72,40 @@ func TestNodesView(t *testing.T) {
 	}{{0.24, "0.2s ago"}, {12.4, "12s ago"}, {600, "10m ago"}, {7200, "2.0h ago"}} {
 		if got := ago(tc.s); got != tc.want {
 			t.Errorf("ago(%v) = %q, want %q", tc.s, got, tc.want)
+		}
+	}
+}
+
+func TestProgressLineRates(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	t0 := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	finished := batchObject{Status: "completed", InProgressAt: i64(1000), FinalizingAt: i64(1060), CompletedAt: i64(1061)}
+	finished.RequestCounts.Total, finished.RequestCounts.Completed = 10, 10
+	finished.Usage.OutputTokens = 1200
+	running := batchObject{Status: "in_progress", InProgressAt: i64(1000)}
+	running.RequestCounts.Total, running.RequestCounts.Completed = 10, 6
+	running.Usage.OutputTokens = 900
+	instant := finished
+	instant.FinalizingAt, instant.CompletedAt = i64(1000), i64(1000)
+	for _, tc := range []struct {
+		name    string
+		b       batchObject
+		first   watchStart
+		now     time.Time
+		want    string
+		without string
+	}{
+		// Fetched long after it ended (get --wait on a finished batch): its own run time counts,
+		// not the command's few milliseconds.
+		{"finished", finished, watchStart{at: t0, tokens: 1200, done: 10}, t0.Add(5 * time.Millisecond), "20 tok/s over 1m0s", "ETA"},
+		{"finished within a second", instant, watchStart{at: t0}, t0, "10/10 done", "tok/s"},
+		// Watched for 10 s while it went from 4 to 6 lines and 600 to 900 tokens.
+		{"running", running, watchStart{at: t0, tokens: 600, done: 4}, t0.Add(10 * time.Second), "30 tok/s, ETA 20s", "over"},
+		{"just started watching", running, watchStart{at: t0, tokens: 900, done: 6}, t0.Add(time.Second), "6/10 done", "tok/s"},
+	} {
+		got := progressLine(tc.b, &tc.first, tc.now)
+		if !strings.Contains(got, tc.want) || (tc.without != "" && strings.Contains(got, tc.without)) {
+			t.Errorf("%s: %q, want %q and no %q", tc.name, got, tc.want, tc.without)
 		}
 	}
 }

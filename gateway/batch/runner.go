@@ -469,7 +469,10 @@ func withoutStreaming(body []byte) ([]byte, error) {
 // string), usage and, for a non-2xx answer, the error it carries.
 func fillResponse(res *store.LineResult, resp Response) {
 	res.StatusCode = resp.StatusCode
-	res.Node = resp.Node
+	res.Node, res.Simulated = resp.Node, resp.Simulated
+	if len(resp.Parameters) > 0 && json.Valid(resp.Parameters) {
+		res.Parameters = json.RawMessage(resp.Parameters)
+	}
 	res.RequestID = resp.RequestID
 	if res.RequestID == "" {
 		res.RequestID = store.NewID("req_", time.Now())
