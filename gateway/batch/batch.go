@@ -24,8 +24,8 @@
 package batch
 
 import (
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"time"
 )
 
