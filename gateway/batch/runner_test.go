@@ -201,7 +201,9 @@ func TestRunCompletesBatch(t *testing.T) {
 		if req.Class != ClassBatch || req.Endpoint != "/v1/chat/completions" {
 			badBody.Store(true)
 		}
-		return echo(ctx, req)
+		resp, err := echo(ctx, req)
+		resp.Simulated, resp.Parameters = true, json.RawMessage(`{"temperature":0.5}`)
+		return resp, err
 	}), testConfig())
 	b := h.create(h.upload(chatLines(25)).ID)
 	b = waitFor(t, st, b.ID, "completed", status(store.StatusCompleted))
@@ -238,7 +240,8 @@ func TestRunCompletesBatch(t *testing.T) {
 	if err != nil || len(m.Data) != 25 {
 		t.Fatalf("manifest %+v %v", m, err)
 	}
-	if e := m.Data[3]; e.CustomID != "req-3" || e.Node != "node-a" || e.Model != "m" || e.PromptTokens != 2 || e.CompletionTokens != 2 || e.Status != "completed" || e.Attempts != 1 {
+	if e := m.Data[3]; e.CustomID != "req-3" || e.Node != "node-a" || e.Model != "m" || e.PromptTokens != 2 || e.CompletionTokens != 2 || e.Status != "completed" || e.Attempts != 1 ||
+		!e.Simulated || string(e.Parameters) != `{"temperature":0.5}` {
 		t.Fatalf("manifest entry %+v", e)
 	}
 	// echo's prompt tokens are the length of "q<i>": 10 of 2, 15 of 3; 2 completion tokens each.
