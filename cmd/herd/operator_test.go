@@ -33,6 +33,19 @@ func TestOperatorViewsTellTheTruth(t *testing.T) {
 	c.addSimAgent("sim2-a40", "a40")
 	c.waitNodes(2)
 
+	// Applying the file the gateway started with changes nothing: same version, twice. A changed
+	// preset without version: is numbered after it.
+	for range 2 {
+		if out, err := runCLI(t, "presets", "apply", "-f", presets, "--url", c.url); err != nil || !strings.Contains(out, "preset poet version 4 ") {
+			t.Fatalf("presets apply of an unchanged preset: %v %q", err, out)
+		}
+	}
+	changed := filepath.Join(dir, "changed.yaml")
+	os.WriteFile(changed, []byte("presets:\n  - {name: poet, model: llama3.2:1b, system: Rhyme., description: short poems, max_tokens: 64}\n"), 0o644)
+	if out, err := runCLI(t, "presets", "apply", "-f", changed, "--url", c.url); err != nil || !strings.Contains(out, "preset poet version 5 ") {
+		t.Fatalf("presets apply of a changed preset: %v %q", err, out)
+	}
+
 	prompts := filepath.Join(dir, "prompts.txt")
 	os.WriteFile(prompts, []byte("autumn leaves\nthe sea at night\n"), 0o644)
 	out, err := runCLI(t, "batch", "submit", prompts, "--preset", "poet", "--url", c.url)
@@ -256,7 +269,7 @@ func checkDashboardInChromium(t *testing.T, url, batchID string) {
 		regexp.MustCompile(`data-chart="queue"`),
 		regexp.MustCompile(`class="batch" data-batch="` + regexp.QuoteMeta(batchID) + `"`),
 		regexp.MustCompile(`2 / 2`),
-		regexp.MustCompile(`class="preset"><td>poet</td><td>v4</td>`),
+		regexp.MustCompile(`class="preset"><td>poet</td><td>v5</td>`),
 		regexp.MustCompile(`id="queue-interactive">0<`),
 		regexp.MustCompile(`class="drain" data-node="sim1-t4" data-action="drain"`),
 	} {
