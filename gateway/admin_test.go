@@ -19,6 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admin"
+	"github.com/herd-llm/herd/gateway/admission"
+	"github.com/herd-llm/herd/gateway/agents"
+
+	"github.com/herd-llm/herd/gateway/api"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/registry"
@@ -71,9 +77,9 @@ type adminEnv struct {
 }
 
 // stubQueue is a gateway queue with set depths.
-type stubQueue struct{ depths []queueDepth }
+type stubQueue struct{ depths []admission.QueueDepth }
 
-func (q *stubQueue) queueDepths() []queueDepth { return q.depths }
+func (q *stubQueue) QueueDepths() []admission.QueueDepth { return q.depths }
 
 var _ queueSource = (*stubQueue)(nil)
 
@@ -89,9 +95,10 @@ func newAdminEnv(t *testing.T) *adminEnv {
 		t.Fatal(err)
 	}
 	queue := &stubQueue{}
-	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg, queue, clk.Now)}
+	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg, queue, clk.Now),
+		agents: agents.NewPool(testToken, reg.Nodes)}
 	e := gin.New()
-	s.registerAdminRoutes(e.Group("/admin/v1"))
+	admin.New(reg, sched, s.agents, quiet).WithClock(clk.Now, time.Second).Register(e.Group("/admin/v1"))
 	s.registerInternalRoutes(e.Group("/internal/v1"))
 	s.core.clock = clk
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
@@ -302,7 +309,7 @@ func TestAdminNodesGolden(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("GET node-b: %d %s", status, body)
 	}
-	var one adminNode
+	var one api.Node
 	if err := json.Unmarshal(body, &one); err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +336,7 @@ func TestAdminDrainUndrain(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("POST %s: %d %s", tc.path, status, body)
 		}
-		var n adminNode
+		var n api.Node
 		if err := json.Unmarshal(body, &n); err != nil {
 			t.Fatal(err)
 		}
@@ -383,13 +390,13 @@ func TestAdminModels(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("%d %s", status, body)
 	}
-	var got adminModelList
+	var got api.ModelList
 	if err := json.Unmarshal(body, &got); err != nil {
 		t.Fatal(err)
 	}
-	want := adminModelList{Models: []adminClusterModel{
-		{Name: "llama3.1:8b", Nodes: []adminModelOnNode{{Node: "a", Resident: true, OnDisk: true, VRAMBytes: 5 << 30, SizeBytes: 4 << 30}}},
-		{Name: "qwen2.5:latest", Nodes: []adminModelOnNode{
+	want := api.ModelList{Models: []api.ClusterModel{
+		{Name: "llama3.1:8b", Nodes: []api.ModelOnNode{{Node: "a", Resident: true, OnDisk: true, VRAMBytes: 5 << 30, SizeBytes: 4 << 30}}},
+		{Name: "qwen2.5:latest", Nodes: []api.ModelOnNode{
 			{Node: "a", OnDisk: true, SizeBytes: 3 << 30},
 			{Node: "b", Resident: true, OnDisk: true, VRAMBytes: 4 << 30, SizeBytes: 3 << 30},
 		}},
@@ -620,7 +627,7 @@ func TestAdminLoadUnloadDelete(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("load: %d %s", status, body)
 	}
-	var lr loadResponse
+	var lr api.LoadResponse
 	if err := json.Unmarshal(body, &lr); err != nil {
 		t.Fatal(err)
 	}
@@ -742,30 +749,5 @@ func TestAdminExplain(t *testing.T) {
 	for _, q := range []string{"", "?model=m&class=bulk", "?model=m&max_tokens=-1", "?model=m&seed=x"} {
 		status, body := env.do(http.MethodGet, "/admin/v1/explain"+q, "")
 		wantError(t, status, body, http.StatusBadRequest, "")
-	}
-}
-
-func TestNodeLiveness(t *testing.T) {
-	s := &Server{cfg: Config{HeartbeatInterval: time.Second}}
-	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		name       string
-		age        time.Duration
-		intervalMS int64
-		stale      bool
-		want       string
-	}{
-		{"fresh", 400 * time.Millisecond, 1000, false, nodeUp},
-		{"a beat late", 1600 * time.Millisecond, 1000, false, nodeLate},
-		{"agent's own interval", 1600 * time.Millisecond, 2000, false, nodeUp},
-		{"gateway's interval when the agent sends none", 2 * time.Second, 0, false, nodeLate},
-		{"stale is down", 12 * time.Second, 1000, true, nodeDown},
-		{"clock behind the heartbeat", -time.Second, 1000, false, nodeUp},
-	} {
-		v := registry.NodeView{Heartbeat: agentapi.Heartbeat{IntervalMS: tc.intervalMS}, Stale: tc.stale, LastHeartbeat: now.Add(-tc.age)}
-		age, status := s.liveness(v, now)
-		if status != tc.want || age != max(tc.age, 0).Seconds() {
-			t.Errorf("%s: %v %s, want %v %s", tc.name, age, status, max(tc.age, 0).Seconds(), tc.want)
-		}
 	}
 }

@@ -116,9 +116,7 @@ func samplingParameters(body []byte) json.RawMessage {
 
 // errorJSON is err in the OpenAI error shape.
 func errorJSON(err *APIError) []byte {
-	b, _ := json.Marshal(errorBody{Error: errorDetail{
-		Message: err.Message, Type: err.Type, Param: strOrNil(err.Param), Code: strOrNil(err.Code),
-	}})
+	b, _ := json.Marshal(err.Body())
 	return b
 }
 

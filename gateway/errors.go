@@ -2,80 +2,57 @@ package gateway
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
-	"strconv"
+
+	"github.com/herd-llm/herd/gateway/apierr"
 
 	"github.com/gin-gonic/gin"
 )
 
+// The gateway's client-facing errors are package apierr's; these names keep the handlers short.
+
 // OpenAI error types, as the API reports them in error.type.
 const (
-	errInvalidRequest = "invalid_request_error"
-	errAuthentication = "authentication_error"
-	errPermission     = "permission_error"
-	errNotFound       = "not_found_error"
-	errRateLimit      = "rate_limit_error"
-	errServer         = "server_error"
-	errUnavailable    = "service_unavailable"
+	errInvalidRequest = apierr.TypeInvalidRequest
+	errAuthentication = apierr.TypeAuthentication
+	errPermission     = apierr.TypePermission
+	errNotFound       = apierr.TypeNotFound
+	errServer         = apierr.TypeServer
+	errUnavailable    = apierr.TypeUnavailable
 )
 
 // APIError is an error a client sees, in the OpenAI error shape, with its HTTP status.
 // Handlers return it (wrapped or not) and abortWithError writes it.
-type APIError struct {
-	Status  int
-	Type    string
-	Code    string
-	Param   string
-	Message string
-	// RetryAfter, when positive, is sent as the Retry-After header in seconds.
-	RetryAfter int
+type APIError = apierr.Error
+
+// abortWithError writes err in the shape of the API the client called (Ollama's on /api/*, the
+// OpenAI shape elsewhere) and stops the handler chain. An error that is not an *APIError becomes
+// a 500 whose message does not leak internals.
+func abortWithError(c *gin.Context, err error) {
+	if c.GetBool(ctxOllama) {
+		var ae *APIError
+		if !errors.As(err, &ae) {
+			ae = &APIError{Status: http.StatusInternalServerError, Type: errServer, Code: "internal_error", Message: "internal error"}
+		}
+		writeOllamaError(c, ae, "")
+		return
+	}
+	apierr.Abort(c, err)
 }
 
-// Error implements error.
-func (e *APIError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message) }
-
-type errorBody struct {
-	Error errorDetail `json:"error"`
+func badRequest(code, param, format string, args ...any) *APIError {
+	return apierr.BadRequest(code, param, format, args...)
 }
 
-type errorDetail struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
+func notFound(code, param, format string, args ...any) *APIError {
+	return apierr.NotFound(code, param, format, args...)
 }
+
+func unavailable(format string, args ...any) *APIError { return apierr.Unavailable(format, args...) }
 
 func strOrNil(s string) *string {
 	if s == "" {
 		return nil
 	}
 	return &s
-}
-
-// abortWithError writes err in the OpenAI error shape and stops the handler chain. An error that
-// is not an *APIError becomes a 500 whose message does not leak internals.
-func abortWithError(c *gin.Context, err error) {
-	var ae *APIError
-	if !errors.As(err, &ae) {
-		ae = &APIError{Status: http.StatusInternalServerError, Type: errServer, Code: "internal_error", Message: "internal error"}
-	}
-	if ae.RetryAfter > 0 {
-		c.Header("Retry-After", strconv.Itoa(ae.RetryAfter))
-	}
-	c.AbortWithStatusJSON(ae.Status, errorBody{Error: errorDetail{
-		Message: ae.Message, Type: ae.Type, Param: strOrNil(ae.Param), Code: strOrNil(ae.Code),
-	}})
-}
-
-func badRequest(code, param, format string, args ...any) *APIError {
-	return &APIError{Status: http.StatusBadRequest, Type: errInvalidRequest, Code: code, Param: param, Message: fmt.Sprintf(format, args...)}
-}
-
-func notFound(code, param, format string, args ...any) *APIError {
-	return &APIError{Status: http.StatusNotFound, Type: errInvalidRequest, Code: code, Param: param, Message: fmt.Sprintf(format, args...)}
-}
-
-func unavailable(format string, args ...any) *APIError {
-	return &APIError{Status: http.StatusServiceUnavailable, Type: errUnavailable, Code: "no_node_available", Message: fmt.Sprintf(format, args...), RetryAfter: 1}
 }

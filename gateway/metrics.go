@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/models"
 )
@@ -152,10 +153,10 @@ var _ nodeLister = (*registry.Registry)(nil)
 
 // queueSource is what clusterCollector needs of admission: the requests waiting in the gateway.
 type queueSource interface {
-	queueDepths() []queueDepth
+	QueueDepths() []admission.QueueDepth
 }
 
-var _ queueSource = (*admission)(nil)
+var _ queueSource = (*admission.Admission)(nil)
 
 // clusterCollector turns the registry's nodes and the gateway's queue into gauges at scrape time.
 type clusterCollector struct {
@@ -227,7 +228,7 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if c.queue != nil {
-		for _, q := range c.queue.queueDepths() {
+		for _, q := range c.queue.QueueDepths() {
 			gauge(c.queueDepthDesc, float64(q.Waiting), q.Model, q.Class)
 			gauge(c.queueCapacity, float64(q.Capacity), q.Model, q.Class)
 		}

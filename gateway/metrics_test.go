@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
 
@@ -47,7 +48,7 @@ func TestMetricsScrape(t *testing.T) {
 	env.srv.metrics.observeLine(false)
 	env.srv.metrics.observeLine(true)
 	env.srv.metrics.observeBatch("completed")
-	env.queue.depths = []queueDepth{{Model: "llama3.1:8b", Class: "interactive", Waiting: 7, Capacity: 256}, {Model: "llama3.1:8b", Class: "batch", Capacity: 256}}
+	env.queue.depths = []admission.QueueDepth{{Model: "llama3.1:8b", Class: "interactive", Waiting: 7, Capacity: 256}, {Model: "llama3.1:8b", Class: "batch", Capacity: 256}}
 	env.clock.Advance(1500 * time.Millisecond) // a's heartbeat is 1.5 s old, b's 5.5 s
 
 	status, body := env.do(http.MethodGet, "/metrics", "")

@@ -11,9 +11,17 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/herd-llm/herd/gateway/admin"
+	"github.com/herd-llm/herd/gateway/agents"
+	"github.com/herd-llm/herd/gateway/replicas"
+
+	"github.com/herd-llm/herd/gateway/admission"
+	"github.com/herd-llm/herd/gateway/history"
 
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel/trace"
@@ -28,7 +36,7 @@ import (
 type core struct {
 	clock     Clock
 	transport http.RoundTripper
-	adm       *admission
+	adm       *admission.Admission
 
 	apiKeys, adminKeys, clusterKeys keySet
 	// agentAuth is the Authorization header the gateway sends agents (shared, read-only).
@@ -59,6 +67,18 @@ type options struct {
 // WithLogger sets the logger (default slog.Default()). Requests are logged at Debug, one line
 // each; failed attempts and 5xx at Warn.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// Clock tells the time and runs timers; tests inject a fake one. It is the clock of the registry
+// and of admission deadlines.
+type Clock = admission.Clock
+
+// Timer is a timer started by Clock.AfterFunc.
+type Timer = admission.Timer
+
+var (
+	_ registry.Clock   = Clock(nil)
+	_ admission.Source = (*registry.Registry)(nil)
+)
 
 // WithClock sets the clock of the registry and of admission deadlines (default: the system clock).
 func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
@@ -117,7 +137,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: config: %w", err)
 	}
-	o := options{log: slog.Default(), clock: systemClock{}}
+	o := options{log: slog.Default(), clock: admission.SystemClock{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -130,7 +150,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	reg := registry.New(rcfg, o.clock)
 	reg.SetLogger(o.log.With("component", "registry"))
 
-	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched}
+	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched, agents: agents.NewPool(cfg.ClusterToken, reg.Nodes)}
 	s.core = core{
 		clock:       o.clock,
 		transport:   o.transport,
@@ -145,10 +165,11 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if s.core.transport == nil {
 		s.core.transport = newAgentTransport()
 	}
-	s.core.adm = newAdmission(reg, sched.Pick, o.clock, cfg.QueueSize, cfg.QueueTimeout, cfg.HeartbeatInterval)
-	s.core.adm.queue = sched.Config()
+	s.core.adm = admission.New(reg, sched.Pick, o.clock, admission.Config{
+		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),
+	})
 	s.metrics = newMetrics(reg, s.core.adm, o.clock.Now)
-	s.history = newHistory(cfg.HistoryInterval, cfg.HistoryWindow)
+	s.history = history.New(cfg.HistoryInterval, cfg.HistoryWindow)
 	if err := s.initBulk(context.Background()); err != nil {
 		return nil, err
 	}
@@ -160,7 +181,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 // then closes the store. Serve may run before, during and after it.
 func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.MinReplicas) > 0 {
-		go s.keepReplicas(ctx)
+		go replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
 	}
 	go s.recordHistory(ctx)
 	s.runBulk(ctx)
@@ -194,6 +215,11 @@ func (s *Server) routes() *gin.Engine {
 	e := gin.New()
 	e.Use(s.recovery())
 	e.NoRoute(func(c *gin.Context) {
+		if strings.HasPrefix(c.Request.URL.Path, "/api/") {
+			markOllama(c)
+			abortWithError(c, notFound("", "", "herd does not serve %s %s (Ollama routes served: /api/chat, /api/generate, /api/embed, /api/embeddings, /api/tags, /api/ps, /api/show, /api/version; manage models with herd models)", c.Request.Method, c.Request.URL.Path))
+			return
+		}
 		abortWithError(c, notFound("", "", "Invalid URL (%s %s)", c.Request.Method, c.Request.URL.Path))
 	})
 
@@ -212,11 +238,14 @@ func (s *Server) routes() *gin.Engine {
 	// Model names may contain slashes ("org/model"), hence the catch-all.
 	v1l.GET("/models/*id", s.handleOpenAIGetModel)
 	s.registerBatchRoutes(v1l)
+	s.registerOllamaRoutes(e)
 
-	admin := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
-	s.registerAdminRoutes(admin)
-	s.registerOpsRoutes(admin)
-	s.registerPresetRoutes(admin)
+	adminGroup := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
+	admin.New(s.registry, s.sched, s.agents, s.log).
+		WithClock(s.core.clock.Now, s.cfg.HeartbeatInterval).
+		WithQueue(queueView{s.core.adm}, s.history).
+		Register(adminGroup)
+	s.registerPresetRoutes(adminGroup)
 
 	internal := e.Group("/internal/v1", s.clusterAuth())
 	s.registerInternalRoutes(internal)

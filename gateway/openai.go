@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admission"
+
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel/trace"
 
@@ -144,6 +146,8 @@ type call struct {
 
 	body []byte
 	info bodyInfo
+	// front, when set, adapts the request to another API's wire format (the Ollama routes).
+	front front
 	// model is the base model as the scheduler knows it; preset the preset applied, if any.
 	model  string
 	preset string
@@ -153,7 +157,7 @@ type call struct {
 	req  scheduler.Request
 	dec  scheduler.Decision
 	excl [4]string
-	tk   ticket
+	tk   admission.Ticket
 
 	attempts int
 	node     string
@@ -185,7 +189,7 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 	k, _ := s.core.calls.Get().(*call)
 	if k == nil {
 		k = new(call)
-		k.tk.req, k.tk.dec = &k.req, &k.dec
+		k.tk.Req, k.tk.Dec = &k.req, &k.dec
 	}
 	k.s, k.ctx, k.path, k.class, k.start = s, ctx, path, class, s.core.clock.Now()
 	k.seq = s.core.seq.Add(1)
@@ -194,7 +198,7 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 
 func putCall(k *call) {
 	s := k.s
-	k.s, k.ctx, k.body, k.info, k.last = nil, nil, nil, bodyInfo{}, nil
+	k.s, k.ctx, k.body, k.info, k.last, k.front = nil, nil, nil, bodyInfo{}, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft, k.tenant = 0, 0, 0, ""
 	k.mt.reset()
@@ -203,7 +207,7 @@ func putCall(k *call) {
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
-	k.tk.lastSnap = nil
+	k.tk.LastSnap = nil
 	s.core.calls.Put(k)
 }
 
@@ -267,7 +271,11 @@ func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
 
 // prepare scans the body, resolves the model and fills the scheduler request.
 func (k *call) prepare() *APIError {
-	if err := scanBody(k.body, &k.info); err != nil {
+	scan, apply := scanBody, (*models.Preset).Apply
+	if k.front != nil {
+		scan, apply = scanOllamaBody, (*models.Preset).ApplyOllama
+	}
+	if err := scan(k.body, &k.info); err != nil {
 		return err
 	}
 	snap := k.s.registry.Snapshot()
@@ -281,12 +289,12 @@ func (k *call) prepare() *APIError {
 		if !isPreset {
 			return k.s.unknownModel(asked, snap)
 		}
-		body, err := p.Apply(k.path, k.body)
+		body, err := apply(p, k.path, k.body)
 		if err != nil {
 			return badRequest("invalid_preset_request", "", "Could not apply preset `%s`: %v", p.Name, err)
 		}
 		k.body, k.preset = body, p.Name
-		if err := scanBody(k.body, &k.info); err != nil {
+		if err := scan(k.body, &k.info); err != nil {
 			return err
 		}
 		base := models.NormalizeName(p.Model)
@@ -378,7 +386,7 @@ func (k *call) finish(res result) {
 			tenant = defaultTenant
 		}
 		s.metrics.observeTokens(label, k.node, tenant, prompt, completion)
-		s.history.addTokens(completion)
+		s.history.AddTokens(completion)
 		if k.info.stream {
 			s.metrics.observeStream(label, k.node, k.ttft, k.mt.tpot(completion))
 		}
@@ -418,7 +426,7 @@ func (k *call) finish(res result) {
 // decisionText describes the last scheduling decision: candidates in order with scores, then
 // refused nodes with reasons.
 func (k *call) decisionText() string {
-	snap := k.tk.lastSnap
+	snap := k.tk.LastSnap
 	if snap == nil {
 		return ""
 	}

@@ -620,7 +620,7 @@ func TestQueueOverHTTP(t *testing.T) {
 	first := sendReq() // holds the only slot
 	recv(t, a.entered)
 	second := sendReq() // waits in the queue
-	eventually(t, "the second request to queue", func() bool { n, _ := g.s.core.adm.depth(); return n == 1 })
+	eventually(t, "the second request to queue", func() bool { n, _ := g.s.core.adm.Depth(); return n == 1 })
 	// The wait is visible where an operator looks: the admin API and /metrics.
 	qresp := g.get(t, "/admin/v1/queue", testAPIKey)
 	qbody, _ := io.ReadAll(qresp.Body)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/herd-llm/herd/gateway/admission"
+	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
 )
@@ -46,6 +49,16 @@ import (
 type sink interface {
 	http.ResponseWriter
 	http.Flusher
+}
+
+// streamFailer is a sink that ends a stream broken after its first byte in its own wire format
+// (Ollama's NDJSON error line) rather than with an SSE error event.
+type streamFailer interface{ failStream(message string) }
+
+// front adapts a call to another API's wire format (Ollama's on /api/*): per attempt it chooses
+// the agent route and body for node n (now is when the attempt starts), or refuses the request.
+type front interface {
+	upstream(n *scheduler.Node, now time.Time) (path string, body []byte, err *APIError)
 }
 
 // resettable is a sink that can take back what was written: memory can, a client connection
@@ -90,40 +103,17 @@ func (k *call) run(w sink) result {
 		if k.ctx.Err() != nil {
 			return result{clientGone: true}
 		}
-		var admitStart time.Time
-		if k.span != nil {
-			admitStart = s.core.clock.Now()
-		}
-		g, err := s.core.adm.admit(k.ctx, &k.tk)
-		if k.span != nil {
-			k.traceAdmission(admitStart, g, err)
-		}
+		o, id, err := k.admitAndAttempt(w)
 		if err != nil {
 			if k.ctx.Err() != nil {
 				return result{clientGone: true}
 			}
-			ae, _ := err.(*APIError)
-			if ae == nil {
-				ae = unavailable("%v", err)
-			}
+			ae := admissionError(err)
 			if k.attempts > 0 {
 				return k.exhausted(w)
 			}
 			return result{err: ae}
 		}
-		n := g.Node()
-		k.attempts++
-		k.node = n.ID
-		var asp trace.Span
-		failures := len(k.failures)
-		if k.span != nil {
-			asp = k.startAttempt(n)
-		}
-		o := k.attempt(n, w)
-		if asp != nil {
-			k.endAttempt(asp, o, failures)
-		}
-		s.core.adm.release(n.ID)
 		switch o {
 		case outcomeDone:
 			return result{}
@@ -132,11 +122,55 @@ func (k *call) run(w sink) result {
 		case outcomeAbort:
 			return result{abort: true}
 		}
-		k.req.Exclude = append(k.req.Exclude, n.ID)
+		k.req.Exclude = append(k.req.Exclude, id)
 		if k.attempts >= s.cfg.MaxAttempts {
 			return k.exhausted(w)
 		}
 	}
+}
+
+// admitAndAttempt waits in admission for a slot and runs one attempt on the granted node. The
+// slot is given back when the attempt ends, however it ends (deferred: a panic or an early
+// return cannot leak it).
+func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
+	var admitStart time.Time
+	if k.span != nil {
+		admitStart = k.s.core.clock.Now()
+	}
+	g, err := k.s.core.adm.Admit(k.ctx, &k.tk)
+	if k.span != nil {
+		k.traceAdmission(admitStart, g, err)
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	defer g.Done()
+	n := g.Node()
+	k.attempts++
+	k.node = n.ID
+	var asp trace.Span
+	failures := len(k.failures)
+	if k.span != nil {
+		asp = k.startAttempt(n)
+	}
+	o := k.attempt(n, w)
+	if asp != nil {
+		k.endAttempt(asp, o, failures)
+	}
+	return o, n.ID, nil
+}
+
+// admissionError is the client's error for a refusal by admission.
+func admissionError(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var de *admission.Error
+	if errors.As(err, &de) {
+		return &APIError{Status: de.Status, Type: de.Type, Code: de.Code, Message: de.Message, RetryAfter: de.RetryAfter}
+	}
+	return unavailable("%v", err)
 }
 
 // exhausted answers a request whose every attempt failed.
@@ -170,7 +204,20 @@ func (k *call) fail(node, format string, args ...any) {
 // attempt proxies the request to node n and streams the answer into w.
 func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 	s := k.s
-	u, err := s.core.urls.get(n.Address, k.path)
+	path, body := k.path, k.body
+	if k.front != nil {
+		// Another API's front (Ollama's /api/*) decides per node what to send: the native request
+		// to a node whose backend speaks it, a translation to any other.
+		var ae *APIError
+		if path, body, ae = k.front.upstream(n, s.core.clock.Now()); ae != nil {
+			w.Header()["Content-Type"] = hdrJSON
+			w.WriteHeader(ae.Status)
+			_, _ = w.Write(errorJSON(ae))
+			k.status = ae.Status
+			return outcomeDone
+		}
+	}
+	u, err := s.core.urls.get(n.Address, path)
 	if err != nil {
 		s.registry.ReportFailure(n.ID)
 		k.fail(n.ID, "%v", err)
@@ -189,7 +236,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 	})
 	defer idle.Stop()
 
-	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u))
+	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u, body))
 	if err != nil {
 		if k.ctx.Err() != nil {
 			return outcomeClientGone
@@ -282,6 +329,10 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 			return outcomeRetry
 		}
 		k.status = http.StatusBadGateway
+		if f, ok := w.(streamFailer); ok {
+			f.failStream(fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause))
+			return outcomeDone
+		}
 		if !sse {
 			return outcomeAbort
 		}
@@ -306,7 +357,7 @@ func eventEnd(b []byte) int {
 // writeSSEError writes one SSE event carrying an OpenAI error object and flushes it.
 func writeSSEError(w sink, message string) {
 	code := "upstream_error"
-	b, _ := json.Marshal(errorBody{Error: errorDetail{Message: message, Type: errServer, Code: &code}})
+	b, _ := json.Marshal(api.ErrorBody{Error: api.ErrorDetail{Message: message, Type: errServer, Code: &code}})
 	_, _ = w.Write([]byte("data: "))
 	_, _ = w.Write(b)
 	_, _ = w.Write([]byte("\n\n"))
@@ -357,7 +408,7 @@ var (
 
 // upstreamRequest builds the agent request: the client's body as is, the cluster token (never the
 // client's key), the request ID and the class.
-func (k *call) upstreamRequest(ctx context.Context, u *url.URL) *http.Request {
+func (k *call) upstreamRequest(ctx context.Context, u *url.URL, body []byte) *http.Request {
 	h := make(http.Header, 4)
 	h["Authorization"] = k.s.core.agentAuth
 	h["Content-Type"] = hdrJSON
@@ -370,7 +421,6 @@ func (k *call) upstreamRequest(ctx context.Context, u *url.URL) *http.Request {
 	if k.actx != nil {
 		agentapi.InjectTraceContext(k.actx, h)
 	}
-	body := k.body
 	req := &http.Request{
 		Method: http.MethodPost, URL: u, Host: u.Host,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,

@@ -12,9 +12,12 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/agents"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/gateway/history"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/gateway/store"
 	"github.com/herd-llm/herd/scheduler"
@@ -111,9 +114,9 @@ func (c Config) Validate() error {
 	if c.MaxAttempts < 1 {
 		errs = append(errs, errors.New("max attempts must be at least 1"))
 	}
-	if c.HistoryInterval <= 0 || c.HistoryWindow < c.HistoryInterval || c.HistoryWindow/c.HistoryInterval > maxHistorySamples {
+	if c.HistoryInterval <= 0 || c.HistoryWindow < c.HistoryInterval || c.HistoryWindow/c.HistoryInterval > history.MaxSamples {
 		errs = append(errs, fmt.Errorf("history: interval %s and window %s must be positive, the window at least one interval and at most %d of them",
-			c.HistoryInterval, c.HistoryWindow, maxHistorySamples))
+			c.HistoryInterval, c.HistoryWindow, history.MaxSamples))
 	}
 	if err := c.Scheduler.Validate(); err != nil {
 		errs = append(errs, err)
@@ -153,9 +156,9 @@ type Server struct {
 
 	// Owned by admin/metrics.
 	metrics *metrics
-	history *history
-	// agents caches one agent client per node address (zero value ready to use; admin.go).
-	agents agentPool
+	history *history.Ring
+	// agents caches one agent client per node address, for admin and the replica controller.
+	agents *agents.Pool
 
 	// Owned by bulk generation and presets.
 	presets   *presetBook

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admission"
+
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
@@ -87,10 +89,10 @@ func (k *call) startDispatchSpan() {
 // traceAdmission records the admission round that began at start: a schedule span with the
 // decision, and a queue span when the request waited. granted is the node's index in the
 // decision's snapshot, or -1 when admission refused the request (err).
-func (k *call) traceAdmission(start time.Time, g grant, err error) {
+func (k *call) traceAdmission(start time.Time, g admission.Grant, err error) {
 	now := k.s.core.clock.Now()
 	waited := time.Duration(0)
-	queuedAt := k.tk.queuedAt
+	queuedAt := k.tk.QueuedAt()
 	if !queuedAt.IsZero() {
 		waited = now.Sub(queuedAt)
 		k.queueWait += waited
@@ -100,7 +102,7 @@ func (k *call) traceAdmission(start time.Time, g grant, err error) {
 	}
 	ctx, sp := k.s.core.tracer.Start(k.ctx, "herd.schedule", trace.WithTimestamp(start))
 	sp.SetAttributes(tracing.KeyQueued.Bool(!queuedAt.IsZero()), tracing.KeyQueueWait.Float64(ms(waited)))
-	if snap := k.tk.lastSnap; snap != nil {
+	if snap := k.tk.LastSnap; snap != nil {
 		d := &k.dec
 		nodes := make([]string, 0, len(d.Candidates))
 		for _, c := range d.Candidates {
@@ -117,11 +119,11 @@ func (k *call) traceAdmission(start time.Time, g grant, err error) {
 		sp.SetAttributes(tracing.KeyPolicy.String(d.Policy), tracing.KeyCandidates.Int(len(nodes)),
 			tracing.KeyCandidateNodes.StringSlice(nodes), tracing.KeyRejected.Int(len(reasons)),
 			tracing.KeyRejections.StringSlice(reasons), tracing.KeyAttempt.Int(k.attempts+1))
-		if err == nil && g.snap == snap {
+		if err == nil && g.Snapshot() == snap {
 			n := g.Node()
 			sp.SetAttributes(tracing.KeyNode.String(n.ID))
 			for _, c := range d.Candidates {
-				if c.Node == g.node {
+				if c.Node == g.Index() {
 					sp.SetAttributes(tracing.KeyScore.Float64(c.Score))
 				}
 			}
@@ -240,10 +242,7 @@ func (k *call) endSpan(res result, status int, latency time.Duration) {
 }
 
 func errText(err error) string {
-	if ae, ok := err.(*APIError); ok {
-		return ae.Message
-	}
-	return err.Error()
+	return admissionError(err).Message
 }
 
 // ms is d in milliseconds, fractional.

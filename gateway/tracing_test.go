@@ -159,7 +159,7 @@ func TestTraceOfAQueuedRequest(t *testing.T) {
 		resp.Body.Close()
 		done <- resp.StatusCode
 	}()
-	eventually(t, "request queued", func() bool { n, _ := g.s.core.adm.depth(); return n == 1 })
+	eventually(t, "request queued", func() bool { n, _ := g.s.core.adm.Depth(); return n == 1 })
 	g.beat("a", a.srv.URL, 1, testModel) // the slot frees
 	if code := recv(t, done); code != 200 {
 		t.Fatalf("status %d", code)

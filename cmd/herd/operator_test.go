@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/herd-llm/herd/gateway/api"
 )
 
 // TestOperatorViewsTellTheTruth runs a simulated cluster through a batch, a load test and a node
@@ -129,7 +131,7 @@ func TestOperatorViewsTellTheTruth(t *testing.T) {
 	// get --wait on a finished batch: the rate is the batch's own, never its tokens over the
 	// command's few milliseconds.
 	getOut, getErr := runCLIBoth(t, "batch", "get", batchID, "--wait", "--url", c.url)
-	var finished batchObject
+	var finished api.BatchObject
 	if err := json.Unmarshal([]byte(getOut), &finished); err != nil {
 		t.Fatalf("batch get --wait: %v\n%s", err, getOut)
 	}
@@ -191,7 +193,7 @@ func checkWatchInterrupt(t *testing.T, c *cluster, dir string) {
 	if strings.Contains(msg, "context canceled") {
 		t.Errorf("interrupted watch prints the bare context error:\n%s", msg)
 	}
-	if b := batchStatus(t, c, id); terminal(b) {
+	if b := batchStatus(t, c, id); b.Terminal() {
 		t.Fatalf("the batch stopped with the watch: %s", b.Status)
 	}
 	out, err := runCLI(t, "batch", "cancel", id, "--url", c.url)

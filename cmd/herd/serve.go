@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/cobra"
@@ -282,11 +280,9 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeagent.Backend, nodeagent.TelemetrySource, func(), error) {
 	kind := a.Backend
 	if kind == "auto" {
-		if ollamaAnswers(ctx, a.OllamaURL) {
-			kind = agentapi.BackendOllama
+		if kind = backend.Detect(ctx, nil, a.OllamaURL); kind == agentapi.BackendOllama {
 			log.Info("backend auto: Ollama answers, using it", "url", a.OllamaURL)
 		} else {
-			kind = agentapi.BackendSim
 			log.Warn("backend auto: no Ollama answers at "+a.OllamaURL+": using a SIMULATED GPU node — its text is generated and its figures are simulated", "sim_gpus", a.SimGPUs)
 		}
 	}
@@ -296,14 +292,8 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeag
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("--sim-gpus: %w", err)
 		}
-		var gpus []models.GPUProfile
-		for _, g := range groups {
-			for range g.Count {
-				gpus = append(gpus, g.Profile)
-			}
-		}
 		n, err := sim.New(sim.Config{
-			NodeID: a.NodeID, GPUs: gpus, Models: a.SimModels, Preload: a.SimPreload,
+			NodeID: a.NodeID, GPUs: models.ExpandGPUs(groups), Models: a.SimModels, Preload: a.SimPreload,
 			SpeedFactor: a.SimSpeed, Seed: a.SimSeed,
 		})
 		if err != nil {
@@ -329,22 +319,6 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeag
 		return b, ts, func() { ts.Close() }, nil
 	}
 	return nil, nil, nil, fmt.Errorf("unknown backend %q (want auto, ollama, openai or sim)", a.Backend)
-}
-
-// ollamaAnswers reports whether an Ollama server answers /api/version at url within a second.
-func ollamaAnswers(ctx context.Context, url string) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(url, "/")+"/api/version", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }
 
 func newUpCmd() *cobra.Command {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-llm/herd/gateway/api"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
@@ -36,7 +38,7 @@ func checkGoldenText(t *testing.T, name string, got []byte) {
 // queue is shown.
 func TestNodesView(t *testing.T) {
 	var doc struct {
-		Nodes []nodeJSON `json:"nodes"`
+		Nodes []api.Node `json:"nodes"`
 	}
 	data := `{"nodes":[
 	 {"id":"gpu-1","backend":"ollama","healthy":true,"circuit":"closed","status":"up","last_seen_seconds":0.3,"in_flight":2,"slots":4,
@@ -55,7 +57,7 @@ func TestNodesView(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b bytes.Buffer
-	var q queueJSON
+	var q api.Queue
 	if err := json.Unmarshal([]byte(`{"interactive":3,"batch":40,"models":[
 	  {"model":"llama3.1:8b","class":"batch","waiting":40,"capacity":256},
 	  {"model":"llama3.1:8b","class":"interactive","waiting":3,"capacity":256},
@@ -79,17 +81,17 @@ func TestNodesView(t *testing.T) {
 func TestProgressLineRates(t *testing.T) {
 	i64 := func(v int64) *int64 { return &v }
 	t0 := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	finished := batchObject{Status: "completed", InProgressAt: i64(1000), FinalizingAt: i64(1060), CompletedAt: i64(1061)}
+	finished := api.BatchObject{Status: "completed", InProgressAt: i64(1000), FinalizingAt: i64(1060), CompletedAt: i64(1061)}
 	finished.RequestCounts.Total, finished.RequestCounts.Completed = 10, 10
 	finished.Usage.OutputTokens = 1200
-	running := batchObject{Status: "in_progress", InProgressAt: i64(1000)}
+	running := api.BatchObject{Status: "in_progress", InProgressAt: i64(1000)}
 	running.RequestCounts.Total, running.RequestCounts.Completed = 10, 6
 	running.Usage.OutputTokens = 900
 	instant := finished
 	instant.FinalizingAt, instant.CompletedAt = i64(1000), i64(1000)
 	for _, tc := range []struct {
 		name    string
-		b       batchObject
+		b       api.BatchObject
 		first   watchStart
 		now     time.Time
 		want    string

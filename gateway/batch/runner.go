@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -651,7 +652,7 @@ func (s *Service) writeLines(ctx context.Context, w io.Writer, batchID string, o
 		for len(unrun) > 0 && unrun[0].Index < index {
 			l := unrun[0]
 			unrun = unrun[1:]
-			if err := enc.Encode(OutputLine{ID: store.NewID("batch_req_", s.now()), CustomID: l.CustomID, Error: &OutputError{Code: code, Message: msg}}); err != nil {
+			if err := enc.Encode(api.OutputLine{ID: store.NewID("batch_req_", s.now()), CustomID: l.CustomID, Error: &api.OutputError{Code: code, Message: msg}}); err != nil {
 				return err
 			}
 			*n++

@@ -19,6 +19,17 @@ const (
 	// PathHealthz is the agent's liveness route (GET, no token: for Kubernetes probes and load
 	// balancers; it says nothing about the node beyond its ID).
 	PathHealthz = "/healthz"
+	// PathOllamaChat, PathOllamaGenerate, PathOllamaEmbed and PathOllamaEmbeddings are Ollama's
+	// native inference routes, passed through unchanged to an Ollama backend (agents of other
+	// backends answer 404: the gateway translates to the OpenAI routes for those).
+	PathOllamaChat       = "/api/chat"
+	PathOllamaGenerate   = "/api/generate"
+	PathOllamaEmbed      = "/api/embed"
+	PathOllamaEmbeddings = "/api/embeddings"
+	// PathOllamaShow is Ollama's native model description route (POST), passed through like the
+	// inference routes.
+	PathOllamaShow = "/api/show"
+
 	// PathInfo returns the agent's current Heartbeat (GET).
 	PathInfo = "/agent/v1/info"
 	// PathModelPull pulls a model from the backend's registry (POST PullRequest → NDJSON Progress).
@@ -163,6 +174,14 @@ type Model struct {
 	Quantization  string `json:"quantization,omitempty"`
 	// Embedding is true for embedding-only models.
 	Embedding bool `json:"embedding,omitempty"`
+	// Format ("gguf"), Families and ModifiedAt are as Ollama's /api/tags reports them; empty for
+	// backends that do not say.
+	Format     string    `json:"format,omitempty"`
+	Families   []string  `json:"families,omitempty"`
+	ModifiedAt time.Time `json:"modified_at,omitzero"`
+	// ContextLength is the context window a resident model was loaded with (Ollama's /api/ps); 0:
+	// unknown or not resident.
+	ContextLength int `json:"context_length,omitempty"`
 	// TokensPerSecond is the decode speed the node measured for this model (EWMA), 0 if unmeasured.
 	TokensPerSecond float64 `json:"tokens_per_second"`
 	// PrefillTokensPerSecond is the measured prompt-processing speed, 0 if unmeasured.

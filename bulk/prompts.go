@@ -1,4 +1,4 @@
-package batch
+package bulk
 
 import (
 	"bufio"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/template"
 	"unicode/utf8"
+
+	"github.com/herd-llm/herd/gateway/api"
 )
 
 // ParseTextPrompts reads one prompt per line; blank lines are skipped and a trailing "\r" is
@@ -136,7 +138,7 @@ func BuildJSONL(w io.Writer, rows []map[string]string, opts BuildOptions) (int, 
 	if opts.Endpoint == "" {
 		opts.Endpoint = "/v1/chat/completions"
 	}
-	if !batchEndpoints[opts.Endpoint] {
+	if !api.IsBatchEndpoint(opts.Endpoint) {
 		return 0, fmt.Errorf("jsonl: endpoint %q is not a batch endpoint", opts.Endpoint)
 	}
 	if opts.Model == "" {
