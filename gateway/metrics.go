@@ -31,6 +31,8 @@ type metrics struct {
 	complete *prometheus.CounterVec
 	lines    *prometheus.CounterVec
 	batches  *prometheus.CounterVec
+	// refused counts heartbeats refused because another live agent holds the node ID.
+	refused *prometheus.CounterVec
 }
 
 // itlBuckets resolve the gap between two streamed tokens: a few ms on a fast GPU to a second
@@ -90,9 +92,13 @@ func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metric
 			Name: "herd_batches_finished_total",
 			Help: "Batches this gateway's runner finished, by final status (completed, failed, cancelled, expired).",
 		}, []string{"status"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_heartbeats_refused_total",
+			Help: "Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
+		}, []string{"node"}),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches,
+		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused,
 		newClusterCollector(reg, queue, now),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -147,10 +147,23 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	rcfg := registry.DefaultConfig()
 	rcfg.HeartbeatInterval = cfg.HeartbeatInterval
+	if cfg.RegistryOutageGrace > 0 {
+		rcfg.OutageGrace = cfg.RegistryOutageGrace
+	}
 	reg := registry.New(rcfg, o.clock)
 	reg.SetLogger(o.log.With("component", "registry"))
 
 	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched, agents: agents.NewPool(cfg.ClusterToken, reg.Nodes)}
+	if cfg.RedisURL != "" {
+		shared, err := registry.OpenRedis(context.Background(), cfg.RedisURL, "")
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		reg.Share(shared)
+		s.sharedReg = shared
+		// The first read fills the registry before the first request is served.
+		reg.SyncShared(context.Background())
+	}
 	s.core = core{
 		clock:       o.clock,
 		transport:   o.transport,
@@ -171,6 +184,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	s.metrics = newMetrics(reg, s.core.adm, o.clock.Now)
 	s.history = history.New(cfg.HistoryInterval, cfg.HistoryWindow)
 	if err := s.initBulk(context.Background()); err != nil {
+		s.closeShared()
 		return nil, err
 	}
 	s.engine = s.routes()
@@ -183,16 +197,31 @@ func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.MinReplicas) > 0 {
 		go replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
 	}
-	go s.recordHistory(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.registry.RunShared(ctx) })
+	wg.Go(func() { s.recordHistory(ctx) })
 	s.runBulk(ctx)
+	wg.Wait()
+	s.closeShared()
 	if err := s.closeBulk(); err != nil {
 		return fmt.Errorf("gateway: close store: %w", err)
 	}
 	return nil
 }
 
-// Close releases what New opened (the store) when Run was never called; after Run it does nothing.
-func (s *Server) Close() error { return s.closeBulk() }
+// Close releases what New opened (the store, the shared registry's connections) when Run was
+// never called; after Run it does nothing.
+func (s *Server) Close() error {
+	s.closeShared()
+	return s.closeBulk()
+}
+
+func (s *Server) closeShared() {
+	if s.sharedReg != nil {
+		_ = s.sharedReg.Close()
+		s.sharedReg = nil
+	}
+}
 
 // ListenAndServe listens on Config.Listen and serves, with the background work, until ctx is done.
 func (s *Server) ListenAndServe(ctx context.Context) error {

@@ -66,6 +66,14 @@ type Config struct {
 	// sample per interval, window long).
 	HistoryInterval time.Duration `yaml:"history_interval"`
 	HistoryWindow   time.Duration `yaml:"history_window"`
+	// With RedisURL the node registry is shared too: any gateway accepts a heartbeat, every
+	// gateway sees every node. RegistryOutageGrace is how long, while Redis is unreachable, the
+	// nodes that were fresh before stay in the schedule without news of them (0: 30s).
+	RegistryOutageGrace time.Duration `yaml:"registry_outage_grace"`
+	// GatewayID names this gateway on the batch work queue; unique per gateway and stable across
+	// its restarts, so a restarted gateway resumes its own batches at once instead of waiting for
+	// their claims to time out. Default: the host name and the listen port.
+	GatewayID string `yaml:"gateway_id"`
 	// Batch bounds files and batches and tunes the batch runner; zero values take batch.DefaultConfig's.
 	Batch batch.Config `yaml:"batch"`
 	// Tracing configures OpenTelemetry traces (off unless an endpoint is set here or in the
@@ -118,6 +126,12 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("history: interval %s and window %s must be positive, the window at least one interval and at most %d of them",
 			c.HistoryInterval, c.HistoryWindow, history.MaxSamples))
 	}
+	if c.RegistryOutageGrace < 0 {
+		errs = append(errs, errors.New("registry outage grace must not be negative"))
+	}
+	if c.Batch.ClaimTimeout < 0 {
+		errs = append(errs, errors.New("batch claim timeout must not be negative"))
+	}
 	if err := c.Scheduler.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -151,8 +165,10 @@ type Server struct {
 
 	// Owned by the request path (gateway core).
 	registry *registry.Registry
-	sched    *scheduler.Scheduler
-	core     core
+	// sharedReg is the Redis node table behind registry (nil: embedded registry).
+	sharedReg *registry.RedisShared
+	sched     *scheduler.Scheduler
+	core      core
 
 	// Owned by admin/metrics.
 	metrics *metrics

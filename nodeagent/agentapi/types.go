@@ -89,6 +89,10 @@ const (
 // also served at PathInfo.
 type Heartbeat struct {
 	NodeID string `json:"node_id"`
+	// InstanceID is generated afresh each time an agent starts. A gateway binds a node ID to the
+	// instance that first claimed it and refuses (409 node_id_conflict) a different instance at a
+	// different address while the first one's heartbeats are fresh.
+	InstanceID string `json:"instance_id,omitempty"`
 	// Address is the URL the gateway uses to reach the agent (its advertise URL).
 	Address string `json:"address"`
 	Backend string `json:"backend"`
@@ -195,7 +199,24 @@ type Model struct {
 type HeartbeatReply struct {
 	// Draining tells the agent an operator drained it (for its logs and /agent/v1/info).
 	Draining bool `json:"draining"`
+	// Registry is RegistryShared when this gateway wrote the heartbeat to a registry every
+	// gateway reads (Redis): one gateway's acceptance is then enough. RegistryLocal (or empty,
+	// from an older gateway) means only this gateway saw it, so the agent also sends it to every
+	// other gateway it knows.
+	Registry string `json:"registry,omitempty"`
 }
+
+// HeartbeatReply.Registry values.
+const (
+	// RegistryShared: the heartbeat reached the registry all gateways share.
+	RegistryShared = "shared"
+	// RegistryLocal: the heartbeat reached this gateway's own registry only.
+	RegistryLocal = "local"
+)
+
+// CodeNodeIDConflict is the OpenAI-shape error code of a heartbeat refused (409 Conflict) because
+// another live agent instance holds its node ID.
+const CodeNodeIDConflict = "node_id_conflict"
 
 // ModelRequest names a model for load, unload and delete.
 type ModelRequest struct {
