@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herd-llm/herd/jsonspan"
 )
 
 // The gateway meters what it relays, on the side and without decoding: token counts from the
@@ -148,17 +150,11 @@ func lastIntField(b []byte, key string) (int64, bool) {
 			return 0, false
 		}
 		end = i
-		j := i + n
-		for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r') {
-			j++
-		}
+		j := jsonspan.SkipWS(b, i+n)
 		if j >= len(b) || b[j] != ':' {
 			continue
 		}
-		j++
-		for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r') {
-			j++
-		}
+		j = jsonspan.SkipWS(b, j+1)
 		var v int64
 		digits := 0
 		for j < len(b) && b[j] >= '0' && b[j] <= '9' && digits < 18 {
