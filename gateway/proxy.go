@@ -265,7 +265,10 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 	}
 	s.registry.ReportSuccess(n.ID)
 
-	sse := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	ct := resp.Header.Get("Content-Type")
+	sse := strings.HasPrefix(ct, "text/event-stream")
+	// Ollama's native streams (NDJSON, passed through by the Ollama front) are metered line by line.
+	ndjson := !sse && strings.HasPrefix(ct, "application/x-ndjson")
 	committed := false
 	timeout := s.cfg.FirstByteTimeout
 	off := 0 // bytes of a partial SSE event held at the start of k.buf
@@ -285,7 +288,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 				committed = true
 				k.ttft = s.core.clock.Now().Sub(k.start)
 				timeout = s.cfg.StreamIdleTimeout
-				if sse {
+				if sse || ndjson {
 					k.mt.itl = s.metrics.itl.WithLabelValues(k.metricsLabel(), n.ID)
 				}
 			}
@@ -298,8 +301,10 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 			}
 			if sse {
 				// Metered before the flush: the client cannot have the events before they are timed.
-				k.mt.events(out, s.core.clock.Now())
+				k.mt.events(out, sseEventEnd, s.core.clock.Now())
 				w.Flush()
+			} else if ndjson {
+				k.mt.events(out, ndjsonLineEnd, s.core.clock.Now())
 			}
 		}
 		off = copy(k.buf[:], k.buf[len(out):total])

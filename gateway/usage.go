@@ -13,13 +13,15 @@ import (
 // answer's usage object and, for streams, when each event went out.
 //
 // Decisions:
-//   - Tokens come from usage (prompt_tokens, completion_tokens), which is the last thing of a
+//   - Tokens come from usage (prompt_tokens, completion_tokens; Ollama's native answers passed
+//     through by the Ollama front: prompt_eval_count, eval_count), which is the last thing of a
 //     non-streamed answer and the last chunk before [DONE] of a stream sent with
 //     stream_options.include_usage: the meter keeps the last usageTail bytes of the body and reads
 //     the last occurrence of each key there at the end. A stream without usage counts as
 //     completion tokens the events that carried generated text (one token per chunk, which is how
 //     Ollama, vLLM and llama.cpp stream), and no prompt tokens: the gateway does not tokenise.
-//   - Inter-token latency is the gap between consecutive relayed events that carry text; a read
+//   - Inter-token latency is the gap between consecutive relayed events (SSE events, or NDJSON
+//     lines of a native Ollama stream) that carry text; a read
 //     that brings several events at once spreads its gap evenly over them. Time per output token
 //     is per request: the span from the first text event to the last over the tokens after the
 //     first. Both exist only for streams; so does time to first token (a non-streamed answer's
@@ -57,14 +59,15 @@ func (m *meter) body(p []byte) {
 	m.tailN += copy(m.tail[m.tailN:], p)
 }
 
-// events notes the complete SSE events of one relayed read, sent at now.
-func (m *meter) events(p []byte, now time.Time) {
+// events notes the events of one relayed read, sent at now: SSE events (sep sseEventEnd) or
+// NDJSON lines (ndjsonLineEnd; a line cut by a read boundary counts where its text is).
+func (m *meter) events(p []byte, sep []byte, now time.Time) {
 	n := 0
 	for len(p) > 0 {
-		end := bytes.Index(p, sseEventEnd)
+		end := bytes.Index(p, sep)
 		ev := p
 		if end >= 0 {
-			ev, p = p[:end], p[end+len(sseEventEnd):]
+			ev, p = p[:end], p[end+len(sep):]
 		} else {
 			p = nil
 		}
@@ -93,13 +96,16 @@ func (m *meter) events(p []byte, now time.Time) {
 	m.lastText = now
 }
 
-var sseEventEnd = []byte("\n\n")
+var (
+	sseEventEnd   = []byte("\n\n")
+	ndjsonLineEnd = []byte("\n")
+)
 
-// eventHasText reports whether an SSE event is a data event whose chunk carries generated text:
-// a non-empty "content" or "text" string (chat and completions chunks). A role-only opening
-// chunk, a finish chunk, the usage chunk and [DONE] do not.
+// eventHasText reports whether an event carries generated text: a non-empty "content" or "text"
+// string (OpenAI chat and completions chunks), or "response" (Ollama's generate lines). A
+// role-only opening chunk, a finish chunk, the usage chunk and [DONE] do not.
 func eventHasText(ev []byte) bool {
-	for _, key := range [...][]byte{[]byte(`"content":"`), []byte(`"text":"`), []byte(`"reasoning_content":"`)} {
+	for _, key := range [...][]byte{[]byte(`"content":"`), []byte(`"text":"`), []byte(`"reasoning_content":"`), []byte(`"response":"`)} {
 		for rest := ev; ; {
 			i := bytes.Index(rest, key)
 			if i < 0 {
@@ -114,11 +120,18 @@ func eventHasText(ev []byte) bool {
 	return false
 }
 
-// tokens returns the request's prompt and completion tokens (see the decisions above).
+// tokens returns the request's prompt and completion tokens (see the decisions above). Ollama's
+// native answers say prompt_eval_count and eval_count instead.
 func (m *meter) tokens(stream bool) (prompt, completion int64) {
 	w := m.tail[:m.tailN]
-	prompt, _ = lastIntField(w, "prompt_tokens")
+	prompt, ok := lastIntField(w, "prompt_tokens")
+	if !ok {
+		prompt, _ = lastIntField(w, "prompt_eval_count")
+	}
 	c, ok := lastIntField(w, "completion_tokens")
+	if !ok {
+		c, ok = lastIntField(w, "eval_count")
+	}
 	if !ok && stream {
 		c = int64(m.textEvents)
 	}

@@ -53,24 +53,31 @@ func TestMeter(t *testing.T) {
 	role := `data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}` + "\n\n"
 	for _, tc := range []struct {
 		name               string
-		stream             bool
+		stream, ndjson     bool
 		reads              []string
 		prompt, completion int64
 		textEvents         int
 		tpot               time.Duration
 	}{
-		{"non-streamed", false, []string{`{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,`, `"completion_tokens":3,"total_tokens":8}}`}, 5, 3, 0, 0},
-		{"non-streamed, huge body", false, []string{`{"data":[` + strings.Repeat("0.1,", 4000), `0.2]`, `,"usage":{"prompt_tokens":7,"total_tokens":7}}`}, 7, 0, 0, 0},
-		{"stream with usage", true, []string{role + chunk("a"), chunk("b"), chunk("c") + usage + "data: [DONE]\n\n"}, 9, 3, 3, 20 * time.Millisecond},
-		{"stream without usage", true, []string{role, chunk("a") + chunk("b"), chunk("c"), chunk("d") + "data: [DONE]\n\n"}, 0, 4, 4, 40 * time.Millisecond / 3},
-		{"completions stream", true, []string{`data: {"choices":[{"text":"x"}]}` + "\n\n", `data: {"choices":[{"text":"y"}]}` + "\n\n"}, 0, 2, 2, 20 * time.Millisecond},
+		{"non-streamed", false, false, []string{`{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,`, `"completion_tokens":3,"total_tokens":8}}`}, 5, 3, 0, 0},
+		{"non-streamed, huge body", false, false, []string{`{"data":[` + strings.Repeat("0.1,", 4000), `0.2]`, `,"usage":{"prompt_tokens":7,"total_tokens":7}}`}, 7, 0, 0, 0},
+		{"stream with usage", true, false, []string{role + chunk("a"), chunk("b"), chunk("c") + usage + "data: [DONE]\n\n"}, 9, 3, 3, 20 * time.Millisecond},
+		{"stream without usage", true, false, []string{role, chunk("a") + chunk("b"), chunk("c"), chunk("d") + "data: [DONE]\n\n"}, 0, 4, 4, 40 * time.Millisecond / 3},
+		{"ollama native chat stream", true, true, []string{`{"message":{"role":"assistant","content":"Hi"},"done":false}` + "\n" + `{"message":{"role":"assistant","content":" there"},"done":false}` + "\n",
+			`{"message":{"role":"assistant","content":""},"done":true,"prompt_eval_count":11,"eval_count":2}` + "\n"}, 11, 2, 2, 0},
+		{"ollama native generate, not streamed", false, false, []string{`{"response":"Hi there","done":true,"prompt_eval_count":11,"eval_count":3}`}, 11, 3, 0, 0},
+		{"completions stream", true, false, []string{`data: {"choices":[{"text":"x"}]}` + "\n\n", `data: {"choices":[{"text":"y"}]}` + "\n\n"}, 0, 2, 2, 20 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var m meter
 			for i, r := range tc.reads {
 				m.body([]byte(r))
 				if tc.stream {
-					m.events([]byte(r), t0.Add(time.Duration(i)*20*time.Millisecond))
+					sep := sseEventEnd
+					if tc.ndjson {
+						sep = ndjsonLineEnd
+					}
+					m.events([]byte(r), sep, t0.Add(time.Duration(i)*20*time.Millisecond))
 				}
 			}
 			p, c := m.tokens(tc.stream)
@@ -93,7 +100,8 @@ func FuzzMeterEvents(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m meter
 		m.body(b)
-		m.events(b, time.Unix(0, 0))
+		m.events(b, sseEventEnd, time.Unix(0, 0))
+		m.events(b, ndjsonLineEnd, time.Unix(0, 0))
 		if p, c := m.tokens(true); p < 0 || c < 0 || m.tailN > usageTail {
 			t.Fatalf("tokens %d %d tail %d", p, c, m.tailN)
 		}
