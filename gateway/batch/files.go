@@ -21,6 +21,8 @@ type StagedFile struct {
 	tmp   string
 	bytes int64
 	lines int
+	// Owner becomes the file's owner (the uploading tenant's name) when it is committed.
+	Owner string
 }
 
 // Bytes is the size of the staged upload.
@@ -118,7 +120,7 @@ func (f *StagedFile) Commit(ctx context.Context, filename, purpose string) (stor
 	}
 	meta := store.File{
 		ID: store.NewID("file-", s.now()), Bytes: f.bytes, CreatedAt: s.now().Unix(),
-		Filename: cleanFilename(filename), Purpose: purpose, Status: "processed", Lines: f.lines,
+		Filename: cleanFilename(filename), Purpose: purpose, Status: "processed", Lines: f.lines, Owner: f.Owner,
 	}
 	if err := os.Rename(f.tmp, s.filePath(meta.ID)); err != nil {
 		f.Discard()

@@ -587,7 +587,7 @@ func (s *Service) finalize(ctx context.Context, b store.Batch, final string) err
 		}
 		err := s.st.PutFile(ctx, store.File{
 			ID: o.id, Bytes: o.bytes, CreatedAt: s.now().Unix(), Filename: fmt.Sprintf("%s_%s.jsonl", b.ID, o.suffix),
-			Purpose: PurposeBatchOutput, Status: "processed", Lines: o.lines,
+			Purpose: PurposeBatchOutput, Status: "processed", Lines: o.lines, Owner: b.Owner,
 		})
 		if err != nil {
 			return fmt.Errorf("batch: %w", err)
