@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/herd-llm/herd/gateway/store"
 )
 
 // OpenAI error types, as the API reports them in error.type.
@@ -58,7 +60,7 @@ func strOrNil(s string) *string {
 func abortWithError(c *gin.Context, err error) {
 	var ae *APIError
 	if !errors.As(err, &ae) {
-		ae = &APIError{Status: http.StatusInternalServerError, Type: errServer, Code: "internal_error", Message: "internal error"}
+		ae = serverError(err)
 	}
 	if ae.RetryAfter > 0 {
 		c.Header("Retry-After", strconv.Itoa(ae.RetryAfter))
@@ -66,6 +68,23 @@ func abortWithError(c *gin.Context, err error) {
 	c.AbortWithStatusJSON(ae.Status, errorBody{Error: errorDetail{
 		Message: ae.Message, Type: ae.Type, Param: strOrNil(ae.Param), Code: strOrNil(ae.Code),
 	}})
+}
+
+// statusClientClosed is nginx's 499 "client closed request": logged and counted for a client
+// that went away before its answer; it never reaches a client.
+const statusClientClosed = 499
+
+// serverError maps an error that is not the client's to its status: 503 with Retry-After while
+// the store (Redis) cannot be reached, 507 when the disk is full, else 500.
+func serverError(err error) *APIError {
+	if ae := storageError(err); ae != nil {
+		return ae
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		return &APIError{Status: http.StatusServiceUnavailable, Type: errUnavailable, Code: "store_unavailable", RetryAfter: 5,
+			Message: "The gateway's state store cannot be reached right now. Please retry."}
+	}
+	return &APIError{Status: http.StatusInternalServerError, Type: errServer, Code: "internal_error", Message: "internal error"}
 }
 
 func badRequest(code, param, format string, args ...any) *APIError {

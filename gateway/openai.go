@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -142,6 +141,12 @@ type call struct {
 	excl [4]string
 	tk   ticket
 
+	// tenant is the caller; reserved the tokens its rate limit was charged up front, settled
+	// against what meter reads from the response's usage.
+	tenant   *tenant
+	reserved int
+	meter    tokenMeter
+
 	attempts int
 	node     string
 	status   int
@@ -172,6 +177,8 @@ func putCall(k *call) {
 	k.s, k.ctx, k.body, k.info, k.last = nil, nil, nil, bodyInfo{}, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft = 0, 0, 0
+	k.tenant, k.reserved = nil, 0
+	k.meter.reset()
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
@@ -208,38 +215,13 @@ func mix64(x uint64) uint64 {
 	return x ^ (x >> 31)
 }
 
-// readBody reads the whole request body, bounded by MaxBodyBytes.
-func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
-	limit := s.cfg.MaxBodyBytes
-	tooLarge := func() *APIError {
-		return &APIError{Status: http.StatusRequestEntityTooLarge, Type: errInvalidRequest, Code: "request_too_large",
-			Message: fmt.Sprintf("The request body is too large: the limit is %d bytes.", limit)}
-	}
-	if r.ContentLength > limit {
-		return nil, tooLarge()
-	}
-	// A body of known, modest size is read into one exact buffer; a big one grows as it arrives,
-	// so a client announcing a huge body and sending nothing holds no memory for it.
-	if r.ContentLength >= 0 && r.ContentLength <= 1<<20 {
-		b := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, b); err != nil {
-			return nil, badRequest("", "", "Could not read the request body: %v.", err)
-		}
-		return b, nil
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, badRequest("", "", "Could not read the request body: %v.", err)
-	}
-	if int64(len(b)) > limit {
-		return nil, tooLarge()
-	}
-	return b, nil
-}
-
-// prepare scans the body, resolves the model and fills the scheduler request.
-func (k *call) prepare() *APIError {
+// prepare scans the body, charges the tenant's rate limits, resolves the model and fills the
+// scheduler request.
+func (k *call) prepare(h http.Header) *APIError {
 	if err := scanBody(k.body, &k.info); err != nil {
+		return err
+	}
+	if err := k.admitRate(h); err != nil {
 		return err
 	}
 	snap := k.s.registry.Snapshot()
@@ -301,17 +283,27 @@ func findModel(snap *scheduler.Snapshot, name []byte) (string, uint64, bool) {
 // handleInference serves one of the OpenAI inference routes; path is the agent's route for it.
 func (s *Server) handleInference(path string) gin.HandlerFunc {
 	return func(c *gin.Context) {
+		t := s.authenticate(c)
+		if t == nil {
+			return
+		}
+		if !t.has(scopeInference) {
+			abortWithError(c, errScope(scopeInference))
+			return
+		}
 		k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
 		defer putCall(k)
+		k.tenant = t
 		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
 		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
 
 		var res result
 		if body, err := s.readBody(c.Request); err != nil {
 			res.err = err
+			res.clientGone = clientGone(k.ctx)
 		} else {
 			k.body = body
-			if err := k.prepare(); err != nil {
+			if err := k.prepare(c.Writer.Header()); err != nil {
 				res.err = err
 			} else {
 				res = k.run(c.Writer)
@@ -321,6 +313,7 @@ func (s *Server) handleInference(path string) gin.HandlerFunc {
 			abortWithError(c, res.err)
 			k.status = res.err.Status
 		}
+		k.settleRate(res)
 		k.finish(res)
 		if res.abort {
 			// A non-streamed body broke off after it started: only a cut connection tells the
@@ -336,7 +329,7 @@ func (k *call) finish(res result) {
 	latency := s.core.clock.Now().Sub(k.start)
 	status := k.status
 	if res.clientGone {
-		status = 499 // nginx's "client closed request"
+		status = statusClientClosed
 	}
 	label := k.model
 	if k.preset != "" {
@@ -359,6 +352,9 @@ func (k *call) finish(res result) {
 	}
 	if k.preset != "" {
 		attrs = append(attrs, slog.String("preset", k.preset))
+	}
+	if k.tenant != nil && k.tenant.name != "" {
+		attrs = append(attrs, slog.String("tenant", k.tenant.name))
 	}
 	if res.err != nil {
 		attrs = append(attrs, slog.String("error", res.err.Message))

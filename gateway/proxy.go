@@ -221,6 +221,9 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 			if _, werr := w.Write(out); werr != nil {
 				return outcomeClientGone
 			}
+			if k.meter.on {
+				k.meter.feed(out)
+			}
 			if sse {
 				w.Flush()
 			}

@@ -260,7 +260,7 @@ func (s *Service) openInput(b store.Batch) (*os.File, []InputLine, []store.Batch
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("batch: %w", err)
 	}
-	lines, verrs, err := ValidateInput(f, b.Endpoint, s.cfg.MaxFileLines, s.cfg.MaxValidationErrors)
+	lines, verrs, err := ValidateInputLimits(f, b.Endpoint, InputLimits{Lines: s.cfg.MaxFileLines, Errors: s.cfg.MaxValidationErrors, LineBytes: s.cfg.MaxLineBytes})
 	if err != nil || len(verrs) > 0 {
 		f.Close()
 		return nil, nil, verrs, err

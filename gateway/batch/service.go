@@ -27,7 +27,17 @@ type Options struct {
 	// Consumer names this runner on the work queue; a stable name lets a restarted gateway take
 	// its own batches back as soon as their claims time out. Default: host name and process ID.
 	Consumer string
+	// SharedDir says other gateways use Dir too (Redis): New then removes only temporary files
+	// not written to for an hour, not every one, since another gateway may be writing it now.
+	SharedDir bool
+	// CreateTemp makes the temporary files uploads and outputs are written to (os.CreateTemp
+	// when nil); tests inject failing files here.
+	CreateTemp func(dir, pattern string) (TempFile, error)
 }
+
+// staleTempAge is how long a temporary file in a shared data dir goes unwritten before New
+// takes it for a crash's leftover: far longer than any upload may idle (BodyReadTimeout).
+const staleTempAge = time.Hour
 
 // Service owns files and batches.
 type Service struct {
@@ -38,6 +48,7 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	consumer string
+	mkTemp   func(dir, pattern string) (TempFile, error)
 
 	// slots bounds the lines in flight over all batches (Config.Concurrency).
 	slots chan struct{}
@@ -69,6 +80,7 @@ func New(o Options) (*Service, error) {
 		log:      o.Logger,
 		now:      o.Now,
 		consumer: o.Consumer,
+		mkTemp:   o.CreateTemp,
 		wake:     make(chan struct{}, 1),
 		slots:    make(chan struct{}, o.Config.withDefaults().Concurrency),
 		active:   make(map[string]func()),
@@ -79,6 +91,11 @@ func New(o Options) (*Service, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	age := time.Duration(0)
+	if o.SharedDir {
+		age = staleTempAge
+	}
+	removeStaleTemps(filesDir, age, s.now(), s.log)
 	if s.consumer == "" {
 		host, _ := os.Hostname()
 		s.consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
