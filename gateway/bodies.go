@@ -45,10 +45,16 @@ func (d *deadlineBody) Read(p []byte) (int, error) {
 	}
 	_ = d.rc.SetReadDeadline(time.Now().Add(d.timeout))
 	n, err := d.body.Read(p)
-	if err != nil {
-		// The body is over (or broken): lift the deadline, or the server's background read of
-		// the connection would hit it and cancel a long answer's context.
+	switch {
+	case err == io.EOF:
+		// The body is over: lift the deadline, or the server's background read of the
+		// connection would hit it and cancel a long answer's context.
 		_ = d.rc.SetReadDeadline(time.Time{})
+		d.done = true
+	case err != nil:
+		// A broken body: keep the connection's reads failing at once, so that the server's own
+		// drain of the rest of the body (before it writes the answer) does not wait forever.
+		_ = d.rc.SetReadDeadline(time.Now())
 		d.done = true
 	}
 	return n, err
@@ -63,7 +69,11 @@ func withBodyDeadline(h http.Handler, timeout time.Duration) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-			r.Body = &deadlineBody{body: r.Body, rc: http.NewResponseController(w), timeout: timeout}
+			// Set now too: a handler that answers without reading the body (401, 413) leaves it
+			// to the server to drain, and that drain must not wait on a stalled client either.
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Now().Add(timeout))
+			r.Body = &deadlineBody{body: r.Body, rc: rc, timeout: timeout}
 		}
 		h.ServeHTTP(w, r)
 	})
