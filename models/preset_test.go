@@ -260,3 +260,11 @@ func jsonEqual(a, b json.RawMessage) bool {
 	}
 	return reflect.DeepEqual(x, y)
 }
+
+// A presets file saved with a UTF-8 byte order mark parses like one without.
+func TestParsePresetsBOM(t *testing.T) {
+	ps, err := ParsePresets([]byte("\xef\xbb\xbfpresets:\n  - name: p\n    model: m\n"))
+	if err != nil || len(ps) != 1 || ps[0].Name != "p" {
+		t.Fatalf("ParsePresets with a BOM = %+v, %v", ps, err)
+	}
+}

@@ -157,6 +157,10 @@ func ValidateInputLimits(r io.Reader, endpoint string, lim InputLimits) ([]Input
 		lineNo++
 		start := offset
 		offset += length
+		content := bytes.TrimRight(buf, "\r\n")
+		if lim.LineBytes > 0 && int64(len(content)) > lim.LineBytes {
+			long = true
+		}
 		if long {
 			if len(lines) >= lim.Lines && !tooMany {
 				tooMany = true
@@ -169,7 +173,6 @@ func ValidateInputLimits(r io.Reader, endpoint string, lim InputLimits) ([]Input
 			}
 			continue
 		}
-		content := bytes.TrimRight(buf, "\r\n")
 		if len(bytes.TrimSpace(content)) == 0 {
 			if readErr != nil {
 				break
