@@ -114,13 +114,29 @@ func submitBatch(ctx context.Context, c *apiClient, path string, o submitOptions
 			return errors.New("give --model or --preset, not both")
 		}
 		var p models.Preset
-		if err := c.getJSON(ctx, "/admin/v1/presets/"+url.PathEscape(o.preset), &p); err != nil {
+		err := c.getJSON(ctx, "/admin/v1/presets/"+url.PathEscape(o.preset), &p)
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status == http.StatusForbidden {
+			// A key without the admin scope cannot read the preset itself; /v1/models says
+			// whether it exists, and the batch is recorded without its version.
+			var m struct {
+				ID      string `json:"id"`
+				OwnedBy string `json:"owned_by"`
+			}
+			if err = c.getJSON(ctx, "/v1/models/"+url.PathEscape(o.preset), &m); err == nil && m.OwnedBy != "herd-preset" {
+				err = fmt.Errorf("%s is a model, not a preset: use --model", o.preset)
+			}
+			p = models.Preset{Name: o.preset}
+		}
+		if err != nil {
 			return fmt.Errorf("preset %s: %w", o.preset, err)
 		}
 		model = p.Name
 		meta["preset"] = p.Name
-		meta["preset_version"] = fmt.Sprint(p.Version)
-		meta["base_model"] = p.Model
+		if p.Version > 0 {
+			meta["preset_version"] = fmt.Sprint(p.Version)
+			meta["base_model"] = p.Model
+		}
 	}
 	params := map[string]any{}
 	if o.maxTokens > 0 {
