@@ -38,7 +38,7 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) run $(STATICCHECK) ./...
 
 bench: ## scheduler, hot-path and store benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./scheduler/ ./gateway/ ./gateway/registry/
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./scheduler/ ./gateway/ ./gateway/registry/ ./jsonspan/
 
 sim: build ## a simulated cluster: gateway + agents for 2xt4,a40,3090
 	$(BIN) sim --gpus 2xt4,a40,3090 --listen $(LISTEN)

@@ -19,6 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admin"
+	"github.com/herd-llm/herd/gateway/agents"
+
+	"github.com/herd-llm/herd/gateway/api"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/registry"
@@ -70,9 +75,10 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg)}
+	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg),
+		agents: agents.NewPool(testToken, reg.Nodes)}
 	e := gin.New()
-	s.registerAdminRoutes(e.Group("/admin/v1"))
+	admin.New(reg, sched, s.agents, quiet).Register(e.Group("/admin/v1"))
 	s.registerInternalRoutes(e.Group("/internal/v1"))
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
 	s.engine = e
@@ -281,7 +287,7 @@ func TestAdminNodesGolden(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("GET node-b: %d %s", status, body)
 	}
-	var one adminNode
+	var one api.Node
 	if err := json.Unmarshal(body, &one); err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +314,7 @@ func TestAdminDrainUndrain(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("POST %s: %d %s", tc.path, status, body)
 		}
-		var n adminNode
+		var n api.Node
 		if err := json.Unmarshal(body, &n); err != nil {
 			t.Fatal(err)
 		}
@@ -362,13 +368,13 @@ func TestAdminModels(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("%d %s", status, body)
 	}
-	var got adminModelList
+	var got api.ModelList
 	if err := json.Unmarshal(body, &got); err != nil {
 		t.Fatal(err)
 	}
-	want := adminModelList{Models: []adminClusterModel{
-		{Name: "llama3.1:8b", Nodes: []adminModelOnNode{{Node: "a", Resident: true, OnDisk: true, VRAMBytes: 5 << 30, SizeBytes: 4 << 30}}},
-		{Name: "qwen2.5:latest", Nodes: []adminModelOnNode{
+	want := api.ModelList{Models: []api.ClusterModel{
+		{Name: "llama3.1:8b", Nodes: []api.ModelOnNode{{Node: "a", Resident: true, OnDisk: true, VRAMBytes: 5 << 30, SizeBytes: 4 << 30}}},
+		{Name: "qwen2.5:latest", Nodes: []api.ModelOnNode{
 			{Node: "a", OnDisk: true, SizeBytes: 3 << 30},
 			{Node: "b", Resident: true, OnDisk: true, VRAMBytes: 4 << 30, SizeBytes: 3 << 30},
 		}},
@@ -599,7 +605,7 @@ func TestAdminLoadUnloadDelete(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("load: %d %s", status, body)
 	}
-	var lr loadResponse
+	var lr api.LoadResponse
 	if err := json.Unmarshal(body, &lr); err != nil {
 		t.Fatal(err)
 	}

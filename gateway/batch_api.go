@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/api"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/batch"
@@ -180,6 +182,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
 		SharedDir:  s.cfg.RedisURL != "",
+		Tracer:     s.core.tracer,
 	})
 	if err != nil {
 		_ = st.Close()
@@ -248,7 +251,7 @@ func (s *Server) registerPresetRoutes(admin *gin.RouterGroup) {
 }
 
 func (s *Server) handleListPresets(c *gin.Context) {
-	c.JSON(http.StatusOK, gin.H{"object": "list", "data": s.presets.List()})
+	c.JSON(http.StatusOK, api.PresetList{Object: "list", Data: s.presets.List()})
 }
 
 func (s *Server) handleGetPreset(c *gin.Context) {
@@ -435,27 +438,6 @@ func (s *Server) handleUploadFile(c *gin.Context) {
 	c.JSON(http.StatusOK, batch.NewFileObject(f))
 }
 
-// listPage is OpenAI's list envelope.
-type listPage[T any] struct {
-	Object  string  `json:"object"`
-	Data    []T     `json:"data"`
-	FirstID *string `json:"first_id"`
-	LastID  *string `json:"last_id"`
-	HasMore bool    `json:"has_more"`
-}
-
-func newListPage[T any](data []T, id func(T) string, more bool) listPage[T] {
-	p := listPage[T]{Object: "list", Data: data, HasMore: more}
-	if p.Data == nil {
-		p.Data = []T{}
-	}
-	if len(data) > 0 {
-		first, last := id(data[0]), id(data[len(data)-1])
-		p.FirstID, p.LastID = &first, &last
-	}
-	return p
-}
-
 // listLimit reads ?limit= within [1, maxLimit], def when absent.
 func listLimit(c *gin.Context, def, maxLimit int) (int, error) {
 	v := c.Query("limit")
@@ -511,11 +493,11 @@ func (s *Server) handleListFiles(c *gin.Context) {
 		s.bulkError(c, err)
 		return
 	}
-	objs := make([]batch.FileObject, len(files))
+	objs := make([]api.FileObject, len(files))
 	for i, f := range files {
 		objs[i] = batch.NewFileObject(f)
 	}
-	c.JSON(http.StatusOK, newListPage(objs, func(f batch.FileObject) string { return f.ID }, more))
+	c.JSON(http.StatusOK, api.NewListPage(objs, func(f api.FileObject) string { return f.ID }, more))
 }
 
 func (s *Server) handleGetFile(c *gin.Context) {
@@ -611,11 +593,11 @@ func (s *Server) handleListBatches(c *gin.Context) {
 		s.bulkError(c, err)
 		return
 	}
-	objs := make([]batch.BatchObject, len(bs))
+	objs := make([]api.BatchObject, len(bs))
 	for i, b := range bs {
 		objs[i] = batch.NewBatchObject(b)
 	}
-	c.JSON(http.StatusOK, newListPage(objs, func(b batch.BatchObject) string { return b.ID }, more))
+	c.JSON(http.StatusOK, api.NewListPage(objs, func(b api.BatchObject) string { return b.ID }, more))
 }
 
 func (s *Server) handleGetBatch(c *gin.Context) {

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/api"
+
 	"github.com/gin-gonic/gin"
 	openai "github.com/sashabaranov/go-openai"
 
@@ -132,7 +134,7 @@ func bulkWait(t *testing.T, c *openai.Client, id string) openai.Batch {
 	}
 }
 
-func bulkContent(t *testing.T, c *openai.Client, id string) []batch.OutputLine {
+func bulkContent(t *testing.T, c *openai.Client, id string) []api.OutputLine {
 	t.Helper()
 	rc, err := c.GetFileContent(context.Background(), id)
 	if err != nil {
@@ -143,9 +145,9 @@ func bulkContent(t *testing.T, c *openai.Client, id string) []batch.OutputLine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []batch.OutputLine
+	var out []api.OutputLine
 	for _, l := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
-		var ol batch.OutputLine
+		var ol api.OutputLine
 		if err := json.Unmarshal(l, &ol); err != nil {
 			t.Fatalf("%s: %v", l, err)
 		}
@@ -209,11 +211,11 @@ func TestBulkSDKFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	var raw struct {
-		Usage *batch.BatchUsage `json:"usage"`
+		Usage *api.BatchUsage `json:"usage"`
 	}
 	err = json.NewDecoder(res.Body).Decode(&raw)
 	res.Body.Close()
-	if want := (batch.BatchUsage{InputTokens: 10, OutputTokens: 6, TotalTokens: 16}); err != nil || raw.Usage == nil || *raw.Usage != want {
+	if want := (api.BatchUsage{InputTokens: 10, OutputTokens: 6, TotalTokens: 16}); err != nil || raw.Usage == nil || *raw.Usage != want {
 		t.Fatalf("usage = %+v (%v), want %+v", raw.Usage, err, want)
 	}
 
@@ -222,7 +224,7 @@ func TestBulkSDKFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m batch.Manifest
+	var m api.Manifest
 	err = json.NewDecoder(res.Body).Decode(&m)
 	res.Body.Close()
 	if err != nil || len(m.Data) != 3 || m.Data[0].Node != "n1" || m.Data[0].PromptTokens != 5 || m.Data[1].Status != "failed" || m.Data[2].CustomID != "c2" {
@@ -289,14 +291,14 @@ func TestBulkCancelAndList(t *testing.T) {
 }
 
 // bulkDo sends a raw request and decodes an OpenAI error answer.
-func bulkDo(t *testing.T, req *http.Request) (int, errorBody) {
+func bulkDo(t *testing.T, req *http.Request) (int, api.ErrorBody) {
 	t.Helper()
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var eb errorBody
+	var eb api.ErrorBody
 	data, _ := io.ReadAll(res.Body)
 	if res.StatusCode >= 400 {
 		if err := json.Unmarshal(data, &eb); err != nil || eb.Error.Message == "" || eb.Error.Type == "" {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -177,13 +176,3 @@ func stripBOM(b []byte) []byte {
 
 // clientGone reports whether the request's client went away (its context ended).
 func clientGone(ctx context.Context) bool { return ctx.Err() != nil }
-
-// storageError maps an error that says the disk is full to 507 insufficient_storage; nil when
-// it is not one.
-func storageError(err error) *APIError {
-	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
-		return nil
-	}
-	return &APIError{Status: http.StatusInsufficientStorage, Type: errServer, Code: "insufficient_storage",
-		Message: "The gateway's data directory is full; the upload was not stored. Please retry later.", RetryAfter: 30}
-}

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
-	"unicode/utf8"
+
+	"github.com/herd-llm/herd/jsonspan"
 )
 
-// The body scanner reads only what routing needs from an OpenAI request body: the model, stream,
+// The body scanner (on package jsonspan's spans) reads only what routing needs from an OpenAI request body: the model, stream,
 // the output cap, stream_options.include_usage, a size estimate of the prompt and a hash of the
 // conversation's opening messages. The body is forwarded as the bytes the client sent, so nothing
 // is decoded into Go values on the hot path; json.Valid (allocation-free) vouches for the syntax
@@ -51,14 +52,14 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 	if !json.Valid(b) {
 		return badRequest("", "", msgBadJSON)
 	}
-	i := skipWS(b, 0)
+	i := jsonspan.SkipWS(b, 0)
 	if b[i] != '{' {
 		return badRequest("invalid_type", "", "Invalid type for the request body: expected an object, but got %s instead.", jsonTypeName(b[i]))
 	}
 	var model, stream, maxTokens, maxCompletion, streamOpts, messages, prompt, input span
 	i++
 	for {
-		i = skipWS(b, i)
+		i = jsonspan.SkipWS(b, i)
 		if i >= len(b) || b[i] == '}' {
 			break
 		}
@@ -66,13 +67,13 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 			i++
 			continue
 		}
-		keyEnd := stringEnd(b, i)
+		keyEnd := jsonspan.StringEnd(b, i)
 		key := b[i+1 : keyEnd-1]
-		i = skipWS(b, keyEnd) + 1 // past ':'
-		i = skipWS(b, i)
-		v := span{i, skipValue(b, i)}
+		i = jsonspan.SkipWS(b, keyEnd) + 1 // past ':'
+		i = jsonspan.SkipWS(b, i)
+		v := span{i, jsonspan.SkipValue(b, i)}
 		i = v.end
-		switch string(keyBytes(key)) {
+		switch string(jsonspan.Key(key)) {
 		case "model":
 			model = v
 		case "stream":
@@ -98,7 +99,7 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 	if b[model.start] != '"' {
 		return invalidType("model", "a string", b[model.start])
 	}
-	info.model = stringValue(b[model.start:model.end])
+	info.model = jsonspan.String(b[model.start:model.end])
 	if len(info.model) == 0 {
 		return badRequest("missing_required_parameter", "model", "you must provide a model parameter")
 	}
@@ -210,8 +211,8 @@ func intValue(param string, v []byte) (int, *APIError) {
 func includeUsage(obj []byte) (bool, *APIError) {
 	usage := false
 	var err *APIError
-	eachMember(obj, func(key, v []byte) {
-		if string(keyBytes(key)) != "include_usage" {
+	jsonspan.EachMember(obj, func(key, v []byte) {
+		if string(jsonspan.Key(key)) != "include_usage" {
 			return
 		}
 		err = nil
@@ -233,7 +234,7 @@ func includeUsage(obj []byte) (bool, *APIError) {
 func messagesPrefixHash(arr []byte) uint64 {
 	h := uint64(fnvOffset)
 	n := 0
-	eachElement(arr, func(el []byte) bool {
+	jsonspan.EachElement(arr, func(el []byte) bool {
 		h = fnvAdd(h, el)
 		h *= fnvPrime // a zero byte between messages, so boundaries count
 		n++
@@ -251,153 +252,12 @@ func isUserMessage(el []byte) bool {
 		return false
 	}
 	user := false
-	eachMember(el, func(key, v []byte) {
-		if string(keyBytes(key)) == "role" {
-			user = v[0] == '"' && string(stringValue(v)) == "user"
+	jsonspan.EachMember(el, func(key, v []byte) {
+		if string(jsonspan.Key(key)) == "role" {
+			user = v[0] == '"' && string(jsonspan.String(v)) == "user"
 		}
 	})
 	return user
-}
-
-// eachMember calls fn for every member of the valid JSON object obj, in order.
-func eachMember(obj []byte, fn func(key, value []byte)) {
-	i := 1
-	for {
-		i = skipWS(obj, i)
-		if i >= len(obj) || obj[i] == '}' {
-			return
-		}
-		if obj[i] == ',' {
-			i++
-			continue
-		}
-		keyEnd := stringEnd(obj, i)
-		key := obj[i+1 : keyEnd-1]
-		i = skipWS(obj, skipWS(obj, keyEnd)+1)
-		end := skipValue(obj, i)
-		fn(key, obj[i:end])
-		i = end
-	}
-}
-
-// eachElement calls fn for every element of the valid JSON array arr until fn returns false.
-func eachElement(arr []byte, fn func(el []byte) bool) {
-	i := 1
-	for {
-		i = skipWS(arr, i)
-		if i >= len(arr) || arr[i] == ']' {
-			return
-		}
-		if arr[i] == ',' {
-			i++
-			continue
-		}
-		end := skipValue(arr, i)
-		if !fn(arr[i:end]) {
-			return
-		}
-		i = end
-	}
-}
-
-// keyBytes returns a member's key with escapes decoded. Callers compare string(keyBytes(k)),
-// which the compiler does in place; only an escaped key (rare) is decoded into a new slice.
-func keyBytes(key []byte) []byte {
-	if bytes.IndexByte(key, '\\') < 0 {
-		return key
-	}
-	var s string
-	if json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &s) != nil {
-		return nil
-	}
-	return []byte(s)
-}
-
-// stringValue returns the contents of the JSON string token tok. Plain ASCII or UTF-8 contents
-// are returned in place; escapes or invalid UTF-8 are decoded as encoding/json would.
-func stringValue(tok []byte) []byte {
-	s := tok[1 : len(tok)-1]
-	if bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s) {
-		return s
-	}
-	var out string
-	if json.Unmarshal(tok, &out) != nil {
-		return nil
-	}
-	return []byte(out)
-}
-
-// skipWS returns the index of the first non-whitespace byte at or after i.
-func skipWS(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-// stringEnd returns the index just past the string token starting at b[i] == '"'.
-func stringEnd(b []byte, i int) int {
-	j := i + 1
-	for j < len(b) {
-		k := bytes.IndexByte(b[j:], '"')
-		if k < 0 {
-			return len(b)
-		}
-		j += k
-		// The quote ends the string unless an odd run of backslashes escapes it.
-		bs := 0
-		for p := j - 1; p > i && b[p] == '\\'; p-- {
-			bs++
-		}
-		j++
-		if bs%2 == 0 {
-			return j
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index just past the valid JSON value starting at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return len(b)
-	}
-	switch b[i] {
-	case '"':
-		return stringEnd(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); {
-			switch b[j] {
-			case '"':
-				j = stringEnd(b, j)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-			j++
-		}
-		return len(b)
-	}
-	j := i
-	for j < len(b) {
-		switch b[j] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			return j
-		}
-		j++
-	}
-	return j
 }
 
 // FNV-1a, 64 bit: deterministic across processes, so several gateways agree on affinity.

@@ -49,6 +49,9 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 	defer putCall(k)
 	k.reqID = s.requestID("", k.seq)
 	k.body = req.Body
+	if s.core.tracer != nil {
+		k.startDispatchSpan()
+	}
 
 	var m memSink
 	var res result
@@ -79,9 +82,7 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 
 // errorJSON is err in the OpenAI error shape.
 func errorJSON(err *APIError) []byte {
-	b, _ := json.Marshal(errorBody{Error: errorDetail{
-		Message: err.Message, Type: err.Type, Param: strOrNil(err.Param), Code: strOrNil(err.Code),
-	}})
+	b, _ := json.Marshal(err.Body())
 	return b
 }
 

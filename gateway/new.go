@@ -15,7 +15,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admin"
+	"github.com/herd-llm/herd/gateway/agents"
+	"github.com/herd-llm/herd/gateway/replicas"
+
+	"github.com/herd-llm/herd/gateway/admission"
+
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/herd-llm/herd/gateway/ratelimit"
 	"github.com/herd-llm/herd/gateway/registry"
@@ -28,7 +35,7 @@ import (
 type core struct {
 	clock     Clock
 	transport http.RoundTripper
-	adm       *admission
+	adm       *admission.Admission
 
 	// keys are the tenants (API keys); limiter counts their requests and tokens.
 	keys        *keyring
@@ -43,6 +50,8 @@ type core struct {
 
 	started time.Time
 	urls    urlCache
+	// tracer makes the request path's spans; nil when tracing is off (tracing.go).
+	tracer trace.Tracer
 	// calls pools per-request state (*call).
 	calls sync.Pool
 }
@@ -51,14 +60,27 @@ type core struct {
 type Option func(*options)
 
 type options struct {
-	log       *slog.Logger
-	clock     Clock
-	transport http.RoundTripper
+	log            *slog.Logger
+	clock          Clock
+	transport      http.RoundTripper
+	tracerProvider trace.TracerProvider
 }
 
 // WithLogger sets the logger (default slog.Default()). Requests are logged at Debug, one line
 // each; failed attempts and 5xx at Warn.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// Clock tells the time and runs timers; tests inject a fake one. It is the clock of the registry
+// and of admission deadlines.
+type Clock = admission.Clock
+
+// Timer is a timer started by Clock.AfterFunc.
+type Timer = admission.Timer
+
+var (
+	_ registry.Clock   = Clock(nil)
+	_ admission.Source = (*registry.Registry)(nil)
+)
 
 // WithClock sets the clock of the registry and of admission deadlines (default: the system clock).
 func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
@@ -123,7 +145,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: config: %w", err)
 	}
-	o := options{log: slog.Default(), clock: systemClock{}}
+	o := options{log: slog.Default(), clock: admission.SystemClock{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -136,7 +158,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	reg := registry.New(rcfg, o.clock)
 	reg.SetLogger(o.log.With("component", "registry"))
 
-	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched}
+	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched, agents: agents.NewPool(cfg.ClusterToken, reg.Nodes)}
 	s.core = core{
 		clock:       o.clock,
 		transport:   o.transport,
@@ -144,12 +166,14 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		agentAuth:   []string{"Bearer " + cfg.ClusterToken},
 		seed:        randomSeed(),
 		started:     o.clock.Now(),
+		tracer:      tracerFrom(o.tracerProvider),
 	}
 	if s.core.transport == nil {
 		s.core.transport = newAgentTransport()
 	}
-	s.core.adm = newAdmission(reg, sched.Pick, o.clock, cfg.QueueSize, cfg.QueueTimeout, cfg.HeartbeatInterval)
-	s.core.adm.queue = sched.Config()
+	s.core.adm = admission.New(reg, sched.Pick, o.clock, admission.Config{
+		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),
+	})
 	s.metrics = newMetrics(reg)
 	if err := s.initBulk(context.Background()); err != nil {
 		return nil, err
@@ -166,7 +190,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 // then closes the store. Serve may run before, during and after it.
 func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.MinReplicas) > 0 {
-		go s.keepReplicas(ctx)
+		go replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
 	}
 	go s.core.keys.keep(ctx, s.log)
 	s.runBulk(ctx)
@@ -243,10 +267,10 @@ func (s *Server) routes() *gin.Engine {
 	models.GET("/models/*id", s.handleOpenAIGetModel)
 	s.registerBatchRoutes(v1.Group("", s.accessLog(), s.requireScope(scopeBatch)))
 
-	admin := e.Group("/admin/v1", s.accessLog(), s.requireScope(scopeAdmin))
-	s.registerAdminRoutes(admin)
-	s.registerPresetRoutes(admin)
-	s.registerKeyRoutes(admin)
+	adminGroup := e.Group("/admin/v1", s.accessLog(), s.requireScope(scopeAdmin))
+	admin.New(s.registry, s.sched, s.agents, s.log).Register(adminGroup)
+	s.registerPresetRoutes(adminGroup)
+	s.registerKeyRoutes(adminGroup)
 
 	internal := e.Group("/internal/v1", s.clusterAuth())
 	s.registerInternalRoutes(internal)

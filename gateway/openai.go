@@ -10,11 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admission"
+
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
+	"github.com/herd-llm/herd/tracing"
 )
 
 // The OpenAI routes: model listing and the inference routes, which read what routing needs from
@@ -139,7 +143,7 @@ type call struct {
 	req  scheduler.Request
 	dec  scheduler.Decision
 	excl [4]string
-	tk   ticket
+	tk   admission.Ticket
 
 	// tenant is the caller; reserved the tokens its rate limit was charged up front, settled
 	// against what meter reads from the response's usage.
@@ -156,6 +160,15 @@ type call struct {
 	// last is the last retryable answer an agent gave (5xx, 429), relayed if no node does better.
 	last *capturedResponse
 
+	// Tracing (tracing.go): the request's span (nil when tracing is off), the current attempt's
+	// context, the time spent queued, and the end of the answer, kept while capture is set.
+	span      trace.Span
+	actx      context.Context
+	queueWait time.Duration
+	capture   bool
+	answered  bool
+	tail      tracing.Tail
+
 	buf [32 << 10]byte
 }
 
@@ -165,7 +178,7 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 	k, _ := s.core.calls.Get().(*call)
 	if k == nil {
 		k = new(call)
-		k.tk.req, k.tk.dec = &k.req, &k.dec
+		k.tk.Req, k.tk.Dec = &k.req, &k.dec
 	}
 	k.s, k.ctx, k.path, k.class, k.start = s, ctx, path, class, s.core.clock.Now()
 	k.seq = s.core.seq.Add(1)
@@ -179,10 +192,12 @@ func putCall(k *call) {
 	k.attempts, k.status, k.ttft = 0, 0, 0
 	k.tenant, k.reserved = nil, 0
 	k.meter.reset()
+	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
+	k.tail.Reset()
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
-	k.tk.lastSnap = nil
+	k.tk.LastSnap = nil
 	s.core.calls.Put(k)
 }
 
@@ -296,6 +311,9 @@ func (s *Server) handleInference(path string) gin.HandlerFunc {
 		k.tenant = t
 		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
 		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
+		if s.core.tracer != nil {
+			k.startServerSpan(c.Request)
+		}
 
 		var res result
 		if body, err := s.readBody(c.Request); err != nil {
@@ -336,6 +354,9 @@ func (k *call) finish(res result) {
 		label = k.preset
 	}
 	s.metrics.observeRequest(label, k.node, statusText(status), latency, k.ttft)
+	if k.span != nil {
+		k.endSpan(res, status, latency)
+	}
 
 	level := slog.LevelDebug
 	if status >= 500 || len(k.failures) > 0 {
@@ -371,7 +392,7 @@ func (k *call) finish(res result) {
 // decisionText describes the last scheduling decision: candidates in order with scores, then
 // refused nodes with reasons.
 func (k *call) decisionText() string {
-	snap := k.tk.lastSnap
+	snap := k.tk.LastSnap
 	if snap == nil {
 		return ""
 	}

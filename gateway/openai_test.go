@@ -620,7 +620,7 @@ func TestQueueOverHTTP(t *testing.T) {
 	first := sendReq() // holds the only slot
 	recv(t, a.entered)
 	second := sendReq() // waits in the queue
-	eventually(t, "the second request to queue", func() bool { n, _ := g.s.core.adm.depth(); return n == 1 })
+	eventually(t, "the second request to queue", func() bool { n, _ := g.s.core.adm.Depth(); return n == 1 })
 	third := recv(t, sendReq()) // the queue is full
 	if third.status != 429 || nullable(third.err.Error.Code) != "queue_full" || third.retry == "" {
 		t.Fatalf("third request = %d %+v Retry-After %q, want 429 queue_full", third.status, third.err.Error, third.retry)

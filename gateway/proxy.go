@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/herd-llm/herd/gateway/admission"
+	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
 )
@@ -88,25 +93,17 @@ func (k *call) run(w sink) result {
 		if k.ctx.Err() != nil {
 			return result{clientGone: true}
 		}
-		g, err := s.core.adm.admit(k.ctx, &k.tk)
+		o, id, err := k.admitAndAttempt(w)
 		if err != nil {
 			if k.ctx.Err() != nil {
 				return result{clientGone: true}
 			}
-			ae, _ := err.(*APIError)
-			if ae == nil {
-				ae = unavailable("%v", err)
-			}
+			ae := admissionError(err)
 			if k.attempts > 0 {
 				return k.exhausted(w)
 			}
 			return result{err: ae}
 		}
-		n := g.Node()
-		k.attempts++
-		k.node = n.ID
-		o := k.attempt(n, w)
-		s.core.adm.release(n.ID)
 		switch o {
 		case outcomeDone:
 			return result{}
@@ -115,11 +112,55 @@ func (k *call) run(w sink) result {
 		case outcomeAbort:
 			return result{abort: true}
 		}
-		k.req.Exclude = append(k.req.Exclude, n.ID)
+		k.req.Exclude = append(k.req.Exclude, id)
 		if k.attempts >= s.cfg.MaxAttempts {
 			return k.exhausted(w)
 		}
 	}
+}
+
+// admitAndAttempt waits in admission for a slot and runs one attempt on the granted node. The
+// slot is given back when the attempt ends, however it ends (deferred: a panic or an early
+// return cannot leak it).
+func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
+	var admitStart time.Time
+	if k.span != nil {
+		admitStart = k.s.core.clock.Now()
+	}
+	g, err := k.s.core.adm.Admit(k.ctx, &k.tk)
+	if k.span != nil {
+		k.traceAdmission(admitStart, g, err)
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	defer g.Done()
+	n := g.Node()
+	k.attempts++
+	k.node = n.ID
+	var asp trace.Span
+	failures := len(k.failures)
+	if k.span != nil {
+		asp = k.startAttempt(n)
+	}
+	o := k.attempt(n, w)
+	if asp != nil {
+		k.endAttempt(asp, o, failures)
+	}
+	return o, n.ID, nil
+}
+
+// admissionError is the client's error for a refusal by admission.
+func admissionError(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var de *admission.Error
+	if errors.As(err, &de) {
+		return &APIError{Status: de.Status, Type: de.Type, Code: de.Code, Message: de.Message, RetryAfter: de.RetryAfter}
+	}
+	return unavailable("%v", err)
 }
 
 // exhausted answers a request whose every attempt failed.
@@ -159,7 +200,11 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		k.fail(n.ID, "%v", err)
 		return outcomeRetry
 	}
-	ctx, cancel := context.WithCancel(k.ctx)
+	parent := k.ctx
+	if k.actx != nil {
+		parent = k.actx
+	}
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var timedOut atomic.Bool
 	idle := time.AfterFunc(s.cfg.FirstByteTimeout, func() {
@@ -224,6 +269,9 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 			if k.meter.on {
 				k.meter.feed(out)
 			}
+			if k.capture {
+				_, _ = k.tail.Write(out)
+			}
 			if sse {
 				w.Flush()
 			}
@@ -250,6 +298,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		if r, ok := w.(resettable); ok {
 			r.reset()
 			k.status, k.ttft = 0, 0
+			k.tail.Reset()
 			return outcomeRetry
 		}
 		k.status = http.StatusBadGateway
@@ -277,7 +326,7 @@ func eventEnd(b []byte) int {
 // writeSSEError writes one SSE event carrying an OpenAI error object and flushes it.
 func writeSSEError(w sink, message string) {
 	code := "upstream_error"
-	b, _ := json.Marshal(errorBody{Error: errorDetail{Message: message, Type: errServer, Code: &code}})
+	b, _ := json.Marshal(api.ErrorBody{Error: api.ErrorDetail{Message: message, Type: errServer, Code: &code}})
 	_, _ = w.Write([]byte("data: "))
 	_, _ = w.Write(b)
 	_, _ = w.Write([]byte("\n\n"))
@@ -337,6 +386,9 @@ func (k *call) upstreamRequest(ctx context.Context, u *url.URL) *http.Request {
 		h[agentapi.HeaderClass] = hdrBatch
 	} else {
 		h[agentapi.HeaderClass] = hdrInteractive
+	}
+	if k.actx != nil {
+		agentapi.InjectTraceContext(k.actx, h)
 	}
 	body := k.body
 	req := &http.Request{

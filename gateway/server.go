@@ -12,12 +12,15 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/agents"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/batch"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/gateway/store"
 	"github.com/herd-llm/herd/scheduler"
+	"github.com/herd-llm/herd/tracing"
 )
 
 // Config is the gateway's configuration. Zero values are replaced by DefaultConfig's.
@@ -73,6 +76,9 @@ type Config struct {
 	RedisURL string `yaml:"redis_url"`
 	// Batch bounds files and batches and tunes the batch runner; zero values take batch.DefaultConfig's.
 	Batch batch.Config `yaml:"batch"`
+	// Tracing configures OpenTelemetry traces (off unless an endpoint is set here or in the
+	// OTEL_* environment); the process sets the provider up and passes it with WithTracerProvider.
+	Tracing tracing.Config `yaml:"tracing"`
 	// Version is reported by /healthz.
 	Version string `yaml:"-"`
 }
@@ -120,6 +126,9 @@ func (c Config) Validate() error {
 	if err := c.Scheduler.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Tracing.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.ReadHeaderTimeout < 0 || c.BodyReadTimeout < 0 || c.IdleTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
 	}
@@ -164,8 +173,8 @@ type Server struct {
 
 	// Owned by admin/metrics.
 	metrics *metrics
-	// agents caches one agent client per node address (zero value ready to use; admin.go).
-	agents agentPool
+	// agents caches one agent client per node address, for admin and the replica controller.
+	agents *agents.Pool
 
 	// Owned by bulk generation and presets.
 	presets   *presetBook

@@ -32,6 +32,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
 
@@ -76,6 +78,7 @@ type Agent struct {
 	log       *slog.Logger
 	clock     Clock
 	hc        *http.Client
+	tracer    trace.Tracer // nil: tracing off (tracing.go)
 	slots     int
 	hostname  string
 	startedAt time.Time

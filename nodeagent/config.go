@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/herd-llm/herd/tracing"
 )
 
 // DefaultListen is the address an agent serves on when none is set: every interface, because
@@ -40,6 +42,9 @@ type Config struct {
 	Slots int `yaml:"slots"`
 	// MaxBodyBytes bounds inference request bodies (413 past it).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// Tracing configures OpenTelemetry traces (off unless an endpoint is set here or in the
+	// OTEL_* environment); the process sets the provider up and passes it with WithTracerProvider.
+	Tracing tracing.Config `yaml:"tracing"`
 	// Version is reported in heartbeats.
 	Version string `yaml:"-"`
 }
@@ -117,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max body bytes %d is not positive", c.MaxBodyBytes))
+	}
+	if err := c.Tracing.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("agent config: %w", err)

@@ -167,10 +167,17 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			w.Header().Set(agentapi.HeaderSimulated, "true")
 		}
 		start := a.clock.Now()
+		var tr *inferenceTrace
+		if a.tracer != nil {
+			r, tr = a.startInference(r, endpoint, model, start)
+		}
 		mw := getMeterWriter(w, a.clock)
 		a.begin(model)
 		defer func() {
 			a.end(model, start, mw)
+			if tr != nil {
+				tr.end(mw, start, a.clock.Now())
+			}
 			putMeterWriter(mw)
 		}()
 		a.backend.ServeInference(mw, r, endpoint, body)

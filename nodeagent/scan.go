@@ -3,23 +3,25 @@ package nodeagent
 import (
 	"bytes"
 	"encoding/json"
+
+	"github.com/herd-llm/herd/jsonspan"
 )
 
 // The agent reads only what it needs from request and response bytes, without decoding them:
 // the request's top-level "model", and from the end of a response the usage token counts. These
-// scanners take outside input and are fuzzed.
+// scanners take outside input and are fuzzed; they walk JSON with package jsonspan.
 
 // modelFromBody returns the top-level "model" string of a JSON object, "" when there is none or
 // the body is not a JSON object. It walks the bytes once and stops at the key, so a large
 // messages array after "model" costs nothing; a key spelled with escapes is not recognised.
 func modelFromBody(b []byte) string {
-	i := skipWS(b, 0)
+	i := jsonspan.SkipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return ""
 	}
 	i++
 	for {
-		i = skipWS(b, i)
+		i = jsonspan.SkipWS(b, i)
 		if i >= len(b) || b[i] == '}' {
 			return ""
 		}
@@ -30,21 +32,21 @@ func modelFromBody(b []byte) string {
 		if b[i] != '"' {
 			return ""
 		}
-		end := endOfString(b, i)
+		end := jsonspan.StringEnd(b, i)
 		if end < 0 {
 			return ""
 		}
 		key := b[i:end]
-		i = skipWS(b, end)
+		i = jsonspan.SkipWS(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return ""
 		}
-		i = skipWS(b, i+1)
+		i = jsonspan.SkipWS(b, i+1)
 		if string(key) == `"model"` {
 			if i >= len(b) || b[i] != '"' {
 				return ""
 			}
-			vend := endOfString(b, i)
+			vend := jsonspan.StringEnd(b, i)
 			if vend < 0 {
 				return ""
 			}
@@ -57,7 +59,7 @@ func modelFromBody(b []byte) string {
 			}
 			return s
 		}
-		i = skipValue(b, i)
+		i = jsonspan.SkipValue(b, i)
 		if i < 0 {
 			return ""
 		}
@@ -75,67 +77,6 @@ func plainString(v []byte) bool {
 	return true
 }
 
-func skipWS(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// endOfString returns the index just past the string starting at b[i] == '"', or -1.
-func endOfString(b []byte, i int) int {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-	return -1
-}
-
-// skipValue returns the index just past the JSON value starting at b[i], or -1. It checks
-// nesting and strings, not the grammar of scalars.
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return -1
-	}
-	switch b[i] {
-	case '"':
-		return endOfString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				e := endOfString(b, j)
-				if e < 0 {
-					return -1
-				}
-				j = e - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return -1
-	default:
-		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\n' && b[j] != '\r' && b[j] != '\t' {
-			j++
-		}
-		if j == i {
-			return -1
-		}
-		return j
-	}
-}
-
 // lastIntField finds the last `"key": N` in b and returns N. A key inside a JSON string value
 // cannot match because its quotes would be escaped.
 func lastIntField(b []byte, key string) (int64, bool) {
@@ -144,11 +85,11 @@ func lastIntField(b []byte, key string) (int64, bool) {
 	if idx < 0 {
 		return 0, false
 	}
-	i := skipWS(b, idx+len(needle))
+	i := jsonspan.SkipWS(b, idx+len(needle))
 	if i >= len(b) || b[i] != ':' {
 		return 0, false
 	}
-	i = skipWS(b, i+1)
+	i = jsonspan.SkipWS(b, i+1)
 	var n int64
 	digits := 0
 	for i < len(b) && b[i] >= '0' && b[i] <= '9' && digits < 18 {
@@ -175,9 +116,9 @@ func hasGeneratedText(payload []byte) bool {
 			if idx < 0 {
 				break
 			}
-			i := skipWS(rest, idx+len(k))
+			i := jsonspan.SkipWS(rest, idx+len(k))
 			if i < len(rest) && rest[i] == ':' {
-				i = skipWS(rest, i+1)
+				i = jsonspan.SkipWS(rest, i+1)
 				if i+1 < len(rest) && rest[i] == '"' && rest[i+1] != '"' {
 					return true
 				}

@@ -17,13 +17,14 @@ import (
 
 	openai "github.com/sashabaranov/go-openai"
 
-	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/bulk"
+	"github.com/herd-llm/herd/gateway/api"
 )
 
-func batchStatus(t *testing.T, c *cluster, id string) batchObject {
+func batchStatus(t *testing.T, c *cluster, id string) api.BatchObject {
 	t.Helper()
-	var b batchObject
-	if err := (&apiClient{base: c.url, hc: httpClient()}).getJSON(context.Background(), "/v1/batches/"+id, &b); err != nil {
+	b, err := (&api.Client{BaseURL: c.url, HTTP: httpClient()}).Batch(context.Background(), id)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -59,15 +60,15 @@ func TestBatchSurvivesGatewayKill9(t *testing.T) {
 	before := lines / 5
 	c.restartGateway()
 	c.waitNodes(2)
-	var final batchObject
+	var final api.BatchObject
 	waitFor(t, 5*time.Minute, "the batch to complete after the restart", func() bool {
 		final = batchStatus(t, c, b.ID)
-		return terminal(final)
+		return final.Terminal()
 	})
 	if final.Status != "completed" || final.RequestCounts.Completed != lines || final.RequestCounts.Failed != 0 {
 		t.Fatalf("after restart: %+v", final)
 	}
-	content, err := (&apiClient{base: c.url, hc: httpClient()}).fileContent(ctx, *final.OutputFileID)
+	content, err := (&api.Client{BaseURL: c.url, HTTP: httpClient()}).FileContent(ctx, *final.OutputFileID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func TestBatchSurvivesGatewayKill9(t *testing.T) {
 	sc := bufio.NewScanner(bytes.NewReader(content))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		var l batch.OutputLine
+		var l api.OutputLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("output line %q: %v", sc.Text(), err)
 		}
@@ -143,7 +144,7 @@ func TestBatchCLIWithPreset(t *testing.T) {
 	if _, err := runCLI(t, "batch", "get", m[1], "--out", outDir, "--url", c.url); err != nil {
 		t.Fatal(err)
 	}
-	var man deliveryManifest
+	var man bulk.DeliveryManifest
 	data, err := os.ReadFile(filepath.Join(outDir, "manifest.json"))
 	if err != nil {
 		t.Fatal(err)

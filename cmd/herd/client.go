@@ -1,29 +1,20 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-)
 
-// apiClient talks to a gateway's HTTP API the way any client would.
-type apiClient struct {
-	base string
-	key  string
-	hc   *http.Client
-}
+	"github.com/herd-llm/herd/gateway/api"
+)
 
 // clientFlags binds --url and --api-key (HERD_URL, HERD_API_KEY) for the operator commands.
 type clientFlags struct {
@@ -36,9 +27,7 @@ func (f *clientFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.key, "api-key", os.Getenv("HERD_API_KEY"), "API key (HERD_API_KEY)")
 }
 
-func (f *clientFlags) client() *apiClient {
-	return &apiClient{base: strings.TrimRight(f.url, "/"), key: f.key, hc: &http.Client{}}
-}
+func (f *clientFlags) client() *api.Client { return api.NewClient(f.url, f.key) }
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -47,159 +36,25 @@ func envOr(name, def string) string {
 	return def
 }
 
-// apiError is a non-2xx answer in the OpenAI error shape.
-type apiError struct {
-	Status  int
-	Message string
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("gateway answered %d: %s", e.Status, e.Message) }
-
-func (c *apiClient) do(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return nil, err
-	}
-	if c.key != "" {
-		req.Header.Set("Authorization", "Bearer "+c.key)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the gateway at %s: %w", c.base, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e struct {
-			Error struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		msg := strings.TrimSpace(string(data))
-		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
-			msg = e.Error.Message
-		}
-		return nil, &apiError{Status: resp.StatusCode, Message: msg}
-	}
-	return resp, nil
-}
-
-// getJSON GETs path and decodes the answer into out.
-func (c *apiClient) getJSON(ctx context.Context, path string, out any) error {
-	resp, err := c.do(ctx, http.MethodGet, path, nil, "")
-	if err != nil {
+// printRaw GETs path and prints the answer as the gateway sent it (--json).
+func printRaw(ctx context.Context, c *api.Client, path string, w io.Writer) error {
+	var raw json.RawMessage
+	if err := c.GetJSON(ctx, path, &raw); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-// sendJSON sends in as JSON and decodes the answer into out (if not nil).
-func (c *apiClient) sendJSON(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		data, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(data)
-	}
-	resp, err := c.do(ctx, method, path, body, "application/json")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if out == nil {
-		_, err = io.Copy(io.Discard, resp.Body)
-		return err
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-// streamNDJSON posts in and calls line for each JSON line of the streamed answer.
-func (c *apiClient) streamNDJSON(ctx context.Context, path string, in any, line func(map[string]any)) error {
-	data, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodPost, path, bytes.NewReader(data), "application/json")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var failed []string
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) != nil {
-			continue
-		}
-		if e, _ := m["error"].(string); e != "" {
-			failed = append(failed, fmt.Sprintf("%v: %s", m["node"], e))
-		}
-		line(m)
-	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
-	if len(failed) > 0 {
-		return errors.New(strings.Join(failed, "; "))
-	}
-	return nil
+	_, err := w.Write(append(raw, '\n'))
+	return err
 }
 
 func newClientCmds() []*cobra.Command {
 	return []*cobra.Command{newNodesCmd(), newDrainCmd(true), newDrainCmd(false), newModelsCmd(), newTopCmd(), newBatchCmd(), newPresetsCmd()}
 }
 
-// nodeJSON is the part of /admin/v1/nodes the CLI prints.
-type nodeJSON struct {
-	ID        string `json:"id"`
-	Address   string `json:"address"`
-	Healthy   bool   `json:"healthy"`
-	Draining  bool   `json:"draining"`
-	Stale     bool   `json:"stale"`
-	Simulated bool   `json:"simulated"`
-	Backend   string `json:"backend"`
-	Circuit   string `json:"circuit"`
-	GPUs      []struct {
-		Index              int      `json:"index"`
-		Name               string   `json:"name"`
-		MemoryTotalBytes   uint64   `json:"memory_total_bytes"`
-		MemoryUsedBytes    uint64   `json:"memory_used_bytes"`
-		UtilizationRatio   float64  `json:"utilization_ratio"`
-		TemperatureCelsius float64  `json:"temperature_celsius"`
-		PowerWatts         float64  `json:"power_watts"`
-		PowerLimitWatts    float64  `json:"power_limit_watts"`
-		ThrottleReasons    []string `json:"throttle_reasons"`
-		Healthy            bool     `json:"healthy"`
-		HealthReason       string   `json:"health_reason"`
-		Simulated          bool     `json:"simulated"`
-	} `json:"gpus"`
-	Models []struct {
-		Name            string  `json:"name"`
-		Resident        bool    `json:"resident"`
-		OnDisk          bool    `json:"on_disk"`
-		VRAMBytes       uint64  `json:"vram_bytes"`
-		SizeBytes       uint64  `json:"size_bytes"`
-		TokensPerSecond float64 `json:"tokens_per_second"`
-	} `json:"models"`
-	InFlight       int       `json:"in_flight"`
-	Queued         int       `json:"queued"`
-	Slots          int       `json:"slots"`
-	LastHeartbeat  time.Time `json:"last_heartbeat"`
-	TelemetryError string    `json:"telemetry_error"`
-}
-
 func gib(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
 
 func gb(b uint64) string { return fmt.Sprintf("%.0f GB", float64(b)/1e9) }
 
-func nodeState(n nodeJSON) string {
+func nodeState(n api.Node) string {
 	switch {
 	case n.Stale:
 		return "stale"
@@ -223,20 +78,13 @@ func newNodesCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c := cf.client()
 			if asJSON {
-				var raw json.RawMessage
-				if err := c.getJSON(cmd.Context(), "/admin/v1/nodes", &raw); err != nil {
-					return err
-				}
-				_, err := cmd.OutOrStdout().Write(append(raw, '\n'))
+				return printRaw(cmd.Context(), c, "/admin/v1/nodes", cmd.OutOrStdout())
+			}
+			nodes, err := c.Nodes(cmd.Context())
+			if err != nil {
 				return err
 			}
-			var resp struct {
-				Nodes []nodeJSON `json:"nodes"`
-			}
-			if err := c.getJSON(cmd.Context(), "/admin/v1/nodes", &resp); err != nil {
-				return err
-			}
-			printNodes(cmd.OutOrStdout(), resp.Nodes)
+			printNodes(cmd.OutOrStdout(), nodes)
 			return nil
 		},
 	}
@@ -245,7 +93,7 @@ func newNodesCmd() *cobra.Command {
 	return cmd
 }
 
-func printNodes(w io.Writer, nodes []nodeJSON) {
+func printNodes(w io.Writer, nodes []api.Node) {
 	tw := newTable(w)
 	tw.row("NODE", "STATE", "BACKEND", "GPU", "VRAM USED/TOTAL", "UTIL", "TEMP", "POWER", "IN-FLIGHT", "RESIDENT MODELS")
 	for _, n := range nodes {
@@ -304,7 +152,7 @@ func newDrainCmd(drain bool) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := cf.client().sendJSON(cmd.Context(), http.MethodPost, "/admin/v1/nodes/"+url.PathEscape(args[0])+"/"+action, nil, nil); err != nil {
+			if _, err := cf.client().SetDraining(cmd.Context(), args[0], drain); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "node %s: %sed\n", args[0], action)
@@ -323,31 +171,16 @@ func newModelsCmd() *cobra.Command {
 		Short: "Show where each model is (resident in GPU memory or on disk), and manage models",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var resp struct {
-				Models []struct {
-					Name  string `json:"name"`
-					Nodes []struct {
-						Node      string `json:"node"`
-						Resident  bool   `json:"resident"`
-						OnDisk    bool   `json:"on_disk"`
-						VRAMBytes uint64 `json:"vram_bytes"`
-					} `json:"nodes"`
-				} `json:"models"`
-			}
 			if asJSON {
-				var raw json.RawMessage
-				if err := cf.client().getJSON(cmd.Context(), "/admin/v1/models", &raw); err != nil {
-					return err
-				}
-				_, err := cmd.OutOrStdout().Write(append(raw, '\n'))
-				return err
+				return printRaw(cmd.Context(), cf.client(), "/admin/v1/models", cmd.OutOrStdout())
 			}
-			if err := cf.client().getJSON(cmd.Context(), "/admin/v1/models", &resp); err != nil {
+			list, err := cf.client().Models(cmd.Context())
+			if err != nil {
 				return err
 			}
 			tw := newTable(cmd.OutOrStdout())
 			tw.row("MODEL", "RESIDENT ON", "ON DISK ON")
-			for _, m := range resp.Models {
+			for _, m := range list {
 				var res, disk []string
 				for _, n := range m.Nodes {
 					if n.Resident {
@@ -365,20 +198,19 @@ func newModelsCmd() *cobra.Command {
 	cf.bind(cmd.PersistentFlags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
 
-	progress := func(cmd *cobra.Command) func(map[string]any) {
-		return func(m map[string]any) {
+	progress := func(cmd *cobra.Command) func(api.Progress) {
+		return func(p api.Progress) {
 			parts := []string{}
-			for _, k := range []string{"node", "status", "digest"} {
-				if v, ok := m[k]; ok && v != "" {
-					parts = append(parts, fmt.Sprint(v))
+			for _, v := range []string{p.Node, p.Status, p.Digest} {
+				if v != "" {
+					parts = append(parts, v)
 				}
 			}
-			if t, ok := m["total"].(float64); ok && t > 0 {
-				c, _ := m["completed"].(float64)
-				parts = append(parts, fmt.Sprintf("%.0f%%", 100*c/t))
+			if p.Total > 0 {
+				parts = append(parts, fmt.Sprintf("%.0f%%", 100*float64(p.Completed)/float64(p.Total)))
 			}
-			if e, ok := m["error"].(string); ok && e != "" {
-				parts = append(parts, "error: "+e)
+			if p.Error != "" {
+				parts = append(parts, "error: "+p.Error)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), strings.Join(parts, "  "))
 		}
@@ -389,7 +221,7 @@ func newModelsCmd() *cobra.Command {
 		Short: "Pull a model onto nodes (all nodes unless --nodes)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return cf.client().streamNDJSON(cmd.Context(), "/admin/v1/models/pull", map[string]any{"model": args[0], "nodes": pullNodes}, progress(cmd))
+			return cf.client().Pull(cmd.Context(), api.PullRequest{Model: args[0], Nodes: pullNodes}, progress(cmd))
 		},
 	}
 	listFlag(pull.Flags(), &pullNodes, "nodes", "node ids")
@@ -400,7 +232,13 @@ func newModelsCmd() *cobra.Command {
 			Short: strings.ToUpper(action[:1]) + action[1:] + " a model (into / out of GPU memory)",
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				if err := cf.client().sendJSON(cmd.Context(), http.MethodPost, "/admin/v1/models/"+action, map[string]any{"model": args[0], "node": node}, nil); err != nil {
+				var err error
+				if action == "load" {
+					_, err = cf.client().Load(cmd.Context(), api.LoadRequest{Model: args[0], Node: node})
+				} else {
+					err = cf.client().Unload(cmd.Context(), api.UnloadRequest{Model: args[0], Node: node})
+				}
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %sed\n", args[0], action)
@@ -419,7 +257,7 @@ func newModelsCmd() *cobra.Command {
 			if from == "" || to == "" {
 				return errors.New("copy needs --from and --to")
 			}
-			return cf.client().streamNDJSON(cmd.Context(), "/admin/v1/models/copy", map[string]any{"model": args[0], "from": from, "to": to}, progress(cmd))
+			return cf.client().Copy(cmd.Context(), api.CopyRequest{Model: args[0], From: from, To: to}, progress(cmd))
 		},
 	}
 	cp.Flags().StringVar(&from, "from", "", "node that has the model")
@@ -433,8 +271,7 @@ func newModelsCmd() *cobra.Command {
 			if rmNode == "" {
 				return errors.New("rm needs --node")
 			}
-			path := "/admin/v1/models/" + url.PathEscape(args[0]) + "?node=" + url.QueryEscape(rmNode)
-			if err := cf.client().sendJSON(cmd.Context(), http.MethodDelete, path, nil, nil); err != nil {
+			if err := cf.client().DeleteModel(cmd.Context(), args[0], rmNode); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: deleted from %s\n", args[0], rmNode)
@@ -471,17 +308,15 @@ func newTopCmd() *cobra.Command {
 					case <-time.After(every):
 					}
 				}
-				var resp struct {
-					Nodes []nodeJSON `json:"nodes"`
-				}
-				if err := c.getJSON(cmd.Context(), "/admin/v1/nodes", &resp); err != nil {
+				nodes, err := c.Nodes(cmd.Context())
+				if err != nil {
 					return err
 				}
 				if count != 1 {
 					fmt.Fprint(cmd.OutOrStdout(), "\033[H\033[2J")
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "herd top — %s — %s\n\n", c.base, time.Now().Format(time.TimeOnly))
-				printNodes(cmd.OutOrStdout(), resp.Nodes)
+				fmt.Fprintf(cmd.OutOrStdout(), "herd top — %s — %s\n\n", c.BaseURL, time.Now().Format(time.TimeOnly))
+				printNodes(cmd.OutOrStdout(), nodes)
 			}
 			return nil
 		},

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herd-llm/herd/gateway/api"
 )
 
 // The integration tests start the real herd binary as separate processes on loopback ports.
@@ -229,7 +231,7 @@ func (c *cluster) waitNodes(n int) {
 	})
 }
 
-func (c *cluster) nodes() ([]nodeJSON, error) {
+func (c *cluster) nodes() ([]api.Node, error) {
 	resp, err := http.Get(c.url + "/admin/v1/nodes")
 	if err != nil {
 		return nil, err
@@ -239,7 +241,7 @@ func (c *cluster) nodes() ([]nodeJSON, error) {
 		return nil, fmt.Errorf("status %d", resp.StatusCode)
 	}
 	var out struct {
-		Nodes []nodeJSON `json:"nodes"`
+		Nodes []api.Node `json:"nodes"`
 	}
 	err = json.NewDecoder(resp.Body).Decode(&out)
 	return out.Nodes, err

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -17,15 +15,13 @@ import (
 func newPresetsCmd() *cobra.Command {
 	var cf clientFlags
 	list := func(cmd *cobra.Command, _ []string) error {
-		var resp struct {
-			Data []models.Preset `json:"data"`
-		}
-		if err := cf.client().getJSON(cmd.Context(), "/admin/v1/presets", &resp); err != nil {
+		presets, err := cf.client().Presets(cmd.Context())
+		if err != nil {
 			return err
 		}
 		tw := newTable(cmd.OutOrStdout())
 		tw.row("PRESET", "VERSION", "BASE MODEL", "DESCRIPTION")
-		for _, p := range resp.Data {
+		for _, p := range presets {
 			tw.row(p.Name, fmt.Sprint(p.Version), p.Model, p.Description)
 		}
 		tw.flush()
@@ -44,12 +40,7 @@ func newPresetsCmd() *cobra.Command {
 		Short: "Print one preset as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var p json.RawMessage
-			if err := cf.client().getJSON(cmd.Context(), "/admin/v1/presets/"+url.PathEscape(args[0]), &p); err != nil {
-				return err
-			}
-			_, err := fmt.Fprintln(cmd.OutOrStdout(), string(p))
-			return err
+			return printRaw(cmd.Context(), cf.client(), "/admin/v1/presets/"+url.PathEscape(args[0]), cmd.OutOrStdout())
 		},
 	})
 	var file string
@@ -71,12 +62,7 @@ func newPresetsCmd() *cobra.Command {
 			}
 			c := cf.client()
 			for _, p := range presets {
-				err := c.sendJSON(cmd.Context(), http.MethodPut, "/admin/v1/presets/"+url.PathEscape(p.Name), p, nil)
-				var ae *apiError
-				if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-					err = c.sendJSON(cmd.Context(), http.MethodPost, "/admin/v1/presets", p, nil)
-				}
-				if err != nil {
+				if _, err := c.PutPreset(cmd.Context(), p); err != nil {
 					return fmt.Errorf("preset %s: %w", p.Name, err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "preset %s applied (base model %s)\n", p.Name, p.Model)
@@ -91,7 +77,7 @@ func newPresetsCmd() *cobra.Command {
 		Short: "Delete a preset",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := cf.client().sendJSON(cmd.Context(), http.MethodDelete, "/admin/v1/presets/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := cf.client().DeletePreset(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "preset %s deleted\n", strings.TrimSpace(args[0]))

@@ -8,14 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/herd-llm/herd/gateway"
@@ -100,6 +99,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.Int64Var(&g.Batch.MaxFileBytes, "max-file-bytes", g.Batch.MaxFileBytes, "largest bulk file accepted (0: 200 MB)")
 	fs.IntVar(&g.Batch.MaxFileLines, "max-file-lines", g.Batch.MaxFileLines, "most lines in a bulk file (0: 50,000)")
 	fs.IntVar(&g.Batch.Concurrency, "batch-concurrency", g.Batch.Concurrency, "batch lines in flight at once (0: 8)")
+	tracingFlags(fs, &g.Tracing)
 }
 
 func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
@@ -121,6 +121,7 @@ func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 		fs.StringVar(&a.Advertise, "advertise", a.Advertise, "URL the gateway uses to reach this agent (default: from --listen)")
 		listFlag(fs, &a.GatewayURLs, "gateway", "gateway URL(s) to heartbeat to")
 		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents")
+		tracingFlags(fs, &a.Tracing)
 	}
 }
 
@@ -165,7 +166,12 @@ func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("gateway config: %w", err)
 	}
-	srv, err := gateway.New(cfg, gateway.WithLogger(log))
+	tp, stopTracing, err := setupTracing(ctx, cfg.Tracing, "herd-gateway", log)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer stopTracing()
+	srv, err := gateway.New(cfg, gateway.WithLogger(log), gateway.WithTracerProvider(tp.TracerProvider()))
 	if err != nil {
 		return err
 	}
@@ -248,7 +254,13 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 	// With an unspecified listen host (":9090") and no --advertise, the agent advertises the
 	// machine's first LAN address itself.
 	cfg := a.Config
-	ag, err := nodeagent.New(cfg, b, ts, nodeagent.WithLogger(log))
+	tp, stopTracing, err := setupTracing(ctx, cfg.Tracing, "herd-agent", log, attribute.String("herd.node", cfg.NodeID))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("agent: %w", err)
+	}
+	defer stopTracing()
+	ag, err := nodeagent.New(cfg, b, ts, nodeagent.WithLogger(log), nodeagent.WithTracerProvider(tp.TracerProvider()))
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("agent config: %w", err)
@@ -269,11 +281,9 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeagent.Backend, nodeagent.TelemetrySource, func(), error) {
 	kind := a.Backend
 	if kind == "auto" {
-		if ollamaAnswers(ctx, a.OllamaURL) {
-			kind = agentapi.BackendOllama
+		if kind = backend.Detect(ctx, nil, a.OllamaURL); kind == agentapi.BackendOllama {
 			log.Info("backend auto: Ollama answers, using it", "url", a.OllamaURL)
 		} else {
-			kind = agentapi.BackendSim
 			log.Warn("backend auto: no Ollama answers at "+a.OllamaURL+": using a SIMULATED GPU node — its text is generated and its figures are simulated", "sim_gpus", a.SimGPUs)
 		}
 	}
@@ -283,14 +293,8 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeag
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("--sim-gpus: %w", err)
 		}
-		var gpus []models.GPUProfile
-		for _, g := range groups {
-			for range g.Count {
-				gpus = append(gpus, g.Profile)
-			}
-		}
 		n, err := sim.New(sim.Config{
-			NodeID: a.NodeID, GPUs: gpus, Models: a.SimModels, Preload: a.SimPreload,
+			NodeID: a.NodeID, GPUs: models.ExpandGPUs(groups), Models: a.SimModels, Preload: a.SimPreload,
 			SpeedFactor: a.SimSpeed, Seed: a.SimSeed,
 		})
 		if err != nil {
@@ -316,22 +320,6 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeag
 		return b, ts, func() { ts.Close() }, nil
 	}
 	return nil, nil, nil, fmt.Errorf("unknown backend %q (want auto, ollama, openai or sim)", a.Backend)
-}
-
-// ollamaAnswers reports whether an Ollama server answers /api/version at url within a second.
-func ollamaAnswers(ctx context.Context, url string) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(url, "/")+"/api/version", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }
 
 func newUpCmd() *cobra.Command {
@@ -381,6 +369,11 @@ func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ W
 		return g.Wait()
 	}
 	a := doc.Agent
+	if a.Tracing.IsZero() {
+		// One set of tracing flags serves both halves of herd up; each keeps its service name.
+		a.Tracing = doc.Gateway.Tracing
+		a.Tracing.ServiceName = ""
+	}
 	a.Listen = "127.0.0.1:0"
 	a.ClusterToken = doc.Gateway.ClusterToken
 	a.GatewayURLs = []string{"http://" + gwAddr}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/herd-llm/herd/atomicfile"
 	"github.com/herd-llm/herd/loadtest"
 )
 
@@ -194,7 +195,7 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 		if err := fn(&buf); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(path, []byte(buf.String())); err != nil {
+		if err := atomicfile.Write(path, []byte(buf.String()), 0o644); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s\n", path)

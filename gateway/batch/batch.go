@@ -19,8 +19,8 @@
 //     "batch_cancelled" and count as failed. Expiry is the same with "batch_expired".
 //   - Per-line facts OpenAI's output format has no room for (node, tokens, timings) are served by
 //     Service.Manifest (GET /v1/batches/{id}/manifest); output lines stay exactly OpenAI's.
-//   - Bulk inputs for the CLI (plain text, CSV + template) are turned into OpenAI JSONL by
-//     ParseTextPrompts, ParseCSVPrompts and BuildJSONL.
+//   - Bulk inputs for the CLI (plain text, CSV + template) are turned into OpenAI JSONL on the
+//     client side, by package bulk; this package sees only OpenAI JSONL.
 package batch
 
 import (

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -38,13 +38,8 @@ func (s *Service) CreateBatch(ctx context.Context, p CreateBatchParams) (store.B
 	if p.Endpoint == "" {
 		return store.Batch{}, invalid("missing_required_parameter", "endpoint", "endpoint is required")
 	}
-	if !batchEndpoints[p.Endpoint] {
-		eps := make([]string, 0, len(batchEndpoints))
-		for ep := range batchEndpoints {
-			eps = append(eps, ep)
-		}
-		sort.Strings(eps)
-		return store.Batch{}, invalid("invalid_value", "endpoint", "endpoint %q is not supported: use one of %s", p.Endpoint, strings.Join(eps, ", "))
+	if !api.IsBatchEndpoint(p.Endpoint) {
+		return store.Batch{}, invalid("invalid_value", "endpoint", "endpoint %q is not supported: use one of %s", p.Endpoint, strings.Join(api.BatchEndpoints(), ", "))
 	}
 	if p.CompletionWindow == "" {
 		return store.Batch{}, invalid("missing_required_parameter", "completion_window", "completion_window is required")
@@ -150,18 +145,18 @@ func (s *Service) CancelBatch(ctx context.Context, id string) (store.Batch, erro
 }
 
 // Manifest returns what herd recorded about each finished line of a batch, in input order.
-func (s *Service) Manifest(ctx context.Context, id string) (Manifest, error) {
+func (s *Service) Manifest(ctx context.Context, id string) (api.Manifest, error) {
 	b, err := s.GetBatch(ctx, id)
 	if err != nil {
-		return Manifest{}, err
+		return api.Manifest{}, err
 	}
-	m := Manifest{Object: "list", BatchID: b.ID, Status: b.Status, Data: []ManifestEntry{}}
+	m := api.Manifest{Object: "list", BatchID: b.ID, Status: b.Status, Data: []api.ManifestEntry{}}
 	err = s.st.Lines(ctx, id, func(r store.LineResult) error {
 		status := "completed"
 		if !r.OK {
 			status = "failed"
 		}
-		m.Data = append(m.Data, ManifestEntry{
+		m.Data = append(m.Data, api.ManifestEntry{
 			CustomID: r.CustomID, Index: r.Index, Status: status, StatusCode: r.StatusCode, ErrorCode: r.ErrorCode,
 			Node: r.Node, Model: r.Model, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens,
 			StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, DurationMS: r.FinishedAt - r.StartedAt, Attempts: r.Attempts,
@@ -169,7 +164,7 @@ func (s *Service) Manifest(ctx context.Context, id string) (Manifest, error) {
 		return nil
 	})
 	if err != nil {
-		return Manifest{}, fmt.Errorf("batch: %w", err)
+		return api.Manifest{}, fmt.Errorf("batch: %w", err)
 	}
 	return m, nil
 }

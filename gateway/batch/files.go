@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/herd-llm/herd/atomicfile"
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -150,7 +151,7 @@ func (s *Service) StageFile(r io.Reader) (*StagedFile, error) {
 }
 
 // Temporary files are named with these prefixes; a crash can leave them behind.
-var tempPrefixes = []string{".upload-", ".out-"}
+var tempPrefixes = []string{".upload-", ".out-", ".tmp-"} // .tmp-: atomicfile
 
 // removeStaleTemps removes temporary files a crash left in the files dir: those not modified for
 // olderThan (0: all of them, when this process is the only one using the dir).
@@ -210,7 +211,7 @@ func (f *StagedFile) Commit(ctx context.Context, filename, purpose string) (stor
 		f.Discard()
 		return store.File{}, fmt.Errorf("batch: store upload: %w", err)
 	}
-	if err := syncDir(s.filesDir); err != nil {
+	if err := atomicfile.SyncDir(s.filesDir); err != nil {
 		return store.File{}, err
 	}
 	if err := s.st.PutFile(ctx, meta); err != nil {
@@ -311,56 +312,12 @@ func (s *Service) DeleteFile(ctx context.Context, id string) error {
 	return nil
 }
 
-// writeFileAtomic writes a file's content through write to a temporary name, syncs it and renames
-// it to the file's path, so readers see the whole file or none of it.
+// writeFileAtomic writes a file's content through write, atomically and durably, so readers see
+// the whole file or none of it. Stored files are private to the gateway (0600).
 func (s *Service) writeFileAtomic(id string, write func(w io.Writer) error) (int64, error) {
-	tmp, err := s.createTemp(".out-*")
+	n, err := atomicfile.WriteFunc(s.filePath(id), 0o600, write)
 	if err != nil {
-		return 0, fmt.Errorf("batch: %w", err)
-	}
-	fail := func(err error) (int64, error) {
-		tmp.Close()
-		os.Remove(tmp.Name())
 		return 0, fmt.Errorf("batch: write %s: %w", id, err)
 	}
-	cw := &countingWriter{w: tmp}
-	if err := write(cw); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return 0, fmt.Errorf("batch: write %s: %w", id, err)
-	}
-	if err := os.Rename(tmp.Name(), s.filePath(id)); err != nil {
-		os.Remove(tmp.Name())
-		return 0, fmt.Errorf("batch: write %s: %w", id, err)
-	}
-	return cw.n, syncDir(s.filesDir)
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("batch: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("batch: sync %s: %w", dir, err)
-	}
-	return nil
+	return n, nil
 }

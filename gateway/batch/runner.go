@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -212,7 +213,7 @@ func (s *Service) drive(ctx, linesCtx context.Context, id string, log *slog.Logg
 				return err
 			}
 		case store.StatusInProgress:
-			err := s.runLines(linesCtx, b)
+			err := s.runLinesTraced(linesCtx, b)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -369,6 +370,8 @@ type lineMeta struct {
 // runLine dispatches one line with retries and records its outcome. It returns an error only
 // when the outcome could not be recorded; a line abandoned because ctx is done records nothing.
 func (s *Service) runLine(ctx context.Context, b store.Batch, f io.ReaderAt, l InputLine) error {
+	ctx, sp := s.startLine(ctx, b, l)
+	defer sp.End()
 	body, err := readBody(f, l, b.Endpoint)
 	if err != nil {
 		return err
@@ -411,6 +414,7 @@ func (s *Service) runLine(ctx context.Context, b store.Batch, f io.ReaderAt, l I
 		break
 	}
 	res.FinishedAt = s.now().UnixMilli()
+	endLine(sp, res)
 	// Record even if ctx ended just now: the line is finished, and keeping it saves redoing it.
 	if _, err := s.st.PutLine(context.WithoutCancel(ctx), b.ID, res); err != nil {
 		return fmt.Errorf("batch: record line %d: %w", l.Index, err)
@@ -627,7 +631,7 @@ func (s *Service) writeLines(ctx context.Context, w io.Writer, batchID string, o
 		for len(unrun) > 0 && unrun[0].Index < index {
 			l := unrun[0]
 			unrun = unrun[1:]
-			if err := enc.Encode(OutputLine{ID: store.NewID("batch_req_", s.now()), CustomID: l.CustomID, Error: &OutputError{Code: code, Message: msg}}); err != nil {
+			if err := enc.Encode(api.OutputLine{ID: store.NewID("batch_req_", s.now()), CustomID: l.CustomID, Error: &api.OutputError{Code: code, Message: msg}}); err != nil {
 				return err
 			}
 			*n++

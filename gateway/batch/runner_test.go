@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/gateway/store"
 	"github.com/herd-llm/herd/gateway/store/storetest"
 )
@@ -160,7 +161,7 @@ func status(s string) func(store.Batch) bool {
 	return func(b store.Batch) bool { return b.Status == s }
 }
 
-func readOutput(t *testing.T, dir, id string) []OutputLine {
+func readOutput(t *testing.T, dir, id string) []api.OutputLine {
 	t.Helper()
 	if id == "" {
 		return nil
@@ -169,11 +170,11 @@ func readOutput(t *testing.T, dir, id string) []OutputLine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []OutputLine
+	var out []api.OutputLine
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var l OutputLine
+		var l api.OutputLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("output line %q: %v", sc.Text(), err)
 		}
@@ -242,7 +243,7 @@ func TestRunCompletesBatch(t *testing.T) {
 		t.Fatalf("manifest entry %+v", e)
 	}
 	// echo's prompt tokens are the length of "q<i>": 10 of 2, 15 of 3; 2 completion tokens each.
-	want := BatchUsage{InputTokens: 65, OutputTokens: 50, TotalTokens: 115}
+	want := api.BatchUsage{InputTokens: 65, OutputTokens: 50, TotalTokens: 115}
 	if got := NewBatchObject(b).Usage; got != want {
 		t.Fatalf("usage = %+v, want %+v", got, want)
 	}
@@ -269,8 +270,8 @@ func TestBatchObjectUsageAlwaysPresent(t *testing.T) {
 		t.Fatalf("batch object %s lacks %s", data, want)
 	}
 	u := NewBatchObject(store.Batch{Usage: store.Usage{InputTokens: 100, CachedTokens: 64, OutputTokens: 40, ReasoningTokens: 25}}).Usage
-	if u != (BatchUsage{InputTokens: 100, InputTokensDetails: InputTokensDetails{CachedTokens: 64}, OutputTokens: 40,
-		OutputTokensDetails: OutputTokensDetails{ReasoningTokens: 25}, TotalTokens: 140}) {
+	if u != (api.BatchUsage{InputTokens: 100, InputTokensDetails: api.InputTokensDetails{CachedTokens: 64}, OutputTokens: 40,
+		OutputTokensDetails: api.OutputTokensDetails{ReasoningTokens: 25}, TotalTokens: 140}) {
 		t.Fatalf("usage = %+v", u)
 	}
 }
@@ -364,7 +365,7 @@ func TestRunRetriesAndFailsLines(t *testing.T) {
 	}
 }
 
-func customIDs(ls []OutputLine) string {
+func customIDs(ls []api.OutputLine) string {
 	ids := make([]string, len(ls))
 	for i, l := range ls {
 		ids[i] = l.CustomID

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -33,6 +36,8 @@ type Options struct {
 	// CreateTemp makes the temporary files uploads and outputs are written to (os.CreateTemp
 	// when nil); tests inject failing files here.
 	CreateTemp func(dir, pattern string) (TempFile, error)
+	// Tracer makes a span per batch run and per line (runner.go); nil: no spans.
+	Tracer trace.Tracer
 }
 
 // staleTempAge is how long a temporary file in a shared data dir goes unwritten before New
@@ -49,6 +54,7 @@ type Service struct {
 	now      func() time.Time
 	consumer string
 	mkTemp   func(dir, pattern string) (TempFile, error)
+	tracer   trace.Tracer
 
 	// slots bounds the lines in flight over all batches (Config.Concurrency).
 	slots chan struct{}
@@ -81,12 +87,16 @@ func New(o Options) (*Service, error) {
 		now:      o.Now,
 		consumer: o.Consumer,
 		mkTemp:   o.CreateTemp,
+		tracer:   o.Tracer,
 		wake:     make(chan struct{}, 1),
 		slots:    make(chan struct{}, o.Config.withDefaults().Concurrency),
 		active:   make(map[string]func()),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.tracer == nil {
+		s.tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -180,6 +180,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any) (*http.R
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	InjectTraceContext(ctx, req.Header)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("agent api: %s %s%s: %w", method, c.base, path, err)

@@ -1,4 +1,4 @@
-package gateway
+package admission
 
 import (
 	"context"
@@ -92,7 +92,7 @@ type admissionRig struct {
 	t     *testing.T
 	src   *fakeCapacity
 	clock *stepClock
-	a     *admission
+	a     *Admission
 }
 
 func newAdmissionRig(t *testing.T, size int, nodes ...scheduler.Node) *admissionRig {
@@ -106,15 +106,14 @@ func newPolicyRig(t *testing.T, policy string, size int, nodes ...scheduler.Node
 	}
 	src := newFakeCapacity(nodes...)
 	clock := newStepClock()
-	a := newAdmission(src, sched.Pick, clock, size, time.Minute, time.Hour)
-	a.queue = sched.Config()
+	a := New(src, sched.Pick, clock, Config{QueueSize: size, QueueTimeout: time.Minute, Poll: time.Hour, Scheduler: sched.Config()})
 	return &admissionRig{t: t, src: src, clock: clock, a: a}
 }
 
 // pending is an admit call running in the background.
 type pending struct {
 	done chan struct{}
-	g    grant
+	g    Grant
 	err  error
 }
 
@@ -124,10 +123,10 @@ func (r *admissionRig) start(ctx context.Context, model, class string) *pending 
 
 func (r *admissionRig) startReq(ctx context.Context, req *scheduler.Request) *pending {
 	p := &pending{done: make(chan struct{})}
-	tk := &ticket{req: req, dec: &scheduler.Decision{}}
+	tk := &Ticket{Req: req, Dec: &scheduler.Decision{}}
 	go func() {
 		defer close(p.done)
-		p.g, p.err = r.a.admit(ctx, tk)
+		p.g, p.err = r.a.Admit(ctx, tk)
 	}()
 	return p
 }
@@ -148,7 +147,7 @@ func (r *admissionRig) running(id string) int {
 	return r.src.running[id]
 }
 
-func (r *admissionRig) admitNow(model, class string) (grant, error) {
+func (r *admissionRig) admitNow(model, class string) (Grant, error) {
 	p := r.start(context.Background(), model, class)
 	p.wait(r.t)
 	return p.g, p.err
@@ -158,7 +157,7 @@ func (r *admissionRig) admitNow(model, class string) (grant, error) {
 func (r *admissionRig) waiting(i, b int) {
 	r.t.Helper()
 	eventually(r.t, "queue depth", func() bool {
-		gi, gb := r.a.depth()
+		gi, gb := r.a.Depth()
 		return gi == i && gb == b
 	})
 }
@@ -193,7 +192,7 @@ func (p *pending) node(t *testing.T) string {
 }
 
 func apiStatus(err error) (int, string) {
-	var ae *APIError
+	var ae *Error
 	if errors.As(err, &ae) {
 		return ae.Status, ae.Code + ": " + ae.Message
 	}
@@ -294,7 +293,7 @@ func TestAdmissionQueueBounds(t *testing.T) {
 	if status, msg := apiStatus(err); status != http.StatusTooManyRequests || !strings.HasPrefix(msg, "queue_full") {
 		t.Fatalf("second waiting request: %v, want 429 queue_full", err)
 	}
-	var ae *APIError
+	var ae *Error
 	if errors.As(err, &ae); ae.RetryAfter <= 0 {
 		t.Errorf("429 without Retry-After")
 	}
@@ -510,7 +509,7 @@ func TestAdmissionAcceptsWithLaggingSnapshot(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := newAdmission(newFakeCapacity(), func(*scheduler.Request, *scheduler.Snapshot, *scheduler.Decision) {}, newStepClock(), 1, time.Minute, time.Hour)
+			a := New(newFakeCapacity(), func(*scheduler.Request, *scheduler.Snapshot, *scheduler.Decision) {}, newStepClock(), Config{QueueSize: 1, QueueTimeout: time.Minute, Poll: time.Hour})
 			a.queue.MaxQueuePerNode = tt.maxQueuePerNode
 			a.local["n"] = tt.local
 			n := scheduler.Node{ID: "n", Slots: tt.slots, InFlight: tt.inFlight, Queued: tt.queued}
@@ -533,5 +532,30 @@ func TestAdmissionWaitsForAFullNodeBesideUnusableOnes(t *testing.T) {
 	r.a.release("a")
 	if id := p.node(t); id != "a" {
 		t.Fatalf("admitted to %s, want a", id)
+	}
+}
+
+// TestGrantDoneReleasesOnPanic holds the contract callers rely on: Done, deferred right after
+// Admit, gives the slot back even when the attempt panics, and the next request gets it.
+func TestGrantDoneReleasesOnPanic(t *testing.T) {
+	r := newAdmissionRig(t, 4, capNode("a", 1, "m"))
+	attempt := func() {
+		defer func() { _ = recover() }()
+		g, err := r.a.Admit(context.Background(), &Ticket{Req: &scheduler.Request{Model: "m", Class: scheduler.ClassInteractive}, Dec: &scheduler.Decision{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Done()
+		if g.Node().ID != "a" || r.running("a") != 1 {
+			t.Fatalf("granted %s with %d running", g.Node().ID, r.running("a"))
+		}
+		panic("attempt failed")
+	}
+	attempt()
+	if n := r.running("a"); n != 0 {
+		t.Fatalf("%d running on a after the panicking attempt, want 0", n)
+	}
+	if id := r.start(context.Background(), "m", scheduler.ClassInteractive).node(t); id != "a" {
+		t.Fatalf("next request admitted to %q, want a", id)
 	}
 }

@@ -1,4 +1,8 @@
-package gateway
+// Package admission decides when a scheduled request may go to a node: it holds requests in the
+// gateway until a node has room for them, interactive work before batch work, and hands out a
+// slot (a Grant) that the caller gives back with Grant.Done, deferred, when the attempt ends.
+// The pick function (the scheduler's) and the clock are injected.
+package admission
 
 import (
 	"context"
@@ -9,12 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/scheduler"
 )
 
-// Admission decides when a scheduled request may go to a node.
-//
 // Decisions:
 //   - Under the herd policy the gateway keeps the queue: an interactive request goes to the
 //     best-ranked candidate with a free slot (in flight below Slots, at least 1); when every
@@ -45,16 +46,14 @@ import (
 //     are stale or draining) fails at once with 503 and the per-node reasons: waiting would not
 //     help. A waiting request whose candidates all vanish fails the same way.
 
-// capacitySource is what admission needs from the registry.
-type capacitySource interface {
+// Source is what admission needs from the registry: the cluster's capacity and its changes.
+type Source interface {
 	Snapshot() *scheduler.Snapshot
 	Acquire(nodeID string)
 	Release(nodeID string)
 	// Changed returns a channel closed at the next change that may free capacity.
 	Changed() <-chan struct{}
 }
-
-var _ capacitySource = (*registry.Registry)(nil)
 
 // Clock tells the time and runs timers; tests inject a fake one. It is also the registry's clock.
 type Clock interface {
@@ -69,16 +68,45 @@ type Timer interface {
 	Stop() bool
 }
 
-var _ registry.Clock = Clock(nil)
+// SystemClock is the real clock.
+type SystemClock struct{}
 
-type systemClock struct{}
+// Now implements Clock.
+func (SystemClock) Now() time.Time { return time.Now() }
 
-func (systemClock) Now() time.Time                            { return time.Now() }
-func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+// AfterFunc implements Clock.
+func (SystemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
-var _ Clock = systemClock{}
+var _ Clock = SystemClock{}
 
-// ticketState is where a ticket is in admission.
+// PickFunc ranks the nodes of a snapshot for a request into a decision: the scheduler's Pick.
+type PickFunc func(*scheduler.Request, *scheduler.Snapshot, *scheduler.Decision)
+
+// Error types and codes, as the OpenAI error shape reports them.
+const (
+	TypeRateLimit   = "rate_limit_error"
+	TypeUnavailable = "service_unavailable"
+)
+
+// Error is a refusal the client must see: queue full (429), queue timeout or no node able to
+// serve the model (503). Status is the HTTP status; RetryAfter, when positive, the seconds to
+// send in Retry-After.
+type Error struct {
+	Status     int
+	Type       string
+	Code       string
+	Message    string
+	RetryAfter int
+}
+
+// Error implements error.
+func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message) }
+
+func unavailable(format string, args ...any) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: "no_node_available", Message: fmt.Sprintf(format, args...), RetryAfter: 1}
+}
+
+// ticketState is where a Ticket is in admission.
 type ticketState uint8
 
 const (
@@ -88,43 +116,64 @@ const (
 	ticketFailed
 )
 
-// ticket is one request's passage through admission. It lives in the pooled per-request state;
-// gen tells a late timer of an earlier use apart.
-type ticket struct {
-	req *scheduler.Request
-	dec *scheduler.Decision
+// QueuedAt returns when the last Admit put t in the queue; zero when it did not wait.
+func (t *Ticket) QueuedAt() time.Time { return t.queuedAt }
+
+// Ticket is one request's passage through admission. It lives in the caller's pooled
+// per-request state and is reused: set Req and Dec before each Admit; gen tells a late timer of
+// an earlier use apart.
+type Ticket struct {
+	// Req is the request to admit; Admit may be called again with Req.Exclude grown (failover).
+	Req *scheduler.Request
+	// Dec receives each Pick.
+	Dec *scheduler.Decision
 
 	// Guarded by admission.mu.
 	gen   uint64
 	state ticketState
 	snap  *scheduler.Snapshot
 	node  int
-	err   *APIError
+	err   *Error
 	// nodes are the IDs of the candidates found busy at the last try: the slots an interactive
 	// ticket waits for, which batch work must leave alone.
 	nodes []string
 
-	// lastSnap is the snapshot of the last Pick into dec, for explaining the decision.
-	lastSnap *scheduler.Snapshot
+	// LastSnap is the snapshot of the last Pick into Dec, for explaining the decision; the caller
+	// clears it when the ticket goes back to its pool.
+	LastSnap *scheduler.Snapshot
+	// queuedAt is when the last Admit put the ticket in the queue; zero when it did not wait.
+	queuedAt time.Time
 
 	// ready receives one value when the ticket leaves ticketWaiting.
 	ready chan struct{}
 }
 
-// grant is a slot on a node, acquired by admission; give it back with release.
-type grant struct {
+// Grant is a slot on a node, acquired by Admit. Give it back with Done, exactly once, deferred
+// right after Admit returns it so that no early return or panic skips it.
+type Grant struct {
+	a    *Admission
 	snap *scheduler.Snapshot
 	// node indexes snap.Nodes.
 	node int
 }
 
 // Node returns the granted node.
-func (g grant) Node() *scheduler.Node { return &g.snap.Nodes[g.node] }
+func (g Grant) Node() *scheduler.Node { return &g.snap.Nodes[g.node] }
 
-// admission holds requests until a node has a slot for them.
-type admission struct {
-	src  capacitySource
-	pick func(*scheduler.Request, *scheduler.Snapshot, *scheduler.Decision)
+// Snapshot returns the snapshot the grant was decided on; Index is the node's index in it (as
+// in the decision's candidates).
+func (g Grant) Snapshot() *scheduler.Snapshot { return g.snap }
+
+// Index returns the granted node's index in Snapshot().Nodes.
+func (g Grant) Index() int { return g.node }
+
+// Done gives the slot back.
+func (g Grant) Done() { g.a.release(g.snap.Nodes[g.node].ID) }
+
+// Admission holds requests until a node has a slot for them.
+type Admission struct {
+	src  Source
+	pick PickFunc
 	// queue is the scheduler configuration whose QueueLimit bounds a node's queue when the
 	// snapshot lags this gateway's own count; only MaxQueuePerNode is read. It must match the
 	// configuration of pick's scheduler (the zero value matches the default).
@@ -138,8 +187,8 @@ type admission struct {
 
 	mu          sync.Mutex
 	local       map[string]int
-	interactive []*ticket
-	batch       []*ticket
+	interactive []*Ticket
+	batch       []*Ticket
 	// perModel counts waiting tickets by class and model, for the bound.
 	perModel map[classModel]int
 	watching bool
@@ -149,48 +198,72 @@ type admission struct {
 
 type classModel struct{ class, model string }
 
-func newAdmission(src capacitySource, pick func(*scheduler.Request, *scheduler.Snapshot, *scheduler.Decision), clock Clock, size int, timeout, poll time.Duration) *admission {
-	if size <= 0 {
-		size = DefaultConfig().QueueSize
+// Defaults of Config.
+const (
+	DefaultQueueSize    = 256
+	DefaultQueueTimeout = 60 * time.Second
+)
+
+// Config bounds admission's queues.
+type Config struct {
+	// QueueSize bounds the waiting requests per class and model (DefaultQueueSize when not
+	// positive); QueueTimeout bounds a request's wait (DefaultQueueTimeout when not positive).
+	QueueSize    int
+	QueueTimeout time.Duration
+	// Poll bounds a wait for a change (a second when not positive), for the transitions time
+	// alone makes, which the source does not signal.
+	Poll time.Duration
+	// Scheduler is the configuration of pick's scheduler: its policy says whether the gateway
+	// keeps the queue, and its MaxQueuePerNode bounds a node's queue when the snapshot lags this
+	// gateway's own count (the zero value matches the default scheduler).
+	Scheduler scheduler.Config
+}
+
+// New returns an admission over src's capacity, ranking with pick, timing with clock.
+func New(src Source, pick PickFunc, clock Clock, cfg Config) *Admission {
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = DefaultQueueSize
 	}
-	if timeout <= 0 {
-		timeout = DefaultConfig().QueueTimeout
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = DefaultQueueTimeout
 	}
-	if poll <= 0 {
-		poll = time.Second
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
 	}
-	return &admission{
-		src: src, pick: pick, clock: clock, size: size, timeout: timeout, poll: poll,
-		local: map[string]int{}, perModel: map[classModel]int{},
+	return &Admission{
+		src: src, pick: pick, clock: clock, size: cfg.QueueSize, timeout: cfg.QueueTimeout, poll: cfg.Poll,
+		queue: cfg.Scheduler, local: map[string]int{}, perModel: map[classModel]int{},
 	}
 }
 
-// admit waits until t.req can go to a node and acquires a slot there. It returns an *APIError
-// the client must see, or ctx's error when ctx ended first.
-func (a *admission) admit(ctx context.Context, t *ticket) (grant, error) {
+// Admit waits until t.Req can go to a node and acquires a slot there; the caller defers the
+// grant's Done. It returns an *Error the client must see, or ctx's error when ctx ended first.
+func (a *Admission) Admit(ctx context.Context, t *Ticket) (Grant, error) {
 	if t.ready == nil {
 		t.ready = make(chan struct{}, 1)
 	}
 	a.mu.Lock()
 	a.gen++
 	t.gen, t.state, t.err, t.snap = a.gen, ticketIdle, nil, nil
-	batch := t.req.Class == scheduler.ClassBatch
+	t.queuedAt = time.Time{}
+	batch := t.Req.Class == scheduler.ClassBatch
 	if (!batch && len(a.interactive) == 0) || (batch && len(a.batch) == 0) {
 		// Nobody of this class is ahead: try at once, the common case, without queueing.
 		if a.tryLocked(t, a.src.Snapshot()) != ticketWaiting {
 			return a.finishLocked(t)
 		}
 	}
-	key := classModel{t.req.Class, t.req.Model}
+	key := classModel{t.Req.Class, t.Req.Model}
 	if a.perModel[key] >= a.size {
 		a.mu.Unlock()
-		return grant{}, &APIError{
-			Status: http.StatusTooManyRequests, Type: errRateLimit, Code: "queue_full", RetryAfter: 1,
-			Message: fmt.Sprintf("The queue for model `%s` is full (%d %s requests waiting for a free slot). Please retry after a short wait.", t.req.Model, a.size, t.req.Class),
+		return Grant{}, &Error{
+			Status: http.StatusTooManyRequests, Type: TypeRateLimit, Code: "queue_full", RetryAfter: 1,
+			Message: fmt.Sprintf("The queue for model `%s` is full (%d %s requests waiting for a free slot). Please retry after a short wait.", t.Req.Model, a.size, t.Req.Class),
 		}
 	}
 	a.perModel[key]++
 	t.state = ticketWaiting
+	t.queuedAt = a.clock.Now()
 	if batch {
 		a.batch = append(a.batch, t)
 	} else {
@@ -226,37 +299,37 @@ func (a *admission) admit(ctx context.Context, t *ticket) (grant, error) {
 			t.state, t.snap = ticketIdle, nil
 			a.mu.Unlock()
 			a.release(id)
-			return grant{}, ctx.Err()
+			return Grant{}, ctx.Err()
 		}
 	} else {
 		a.removeLocked(t)
 	}
 	t.state, t.snap = ticketIdle, nil
 	a.mu.Unlock()
-	return grant{}, ctx.Err()
+	return Grant{}, ctx.Err()
 }
 
 // finishLocked returns t's outcome and unlocks a.mu.
-func (a *admission) finishLocked(t *ticket) (grant, error) {
-	g, err, state := grant{snap: t.snap, node: t.node}, t.err, t.state
+func (a *Admission) finishLocked(t *Ticket) (Grant, error) {
+	g, err, state := Grant{a: a, snap: t.snap, node: t.node}, t.err, t.state
 	t.state, t.snap, t.err = ticketIdle, nil, nil
 	a.mu.Unlock()
 	if state == ticketGranted {
 		return g, nil
 	}
-	return grant{}, err
+	return Grant{}, err
 }
 
 // tryLocked picks nodes for t on snap and acquires a place on the best candidate that can take
 // t: for interactive work one whose queue has room, for batch work a free slot no waiting
-// interactive ticket wants. It returns ticketGranted, ticketFailed (with t.err set) or
+// interactive Ticket wants. It returns ticketGranted, ticketFailed (with t.err set) or
 // ticketWaiting (every candidate full or busy).
-func (a *admission) tryLocked(t *ticket, snap *scheduler.Snapshot) ticketState {
-	a.pick(t.req, snap, t.dec)
-	t.lastSnap = snap
+func (a *Admission) tryLocked(t *Ticket, snap *scheduler.Snapshot) ticketState {
+	a.pick(t.Req, snap, t.Dec)
+	t.LastSnap = snap
 	t.nodes = t.nodes[:0]
-	batch := t.req.Class == scheduler.ClassBatch
-	for _, c := range t.dec.Candidates {
+	batch := t.Req.Class == scheduler.ClassBatch
+	for _, c := range t.Dec.Candidates {
 		n := &snap.Nodes[c.Node]
 		if batch && (!a.freeLocked(n) || a.wantedLocked(n.ID)) || !batch && !a.takesInteractiveLocked(n) {
 			t.nodes = append(t.nodes, n.ID)
@@ -267,10 +340,10 @@ func (a *admission) tryLocked(t *ticket, snap *scheduler.Snapshot) ticketState {
 		t.state, t.snap, t.node = ticketGranted, snap, c.Node
 		return ticketGranted
 	}
-	if len(t.dec.Candidates) > 0 || anyBusy(t.dec) {
+	if len(t.Dec.Candidates) > 0 || anyBusy(t.Dec) {
 		if !batch {
-			// The full nodes are the ones this ticket waits for, which batch work must leave alone.
-			for _, r := range t.dec.Rejections {
+			// The full nodes are the ones this Ticket waits for, which batch work must leave alone.
+			for _, r := range t.Dec.Rejections {
 				if r.Reason == scheduler.ReasonQueueFull {
 					t.nodes = append(t.nodes, snap.Nodes[r.Node].ID)
 				}
@@ -278,7 +351,7 @@ func (a *admission) tryLocked(t *ticket, snap *scheduler.Snapshot) ticketState {
 		}
 		return ticketWaiting
 	}
-	t.state, t.err = ticketFailed, noNodeError(t.req.Model, snap, t.dec)
+	t.state, t.err = ticketFailed, noNodeError(t.Req.Model, snap, t.Dec)
 	return ticketFailed
 }
 
@@ -301,7 +374,7 @@ func anyBusy(d *scheduler.Decision) bool {
 // serves the tail better than a request tied to one node's queue). The baseline policies
 // dispatch as a plain load balancer does: at once, to the node the policy names, whose own queue
 // (bounded by QueueLimit) absorbs the overflow.
-func (a *admission) takesInteractiveLocked(n *scheduler.Node) bool {
+func (a *Admission) takesInteractiveLocked(n *scheduler.Node) bool {
 	if a.queue.Policy == "" || a.queue.Policy == scheduler.PolicyHerd {
 		return a.freeLocked(n)
 	}
@@ -310,7 +383,7 @@ func (a *admission) takesInteractiveLocked(n *scheduler.Node) bool {
 
 // acceptsLocked reports whether n, a candidate the scheduler found under its queue bound, can take
 // interactive work once this gateway's own count, which never lags, is taken into account.
-func (a *admission) acceptsLocked(n *scheduler.Node) bool {
+func (a *Admission) acceptsLocked(n *scheduler.Node) bool {
 	local := a.local[n.ID]
 	if local <= max(n.InFlight, 0)+max(n.Queued, 0) {
 		return true // the snapshot counts at least this gateway's requests: the filter decided
@@ -319,12 +392,12 @@ func (a *admission) acceptsLocked(n *scheduler.Node) bool {
 }
 
 // freeLocked reports whether n has a free slot.
-func (a *admission) freeLocked(n *scheduler.Node) bool {
+func (a *Admission) freeLocked(n *scheduler.Node) bool {
 	return max(n.InFlight, a.local[n.ID]) < max(n.Slots, 1)
 }
 
-// wantedLocked reports whether a waiting interactive ticket waits for a slot on node id.
-func (a *admission) wantedLocked(id string) bool {
+// wantedLocked reports whether a waiting interactive Ticket waits for a slot on node id.
+func (a *Admission) wantedLocked(id string) bool {
 	for _, w := range a.interactive {
 		if slices.Contains(w.nodes, id) {
 			return true
@@ -334,30 +407,30 @@ func (a *admission) wantedLocked(id string) bool {
 }
 
 // kickLocked grants or fails waiting tickets in order, interactive ones first.
-func (a *admission) kickLocked() {
+func (a *Admission) kickLocked() {
 	if len(a.interactive)+len(a.batch) == 0 {
 		return
 	}
 	snap := a.src.Snapshot()
-	for _, class := range []*[]*ticket{&a.interactive, &a.batch} {
-		// Once a ticket without exclusions waits, later ones for its model would too.
+	for _, class := range []*[]*Ticket{&a.interactive, &a.batch} {
+		// Once a Ticket without exclusions waits, later ones for its model would too.
 		a.blocked = a.blocked[:0]
 		q := *class
 		kept := q[:0]
 		for _, t := range q {
-			if len(t.req.Exclude) == 0 && slices.Contains(a.blocked, t.req.Model) {
+			if len(t.Req.Exclude) == 0 && slices.Contains(a.blocked, t.Req.Model) {
 				kept = append(kept, t)
 				continue
 			}
 			switch a.tryLocked(t, snap) {
 			case ticketWaiting:
-				if len(t.req.Exclude) == 0 {
-					a.blocked = append(a.blocked, t.req.Model)
+				if len(t.Req.Exclude) == 0 {
+					a.blocked = append(a.blocked, t.Req.Model)
 				}
 				kept = append(kept, t)
 			case ticketGranted:
 				a.leaveLocked(t)
-				// The next ticket is ranked on the load this grant added (a queue the policy
+				// The next Ticket is ranked on the load this grant added (a queue the policy
 				// weighs), not on the snapshot from before it.
 				snap = a.src.Snapshot()
 			default:
@@ -370,8 +443,8 @@ func (a *admission) kickLocked() {
 }
 
 // leaveLocked accounts for t leaving the queue decided and signals its waiter.
-func (a *admission) leaveLocked(t *ticket) {
-	key := classModel{t.req.Class, t.req.Model}
+func (a *Admission) leaveLocked(t *Ticket) {
+	key := classModel{t.Req.Class, t.Req.Model}
 	if a.perModel[key]--; a.perModel[key] <= 0 {
 		delete(a.perModel, key)
 	}
@@ -379,22 +452,22 @@ func (a *admission) leaveLocked(t *ticket) {
 }
 
 // removeLocked takes the undecided t out of its queue.
-func (a *admission) removeLocked(t *ticket) {
+func (a *Admission) removeLocked(t *Ticket) {
 	q := &a.interactive
-	if t.req.Class == scheduler.ClassBatch {
+	if t.Req.Class == scheduler.ClassBatch {
 		q = &a.batch
 	}
 	if i := slices.Index(*q, t); i >= 0 {
 		*q = slices.Delete(*q, i, i+1)
 	}
-	key := classModel{t.req.Class, t.req.Model}
+	key := classModel{t.Req.Class, t.Req.Model}
 	if a.perModel[key]--; a.perModel[key] <= 0 {
 		delete(a.perModel, key)
 	}
 }
 
 // expire fails t if it is still waiting in its use gen.
-func (a *admission) expire(t *ticket, gen uint64) {
+func (a *Admission) expire(t *Ticket, gen uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if t.gen != gen || t.state != ticketWaiting {
@@ -402,15 +475,15 @@ func (a *admission) expire(t *ticket, gen uint64) {
 	}
 	a.removeLocked(t)
 	t.state = ticketFailed
-	t.err = &APIError{
-		Status: http.StatusServiceUnavailable, Type: errUnavailable, Code: "queue_timeout", RetryAfter: 1,
-		Message: fmt.Sprintf("Every node that can serve model `%s` is busy: the request was queued past its deadline (%s).", t.req.Model, a.timeout),
+	t.err = &Error{
+		Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: "queue_timeout", RetryAfter: 1,
+		Message: fmt.Sprintf("Every node that can serve model `%s` is busy: the request was queued past its deadline (%s).", t.Req.Model, a.timeout),
 	}
 	t.ready <- struct{}{}
 }
 
-// release gives back a slot acquired by admit. The registry's change signal wakes the watcher.
-func (a *admission) release(nodeID string) {
+// release gives back a slot acquired by Admit (Grant.Done). The registry's change signal wakes the watcher.
+func (a *Admission) release(nodeID string) {
 	a.mu.Lock()
 	if a.local[nodeID] > 0 {
 		a.local[nodeID]--
@@ -420,8 +493,8 @@ func (a *admission) release(nodeID string) {
 }
 
 // watch re-examines waiting tickets whenever the registry changes (a release, a heartbeat) or
-// poll passes, until no ticket waits.
-func (a *admission) watch() {
+// poll passes, until no Ticket waits.
+func (a *Admission) watch() {
 	poke := make(chan struct{}, 1)
 	for {
 		changed := a.src.Changed()
@@ -447,15 +520,15 @@ func (a *admission) watch() {
 	}
 }
 
-// depth returns how many requests wait, by class.
-func (a *admission) depth() (interactive, batch int) {
+// Depth returns how many requests wait, by class.
+func (a *Admission) Depth() (interactive, batch int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.interactive), len(a.batch)
 }
 
 // noNodeError is the 503 for a request no node can serve, with every node's reason.
-func noNodeError(model string, snap *scheduler.Snapshot, d *scheduler.Decision) *APIError {
+func noNodeError(model string, snap *scheduler.Snapshot, d *scheduler.Decision) *Error {
 	if len(snap.Nodes) == 0 {
 		return unavailable("No node can serve model `%s`: no node is registered with the gateway.", model)
 	}

@@ -1,10 +1,12 @@
-package batch
+package bulk
 
 import (
 	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/herd-llm/herd/gateway/batch"
 )
 
 func TestParseTextPrompts(t *testing.T) {
@@ -69,7 +71,7 @@ func TestBuildJSONL(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("n=%d err=%v", n, err)
 	}
-	lines, errs, err := ValidateInput(bytes.NewReader(buf.Bytes()), "/v1/chat/completions", 10, 10)
+	lines, errs, err := batch.ValidateInput(bytes.NewReader(buf.Bytes()), "/v1/chat/completions", 10, 10)
 	if err != nil || errs != nil || len(lines) != 2 {
 		t.Fatalf("output does not validate: %v %v", errs, err)
 	}
@@ -117,7 +119,7 @@ func TestBuildJSONL(t *testing.T) {
 		if _, err := BuildJSONL(&buf, TextRows([]string{"hello"}), BuildOptions{Model: "m", Endpoint: ep}); err != nil {
 			t.Fatal(err)
 		}
-		if _, errs, _ := ValidateInput(&buf, ep, 10, 10); errs != nil {
+		if _, errs, _ := batch.ValidateInput(&buf, ep, 10, 10); errs != nil {
 			t.Fatalf("%s: %v", ep, errs)
 		}
 	}
@@ -169,19 +171,18 @@ func FuzzBuildJSONL(f *testing.F) {
 		if err != nil {
 			return
 		}
-		lines, errs, err := ValidateInput(bytes.NewReader(buf.Bytes()), "/v1/chat/completions", 10, 10)
+		lines, errs, err := batch.ValidateInput(bytes.NewReader(buf.Bytes()), "/v1/chat/completions", 10, 10)
 		if err != nil || errs != nil || len(lines) != 2 {
 			t.Fatalf("BuildJSONL output invalid: %v %v\n%s", errs, err, buf.Bytes())
 		}
 		if tmpl == "" {
-			body, err := readBody(bytes.NewReader(buf.Bytes()), lines[0], "/v1/chat/completions")
-			if err != nil {
+			var line struct {
+				Body struct{ Messages []struct{ Content string } } `json:"body"`
+			}
+			if err := json.Unmarshal(bytes.SplitN(buf.Bytes(), []byte("\n"), 2)[0], &line); err != nil {
 				t.Fatal(err)
 			}
-			var b struct{ Messages []struct{ Content string } }
-			if err := json.Unmarshal(body, &b); err != nil {
-				t.Fatal(err)
-			}
+			b := line.Body
 			if got := b.Messages[len(b.Messages)-1].Content; got != prompt {
 				t.Fatalf("prompt changed: %q → %q", prompt, got)
 			}
@@ -195,7 +196,7 @@ func TestBuildJSONLFromPromptsAndRows(t *testing.T) {
 	if err := BuildJSONLFromPrompts(&buf, []string{"a", "b"}, BuildOptions{Model: "m", PromptColumn: "title"}); err != nil {
 		t.Fatal(err)
 	}
-	if lines, errs, _ := ValidateInput(&buf, "/v1/chat/completions", 10, 10); errs != nil || len(lines) != 2 {
+	if lines, errs, _ := batch.ValidateInput(&buf, "/v1/chat/completions", 10, 10); errs != nil || len(lines) != 2 {
 		t.Fatalf("%v %v", lines, errs)
 	}
 	rows, err := ParseCSVRows(strings.NewReader("title,x\nhello,1\n"))
@@ -211,5 +212,18 @@ func TestBuildJSONLFromPromptsAndRows(t *testing.T) {
 	}
 	if err := BuildJSONLFromRows(&bytes.Buffer{}, rows, BuildOptions{Model: "m", PromptColumn: "nope"}); err == nil {
 		t.Fatal("missing prompt column accepted")
+	}
+}
+
+// The text and CSV readers skip a UTF-8 byte order mark at the start.
+func TestPromptsBOM(t *testing.T) {
+	const bom = "\xef\xbb\xbf"
+	prompts, err := ParseTextPrompts(strings.NewReader(bom + "first\nsecond\n"))
+	if err != nil || len(prompts) != 2 || prompts[0] != "first" {
+		t.Fatalf("text with a BOM: %q %v", prompts, err)
+	}
+	rows, err := ParseCSVPrompts(strings.NewReader(bom+"topic\nsea\n"), "topic")
+	if err != nil || len(rows) != 1 || rows[0]["topic"] != "sea" {
+		t.Fatalf("CSV with a BOM: %v %v", rows, err)
 	}
 }

@@ -1,4 +1,4 @@
-package batch
+package bulk
 
 import (
 	"bufio"
@@ -11,7 +11,12 @@ import (
 	"strings"
 	"text/template"
 	"unicode/utf8"
+
+	"github.com/herd-llm/herd/gateway/api"
 )
+
+// bom is the UTF-8 byte order mark some editors put at the start of a file.
+var bom = []byte{0xEF, 0xBB, 0xBF}
 
 // ParseTextPrompts reads one prompt per line; blank lines are skipped and a trailing "\r" is
 // dropped. Lines must be UTF-8; a leading UTF-8 byte order mark is ignored.
@@ -139,7 +144,7 @@ func BuildJSONL(w io.Writer, rows []map[string]string, opts BuildOptions) (int, 
 	if opts.Endpoint == "" {
 		opts.Endpoint = "/v1/chat/completions"
 	}
-	if !batchEndpoints[opts.Endpoint] {
+	if !api.IsBatchEndpoint(opts.Endpoint) {
 		return 0, fmt.Errorf("jsonl: endpoint %q is not a batch endpoint", opts.Endpoint)
 	}
 	if opts.Model == "" {

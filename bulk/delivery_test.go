@@ -1,0 +1,156 @@
+package bulk
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herd-llm/herd/gateway/api"
+)
+
+func TestFileNameFor(t *testing.T) {
+	used := map[string]bool{"manifest.json": true}
+	for _, tc := range []struct{ id, want string }{
+		{"line-00001", "line-00001.txt"},
+		{"line-00001", "line-00001-2.txt"},
+		{"a/b c", "a_b_c.txt"},
+		{"../../etc/passwd", "etc_passwd.txt"},
+		{"...", "line.txt"},
+		{"", "line-2.txt"},
+		{"manifest", "manifest.txt"},
+	} {
+		if got := FileNameFor(tc.id, "txt", used); got != tc.want {
+			t.Errorf("FileNameFor(%q) = %q, want %q", tc.id, got, tc.want)
+		}
+	}
+	if got := FileNameFor("manifest", "json", used); got != "manifest-2.json" {
+		t.Errorf("FileNameFor(manifest, json) = %q: must not overwrite manifest.json", got)
+	}
+}
+
+func TestResponseTextAndRender(t *testing.T) {
+	chat := json.RawMessage(`{"model":"m1","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`)
+	comp := json.RawMessage(`{"model":"m2","choices":[{"text":"done\n","finish_reason":"length"}],"usage":{"prompt_tokens":2,"completion_tokens":5}}`)
+	emb := json.RawMessage(`{"model":"e","data":[{"embedding":[0.5,1]}]}`)
+	for _, tc := range []struct {
+		endpoint            string
+		body                json.RawMessage
+		text, model, finish string
+		prompt, completion  int
+		txt, md             string
+	}{
+		{"/v1/chat/completions", chat, "hi", "m1", "stop", 3, 1, "hi\n", "# id\n\nhi\n"},
+		{"/v1/completions", comp, "done\n", "m2", "length", 2, 5, "done\n", "# id\n\ndone\n"},
+		{"/v1/embeddings", emb, "[0.5,1]", "e", "", 0, 0, "[0.5,1]\n", "# id\n\n[0.5,1]\n"},
+		{"/v1/chat/completions", json.RawMessage(`not json`), "", "", "", 0, 0, "\n", "# id\n\n\n"},
+	} {
+		text, model, finish, pt, ct := ResponseText(tc.endpoint, tc.body)
+		if text != tc.text || model != tc.model || finish != tc.finish || pt != tc.prompt || ct != tc.completion {
+			t.Errorf("%s %s: got %q %q %q %d %d", tc.endpoint, tc.body, text, model, finish, pt, ct)
+		}
+		if got := string(Render("txt", "id", text, tc.body)); got != tc.txt {
+			t.Errorf("txt = %q, want %q", got, tc.txt)
+		}
+		if got := string(Render("md", "id", text, tc.body)); got != tc.md {
+			t.Errorf("md = %q, want %q", got, tc.md)
+		}
+		if got := string(Render("json", "id", text, tc.body)); got != string(tc.body)+"\n" {
+			t.Errorf("json = %q", got)
+		}
+	}
+}
+
+// TestDeliver runs Deliver against a gateway's files and batches routes served by httptest.
+func TestDeliver(t *testing.T) {
+	out := `{"id":"r1","custom_id":"line-00001","response":{"status_code":200,"request_id":"q","body":{"model":"m","choices":[{"message":{"content":"one"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":2}}},"error":null}
+{"id":"r2","custom_id":"a/b","response":{"status_code":200,"request_id":"q","body":{"model":"m","choices":[{"message":{"content":"two"}}]}},"error":null}
+`
+	errs := `{"id":"r3","custom_id":"line-00003","response":null,"error":{"code":"batch_cancelled","message":"cancelled"}}
+{"id":"r4","custom_id":"line-00004","response":{"status_code":400,"request_id":"q","body":{"error":"bad"}},"error":null}
+`
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/files/file-out/content", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(out)) })
+	mux.HandleFunc("GET /v1/files/file-err/content", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(errs)) })
+	mux.HandleFunc("GET /v1/batches/batch_1/manifest", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(api.Manifest{Object: "list", BatchID: "batch_1", Data: []api.ManifestEntry{
+			{CustomID: "line-00001", Node: "n1", StartedAt: 1000, FinishedAt: 3000, DurationMS: 2000},
+		}})
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	outID, errID, done := "file-out", "file-err", int64(200)
+	b := api.BatchObject{ID: "batch_1", Status: "completed", Endpoint: "/v1/chat/completions", CreatedAt: 100, CompletedAt: &done,
+		OutputFileID: &outID, ErrorFileID: &errID,
+		Metadata: map[string]string{"model": "m", "preset": "p", "preset_version": "3", "base_model": "base", "parameters": `{"max_tokens":5}`}}
+	dir := filepath.Join(t.TempDir(), "out")
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	files, failed, err := Deliver(context.Background(), api.NewClient(srv.URL, ""), b, dir, "txt", now)
+	if err != nil || files != 2 || failed != 2 {
+		t.Fatalf("Deliver = %d, %d, %v; want 2, 2, nil", files, failed, err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man DeliveryManifest
+	if err := json.Unmarshal(data, &man); err != nil {
+		t.Fatal(err)
+	}
+	if man.Batch != "batch_1" || man.Preset != "p" || man.PresetVersion != "3" || man.BaseModel != "base" ||
+		compact(t, man.Parameters) != `{"max_tokens":5}` || man.Generated != "2026-01-02T03:04:05Z" || man.CompletedAt != "1970-01-01T00:03:20Z" {
+		t.Fatalf("manifest header = %+v", man)
+	}
+	if len(man.Files) != 2 || man.Files[0].File != "line-00001.txt" || man.Files[1].File != "a_b.txt" {
+		t.Fatalf("files = %+v", man.Files)
+	}
+	f0 := man.Files[0]
+	content, _ := os.ReadFile(filepath.Join(dir, f0.File))
+	sum := sha256.Sum256(content)
+	if string(content) != "one\n" || f0.SHA256 != hex.EncodeToString(sum[:]) || f0.Bytes != 4 || f0.Node != "n1" ||
+		f0.PromptTokens != 4 || f0.CompletionTokens != 2 || f0.FinishReason != "stop" || f0.DurationMS != 2000 ||
+		f0.StartedAt != "1970-01-01T00:00:01Z" {
+		t.Fatalf("file 0 = %+v, content %q", f0, content)
+	}
+	if len(man.Failed) != 2 || man.Failed[0].Code != "batch_cancelled" || man.Failed[1].Code != "http_400" ||
+		!strings.Contains(man.Failed[1].Message, "bad") {
+		t.Fatalf("failed = %+v", man.Failed)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 3 {
+		t.Fatalf("dir has %d entries, want 2 files and manifest.json (no temporary files)", len(ents))
+	}
+
+	if _, _, err := Deliver(context.Background(), api.NewClient(srv.URL, ""), b, dir, "pdf", now); err == nil {
+		t.Fatal("format pdf accepted")
+	}
+}
+
+func TestDetectFormat(t *testing.T) {
+	for _, tc := range []struct{ path, format, want string }{
+		{"a.jsonl", "auto", "jsonl"}, {"a.NDJSON", "", "jsonl"}, {"a.csv", "auto", "csv"},
+		{"a.txt", "auto", "txt"}, {"a", "auto", "txt"}, {"a.csv", "txt", "txt"},
+	} {
+		if got := DetectFormat(tc.path, tc.format); got != tc.want {
+			t.Errorf("DetectFormat(%q, %q) = %q, want %q", tc.path, tc.format, got, tc.want)
+		}
+	}
+}
+
+func compact(t *testing.T, raw json.RawMessage) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}

@@ -1,0 +1,152 @@
+// Package herd_test holds the rules of direction between herd's packages (docs/DESIGN.md,
+// "Rules of direction"), so that a change that breaks one fails here rather than in review.
+package herd_test
+
+import (
+	"bytes"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/herd-llm/herd"
+
+// pkgInfo is a package's direct imports and its whole dependency closure, as go list says.
+type pkgInfo struct {
+	imports []string
+	deps    []string
+}
+
+// listPackages runs go list over the module once (no build, no test packages).
+func listPackages(t *testing.T) map[string]pkgInfo {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to check the package graph: %v", err)
+	}
+	cmd := exec.Command(goBin, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}|{{join .Imports \" \"}}|{{join .Deps \" \"}}{{end}}", "./...")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.String())
+	}
+	pkgs := map[string]pkgInfo{}
+	for line := range strings.Lines(string(out)) {
+		parts := strings.Split(strings.TrimSpace(line), "|")
+		if len(parts) != 3 || !strings.HasPrefix(parts[0], module) {
+			continue
+		}
+		pkgs[strings.TrimPrefix(strings.TrimPrefix(parts[0], module), "/")] = pkgInfo{
+			imports: strings.Fields(parts[1]), deps: strings.Fields(parts[2]),
+		}
+	}
+	if len(pkgs) < 10 {
+		t.Fatalf("go list found only %d herd packages: %v", len(pkgs), pkgs)
+	}
+	return pkgs
+}
+
+// herdDeps returns the herd packages among deps, relative to the module.
+func herdDeps(deps []string) []string {
+	var out []string
+	for _, d := range deps {
+		if d == module || strings.HasPrefix(d, module+"/") {
+			out = append(out, strings.TrimPrefix(strings.TrimPrefix(d, module), "/"))
+		}
+	}
+	return out
+}
+
+// under reports whether pkg is dir or inside it.
+func under(pkg, dir string) bool { return pkg == dir || strings.HasPrefix(pkg, dir+"/") }
+
+// ioPackages are what a pure package (scheduler, models) must not reach: network, processes,
+// HTTP frameworks, Redis, NVML and the bolt store.
+var ioPackages = []string{
+	"net", "net/http", "os/exec",
+	"github.com/gin-gonic/gin", "github.com/redis/go-redis/v9", "github.com/NVIDIA/go-nvml/pkg/nvml", "go.etcd.io/bbolt",
+}
+
+func TestRulesOfDirection(t *testing.T) {
+	pkgs := listPackages(t)
+	must := func(pkg string) pkgInfo {
+		t.Helper()
+		p, ok := pkgs[pkg]
+		if !ok {
+			t.Fatalf("package %s not found by go list", pkg)
+		}
+		return p
+	}
+
+	// The graph is read: the gateway is known to use the scheduler and the agents' wire package.
+	if d := herdDeps(must("gateway").deps); !slices.Contains(d, "scheduler") || !slices.Contains(d, "nodeagent/agentapi") {
+		t.Fatalf("gateway's herd dependencies %v lack scheduler or nodeagent/agentapi: go list output not understood", d)
+	}
+
+	// The scheduler is a pure function of (request, snapshot); models is data. Neither does I/O
+	// nor imports any herd package but models.
+	for _, pkg := range []string{"scheduler", "models"} {
+		p := must(pkg)
+		for _, d := range herdDeps(p.deps) {
+			if d != "models" {
+				t.Errorf("%s imports %s: it may import no herd package but models", pkg, d)
+			}
+		}
+		for _, io := range ioPackages {
+			if slices.Contains(p.deps, io) {
+				t.Errorf("%s depends on %s: it must do no I/O", pkg, io)
+			}
+		}
+	}
+
+	// Leaves: wire and file packages everyone may use, which use nothing of herd's engines.
+	leaves := map[string][]string{
+		"nodeagent/agentapi": nil,
+		"atomicfile":         nil,
+		"jsonspan":           nil,
+		"gateway/api":        {"models", "nodeagent/agentapi"},
+		// Admission is given its pick function, capacity source and clock.
+		"gateway/admission": {"scheduler", "models"},
+	}
+	for pkg, allowed := range leaves {
+		p := must(pkg)
+		for _, d := range herdDeps(p.deps) {
+			if !slices.Contains(allowed, d) {
+				t.Errorf("%s imports %s: it is a leaf (allowed: %v)", pkg, d, allowed)
+			}
+		}
+	}
+	if p := must("gateway/api"); slices.Contains(p.deps, "github.com/gin-gonic/gin") {
+		t.Errorf("gateway/api depends on gin: the wire package must not pull in the server's framework")
+	}
+
+	for pkg, p := range pkgs {
+		for _, d := range herdDeps(p.deps) {
+			// The gateway talks to agents only through their wire package.
+			if under(pkg, "gateway") && under(d, "nodeagent") && d != "nodeagent/agentapi" {
+				t.Errorf("%s imports %s: the gateway may use only nodeagent/agentapi", pkg, d)
+			}
+			if under(pkg, "nodeagent") && under(d, "gateway") {
+				t.Errorf("%s imports %s: the node agent never imports the gateway", pkg, d)
+			}
+			// The load tester drives a gateway from outside, as a client would.
+			if under(pkg, "loadtest") && under(d, "gateway") && d != "gateway/api" {
+				t.Errorf("%s imports %s: the load tester may use only gateway/api of the gateway", pkg, d)
+			}
+			// The client side of bulk generation speaks the API; it does not embed the engine.
+			if under(pkg, "bulk") && under(d, "gateway") && d != "gateway/api" {
+				t.Errorf("%s imports %s: bulk may use only gateway/api of the gateway", pkg, d)
+			}
+		}
+	}
+
+	// The CLI is wiring: it runs the gateway, but its client commands speak the API and do not
+	// reach into the batch engine or the store.
+	for _, d := range herdDeps(must("cmd/herd").imports) {
+		if d == "gateway/batch" || under(d, "gateway/store") || d == "gateway/registry" {
+			t.Errorf("cmd/herd imports %s directly: the CLI uses gateway/api (and gateway to serve)", d)
+		}
+	}
+}

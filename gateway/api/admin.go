@@ -1,0 +1,131 @@
+package api
+
+import (
+	"time"
+
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+)
+
+// NodeList is GET /admin/v1/nodes.
+type NodeList struct {
+	Nodes []Node `json:"nodes"`
+}
+
+// Node is one node as the admin API shows it (GET /admin/v1/nodes/{id}, drain and undrain).
+type Node struct {
+	ID              string      `json:"id"`
+	Address         string      `json:"address"`
+	Hostname        string      `json:"hostname"`
+	Version         string      `json:"version"`
+	Backend         string      `json:"backend"`
+	Simulated       bool        `json:"simulated"`
+	Healthy         bool        `json:"healthy"`
+	UnhealthyReason string      `json:"unhealthy_reason"`
+	Draining        bool        `json:"draining"`
+	Stale           bool        `json:"stale"`
+	Circuit         string      `json:"circuit"`
+	GPUs            []GPU       `json:"gpus"`
+	Models          []NodeModel `json:"models"`
+	// InFlight is the scheduler's figure: the larger of the heartbeat's count and this gateway's.
+	InFlight        int       `json:"in_flight"`
+	GatewayInFlight int       `json:"gateway_in_flight"`
+	Queued          int       `json:"queued"`
+	Slots           int       `json:"slots"`
+	LastHeartbeat   time.Time `json:"last_heartbeat"`
+	StartedAt       time.Time `json:"started_at"`
+	TelemetryError  string    `json:"telemetry_error"`
+	BackendError    string    `json:"backend_error"`
+}
+
+// GPU is the agent's GPU sample as it reported it, plus what the gateway derives from it.
+type GPU struct {
+	agentapi.GPU
+	// Throttled is true when a throttle reason is a thermal or power slowdown.
+	Throttled bool `json:"throttled"`
+}
+
+// NodeModel is a model a node reports (resident in GPU memory, on disk, or both).
+type NodeModel struct {
+	Name            string  `json:"name"`
+	Resident        bool    `json:"resident"`
+	OnDisk          bool    `json:"on_disk"`
+	VRAMBytes       uint64  `json:"vram_bytes"`
+	SizeBytes       uint64  `json:"size_bytes"`
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	InFlight        int     `json:"in_flight"`
+	ParameterSize   string  `json:"parameter_size"`
+	Quantization    string  `json:"quantization"`
+}
+
+// ModelList is GET /admin/v1/models: every model in the cluster and where it is.
+type ModelList struct {
+	Models []ClusterModel `json:"models"`
+}
+
+// ClusterModel is one model and the nodes that have it.
+type ClusterModel struct {
+	Name  string        `json:"name"`
+	Nodes []ModelOnNode `json:"nodes"`
+}
+
+// ModelOnNode is where one node has a model.
+type ModelOnNode struct {
+	Node      string `json:"node"`
+	Resident  bool   `json:"resident"`
+	OnDisk    bool   `json:"on_disk"`
+	VRAMBytes uint64 `json:"vram_bytes"`
+	SizeBytes uint64 `json:"size_bytes"`
+	Stale     bool   `json:"stale"`
+}
+
+// FaultRequest is POST /admin/v1/nodes/{id}/fault (simulated nodes only).
+type FaultRequest struct {
+	GPU  *int   `json:"gpu"`
+	Kind string `json:"kind"`
+}
+
+// PullRequest is POST /admin/v1/models/pull; no nodes means every node.
+type PullRequest struct {
+	Model    string   `json:"model"`
+	Nodes    []string `json:"nodes"`
+	Insecure bool     `json:"insecure"`
+}
+
+// CopyRequest is POST /admin/v1/models/copy: a model from one node's disk to another's.
+type CopyRequest struct {
+	Model string `json:"model"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+}
+
+// Progress is one NDJSON line of a pull or copy stream, tagged with its node. Each node's part
+// ends with one line whose status is "success" or "error".
+type Progress = agentapi.Progress
+
+// LoadRequest is POST /admin/v1/models/load; no node lets the placement planner choose.
+type LoadRequest struct {
+	Model     string `json:"model"`
+	Node      string `json:"node"`
+	KeepAlive string `json:"keep_alive"`
+}
+
+// LoadResponse is the answer to a load: where the model went and what was unloaded for it.
+type LoadResponse struct {
+	Model   string     `json:"model"`
+	Node    string     `json:"node"`
+	Status  string     `json:"status"`
+	Evicted []Eviction `json:"evicted"`
+}
+
+// Eviction is an idle model unloaded to make room for a load.
+type Eviction struct {
+	Model     string    `json:"model"`
+	VRAMBytes uint64    `json:"vram_bytes"`
+	LastUsed  time.Time `json:"last_used"`
+}
+
+// UnloadRequest is POST /admin/v1/models/unload; no node means wherever it is resident.
+type UnloadRequest struct {
+	Model string `json:"model"`
+	Node  string `json:"node"`
+}
