@@ -29,11 +29,15 @@ import (
 //     chunked or multipart body) is a 400 to a client that can still hear it, logged as 499 when
 //     it is gone; never a 500.
 
+// readDeadliner is the part of net/http's ResponseWriter that sets the connection's read
+// deadline (what http.ResponseController calls, without allocating one per request).
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
 // deadlineBody renews the connection's read deadline before each read of a request body and
 // clears it at the end of the body.
 type deadlineBody struct {
 	body    io.ReadCloser
-	rc      *http.ResponseController
+	rc      readDeadliner
 	timeout time.Duration
 	done    bool
 }
@@ -61,7 +65,8 @@ func (d *deadlineBody) Read(p []byte) (int, error) {
 
 func (d *deadlineBody) Close() error { return d.body.Close() }
 
-// withBodyDeadline wraps h so that request bodies are read under Config.BodyReadTimeout.
+// withBodyDeadline wraps h so that request bodies are read under Config.BodyReadTimeout. A
+// ResponseWriter that cannot set deadlines (a test recorder) leaves the body as it is.
 func withBodyDeadline(h http.Handler, timeout time.Duration) http.Handler {
 	if timeout <= 0 {
 		return h
@@ -70,9 +75,9 @@ func withBodyDeadline(h http.Handler, timeout time.Duration) http.Handler {
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 			// Set now too: a handler that answers without reading the body (401, 413) leaves it
 			// to the server to drain, and that drain must not wait on a stalled client either.
-			rc := http.NewResponseController(w)
-			_ = rc.SetReadDeadline(time.Now().Add(timeout))
-			r.Body = &deadlineBody{body: r.Body, rc: rc, timeout: timeout}
+			if rd, ok := w.(readDeadliner); ok && rd.SetReadDeadline(time.Now().Add(timeout)) == nil {
+				r.Body = &deadlineBody{body: r.Body, rc: rd, timeout: timeout}
+			}
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -108,7 +113,7 @@ func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
 	if r.ContentLength > limit {
 		return nil, errTooLarge(limit)
 	}
-	b, err := readGrowing(r.Body, limit)
+	b, err := readGrowingSized(r.Body, limit, r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -121,8 +126,17 @@ func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
 
 // readGrowing reads r to its end into a buffer that starts small and doubles as data arrives;
 // more than limit bytes is an *http.MaxBytesError.
-func readGrowing(r io.Reader, limit int64) ([]byte, error) {
-	b := make([]byte, 0, min(int64(bodyChunk), limit+1))
+func readGrowing(r io.Reader, limit int64) ([]byte, error) { return readGrowingSized(r, limit, -1) }
+
+// readGrowingSized is readGrowing for a body that announced size bytes (-1: unknown): a small
+// announced body gets a buffer of its size (plus one byte, to see the end without growing), but
+// never more than bodyChunk up front, whatever the announcement.
+func readGrowingSized(r io.Reader, limit, size int64) ([]byte, error) {
+	first := min(int64(bodyChunk), limit+1)
+	if size >= 0 {
+		first = min(first, size+1)
+	}
+	b := make([]byte, 0, first)
 	for {
 		if len(b) == cap(b) {
 			grown := min(int64(cap(b))*2, limit+1)
