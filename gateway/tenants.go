@@ -17,6 +17,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -427,20 +428,8 @@ func tenantOf(c *gin.Context) *tenant {
 
 // The admin API for keys: /admin/v1/keys.
 
-// keyObject is a key as the admin API shows it. Value, the secret, is only ever in the answer to
-// the request that created the key.
-type keyObject struct {
-	Object            string   `json:"object"`
-	ID                string   `json:"id"`
-	Name              string   `json:"name"`
-	RedactedValue     string   `json:"redacted_value"`
-	Value             string   `json:"value,omitempty"`
-	Scopes            []string `json:"scopes"`
-	RequestsPerMinute int      `json:"requests_per_minute"`
-	TokensPerMinute   int      `json:"tokens_per_minute"`
-	Source            string   `json:"source"`
-	CreatedAt         int64    `json:"created_at"`
-}
+// keyObject is a key as the admin API shows it (the gateway/api wire type).
+type keyObject = api.APIKey
 
 func newKeyObject(t *tenant) keyObject {
 	return keyObject{Object: "api_key", ID: t.id, Name: t.name, RedactedValue: t.redacted, Scopes: t.scopes.names(),
@@ -489,12 +478,7 @@ func (s *Server) handleGetKey(c *gin.Context) {
 }
 
 // createKeyBody is POST /admin/v1/keys' body.
-type createKeyBody struct {
-	Name              string   `json:"name"`
-	Scopes            []string `json:"scopes"`
-	RequestsPerMinute int      `json:"requests_per_minute"`
-	TokensPerMinute   int      `json:"tokens_per_minute"`
-}
+type createKeyBody = api.CreateKeyRequest
 
 // maxKeyBody bounds POST /admin/v1/keys' body.
 const maxKeyBody = 64 << 10

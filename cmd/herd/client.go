@@ -47,7 +47,7 @@ func printRaw(ctx context.Context, c *api.Client, path string, w io.Writer) erro
 }
 
 func newClientCmds() []*cobra.Command {
-	return []*cobra.Command{newNodesCmd(), newDrainCmd(true), newDrainCmd(false), newModelsCmd(), newTopCmd(), newBatchCmd(), newPresetsCmd()}
+	return []*cobra.Command{newNodesCmd(), newDrainCmd(true), newDrainCmd(false), newModelsCmd(), newTopCmd(), newBatchCmd(), newPresetsCmd(), newKeysCmd()}
 }
 
 func gib(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }

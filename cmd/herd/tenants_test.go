@@ -120,6 +120,22 @@ func TestTenantsAndRateLimit(t *testing.T) {
 	if _, _, list := itDo(t, "GET", c.url+"/admin/v1/keys", itAdmin, "", nil); strings.Contains(list, k.Value) || !strings.Contains(list, `"carol"`) {
 		t.Fatalf("key list: %s", list)
 	}
+
+	// The same through the CLI.
+	secret, err := runCLI(t, "keys", "create", "dave", "--scopes", "batch", "--rpm", "5", "--url", c.url, "--api-key", itAdmin)
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(secret), "sk-herd-") {
+		t.Fatalf("herd keys create: %q %v", secret, err)
+	}
+	if status, _, body := itDo(t, "GET", c.url+"/v1/files", strings.TrimSpace(secret), "", nil); status != 200 {
+		t.Fatalf("CLI-created key: %d %s", status, body)
+	}
+	out, err := runCLI(t, "keys", "--url", c.url, "--api-key", itAdmin)
+	if err != nil || !strings.Contains(out, "dave") || !strings.Contains(out, "alice") || strings.Contains(out, strings.TrimSpace(secret)) {
+		t.Fatalf("herd keys: %s %v", out, err)
+	}
+	if _, err := runCLI(t, "keys", "--url", c.url, "--api-key", itAlice); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("herd keys with a client key: %v, want a 403", err)
+	}
 }
 
 // Two gateways on one real redis-server charge the same rate-limit counters.
