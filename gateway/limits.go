@@ -104,6 +104,7 @@ func (k *call) admitRate(h http.Header) *APIError {
 	}
 	setLimitHeaders(h, t, r)
 	if !r.Allowed {
+		s.metrics.rateLimited.WithLabelValues(t.name, r.Refused).Inc()
 		h["Retry-After-Ms"] = []string{strconv.FormatInt(r.RetryAfter.Milliseconds(), 10)}
 		return errRateLimited(t, r, est)
 	}
@@ -125,6 +126,9 @@ func (k *call) settleRate(res result) {
 		used = 0 // no node ran it
 	case k.meter.seen:
 		used = k.meter.total
+	}
+	if used > 0 {
+		k.s.metrics.tenantTokens.WithLabelValues(t.name).Add(float64(used))
 	}
 	if delta := used - k.reserved; delta != 0 {
 		// The client may be gone: the correction is still owed.

@@ -24,6 +24,10 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	ttft     *prometheus.HistogramVec
+	// rateLimited counts 429s for a key over its rate limit, by tenant and limit.
+	rateLimited *prometheus.CounterVec
+	// tenantTokens counts the tokens charged to each tenant (usage, or the estimate without one).
+	tenantTokens *prometheus.CounterVec
 }
 
 // latencyBuckets span a short completion on a warm model (100 ms) to a long generation or a
@@ -52,9 +56,17 @@ func newMetrics(reg *registry.Registry) *metrics {
 			Help:    "Time from receiving an inference request to the first byte of its answer.",
 			Buckets: ttftBuckets,
 		}, []string{"model", "node"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_rate_limited_total",
+			Help: "Inference requests refused with 429 because the key was over its rate limit, by tenant and limit (requests or tokens).",
+		}, []string{"tenant", "limit"}),
+		tenantTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_tenant_tokens_total",
+			Help: "Tokens charged to keys with a token limit, by tenant: the usage the backend reported, else the prompt estimate.",
+		}, []string{"tenant"}),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.ttft,
+		m.requests, m.duration, m.ttft, m.rateLimited, m.tenantTokens,
 		newClusterCollector(reg),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

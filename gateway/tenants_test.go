@@ -380,6 +380,12 @@ func TestRateLimits(t *testing.T) {
 	if status != 200 || h.Get("X-Ratelimit-Remaining-Tokens") != strconv.Itoa(100-8-est) {
 		t.Fatalf("second: %d remaining %s, want %d (usage 8 settled)", status, h.Get("X-Ratelimit-Remaining-Tokens"), 100-8-est)
 	}
+	_, _, metricsText := g.do(t, "GET", "/metrics", "", "", nil)
+	for _, want := range []string{`herd_rate_limited_total{limit="requests",tenant="rpm"} 1`, `herd_tenant_tokens_total{tenant="tpm"} 16`} {
+		if !strings.Contains(string(metricsText), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	big := `{"model":"llama3.1:8b","messages":[{"role":"user","content":"` + strings.Repeat("w", 360) + `"}]}`
 	status, h, data = send("sk-tpm-0123456789abcdef", big)
 	_ = json.Unmarshal(data, &e)
