@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -153,6 +154,24 @@ func (s *Server) openBulkStore(ctx context.Context) (store.Store, error) {
 	return store.OpenBolt(filepath.Join(s.cfg.DataDir, "herd.db"))
 }
 
+// gatewayID is Config.GatewayID, else the host name and the listen port: unique per gateway of a
+// cluster and stable across restarts (it names the gateway's claims on the batch queue).
+func (s *Server) gatewayID() string {
+	if s.cfg.GatewayID != "" {
+		return s.cfg.GatewayID
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "gateway"
+	}
+	_, port, err := net.SplitHostPort(s.cfg.Listen)
+	if err != nil || port == "" || port == "0" {
+		// No stable port: a name of its own per process, so that two gateways never share one.
+		return fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return host + ":" + port
+}
+
 // initBulk opens the store, loads the presets and builds the batch service. It must run before
 // the routes are served; closeBulk undoes it.
 func (s *Server) initBulk(ctx context.Context) error {
@@ -182,6 +201,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
 		SharedDir:  s.cfg.RedisURL != "",
+		Consumer:   s.gatewayID(),
 		Tracer:     s.core.tracer,
 	})
 	if err != nil {

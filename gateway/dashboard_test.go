@@ -16,7 +16,9 @@ func TestDashboardServed(t *testing.T) {
 	e := s.Handler()
 	for _, path := range []string{"/", "/dashboard"} {
 		rec := httptest.NewRecorder()
-		e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.Header.Set("Accept", "text/html") // as a browser asks; other clients of / get Ollama's probe answer
+		e.ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK || !strings.Contains(rec.Header().Get("Content-Type"), "text/html") {
 			t.Fatalf("%s: %d %s", path, rec.Code, rec.Header().Get("Content-Type"))
 		}

@@ -22,8 +22,16 @@ const (
 // Handlers return it (wrapped or not) and abortWithError writes it.
 type APIError = apierr.Error
 
-// abortWithError writes err in the OpenAI error shape and stops the handler chain.
-func abortWithError(c *gin.Context, err error) { apierr.Abort(c, err) }
+// abortWithError writes err in the shape of the API the client called (Ollama's on /api/*, the
+// OpenAI shape elsewhere) and stops the handler chain. An error that is not an *APIError becomes
+// a 500 whose message does not leak internals.
+func abortWithError(c *gin.Context, err error) {
+	if c.GetBool(ctxOllama) {
+		writeOllamaError(c, apierr.FromError(err), "")
+		return
+	}
+	apierr.Abort(c, err)
+}
 
 func badRequest(code, param, format string, args ...any) *APIError {
 	return apierr.BadRequest(code, param, format, args...)

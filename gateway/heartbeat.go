@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
 
@@ -34,7 +35,20 @@ func (s *Server) handleHeartbeat(c *gin.Context) {
 		abortWithError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, s.registry.Observe(hb))
+	reply, err := s.registry.Accept(c.Request.Context(), hb)
+	var conflict *registry.ConflictError
+	if errors.As(err, &conflict) {
+		// Logged by the registry (once a minute per claimant); the agent logs the message.
+		s.metrics.refused.WithLabelValues(hb.NodeID).Inc()
+		abortWithError(c, &APIError{Status: http.StatusConflict, Type: errInvalidRequest, Code: agentapi.CodeNodeIDConflict,
+			Param: "node_id", Message: conflict.Error()})
+		return
+	}
+	if err != nil {
+		abortWithError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, reply)
 }
 
 // decodeHeartbeat reads one heartbeat and checks what the registry relies on. Its errors are

@@ -72,6 +72,47 @@ func TestHeartbeatRoute(t *testing.T) {
 	}
 }
 
+// TestHeartbeatNodeIDConflict: a second live agent claiming a node ID is refused with 409 in
+// the OpenAI error shape, and the node keeps its first agent's address.
+func TestHeartbeatNodeIDConflict(t *testing.T) {
+	env := newAdminEnv(t)
+	first := nodeBeat("dup", nil)
+	first.InstanceID, first.Address = "instance-1", "http://10.1.0.1:9090"
+	second := first
+	second.InstanceID, second.Address = "instance-2", "http://10.1.0.2:9090"
+	restarted := first
+	restarted.InstanceID = "instance-1b"
+	for _, tc := range []struct {
+		name   string
+		hb     agentapi.Heartbeat
+		status int
+	}{
+		{"first agent", first, 200},
+		{"second agent elsewhere", second, 409},
+		{"first agent again", first, 200},
+		{"first agent restarted at its address", restarted, 200},
+		{"second agent still refused", second, 409},
+	} {
+		status, body := env.do(http.MethodPost, agentapi.PathHeartbeat, mustJSON(t, tc.hb))
+		if tc.status != 200 {
+			wantError(t, status, body, tc.status, agentapi.CodeNodeIDConflict)
+			if !bytes.Contains(body, []byte(first.Address)) || !bytes.Contains(body, []byte(`"param":"node_id"`)) {
+				t.Errorf("%s: the refusal does not name the holder: %s", tc.name, body)
+			}
+			continue
+		}
+		if status != 200 {
+			t.Fatalf("%s: %d %s", tc.name, status, body)
+		}
+	}
+	if v, _ := env.reg.Node("dup"); v.Heartbeat.Address != first.Address || v.Heartbeat.InstanceID != "instance-1b" {
+		t.Fatalf("node dup is %s (%s), want the first agent", v.Heartbeat.Address, v.Heartbeat.InstanceID)
+	}
+	if _, body := env.do(http.MethodGet, "/metrics", ""); !bytes.Contains(body, []byte(`herd_heartbeats_refused_total{node="dup"} 2`)) {
+		t.Errorf("/metrics does not count the two refusals")
+	}
+}
+
 // FuzzDecodeHeartbeat feeds arbitrary bodies to the heartbeat parser: it must never panic, and
 // whatever it accepts must be safe to record and to export as metrics.
 func FuzzDecodeHeartbeat(f *testing.F) {

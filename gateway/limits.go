@@ -138,19 +138,31 @@ func (k *call) settleRate(res result) {
 	}
 }
 
-// tokenMeter finds the last "total_tokens": N of a response passing through in pieces (the
-// usage object of a JSON answer, or of a stream's last chunk). Inside a JSON string a quote is
-// escaped, so the unescaped key only matches the usage field.
+// tokenMeter finds the token counts of a response passing through in pieces: the last
+// "total_tokens": N (OpenAI's usage object, in a JSON answer or a stream's last chunk), or
+// Ollama's "prompt_eval_count" and "eval_count" (its native answers). Inside a JSON string a
+// quote is escaped, so an unescaped key only matches a field.
 type tokenMeter struct {
-	on    bool
+	on bool
+	// seen is set once any count was found; total is the tokens the response says it used.
 	seen  bool
 	total int
+	// found and counts hold the last value of each key, by keyIndex.
+	found  [3]bool
+	counts [3]int
 	// tail is the end of the previous piece, so a key cut between two pieces is found.
 	tail  [40]byte
 	ntail int
 }
 
-var keyTotalTokens = []byte(`"total_tokens"`)
+// The keys tokenMeter reads, by index.
+var meterKeys = [3][]byte{[]byte(`"total_tokens"`), []byte(`"prompt_eval_count"`), []byte(`"eval_count"`)}
+
+const (
+	keyTotal = iota
+	keyPromptEval
+	keyEval
+)
 
 func (m *tokenMeter) reset() { *m = tokenMeter{} }
 
@@ -171,35 +183,54 @@ func (m *tokenMeter) feed(p []byte) {
 		copy(m.tail[:], m.tail[m.ntail-keep:m.ntail])
 		m.ntail = keep + copy(m.tail[keep:], p)
 	}
+	switch {
+	case m.found[keyTotal]:
+		m.seen, m.total = true, m.counts[keyTotal]
+	case m.found[keyPromptEval] || m.found[keyEval]:
+		m.seen, m.total = true, m.counts[keyPromptEval]+m.counts[keyEval]
+	}
 }
 
-// scan records every complete "total_tokens": N in b.
+// scan records every complete count in b.
 func (m *tokenMeter) scan(b []byte) {
-	for {
-		i := bytes.Index(b, keyTotalTokens)
-		if i < 0 {
-			return
-		}
-		b = b[i+len(keyTotalTokens):]
-		j := 0
-		for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r') {
-			j++
-		}
-		if j >= len(b) || b[j] != ':' {
-			continue
-		}
-		j++
-		for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r') {
-			j++
-		}
-		start, n := j, 0
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' && j-start < 12 {
-			n = n*10 + int(b[j]-'0')
-			j++
-		}
-		if j == start || j == len(b) {
-			continue // no digits, or a number that may go on in the next piece
-		}
-		m.total, m.seen = n, true
+	if bytes.IndexByte(b, '"') < 0 {
+		return
 	}
+	for i, key := range meterKeys {
+		for rest := b; ; {
+			j := bytes.Index(rest, key)
+			if j < 0 {
+				break
+			}
+			rest = rest[j+len(key):]
+			if n, ok := countAfterKey(rest); ok {
+				m.found[i], m.counts[i] = true, n
+			}
+		}
+	}
+}
+
+// countAfterKey reads `: N` at the start of b; false when it is not there or may go on past b.
+func countAfterKey(b []byte) (int, bool) {
+	j := 0
+	space := func() {
+		for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r') {
+			j++
+		}
+	}
+	space()
+	if j >= len(b) || b[j] != ':' {
+		return 0, false
+	}
+	j++
+	space()
+	start, n := j, 0
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' && j-start < 12 {
+		n = n*10 + int(b[j]-'0')
+		j++
+	}
+	if j == start || j == len(b) {
+		return 0, false // no digits, or a number that may go on in the next piece
+	}
+	return n, true
 }

@@ -28,6 +28,8 @@ type metrics struct {
 	rateLimited *prometheus.CounterVec
 	// tenantTokens counts the tokens charged to each tenant (usage, or the estimate without one).
 	tenantTokens *prometheus.CounterVec
+	// refused counts heartbeats refused because another live agent holds the node ID.
+	refused *prometheus.CounterVec
 }
 
 // latencyBuckets span a short completion on a warm model (100 ms) to a long generation or a
@@ -64,9 +66,13 @@ func newMetrics(reg *registry.Registry) *metrics {
 			Name: "herd_tenant_tokens_total",
 			Help: "Tokens charged to keys with a token limit, by tenant: the usage the backend reported, else the prompt estimate.",
 		}, []string{"tenant"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_heartbeats_refused_total",
+			Help: "Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
+		}, []string{"node"}),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.ttft, m.rateLimited, m.tenantTokens,
+		m.requests, m.duration, m.ttft, m.refused, m.rateLimited, m.tenantTokens,
 		newClusterCollector(reg),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,10 +156,23 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	rcfg := registry.DefaultConfig()
 	rcfg.HeartbeatInterval = cfg.HeartbeatInterval
+	if cfg.RegistryOutageGrace > 0 {
+		rcfg.OutageGrace = cfg.RegistryOutageGrace
+	}
 	reg := registry.New(rcfg, o.clock)
 	reg.SetLogger(o.log.With("component", "registry"))
 
 	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched, agents: agents.NewPool(cfg.ClusterToken, reg.Nodes)}
+	if cfg.RedisURL != "" {
+		shared, err := registry.OpenRedis(context.Background(), cfg.RedisURL, "")
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		reg.Share(shared)
+		s.sharedReg = shared
+		// The first read fills the registry before the first request is served.
+		reg.SyncShared(context.Background())
+	}
 	s.core = core{
 		clock:       o.clock,
 		transport:   o.transport,
@@ -176,6 +190,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	})
 	s.metrics = newMetrics(reg)
 	if err := s.initBulk(context.Background()); err != nil {
+		s.closeShared()
 		return nil, err
 	}
 	if err := s.initTenants(context.Background(), o.clock); err != nil {
@@ -192,16 +207,31 @@ func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.MinReplicas) > 0 {
 		go replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
 	}
-	go s.core.keys.keep(ctx, s.log)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.registry.RunShared(ctx) })
+	wg.Go(func() { s.core.keys.keep(ctx, s.log) })
 	s.runBulk(ctx)
+	wg.Wait()
+	s.closeShared()
 	if err := s.closeBulk(); err != nil {
 		return fmt.Errorf("gateway: close store: %w", err)
 	}
 	return nil
 }
 
-// Close releases what New opened (the store) when Run was never called; after Run it does nothing.
-func (s *Server) Close() error { return s.closeBulk() }
+// Close releases what New opened (the store, the shared registry's connections) when Run was
+// never called; after Run it does nothing.
+func (s *Server) Close() error {
+	s.closeShared()
+	return s.closeBulk()
+}
+
+func (s *Server) closeShared() {
+	if s.sharedReg != nil {
+		_ = s.sharedReg.Close()
+		s.sharedReg = nil
+	}
+}
 
 // initTenants builds the tenant table from the configuration and the stored keys, and the rate
 // limiter: in Redis when the store is, else in memory.
@@ -247,6 +277,11 @@ func (s *Server) routes() *gin.Engine {
 	e := gin.New()
 	e.Use(s.recovery())
 	e.NoRoute(func(c *gin.Context) {
+		if strings.HasPrefix(c.Request.URL.Path, "/api/") {
+			markOllama(c)
+			abortWithError(c, notFound("", "", "herd does not serve %s %s (Ollama routes served: /api/chat, /api/generate, /api/embed, /api/embeddings, /api/tags, /api/ps, /api/show, /api/version; manage models with herd models)", c.Request.Method, c.Request.URL.Path))
+			return
+		}
 		abortWithError(c, notFound("", "", "Invalid URL (%s %s)", c.Request.Method, c.Request.URL.Path))
 	})
 
@@ -266,6 +301,7 @@ func (s *Server) routes() *gin.Engine {
 	// Model names may contain slashes ("org/model"), hence the catch-all.
 	models.GET("/models/*id", s.handleOpenAIGetModel)
 	s.registerBatchRoutes(v1.Group("", s.accessLog(), s.requireScope(scopeBatch)))
+	s.registerOllamaRoutes(e)
 
 	adminGroup := e.Group("/admin/v1", s.accessLog(), s.requireScope(scopeAdmin))
 	admin.New(s.registry, s.sched, s.agents, s.log).Register(adminGroup)

@@ -134,6 +134,8 @@ type call struct {
 
 	body []byte
 	info bodyInfo
+	// front, when set, adapts the request to another API's wire format (the Ollama routes).
+	front front
 	// model is the base model as the scheduler knows it; preset the preset applied, if any.
 	model  string
 	preset string
@@ -187,7 +189,7 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 
 func putCall(k *call) {
 	s := k.s
-	k.s, k.ctx, k.body, k.info, k.last = nil, nil, nil, bodyInfo{}, nil
+	k.s, k.ctx, k.body, k.info, k.last, k.front = nil, nil, nil, bodyInfo{}, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft = 0, 0, 0
 	k.tenant, k.reserved = nil, 0
@@ -233,7 +235,11 @@ func mix64(x uint64) uint64 {
 // prepare scans the body, charges the tenant's rate limits, resolves the model and fills the
 // scheduler request.
 func (k *call) prepare(h http.Header) *APIError {
-	if err := scanBody(k.body, &k.info); err != nil {
+	scan, apply := scanBody, (*models.Preset).Apply
+	if k.front != nil {
+		scan, apply = scanOllamaBody, (*models.Preset).ApplyOllama
+	}
+	if err := scan(k.body, &k.info); err != nil {
 		return err
 	}
 	if err := k.admitRate(h); err != nil {
@@ -250,12 +256,12 @@ func (k *call) prepare(h http.Header) *APIError {
 		if !isPreset {
 			return k.s.unknownModel(asked, snap)
 		}
-		body, err := p.Apply(k.path, k.body)
+		body, err := apply(p, k.path, k.body)
 		if err != nil {
 			return badRequest("invalid_preset_request", "", "Could not apply preset `%s`: %v", p.Name, err)
 		}
 		k.body, k.preset = body, p.Name
-		if err := scanBody(k.body, &k.info); err != nil {
+		if err := scan(k.body, &k.info); err != nil {
 			return err
 		}
 		base := models.NormalizeName(p.Model)

@@ -51,6 +51,16 @@ type sink interface {
 	http.Flusher
 }
 
+// streamFailer is a sink that ends a stream broken after its first byte in its own wire format
+// (Ollama's NDJSON error line) rather than with an SSE error event.
+type streamFailer interface{ failStream(message string) }
+
+// front adapts a call to another API's wire format (Ollama's on /api/*): per attempt it chooses
+// the agent route and body for node n (now is when the attempt starts), or refuses the request.
+type front interface {
+	upstream(n *scheduler.Node, now time.Time) (path string, body []byte, err *APIError)
+}
+
 // resettable is a sink that can take back what was written: memory can, a client connection
 // cannot. On a resettable sink even a mid-body failure fails over.
 type resettable interface{ reset() }
@@ -194,7 +204,20 @@ func (k *call) fail(node, format string, args ...any) {
 // attempt proxies the request to node n and streams the answer into w.
 func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 	s := k.s
-	u, err := s.core.urls.get(n.Address, k.path)
+	path, body := k.path, k.body
+	if k.front != nil {
+		// Another API's front (Ollama's /api/*) decides per node what to send: the native request
+		// to a node whose backend speaks it, a translation to any other.
+		var ae *APIError
+		if path, body, ae = k.front.upstream(n, s.core.clock.Now()); ae != nil {
+			w.Header()["Content-Type"] = hdrJSON
+			w.WriteHeader(ae.Status)
+			_, _ = w.Write(errorJSON(ae))
+			k.status = ae.Status
+			return outcomeDone
+		}
+	}
+	u, err := s.core.urls.get(n.Address, path)
 	if err != nil {
 		s.registry.ReportFailure(n.ID)
 		k.fail(n.ID, "%v", err)
@@ -213,7 +236,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 	})
 	defer idle.Stop()
 
-	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u))
+	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u, body))
 	if err != nil {
 		if k.ctx.Err() != nil {
 			return outcomeClientGone
@@ -302,6 +325,10 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 			return outcomeRetry
 		}
 		k.status = http.StatusBadGateway
+		if f, ok := w.(streamFailer); ok {
+			f.failStream(fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause))
+			return outcomeDone
+		}
 		if !sse {
 			return outcomeAbort
 		}
@@ -377,7 +404,7 @@ var (
 
 // upstreamRequest builds the agent request: the client's body as is, the cluster token (never the
 // client's key), the request ID and the class.
-func (k *call) upstreamRequest(ctx context.Context, u *url.URL) *http.Request {
+func (k *call) upstreamRequest(ctx context.Context, u *url.URL, body []byte) *http.Request {
 	h := make(http.Header, 4)
 	h["Authorization"] = k.s.core.agentAuth
 	h["Content-Type"] = hdrJSON
@@ -390,7 +417,6 @@ func (k *call) upstreamRequest(ctx context.Context, u *url.URL) *http.Request {
 	if k.actx != nil {
 		agentapi.InjectTraceContext(k.actx, h)
 	}
-	body := k.body
 	req := &http.Request{
 		Method: http.MethodPost, URL: u, Host: u.Host,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,

@@ -74,6 +74,14 @@ type Config struct {
 	// Redis so several gateways share them (file contents stay in DataDir: make it a shared volume).
 	// Empty: an embedded bbolt file in DataDir.
 	RedisURL string `yaml:"redis_url"`
+	// With RedisURL the node registry is shared too: any gateway accepts a heartbeat, every
+	// gateway sees every node. RegistryOutageGrace is how long, while Redis is unreachable, the
+	// nodes that were fresh before stay in the schedule without news of them (0: 30s).
+	RegistryOutageGrace time.Duration `yaml:"registry_outage_grace"`
+	// GatewayID names this gateway on the batch work queue; unique per gateway and stable across
+	// its restarts, so a restarted gateway resumes its own batches at once instead of waiting for
+	// their claims to time out. Default: the host name and the listen port.
+	GatewayID string `yaml:"gateway_id"`
 	// Batch bounds files and batches and tunes the batch runner; zero values take batch.DefaultConfig's.
 	Batch batch.Config `yaml:"batch"`
 	// Tracing configures OpenTelemetry traces (off unless an endpoint is set here or in the
@@ -123,6 +131,12 @@ func (c Config) Validate() error {
 	if c.MaxAttempts < 1 {
 		errs = append(errs, errors.New("max attempts must be at least 1"))
 	}
+	if c.RegistryOutageGrace < 0 {
+		errs = append(errs, errors.New("registry outage grace must not be negative"))
+	}
+	if c.Batch.ClaimTimeout < 0 {
+		errs = append(errs, errors.New("batch claim timeout must not be negative"))
+	}
 	if err := c.Scheduler.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -168,8 +182,10 @@ type Server struct {
 
 	// Owned by the request path (gateway core).
 	registry *registry.Registry
-	sched    *scheduler.Scheduler
-	core     core
+	// sharedReg is the Redis node table behind registry (nil: embedded registry).
+	sharedReg *registry.RedisShared
+	sched     *scheduler.Scheduler
+	core      core
 
 	// Owned by admin/metrics.
 	metrics *metrics

@@ -413,6 +413,20 @@ func TestTokenMeter(t *testing.T) {
 	if m.seen {
 		t.Error("a number not yet complete was taken")
 	}
+	// Ollama's native answers count prompt and output tokens apart.
+	ollama := `{"model":"m","message":{"role":"assistant","content":"hi"},"done":false}` + "\n" +
+		`{"model":"m","done":true,"total_duration":5,"prompt_eval_count":26,"eval_count":298}` + "\n"
+	for _, size := range []int{3, 17, 1000} {
+		var m tokenMeter
+		for b := []byte(ollama); len(b) > 0; {
+			n := min(size, len(b))
+			m.feed(b[:n])
+			b = b[n:]
+		}
+		if !m.seen || m.total != 324 {
+			t.Errorf("Ollama counts in pieces of %d: seen=%v total=%d, want 324", size, m.seen, m.total)
+		}
+	}
 }
 
 func FuzzTokenMeter(f *testing.F) {
@@ -437,4 +451,43 @@ func FuzzTokenMeter(f *testing.F) {
 			t.Fatalf("the same bytes read twice differ: %+v %+v", one, whole)
 		}
 	})
+}
+
+// The Ollama routes take the same keys, scopes and limits, and answer in Ollama's error shape.
+func TestOllamaRoutesTenants(t *testing.T) {
+	g := tenantGW(t, func(c *Config) {
+		c.Tenants = append(c.Tenants, TenantConfig{Name: "one", Key: "sk-one-0123456789abcdef", Scopes: []string{ScopeInference}, RequestsPerMinute: 1})
+	})
+	chat := `{"model":"llama3.1:8b","messages":[{"role":"user","content":"hi"}],"stream":false}`
+	for _, tt := range []struct {
+		name, method, path, key, body string
+		status                        int
+	}{
+		{"no key", "POST", "/api/chat", "", chat, 401},
+		{"batch scope may not chat", "POST", "/api/chat", bobKey, chat, 403},
+		{"batch scope lists models", "GET", "/api/tags", bobKey, "", 200},
+		{"first request of the minute", "POST", "/api/chat", "sk-one-0123456789abcdef", chat, 503}, // charged; no node yet
+		{"second request of the minute", "POST", "/api/chat", "sk-one-0123456789abcdef", chat, 429},
+	} {
+		var body io.Reader
+		if tt.body != "" {
+			body = strings.NewReader(tt.body)
+		}
+		status, h, data := g.do(t, tt.method, tt.path, tt.key, "application/json", body)
+		if status != tt.status {
+			t.Errorf("%s: %d %s, want %d", tt.name, status, data, tt.status)
+			continue
+		}
+		if status >= 400 {
+			var e struct {
+				Error string `json:"error"`
+			}
+			if json.Unmarshal(data, &e) != nil || e.Error == "" {
+				t.Errorf("%s: %s is not Ollama's error shape", tt.name, data)
+			}
+		}
+		if status == 429 && (h.Get("Retry-After") == "" || h.Get("X-Ratelimit-Remaining-Requests") != "0") {
+			t.Errorf("429 headers: %v", h)
+		}
+	}
 }

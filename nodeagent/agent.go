@@ -2,7 +2,7 @@
 // local model server. It serves the inference routes to the gateway (passing the backend's bytes
 // through unchanged and unbuffered), manages models (pull, load, unload, delete, export and
 // air-gapped copy from a peer agent), samples GPU telemetry and the backend's model list off the
-// request path, and pushes a heartbeat with all of it to every configured gateway.
+// request path, and pushes a heartbeat with all of it to a gateway.
 //
 // Decisions:
 //   - One cluster token authenticates everything, compared in constant time; there are no
@@ -18,10 +18,22 @@
 //   - A backend that cannot list its models leaves the heartbeat with no models and a
 //     BackendError, so the gateway stops sending it work rather than trusting a stale list.
 //   - Failures to reach a gateway are logged when they start and when they stop, not each beat.
+//   - Gateways (Config.GatewayURLs, or one load-balanced URL) are tried in order, starting with
+//     the one that last accepted a heartbeat; the first to accept it is enough when it answers
+//     that its registry is shared (Redis: every gateway reads it). A gateway whose registry is
+//     its own (embedded, or Redis unreachable) answers "local", and the agent then sends the
+//     heartbeat to every other gateway in its list as well.
+//   - Each start of the agent has its own instance ID, sent in every heartbeat. A gateway refuses
+//     (409 node_id_conflict) an instance claiming a node ID another live instance at another
+//     address holds; the agent then logs an error naming the holder and keeps trying every
+//     interval, so it takes the ID over once the holder stops. It does not exit: a supervisor
+//     would only restart it into the same refusal.
 package nodeagent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,7 +94,9 @@ type Agent struct {
 	slots     int
 	hostname  string
 	startedAt time.Time
-	handler   http.Handler
+	// instance identifies this start of the agent (Heartbeat.InstanceID).
+	instance string
+	handler  http.Handler
 
 	mu         sync.Mutex
 	advertise  string
@@ -132,6 +146,7 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 	a.log = a.log.With("component", "agent", "node", cfg.NodeID)
 	a.hostname, _ = os.Hostname()
 	a.startedAt = a.clock.Now()
+	a.instance = newInstanceID()
 	a.slots = cfg.Slots
 	if a.slots == 0 {
 		if sc, ok := b.(SlotCounter); ok {
@@ -204,8 +219,8 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		var inner sync.WaitGroup
 		inner.Go(func() { a.sampleLoop(loops, a.sampleGPUs) })
 		inner.Go(func() { a.sampleLoop(loops, a.sampleModels) })
-		for _, g := range a.cfg.GatewayURLs {
-			inner.Go(func() { a.heartbeatLoop(loops, g) })
+		if len(a.cfg.GatewayURLs) > 0 {
+			inner.Go(func() { a.heartbeatLoop(loops) })
 		}
 		inner.Wait()
 	})
@@ -332,6 +347,7 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 	defer a.mu.Unlock()
 	hb := agentapi.Heartbeat{
 		NodeID:         a.cfg.NodeID,
+		InstanceID:     a.instance,
 		Address:        a.advertise,
 		Backend:        a.backend.Kind(),
 		Simulated:      a.backend.Simulated(),
@@ -464,43 +480,75 @@ func ewma(prev, sample float64) float64 {
 	return prev + ewmaAlpha*(sample-prev)
 }
 
-// heartbeatLoop sends a heartbeat to one gateway every interval until ctx is done.
-func (a *Agent) heartbeatLoop(ctx context.Context, gateway string) {
-	log := a.log.With("gateway", gateway)
-	timeout := min(max(2*a.cfg.HeartbeatInterval, time.Second), 10*time.Second)
-	failing, everOK := false, false
-	failures := 0
-	send := func() {
-		sctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		reply, err := agentapi.SendHeartbeat(sctx, a.hc, gateway, a.cfg.ClusterToken, a.Heartbeat(sctx))
-		if err != nil {
-			if ctx.Err() != nil {
+// newInstanceID returns 16 random bytes in hex; the fallback keeps an agent without entropy
+// distinct from its previous start.
+func newInstanceID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Sprintf("t%x-p%d", time.Now().UnixNano(), os.Getpid())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// InstanceID returns the ID of this start of the agent, sent in every heartbeat.
+func (a *Agent) InstanceID() string { return a.instance }
+
+// gatewayLink is the agent's log state for one gateway: failures and refusals are logged when
+// they start and when they end.
+type gatewayLink struct {
+	url                 string
+	failing, everOK     bool
+	refused             bool
+	failures            int
+	lastRefusalLoggedAt time.Time
+}
+
+// heartbeatLoop sends a heartbeat every interval until ctx is done: to the gateway that accepted
+// the last one, else to the next in the list that does, and to every gateway when the accepting
+// one's registry is not shared (see the package doc).
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	links := make([]*gatewayLink, len(a.cfg.GatewayURLs))
+	for i, g := range a.cfg.GatewayURLs {
+		links[i] = &gatewayLink{url: g}
+	}
+	primary := 0
+	beat := func() {
+		hb := a.Heartbeat(ctx)
+		for i := range links {
+			j := (primary + i) % len(links)
+			reply, err := a.sendHeartbeat(ctx, links[j], hb)
+			if err != nil {
+				if isConflict(err) {
+					return // the ID is refused; another gateway of a shared registry refuses it too
+				}
+				continue
+			}
+			if j != primary && len(links) > 1 {
+				a.log.Info("heartbeats now go to another gateway", "gateway", links[j].url, "previous", links[primary].url)
+				primary = j
+			}
+			a.mu.Lock()
+			changed := a.draining != reply.Draining
+			a.draining = reply.Draining
+			a.mu.Unlock()
+			if changed {
+				a.log.Info("gateway drain state", "gateway", links[j].url, "draining", reply.Draining)
+			}
+			if reply.Registry == agentapi.RegistryShared {
 				return
 			}
-			failures++
-			if !failing {
-				failing = true
-				log.Warn("heartbeat failed; retrying every interval", "err", err)
+			// Only that gateway saw it: tell the others too.
+			var wg sync.WaitGroup
+			for k, l := range links {
+				if k != j {
+					wg.Go(func() { _, _ = a.sendHeartbeat(ctx, l, hb) })
+				}
 			}
+			wg.Wait()
 			return
 		}
-		switch {
-		case failing:
-			log.Info("heartbeat accepted again", "failed_beats", failures)
-		case !everOK:
-			log.Info("heartbeat accepted")
-		}
-		failing, everOK, failures = false, true, 0
-		a.mu.Lock()
-		changed := a.draining != reply.Draining
-		a.draining = reply.Draining
-		a.mu.Unlock()
-		if changed {
-			log.Info("gateway drain state", "draining", reply.Draining)
-		}
 	}
-	send()
+	beat()
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -508,7 +556,53 @@ func (a *Agent) heartbeatLoop(ctx context.Context, gateway string) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			send()
+			beat()
 		}
 	}
+}
+
+func isConflict(err error) bool {
+	var ae *agentapi.APIError
+	return errors.As(err, &ae) && ae.Status == http.StatusConflict && ae.Code == agentapi.CodeNodeIDConflict
+}
+
+// sendHeartbeat sends hb to one gateway and logs the link's changes of state.
+func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.Heartbeat) (agentapi.HeartbeatReply, error) {
+	log := a.log.With("gateway", l.url)
+	timeout := min(max(2*a.cfg.HeartbeatInterval, time.Second), 10*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	reply, err := agentapi.SendHeartbeat(sctx, a.hc, l.url, a.cfg.ClusterToken, hb)
+	if err != nil {
+		if ctx.Err() != nil {
+			return reply, err
+		}
+		if isConflict(err) {
+			now := a.clock.Now()
+			if !l.refused || now.Sub(l.lastRefusalLoggedAt) >= time.Minute {
+				log.Error("gateway refused this agent: its node id is held by another live agent; "+
+					"this node gets no work until that agent stops (retrying every interval) or this one gets another --node-id",
+					"instance", a.instance, "err", err)
+				l.lastRefusalLoggedAt = now
+			}
+			l.refused = true
+			return reply, err
+		}
+		l.failures++
+		if !l.failing {
+			l.failing = true
+			log.Warn("heartbeat failed; retrying every interval", "err", err)
+		}
+		return reply, err
+	}
+	switch {
+	case l.refused:
+		log.Info("node id acquired: heartbeat accepted", "instance", a.instance)
+	case l.failing:
+		log.Info("heartbeat accepted again", "failed_beats", l.failures)
+	case !l.everOK:
+		log.Info("heartbeat accepted", "registry", reply.Registry)
+	}
+	l.failing, l.refused, l.everOK, l.failures = false, false, true, 0
+	return reply, nil
 }

@@ -880,3 +880,83 @@ func TestSimFaultRoute(t *testing.T) {
 		}
 	})
 }
+
+// sharedGateway is an httptest gateway with a shared registry whose answer the test switches.
+type sharedGateway struct {
+	srv      *httptest.Server
+	hits     atomic.Int32
+	conflict atomic.Bool
+	inst     atomic.Value // the last instance ID seen
+}
+
+func newSharedGateway(t *testing.T) *sharedGateway {
+	g := &sharedGateway{}
+	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var hb agentapi.Heartbeat
+		if err := json.NewDecoder(r.Body).Decode(&hb); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		g.inst.Store(hb.InstanceID)
+		g.hits.Add(1)
+		if g.conflict.Load() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusConflict)
+			io.WriteString(w, `{"error":{"message":"node id \"node-a\" is held by another live agent at http://10.0.0.9:9090","type":"invalid_request_error","param":"node_id","code":"node_id_conflict"}}`)
+			return
+		}
+		json.NewEncoder(w).Encode(agentapi.HeartbeatReply{Registry: agentapi.RegistryShared})
+	}))
+	t.Cleanup(g.srv.Close)
+	return g
+}
+
+// TestHeartbeatFailoverAndRefusal: with a shared registry the agent heartbeats to one gateway,
+// moves to the next when it dies, and logs a refusal of its node ID as an error, once, while it
+// keeps trying.
+func TestHeartbeatFailoverAndRefusal(t *testing.T) {
+	g1, g2 := newSharedGateway(t), newSharedGateway(t)
+	logs := &syncBuffer{}
+	a, err := New(Config{
+		NodeID: "node-a", ClusterToken: testToken, Listen: "127.0.0.1:0",
+		GatewayURLs:       []string{g1.srv.URL, g2.srv.URL},
+		HeartbeatInterval: 10 * time.Millisecond, TelemetryInterval: 10 * time.Millisecond,
+	}, &fakeBackend{}, nil, WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, nil) }()
+
+	waitFor(t, "beats to the first gateway", func() bool { return g1.hits.Load() >= 5 })
+	if n := g2.hits.Load(); n != 0 {
+		t.Fatalf("the second gateway got %d heartbeats while the first, shared, accepted them", n)
+	}
+	if inst, _ := g1.inst.Load().(string); inst == "" || inst != a.InstanceID() {
+		t.Fatalf("heartbeat instance %q, agent instance %q", inst, a.InstanceID())
+	}
+	g1.srv.CloseClientConnections()
+	g1.srv.Close()
+	waitFor(t, "beats to the second gateway", func() bool { return g2.hits.Load() >= 5 })
+
+	g2.conflict.Store(true)
+	refusedAt := g2.hits.Load()
+	waitFor(t, "retries while refused", func() bool { return g2.hits.Load() >= refusedAt+10 })
+	g2.conflict.Store(false)
+	waitFor(t, "the ID acquired", func() bool { return strings.Contains(logs.String(), "node id acquired") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	for _, want := range []string{"heartbeats now go to another gateway", "level=ERROR msg=\"gateway refused this agent", "held by another live agent at http://10.0.0.9:9090"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "gateway refused this agent"); n != 1 {
+		t.Errorf("refusal logged %d times, want once:\n%s", n, out)
+	}
+}

@@ -40,6 +40,10 @@ func (a *Agent) routes() http.Handler {
 	for _, ep := range []string{agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings} {
 		mux.HandleFunc("POST "+ep, a.serveInference(ep))
 	}
+	for _, p := range []string{agentapi.PathOllamaChat, agentapi.PathOllamaGenerate, agentapi.PathOllamaEmbed, agentapi.PathOllamaEmbeddings} {
+		mux.HandleFunc("POST "+p, a.serveNative(p, true))
+	}
+	mux.HandleFunc("POST "+agentapi.PathOllamaShow, a.serveNative(agentapi.PathOllamaShow, false))
 	mux.HandleFunc("GET "+agentapi.PathInfo, a.serveInfo)
 	mux.HandleFunc("POST "+agentapi.PathModelPull, a.servePull)
 	mux.HandleFunc("POST "+agentapi.PathModelLoad, a.serveModelOp(opLoad))
@@ -182,6 +186,64 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 		}()
 		a.backend.ServeInference(mw, r, endpoint, body)
 	}
+}
+
+// serveNative passes a native Ollama request to a backend that speaks Ollama's API. Inference
+// routes are counted, metered and traced like the OpenAI ones (the meter reads NDJSON too);
+// errors are in Ollama's shape ({"error":"..."}), which is what the caller of these routes expects.
+func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		nb, ok := a.backend.(NativeOllama)
+		if !ok {
+			writeOllamaError(w, http.StatusNotFound, fmt.Sprintf("the %s backend on this node does not serve Ollama's native API (%s)", a.backend.Kind(), path))
+			return
+		}
+		body, err := readBody(w, r, a.cfg.MaxBodyBytes)
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeOllamaError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", mbe.Limit))
+				return
+			}
+			writeOllamaError(w, http.StatusBadRequest, "cannot read request body: "+err.Error())
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if !inference {
+			nb.ServeOllama(w, r, path, body)
+			return
+		}
+		model := modelFromBody(body)
+		if model == "" {
+			writeOllamaError(w, http.StatusBadRequest, "model is required")
+			return
+		}
+		start := a.clock.Now()
+		var tr *inferenceTrace
+		if a.tracer != nil {
+			r, tr = a.startInference(r, path, model, start)
+		}
+		mw := getMeterWriter(w, a.clock)
+		a.begin(model)
+		defer func() {
+			a.end(model, start, mw)
+			if tr != nil {
+				tr.end(mw, start, a.clock.Now())
+			}
+			putMeterWriter(mw)
+		}()
+		nb.ServeOllama(mw, r, path, body)
+	}
+}
+
+// writeOllamaError writes Ollama's error shape, {"error":"message"}.
+func writeOllamaError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Del("Content-Length")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error string `json:"error"`
+	}{msg})
 }
 
 // readBody reads an inference body of at most limit bytes. A body of announced length is read

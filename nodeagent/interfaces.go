@@ -24,6 +24,14 @@ type Backend interface {
 	Models(ctx context.Context) ([]agentapi.Model, error)
 }
 
+// NativeOllama is implemented by backends that serve Ollama's native API (the Ollama backend):
+// the gateway sends Ollama clients' requests to them unchanged.
+type NativeOllama interface {
+	// ServeOllama answers a native Ollama request for path (agentapi.PathOllamaChat, ...) whose
+	// body has already been read, streaming NDJSON as Ollama writes it.
+	ServeOllama(w http.ResponseWriter, r *http.Request, path string, body []byte)
+}
+
 // ModelManager is implemented by backends that can pull, load, unload and delete models.
 type ModelManager interface {
 	Pull(ctx context.Context, model string, progress func(agentapi.Progress)) error

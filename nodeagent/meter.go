@@ -25,6 +25,7 @@ type meterWriter struct {
 
 	status    int
 	stream    bool
+	ndjson    bool
 	bytes     int64
 	firstByte time.Time
 	lastByte  time.Time
@@ -74,7 +75,11 @@ func putMeterWriter(m *meterWriter) {
 func (m *meterWriter) WriteHeader(code int) {
 	if m.status == 0 {
 		m.status = code
-		m.stream = strings.HasPrefix(m.Header().Get("Content-Type"), "text/event-stream")
+		ct := m.Header().Get("Content-Type")
+		m.stream = strings.HasPrefix(ct, "text/event-stream")
+		// Ollama's native streams are NDJSON: one JSON chunk a line, no "data:" prefix.
+		m.ndjson = strings.HasPrefix(ct, "application/x-ndjson")
+		m.stream = m.stream || m.ndjson
 	}
 	m.ResponseWriter.WriteHeader(code)
 }
@@ -156,6 +161,9 @@ func (m *meterWriter) appendLine(p []byte) {
 func (m *meterWriter) countLine(line []byte) bool {
 	line = bytes.TrimRight(line, "\r")
 	payload, ok := bytes.CutPrefix(line, []byte("data:"))
+	if m.ndjson {
+		payload, ok = line, true
+	}
 	if !ok {
 		return false
 	}
@@ -182,6 +190,9 @@ func (m *meterWriter) tokens() (int64, bool) {
 	if n, ok := lastIntField(m.window(), "completion_tokens"); ok {
 		return n, true
 	}
+	if n, ok := lastIntField(m.window(), "eval_count"); ok && m.ndjson {
+		return n, true // Ollama's native final chunk
+	}
 	if m.stream && m.textChunk > 0 {
 		return int64(m.textChunk), true
 	}
@@ -190,7 +201,10 @@ func (m *meterWriter) tokens() (int64, bool) {
 
 // promptTokens returns usage's prompt_tokens when the backend sent usage.
 func (m *meterWriter) promptTokens() (int64, bool) {
-	return lastIntField(m.window(), "prompt_tokens")
+	if n, ok := lastIntField(m.window(), "prompt_tokens"); ok || !m.ndjson {
+		return n, ok
+	}
+	return lastIntField(m.window(), "prompt_eval_count")
 }
 
 // window is the last tailSize bytes of the body: the same bytes however the backend cut its

@@ -104,8 +104,10 @@ func lastIntField(b []byte, key string) (int64, bool) {
 }
 
 // generatedTextKeys are the fields of a streamed chunk that carry generated tokens: chat content,
-// reasoning (vLLM's reasoning_content, Ollama's reasoning) and legacy completions text.
-var generatedTextKeys = [][]byte{[]byte(`"content"`), []byte(`"reasoning_content"`), []byte(`"reasoning"`), []byte(`"text"`)}
+// reasoning (vLLM's reasoning_content, Ollama's reasoning), legacy completions text, and Ollama's
+// native generate response and thinking.
+var generatedTextKeys = [][]byte{[]byte(`"content"`), []byte(`"reasoning_content"`), []byte(`"reasoning"`), []byte(`"text"`),
+	[]byte(`"response"`), []byte(`"thinking"`)}
 
 // hasGeneratedText reports whether an SSE data payload carries a non-empty generated string.
 func hasGeneratedText(payload []byte) bool {

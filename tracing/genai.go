@@ -67,15 +67,15 @@ const (
 // EventFirstToken is the span event at the first byte (streams: first event) of the answer.
 const EventFirstToken = "herd.first_token"
 
-// Operation returns gen_ai.operation.name for an OpenAI endpoint path ("/v1/chat/completions"),
-// and false for a path that is not an inference endpoint.
+// Operation returns gen_ai.operation.name for an OpenAI or Ollama endpoint path
+// ("/v1/chat/completions", "/api/chat"), and false for a path that is not an inference endpoint.
 func Operation(path string) (attribute.KeyValue, bool) {
 	switch path {
-	case "/v1/chat/completions":
+	case "/v1/chat/completions", "/api/chat":
 		return semconv.GenAIOperationNameChat, true
-	case "/v1/completions":
+	case "/v1/completions", "/api/generate":
 		return semconv.GenAIOperationNameTextCompletion, true
-	case "/v1/embeddings":
+	case "/v1/embeddings", "/api/embed", "/api/embeddings":
 		return semconv.GenAIOperationNameEmbeddings, true
 	}
 	return attribute.KeyValue{}, false

@@ -95,7 +95,10 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.Var(replicasValue{&g.MinReplicas}, "min-replicas", "keep this many resident copies of models warm, e.g. llama3.1:8b=2")
 	fs.DurationVar(&g.FirstByteTimeout, "first-byte-timeout", g.FirstByteTimeout, "longest wait for an agent's response headers before trying another node")
 	fs.DurationVar(&g.StreamIdleTimeout, "stream-idle-timeout", g.StreamIdleTimeout, "longest silence inside an agent's response before it counts as failed")
-	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep files metadata, batches, presets, API keys and rate-limit counters in Redis (redis://host:6379/0) so several gateways share them")
+	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep the node registry, files metadata, batches, presets, API keys and rate-limit counters in Redis (redis://host:6379/0) so several gateways share them")
+	fs.DurationVar(&g.RegistryOutageGrace, "registry-outage-grace", g.RegistryOutageGrace, "with --redis-url: how long nodes stay scheduled from the last view while Redis is unreachable (0: 30s)")
+	fs.StringVar(&g.GatewayID, "gateway-id", g.GatewayID, "this gateway's name on the batch queue, unique per gateway and stable across restarts (default: host name and listen port)")
+	fs.DurationVar(&g.Batch.ClaimTimeout, "batch-claim-timeout", g.Batch.ClaimTimeout, "how long a batch claim may go unrenewed before another gateway takes the batch over (0: 30s)")
 	fs.Int64Var(&g.Batch.MaxFileBytes, "max-file-bytes", g.Batch.MaxFileBytes, "largest bulk file accepted (0: 200 MB)")
 	fs.IntVar(&g.Batch.MaxFileLines, "max-file-lines", g.Batch.MaxFileLines, "most lines in a bulk file (0: 50,000)")
 	fs.IntVar(&g.Batch.Concurrency, "batch-concurrency", g.Batch.Concurrency, "batch lines in flight at once (0: 8)")
@@ -119,7 +122,7 @@ func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 	if withGateway {
 		fs.StringVar(&a.Listen, "listen", a.Listen, "address the agent serves on")
 		fs.StringVar(&a.Advertise, "advertise", a.Advertise, "URL the gateway uses to reach this agent (default: from --listen)")
-		listFlag(fs, &a.GatewayURLs, "gateway", "gateway URL(s) to heartbeat to")
+		listFlag(fs, &a.GatewayURLs, "gateway", "gateway URL(s) to heartbeat to, tried in order (one load-balanced URL also works)")
 		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents")
 		tracingFlags(fs, &a.Tracing)
 	}

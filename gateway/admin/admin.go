@@ -173,6 +173,13 @@ func (h *Handlers) handleDrain(on bool) gin.HandlerFunc {
 				apierr.Abort(c, nodeNotFound(id))
 				return
 			}
+			if errors.Is(err, registry.ErrSharedUnavailable) {
+				// Nothing changed: a drain only some gateways know would be worse than none.
+				h.log.Warn("admin: drain not applied: shared registry unreachable", "node", id, "err", err)
+				apierr.Abort(c, &apierr.Error{Status: http.StatusServiceUnavailable, Type: apierr.TypeUnavailable, Code: "registry_unavailable",
+					Message: "The shared node registry (Redis) cannot be reached; the drain was not applied. Retry shortly.", RetryAfter: 1})
+				return
+			}
 			apierr.Abort(c, err)
 			return
 		}

@@ -36,6 +36,18 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.requeueUnfinished(ctx); err != nil && ctx.Err() == nil {
 		s.log.Warn("requeue of unfinished batches failed", "err", err)
 	}
+	// Claims still held under this runner's name belong to its previous life (a crash, a kill):
+	// resume them now rather than when their claims time out.
+	var own []string
+	if h, ok := s.st.(heldClaims); ok {
+		var err error
+		if own, err = h.Held(ctx, s.consumer); err != nil && ctx.Err() == nil {
+			s.log.Warn("listing this gateway's own claims failed", "err", err)
+		}
+		if len(own) > 0 {
+			s.log.Info("resuming batches this gateway held before it restarted", "batches", own)
+		}
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	running := make(chan struct{}, s.cfg.MaxActiveBatches)
@@ -43,7 +55,13 @@ func (s *Service) Run(ctx context.Context) error {
 	defer poll.Stop()
 	for {
 		for len(running) < cap(running) {
-			id, err := s.st.Claim(ctx, s.consumer, s.cfg.ClaimTimeout)
+			var id string
+			var err error
+			if len(own) > 0 {
+				id, own = own[0], own[1:]
+			} else {
+				id, err = s.st.Claim(ctx, s.consumer, s.cfg.ClaimTimeout)
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					s.log.Warn("claiming queued batches failed", "err", err)
@@ -75,6 +93,12 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-s.wake:
 		}
 	}
+}
+
+// heldClaims is implemented by queues whose claims outlive the process (Redis): Held lists the
+// batches still claimed under consumer's name.
+type heldClaims interface {
+	Held(ctx context.Context, consumer string) ([]string, error)
 }
 
 // markActive records that this runner runs batch id; false if it already does.

@@ -635,3 +635,34 @@ func TestRedisTakeover(t *testing.T) {
 		t.Fatalf("%d lines", len(out))
 	}
 }
+
+// TestRedisRestartedGatewayResumesOwnClaims: a gateway restarted under the same consumer name
+// resumes the batch it held at once, although its claim would not time out for an hour.
+func TestRedisRestartedGatewayResumesOwnClaims(t *testing.T) {
+	url := storetest.StartRedis(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	openR := func() store.Store {
+		st, err := store.OpenRedis(ctx, url, store.WithRedisPrefix("own:"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	cfg := testConfig() // ClaimTimeout: an hour
+	g := &gate{release: make(chan struct{})}
+	a := start(t, dir, openR(), g, cfg, func(o *Options) { o.Consumer = "gw-a" })
+	b := a.create(a.upload(chatLines(10)).ID)
+	for range 4 {
+		g.release <- struct{}{}
+	}
+	waitFor(t, a.st, b.ID, "4 lines done", func(b store.Batch) bool { return b.RequestCounts.Completed == 4 })
+	a.kill()
+
+	again := start(t, dir, openR(), dispatchFunc(echo), cfg, func(o *Options) { o.Consumer = "gw-a" })
+	done := waitFor(t, again.st, b.ID, "completed", status(store.StatusCompleted))
+	if done.RequestCounts != (store.RequestCounts{Total: 10, Completed: 10}) {
+		t.Fatalf("counts %+v", done.RequestCounts)
+	}
+}

@@ -37,6 +37,34 @@
 //   - A node without GPUs (no driver, CPU backend) is healthy; a node is unhealthy as soon as one
 //     of its GPUs is.
 //   - Drain is gateway-side state: it survives heartbeats and is echoed in HeartbeatReply.
+//   - Node identity: a node ID is bound to the agent instance (Heartbeat.InstanceID, new at every
+//     agent start) whose heartbeat was recorded last. A heartbeat from another instance at
+//     another address while that one is fresh is refused with a *ConflictError (the HTTP layer
+//     answers 409 node_id_conflict) and logged once a minute per claimant; the record is left
+//     as it was, so two agents on one ID never flap. Another instance at the same address is the
+//     agent restarted and takes the ID at once; once the holder is stale anyone may take it.
+//
+// Several gateways (Share, Accept, RunShared): with a Shared table (Redis) the registry stays
+// an in-memory cache that the scheduler reads without I/O, and the table is the truth:
+//   - Accept writes each heartbeat to the table (which checks the identity cluster-wide, on the
+//     table's clock, in one atomic step) and then records it here; RunShared reads the whole
+//     table back every heartbeat interval, so a node that heartbeats to another gateway is
+//     known here within about one interval. A record no newer than the one held is ignored.
+//   - In-flight counts stay heartbeat-carried (the rule above): no Redis traffic per request.
+//     Another gateway's work reaches this one with the heartbeat, up to about two intervals late
+//     (one heartbeat plus one poll); this gateway's own requests are always exact.
+//   - Drains are written to the table before they apply, so every gateway honours them; the
+//     circuit breakers stay per gateway, since each gateway judges its own connections.
+//   - Outage: when a write or a read of the table fails, the registry holds its last view: for
+//     OutageGrace, staleness is judged at the time of the last successful read instead of now,
+//     so nodes heartbeating to other gateways do not all go stale because Redis blinked. Nodes
+//     that heartbeat to this gateway are recorded here directly meanwhile (the identity checked
+//     against this gateway's view), and their reply says "local" so that agents knowing other
+//     gateways send them the heartbeat too. A node that died during the hold is caught by the
+//     proxy's failover and its circuit breaker. When the table answers again the hold lasts a
+//     few more intervals, long enough for every gateway to write its agents back.
+//   - A table that lost its data (Redis restarted empty: its epoch changed) refills with the next
+//     heartbeats; drains this gateway knows are written back to it.
 package registry
 
 import (
@@ -56,6 +84,32 @@ import (
 
 // ErrUnknownNode is returned for a node ID the registry has not heard from (or has forgotten).
 var ErrUnknownNode = errors.New("registry: unknown node")
+
+// ErrNodeIDConflict is matched (errors.Is) by a *ConflictError: a heartbeat refused because
+// another live agent holds its node ID.
+var ErrNodeIDConflict = errors.New("registry: node id held by another live agent")
+
+// ConflictError is a heartbeat refused because its node ID is bound to another agent instance, at
+// another address, whose heartbeats are still fresh.
+type ConflictError struct {
+	NodeID string
+	// HolderInstance and HolderAddress identify the agent that holds the ID.
+	HolderInstance, HolderAddress string
+	// HolderAge is how long ago the holder's last heartbeat arrived.
+	HolderAge time.Duration
+	// ClaimantInstance and ClaimantAddress identify the refused agent.
+	ClaimantInstance, ClaimantAddress string
+}
+
+// Error implements error.
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("node id %q is held by another live agent at %s (instance %s, last heartbeat %s ago); "+
+		"the agent at %s (instance %s) is refused until that one stops heartbeating for its stale window: give one of them another --node-id",
+		e.NodeID, e.HolderAddress, e.HolderInstance, e.HolderAge.Round(time.Millisecond), e.ClaimantAddress, e.ClaimantInstance)
+}
+
+// Is makes errors.Is(err, ErrNodeIDConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrNodeIDConflict }
 
 // Clock tells the time; tests inject a fake one.
 type Clock interface {
@@ -87,6 +141,9 @@ type Config struct {
 	CircuitOpenFor time.Duration `yaml:"circuit_open_for"`
 	// ForgetAfter is how long a silent node stays listed (as stale) before it is forgotten.
 	ForgetAfter time.Duration `yaml:"forget_after"`
+	// OutageGrace is, with a shared registry, how long the nodes that were fresh when the shared
+	// registry became unreachable stay in the schedule without news of them (see the package doc).
+	OutageGrace time.Duration `yaml:"outage_grace"`
 }
 
 // DefaultConfig returns the registry's defaults: 1s heartbeats, stale after 3, circuit opens
@@ -98,6 +155,7 @@ func DefaultConfig() Config {
 		CircuitFailures:   3,
 		CircuitOpenFor:    10 * time.Second,
 		ForgetAfter:       10 * time.Minute,
+		OutageGrace:       30 * time.Second,
 	}
 }
 
@@ -119,6 +177,9 @@ func (c Config) Validate() error {
 	if c.ForgetAfter < 0 {
 		errs = append(errs, errors.New("registry: forget-after duration is negative"))
 	}
+	if c.OutageGrace < 0 {
+		errs = append(errs, errors.New("registry: outage grace is negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -138,6 +199,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ForgetAfter <= 0 {
 		c.ForgetAfter = d.ForgetAfter
+	}
+	if c.OutageGrace <= 0 {
+		c.OutageGrace = d.OutageGrace
 	}
 	return c
 }
@@ -245,6 +309,19 @@ type Registry struct {
 	// changed is closed and replaced to broadcast a change; waited says someone holds it.
 	changed atomic.Pointer[chan struct{}]
 	waited  atomic.Bool
+
+	// shared, when set (Share), is the node table all gateways keep in common.
+	shared Shared
+	// Guarded by mu. outage is true while the shared table is unreachable; holdFrom and
+	// holdUntil bound the hold of the last view (staleness is judged at holdFrom until holdUntil).
+	outage    bool
+	lastLoad  time.Time
+	holdFrom  time.Time
+	holdUntil time.Time
+	epoch     string
+	// refusals remembers when a refused claimant was last logged, so that an agent retrying every
+	// second is logged once a minute.
+	refusals map[string]time.Time
 }
 
 // New returns an empty registry. Zero fields of cfg take DefaultConfig's values; a nil clock is
@@ -253,7 +330,7 @@ func New(cfg Config, clock Clock) *Registry {
 	if clock == nil {
 		clock = systemClock{}
 	}
-	r := &Registry{cfg: cfg.withDefaults(), clock: clock, log: slog.Default()}
+	r := &Registry{cfg: cfg.withDefaults(), clock: clock, log: slog.Default(), refusals: map[string]time.Time{}}
 	m := map[string]*node{}
 	r.byID.Store(&m)
 	ch := make(chan struct{})
@@ -295,37 +372,88 @@ func (r *Registry) lookup(id string) *node {
 	return (*r.byID.Load())[id]
 }
 
-// Observe records a heartbeat and returns the gateway's reply. The caller has checked that
-// hb.NodeID and hb.Address are set. hb's slices are copied.
-func (r *Registry) Observe(hb agentapi.Heartbeat) agentapi.HeartbeatReply {
+// Observe records a heartbeat in this gateway's registry only and returns the gateway's reply.
+// The caller has checked that hb.NodeID and hb.Address are set; hb's slices are copied. A
+// heartbeat from another instance, at another address, of a node whose heartbeats are fresh is
+// refused with a *ConflictError. Gateways with a shared registry call Accept instead.
+func (r *Registry) Observe(hb agentapi.Heartbeat) (agentapi.HeartbeatReply, error) {
+	return r.observe(hb, true)
+}
+
+// observe records hb; with checkID it refuses a conflicting claimant first.
+func (r *Registry) observe(hb agentapi.Heartbeat, checkID bool) (agentapi.HeartbeatReply, error) {
 	now := r.clock.Now()
 	hb = cloneHeartbeat(hb)
 	r.mu.Lock()
 	n := r.lookup(hb.NodeID)
+	if n != nil && n.hb.InstanceID != hb.InstanceID {
+		if checkID && n.hb.Address != hb.Address && !r.staleLocked(n, now) {
+			err := &ConflictError{
+				NodeID: hb.NodeID, HolderInstance: n.hb.InstanceID, HolderAddress: n.hb.Address, HolderAge: now.Sub(n.lastSeen),
+				ClaimantInstance: hb.InstanceID, ClaimantAddress: hb.Address,
+			}
+			r.mu.Unlock()
+			r.logRefusal(err)
+			return agentapi.HeartbeatReply{}, err
+		}
+		// The same address under a new instance is the agent restarted; a new address after the
+		// old instance went stale is the ID moving to another agent.
+		r.log.Info("node id taken by a new agent instance", "node", hb.NodeID, "address", hb.Address, "instance", hb.InstanceID,
+			"previous_address", n.hb.Address, "previous_instance", n.hb.InstanceID)
+	}
 	if n == nil {
 		n = &node{id: hb.NodeID}
 		n.circuitClean.Store(true)
 		r.addLocked(n)
 		r.log.Info("node joined", "node", hb.NodeID, "address", hb.Address, "backend", hb.Backend, "simulated", hb.Simulated)
 	}
+	r.recordLocked(n, hb, now)
+	reply := agentapi.HeartbeatReply{Draining: n.draining, Registry: agentapi.RegistryLocal}
+	r.forgetLocked(now)
+	r.structVer.Add(1)
+	r.mu.Unlock()
+	r.notify()
+	return reply, nil
+}
+
+// recordLocked makes hb, seen at seen, the node's latest heartbeat; r.mu must be held.
+func (r *Registry) recordLocked(n *node, hb agentapi.Heartbeat, seen time.Time) {
 	n.hb = hb
-	n.lastSeen = now
-	n.interval = r.cfg.HeartbeatInterval
-	if hb.IntervalMS > 0 {
-		n.interval = time.Duration(hb.IntervalMS) * time.Millisecond
-	}
+	n.lastSeen = seen
+	n.interval = r.intervalOf(&hb)
 	n.base = baseNode(&hb)
 	// This gateway's requests the heartbeat can have counted are at most those in flight now.
 	busy := max(hb.InFlight, 0) + max(hb.Queued, 0)
 	other := max(0, busy-int(n.local.Load()))
 	n.otherQueued = min(max(hb.Queued, 0), other)
 	n.otherRunning = other - n.otherQueued
-	reply := agentapi.HeartbeatReply{Draining: n.draining}
-	r.forgetLocked(now)
-	r.structVer.Add(1)
+}
+
+func (r *Registry) intervalOf(hb *agentapi.Heartbeat) time.Duration {
+	if hb.IntervalMS > 0 {
+		return time.Duration(hb.IntervalMS) * time.Millisecond
+	}
+	return r.cfg.HeartbeatInterval
+}
+
+// logRefusal logs a refused claimant at Warn, once a minute per claimant instance.
+func (r *Registry) logRefusal(e *ConflictError) {
+	key := e.NodeID + "\x00" + e.ClaimantInstance + "\x00" + e.ClaimantAddress
+	now := r.clock.Now()
+	r.mu.Lock()
+	last, seen := r.refusals[key]
+	if seen && now.Sub(last) < time.Minute {
+		r.mu.Unlock()
+		return
+	}
+	if len(r.refusals) > 1024 { // a hostile sender cycling instances must not grow the map
+		clear(r.refusals)
+	}
+	r.refusals[key] = now
 	r.mu.Unlock()
-	r.notify()
-	return reply
+	r.log.Warn("heartbeat refused: node id held by another live agent", "node", e.NodeID,
+		"holder_address", e.HolderAddress, "holder_instance", e.HolderInstance, "holder_last_heartbeat_age", e.HolderAge,
+		"claimant_address", e.ClaimantAddress, "claimant_instance", e.ClaimantInstance)
 }
 
 // addLocked inserts n into the sorted list and the lookup map; r.mu must be held.
@@ -368,6 +496,31 @@ func (r *Registry) forgetLocked(now time.Time) {
 
 func (r *Registry) staleAfter(n *node) time.Duration {
 	return time.Duration(r.cfg.StaleAfterBeats) * n.interval
+}
+
+// holdingLocked reports whether the last view of the cluster is held at now because the shared
+// registry is (or just was) unreachable; r.mu must be held.
+func (r *Registry) holdingLocked(now time.Time) bool {
+	return !r.holdUntil.IsZero() && now.Before(r.holdUntil)
+}
+
+// staleLocked reports whether n is stale at now: its last heartbeat is older than its stale
+// window, judged at holdFrom instead of now while a hold is on; r.mu must be held.
+func (r *Registry) staleLocked(n *node, now time.Time) bool {
+	ref := now
+	if r.holdingLocked(now) && r.holdFrom.Before(now) {
+		ref = r.holdFrom
+	}
+	return ref.Sub(n.lastSeen) > r.staleAfter(n)
+}
+
+// staleAtLocked is the first instant at which a node fresh at now turns stale; r.mu must be held.
+func (r *Registry) staleAtLocked(n *node, now time.Time) time.Time {
+	at := n.lastSeen.Add(r.staleAfter(n)).Add(time.Nanosecond)
+	if r.holdingLocked(now) && at.Before(r.holdUntil) {
+		at = r.holdUntil
+	}
+	return at
 }
 
 func (r *Registry) forgetAfter(n *node) time.Duration {
@@ -424,9 +577,9 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		*sn = n.base
 		sn.InFlight, sn.Queued = n.load(int(n.local.Load()))
 		sn.Draining = n.draining
-		sn.Stale = now.Sub(n.lastSeen) > r.staleAfter(n)
+		sn.Stale = r.staleLocked(n, now)
 		// The first instant strictly past the threshold.
-		if staleAt := n.lastSeen.Add(r.staleAfter(n)).Add(time.Nanosecond); !sn.Stale && staleAt.Before(expires) {
+		if staleAt := r.staleAtLocked(n, now); !sn.Stale && staleAt.Before(expires) {
 			expires = staleAt
 		}
 		if forgetAt := n.lastSeen.Add(r.forgetAfter(n)).Add(time.Nanosecond); forgetAt.Before(expires) {
@@ -557,8 +710,18 @@ func (r *Registry) ReportFailure(nodeID string) {
 }
 
 // SetDraining drains (on) or undrains a node: a draining node gets no new requests but finishes
-// what it has. The state is the gateway's and survives heartbeats.
+// what it has. The state is the gateway's (with a shared registry, every gateway's: it is written
+// there first, and an error wrapping ErrSharedUnavailable means nothing changed) and survives
+// heartbeats.
 func (r *Registry) SetDraining(id string, on bool) error {
+	if r.lookup(id) == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownNode, id)
+	}
+	if r.shared != nil {
+		if err := r.setSharedDraining(id, on); err != nil {
+			return err
+		}
+	}
 	r.mu.Lock()
 	n := r.lookup(id)
 	if n == nil {
@@ -610,7 +773,7 @@ func (r *Registry) viewLocked(n *node, now time.Time) NodeView {
 		Heartbeat:       n.hb,
 		Healthy:         n.base.Healthy,
 		Draining:        n.draining,
-		Stale:           now.Sub(n.lastSeen) > r.staleAfter(n),
+		Stale:           r.staleLocked(n, now),
 		UnhealthyReason: n.base.UnhealthyReason,
 		Circuit:         circuit,
 		LastHeartbeat:   n.lastSeen,

@@ -178,7 +178,7 @@ func TestForgetSilentNode(t *testing.T) {
 
 func TestDrain(t *testing.T) {
 	r, _ := newTestRegistry(t)
-	if reply := r.Observe(beat("a")); reply.Draining {
+	if reply, _ := r.Observe(beat("a")); reply.Draining {
 		t.Fatal("new node draining")
 	}
 	if err := r.SetDraining("a", true); err != nil {
@@ -188,7 +188,7 @@ func TestDrain(t *testing.T) {
 		t.Error("snapshot not draining after SetDraining(true)")
 	}
 	// Drain is the gateway's: a heartbeat does not clear it, and its reply reports it.
-	if reply := r.Observe(beat("a")); !reply.Draining {
+	if reply, _ := r.Observe(beat("a")); !reply.Draining {
 		t.Error("heartbeat reply does not say draining")
 	}
 	if v, _ := r.Node("a"); !v.Draining {
@@ -200,7 +200,7 @@ func TestDrain(t *testing.T) {
 	if snapNode(t, r, "a").Draining {
 		t.Error("snapshot draining after undrain")
 	}
-	if reply := r.Observe(beat("a")); reply.Draining {
+	if reply, _ := r.Observe(beat("a")); reply.Draining {
 		t.Error("heartbeat reply draining after undrain")
 	}
 	err := r.SetDraining("nope", true)

@@ -65,12 +65,40 @@ func OpenRedis(ctx context.Context, url string, opts ...RedisOption) (*Redis, er
 		_ = r.c.Close()
 		return nil, fmt.Errorf("store: redis: %w", err)
 	}
-	err = r.c.XGroupCreateMkStream(ctx, r.k("queue"), redisGroup, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+	if err := r.ensureGroup(ctx); err != nil {
 		_ = r.c.Close()
-		return nil, fmt.Errorf("store: redis: create consumer group: %w", err)
+		return nil, err
 	}
 	return r, nil
+}
+
+// ensureGroup creates the work queue's stream and consumer group unless they exist. The group
+// starts at the stream's beginning, so entries added while it was missing are delivered.
+func (r *Redis) ensureGroup(ctx context.Context) error {
+	err := r.c.XGroupCreateMkStream(ctx, r.k("queue"), redisGroup, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("store: redis: create consumer group: %w", err)
+	}
+	return nil
+}
+
+// isNoGroup reports a NOGROUP error: the stream or its consumer group is missing, as after Redis
+// restarted without its data.
+func isNoGroup(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "NOGROUP")
+}
+
+// withGroup runs fn and, if it failed because the consumer group is missing, re-creates the group
+// and runs fn once more.
+func (r *Redis) withGroup(ctx context.Context, fn func() error) error {
+	err := fn()
+	if !isNoGroup(err) {
+		return err
+	}
+	if err := r.ensureGroup(ctx); err != nil {
+		return err
+	}
+	return fn()
 }
 
 // Close closes the connections.
@@ -414,6 +442,16 @@ func (r *Redis) Claim(ctx context.Context, consumer string, minIdle time.Duratio
 	if consumer == "" {
 		return "", errors.New("store: claim without consumer name")
 	}
+	var id string
+	err := r.withGroup(ctx, func() error {
+		var err error
+		id, err = r.claim(ctx, consumer, minIdle)
+		return err
+	})
+	return id, err
+}
+
+func (r *Redis) claim(ctx context.Context, consumer string, minIdle time.Duration) (string, error) {
 	start := "0-0"
 	for range claimScanLimit {
 		msgs, next, err := r.c.XAutoClaim(ctx, &redis.XAutoClaimArgs{
@@ -450,6 +488,33 @@ func (r *Redis) Claim(ctx context.Context, consumer string, minIdle time.Duratio
 		}
 	}
 	return "", nil
+}
+
+// Held lists the batches claimed under consumer's name (at most 1,000): at a gateway's start these
+// are the claims of its previous life, which it may resume at once.
+func (r *Redis) Held(ctx context.Context, consumer string) ([]string, error) {
+	var ids []string
+	err := r.withGroup(ctx, func() error {
+		pend, err := r.c.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: r.k("queue"), Group: redisGroup, Consumer: consumer, Start: "-", End: "+", Count: 1000,
+		}).Result()
+		if err != nil {
+			return err
+		}
+		for _, p := range pend {
+			msgs, err := r.c.XRangeN(ctx, r.k("queue"), p.ID, p.ID, 1).Result()
+			if err != nil {
+				return err
+			}
+			for _, m := range msgs {
+				if id, _ := m.Values["batch"].(string); id != "" {
+					ids = append(ids, id)
+				}
+			}
+		}
+		return nil
+	})
+	return ids, wrapRedis(err)
 }
 
 // renewScript checks ownership and resets the entry's idle time in one step, so a takeover

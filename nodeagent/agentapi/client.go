@@ -28,6 +28,8 @@ type APIError struct {
 	Status int
 	// Message is the error message from the OpenAI-shaped body, or the body text when it is not.
 	Message string
+	// Code is the OpenAI-shaped body's error code ("node_id_conflict"), empty when it has none.
+	Code string
 }
 
 // Error implements error.
@@ -259,6 +261,9 @@ func readAPIError(resp *http.Response) *APIError {
 	var eb ErrorBody
 	if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
 		e.Message = eb.Error.Message
+		if eb.Error.Code != nil {
+			e.Code = *eb.Error.Code
+		}
 		return e
 	}
 	// Ollama-style {"error":"..."}.

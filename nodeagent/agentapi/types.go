@@ -16,6 +16,17 @@ const (
 	// PathEmbeddings is the OpenAI embeddings route on an agent.
 	PathEmbeddings = "/v1/embeddings"
 
+	// PathOllamaChat, PathOllamaGenerate, PathOllamaEmbed and PathOllamaEmbeddings are Ollama's
+	// native inference routes, passed through unchanged to an Ollama backend (agents of other
+	// backends answer 404: the gateway translates to the OpenAI routes for those).
+	PathOllamaChat       = "/api/chat"
+	PathOllamaGenerate   = "/api/generate"
+	PathOllamaEmbed      = "/api/embed"
+	PathOllamaEmbeddings = "/api/embeddings"
+	// PathOllamaShow is Ollama's native model description route (POST), passed through like the
+	// inference routes.
+	PathOllamaShow = "/api/show"
+
 	// PathInfo returns the agent's current Heartbeat (GET).
 	PathInfo = "/agent/v1/info"
 	// PathModelPull pulls a model from the backend's registry (POST PullRequest → NDJSON Progress).
@@ -75,6 +86,10 @@ const (
 // also served at PathInfo.
 type Heartbeat struct {
 	NodeID string `json:"node_id"`
+	// InstanceID is generated afresh each time an agent starts. A gateway binds a node ID to the
+	// instance that first claimed it and refuses (409 node_id_conflict) a different instance at a
+	// different address while the first one's heartbeats are fresh.
+	InstanceID string `json:"instance_id,omitempty"`
 	// Address is the URL the gateway uses to reach the agent (its advertise URL).
 	Address string `json:"address"`
 	Backend string `json:"backend"`
@@ -160,6 +175,14 @@ type Model struct {
 	Quantization  string `json:"quantization,omitempty"`
 	// Embedding is true for embedding-only models.
 	Embedding bool `json:"embedding,omitempty"`
+	// Format ("gguf"), Families and ModifiedAt are as Ollama's /api/tags reports them; empty for
+	// backends that do not say.
+	Format     string    `json:"format,omitempty"`
+	Families   []string  `json:"families,omitempty"`
+	ModifiedAt time.Time `json:"modified_at,omitzero"`
+	// ContextLength is the context window a resident model was loaded with (Ollama's /api/ps); 0:
+	// unknown or not resident.
+	ContextLength int `json:"context_length,omitempty"`
 	// TokensPerSecond is the decode speed the node measured for this model (EWMA), 0 if unmeasured.
 	TokensPerSecond float64 `json:"tokens_per_second"`
 	// PrefillTokensPerSecond is the measured prompt-processing speed, 0 if unmeasured.
@@ -173,7 +196,24 @@ type Model struct {
 type HeartbeatReply struct {
 	// Draining tells the agent an operator drained it (for its logs and /agent/v1/info).
 	Draining bool `json:"draining"`
+	// Registry is RegistryShared when this gateway wrote the heartbeat to a registry every
+	// gateway reads (Redis): one gateway's acceptance is then enough. RegistryLocal (or empty,
+	// from an older gateway) means only this gateway saw it, so the agent also sends it to every
+	// other gateway it knows.
+	Registry string `json:"registry,omitempty"`
 }
+
+// HeartbeatReply.Registry values.
+const (
+	// RegistryShared: the heartbeat reached the registry all gateways share.
+	RegistryShared = "shared"
+	// RegistryLocal: the heartbeat reached this gateway's own registry only.
+	RegistryLocal = "local"
+)
+
+// CodeNodeIDConflict is the OpenAI-shape error code of a heartbeat refused (409 Conflict) because
+// another live agent instance holds its node ID.
+const CodeNodeIDConflict = "node_id_conflict"
 
 // ModelRequest names a model for load, unload and delete.
 type ModelRequest struct {

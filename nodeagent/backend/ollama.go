@@ -77,7 +77,12 @@ var (
 	_ nodeagent.ModelManager  = (*Ollama)(nil)
 	_ nodeagent.ModelExporter = (*Ollama)(nil)
 	_ nodeagent.ModelImporter = (*Ollama)(nil)
+	_ nodeagent.NativeOllama  = (*Ollama)(nil)
 )
+
+// nativeEndpoints are Ollama's own routes that ServeOllama passes through.
+var nativeEndpoints = []string{agentapi.PathOllamaChat, agentapi.PathOllamaGenerate, agentapi.PathOllamaEmbed,
+	agentapi.PathOllamaEmbeddings, agentapi.PathOllamaShow}
 
 // NewOllama returns the backend for the Ollama server cfg describes. It does not contact Ollama.
 func NewOllama(cfg OllamaConfig) (*Ollama, error) {
@@ -107,12 +112,16 @@ func NewOllama(cfg OllamaConfig) (*Ollama, error) {
 	if transport == nil {
 		transport = http.DefaultTransport
 	}
+	p := newProxy(agentapi.BackendOllama, base, transport, "", cfg.Logger)
+	for _, ep := range nativeEndpoints {
+		p.urls[ep] = endpointURL(base, ep)
+	}
 	return &Ollama{
 		api:        api.NewClient(base, cfg.HTTPClient),
 		base:       base,
 		modelsDir:  cfg.ModelsDir,
 		http:       cfg.HTTPClient,
-		proxy:      newProxy(agentapi.BackendOllama, base, transport, "", cfg.Logger),
+		proxy:      p,
 		log:        cfg.Logger,
 		unloadWait: cfg.UnloadWait,
 		info:       map[string]modelInfo{},
@@ -145,6 +154,12 @@ func (o *Ollama) ServeInference(w http.ResponseWriter, r *http.Request, endpoint
 	o.proxy.serve(w, r, endpoint, body)
 }
 
+// ServeOllama passes a native Ollama request (/api/chat, /api/generate, /api/embed,
+// /api/embeddings, /api/show) to Ollama unchanged and streams its NDJSON answer back line by line.
+func (o *Ollama) ServeOllama(w http.ResponseWriter, r *http.Request, path string, body []byte) {
+	o.proxy.serve(w, r, path, body)
+}
+
 // Models lists the models on disk (/api/tags) and marks those in memory (/api/ps). Capabilities
 // come from /api/show, asked once per model digest.
 func (o *Ollama) Models(ctx context.Context) ([]agentapi.Model, error) {
@@ -169,6 +184,9 @@ func (o *Ollama) Models(ctx context.Context) ([]agentapi.Model, error) {
 			Family:        lm.Details.Family,
 			ParameterSize: lm.Details.ParameterSize,
 			Quantization:  lm.Details.QuantizationLevel,
+			Format:        lm.Details.Format,
+			Families:      lm.Details.Families,
+			ModifiedAt:    lm.ModifiedAt,
 		}
 		if info, ok := o.modelInfo(ctx, name, lm.Digest); ok {
 			m.Embedding = info.embeddingOnly()
@@ -192,6 +210,7 @@ func (o *Ollama) Models(ctx context.Context) ([]agentapi.Model, error) {
 			byName[name] = m
 		}
 		m.Resident = true
+		m.ContextLength = pm.ContextLength
 		m.VRAMBytes = nonNegative(pm.SizeVRAM)
 		m.ExpiresAt = pm.ExpiresAt
 	}

@@ -682,6 +682,26 @@ func testOwnerFilter(t *testing.T, s store.Store) {
 // the test is skipped, or fails when HERD_REQUIRE_REDIS or CI is set.
 func StartRedis(t testing.TB) string {
 	t.Helper()
+	return StartRedisServer(t).URL
+}
+
+// RedisServer is a redis-server process a test started; Kill and Restart let it test the loss
+// and return of Redis.
+type RedisServer struct {
+	// URL is redis://127.0.0.1:PORT/0; it stays the same across Restart.
+	URL string
+
+	t      testing.TB
+	bin    string
+	port   int
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// StartRedisServer is StartRedis returning the server, for tests that kill and restart it.
+func StartRedisServer(t testing.TB) *RedisServer {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if os.Getenv("HERD_REQUIRE_REDIS") != "" || os.Getenv("CI") != "" {
@@ -695,27 +715,65 @@ func StartRedis(t testing.TB) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", t.TempDir(), "--loglevel", "warning")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start redis-server: %v", err)
+		srv := &RedisServer{t: t, bin: bin, port: port}
+		if lastErr = srv.start(); lastErr == nil {
+			srv.URL = "redis://" + srv.addr() + "/0"
+			t.Cleanup(srv.Kill)
+			return srv
 		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		stop := func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if lastErr = waitRedis(addr, exited); lastErr == nil {
-			t.Cleanup(stop)
-			return "redis://" + addr + "/0"
-		}
-		stop()
 	}
 	t.Fatalf("redis-server did not come up: %v", lastErr)
-	return ""
+	return nil
+}
+
+func (s *RedisServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// start runs a fresh, empty server on s.port and waits for it to answer.
+func (s *RedisServer) start() error {
+	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", s.t.TempDir(), "--loglevel", "warning")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+	if err := waitRedis(s.addr(), exited); err != nil {
+		s.Kill()
+		return err
+	}
+	return nil
+}
+
+// Kill ends the server with SIGKILL (its data is lost: it runs without persistence) and waits
+// for it to exit. Killing a server that is not running does nothing.
+func (s *RedisServer) Kill() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+}
+
+// Restart starts a fresh, empty server on the same port (after Kill).
+func (s *RedisServer) Restart() {
+	s.t.Helper()
+	s.Kill()
+	var err error
+	for range 20 { // the old socket may linger a moment
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("redis-server did not come back on port %d: %v", s.port, err)
 }
 
 func freePort() (int, error) {

@@ -1,0 +1,680 @@
+package gateway
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/ollama/ollama/api"
+
+	"github.com/herd-llm/herd/gateway/ollamacompat"
+	"github.com/herd-llm/herd/gateway/registry"
+	"github.com/herd-llm/herd/models"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/scheduler"
+)
+
+// The Ollama-compatible front: /api/chat, /api/generate, /api/embed, /api/embeddings, /api/tags,
+// /api/ps, /api/show and /api/version, so that Ollama clients (ollama-js, the Go client, Open
+// WebUI, Continue, ...) pointed at the gateway work unchanged.
+//
+// Decisions:
+//   - Inference takes the same path as /v1/*: the same body scan (Ollama's fields), model and
+//     preset resolution, scheduler, admission queue, failover and metrics. Only the wire differs:
+//     per attempt, a node whose backend is Ollama gets the native request unchanged (on the
+//     agent's /api/* pass-through), any other node (OpenAI-compatible server, simulator) its
+//     OpenAI translation (package ollamacompat), whose answer is translated back.
+//   - A streamed answer is committed to the client at its first line; before that a failure fails
+//     over. A non-streamed answer is held until complete, so a failure anywhere in it fails over.
+//     A stream that breaks after its first line ends with Ollama's error line {"error":"..."}.
+//   - Errors are Ollama's shape, {"error":"message"}, with the status the gateway would give on
+//     /v1 (an unknown model is 404 "model 'x' not found", as Ollama says it); the message of an
+//     agent's or backend's error body is kept, whatever its shape.
+//   - /api/tags lists every model a non-stale node has, merged by name, with the details of an
+//     Ollama node where one has it, then the presets (details.parent_model is the base model).
+//     Backends that do not say when a model changed get the gateway's start time.
+//   - /api/ps lists each resident copy: one entry per node and model, with the node in
+//     "herd_node" (and "herd_simulated" on simulated nodes), fields Ollama clients ignore.
+//   - /api/show is answered by an Ollama node that has the model (the real modelfile, template
+//     and model_info); for other backends it is built from what the node reports.
+//   - /api/version reports the version of Ollama's API this front implements (the
+//     github.com/ollama/ollama module it is built with), beside herd's own in "herd_version":
+//     clients gate features on that number.
+//   - GET / answers "Ollama is running" (text/plain), as Ollama does, unless the client asks for
+//     HTML (a browser): that gets the dashboard, which stays at /dashboard too. HEAD / is 200.
+
+// ctxOllama marks a request whose errors are written in Ollama's shape.
+const ctxOllama = "herd.ollama"
+
+// markOllama makes abortWithError answer in Ollama's shape for the rest of the chain.
+func markOllama(c *gin.Context) { c.Set(ctxOllama, true) }
+
+// registerOllamaRoutes adds the Ollama routes to e.
+func (s *Server) registerOllamaRoutes(e *gin.Engine) {
+	e.HEAD("/api/version", markOllama, s.handleOllamaVersion)
+	e.GET("/api/version", markOllama, s.handleOllamaVersion)
+	// Every /api route needs a key with scope inference or batch (the listing ones); the
+	// inference ones check for inference themselves.
+	g := e.Group("/api", markOllama, s.requireScope(scopeInference|scopeBatch))
+	g.POST("/chat", s.handleOllamaInference(agentapi.PathOllamaChat, ollamacompat.Chat))
+	g.POST("/generate", s.handleOllamaInference(agentapi.PathOllamaGenerate, ollamacompat.Generate))
+	g.POST("/embed", s.handleOllamaInference(agentapi.PathOllamaEmbed, ollamacompat.Embed))
+	g.POST("/embeddings", s.handleOllamaInference(agentapi.PathOllamaEmbeddings, ollamacompat.Embeddings))
+	l := g.Group("", s.accessLog())
+	l.GET("/tags", s.handleOllamaTags)
+	l.HEAD("/tags", s.handleOllamaTags)
+	l.GET("/ps", s.handleOllamaPs)
+	l.POST("/show", s.handleOllamaShow)
+}
+
+// writeOllamaError writes err in Ollama's shape and stops the chain.
+func writeOllamaError(c *gin.Context, ae *APIError, model string) {
+	if ae.RetryAfter > 0 {
+		c.Header("Retry-After", fmt.Sprint(ae.RetryAfter))
+	}
+	c.Abort()
+	c.Data(ae.Status, "application/json; charset=utf-8", ollamacompat.AppendError(nil, ollamaMessage(ae, model)))
+}
+
+// ollamaMessage is the message an Ollama client gets for ae: Ollama's own wording where Ollama
+// has one, else the gateway's message.
+func ollamaMessage(ae *APIError, model string) string {
+	if ae.Code == "model_not_found" && model != "" {
+		return fmt.Sprintf("model '%s' not found", model)
+	}
+	return ae.Message
+}
+
+// handleOllamaInference serves one of the native inference routes; path is its agent route.
+func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		t := tenantOf(c)
+		if !t.has(scopeInference) {
+			abortWithError(c, errScope(scopeInference))
+			return
+		}
+		k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
+		defer putCall(k)
+		k.tenant = t
+		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
+		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
+		if s.core.tracer != nil {
+			k.startServerSpan(c.Request)
+		}
+		o := &ollamaFront{s: s, k: k, ep: ep, path: path, client: c.Writer, hdr: http.Header{}}
+		k.front = o
+
+		var res result
+		if body, err := s.readBody(c.Request); err != nil {
+			res.err = err
+			res.clientGone = clientGone(k.ctx)
+		} else {
+			k.body = body
+			if err := k.prepare(c.Writer.Header()); err != nil {
+				res.err = err
+			} else {
+				o.model, o.stream = string(k.info.model), k.info.stream
+				if k.preset != "" {
+					o.model = k.preset
+					if p, ok := s.presets.Lookup(k.preset); ok {
+						// ApplyOllama sent the base model as the preset names it.
+						o.from = fmt.Appendf(nil, `{"model":%q`, p.Model)
+						o.to = fmt.Appendf(nil, `{"model":%q`, k.preset)
+					}
+				}
+				if o.stream {
+					res = k.run(ollamaStreamSink{o})
+				} else {
+					res = k.run(ollamaBufferedSink{o})
+				}
+			}
+		}
+		switch {
+		case res.err != nil:
+			writeOllamaError(c, res.err, string(k.info.model))
+			k.status = res.err.Status
+		case !res.clientGone:
+			o.finish()
+		}
+		k.settleRate(res)
+		k.finish(res)
+		if res.abort {
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// ollamaFront adapts one /api inference call: it chooses each attempt's request (native or
+// translated) and turns what the agent writes into Ollama's wire format on the client's writer.
+type ollamaFront struct {
+	s      *Server
+	k      *call
+	ep     ollamacompat.Endpoint
+	path   string
+	client gin.ResponseWriter
+	// model is the name the client asked for (Ollama echoes it); stream is the client's choice.
+	model  string
+	stream bool
+	// from and to rename the model in a native answer to a preset's request: Ollama echoes the
+	// base model it was sent, the client asked for the preset. Nil without a preset.
+	from, to []byte
+
+	// The translation, made on the first attempt on a node that is not Ollama.
+	up    *ollamacompat.Upstream
+	upErr *APIError
+
+	// This attempt's state.
+	native  bool
+	hdr     http.Header
+	status  int
+	resp    *ollamacompat.Response
+	partial []byte // native stream: the start of a line not complete yet
+	body    []byte // a non-streamed answer or an error body
+	out     []byte
+
+	committed bool // the client has its status and headers
+	ended     bool // the client has the whole answer
+}
+
+var _ front = (*ollamaFront)(nil)
+
+// upstream implements front: the native request for an Ollama node, the translation for others.
+func (o *ollamaFront) upstream(n *scheduler.Node, now time.Time) (string, []byte, *APIError) {
+	o.resetAttempt()
+	if n.Backend == agentapi.BackendOllama {
+		o.native = true
+		return o.path, o.k.body, nil
+	}
+	o.native = false
+	if o.up == nil && o.upErr == nil {
+		up, err := ollamacompat.Translate(o.ep, o.k.body)
+		if err != nil {
+			o.upErr = badRequest("invalid_request", "", "%s", err.Error())
+		} else {
+			o.up = &up
+		}
+	}
+	if o.upErr != nil {
+		return "", nil, o.upErr
+	}
+	if o.ep == ollamacompat.Chat || o.ep == ollamacompat.Generate {
+		o.resp = ollamacompat.NewResponse(o.ep, o.model, o.stream, o.up.Completion, o.k.start, now)
+	}
+	return o.up.Path, o.up.Body, nil
+}
+
+func (o *ollamaFront) resetAttempt() {
+	clear(o.hdr)
+	o.status, o.resp = 0, nil
+	o.partial, o.body = o.partial[:0], o.body[:0]
+}
+
+// Header implements http.ResponseWriter: the agent's headers land here, not on the client.
+func (o *ollamaFront) Header() http.Header { return o.hdr }
+
+// WriteHeader implements http.ResponseWriter.
+func (o *ollamaFront) WriteHeader(code int) {
+	if o.status == 0 {
+		o.status = code
+	}
+}
+
+// Write implements http.ResponseWriter: it translates or frames what the agent sends.
+func (o *ollamaFront) Write(p []byte) (int, error) {
+	if o.status == 0 {
+		o.status = http.StatusOK
+	}
+	switch {
+	case o.status >= 400:
+		if len(o.body) < maxCapturedBody {
+			o.body = append(o.body, p...)
+		}
+	case o.native && o.stream:
+		// Only whole lines reach the client, so a stream that breaks leaves no torn line.
+		o.partial = append(o.partial, p...)
+		if i := bytes.LastIndexByte(o.partial, '\n'); i >= 0 {
+			if err := o.send(o.rename(o.partial[:i+1])); err != nil {
+				return 0, err
+			}
+			o.partial = o.partial[:copy(o.partial, o.partial[i+1:])]
+		}
+	case o.resp != nil:
+		o.out = o.resp.Feed(o.out[:0], p, o.s.core.clock.Now())
+		if o.stream && len(o.out) > 0 {
+			if err := o.send(o.out); err != nil {
+				return 0, err
+			}
+		}
+	default: // a non-streamed native answer, or an embeddings answer to translate
+		o.body = append(o.body, p...)
+	}
+	return len(p), nil
+}
+
+// rename gives the lines of a native answer to a preset's request the preset's name. Ollama
+// writes "model" first on every line, so the lines that start with the base model's name are
+// the ones to rename.
+func (o *ollamaFront) rename(lines []byte) []byte {
+	if o.from == nil || !bytes.Contains(lines, o.from) {
+		return lines
+	}
+	var out []byte
+	for len(lines) > 0 {
+		line := lines
+		if i := bytes.IndexByte(lines, '\n'); i >= 0 {
+			line = lines[:i+1]
+		}
+		lines = lines[len(line):]
+		if rest, ok := bytes.CutPrefix(line, o.from); ok {
+			out = append(append(out, o.to...), rest...)
+			continue
+		}
+		out = append(out, line...)
+	}
+	return out
+}
+
+// Flush implements http.Flusher; the front flushes the client itself, line by line.
+func (o *ollamaFront) Flush() {}
+
+// send writes b to the client (committing 200 first) and flushes it.
+func (o *ollamaFront) send(b []byte) error {
+	o.commit(http.StatusOK)
+	if _, err := o.client.Write(b); err != nil {
+		return err
+	}
+	o.client.Flush()
+	return nil
+}
+
+// commit writes the client's status and headers once.
+func (o *ollamaFront) commit(status int) {
+	if o.committed {
+		return
+	}
+	o.committed = true
+	h := o.client.Header()
+	for _, key := range []string{agentapi.HeaderNode, agentapi.HeaderAttempts, agentapi.HeaderSimulated, "Retry-After"} {
+		if v := o.hdr[key]; len(v) > 0 {
+			h[key] = v
+		}
+	}
+	if o.stream && status < 400 {
+		h["Content-Type"] = []string{"application/x-ndjson"}
+		h["X-Accel-Buffering"] = hdrNo
+	} else {
+		h["Content-Type"] = []string{"application/json; charset=utf-8"}
+	}
+	o.client.WriteHeader(status)
+	o.k.status = status
+}
+
+// failStream implements streamFailer: a stream broken after its first line ends with Ollama's
+// error line.
+func (o *ollamaFront) failStream(msg string) {
+	if o.status >= 400 {
+		o.finish() // an error answer cut short: the client gets what it said, in Ollama's shape
+		return
+	}
+	o.partial = o.partial[:0]
+	_ = o.send(ollamacompat.AppendError(nil, msg))
+	o.ended = true
+}
+
+// finish completes the client's answer once the last attempt ended.
+func (o *ollamaFront) finish() {
+	if o.ended {
+		return
+	}
+	o.ended = true
+	now := o.s.core.clock.Now()
+	switch {
+	case o.status >= 400:
+		o.commit(o.status)
+		_, _ = o.client.Write(ollamacompat.AppendError(nil, ollamacompat.ErrorMessage(o.body)))
+	case o.native && o.stream:
+		if len(o.partial) > 0 {
+			_ = o.send(o.rename(o.partial))
+		}
+		o.commit(http.StatusOK)
+	case o.native:
+		o.commit(o.status)
+		_, _ = o.client.Write(o.rename(o.body))
+	case o.resp != nil:
+		out, status := o.resp.End(o.out[:0], now)
+		if o.stream {
+			_ = o.send(out)
+			return
+		}
+		o.commit(status)
+		_, _ = o.client.Write(out)
+	default:
+		b, err := ollamacompat.EmbedResponse(o.ep, o.model, o.body, o.k.start, now)
+		if err != nil {
+			o.commit(http.StatusBadGateway)
+			_, _ = o.client.Write(ollamacompat.AppendError(nil, err.Error()))
+			return
+		}
+		o.commit(http.StatusOK)
+		_, _ = o.client.Write(b)
+	}
+}
+
+// ollamaStreamSink is the sink of a streamed /api answer: what reached the client stays there.
+type ollamaStreamSink struct{ *ollamaFront }
+
+// ollamaBufferedSink is the sink of a non-streamed /api answer: nothing reaches the client before
+// the end, so a failure midway can be taken back and retried on another node.
+type ollamaBufferedSink struct{ *ollamaFront }
+
+func (b ollamaBufferedSink) reset() { b.resetAttempt() }
+
+var (
+	_ sink         = ollamaStreamSink{}
+	_ streamFailer = ollamaStreamSink{}
+	_ sink         = ollamaBufferedSink{}
+	_ resettable   = ollamaBufferedSink{}
+)
+
+// modelName is a model's name as the gateway lists it, the same on /v1/models and /api/tags.
+func modelName(raw string) string { return models.NormalizeName(raw) }
+
+// clusterModel is one model merged over the nodes that have it.
+type clusterModel struct {
+	m agentapi.Model
+	// ollama is true when m came from an Ollama node (whose details are the real ones).
+	ollama bool
+}
+
+// clusterModels returns every model a non-stale node has, by name, sorted.
+func (s *Server) clusterModels() ([]string, map[string]clusterModel) {
+	byName := map[string]clusterModel{}
+	var names []string
+	for _, v := range s.registry.Nodes() {
+		if v.Stale {
+			continue
+		}
+		ollama := v.Heartbeat.Backend == agentapi.BackendOllama
+		for _, m := range v.Heartbeat.Models {
+			if !m.OnDisk && !m.Resident {
+				continue
+			}
+			name := modelName(m.Name)
+			cur, ok := byName[name]
+			if !ok {
+				names = append(names, name)
+			}
+			if !ok || (ollama && !cur.ollama) {
+				byName[name] = clusterModel{m: m, ollama: ollama}
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, byName
+}
+
+// details is the model's Ollama details.
+func details(m agentapi.Model) api.ModelDetails {
+	d := api.ModelDetails{Format: m.Format, Family: m.Family, Families: m.Families, ParameterSize: m.ParameterSize, QuantizationLevel: m.Quantization}
+	if d.Families == nil && m.Family != "" {
+		d.Families = []string{m.Family}
+	}
+	return d
+}
+
+func (s *Server) modifiedAt(m agentapi.Model) time.Time {
+	if !m.ModifiedAt.IsZero() {
+		return m.ModifiedAt
+	}
+	return s.core.started
+}
+
+// handleOllamaTags is GET /api/tags: every model in the cluster, then the presets.
+func (s *Server) handleOllamaTags(c *gin.Context) {
+	names, byName := s.clusterModels()
+	out := api.ListResponse{Models: make([]api.ListModelResponse, 0, len(names))}
+	for _, name := range names {
+		m := byName[name].m
+		out.Models = append(out.Models, api.ListModelResponse{
+			Name: name, Model: name, ModifiedAt: s.modifiedAt(m), Size: int64(m.SizeBytes), Digest: m.Digest, Details: details(m),
+		})
+	}
+	for _, p := range s.presets.List() {
+		base, ok := byName[modelName(p.Model)]
+		lm := api.ListModelResponse{Name: p.Name, Model: p.Name, ModifiedAt: p.UpdatedAt}
+		if lm.ModifiedAt.IsZero() {
+			lm.ModifiedAt = p.CreatedAt
+		}
+		if lm.ModifiedAt.IsZero() {
+			lm.ModifiedAt = s.core.started
+		}
+		if ok {
+			lm.Size, lm.Details = int64(base.m.SizeBytes), details(base.m)
+		}
+		lm.Details.ParentModel = p.Model
+		out.Models = append(out.Models, lm)
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// psModel is one resident copy of a model in /api/ps, with the node that holds it.
+type psModel struct {
+	api.ProcessModelResponse
+	// Node is the herd node the copy is resident on; Simulated marks a simulated node's figures.
+	Node      string `json:"herd_node"`
+	Simulated bool   `json:"herd_simulated,omitempty"`
+}
+
+// handleOllamaPs is GET /api/ps: the models resident in memory on every non-stale node.
+func (s *Server) handleOllamaPs(c *gin.Context) {
+	out := struct {
+		Models []psModel `json:"models"`
+	}{Models: []psModel{}}
+	for _, v := range s.registry.Nodes() {
+		if v.Stale {
+			continue
+		}
+		for _, m := range v.Heartbeat.Models {
+			if !m.Resident {
+				continue
+			}
+			name := modelName(m.Name)
+			out.Models = append(out.Models, psModel{
+				ProcessModelResponse: api.ProcessModelResponse{
+					Name: name, Model: name, Size: int64(max(m.SizeBytes, m.VRAMBytes)), Digest: m.Digest, Details: details(m),
+					ExpiresAt: m.ExpiresAt, SizeVRAM: int64(m.VRAMBytes), ContextLength: m.ContextLength,
+				},
+				Node: v.Heartbeat.NodeID, Simulated: v.Heartbeat.Simulated,
+			})
+		}
+	}
+	slices.SortFunc(out.Models, func(a, b psModel) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Node, b.Node))
+	})
+	c.JSON(http.StatusOK, out)
+}
+
+// maxShowBody bounds a /api/show request and an agent's answer to it.
+const maxShowBody = 8 << 20
+
+// handleOllamaShow is POST /api/show.
+func (s *Server) handleOllamaShow(c *gin.Context) {
+	raw, err := io.ReadAll(io.LimitReader(c.Request.Body, maxShowBody))
+	if err != nil || len(bytes.TrimSpace(raw)) == 0 {
+		writeOllamaError(c, badRequest("missing_body", "", "missing request body"), "")
+		return
+	}
+	// Ollama's ShowRequest, with the "name" it still accepts for older clients.
+	var req struct {
+		Model   string `json:"model"`
+		Name    string `json:"name"`
+		Verbose bool   `json:"verbose"`
+	}
+	if err := json.Unmarshal(raw, &req); err != nil {
+		writeOllamaError(c, badRequest("invalid_json", "", "%v", err), "")
+		return
+	}
+	asked := req.Model
+	if asked == "" {
+		asked = req.Name
+	}
+	if asked == "" {
+		writeOllamaError(c, badRequest("missing_required_parameter", "model", "model is required"), "")
+		return
+	}
+	var preset *models.Preset
+	base := asked
+	_, byName := s.clusterModels()
+	if _, ok := byName[modelName(asked)]; !ok {
+		if p, ok := s.presets.Lookup(asked); ok {
+			preset, base = p, p.Model
+		}
+	}
+	cm, ok := byName[modelName(base)]
+	if !ok {
+		writeOllamaError(c, notFound("model_not_found", "model", "model not found"), asked)
+		return
+	}
+	var show api.ShowResponse
+	if node, found := s.ollamaNodeWith(modelName(base)); found && cm.ollama {
+		status, body, err := s.agentShow(c, node, api.ShowRequest{Model: base, Verbose: req.Verbose})
+		switch {
+		case err != nil:
+			writeOllamaError(c, &APIError{Status: http.StatusBadGateway, Type: errServer, Message: err.Error()}, asked)
+			return
+		case status != http.StatusOK:
+			writeOllamaError(c, &APIError{Status: status, Type: errServer, Message: ollamacompat.ErrorMessage(body)}, asked)
+			return
+		case preset == nil:
+			c.Data(http.StatusOK, "application/json; charset=utf-8", body)
+			return
+		}
+		if err := json.Unmarshal(body, &show); err != nil {
+			writeOllamaError(c, &APIError{Status: http.StatusBadGateway, Type: errServer, Message: "the node's show answer is not JSON: " + err.Error()}, asked)
+			return
+		}
+	} else {
+		show = api.ShowResponse{Details: details(cm.m), ModelInfo: map[string]any{}, ModifiedAt: s.modifiedAt(cm.m)}
+		if cm.m.Family != "" {
+			show.ModelInfo["general.architecture"] = cm.m.Family
+		}
+		if cm.m.Embedding {
+			show.Capabilities = append(show.Capabilities, "embedding")
+		} else {
+			show.Capabilities = append(show.Capabilities, "completion")
+		}
+	}
+	if preset != nil {
+		applyPresetToShow(&show, preset)
+	}
+	c.JSON(http.StatusOK, show)
+}
+
+// applyPresetToShow describes a preset: its base model's show, with the preset's system prompt
+// and default parameters, and the base model as parent.
+func applyPresetToShow(show *api.ShowResponse, p *models.Preset) {
+	show.Details.ParentModel = p.Model
+	if p.System != "" {
+		show.System = p.System
+	}
+	var params []string
+	add := func(k string, v any) { params = append(params, fmt.Sprintf("%-30s %v", k, v)) }
+	if p.Temperature != nil {
+		add("temperature", *p.Temperature)
+	}
+	if p.TopP != nil {
+		add("top_p", *p.TopP)
+	}
+	if p.MaxTokens != nil {
+		add("num_predict", *p.MaxTokens)
+	}
+	if p.Seed != nil {
+		add("seed", *p.Seed)
+	}
+	for _, st := range p.Stop {
+		add("stop", fmt.Sprintf("%q", st))
+	}
+	if len(params) > 0 {
+		show.Parameters = strings.Join(params, "\n")
+	}
+	show.Modelfile = ""
+}
+
+// ollamaNodeWith returns a non-stale, non-draining Ollama node that has model.
+func (s *Server) ollamaNodeWith(model string) (registry.NodeView, bool) {
+	for _, v := range s.registry.Nodes() {
+		if v.Stale || v.Heartbeat.Backend != agentapi.BackendOllama {
+			continue
+		}
+		for _, m := range v.Heartbeat.Models {
+			if modelName(m.Name) == model && (m.OnDisk || m.Resident) {
+				return v, true
+			}
+		}
+	}
+	return registry.NodeView{}, false
+}
+
+// agentShow asks node's agent for Ollama's /api/show.
+func (s *Server) agentShow(c *gin.Context, node registry.NodeView, req api.ShowRequest) (int, []byte, error) {
+	u, err := s.core.urls.get(node.Heartbeat.Address, agentapi.PathOllamaShow)
+	if err != nil {
+		return 0, nil, err
+	}
+	body, _ := json.Marshal(req)
+	hr, err := http.NewRequestWithContext(c.Request.Context(), http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	hr.Header["Authorization"] = s.core.agentAuth
+	hr.Header["Content-Type"] = hdrJSON
+	resp, err := s.core.transport.RoundTrip(hr)
+	if err != nil {
+		return 0, nil, fmt.Errorf("node %s: %w", node.Heartbeat.NodeID, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxShowBody))
+	if err != nil {
+		return 0, nil, fmt.Errorf("node %s: %w", node.Heartbeat.NodeID, err)
+	}
+	return resp.StatusCode, b, nil
+}
+
+// handleOllamaVersion is GET /api/version.
+func (s *Server) handleOllamaVersion(c *gin.Context) {
+	c.JSON(http.StatusOK, struct {
+		Version     string `json:"version"`
+		HerdVersion string `json:"herd_version,omitempty"`
+	}{ollamaAPIVersion(), s.cfg.Version})
+}
+
+// ollamaAPIVersion is the version of the github.com/ollama/ollama module the binary is built
+// with: the Ollama API this front implements.
+func ollamaAPIVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/ollama/ollama" {
+				return strings.TrimPrefix(d.Version, "v")
+			}
+		}
+	}
+	return ollamaModuleVersion
+}
+
+// ollamaModuleVersion is go.mod's version of github.com/ollama/ollama, for binaries built without
+// module information (tests); a test keeps the two equal.
+const ollamaModuleVersion = "0.17.4"
+
+// msgOllamaRunning is what Ollama answers at /.
+const msgOllamaRunning = "Ollama is running"
+
+// wantsHTML reports whether the client asked for a web page (a browser does).
+func wantsHTML(c *gin.Context) bool { return strings.Contains(c.GetHeader("Accept"), "text/html") }

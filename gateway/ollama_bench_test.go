@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/herd-llm/herd/nodeagent/agentapi"
+)
+
+// BenchmarkOllamaChat runs the whole gateway handler for /api/chat: passed through natively to
+// an Ollama node (NDJSON), and translated for an OpenAI-compatible node (SSE upstream), streamed
+// and not. Compare with BenchmarkProxyChat for what the Ollama front adds.
+func BenchmarkOllamaChat(b *testing.B) {
+	var ndjson bytes.Buffer
+	for _, w := range wireWords {
+		fmt.Fprintf(&ndjson, `{"model":%q,"created_at":"2025-06-01T12:00:00Z","message":{"role":"assistant","content":%q},"done":false}`+"\n", testModel, w)
+	}
+	ndjson.WriteString(`{"model":"llama3.1:8b","created_at":"2025-06-01T12:00:00Z","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","eval_count":4}` + "\n")
+	sse := append([]byte(nil), benchAgentStream[:len(benchAgentStream)-len("data: [DONE]\n\n")]...)
+	sse = append(sse, `data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":4}}`+"\n\ndata: [DONE]\n\n"...)
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Path == agentapi.PathOllamaChat {
+			w.Header()["Content-Type"] = []string{"application/x-ndjson"}
+			_, _ = w.Write(ndjson.Bytes())
+			return
+		}
+		w.Header()["Content-Type"] = []string{"text/event-stream"}
+		_, _ = w.Write(sse)
+	}))
+	b.Cleanup(agent.Close)
+	for _, bc := range []struct {
+		name, backend string
+		stream        bool
+	}{
+		{"native-stream", agentapi.BackendOllama, true},
+		{"native-single", agentapi.BackendOllama, false},
+		{"translated-stream", agentapi.BackendOpenAI, true},
+		{"translated-single", agentapi.BackendOpenAI, false},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := DefaultConfig()
+			cfg.DataDir, cfg.ClusterToken, cfg.APIKeys = b.TempDir(), testClusterToken, []string{testAPIKey}
+			s, err := New(cfg, WithLogger(slog.New(slog.DiscardHandler)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = s.Close() })
+			s.registry.Observe(agentapi.Heartbeat{NodeID: "a", Address: agent.URL, Backend: bc.backend, Slots: 64,
+				IntervalMS: int64(time.Hour / time.Millisecond), Models: []agentapi.Model{{Name: testModel, Resident: true, OnDisk: true}}})
+			h := s.Handler()
+			body := []byte(fmt.Sprintf(`{"model":"llama3.1:8b","stream":%v,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Explain KV caching in one sentence."}],"options":{"num_predict":64}}`, bc.stream))
+			req := httptest.NewRequest(http.MethodPost, "/api/chat", nil)
+			req.Header.Set("Authorization", "Bearer "+testAPIKey)
+			w := &benchWriter{h: http.Header{}}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				req.Body = io.NopCloser(bytes.NewReader(body))
+				req.ContentLength = int64(len(body))
+				clear(w.h)
+				w.status = 0
+				h.ServeHTTP(w, req)
+				if w.status != 200 {
+					b.Fatalf("status %d", w.status)
+				}
+			}
+		})
+	}
+}
