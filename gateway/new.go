@@ -156,6 +156,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	rcfg := registry.DefaultConfig()
 	rcfg.HeartbeatInterval = cfg.HeartbeatInterval
+	rcfg.Learner = sched.Config().LearnerConfig()
 	if cfg.RegistryOutageGrace > 0 {
 		rcfg.OutageGrace = cfg.RegistryOutageGrace
 	}

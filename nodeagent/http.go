@@ -176,9 +176,9 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			r, tr = a.startInference(r, endpoint, model, start)
 		}
 		mw := getMeterWriter(w, a.clock)
-		a.begin(model)
+		conc := a.begin(model)
 		defer func() {
-			a.end(model, start, mw)
+			a.end(model, start, conc, mw)
 			if tr != nil {
 				tr.end(mw, start, a.clock.Now())
 			}
@@ -224,9 +224,9 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 			r, tr = a.startInference(r, path, model, start)
 		}
 		mw := getMeterWriter(w, a.clock)
-		a.begin(model)
+		conc := a.begin(model)
 		defer func() {
-			a.end(model, start, mw)
+			a.end(model, start, conc, mw)
 			if tr != nil {
 				tr.end(mw, start, a.clock.Now())
 			}

@@ -190,6 +190,10 @@ type Model struct {
 	InFlight               int       `json:"in_flight"`
 	LastUsed               time.Time `json:"last_used,omitempty"`
 	ExpiresAt              time.Time `json:"expires_at,omitempty"`
+	// Concurrency is the mean number of requests in flight on the model (the measured ones
+	// included) while the requests behind TokensPerSecond decoded (EWMA); 0 if unmeasured. With
+	// it the gateway separates the single-stream speed from the slowdown of sharing the GPU.
+	Concurrency float64 `json:"concurrency,omitempty"`
 }
 
 // HeartbeatReply is the gateway's answer to a heartbeat.
