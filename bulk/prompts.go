@@ -15,10 +15,16 @@ import (
 	"github.com/herd-llm/herd/gateway/api"
 )
 
+// bom is the UTF-8 byte order mark some editors put at the start of a file.
+var bom = []byte{0xEF, 0xBB, 0xBF}
+
 // ParseTextPrompts reads one prompt per line; blank lines are skipped and a trailing "\r" is
-// dropped. Lines must be UTF-8.
+// dropped. Lines must be UTF-8; a leading UTF-8 byte order mark is ignored.
 func ParseTextPrompts(r io.Reader) ([]string, error) {
 	br := bufio.NewReader(r)
+	if head, err := br.Peek(len(bom)); err == nil && bytes.Equal(head, bom) {
+		_, _ = br.Discard(len(bom))
+	}
 	var out []string
 	for lineNo := 1; ; lineNo++ {
 		line, err := br.ReadString('\n')
@@ -44,8 +50,8 @@ func ParseTextPrompts(r io.Reader) ([]string, error) {
 // byte order mark is ignored.
 func ParseCSVPrompts(r io.Reader, promptColumn string) ([]map[string]string, error) {
 	br := bufio.NewReader(r)
-	if bom, err := br.Peek(3); err == nil && bytes.Equal(bom, []byte("\xef\xbb\xbf")) {
-		_, _ = br.Discard(3)
+	if head, err := br.Peek(len(bom)); err == nil && bytes.Equal(head, bom) {
+		_, _ = br.Discard(len(bom))
 	}
 	cr := csv.NewReader(br)
 	cr.FieldsPerRecord = 0 // every row as wide as the header

@@ -221,3 +221,16 @@ func TestBuildJSONLFromPromptsAndRows(t *testing.T) {
 		t.Fatal("missing prompt column accepted")
 	}
 }
+
+// The text and CSV readers skip a UTF-8 byte order mark at the start.
+func TestPromptsBOM(t *testing.T) {
+	const bom = "\xef\xbb\xbf"
+	prompts, err := ParseTextPrompts(strings.NewReader(bom + "first\nsecond\n"))
+	if err != nil || len(prompts) != 2 || prompts[0] != "first" {
+		t.Fatalf("text with a BOM: %q %v", prompts, err)
+	}
+	rows, err := ParseCSVPrompts(strings.NewReader(bom+"topic\nsea\n"), "topic")
+	if err != nil || len(rows) != 1 || rows[0]["topic"] != "sea" {
+		t.Fatalf("CSV with a BOM: %v %v", rows, err)
+	}
+}

@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/herd-llm/herd/gateway/api"
+	"github.com/herd-llm/herd/models"
 )
 
 // SubmitOptions says how Submit turns a prompt file into a batch.
@@ -69,13 +72,27 @@ func Submit(ctx context.Context, c *api.Client, path string, o SubmitOptions) (a
 			return api.BatchObject{}, errors.New("give --model or --preset, not both")
 		}
 		p, err := c.Preset(ctx, o.Preset)
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusForbidden {
+			// A key without the admin scope cannot read the preset itself; /v1/models says
+			// whether it exists, and the batch is recorded without its version.
+			var m struct {
+				OwnedBy string `json:"owned_by"`
+			}
+			if err = c.GetJSON(ctx, "/v1/models/"+url.PathEscape(o.Preset), &m); err == nil && m.OwnedBy != "herd-preset" {
+				err = fmt.Errorf("%s is a model, not a preset: use --model", o.Preset)
+			}
+			p = models.Preset{Name: o.Preset}
+		}
 		if err != nil {
 			return api.BatchObject{}, fmt.Errorf("preset %s: %w", o.Preset, err)
 		}
 		model = p.Name
 		meta["preset"] = p.Name
-		meta["preset_version"] = fmt.Sprint(p.Version)
-		meta["base_model"] = p.Model
+		if p.Version > 0 {
+			meta["preset_version"] = fmt.Sprint(p.Version)
+			meta["base_model"] = p.Model
+		}
 	}
 	params := map[string]any{}
 	if o.MaxTokens > 0 {

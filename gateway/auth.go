@@ -9,7 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// Authentication. Keys are compared as SHA-256 digests in constant time, against every
+// Authentication of agents (the cluster token; API keys are tenants, tenants.go). Keys are compared as SHA-256 digests in constant time, against every
 // configured key without an early exit, so neither a key's length nor its position in the list
 // nor how many of its bytes match shows in the response time. The common path allocates nothing.
 
@@ -89,42 +89,6 @@ func authorize(c *gin.Context, keys keySet) (ok bool, token string) {
 		return false, ""
 	}
 	return keys.match(token), token
-}
-
-// apiAuth admits requests that carry a configured API key, or an admin key (an operator may do
-// what a client may).
-func (s *Server) apiAuth() gin.HandlerFunc {
-	return func(c *gin.Context) {
-		ok, token := authorize(c, s.core.apiKeys)
-		if c.IsAborted() || ok {
-			return
-		}
-		if !s.core.adminKeys.match(token) {
-			abortWithError(c, errBadKey(token))
-		}
-	}
-}
-
-// adminAuth admits requests that carry an admin key; with no admin key configured, any API key
-// (and, with none of those either, anyone on the loopback listener). A valid API key that is not
-// an admin key is refused with 403, not 401: the caller is known, the route is not theirs.
-func (s *Server) adminAuth() gin.HandlerFunc {
-	keys := s.core.adminKeys
-	if keys.empty() {
-		keys = s.core.apiKeys
-	}
-	return func(c *gin.Context) {
-		ok, token := authorize(c, keys)
-		switch {
-		case c.IsAborted(), ok:
-			return
-		case s.core.apiKeys.match(token):
-			abortWithError(c, &APIError{Status: http.StatusForbidden, Type: errPermission, Code: "insufficient_permissions",
-				Message: "This API key may not use the admin API; use an admin key."})
-		default:
-			abortWithError(c, errBadKey(token))
-		}
-	}
 }
 
 // clusterAuth admits agents: the bearer token must be the cluster token.

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -226,6 +225,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
 		Observer:   batchObserver{s.metrics},
+		SharedDir:  s.cfg.RedisURL != "",
 		Consumer:   s.gatewayID(),
 		Tracer:     s.core.tracer,
 	})
@@ -268,10 +268,15 @@ func (s *Server) runBulk(ctx context.Context) {
 
 // closeBulk closes the store. Call it after runBulk returned.
 func (s *Server) closeBulk() error {
-	if s.bulkStore == nil {
-		return nil
+	var err error
+	if s.limiterClose != nil {
+		err = s.limiterClose()
+		s.limiterClose = nil
 	}
-	err := s.bulkStore.Close()
+	if s.bulkStore == nil {
+		return err
+	}
+	err = errors.Join(err, s.bulkStore.Close())
 	s.bulkStore = nil
 	return err
 }
@@ -305,8 +310,8 @@ func (s *Server) handleGetPreset(c *gin.Context) {
 
 func (s *Server) handlePutPreset(c *gin.Context) {
 	var p models.Preset
-	if err := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, maxPresetBody)).Decode(&p); err != nil {
-		abortWithError(c, badRequest("invalid_json", "", "preset body is not valid JSON: %v", err))
+	if err := decodeJSONBody(c, maxPresetBody, &p); err != nil {
+		abortWithError(c, err)
 		return
 	}
 	if p.Name == "" {
@@ -371,7 +376,12 @@ const multipartOverhead = 1 << 20
 func (s *Server) bulkError(c *gin.Context, err error) {
 	var be *batch.Error
 	var mbe *http.MaxBytesError
+	var ue *batch.UploadError
 	switch {
+	case clientGone(c.Request.Context()):
+		// Nobody hears the answer; the log and the metrics say what happened.
+		s.log.Info("client went away during a bulk request", "method", c.Request.Method, "path", c.FullPath(), "err", err)
+		c.AbortWithStatus(statusClientClosed)
 	case errors.As(err, &be):
 		status := map[batch.ErrorKind]int{
 			batch.KindInvalid: http.StatusBadRequest, batch.KindNotFound: http.StatusNotFound,
@@ -384,6 +394,14 @@ func (s *Server) bulkError(c *gin.Context, err error) {
 	case errors.As(err, &mbe):
 		abortWithError(c, &APIError{Status: http.StatusRequestEntityTooLarge, Type: errInvalidRequest, Code: "file_too_large", Param: "file",
 			Message: fmt.Sprintf("request body is larger than the %d bytes allowed", mbe.Limit)})
+	case errors.As(err, &ue):
+		abortWithError(c, errBrokenBody(ue.Err))
+	case storageError(err) != nil:
+		s.log.Error("bulk request failed: disk full", "method", c.Request.Method, "path", c.FullPath(), "err", err)
+		abortWithError(c, storageError(err))
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.Warn("bulk request failed: store unavailable", "method", c.Request.Method, "path", c.FullPath(), "err", err)
+		abortWithError(c, err)
 	default:
 		s.log.Error("bulk request failed", "method", c.Request.Method, "path", c.FullPath(), "err", err)
 		abortWithError(c, err)
@@ -414,8 +432,12 @@ func (s *Server) handleUploadFile(c *gin.Context) {
 		}
 		if err != nil {
 			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
+			if errors.As(err, &mbe) || clientGone(c.Request.Context()) {
 				s.bulkError(c, err)
+				return
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) || isTimeout(err) {
+				abortWithError(c, errBrokenBody(err))
 				return
 			}
 			abortWithError(c, badRequest("invalid_request", "", "malformed multipart body: %v", err))
@@ -435,14 +457,14 @@ func (s *Server) handleUploadFile(c *gin.Context) {
 		case "purpose":
 			b, err := io.ReadAll(io.LimitReader(part, 256))
 			if err != nil {
-				s.bulkError(c, err)
+				s.bulkError(c, &batch.UploadError{Err: err})
 				return
 			}
 			purpose = strings.TrimSpace(string(b))
 		default:
 			// Fields OpenAI may add (expires_after, ...) are not errors; their content is skipped.
 			if _, err := io.Copy(io.Discard, part); err != nil {
-				s.bulkError(c, err)
+				s.bulkError(c, &batch.UploadError{Err: err})
 				return
 			}
 		}
@@ -451,6 +473,7 @@ func (s *Server) handleUploadFile(c *gin.Context) {
 		abortWithError(c, badRequest("missing_required_parameter", "file", "file is required"))
 		return
 	}
+	staged.Owner = tenantOf(c).name
 	f, err := staged.Commit(c.Request.Context(), filename, purpose)
 	staged = nil // committed or discarded by Commit
 	if err != nil {
@@ -473,6 +496,33 @@ func listLimit(c *gin.Context, def, maxLimit int) (int, error) {
 	return n, nil
 }
 
+// ownFile returns the file if the caller may see it; another tenant's file is answered exactly
+// as an unknown one (404), so IDs tell nothing about other tenants' work.
+func (s *Server) ownFile(c *gin.Context, id string) (store.File, bool) {
+	f, err := s.batches.GetFile(c.Request.Context(), id)
+	if err == nil && !tenantOf(c).sees(f.Owner) {
+		err = &batch.Error{Kind: batch.KindNotFound, Code: "not_found", Param: "file_id", Message: "no such file: " + id}
+	}
+	if err != nil {
+		s.bulkError(c, err)
+		return store.File{}, false
+	}
+	return f, true
+}
+
+// ownBatch is ownFile for batches.
+func (s *Server) ownBatch(c *gin.Context, id string) (store.Batch, bool) {
+	b, err := s.batches.GetBatch(c.Request.Context(), id)
+	if err == nil && !tenantOf(c).sees(b.Owner) {
+		err = &batch.Error{Kind: batch.KindNotFound, Code: "not_found", Param: "batch_id", Message: "no such batch: " + id}
+	}
+	if err != nil {
+		s.bulkError(c, err)
+		return store.Batch{}, false
+	}
+	return b, true
+}
+
 func (s *Server) handleListFiles(c *gin.Context) {
 	limit, err := listLimit(c, 10000, 10000)
 	if err != nil {
@@ -483,7 +533,7 @@ func (s *Server) handleListFiles(c *gin.Context) {
 		abortWithError(c, badRequest("invalid_value", "order", "only order=desc (newest first) is supported"))
 		return
 	}
-	files, more, err := s.batches.ListFiles(c.Request.Context(), store.ListOptions{After: c.Query("after"), Limit: limit, Purpose: c.Query("purpose")})
+	files, more, err := s.batches.ListFiles(c.Request.Context(), store.ListOptions{After: c.Query("after"), Limit: limit, Purpose: c.Query("purpose"), Owner: tenantOf(c).owner()})
 	if err != nil {
 		s.bulkError(c, err)
 		return
@@ -496,15 +546,17 @@ func (s *Server) handleListFiles(c *gin.Context) {
 }
 
 func (s *Server) handleGetFile(c *gin.Context) {
-	f, err := s.batches.GetFile(c.Request.Context(), c.Param("id"))
-	if err != nil {
-		s.bulkError(c, err)
+	f, ok := s.ownFile(c, c.Param("id"))
+	if !ok {
 		return
 	}
 	c.JSON(http.StatusOK, batch.NewFileObject(f))
 }
 
 func (s *Server) handleFileContent(c *gin.Context) {
+	if _, ok := s.ownFile(c, c.Param("id")); !ok {
+		return
+	}
 	meta, f, err := s.batches.OpenFile(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		s.bulkError(c, err)
@@ -518,6 +570,9 @@ func (s *Server) handleFileContent(c *gin.Context) {
 
 func (s *Server) handleDeleteFile(c *gin.Context) {
 	id := c.Param("id")
+	if _, ok := s.ownFile(c, id); !ok {
+		return
+	}
 	if err := s.batches.DeleteFile(c.Request.Context(), id); err != nil {
 		s.bulkError(c, err)
 		return
@@ -538,9 +593,8 @@ const maxCreateBatchBody = 1 << 20
 
 func (s *Server) handleCreateBatch(c *gin.Context) {
 	var body createBatchBody
-	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, maxCreateBatchBody))
-	if err := dec.Decode(&body); err != nil {
-		abortWithError(c, badRequest("invalid_json", "", "request body is not valid JSON: %v", err))
+	if err := decodeJSONBody(c, maxCreateBatchBody, &body); err != nil {
+		abortWithError(c, err)
 		return
 	}
 	var md map[string]string
@@ -555,8 +609,16 @@ func (s *Server) handleCreateBatch(c *gin.Context) {
 			md[k] = str
 		}
 	}
+	t := tenantOf(c)
+	if body.InputFileID != "" {
+		// Another tenant's file is not found, here as everywhere.
+		if f, err := s.batches.GetFile(c.Request.Context(), body.InputFileID); err == nil && !t.sees(f.Owner) {
+			s.bulkError(c, &batch.Error{Kind: batch.KindNotFound, Code: "not_found", Param: "input_file_id", Message: "no such file: " + body.InputFileID})
+			return
+		}
+	}
 	b, err := s.batches.CreateBatch(c.Request.Context(), batch.CreateBatchParams{
-		InputFileID: body.InputFileID, Endpoint: body.Endpoint, CompletionWindow: body.CompletionWindow, Metadata: md,
+		InputFileID: body.InputFileID, Endpoint: body.Endpoint, CompletionWindow: body.CompletionWindow, Metadata: md, Owner: t.name,
 	})
 	if err != nil {
 		s.bulkError(c, err)
@@ -571,7 +633,7 @@ func (s *Server) handleListBatches(c *gin.Context) {
 		abortWithError(c, err)
 		return
 	}
-	bs, more, err := s.batches.ListBatches(c.Request.Context(), store.ListOptions{After: c.Query("after"), Limit: limit})
+	bs, more, err := s.batches.ListBatches(c.Request.Context(), store.ListOptions{After: c.Query("after"), Limit: limit, Owner: tenantOf(c).owner()})
 	if err != nil {
 		s.bulkError(c, err)
 		return
@@ -584,15 +646,17 @@ func (s *Server) handleListBatches(c *gin.Context) {
 }
 
 func (s *Server) handleGetBatch(c *gin.Context) {
-	b, err := s.batches.GetBatch(c.Request.Context(), c.Param("id"))
-	if err != nil {
-		s.bulkError(c, err)
+	b, ok := s.ownBatch(c, c.Param("id"))
+	if !ok {
 		return
 	}
 	c.JSON(http.StatusOK, batch.NewBatchObject(b))
 }
 
 func (s *Server) handleCancelBatch(c *gin.Context) {
+	if _, ok := s.ownBatch(c, c.Param("id")); !ok {
+		return
+	}
 	b, err := s.batches.CancelBatch(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		s.bulkError(c, err)
@@ -602,6 +666,9 @@ func (s *Server) handleCancelBatch(c *gin.Context) {
 }
 
 func (s *Server) handleBatchManifest(c *gin.Context) {
+	if _, ok := s.ownBatch(c, c.Param("id")); !ok {
+		return
+	}
 	m, err := s.batches.Manifest(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		s.bulkError(c, err)

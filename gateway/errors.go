@@ -1,9 +1,6 @@
 package gateway
 
 import (
-	"errors"
-	"net/http"
-
 	"github.com/herd-llm/herd/gateway/apierr"
 
 	"github.com/gin-gonic/gin"
@@ -30,11 +27,7 @@ type APIError = apierr.Error
 // a 500 whose message does not leak internals.
 func abortWithError(c *gin.Context, err error) {
 	if c.GetBool(ctxOllama) {
-		var ae *APIError
-		if !errors.As(err, &ae) {
-			ae = &APIError{Status: http.StatusInternalServerError, Type: errServer, Code: "internal_error", Message: "internal error"}
-		}
-		writeOllamaError(c, ae, "")
+		writeOllamaError(c, apierr.FromError(err), "")
 		return
 	}
 	apierr.Abort(c, err)
@@ -56,3 +49,10 @@ func strOrNil(s string) *string {
 	}
 	return &s
 }
+
+// statusClientClosed is nginx's 499 "client closed request": logged and counted for a client
+// that went away before its answer; it never reaches a client.
+const statusClientClosed = 499
+
+// storageError is apierr.Storage: 507 for a full disk, nil for any other error.
+func storageError(err error) *APIError { return apierr.Storage(err) }

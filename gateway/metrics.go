@@ -30,6 +30,10 @@ type metrics struct {
 	complete *prometheus.CounterVec
 	lines    *prometheus.CounterVec
 	batches  *prometheus.CounterVec
+	// rateLimited counts 429s for a key over its rate limit, by tenant and limit.
+	rateLimited *prometheus.CounterVec
+	// tenantTokens counts the tokens charged to each tenant (usage, or the estimate without one).
+	tenantTokens *prometheus.CounterVec
 	// refused counts heartbeats refused because another live agent holds the node ID.
 	refused *prometheus.CounterVec
 }
@@ -91,6 +95,14 @@ func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metric
 			Name: "herd_batches_finished_total",
 			Help: "Batches this gateway's runner finished, by final status (completed, failed, cancelled, expired).",
 		}, []string{"status"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_rate_limited_total",
+			Help: "Inference requests refused with 429 because the key was over its rate limit, by tenant and limit (requests or tokens).",
+		}, []string{"tenant", "limit"}),
+		tenantTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_tenant_tokens_total",
+			Help: "Tokens charged to keys with a token limit, by tenant: the usage the backend reported, else the prompt estimate.",
+		}, []string{"tenant"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_heartbeats_refused_total",
 			Help: "Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
@@ -98,6 +110,7 @@ func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metric
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused,
+		m.rateLimited, m.tenantTokens,
 		newClusterCollector(reg, queue, now),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

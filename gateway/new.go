@@ -26,6 +26,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/herd-llm/herd/gateway/ratelimit"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
@@ -38,7 +39,10 @@ type core struct {
 	transport http.RoundTripper
 	adm       *admission.Admission
 
-	apiKeys, adminKeys, clusterKeys keySet
+	// keys are the tenants (API keys); limiter counts their requests and tokens.
+	keys        *keyring
+	limiter     rateLimiter
+	clusterKeys keySet
 	// agentAuth is the Authorization header the gateway sends agents (shared, read-only).
 	agentAuth []string
 
@@ -98,6 +102,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = d.ReadHeaderTimeout
+	}
+	if c.BodyReadTimeout == 0 {
+		c.BodyReadTimeout = d.BodyReadTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.Batch.MaxLineBytes == 0 {
+		c.Batch.MaxLineBytes = c.MaxBodyBytes
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = d.HeartbeatInterval
@@ -168,8 +184,6 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	s.core = core{
 		clock:       o.clock,
 		transport:   o.transport,
-		apiKeys:     newKeySet(cfg.APIKeys),
-		adminKeys:   newKeySet(cfg.AdminKeys),
 		clusterKeys: newKeySet([]string{cfg.ClusterToken}),
 		agentAuth:   []string{"Bearer " + cfg.ClusterToken},
 		seed:        randomSeed(),
@@ -188,6 +202,10 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		s.closeShared()
 		return nil, err
 	}
+	if err := s.initTenants(context.Background(), o.clock); err != nil {
+		_ = s.closeBulk()
+		return nil, err
+	}
 	s.engine = s.routes()
 	return s, nil
 }
@@ -201,6 +219,7 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.registry.RunShared(ctx) })
 	wg.Go(func() { s.recordHistory(ctx) })
+	wg.Go(func() { s.core.keys.keep(ctx, s.log) })
 	s.runBulk(ctx)
 	wg.Wait()
 	s.closeShared()
@@ -222,6 +241,29 @@ func (s *Server) closeShared() {
 		_ = s.sharedReg.Close()
 		s.sharedReg = nil
 	}
+}
+
+// initTenants builds the tenant table from the configuration and the stored keys, and the rate
+// limiter: in Redis when the store is, else in memory.
+func (s *Server) initTenants(ctx context.Context, clock Clock) error {
+	keys, err := newKeyring(s.cfg, s.bulkStore)
+	if err != nil {
+		return fmt.Errorf("gateway: tenants: %w", err)
+	}
+	if err := keys.reload(ctx); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	s.core.keys = keys
+	if s.cfg.RedisURL != "" {
+		rl, err := ratelimit.OpenRedis(ctx, s.cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		s.core.limiter, s.limiterClose = rl, rl.Close
+	} else {
+		s.core.limiter = ratelimit.NewMemory(clock.Now)
+	}
+	return nil
 }
 
 // ListenAndServe listens on Config.Listen and serves, with the background work, until ctx is done.
@@ -258,28 +300,31 @@ func (s *Server) routes() *gin.Engine {
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
 	registerDashboard(e)
 
-	v1 := e.Group("/v1", s.apiAuth())
-	// The inference routes log one line per request themselves, with the scheduling decision.
+	v1 := e.Group("/v1")
+	// The inference routes authenticate (scope inference) and log one line per request
+	// themselves, with the scheduling decision.
 	v1.POST("/chat/completions", s.handleInference(agentapi.PathChatCompletions))
 	v1.POST("/completions", s.handleInference(agentapi.PathCompletions))
 	v1.POST("/embeddings", s.handleInference(agentapi.PathEmbeddings))
 	v1.POST("/responses", s.handleInference(agentapi.PathResponses))
-	v1l := v1.Group("", s.accessLog())
-	v1l.GET("/models", s.handleOpenAIListModels)
+	models := v1.Group("", s.accessLog(), s.requireScope(scopeInference|scopeBatch))
+	models.GET("/models", s.handleOpenAIListModels)
 	// Model names may contain slashes ("org/model"), hence the catch-all.
-	v1l.GET("/models/*id", s.handleOpenAIGetModel)
-	v1l.GET("/responses/*id", s.handleStoredResponse)
-	v1l.DELETE("/responses/*id", s.handleStoredResponse)
-	v1l.POST("/responses/:id/cancel", s.handleStoredResponse)
-	s.registerBatchRoutes(v1l)
+	models.GET("/models/*id", s.handleOpenAIGetModel)
+	stored := v1.Group("", s.accessLog(), s.requireScope(scopeInference))
+	stored.GET("/responses/*id", s.handleStoredResponse)
+	stored.DELETE("/responses/*id", s.handleStoredResponse)
+	stored.POST("/responses/:id/cancel", s.handleStoredResponse)
+	s.registerBatchRoutes(v1.Group("", s.accessLog(), s.requireScope(scopeBatch)))
 	s.registerOllamaRoutes(e)
 
-	adminGroup := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
+	adminGroup := e.Group("/admin/v1", s.accessLog(), s.requireScope(scopeAdmin))
 	admin.New(s.registry, s.sched, s.agents, s.log).
 		WithClock(s.core.clock.Now, s.cfg.HeartbeatInterval).
 		WithQueue(queueView{s.core.adm}, s.history).
 		Register(adminGroup)
 	s.registerPresetRoutes(adminGroup)
+	s.registerKeyRoutes(adminGroup)
 
 	internal := e.Group("/internal/v1", s.clusterAuth())
 	s.registerInternalRoutes(internal)

@@ -61,7 +61,9 @@ func markOllama(c *gin.Context) { c.Set(ctxOllama, true) }
 func (s *Server) registerOllamaRoutes(e *gin.Engine) {
 	e.HEAD("/api/version", markOllama, s.handleOllamaVersion)
 	e.GET("/api/version", markOllama, s.handleOllamaVersion)
-	g := e.Group("/api", markOllama, s.apiAuth())
+	// Every /api route needs a key with scope inference or batch (the listing ones); the
+	// inference ones check for inference themselves.
+	g := e.Group("/api", markOllama, s.requireScope(scopeInference|scopeBatch))
 	g.POST("/chat", s.handleOllamaInference(agentapi.PathOllamaChat, ollamacompat.Chat))
 	g.POST("/generate", s.handleOllamaInference(agentapi.PathOllamaGenerate, ollamacompat.Generate))
 	g.POST("/embed", s.handleOllamaInference(agentapi.PathOllamaEmbed, ollamacompat.Embed))
@@ -94,8 +96,14 @@ func ollamaMessage(ae *APIError, model string) string {
 // handleOllamaInference serves one of the native inference routes; path is its agent route.
 func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gin.HandlerFunc {
 	return func(c *gin.Context) {
+		t := tenantOf(c)
+		if !t.has(scopeInference) {
+			abortWithError(c, errScope(scopeInference))
+			return
+		}
 		k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
 		defer putCall(k)
+		k.tenant = t
 		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
 		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
 		if s.core.tracer != nil {
@@ -107,9 +115,10 @@ func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gi
 		var res result
 		if body, err := s.readBody(c.Request); err != nil {
 			res.err = err
+			res.clientGone = clientGone(k.ctx)
 		} else {
 			k.body = body
-			if err := k.prepare(); err != nil {
+			if err := k.prepare(c.Writer.Header()); err != nil {
 				res.err = err
 			} else {
 				o.model, o.stream = string(k.info.model), k.info.stream
@@ -135,6 +144,7 @@ func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gi
 		case !res.clientGone:
 			o.finish()
 		}
+		k.settleRate(res)
 		k.finish(res)
 		if res.abort {
 			panic(http.ErrAbortHandler)

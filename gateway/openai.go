@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -169,13 +168,18 @@ type call struct {
 	excl [4]string
 	tk   admission.Ticket
 
+	// tenant is the caller; reserved the tokens its rate limit was charged up front, settled
+	// against what meter reads from the response's usage.
+	tenant   *tenant
+	reserved int
+	meter    tokenMeter
+
 	attempts int
 	node     string
 	status   int
 	ttft     time.Duration
-	// tenant labels the request's tokens: the API key's tenant, defaultTenant without one.
-	tenant string
-	mt     meter
+	// mt meters the relayed answer for the token counters and the stream latency histograms.
+	mt meter
 	// failures describes the failed attempts, for the log and the final error.
 	failures []string
 	// last is the last retryable answer an agent gave (5xx, 429), relayed if no node does better.
@@ -215,7 +219,9 @@ func putCall(k *call) {
 	s := k.s
 	k.s, k.ctx, k.body, k.info, k.last, k.front, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
-	k.attempts, k.status, k.ttft, k.events, k.tenant = 0, 0, 0, 0, ""
+	k.attempts, k.status, k.ttft, k.events = 0, 0, 0, 0
+	k.tenant, k.reserved = nil, 0
+	k.meter.reset()
 	k.mt.reset()
 	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
 	k.tail.Reset()
@@ -255,42 +261,17 @@ func mix64(x uint64) uint64 {
 	return x ^ (x >> 31)
 }
 
-// readBody reads the whole request body, bounded by MaxBodyBytes.
-func (s *Server) readBody(r *http.Request) ([]byte, *APIError) {
-	limit := s.cfg.MaxBodyBytes
-	tooLarge := func() *APIError {
-		return &APIError{Status: http.StatusRequestEntityTooLarge, Type: errInvalidRequest, Code: "request_too_large",
-			Message: fmt.Sprintf("The request body is too large: the limit is %d bytes.", limit)}
-	}
-	if r.ContentLength > limit {
-		return nil, tooLarge()
-	}
-	// A body of known, modest size is read into one exact buffer; a big one grows as it arrives,
-	// so a client announcing a huge body and sending nothing holds no memory for it.
-	if r.ContentLength >= 0 && r.ContentLength <= 1<<20 {
-		b := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, b); err != nil {
-			return nil, badRequest("", "", "Could not read the request body: %v.", err)
-		}
-		return b, nil
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return nil, badRequest("", "", "Could not read the request body: %v.", err)
-	}
-	if int64(len(b)) > limit {
-		return nil, tooLarge()
-	}
-	return b, nil
-}
-
-// prepare scans the body, resolves the model and fills the scheduler request.
-func (k *call) prepare() *APIError {
+// prepare scans the body, charges the tenant's rate limits, resolves the model and fills the
+// scheduler request.
+func (k *call) prepare(h http.Header) *APIError {
 	scan, apply := scanBody, (*models.Preset).Apply
 	if k.front != nil {
 		scan, apply = scanOllamaBody, (*models.Preset).ApplyOllama
 	}
 	if err := k.scan(scan); err != nil {
+		return err
+	}
+	if err := k.admitRate(h); err != nil {
 		return err
 	}
 	snap := k.s.registry.Snapshot()
@@ -371,8 +352,17 @@ func findModel(snap *scheduler.Snapshot, name []byte, ollamaOnly bool) (string, 
 // handleInference serves one of the OpenAI inference routes; path is the agent's route for it.
 func (s *Server) handleInference(path string) gin.HandlerFunc {
 	return func(c *gin.Context) {
+		t := s.authenticate(c)
+		if t == nil {
+			return
+		}
+		if !t.has(scopeInference) {
+			abortWithError(c, errScope(scopeInference))
+			return
+		}
 		k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
 		defer putCall(k)
+		k.tenant = t
 		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
 		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
 		if s.core.tracer != nil {
@@ -382,9 +372,10 @@ func (s *Server) handleInference(path string) gin.HandlerFunc {
 		var res result
 		if body, err := s.readBody(c.Request); err != nil {
 			res.err = err
+			res.clientGone = clientGone(k.ctx)
 		} else {
 			k.body = body
-			if err := k.prepare(); err != nil {
+			if err := k.prepare(c.Writer.Header()); err != nil {
 				res.err = err
 			} else {
 				res = k.run(c.Writer)
@@ -394,6 +385,7 @@ func (s *Server) handleInference(path string) gin.HandlerFunc {
 			abortWithError(c, res.err)
 			k.status = res.err.Status
 		}
+		k.settleRate(res)
 		k.finish(res)
 		if res.abort {
 			// A non-streamed body broke off after it started: only a cut connection tells the
@@ -409,15 +401,15 @@ func (k *call) finish(res result) {
 	latency := s.core.clock.Now().Sub(k.start)
 	status := k.status
 	if res.clientGone {
-		status = 499 // nginx's "client closed request"
+		status = statusClientClosed
 	}
 	label := k.metricsLabel()
 	s.metrics.observeRequest(label, k.node, statusText(status), latency)
 	if status/100 == 2 {
 		prompt, completion := k.mt.tokens(k.info.stream)
-		tenant := k.tenant
-		if tenant == "" {
-			tenant = defaultTenant
+		tenant := defaultTenant
+		if k.tenant != nil && k.tenant.name != "" {
+			tenant = k.tenant.name
 		}
 		s.metrics.observeTokens(label, k.node, tenant, prompt, completion)
 		s.history.AddTokens(completion)
@@ -444,6 +436,9 @@ func (k *call) finish(res result) {
 	}
 	if k.preset != "" {
 		attrs = append(attrs, slog.String("preset", k.preset))
+	}
+	if k.tenant != nil && k.tenant.name != "" {
+		attrs = append(attrs, slog.String("tenant", k.tenant.name))
 	}
 	if res.err != nil {
 		attrs = append(attrs, slog.String("error", res.err.Message))

@@ -603,6 +603,7 @@ func TestQueueOverHTTP(t *testing.T) {
 	g := newCoreGW(t, func(c *Config) {
 		c.QueueSize = 1
 		c.QueueTimeout = time.Minute
+		c.AdminKeys = []string{testAdminKey}
 	})
 	a := newWireAgent(t, "a", wireHang)
 	g.beat("a", a.srv.URL, 1, testModel)
@@ -637,7 +638,7 @@ func TestQueueOverHTTP(t *testing.T) {
 	second := sendReq() // waits in the queue
 	eventually(t, "the second request to queue", func() bool { n, _ := g.s.core.adm.Depth(); return n == 1 })
 	// The wait is visible where an operator looks: the admin API and /metrics.
-	qresp := g.get(t, "/admin/v1/queue", testAPIKey)
+	qresp := g.get(t, "/admin/v1/queue", testAdminKey)
 	qbody, _ := io.ReadAll(qresp.Body)
 	qresp.Body.Close()
 	checkGolden(t, "admin_queue.golden.json", qbody)

@@ -310,6 +310,9 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 				return outcomeClientGone
 			}
 			k.mt.body(out)
+			if k.meter.on {
+				k.meter.feed(out)
+			}
 			if k.capture {
 				_, _ = k.tail.Write(out)
 			}

@@ -32,12 +32,25 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// ClusterToken authenticates agents to the gateway and the gateway to agents.
 	ClusterToken string `yaml:"cluster_token"`
-	// APIKeys are accepted as "Authorization: Bearer KEY". With none, the gateway only listens on loopback.
+	// Tenants are the API keys clients send as "Authorization: Bearer KEY", each with a name,
+	// scopes and rate limits (see tenants.go). With no key at all (here, APIKeys, AdminKeys or
+	// stored through /admin/v1/keys) the gateway is open, and only listens on loopback.
+	Tenants []TenantConfig `yaml:"tenants"`
+	// APIKeys is a shorthand: each becomes a tenant with scopes inference and batch (not admin).
 	APIKeys []string `yaml:"api_keys"`
-	// AdminKeys may call /admin; with none, any API key may (and no key at all on loopback).
+	// AdminKeys is a shorthand: each becomes a tenant with scopes inference, batch and admin.
 	AdminKeys []string `yaml:"admin_keys"`
-	// MaxBodyBytes bounds request bodies on the inference routes (413 past it).
+	// MaxBodyBytes bounds request bodies on the inference routes (413 past it), and a line of a
+	// batch input file (unless batch.max_line_bytes says otherwise).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// ReadHeaderTimeout bounds the wait for a request's headers.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// BodyReadTimeout bounds the silence while a client sends a request body: no data for that
+	// long and the request is cut (400). It is renewed as data arrives, so large uploads on
+	// slow links still go through.
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
+	// IdleTimeout closes a keep-alive connection that carries no request for that long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// HeartbeatInterval is the interval agents are expected to beat at; 3 missed ones make a node stale.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// Scheduler chooses the policy.
@@ -89,6 +102,9 @@ func DefaultConfig() Config {
 		Listen:            "127.0.0.1:8080",
 		DataDir:           "./herd-data",
 		MaxBodyBytes:      32 << 20,
+		ReadHeaderTimeout: 10 * time.Second,
+		BodyReadTimeout:   30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		HeartbeatInterval: time.Second,
 		Scheduler:         scheduler.DefaultConfig(),
 		MaxAttempts:       3,
@@ -138,8 +154,20 @@ func (c Config) Validate() error {
 	if err := c.Tracing.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if len(c.APIKeys) == 0 && !isLoopbackListen(c.Listen) {
-		errs = append(errs, fmt.Errorf("no API key configured: refusing to listen on non-loopback address %q (set HERD_API_KEYS or api_keys)", c.Listen))
+	if c.ReadHeaderTimeout < 0 || c.BodyReadTimeout < 0 || c.IdleTimeout < 0 {
+		errs = append(errs, errors.New("timeouts must not be negative"))
+	}
+	names := map[string]bool{}
+	for _, t := range c.Tenants {
+		if err := t.validate(); err != nil {
+			errs = append(errs, err)
+		} else if names[t.Name] {
+			errs = append(errs, fmt.Errorf("tenant name %q is used twice", t.Name))
+		}
+		names[t.Name] = true
+	}
+	if len(c.APIKeys) == 0 && len(c.AdminKeys) == 0 && len(c.Tenants) == 0 && !isLoopbackListen(c.Listen) {
+		errs = append(errs, fmt.Errorf("no API key configured: refusing to listen on non-loopback address %q (set tenants, api_keys or HERD_API_KEYS)", c.Listen))
 	}
 	return errors.Join(errs...)
 }
@@ -180,14 +208,20 @@ type Server struct {
 	presets   *presetBook
 	batches   *batch.Service
 	bulkStore store.Store
+	// limiterClose closes the rate limiter's Redis connections (nil in memory).
+	limiterClose func() error
 }
 
-// Handler returns the gateway's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.engine }
+// Handler returns the gateway's HTTP handler: the routes, with request bodies read under
+// BodyReadTimeout.
+func (s *Server) Handler() http.Handler { return withBodyDeadline(s.engine, s.cfg.BodyReadTimeout) }
 
 // Serve serves on ln until ctx is done, then shuts down gracefully, letting in-flight requests finish.
+// Headers must arrive within ReadHeaderTimeout, bodies keep BodyReadTimeout (Handler), and idle
+// keep-alive connections are closed after IdleTimeout. There is no whole-request ReadTimeout or
+// WriteTimeout: a streamed answer may rightly take minutes.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.engine, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"io"
 	"net/http"
 	"strings"
@@ -160,9 +161,11 @@ func TestRequestMetering(t *testing.T) {
 	mresp := g.get(t, "/metrics", "")
 	text, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
+	// The key's tenant, as --api-keys names it.
+	tenant := "key-" + shortSum(sha256.Sum256([]byte(testAPIKey)))
 	for _, line := range []string{
-		`herd_prompt_tokens_total{model="llama3.1:8b",node="a",tenant="default"} 12`,     // 5 + 2 + 5
-		`herd_completion_tokens_total{model="llama3.1:8b",node="a",tenant="default"} 11`, // 3 + 4 + 4
+		`herd_prompt_tokens_total{model="llama3.1:8b",node="a",tenant="` + tenant + `"} 12`,     // 5 + 2 + 5
+		`herd_completion_tokens_total{model="llama3.1:8b",node="a",tenant="` + tenant + `"} 11`, // 3 + 4 + 4
 		// The paced stream only: the non-streamed requests have none, and the unpaced stream's
 		// first token took no time on the fake clock, which is not a measurement.
 		`herd_time_to_first_token_seconds_count{model="llama3.1:8b",node="a"} 1`,

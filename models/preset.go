@@ -121,6 +121,8 @@ type presetFile struct {
 // duplicate names are errors: a typo in a preset file should stop the gateway, not silently drop
 // a default. A preset without `version:` keeps Version 0: whoever stores it numbers it.
 func ParsePresets(data []byte) ([]Preset, error) {
+	// A UTF-8 byte order mark (Windows editors write one) is not part of the document.
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var f presetFile

@@ -289,3 +289,11 @@ func TestPresetApplyResponses(t *testing.T) {
 		t.Error("instructions that are not a string: no error")
 	}
 }
+
+// A presets file saved with a UTF-8 byte order mark parses like one without.
+func TestParsePresetsBOM(t *testing.T) {
+	ps, err := ParsePresets([]byte("\xef\xbb\xbfpresets:\n  - name: p\n    model: m\n"))
+	if err != nil || len(ps) != 1 || ps[0].Name != "p" {
+		t.Fatalf("ParsePresets with a BOM = %+v, %v", ps, err)
+	}
+}

@@ -50,7 +50,7 @@ func printRaw(ctx context.Context, c *api.Client, path string, w io.Writer) erro
 }
 
 func newClientCmds() []*cobra.Command {
-	return []*cobra.Command{newNodesCmd(), newDrainCmd(true), newDrainCmd(false), newModelsCmd(), newTopCmd(), newBatchCmd(), newPresetsCmd()}
+	return []*cobra.Command{newNodesCmd(), newDrainCmd(true), newDrainCmd(false), newModelsCmd(), newTopCmd(), newBatchCmd(), newPresetsCmd(), newKeysCmd()}
 }
 
 // ago renders an age in seconds the way the views say it: "12s ago", "3m ago".

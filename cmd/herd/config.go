@@ -38,7 +38,7 @@ func layerConfig(cmd *cobra.Command, target any) error {
 		if err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
-		dec := yaml.NewDecoder(bytesReader(data))
+		dec := yaml.NewDecoder(bytesReader(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")))) // a BOM is not YAML
 		dec.KnownFields(true)
 		if err := dec.Decode(target); err != nil {
 			return fmt.Errorf("config %s: %w", path, err)

@@ -81,4 +81,27 @@ func TestExampleConfigParses(t *testing.T) {
 	if err := doc.Gateway.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// The tenants of the example are the ones its comments describe.
+	if ts := doc.Gateway.Tenants; len(ts) != 3 || ts[0].Name != "support-app" || ts[0].RequestsPerMinute != 600 ||
+		ts[1].KeySHA256 == "" || ts[2].Scopes[0] != "admin" {
+		t.Fatalf("example tenants = %+v", ts)
+	}
+	if doc.Gateway.IdleTimeout != 2*time.Minute || doc.Gateway.BodyReadTimeout != 30*time.Second {
+		t.Fatalf("example timeouts: idle %s, body %s", doc.Gateway.IdleTimeout, doc.Gateway.BodyReadTimeout)
+	}
+}
+
+// A config file saved with a UTF-8 byte order mark loads like one without.
+func TestConfigWithBOM(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "bom.yaml")
+	os.WriteFile(file, []byte("\xef\xbb\xbfgateway:\n  tenants:\n    - {name: a, key: sk-a-0123456789, requests_per_minute: 5}\n"), 0o644)
+	t.Setenv("HERD_CONFIG", file)
+	doc := defaultDocument()
+	cmd := gatewayCmd(&doc)
+	if err := layerConfig(cmd, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Gateway.Tenants) != 1 || doc.Gateway.Tenants[0].RequestsPerMinute != 5 {
+		t.Fatalf("tenants = %+v", doc.Gateway.Tenants)
+	}
 }

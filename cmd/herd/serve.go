@@ -80,9 +80,12 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.StringVar(&g.Listen, "listen", g.Listen, "address to serve the OpenAI API on")
 	fs.StringVar(&g.DataDir, "data", g.DataDir, "data directory (files, batches, embedded store)")
 	fs.StringVar(&g.ClusterToken, "cluster-token", g.ClusterToken, "shared secret between gateway and agents")
-	listFlag(fs, &g.APIKeys, "api-keys", "API keys clients must send as 'Authorization: Bearer KEY'")
-	listFlag(fs, &g.AdminKeys, "admin-keys", "keys allowed on /admin (default: any API key)")
-	fs.Int64Var(&g.MaxBodyBytes, "max-body-bytes", g.MaxBodyBytes, "largest request body accepted on the inference routes")
+	listFlag(fs, &g.APIKeys, "api-keys", "client API keys ('Authorization: Bearer KEY'): tenants with scopes inference and batch, not admin")
+	listFlag(fs, &g.AdminKeys, "admin-keys", "admin API keys: tenants with scopes inference, batch and admin (/admin/v1)")
+	fs.Int64Var(&g.MaxBodyBytes, "max-body-bytes", g.MaxBodyBytes, "largest request body accepted on the inference routes (and batch input line)")
+	fs.DurationVar(&g.BodyReadTimeout, "body-read-timeout", g.BodyReadTimeout, "longest a client may pause while sending a request body (400 past it)")
+	fs.DurationVar(&g.ReadHeaderTimeout, "read-header-timeout", g.ReadHeaderTimeout, "longest wait for a request's headers")
+	fs.DurationVar(&g.IdleTimeout, "idle-timeout", g.IdleTimeout, "idle keep-alive connections are closed after this long")
 	fs.StringVar(&g.Scheduler.Policy, "policy", g.Scheduler.Policy, "scheduling policy: herd, least_inflight or round_robin")
 	fs.IntVar(&g.MaxAttempts, "max-attempts", g.MaxAttempts, "nodes one request is tried on before the client sees an error")
 	fs.DurationVar(&g.HeartbeatInterval, "heartbeat-interval", g.HeartbeatInterval, "expected agent heartbeat interval (3 missed: node out of the schedule)")
@@ -94,7 +97,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.Var(replicasValue{&g.MinReplicas}, "min-replicas", "keep this many resident copies of models warm, e.g. llama3.1:8b=2")
 	fs.DurationVar(&g.FirstByteTimeout, "first-byte-timeout", g.FirstByteTimeout, "longest wait for an agent's response headers before trying another node")
 	fs.DurationVar(&g.StreamIdleTimeout, "stream-idle-timeout", g.StreamIdleTimeout, "longest silence inside an agent's response before it counts as failed")
-	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep the node registry, files metadata, batches and presets in Redis (redis://host:6379/0) so several gateways share them")
+	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep the node registry, files metadata, batches, presets, API keys and rate-limit counters in Redis (redis://host:6379/0) so several gateways share them")
 	fs.DurationVar(&g.RegistryOutageGrace, "registry-outage-grace", g.RegistryOutageGrace, "with --redis-url: how long nodes stay scheduled from the last view while Redis is unreachable (0: 30s)")
 	fs.StringVar(&g.GatewayID, "gateway-id", g.GatewayID, "this gateway's name on the batch queue, unique per gateway and stable across restarts (default: host name and listen port)")
 	fs.DurationVar(&g.Batch.ClaimTimeout, "batch-claim-timeout", g.Batch.ClaimTimeout, "how long a batch claim may go unrenewed before another gateway takes the batch over (0: 30s)")
@@ -182,8 +185,8 @@ func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready
 		return fmt.Errorf("gateway: %w", err)
 	}
 	addr := ln.Addr().String()
-	if len(cfg.APIKeys) == 0 {
-		log.Warn("no API key configured: serving without authentication, on loopback only", "listen", addr)
+	if len(cfg.APIKeys) == 0 && len(cfg.AdminKeys) == 0 && len(cfg.Tenants) == 0 {
+		log.Warn("no API key configured: serving without authentication, on loopback only, until a key is created through /admin/v1/keys", "listen", addr)
 	}
 	log.Info("gateway listening", "url", "http://"+addr+"/v1", "policy", cfg.Scheduler.Policy, "data", cfg.DataDir)
 	if ready != nil {

@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/api"
+	"github.com/herd-llm/herd/gateway/store"
 )
 
 func TestAbort(t *testing.T) {
@@ -60,3 +64,31 @@ func TestAbort(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// Errors that are not the client's map to the status that says whose they are; none is a 500
+// unless it is the gateway's own.
+func TestFromError(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		err        error
+		status     int
+		code       string
+		retryAfter bool
+	}{
+		{"disk full", fmt.Errorf("batch: stage upload: %w", &os.PathError{Op: "write", Path: "/x", Err: syscall.ENOSPC}), 507, "insufficient_storage", true},
+		{"quota", fmt.Errorf("write: %w", syscall.EDQUOT), 507, "insufficient_storage", true},
+		{"store down", fmt.Errorf("batch: %w", fmt.Errorf("%w: redis: dial tcp: refused", store.ErrUnavailable)), 503, "store_unavailable", true},
+		{"api error kept", fmt.Errorf("wrapped: %w", BadRequest("c", "", "m")), 400, "c", false},
+		{"anything else", errors.New("boom"), 500, "internal_error", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := FromError(tc.err)
+			if e.Status != tc.status || e.Code != tc.code || (e.RetryAfter > 0) != tc.retryAfter {
+				t.Fatalf("FromError = %+v, want %d %s retry-after=%v", e, tc.status, tc.code, tc.retryAfter)
+			}
+			if strings.Contains(e.Message, "refused") || strings.Contains(e.Message, "boom") {
+				t.Errorf("message leaks internals: %q", e.Message)
+			}
+		})
+	}
+}

@@ -73,6 +73,9 @@ type Config struct {
 	MaxFileBytes int64 `yaml:"max_file_bytes"`
 	// MaxFileLines bounds the requests in a batch input file (OpenAI: 50,000).
 	MaxFileLines int `yaml:"max_file_lines"`
+	// MaxLineBytes bounds one line of a batch input file: a longer one fails the batch at
+	// validation, with its line number. The gateway sets it to its MaxBodyBytes when zero.
+	MaxLineBytes int64 `yaml:"max_line_bytes"`
 	// Concurrency bounds the lines in flight at once, over all batches this gateway runs.
 	Concurrency int `yaml:"concurrency"`
 	// MaxActiveBatches bounds the batches this gateway runs at once.
@@ -97,6 +100,7 @@ func DefaultConfig() Config {
 	return Config{
 		MaxFileBytes:        200 << 20,
 		MaxFileLines:        50_000,
+		MaxLineBytes:        32 << 20,
 		Concurrency:         8,
 		MaxActiveBatches:    2,
 		MaxAttempts:         6,
@@ -115,6 +119,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxFileLines <= 0 {
 		c.MaxFileLines = d.MaxFileLines
+	}
+	if c.MaxLineBytes <= 0 {
+		c.MaxLineBytes = d.MaxLineBytes
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = d.Concurrency

@@ -18,6 +18,8 @@ type CreateBatchParams struct {
 	Endpoint         string
 	CompletionWindow string
 	Metadata         map[string]string
+	// Owner becomes the batch's owner (the creating tenant's name), and so its output files'.
+	Owner string
 }
 
 // Metadata limits, as OpenAI sets them.
@@ -64,7 +66,7 @@ func (s *Service) CreateBatch(ctx context.Context, p CreateBatchParams) (store.B
 		ID: store.NewID("batch_", now), Endpoint: p.Endpoint, InputFileID: p.InputFileID,
 		CompletionWindow: p.CompletionWindow, Status: store.StatusValidating,
 		CreatedAt: now.Unix(), ExpiresAt: now.Add(24 * time.Hour).Unix(),
-		Metadata: p.Metadata,
+		Metadata: p.Metadata, Owner: p.Owner,
 	}
 	if err := s.st.CreateBatch(ctx, b); err != nil {
 		return store.Batch{}, fmt.Errorf("batch: %w", err)

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/herd-llm/herd/atomicfile"
@@ -22,6 +25,8 @@ type StagedFile struct {
 	tmp   string
 	bytes int64
 	lines int
+	// Owner becomes the file's owner (the uploading tenant's name) when it is committed.
+	Owner string
 }
 
 // Bytes is the size of the staged upload.
@@ -66,18 +71,67 @@ func (c *lineCounter) total() int {
 	return c.lines
 }
 
+// TempFile is a temporary file the service writes an upload or an output to (an *os.File).
+type TempFile interface {
+	io.Writer
+	Name() string
+	Sync() error
+	Close() error
+}
+
+var _ TempFile = (*os.File)(nil)
+
+// createTemp makes a temporary file through Options.CreateTemp, os.CreateTemp by default.
+func (s *Service) createTemp(pattern string) (TempFile, error) {
+	if s.mkTemp != nil {
+		return s.mkTemp(s.filesDir, pattern)
+	}
+	return os.CreateTemp(s.filesDir, pattern)
+}
+
+// UploadError says an upload could not be read to its end: the client's body broke off (a
+// truncated multipart body, a connection closed or too slow). It is the client's problem (400),
+// not the gateway's.
+type UploadError struct{ Err error }
+
+// Error implements error.
+func (e *UploadError) Error() string { return "batch: upload broke off: " + e.Err.Error() }
+
+// Unwrap returns the read error.
+func (e *UploadError) Unwrap() error { return e.Err }
+
+// readErrors remembers the error its reader returned, so a failed copy can tell a broken upload
+// from a failed write.
+type readErrors struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErrors) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		r.err = err
+	}
+	return n, err
+}
+
 // StageFile copies r to a temporary file in the data dir, enforcing MaxFileBytes. A too-large
-// upload is an *Error of KindTooLarge.
+// upload is an *Error of KindTooLarge; one that breaks off an *UploadError; a full disk an error
+// that wraps syscall.ENOSPC. Nothing is left behind on error.
 func (s *Service) StageFile(r io.Reader) (*StagedFile, error) {
-	tmp, err := os.CreateTemp(s.filesDir, ".upload-*")
+	tmp, err := s.createTemp(".upload-*")
 	if err != nil {
 		return nil, fmt.Errorf("batch: stage upload: %w", err)
 	}
 	discard := func() { tmp.Close(); os.Remove(tmp.Name()) }
 	var lc lineCounter
-	n, err := io.Copy(io.MultiWriter(tmp, &lc), io.LimitReader(r, s.cfg.MaxFileBytes+1))
+	rr := &readErrors{r: io.LimitReader(r, s.cfg.MaxFileBytes+1)}
+	n, err := io.Copy(io.MultiWriter(tmp, &lc), rr)
 	if err != nil {
 		discard()
+		if rr.err != nil {
+			return nil, &UploadError{Err: rr.err}
+		}
 		return nil, fmt.Errorf("batch: stage upload: %w", err)
 	}
 	if n > s.cfg.MaxFileBytes {
@@ -94,6 +148,38 @@ func (s *Service) StageFile(r io.Reader) (*StagedFile, error) {
 		return nil, fmt.Errorf("batch: stage upload: %w", err)
 	}
 	return &StagedFile{s: s, tmp: tmp.Name(), bytes: n, lines: lc.total()}, nil
+}
+
+// Temporary files are named with these prefixes; a crash can leave them behind.
+var tempPrefixes = []string{".upload-", ".out-", ".tmp-"} // .tmp-: atomicfile
+
+// removeStaleTemps removes temporary files a crash left in the files dir: those not modified for
+// olderThan (0: all of them, when this process is the only one using the dir).
+func removeStaleTemps(dir string, olderThan time.Duration, now time.Time, log *slog.Logger) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		log.Warn("listing the files dir for leftover temporary files failed", "err", err)
+		return
+	}
+	removed := 0
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !slices.ContainsFunc(tempPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			continue
+		}
+		if olderThan > 0 {
+			info, err := e.Info()
+			if err != nil || now.Sub(info.ModTime()) < olderThan {
+				continue
+			}
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err == nil {
+			removed++
+		}
+	}
+	if removed > 0 {
+		log.Info("removed temporary files left by an earlier run", "count", removed, "dir", dir)
+	}
 }
 
 // Discard removes the staged upload.
@@ -119,7 +205,7 @@ func (f *StagedFile) Commit(ctx context.Context, filename, purpose string) (stor
 	}
 	meta := store.File{
 		ID: store.NewID("file-", s.now()), Bytes: f.bytes, CreatedAt: s.now().Unix(),
-		Filename: cleanFilename(filename), Purpose: purpose, Status: "processed", Lines: f.lines,
+		Filename: cleanFilename(filename), Purpose: purpose, Status: "processed", Lines: f.lines, Owner: f.Owner,
 	}
 	if err := os.Rename(f.tmp, s.filePath(meta.ID)); err != nil {
 		f.Discard()

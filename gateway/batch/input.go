@@ -22,6 +22,7 @@ const (
 	CodeInvalidBody       = "invalid_body"
 	CodeEmptyFile         = "empty_file"
 	CodeTooManyRequests   = "too_many_requests"
+	CodeLineTooLarge      = "line_too_large"
 )
 
 // RequestLine is one request of a batch input file.
@@ -87,6 +88,24 @@ type InputLine struct {
 // unusable (each with its 1-based line number, at most maxErrors of them). Blank lines are
 // skipped. More than maxLines requests is a problem. err reports only a failure to read.
 func ValidateInput(r io.Reader, endpoint string, maxLines, maxErrors int) ([]InputLine, []store.BatchError, error) {
+	return ValidateInputLimits(r, endpoint, InputLimits{Lines: maxLines, Errors: maxErrors})
+}
+
+// InputLimits bound what ValidateInputLimits accepts.
+type InputLimits struct {
+	// Lines bounds the requests; Errors the problems reported.
+	Lines, Errors int
+	// LineBytes bounds one line (0: no bound): a longer line is a problem with its line number,
+	// found without holding the line in memory.
+	LineBytes int64
+}
+
+// bom is the UTF-8 byte order mark some editors put at the start of a file.
+var bom = []byte{0xEF, 0xBB, 0xBF}
+
+// ValidateInputLimits is ValidateInput with a bound on the length of a line. A UTF-8 byte order
+// mark at the start of the file is skipped.
+func ValidateInputLimits(r io.Reader, endpoint string, lim InputLimits) ([]InputLine, []store.BatchError, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var (
 		lines   []InputLine
@@ -95,34 +114,75 @@ func ValidateInput(r io.Reader, endpoint string, maxLines, maxErrors int) ([]Inp
 		lineNo  int
 		seen    = make(map[string]int)
 		tooMany bool
+		buf     []byte
 		addErr  = func(e store.BatchError) {
-			if len(errs) < maxErrors {
+			if len(errs) < lim.Errors {
 				errs = append(errs, e)
 			}
 		}
 	)
+	if head, _ := br.Peek(len(bom)); bytes.Equal(head, bom) {
+		_, _ = br.Discard(len(bom))
+		offset = int64(len(bom))
+	}
 	for {
-		raw, readErr := br.ReadBytes('\n')
+		// Read one line, keeping at most LineBytes (+2 for its line end) of it.
+		buf = buf[:0]
+		var (
+			length  int64
+			long    bool
+			readErr error
+		)
+		for {
+			frag, err := br.ReadSlice('\n')
+			length += int64(len(frag))
+			if lim.LineBytes > 0 && int64(len(buf)+len(frag)) > lim.LineBytes+2 {
+				long = true
+			}
+			if !long {
+				buf = append(buf, frag...)
+			}
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue
+			}
+			readErr = err
+			break
+		}
 		if readErr != nil && !errors.Is(readErr, io.EOF) {
 			return nil, nil, fmt.Errorf("batch: read input: %w", readErr)
 		}
-		if len(raw) == 0 && readErr != nil {
+		if length == 0 && readErr != nil {
 			break
 		}
 		lineNo++
 		start := offset
-		offset += int64(len(raw))
-		content := bytes.TrimRight(raw, "\r\n")
+		offset += length
+		content := bytes.TrimRight(buf, "\r\n")
+		if lim.LineBytes > 0 && int64(len(content)) > lim.LineBytes {
+			long = true
+		}
+		if long {
+			if len(lines) >= lim.Lines && !tooMany {
+				tooMany = true
+				addErr(store.BatchError{Code: CodeTooManyRequests, Line: lineNo, Message: fmt.Sprintf("the file has more than %d requests", lim.Lines)})
+			}
+			addErr(store.BatchError{Code: CodeLineTooLarge, Line: lineNo,
+				Message: fmt.Sprintf("line %d is longer than the %d bytes a request body may have", lineNo, lim.LineBytes)})
+			if readErr != nil {
+				break
+			}
+			continue
+		}
 		if len(bytes.TrimSpace(content)) == 0 {
 			if readErr != nil {
 				break
 			}
 			continue
 		}
-		if len(lines) >= maxLines && !tooMany {
+		if len(lines) >= lim.Lines && !tooMany {
 			tooMany = true
 			addErr(store.BatchError{Code: CodeTooManyRequests, Line: lineNo,
-				Message: fmt.Sprintf("the file has more than %d requests", maxLines)})
+				Message: fmt.Sprintf("the file has more than %d requests", lim.Lines)})
 		}
 		rl, err := ParseRequestLine(content, endpoint)
 		if err != nil {

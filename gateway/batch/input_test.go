@@ -161,3 +161,37 @@ func FuzzValidateInput(f *testing.F) {
 		}
 	})
 }
+
+// FuzzValidateInputLimits: with a bound on line length, no accepted line is longer than it, and
+// every accepted line reads back (offsets right, with or without a BOM).
+func FuzzValidateInputLimits(f *testing.F) {
+	f.Add([]byte("\xef\xbb\xbf"+line("a")+"\n"+line("b")), int64(200))
+	f.Add([]byte(line("a")+"\n"+line("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")), int64(100))
+	f.Add([]byte("\xef\xbb\xbf\n"), int64(1))
+	f.Fuzz(func(t *testing.T, data []byte, limit int64) {
+		limit = limit%4096 + 1
+		if limit < 0 {
+			limit = -limit
+		}
+		lines, errs, err := ValidateInputLimits(bytes.NewReader(data), "/v1/chat/completions", InputLimits{Lines: 50, Errors: 20, LineBytes: limit})
+		if err != nil {
+			t.Fatalf("read error from a bytes.Reader: %v", err)
+		}
+		if (lines == nil) == (errs == nil) {
+			t.Fatalf("want exactly one of lines and errors: %d lines, %d errors", len(lines), len(errs))
+		}
+		for _, e := range errs {
+			if e.Code == CodeLineTooLarge && e.Line < 1 {
+				t.Fatalf("line_too_large without a line number: %+v", e)
+			}
+		}
+		for i, l := range lines {
+			if int64(l.Length) > limit {
+				t.Fatalf("line %d of %d bytes accepted under a %d-byte bound", i, l.Length, limit)
+			}
+			if _, err := readBody(bytes.NewReader(data), l, "/v1/chat/completions"); err != nil {
+				t.Fatalf("validated line %d does not read back: %v", i, err)
+			}
+		}
+	})
+}

@@ -285,7 +285,7 @@ func (s *Service) openInput(b store.Batch) (*os.File, []InputLine, []store.Batch
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("batch: %w", err)
 	}
-	lines, verrs, err := ValidateInput(f, b.Endpoint, s.cfg.MaxFileLines, s.cfg.MaxValidationErrors)
+	lines, verrs, err := ValidateInputLimits(f, b.Endpoint, InputLimits{Lines: s.cfg.MaxFileLines, Errors: s.cfg.MaxValidationErrors, LineBytes: s.cfg.MaxLineBytes})
 	if err != nil || len(verrs) > 0 {
 		f.Close()
 		return nil, nil, verrs, err
@@ -639,7 +639,7 @@ func (s *Service) finalize(ctx context.Context, b store.Batch, final string) err
 		}
 		err := s.st.PutFile(ctx, store.File{
 			ID: o.id, Bytes: o.bytes, CreatedAt: s.now().Unix(), Filename: fmt.Sprintf("%s_%s.jsonl", b.ID, o.suffix),
-			Purpose: PurposeBatchOutput, Status: "processed", Lines: o.lines,
+			Purpose: PurposeBatchOutput, Status: "processed", Lines: o.lines, Owner: b.Owner,
 		})
 		if err != nil {
 			return fmt.Errorf("batch: %w", err)

@@ -33,6 +33,12 @@ type Options struct {
 	// Consumer names this runner on the work queue; a stable name lets a restarted gateway take
 	// its own batches back as soon as their claims time out. Default: host name and process ID.
 	Consumer string
+	// SharedDir says other gateways use Dir too (Redis): New then removes only temporary files
+	// not written to for an hour, not every one, since another gateway may be writing it now.
+	SharedDir bool
+	// CreateTemp makes the temporary files uploads and outputs are written to (os.CreateTemp
+	// when nil); tests inject failing files here.
+	CreateTemp func(dir, pattern string) (TempFile, error)
 	// Tracer makes a span per batch run and per line (runner.go); nil: no spans.
 	Tracer trace.Tracer
 }
@@ -47,6 +53,10 @@ type Observer interface {
 	BatchFinished(status string)
 }
 
+// staleTempAge is how long a temporary file in a shared data dir goes unwritten before New
+// takes it for a crash's leftover: far longer than any upload may idle (BodyReadTimeout).
+const staleTempAge = time.Hour
+
 // Service owns files and batches.
 type Service struct {
 	st       store.Store
@@ -57,6 +67,7 @@ type Service struct {
 	now      func() time.Time
 	consumer string
 	obs      Observer
+	mkTemp   func(dir, pattern string) (TempFile, error)
 	tracer   trace.Tracer
 
 	// slots bounds the lines in flight over all batches (Config.Concurrency).
@@ -90,6 +101,7 @@ func New(o Options) (*Service, error) {
 		now:      o.Now,
 		consumer: o.Consumer,
 		obs:      o.Observer,
+		mkTemp:   o.CreateTemp,
 		tracer:   o.Tracer,
 		wake:     make(chan struct{}, 1),
 		slots:    make(chan struct{}, o.Config.withDefaults().Concurrency),
@@ -107,6 +119,11 @@ func New(o Options) (*Service, error) {
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
+	age := time.Duration(0)
+	if o.SharedDir {
+		age = staleTempAge
+	}
+	removeStaleTemps(filesDir, age, s.now(), s.log)
 	if s.consumer == "" {
 		host, _ := os.Hostname()
 		s.consumer = fmt.Sprintf("%s-%d", host, os.Getpid())

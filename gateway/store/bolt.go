@@ -21,6 +21,7 @@ var (
 	bucketLines   = []byte("lines") // one sub-bucket per batch, keyed by big-endian line index
 	bucketQueue   = []byte("queue")
 	bucketPresets = []byte("presets")
+	bucketKeys    = []byte("keys") // key ID → APIKey JSON
 )
 
 // Bolt is the embedded Store: one bbolt file, for a single gateway.
@@ -50,7 +51,7 @@ func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
 		o(b)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketFiles, bucketBatches, bucketLines, bucketQueue, bucketPresets} {
+		for _, name := range [][]byte{bucketFiles, bucketBatches, bucketLines, bucketQueue, bucketPresets, bucketKeys} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -119,7 +120,7 @@ func (b *Bolt) ListFiles(_ context.Context, opts ListOptions) ([]File, bool, err
 			if err := json.Unmarshal(v, &f); err != nil {
 				return false, err
 			}
-			if opts.Purpose != "" && f.Purpose != opts.Purpose {
+			if opts.Purpose != "" && f.Purpose != opts.Purpose || !opts.keep(f.Owner) {
 				return false, nil
 			}
 			out = append(out, f)
@@ -222,6 +223,9 @@ func (b *Bolt) ListBatches(_ context.Context, opts ListOptions) ([]Batch, bool, 
 			var bt Batch
 			if err := json.Unmarshal(v, &bt); err != nil {
 				return false, err
+			}
+			if !opts.keep(bt.Owner) {
+				return false, nil
 			}
 			out = append(out, bt)
 			return true, nil
@@ -396,6 +400,68 @@ func (b *Bolt) ListPresets(_ context.Context) ([]models.Preset, error) {
 				return err
 			}
 			out = append(out, p)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// CreateKey implements Keys. Names are unique: keys are few, so a scan checks it.
+func (b *Bolt) CreateKey(_ context.Context, k APIKey) error {
+	if k.ID == "" || k.Name == "" {
+		return errors.New("store: key without ID or name")
+	}
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketKeys)
+		if bk.Get([]byte(k.ID)) != nil {
+			return ErrExists
+		}
+		err := bk.ForEach(func(_, v []byte) error {
+			var other APIKey
+			if err := json.Unmarshal(v, &other); err != nil {
+				return err
+			}
+			if other.Name == k.Name {
+				return ErrExists
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return putJSON(bk, []byte(k.ID), k)
+	})
+}
+
+// GetKey implements Keys.
+func (b *Bolt) GetKey(_ context.Context, id string) (APIKey, error) {
+	var k APIKey
+	err := b.db.View(func(tx *bolt.Tx) error { return getJSON(tx.Bucket(bucketKeys), []byte(id), &k) })
+	return k, err
+}
+
+// DeleteKey implements Keys.
+func (b *Bolt) DeleteKey(_ context.Context, id string) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketKeys)
+		if bk.Get([]byte(id)) == nil {
+			return ErrNotFound
+		}
+		return bk.Delete([]byte(id))
+	})
+}
+
+// ListKeys implements Keys.
+func (b *Bolt) ListKeys(_ context.Context) ([]APIKey, error) {
+	var out []APIKey
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKeys).ForEach(func(_, v []byte) error {
+			var k APIKey
+			if err := json.Unmarshal(v, &k); err != nil {
+				return err
+			}
+			out = append(out, k)
 			return nil
 		})
 	})

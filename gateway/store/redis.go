@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,6 +30,7 @@ import (
 //	queue            stream of {batch: id}, consumer group "runners"
 //	queue:entries    hash  batch ID → its stream entry ID
 //	presets          hash  name → Preset JSON
+//	keys             hash  key ID → APIKey JSON      keys:names   hash name → key ID
 //
 // Durability of a write is what the server is configured for (appendonly/appendfsync); run Redis
 // with AOF when a crash of Redis itself must not lose progress.
@@ -147,7 +151,7 @@ func (r *Redis) ListFiles(ctx context.Context, opts ListOptions) ([]File, bool, 
 			if err := json.Unmarshal([]byte(s), &f); err != nil {
 				return n, err
 			}
-			if opts.Purpose != "" && f.Purpose != opts.Purpose {
+			if opts.Purpose != "" && f.Purpose != opts.Purpose || !opts.keep(f.Owner) {
 				continue
 			}
 			out = append(out, f)
@@ -334,6 +338,9 @@ func (r *Redis) ListBatches(ctx context.Context, opts ListOptions) ([]Batch, boo
 			if err != nil {
 				return n, err
 			}
+			if !opts.keep(b.Owner) {
+				continue
+			}
 			out = append(out, b)
 			n++
 		}
@@ -343,7 +350,7 @@ func (r *Redis) ListBatches(ctx context.Context, opts ListOptions) ([]Batch, boo
 	if len(out) > opts.limit() {
 		out, more = out[:opts.limit()], true
 	}
-	return out, more, err
+	return out, more, wrapRedis(err)
 }
 
 // putLineScript stores the line unless its index is taken and, only then, counts it and adds its
@@ -600,14 +607,112 @@ func (r *Redis) ListPresets(ctx context.Context) ([]models.Preset, error) {
 	return out, nil
 }
 
-// wrapRedis maps redis.Nil to ErrNotFound and marks other errors as the store's.
+// createKeyScript stores a key unless its ID or its name is taken.
+var createKeyScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+return 1`)
+
+// deleteKeyScript removes a key and its name.
+var deleteKeyScript = redis.NewScript(`
+local data = redis.call('HGET', KEYS[1], ARGV[1])
+if not data then return 0 end
+local name = cjson.decode(data)['name']
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[2], name) == ARGV[1] then redis.call('HDEL', KEYS[2], name) end
+return 1`)
+
+// CreateKey implements Keys.
+func (r *Redis) CreateKey(ctx context.Context, k APIKey) error {
+	if k.ID == "" || k.Name == "" {
+		return errors.New("store: key without ID or name")
+	}
+	data, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	n, err := createKeyScript.Run(ctx, r.c, []string{r.k("keys"), r.k("keys", "names")}, k.ID, k.Name, data).Int()
+	if err != nil {
+		return wrapRedis(err)
+	}
+	if n == 0 {
+		return ErrExists
+	}
+	return nil
+}
+
+// GetKey implements Keys.
+func (r *Redis) GetKey(ctx context.Context, id string) (APIKey, error) {
+	var k APIKey
+	data, err := r.c.HGet(ctx, r.k("keys"), id).Bytes()
+	if err != nil {
+		return k, wrapRedis(err)
+	}
+	return k, json.Unmarshal(data, &k)
+}
+
+// DeleteKey implements Keys.
+func (r *Redis) DeleteKey(ctx context.Context, id string) error {
+	n, err := deleteKeyScript.Run(ctx, r.c, []string{r.k("keys"), r.k("keys", "names")}, id).Int()
+	if err != nil {
+		return wrapRedis(err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// ListKeys implements Keys.
+func (r *Redis) ListKeys(ctx context.Context) ([]APIKey, error) {
+	all, err := r.c.HGetAll(ctx, r.k("keys")).Result()
+	if err != nil {
+		return nil, wrapRedis(err)
+	}
+	out := make([]APIKey, 0, len(all))
+	for id, data := range all {
+		var k APIKey
+		if err := json.Unmarshal([]byte(data), &k); err != nil {
+			return nil, fmt.Errorf("store: key %s: %w", id, err)
+		}
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// wrapRedis maps redis.Nil to ErrNotFound, a server that cannot be reached to ErrUnavailable,
+// and marks other errors as the store's.
 func wrapRedis(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotFound):
+		return err // wrapped already
 	case errors.Is(err, redis.Nil):
 		return ErrNotFound
+	case unreachable(err):
+		return fmt.Errorf("%w: redis: %w", ErrUnavailable, err)
 	default:
 		return fmt.Errorf("store: redis: %w", err)
 	}
+}
+
+// unreachable reports whether err says the Redis server could not be reached or answered
+// nothing: a network error, a connection cut (EOF), the client's pool exhausted, a server still
+// loading its data or a replica that lost its primary. A context that ended is not one: the
+// caller went away, the server is fine.
+func unreachable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "LOADING") || strings.HasPrefix(msg, "MASTERDOWN") || strings.HasPrefix(msg, "TRYAGAIN")
 }

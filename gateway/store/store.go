@@ -42,6 +42,9 @@ var (
 	ErrExists = errors.New("store: already exists")
 	// ErrNotOwner: Renew of a queue entry another consumer holds now (this one was presumed dead).
 	ErrNotOwner = errors.New("store: queue entry is held by another consumer")
+	// ErrUnavailable: the store cannot be reached now (Redis down, connection refused or reset);
+	// the call may succeed if retried later. Test with errors.Is.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // Store is everything the gateway persists.
@@ -50,6 +53,7 @@ type Store interface {
 	Batches
 	Queue
 	Presets
+	Keys
 	// Close releases the store; the bbolt file is unlocked.
 	Close() error
 }
@@ -118,6 +122,34 @@ type Presets interface {
 	ListPresets(ctx context.Context) ([]models.Preset, error)
 }
 
+// Keys holds the API keys created through the admin API (keys declared in the configuration are
+// not stored). Only a key's SHA-256 is kept, never the key itself.
+type Keys interface {
+	// CreateKey stores a new key; ErrExists if its ID or its name is taken.
+	CreateKey(ctx context.Context, k APIKey) error
+	// GetKey returns ErrNotFound for an unknown ID.
+	GetKey(ctx context.Context, id string) (APIKey, error)
+	// DeleteKey returns ErrNotFound for an unknown ID.
+	DeleteKey(ctx context.Context, id string) error
+	// ListKeys returns every stored key, by name.
+	ListKeys(ctx context.Context) ([]APIKey, error)
+}
+
+// APIKey is a stored API key: a tenant created at run time.
+type APIKey struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// SHA256 is the hex SHA-256 digest of the secret.
+	SHA256 string `json:"sha256"`
+	// Redacted shows the secret's first and last characters, for lists.
+	Redacted string   `json:"redacted"`
+	Scopes   []string `json:"scopes"`
+	// RequestsPerMinute and TokensPerMinute are the key's rate limits; 0: unlimited.
+	RequestsPerMinute int   `json:"requests_per_minute,omitempty"`
+	TokensPerMinute   int   `json:"tokens_per_minute,omitempty"`
+	CreatedAt         int64 `json:"created_at"`
+}
+
 // ListOptions pages a list.
 type ListOptions struct {
 	// After is the ID of the last object of the previous page; "" starts with the newest.
@@ -126,7 +158,12 @@ type ListOptions struct {
 	Limit int
 	// Purpose filters files by purpose ("" for all); batches ignore it.
 	Purpose string
+	// Owner, when not "", keeps only the objects of that owner (a tenant's name).
+	Owner string
 }
+
+// keep reports whether an object of owner passes the filter.
+func (o ListOptions) keep(owner string) bool { return o.Owner == "" || o.Owner == owner }
 
 func (o ListOptions) limit() int {
 	if o.Limit < 1 {
@@ -145,6 +182,9 @@ type File struct {
 	Status    string `json:"status"`
 	// Lines is the number of non-blank lines (requests, for a batch input file).
 	Lines int `json:"lines"`
+	// Owner is the name of the tenant that uploaded the file (or whose batch wrote it); "" for
+	// files made before tenants existed or with no key configured.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Batch statuses, as OpenAI names them.
@@ -179,7 +219,9 @@ type Batch struct {
 	ErrorFileID      string            `json:"error_file_id,omitempty"`
 	Errors           []BatchError      `json:"errors,omitempty"`
 	Metadata         map[string]string `json:"metadata,omitempty"`
-	RequestCounts    RequestCounts     `json:"request_counts"`
+	// Owner is the name of the tenant that created the batch ("" as for File.Owner).
+	Owner         string        `json:"owner,omitempty"`
+	RequestCounts RequestCounts `json:"request_counts"`
 	// Usage sums the tokens of the recorded lines; PutLine keeps it.
 	Usage Usage `json:"usage"`
 

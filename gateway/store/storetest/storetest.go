@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +39,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"QueueTakeover", testQueueTakeover},
 		{"QueueFIFO", testQueueFIFO},
 		{"Presets", testPresets},
+		{"Keys", testKeys},
+		{"OwnerFilter", testOwnerFilter},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -592,6 +595,85 @@ func testPresets(t *testing.T, s store.Store) {
 	list, _ = s.ListPresets(ctx)
 	if len(list) != 1 {
 		t.Fatalf("after delete: %v", list)
+	}
+}
+
+func testKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, err := s.GetKey(ctx, "key_nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetKey unknown: %v", err)
+	}
+	if err := s.DeleteKey(ctx, "key_nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("DeleteKey unknown: %v", err)
+	}
+	kids := ids("key_", 3)
+	k := store.APIKey{ID: kids[0], Name: "team-b", SHA256: strings.Repeat("ab", 32), Redacted: "sk-***abcd",
+		Scopes: []string{"inference", "batch"}, RequestsPerMinute: 60, TokensPerMinute: 1000, CreatedAt: 1700000000}
+	must(t, s.CreateKey(ctx, k))
+	must(t, s.CreateKey(ctx, store.APIKey{ID: kids[1], Name: "team-a", SHA256: strings.Repeat("cd", 32), Scopes: []string{"admin"}}))
+	for _, dup := range []store.APIKey{
+		{ID: kids[0], Name: "other"},  // ID taken
+		{ID: kids[2], Name: "team-b"}, // name taken
+	} {
+		if err := s.CreateKey(ctx, dup); !errors.Is(err, store.ErrExists) {
+			t.Fatalf("CreateKey(%s, %s): err = %v, want ErrExists", dup.ID, dup.Name, err)
+		}
+	}
+	got, err := s.GetKey(ctx, k.ID)
+	must(t, err)
+	if got.Name != k.Name || got.SHA256 != k.SHA256 || got.Redacted != k.Redacted || fmt.Sprint(got.Scopes) != fmt.Sprint(k.Scopes) ||
+		got.RequestsPerMinute != 60 || got.TokensPerMinute != 1000 || got.CreatedAt != k.CreatedAt {
+		t.Fatalf("GetKey = %+v, want %+v", got, k)
+	}
+	list, err := s.ListKeys(ctx)
+	must(t, err)
+	if len(list) != 2 || list[0].Name != "team-a" || list[1].Name != "team-b" {
+		t.Fatalf("ListKeys = %+v", list)
+	}
+	must(t, s.DeleteKey(ctx, k.ID))
+	// The name is free again once its key is gone (a key is rotated by delete and re-create).
+	must(t, s.CreateKey(ctx, store.APIKey{ID: kids[2], Name: "team-b", SHA256: strings.Repeat("ef", 32)}))
+	list, _ = s.ListKeys(ctx)
+	if len(list) != 2 || list[1].ID != kids[2] {
+		t.Fatalf("after delete and re-create: %+v", list)
+	}
+}
+
+// testOwnerFilter: ListOptions.Owner keeps one owner's files and batches, and pages over them.
+func testOwnerFilter(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	fids, bids := ids("file-", 6), ids("batch_", 6)
+	owners := []string{"a", "b", "a", "", "a", "b"}
+	for i, o := range owners {
+		must(t, s.PutFile(ctx, store.File{ID: fids[i], Purpose: "batch", Owner: o}))
+		b := newBatch(bids[i])
+		b.Owner = o
+		must(t, s.CreateBatch(ctx, b))
+	}
+	files, more, err := s.ListFiles(ctx, store.ListOptions{Owner: "a", Limit: 2})
+	must(t, err)
+	if len(files) != 2 || files[0].ID != fids[4] || files[1].ID != fids[2] || !more {
+		t.Fatalf("owner a, page 1: %+v more=%v", files, more)
+	}
+	files, more, err = s.ListFiles(ctx, store.ListOptions{Owner: "a", Limit: 2, After: files[1].ID})
+	must(t, err)
+	if len(files) != 1 || files[0].ID != fids[0] || more {
+		t.Fatalf("owner a, page 2: %+v more=%v", files, more)
+	}
+	batches, _, err := s.ListBatches(ctx, store.ListOptions{Owner: "b"})
+	must(t, err)
+	if len(batches) != 2 || batches[0].ID != bids[5] || batches[1].ID != bids[1] || batches[0].Owner != "b" {
+		t.Fatalf("owner b batches: %+v", batches)
+	}
+	all, _, err := s.ListBatches(ctx, store.ListOptions{})
+	must(t, err)
+	if len(all) != 6 {
+		t.Fatalf("no owner filter: %d batches, want 6", len(all))
+	}
+	got, err := s.GetFile(ctx, fids[1])
+	must(t, err)
+	if got.Owner != "b" {
+		t.Fatalf("file owner = %q, want b", got.Owner)
 	}
 }
 
