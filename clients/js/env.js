@@ -1,0 +1,46 @@
+// Where the suite finds the gateway: cmd/herd's TestNodeClients starts a gateway in front of
+// simulated nodes and passes its address, key and model names in the environment.
+import assert from 'node:assert/strict';
+
+function need(name) {
+  const v = process.env[name];
+  assert.ok(v, `${name} is not set: run this suite through cmd/herd's TestNodeClients (or set it by hand)`);
+  return v;
+}
+
+/** The gateway's base URL, e.g. http://127.0.0.1:PORT (no trailing slash). */
+export const base = need('HERD_GATEWAY_URL').replace(/\/+$/, '');
+/** An API key the gateway accepts. */
+export const apiKey = need('HERD_API_KEY');
+/** A chat model every node serves. */
+export const chatModel = need('HERD_CHAT_MODEL');
+/** An embedding model every node serves. */
+export const embedModel = need('HERD_EMBED_MODEL');
+
+/** The bound on every single test; the clients' own timeouts are set below it. */
+export const testTimeout = 60_000;
+export const clientTimeout = 45_000;
+
+let responsesRoute;
+
+/**
+ * Whether the gateway serves POST /v1/responses: an empty body is a 400 where the route exists
+ * and a 404 where it does not. Tests of the Responses API skip, saying so, on a gateway without
+ * it.
+ */
+export async function hasResponsesRoute() {
+  if (responsesRoute === undefined) {
+    const r = await fetch(`${base}/v1/responses`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      body: '{}',
+      signal: AbortSignal.timeout(clientTimeout),
+    });
+    await r.text();
+    responsesRoute = r.status !== 404;
+  }
+  return responsesRoute;
+}
+
+/** The skip message for a gateway without the Responses API. */
+export const noResponses = 'gateway has no POST /v1/responses (404 on an empty body)';
