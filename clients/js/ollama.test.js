@@ -103,7 +103,10 @@ describe('ollama-js', () => {
     const m = running.find((x) => x.name === withTag(chatModel));
     assert.ok(m, `${chatModel} not resident: ${JSON.stringify(running)}`);
     assert.ok(m.size > 0 && m.size_vram > 0, JSON.stringify(m));
-    assert.ok(!Number.isNaN(new Date(m.expires_at).getTime()), `expires_at ${m.expires_at}`);
+    // Still loaded, so its expiry is ahead (Ollama reports a model kept forever ~292 years out).
+    assert.ok(new Date(m.expires_at).getTime() > Date.now(), `expires_at ${m.expires_at}`);
+    assert.ok(m.context_length > 0, `context_length ${m.context_length}`);
+    assert.match(m.digest, /.+/);
     assert.ok(m.details.family);
   });
 
@@ -113,6 +116,20 @@ describe('ollama-js', () => {
     assert.ok(s.capabilities.includes('completion'), `capabilities ${s.capabilities}`);
     const e = await ollama.show({ model: embedModel });
     assert.ok(e.capabilities.includes('embedding'), `capabilities ${e.capabilities}`);
+  });
+
+  test('abort a stream, then ask again', opts, async () => {
+    const stream = await ollama.chat({ model: chatModel, messages: [{ role: 'user', content: 'Tell me a long story' }], stream: true, options: { num_predict: 200 } });
+    let n = 0;
+    await assert.rejects((async () => {
+      for await (const part of stream) {
+        assert.equal(part.done, false);
+        if (++n === 2) stream.abort();
+      }
+    })(), { name: 'AbortError' });
+    assert.ok(n >= 2, `${n} parts`); // parts already read off the socket still arrive
+    const r = await ollama.generate({ model: chatModel, prompt: 'hi', options: { num_predict: 2 } });
+    assert.equal(r.done, true);
   });
 
   test('unknown model: ResponseError 404', opts, async () => {

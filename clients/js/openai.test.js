@@ -154,6 +154,10 @@ describe('openai-node', () => {
     assert.deepEqual(b.request_counts, { total: 3, completed: 3, failed: 0 });
     assert.ok(b.output_file_id);
 
+    const listed = [];
+    for await (const x of client.batches.list({ limit: 10 })) listed.push(x.id);
+    assert.ok(listed.includes(b.id), `batch ${b.id} not in batches.list`);
+
     const content = await (await client.files.content(b.output_file_id)).text();
     const out = content.trim().split('\n').map((l) => JSON.parse(l));
     assert.deepEqual(out.map((l) => l.custom_id).sort(), ['js-0', 'js-1', 'js-2']);
@@ -163,6 +167,10 @@ describe('openai-node', () => {
       assert.equal(l.response.body.object, 'chat.completion');
       assert.ok(l.response.body.choices[0].message.content.length > 0);
     }
+
+    const del = await client.files.delete(file.id);
+    assert.deepEqual({ id: del.id, deleted: del.deleted }, { id: file.id, deleted: true });
+    await assert.rejects(client.files.retrieve(file.id), (err) => err instanceof OpenAI.NotFoundError);
   });
 
   test('unknown model: NotFoundError, 404, model_not_found', opts, async () => {
@@ -176,6 +184,16 @@ describe('openai-node', () => {
         assert.ok(err.message.includes('no-such-model'), err.message);
         return true;
       });
+  });
+
+  test('bad request: BadRequestError, 400, with param', opts, async () => {
+    await assert.rejects(client.chat.completions.create({ model: chatModel, messages: [] }), (err) => {
+      assert.ok(err instanceof OpenAI.BadRequestError, `${err?.constructor?.name}: ${err}`);
+      assert.equal(err.status, 400);
+      assert.equal(err.type, 'invalid_request_error');
+      assert.equal(err.param, 'messages');
+      return true;
+    });
   });
 
   test('wrong API key: AuthenticationError, 401', opts, async () => {
@@ -194,41 +212,72 @@ describe('openai-node', () => {
 
     test('responses.create', opts, async (t) => {
       if (skip) return t.skip(noResponses);
-      const r = await client.responses.create({ model: chatModel, input: 'Say hello', max_output_tokens: 16 });
+      // No max_output_tokens: the answer ends by itself and the response is "completed".
+      const r = await client.responses.create({ model: chatModel, input: 'Say hello', instructions: 'Be brief.' });
       assert.equal(r.object, 'response');
+      assert.match(r.id, /.+/);
       assert.equal(r.status, 'completed');
+      assert.equal(r.incomplete_details ?? null, null);
+      assert.equal(r.error ?? null, null);
       assert.equal(r.model, chatModel);
       assert.ok(r.output_text.length > 0);
       const msg = r.output.find((o) => o.type === 'message');
       assert.equal(msg.role, 'assistant');
+      assert.equal(msg.status, 'completed');
       assert.equal(msg.content[0].type, 'output_text');
       assert.equal(msg.content[0].text, r.output_text);
-      assert.ok(r.usage.input_tokens > 0 && r.usage.output_tokens > 0 && r.usage.output_tokens <= 16);
+      assert.ok(r.usage.input_tokens > 0 && r.usage.output_tokens > 0, JSON.stringify(r.usage));
       assert.equal(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens);
+    });
+
+    test('responses.create with max_output_tokens', opts, async (t) => {
+      if (skip) return t.skip(noResponses);
+      // A cut answer is "incomplete" with the reason, as OpenAI reports it.
+      const r = await client.responses.create({ model: chatModel, input: 'Tell me a long story', max_output_tokens: 16 });
+      assert.ok(['completed', 'incomplete'].includes(r.status), r.status);
+      if (r.status === 'incomplete') assert.equal(r.incomplete_details?.reason, 'max_output_tokens');
+      assert.ok(r.output_text.length > 0);
+      assert.ok(r.usage.output_tokens > 0 && r.usage.output_tokens <= 16, JSON.stringify(r.usage));
     });
 
     test('responses.create stream', opts, async (t) => {
       if (skip) return t.skip(noResponses);
-      const stream = await client.responses.create({ model: chatModel, input: 'Count to five', max_output_tokens: 16, stream: true });
-      let deltas = '', completed = null, created = false, lastSeq = -1;
+      const stream = await client.responses.create({ model: chatModel, input: 'Count to five', stream: true });
+      let deltas = '', completed = null, created = false, lastSeq = -1, last = null, done = null;
       for await (const ev of stream) {
         assert.ok(ev.sequence_number > lastSeq, `sequence_number ${ev.sequence_number} after ${lastSeq}`);
         lastSeq = ev.sequence_number;
+        last = ev.type;
         if (ev.type === 'response.created') created = true;
         if (ev.type === 'response.output_text.delta') deltas += ev.delta;
+        if (ev.type === 'response.output_text.done') done = ev.text;
         if (ev.type === 'response.completed') completed = ev.response;
       }
       assert.ok(created, 'no response.created event');
       assert.ok(deltas.length > 0, 'no output_text deltas');
-      assert.ok(completed, 'no response.completed event');
+      assert.equal(done, deltas, 'response.output_text.done text is not the deltas joined');
+      assert.equal(last, 'response.completed', `last event ${last}`);
       assert.equal(completed.status, 'completed');
-      assert.equal(completed.output_text ?? completed.output.find((o) => o.type === 'message').content[0].text, deltas);
-      assert.ok(completed.usage.input_tokens > 0 && completed.usage.output_tokens > 0);
+      assert.equal(completed.output.find((o) => o.type === 'message').content[0].text, deltas);
+      assert.ok(completed.usage.input_tokens > 0 && completed.usage.output_tokens > 0, JSON.stringify(completed.usage));
+    });
+
+    test('responses.create stream with max_output_tokens', opts, async (t) => {
+      if (skip) return t.skip(noResponses);
+      const stream = await client.responses.create({ model: chatModel, input: 'Tell me a long story', max_output_tokens: 16, stream: true });
+      let final = null;
+      for await (const ev of stream) {
+        if (ev.type === 'response.completed' || ev.type === 'response.incomplete') final = ev;
+      }
+      assert.ok(final, 'neither response.completed nor response.incomplete');
+      assert.equal(final.response.status, final.type.slice('response.'.length));
+      if (final.type === 'response.incomplete') assert.equal(final.response.incomplete_details?.reason, 'max_output_tokens');
+      assert.ok(final.response.usage.output_tokens > 0 && final.response.usage.output_tokens <= 16);
     });
 
     test('responses.stream helper (finalResponse)', opts, async (t) => {
       if (skip) return t.skip(noResponses);
-      const stream = client.responses.stream({ model: chatModel, input: 'Say hi', max_output_tokens: 8 });
+      const stream = client.responses.stream({ model: chatModel, input: 'Say hi' });
       let deltas = '';
       stream.on('response.output_text.delta', (ev) => { deltas += ev.delta; });
       const final = await stream.finalResponse();
