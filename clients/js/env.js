@@ -44,3 +44,27 @@ export async function hasResponsesRoute() {
 
 /** The skip message for a gateway without the Responses API. */
 export const noResponses = 'gateway has no POST /v1/responses (404 on an empty body)';
+
+/**
+ * Whether a reply may be empty: the tiny model the real-Ollama run generates ends a reply by
+ * itself about once in 25 tokens, so now and then right away. The simulator never does.
+ */
+export const mayBeEmpty = process.env.HERD_REPLIES_MAY_BE_EMPTY === '1';
+
+/** Asserts s is generated text: a string, and not empty unless replies may be empty. */
+export function assertText(s, what = 'text') {
+  assert.equal(typeof s, 'string', `${what} is ${typeof s}`);
+  if (!mayBeEmpty) assert.ok(s.length > 0, `${what} is empty`);
+}
+
+/** Asserts a generated-token count: at most max, and above 0 unless replies may be empty. */
+export function assertTokens(n, max = Infinity, what = 'output tokens') {
+  assert.equal(typeof n, 'number', `${what} is ${n}`);
+  assert.ok(n <= max, `${what} ${n} > ${max}`);
+  assert.ok(mayBeEmpty ? n >= 0 : n > 0, `${what} ${n}`);
+}
+
+/** Asserts at least min streamed parts (at least 1 where replies may be empty). */
+export function assertParts(n, min, what = 'parts') {
+  assert.ok(n >= (mayBeEmpty ? 1 : min), `${n} ${what}`);
+}

@@ -2,7 +2,7 @@
 import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI, { toFile } from 'openai';
-import { base, apiKey, chatModel, embedModel, testTimeout, clientTimeout, hasResponsesRoute, noResponses } from './env.js';
+import { base, apiKey, chatModel, embedModel, testTimeout, clientTimeout, hasResponsesRoute, noResponses, assertText, assertTokens, assertParts } from './env.js';
 
 const client = new OpenAI({ baseURL: `${base}/v1`, apiKey, timeout: clientTimeout, maxRetries: 0 });
 const opts = { timeout: testTimeout };
@@ -33,10 +33,10 @@ describe('openai-node', () => {
     const [c] = r.choices;
     assert.equal(c.index, 0);
     assert.equal(c.message.role, 'assistant');
-    assert.ok(c.message.content.length > 0);
+    assertText(c.message.content);
     assert.ok(['stop', 'length'].includes(c.finish_reason), c.finish_reason);
-    assert.ok(r.usage.prompt_tokens > 0 && r.usage.completion_tokens > 0);
-    assert.ok(r.usage.completion_tokens <= 12, `completion_tokens ${r.usage.completion_tokens} > max_tokens`);
+    assert.ok(r.usage.prompt_tokens > 0);
+    assertTokens(r.usage.completion_tokens, 12, 'completion_tokens');
     assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
     assert.ok(response.headers.get('x-herd-node'), 'no X-Herd-Node header');
   });
@@ -60,12 +60,13 @@ describe('openai-node', () => {
       text += chunk.choices[0]?.delta?.content ?? '';
       finish = chunk.choices[0]?.finish_reason ?? finish;
     }
-    assert.ok(chunks >= 2, `${chunks} content chunks`);
-    assert.ok(text.length > 0);
+    assertParts(chunks, 2, 'content chunks');
+    assertText(text);
     assert.ok(['stop', 'length'].includes(finish), `finish_reason ${finish}`);
     assert.ok(usage, 'no usage chunk');
     assert.equal(afterUsage, 0, 'chunks after the usage chunk');
-    assert.ok(usage.prompt_tokens > 0 && usage.completion_tokens > 0 && usage.completion_tokens <= 16);
+    assert.ok(usage.prompt_tokens > 0);
+    assertTokens(usage.completion_tokens, 16, 'completion_tokens');
   });
 
   test('chat.completions.stream helper (finalChatCompletion)', opts, async () => {
@@ -77,17 +78,18 @@ describe('openai-node', () => {
     runner.on('content', (d) => { deltas += d; });
     const final = await runner.finalChatCompletion();
     assert.equal(final.choices[0].message.role, 'assistant');
-    assert.equal(final.choices[0].message.content, deltas);
-    assert.ok(deltas.length > 0);
+    // The content deltas joined are the final message (null when a tiny real model said nothing).
+    assert.equal(final.choices[0].message.content ?? '', deltas);
+    assert.ok(['stop', 'length'].includes(final.choices[0].finish_reason));
   });
 
   test('completions.create', opts, async () => {
     const r = await client.completions.create({ model: chatModel, prompt: 'Once upon a time', max_tokens: 10 });
     assert.equal(r.object, 'text_completion');
     assert.equal(r.choices.length, 1);
-    assert.ok(r.choices[0].text.length > 0);
+    assertText(r.choices[0].text);
     assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason));
-    assert.ok(r.usage.completion_tokens > 0 && r.usage.completion_tokens <= 10);
+    assertTokens(r.usage.completion_tokens, 10, 'completion_tokens');
   });
 
   test('completions.create stream', opts, async () => {
@@ -98,7 +100,8 @@ describe('openai-node', () => {
       text += chunk.choices[0]?.text ?? '';
       chunks++;
     }
-    assert.ok(chunks >= 2 && text.length > 0, `${chunks} chunks, ${JSON.stringify(text)}`);
+    assertParts(chunks, 2, 'chunks');
+    assertText(text);
   });
 
   test('embeddings.create (the SDK asks for base64 and decodes it)', opts, async () => {
@@ -165,7 +168,8 @@ describe('openai-node', () => {
       assert.equal(l.error ?? null, null);
       assert.equal(l.response.status_code, 200);
       assert.equal(l.response.body.object, 'chat.completion');
-      assert.ok(l.response.body.choices[0].message.content.length > 0);
+      assert.equal(typeof l.response.body.choices[0].message.content, 'string');
+      assert.ok(l.response.body.usage.completion_tokens <= 8);
     }
 
     const del = await client.files.delete(file.id);
@@ -191,7 +195,8 @@ describe('openai-node', () => {
       assert.ok(err instanceof OpenAI.BadRequestError, `${err?.constructor?.name}: ${err}`);
       assert.equal(err.status, 400);
       assert.equal(err.type, 'invalid_request_error');
-      assert.equal(err.param, 'messages');
+      assert.ok([null, 'messages'].includes(err.param ?? null), `param ${err.param}`); // Ollama leaves param null
+      assert.match(err.message, /messages/);
       return true;
     });
   });
@@ -220,13 +225,14 @@ describe('openai-node', () => {
       assert.equal(r.incomplete_details ?? null, null);
       assert.equal(r.error ?? null, null);
       assert.equal(r.model, chatModel);
-      assert.ok(r.output_text.length > 0);
+      assertText(r.output_text);
       const msg = r.output.find((o) => o.type === 'message');
       assert.equal(msg.role, 'assistant');
       assert.equal(msg.status, 'completed');
       assert.equal(msg.content[0].type, 'output_text');
       assert.equal(msg.content[0].text, r.output_text);
-      assert.ok(r.usage.input_tokens > 0 && r.usage.output_tokens > 0, JSON.stringify(r.usage));
+      assert.ok(r.usage.input_tokens > 0, JSON.stringify(r.usage));
+      assertTokens(r.usage.output_tokens);
       assert.equal(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens);
     });
 
@@ -236,8 +242,8 @@ describe('openai-node', () => {
       const r = await client.responses.create({ model: chatModel, input: 'Tell me a long story', max_output_tokens: 16 });
       assert.ok(['completed', 'incomplete'].includes(r.status), r.status);
       if (r.status === 'incomplete') assert.equal(r.incomplete_details?.reason, 'max_output_tokens');
-      assert.ok(r.output_text.length > 0);
-      assert.ok(r.usage.output_tokens > 0 && r.usage.output_tokens <= 16, JSON.stringify(r.usage));
+      assertText(r.output_text);
+      assertTokens(r.usage.output_tokens, 16);
     });
 
     test('responses.create stream', opts, async (t) => {
@@ -254,12 +260,13 @@ describe('openai-node', () => {
         if (ev.type === 'response.completed') completed = ev.response;
       }
       assert.ok(created, 'no response.created event');
-      assert.ok(deltas.length > 0, 'no output_text deltas');
+      assertText(deltas, 'the output_text deltas');
       assert.equal(done, deltas, 'response.output_text.done text is not the deltas joined');
       assert.equal(last, 'response.completed', `last event ${last}`);
       assert.equal(completed.status, 'completed');
       assert.equal(completed.output.find((o) => o.type === 'message').content[0].text, deltas);
-      assert.ok(completed.usage.input_tokens > 0 && completed.usage.output_tokens > 0, JSON.stringify(completed.usage));
+      assert.ok(completed.usage.input_tokens > 0, JSON.stringify(completed.usage));
+      assertTokens(completed.usage.output_tokens);
     });
 
     test('responses.create stream with max_output_tokens', opts, async (t) => {
@@ -272,7 +279,7 @@ describe('openai-node', () => {
       assert.ok(final, 'neither response.completed nor response.incomplete');
       assert.equal(final.response.status, final.type.slice('response.'.length));
       if (final.type === 'response.incomplete') assert.equal(final.response.incomplete_details?.reason, 'max_output_tokens');
-      assert.ok(final.response.usage.output_tokens > 0 && final.response.usage.output_tokens <= 16);
+      assertTokens(final.response.usage.output_tokens, 16);
     });
 
     test('responses.stream helper (finalResponse)', opts, async (t) => {
