@@ -33,6 +33,39 @@ type BatchReport struct {
 	Total     int `json:"total"`
 	// Error says why the batch could not be submitted or watched.
 	Error string `json:"error,omitempty"`
+	// Progress is the batch's request counts at every poll, offsets from the start of the run.
+	Progress []BatchPoint `json:"progress,omitempty"`
+}
+
+// BatchPoint is one poll of a batch's progress.
+type BatchPoint struct {
+	AtS       float64 `json:"at_s"`
+	Completed int     `json:"completed"`
+	Failed    int     `json:"failed"`
+}
+
+// CompletedBetween interpolates the batch's completed count at from and to (offsets from the
+// start of the run, seconds) from its polls and returns the difference: the requests the batch
+// finished in that window.
+func (b *BatchReport) CompletedBetween(from, to float64) float64 {
+	at := func(t float64) float64 {
+		pts := b.Progress
+		if len(pts) == 0 || t <= b.SubmittedAtS {
+			return 0
+		}
+		prevT, prevC := b.SubmittedAtS, 0.0
+		for _, p := range pts {
+			if p.AtS >= t {
+				if p.AtS == prevT {
+					return float64(p.Completed)
+				}
+				return prevC + (float64(p.Completed)-prevC)*(t-prevT)/(p.AtS-prevT)
+			}
+			prevT, prevC = p.AtS, float64(p.Completed)
+		}
+		return prevC
+	}
+	return max(at(to)-at(from), 0)
 }
 
 type batchObject struct {
@@ -88,7 +121,11 @@ func (r *runner) runBatch(ctx context.Context, epoch time.Time, interactiveDone 
 		return rep
 	}
 	rep.ID, rep.Status = b.ID, b.Status
-	tick := time.NewTicker(time.Second)
+	poll := o.BatchPoll
+	if poll <= 0 {
+		poll = time.Second
+	}
+	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	var giveUp <-chan time.Time
 	done := interactiveDone
@@ -117,6 +154,7 @@ func (r *runner) runBatch(ctx context.Context, epoch time.Time, interactiveDone 
 		rep.Error = ""
 		rep.Status = b.Status
 		rep.Completed, rep.Failed, rep.Total = b.RequestCounts.Completed, b.RequestCounts.Failed, b.RequestCounts.Total
+		rep.Progress = append(rep.Progress, BatchPoint{AtS: round3(time.Since(epoch).Seconds()), Completed: rep.Completed, Failed: rep.Failed})
 	}
 	rep.Finished = true
 	rep.DurationS = time.Since(submitted).Seconds()

@@ -26,11 +26,14 @@ const (
 	// WorkloadMixed is chat-short interactive traffic while a bulk job of chat-short lines runs
 	// through /v1/files and /v1/batches.
 	WorkloadMixed Workload = "mixed"
+	// WorkloadSynthetic is single-turn chat whose prompt and output lengths are drawn from
+	// Options.PromptTokens and Options.OutputTokens (what herd plan verifies a workload with).
+	WorkloadSynthetic Workload = "synthetic"
 )
 
 // Workloads lists the workloads Run accepts.
 func Workloads() []Workload {
-	return []Workload{WorkloadChatShort, WorkloadChatLong, WorkloadSharedPrefix, WorkloadMixed}
+	return []Workload{WorkloadChatShort, WorkloadChatLong, WorkloadSharedPrefix, WorkloadMixed, WorkloadSynthetic}
 }
 
 // DefaultModel is the model requests ask for when Options.Model is empty.
@@ -83,12 +86,18 @@ type Options struct {
 	// Conversations is the number of concurrent conversations of shared-prefix (default 16), and
 	// Turns the number of user turns after which a conversation starts over (default 8).
 	Conversations, Turns int
+	// PromptTokens and OutputTokens are the synthetic workload's prompt and output lengths
+	// (defaults 256 and 128 tokens); max_tokens is the drawn output length.
+	PromptTokens, OutputTokens TokenDist
+
 	// BatchLines is the number of lines of the mixed workload's bulk job (default 200); BatchAt
 	// is when it is submitted (default Duration/5); BatchWait is how long the run waits for it to
 	// finish after the interactive traffic ended (default 2 minutes).
 	BatchLines int
 	BatchAt    time.Duration
 	BatchWait  time.Duration
+	// BatchPoll is how often the batch's progress is polled (default 1s).
+	BatchPoll time.Duration
 
 	// Events are actions fired at offsets into the run (a node killed, say); the report records
 	// when each fired so results can be split before and after.
@@ -153,6 +162,12 @@ func (o Options) withDefaults() Options {
 	if o.Turns <= 0 {
 		o.Turns = 8
 	}
+	if o.PromptTokens.IsZero() {
+		o.PromptTokens = TokenDist{Kind: "fixed", A: 256}
+	}
+	if o.OutputTokens.IsZero() {
+		o.OutputTokens = TokenDist{Kind: "fixed", A: 128}
+	}
 	if o.BatchLines <= 0 {
 		o.BatchLines = 200
 	}
@@ -182,9 +197,9 @@ func (o Options) validate() error {
 		errs = append(errs, fmt.Sprintf("target %q: want an http:// or https:// URL", o.Target))
 	}
 	switch o.Workload {
-	case WorkloadChatShort, WorkloadChatLong, WorkloadSharedPrefix, WorkloadMixed:
+	case WorkloadChatShort, WorkloadChatLong, WorkloadSharedPrefix, WorkloadMixed, WorkloadSynthetic:
 	default:
-		errs = append(errs, fmt.Sprintf("unknown workload %q (want chat-short, chat-long, shared-prefix or mixed)", o.Workload))
+		errs = append(errs, fmt.Sprintf("unknown workload %q (want chat-short, chat-long, shared-prefix, mixed or synthetic)", o.Workload))
 	}
 	if o.Concurrency < 0 {
 		errs = append(errs, "concurrency must not be negative")

@@ -21,7 +21,9 @@ const (
 )
 
 // Scenarios lists the scenario names RunScenario accepts.
-func Scenarios() []string { return []string{ScenarioHetero, ScenarioOverhead, ScenarioFault} }
+func Scenarios() []string {
+	return []string{ScenarioHetero, ScenarioOverhead, ScenarioFault, ScenarioCapacity, ScenarioBatchMix}
+}
 
 // Defaults of the hetero scenario, chosen so that the simulated cluster runs close to saturation
 // (where the choice of node matters) and one policy takes about half a minute. Measured with
@@ -63,6 +65,11 @@ type ScenarioOptions struct {
 	// rounds of RoundDuration, Rounds times (default 3 × 5s).
 	Rounds        int
 	RoundDuration time.Duration
+	// Search bounds the capacity scenario's search per policy (defaults: start at
+	// CapacityDefaultStartRPS, CapacityDefaultProbes probes, DefaultSearchTolerance).
+	Search SearchOptions
+	// Attainment is the share of requests the capacity scenario wants within the SLO (default 0.9).
+	Attainment float64
 	// Progress receives progress lines (nil: quiet).
 	Progress io.Writer
 	// LogDir keeps the started processes' logs there (default: a temporary directory, removed).
@@ -107,6 +114,10 @@ func RunScenario(ctx context.Context, name string, o ScenarioOptions) (ScenarioR
 		return runHetero(ctx, name, o)
 	case ScenarioOverhead:
 		return runOverhead(ctx, o)
+	case ScenarioCapacity:
+		return runCapacity(ctx, o)
+	case ScenarioBatchMix:
+		return runBatchMix(ctx, o)
 	}
 	return nil, fmt.Errorf("%w: unknown scenario %q (want %s)", ErrBadOptions, name, strings.Join(Scenarios(), ", "))
 }

@@ -86,13 +86,25 @@ type generator struct {
 	convs     int
 	turns     int
 	system    string
+	prompt    TokenDist
+	output    TokenDist
+	// drawOutput is true when max_tokens comes from output (synthetic, no MaxTokens override).
+	drawOutput bool
 }
 
 func newGenerator(o Options) *generator {
 	g := &generator{
 		workload: o.Workload, seed: o.Seed, model: o.Model, stream: o.Stream,
 		maxTokens: o.MaxTokens, convs: o.Conversations, turns: o.Turns,
+		prompt: o.PromptTokens, output: o.OutputTokens,
 	}
+	if g.prompt.IsZero() {
+		g.prompt = TokenDist{Kind: "fixed", A: 256}
+	}
+	if g.output.IsZero() {
+		g.output = TokenDist{Kind: "fixed", A: 128}
+	}
+	g.drawOutput = o.Workload == WorkloadSynthetic && g.maxTokens <= 0
 	if g.maxTokens <= 0 {
 		g.maxTokens = defaultMaxTokens(o.Workload)
 	}
@@ -138,6 +150,10 @@ func (g *generator) messages(i uint64) []chatMessage {
 	case WorkloadChatLong:
 		r := g.rng(2, i)
 		return []chatMessage{{Role: "user", Content: "Summarise the following text in a few paragraphs. " + text(r, longPromptWords-longPromptWords/10+r.IntN(longPromptWords/5))}}
+	case WorkloadSynthetic:
+		r := g.rng(5, i)
+		n := g.prompt.Sample(r)
+		return []chatMessage{{Role: "user", Content: textBytes(r, synthBytesPerToken*n)}}
 	case WorkloadSharedPrefix:
 		// Request i is turn `turn` of conversation `conv` in its `gen`-th life: the same
 		// conversation re-sends the same history, growing by one exchange a turn.
@@ -162,9 +178,43 @@ func (g *generator) messages(i uint64) []chatMessage {
 	}
 }
 
+// synthBytesPerToken sizes synthetic prompts: herd's simulated nodes count a prompt's tokens as
+// its bytes ÷ 4 (real tokenizers make about as many of English text).
+const synthBytesPerToken = 4
+
+// textBytes returns words drawn from the vocabulary, about n bytes of them.
+func textBytes(r *rand.Rand, n int) string {
+	var b strings.Builder
+	b.Grow(n + 16)
+	for b.Len() < n-1 {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(words[r.IntN(len(words))])
+	}
+	b.WriteByte('.')
+	return b.String()
+}
+
+// outputTokens is request i's max_tokens.
+func (g *generator) outputTokens(i uint64) int {
+	if g.drawOutput {
+		return g.output.Sample(g.rng(6, i))
+	}
+	return g.maxTokens
+}
+
+// maxOutputTokens bounds outputTokens over every request.
+func (g *generator) maxOutputTokens() int {
+	if g.drawOutput {
+		return g.output.Max()
+	}
+	return g.maxTokens
+}
+
 // body returns the JSON body of request i.
 func (g *generator) body(i uint64) []byte {
-	req := chatRequest{Model: g.model, Messages: g.messages(i), MaxTokens: g.maxTokens}
+	req := chatRequest{Model: g.model, Messages: g.messages(i), MaxTokens: g.outputTokens(i)}
 	if g.stream {
 		req.Stream = true
 		req.StreamOptions = &streamOptions{IncludeUsage: true}

@@ -114,7 +114,10 @@ type modelStats struct {
 	inFlight   int
 	tps        float64
 	prefillTPS float64
-	lastUsed   time.Time
+	// conc is the mean number of requests in flight on the model while the measured ones ran
+	// (EWMA of the mean of the counts at each one's start and end, itself included).
+	conc     float64
+	lastUsed time.Time
 }
 
 // New returns an agent for backend, reading GPUs from ts (nil: no GPUs). Zero fields of cfg take
@@ -374,6 +377,9 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 			if m.PrefillTokensPerSecond == 0 {
 				m.PrefillTokensPerSecond = st.prefillTPS
 			}
+			if m.Concurrency == 0 && m.TokensPerSecond == st.tps {
+				m.Concurrency = st.conc
+			}
 			if m.InFlight == 0 {
 				m.InFlight = st.inFlight
 			}
@@ -404,7 +410,8 @@ func (a *Agent) statsFor(name string) *modelStats {
 	return nil
 }
 
-func (a *Agent) begin(model string) {
+// begin counts a request in and returns how many are in flight on its model, itself included.
+func (a *Agent) begin(model string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.inFlight++
@@ -414,18 +421,23 @@ func (a *Agent) begin(model string) {
 		a.stats[model] = st
 	}
 	st.inFlight++
+	return st.inFlight
 }
 
-// end closes a request begun at start and learns from what the meter saw.
-func (a *Agent) end(model string, start time.Time, m *meterWriter) {
+// end closes a request begun at start, when startConc were in flight on its model, and learns
+// from what the meter saw.
+func (a *Agent) end(model string, start time.Time, startConc int, m *meterWriter) {
 	now := a.clock.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.inFlight--
 	st := a.stats[model]
+	conc := float64(startConc+st.inFlight) / 2
 	st.inFlight--
 	st.lastUsed = now
-	learn(st, start, m)
+	if learn(st, start, m) {
+		st.conc = ewma(st.conc, conc)
+	}
 	if st.inFlight == 0 && st.tps == 0 && st.prefillTPS == 0 && !a.knownModel(model) {
 		// Names that are not the backend's and never produced output (typos, unknown models)
 		// are not kept: the map stays bounded by the models this node really has or served.
@@ -444,14 +456,14 @@ func (a *Agent) knownModel(name string) bool {
 	return false
 }
 
-// learn folds one response's speed into st.
-func learn(st *modelStats, start time.Time, m *meterWriter) {
+// learn folds one response's speed into st and reports whether it measured a decode speed.
+func learn(st *modelStats, start time.Time, m *meterWriter) bool {
 	if m.status/100 != 2 || m.bytes == 0 {
-		return
+		return false
 	}
 	tokens, ok := m.tokens()
 	if !ok || tokens <= 0 {
-		return
+		return false
 	}
 	var tps float64
 	if m.stream {
@@ -470,7 +482,9 @@ func learn(st *modelStats, start time.Time, m *meterWriter) {
 	}
 	if tps > 0 {
 		st.tps = ewma(st.tps, tps)
+		return true
 	}
+	return false
 }
 
 func ewma(prev, sample float64) float64 {

@@ -437,6 +437,15 @@ func TestTokensPerSecondLearning(t *testing.T) {
 			if !near(m.TokensPerSecond, tc.wantTPS) || !near(m.PrefillTokensPerSecond, tc.wantPrefill) {
 				t.Errorf("tokens/s %v prefill %v, want %v %v", m.TokensPerSecond, m.PrefillTokensPerSecond, tc.wantTPS, tc.wantPrefill)
 			}
+			// One request alone ran at concurrency 1; the figure goes with the agent's own speed
+			// only, not with a speed the backend reported.
+			wantConc := 0.0
+			if tc.wantTPS > 0 && tc.reported == 0 {
+				wantConc = 1
+			}
+			if m.Concurrency != wantConc {
+				t.Errorf("concurrency %v, want %v", m.Concurrency, wantConc)
+			}
 		})
 	}
 }

@@ -49,6 +49,19 @@ type Config struct {
 	// work spreading to slower idle GPUs before queues build on fast ones (see the
 	// heterogeneous simulation test).
 	QueueAversion float64 `yaml:"queue_aversion" json:"queue_aversion"`
+	// LearnAlpha in (0,1] is the weight of the newest heartbeat measurement in each node's
+	// learned speed fit (Learner). Default 0.2.
+	LearnAlpha float64 `yaml:"learn_alpha" json:"learn_alpha"`
+	// LearnPriorWeight is how many measurements the prior of a node's fit counts as at first
+	// (it decays like them). Default 2.
+	LearnPriorWeight float64 `yaml:"learn_prior_weight" json:"learn_prior_weight"`
+}
+
+// LearnerConfig is the Learner configuration c implies: its learning rate and prior weight, and
+// SlotContention as the prior contention (defaults filled in).
+func (c Config) LearnerConfig() LearnerConfig {
+	c = c.withDefaults()
+	return LearnerConfig{Alpha: c.LearnAlpha, PriorWeight: c.LearnPriorWeight, PriorContention: c.SlotContention}
 }
 
 // Weights weigh the herd policy's scorers. Each scorer gives [0,1]; a node's score is the
@@ -93,6 +106,8 @@ func DefaultConfig() Config {
 		LoadBytesPerSecond:     2e9,
 		DefaultTokensPerSecond: 20,
 		QueueAversion:          2,
+		LearnAlpha:             0.2,
+		LearnPriorWeight:       2,
 	}
 }
 
@@ -123,6 +138,12 @@ func (c Config) withDefaults() Config {
 	if c.QueueAversion == 0 {
 		c.QueueAversion = d.QueueAversion
 	}
+	if c.LearnAlpha == 0 {
+		c.LearnAlpha = d.LearnAlpha
+	}
+	if c.LearnPriorWeight == 0 {
+		c.LearnPriorWeight = d.LearnPriorWeight
+	}
 	return c
 }
 
@@ -149,6 +170,7 @@ func (c Config) Validate() error {
 		{"load_bytes_per_second", c.LoadBytesPerSecond},
 		{"default_tokens_per_second", c.DefaultTokensPerSecond},
 		{"queue_aversion", c.QueueAversion},
+		{"learn_prior_weight", c.LearnPriorWeight},
 	} {
 		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
 			errs = append(errs, fmt.Errorf("scheduler: %s must be a finite number ≥ 0, got %v", f.name, f.v))
@@ -156,6 +178,9 @@ func (c Config) Validate() error {
 	}
 	if !(c.SlotContention >= 0 && c.SlotContention <= 1) {
 		errs = append(errs, fmt.Errorf("scheduler: slot_contention must be in [0,1], got %v", c.SlotContention))
+	}
+	if !(c.LearnAlpha >= 0 && c.LearnAlpha <= 1) {
+		errs = append(errs, fmt.Errorf("scheduler: learn_alpha must be in [0,1] (0: the default), got %v", c.LearnAlpha))
 	}
 	if c.MaxQueuePerNode < 0 {
 		errs = append(errs, fmt.Errorf("scheduler: max_queue_per_node must be ≥ 0, got %d", c.MaxQueuePerNode))

@@ -27,6 +27,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative tokens", edit: func(c *Config) { c.DefaultMaxTokens = -1 }, wantErr: "default_max_tokens"},
 		{name: "negative queue aversion", edit: func(c *Config) { c.QueueAversion = -1 }, wantErr: "queue_aversion"},
 		{name: "negative load rate", edit: func(c *Config) { c.LoadBytesPerSecond = -1 }, wantErr: "load_bytes_per_second"},
+		{name: "learn alpha above 1", edit: func(c *Config) { c.LearnAlpha = 1.5 }, wantErr: "learn_alpha"},
+		{name: "negative prior weight", edit: func(c *Config) { c.LearnPriorWeight = -1 }, wantErr: "learn_prior_weight"},
 		{name: "several errors at once", edit: func(c *Config) { c.Policy = "x"; c.PrefillSpeedup = -2 }, wantErr: "prefill_speedup"},
 	}
 	for _, tt := range tests {
@@ -60,6 +62,9 @@ func TestConfigDefaults(t *testing.T) {
 	s := mustNew(t, Config{})
 	if got := s.Config(); got != DefaultConfig() {
 		t.Fatalf("zero config should run as the default:\n got %+v\nwant %+v", got, DefaultConfig())
+	}
+	if lc := (Config{SlotContention: 0.4, LearnAlpha: 0.5}).LearnerConfig(); lc != (LearnerConfig{Alpha: 0.5, PriorWeight: 2, PriorContention: 0.4}) {
+		t.Errorf("learner config %+v", lc)
 	}
 	// Chosen weights are kept as they are, zeros included.
 	s = mustNew(t, Config{Policy: PolicyRoundRobin, Weights: Weights{Wait: 1}, SlotContention: 1})

@@ -41,10 +41,12 @@ type NodeExplanation struct {
 	// WaitCostSeconds is the wait the herd policy ranks: queueing counted QueueAversion times.
 	WaitCostSeconds float64 `json:"wait_cost_seconds,omitempty"`
 	// TokensPerSecond is the single-stream decode speed the estimate used, and
-	// TokensPerSecondSource where it came from: measured, node_estimate, bandwidth_estimate,
-	// cluster_median or default.
+	// TokensPerSecondSource where it came from: learned, measured, node_estimate,
+	// bandwidth_estimate, cluster_median or default. Contention is the slowdown per other busy
+	// stream the estimate used (learned or the configured prior).
 	TokensPerSecond       float64 `json:"tokens_per_second,omitempty"`
 	TokensPerSecondSource string  `json:"tokens_per_second_source,omitempty"`
+	Contention            float64 `json:"contention,omitempty"`
 	// Scores are the per-scorer scores (herd policy only).
 	Scores *Scores `json:"scores,omitempty"`
 	// Total is the node's score: the weighted mean of Scores under herd, the policy's own
@@ -81,6 +83,7 @@ func (s *Scheduler) Explain(req *Request, snap *Snapshot) Explanation {
 		ne.WaitCostSeconds = e.cost
 		ne.TokensPerSecond = e.tps
 		ne.TokensPerSecondSource = e.tpsSource.String()
+		ne.Contention = s.contention(&snap.Nodes[c.Node].Models[e.model])
 		ne.Total = c.Score
 		if s.cfg.Policy == PolicyHerd {
 			sc := e.scores

@@ -127,7 +127,7 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 		minCost = min(minCost, e.cost)
 		if req.PrefixHash != 0 {
 			// Weighted rendezvous hashing: the eligible node with the highest key for this prefix.
-			if k := affinityKey(mix64(h^prefix), s.affinityCapacity(node, modelWeights(req, m), e.tps)); affNode < 0 || k > affBest {
+			if k := affinityKey(mix64(h^prefix), s.affinityCapacity(node, m, modelWeights(req, m), e.tps)); affNode < 0 || k > affBest {
 				affNode, affBest = i, k
 			}
 		}
@@ -273,30 +273,44 @@ func seconds(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second))
 }
 
+// contention is node's slowdown per other busy stream for model m: learned when measured, else
+// the configured prior.
+func (s *Scheduler) contention(m *NodeModel) float64 {
+	if m.Learned.Samples > 0 && m.Learned.Contention >= 0 && m.Learned.Contention <= 1 {
+		return m.Learned.Contention
+	}
+	return s.cfg.SlotContention
+}
+
 // waitSeconds is the expected time until req would complete on node at tps tokens/s for one
-// stream: its own decode (slowed by the other busy slots), the drain of the queue ahead when
-// every slot is busy, and the model's load time when it is not resident. queue is the part of
-// wait spent queued for a slot.
+// stream: its prefill, its own decode (slowed by the other busy slots), the drain of the queue
+// ahead when every slot is busy, and the model's load time when it is not resident. queue is the
+// part of wait spent queued for a slot.
 func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps float64) (wait, queue float64) {
 	own := float64(s.cfg.DefaultMaxTokens)
 	if req.MaxTokens > 0 {
 		own = float64(req.MaxTokens)
 	}
-	if req.PromptTokens > 0 {
-		own += float64(req.PromptTokens) / s.cfg.PrefillSpeedup
-	}
 	own = max(own, 1)
+	prefill := 0.0
+	if req.PromptTokens > 0 {
+		if pre := m.Learned.PrefillTPS; m.Learned.Samples > 0 && validSpeed(pre) {
+			prefill = float64(req.PromptTokens) / pre
+		} else {
+			prefill = float64(req.PromptTokens) / s.cfg.PrefillSpeedup / tps
+		}
+	}
 	other := float64(max(s.cfg.DefaultMaxTokens, 1))
-	c := s.cfg.SlotContention
+	c := s.contention(m)
 	slots := max(node.Slots, 1)
 	ahead := max(node.InFlight, 0) + max(node.Queued, 0)
 	if ahead < slots {
-		wait = own * (1 + c*float64(ahead)) / tps
+		wait = prefill + own*(1+c*float64(ahead))/tps
 	} else {
 		full := 1 + c*float64(slots-1)
 		aggregate := float64(slots) * tps / full
 		queue = float64(ahead-slots+1) * other / aggregate
-		wait = queue + own*full/tps
+		wait = queue + prefill + own*full/tps
 	}
 	if !m.Resident {
 		if b := modelWeights(req, m); b > 0 {
@@ -320,13 +334,15 @@ func affinityKey(h uint64, w float64) float64 {
 // affinityCapacity is the weight of node in the rendezvous hashing of conversations: its
 // aggregate decode rate with every slot busy, so each node is home to a share of conversations in
 // proportion to the work it can take, and a conversation's home is also where the wait scorer
-// tends to send it. The speed is the node's bandwidth estimate when its GPU is known, because the
-// measured speed falls and rises with the node's load, which would move conversations between
-// homes (and off their KV cache) as the load changes; tps (the speed the wait model uses) is the
-// fallback.
-func (s *Scheduler) affinityCapacity(node *Node, weights uint64, tps float64) float64 {
+// tends to send it. The speed is the learned single-stream speed when the node has measured the
+// model (a fit that corrects for concurrency, so it does not sink and rise with the load, which
+// would move conversations between homes and off their KV cache), else the bandwidth prior when
+// its GPU is known, else tps (the speed the wait model uses).
+func (s *Scheduler) affinityCapacity(node *Node, m *NodeModel, weights uint64, tps float64) float64 {
 	speed := tps
-	if bw := node.MemoryBandwidthGBs; validSpeed(bw) && weights > 0 {
+	if m.Learned.Samples > 0 && validSpeed(m.Learned.DecodeTPS) {
+		speed = m.Learned.DecodeTPS
+	} else if bw := node.MemoryBandwidthGBs; validSpeed(bw) && weights > 0 {
 		if v := bw * 1e9 * models.DefaultDecodeEfficiency / float64(weights); validSpeed(v) {
 			speed = v
 		}
@@ -335,7 +351,7 @@ func (s *Scheduler) affinityCapacity(node *Node, weights uint64, tps float64) fl
 	if !validSpeed(speed) {
 		speed = 1
 	}
-	return speed * slots / (1 + s.cfg.SlotContention*(slots-1))
+	return speed * slots / (1 + s.contention(m)*(slots-1))
 }
 
 // scoreHerd scores the candidates with the weighted scorers, given the lowest wait cost among

@@ -6,12 +6,20 @@
 // Decisions this package makes, where the design left room:
 //
 //   - Expected wait is a small queueing model. A node runs Slots requests at once; each stream
-//     decodes at the node's measured tokens/s for the model, slowed by SlotContention for every
-//     other busy slot (decode shares memory bandwidth). Requests beyond Slots queue and drain at
-//     the node's aggregate rate. A model that is not resident adds its load time (size ÷
-//     LoadBytesPerSecond). When a node has not measured the model, its speed is estimated, in
-//     order, from the node's other measured models scaled by model size (decode is memory-bound),
-//     from its GPU memory bandwidth, from the cluster median for the model, or DefaultTokensPerSecond.
+//     decodes at the node's single-stream tokens/s for the model, slowed by its contention for
+//     every other busy slot (decode shares memory bandwidth), after a prefill of the prompt.
+//     Requests beyond Slots queue and drain at the node's aggregate rate. A model that is not
+//     resident adds its load time (size ÷ LoadBytesPerSecond).
+//   - Speeds are learned, not assumed: a Learner (learn.go) fits each (node, model)'s single-stream
+//     speed, contention and prefill speed to what the node measured and reported in its
+//     heartbeats, and the registry puts the fit in the snapshot (NodeModel.Learned). Only while a
+//     node has measured nothing for a model does the scheduler fall back to a prior, in order:
+//     the node's other learned or measured models scaled by model size (decode is memory-bound),
+//     its GPU's memory bandwidth at models.DefaultDecodeEfficiency (the profile's paper figure),
+//     the cluster median for the model, or DefaultTokensPerSecond; and to SlotContention and
+//     PrefillSpeedup for contention and prefill. The simulator's own physics (nodeagent/sim) is
+//     thus never the scheduler's: a simulated or real node slower than its profile says is seen
+//     as slow once it has served a few requests (TestLearnerAdaptsToSlowNode).
 //   - The wait score is relative: the candidate with the lowest wait cost scores 1 and one that
 //     would cost twice as much scores 0.5. It needs no time scale and works for a cluster of T4s
 //     as well as one of H100s. The cost is the expected wait with the time queued for a slot
@@ -124,13 +132,21 @@ type NodeModel struct {
 	Resident  bool
 	OnDisk    bool
 	VRAMBytes uint64
-	// TokensPerSecond is the node's measured decode speed for the model (EWMA); 0: unmeasured.
+	// TokensPerSecond is the node's measured decode speed for the model (EWMA over its recent
+	// requests, each at whatever concurrency it ran); 0: unmeasured.
 	TokensPerSecond float64
 	InFlight        int
 	LastUsed        time.Time
 	// SizeBytes is the size of the model's weights on disk; 0: unknown. It sizes load time and,
 	// with MemoryBandwidthGBs, the decode speed estimate.
 	SizeBytes uint64
+	// Concurrency is the mean number of requests in flight on the model while those requests
+	// decoded (0: not reported); PrefillTokensPerSecond the measured prompt-processing speed.
+	Concurrency            float64
+	PrefillTokensPerSecond float64
+	// Learned is what a Learner fitted to the node's measurements (Samples 0: nothing yet). When
+	// set it is the wait model's speed and contention for this node and model.
+	Learned Speed
 }
 
 // Reason says why a filter refused a node.

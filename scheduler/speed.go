@@ -11,7 +11,8 @@ import (
 type tpsSource uint8
 
 const (
-	tpsMeasured  tpsSource = iota // the node's EWMA for the model
+	tpsLearned   tpsSource = iota // a Learner's fit to the node's measurements
+	tpsMeasured                   // the node's EWMA for the model, unfitted
 	tpsNode                       // the node's other models, scaled by size
 	tpsBandwidth                  // the node's GPU memory bandwidth ÷ the model's size
 	tpsCluster                    // the median of the nodes that measured the model
@@ -19,6 +20,7 @@ const (
 )
 
 var tpsSourceText = [...]string{
+	tpsLearned:   "learned",
 	tpsMeasured:  "measured",
 	tpsNode:      "node_estimate",
 	tpsBandwidth: "bandwidth_estimate",
@@ -33,7 +35,11 @@ func (s tpsSource) String() string { return tpsSourceText[s] }
 // the node alone cannot say.
 func nodeSpeed(node *Node, mi int, weights uint64) (float64, tpsSource) {
 	if mi >= 0 {
-		if v := node.Models[mi].TokensPerSecond; validSpeed(v) {
+		m := &node.Models[mi]
+		if m.Learned.Samples > 0 && validSpeed(m.Learned.DecodeTPS) {
+			return m.Learned.DecodeTPS, tpsLearned
+		}
+		if v := m.TokensPerSecond; validSpeed(v) {
 			return v, tpsMeasured
 		}
 	}
@@ -50,8 +56,12 @@ func nodeSpeed(node *Node, mi int, weights uint64) (float64, tpsSource) {
 		if b == 0 {
 			b = o.VRAMBytes
 		}
-		if j != mi && validSpeed(o.TokensPerSecond) && b > 0 {
-			sum += o.TokensPerSecond * float64(b)
+		v := o.TokensPerSecond
+		if o.Learned.Samples > 0 {
+			v = o.Learned.DecodeTPS
+		}
+		if j != mi && validSpeed(v) && b > 0 {
+			sum += v * float64(b)
 			k++
 		}
 	}
@@ -61,7 +71,7 @@ func nodeSpeed(node *Node, mi int, weights uint64) (float64, tpsSource) {
 		}
 	}
 	if bw := node.MemoryBandwidthGBs; validSpeed(bw) {
-		// The same model of memory-bound decode as models.DecodeTokensPerSecond.
+		// The prior: the profile's paper figure for memory-bound decode (models.DecodeTokensPerSecond).
 		if v := bw * 1e9 * models.DefaultDecodeEfficiency / float64(weights); validSpeed(v) {
 			return v, tpsBandwidth
 		}

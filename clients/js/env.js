@@ -21,30 +21,6 @@ export const embedModel = need('HERD_EMBED_MODEL');
 export const testTimeout = 60_000;
 export const clientTimeout = 45_000;
 
-let responsesRoute;
-
-/**
- * Whether the gateway serves POST /v1/responses: an empty body is a 400 where the route exists
- * and a 404 where it does not. Tests of the Responses API skip, saying so, on a gateway without
- * it.
- */
-export async function hasResponsesRoute() {
-  if (responsesRoute === undefined) {
-    const r = await fetch(`${base}/v1/responses`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-      body: '{}',
-      signal: AbortSignal.timeout(clientTimeout),
-    });
-    await r.text();
-    responsesRoute = r.status !== 404;
-  }
-  return responsesRoute;
-}
-
-/** The skip message for a gateway without the Responses API. */
-export const noResponses = 'gateway has no POST /v1/responses (404 on an empty body)';
-
 /**
  * Whether a reply may be empty: the tiny model the real-Ollama run generates ends a reply by
  * itself about once in 25 tokens, so now and then right away. The simulator never does.

@@ -1,8 +1,8 @@
 // The official OpenAI Node SDK (npm "openai") against the gateway's /v1 API.
-import { describe, test, before } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI, { toFile } from 'openai';
-import { base, apiKey, chatModel, embedModel, testTimeout, clientTimeout, hasResponsesRoute, noResponses, assertText, assertTokens, assertParts } from './env.js';
+import { base, apiKey, chatModel, embedModel, testTimeout, clientTimeout, assertText, assertTokens, assertParts } from './env.js';
 
 const client = new OpenAI({ baseURL: `${base}/v1`, apiKey, timeout: clientTimeout, maxRetries: 0 });
 const opts = { timeout: testTimeout };
@@ -212,11 +212,8 @@ describe('openai-node', () => {
   });
 
   describe('responses', () => {
-    let skip = false;
-    before(async () => { skip = !(await hasResponsesRoute()); });
 
-    test('responses.create', opts, async (t) => {
-      if (skip) return t.skip(noResponses);
+    test('responses.create', opts, async () => {
       // No max_output_tokens: the answer ends by itself and the response is "completed".
       const r = await client.responses.create({ model: chatModel, input: 'Say hello', instructions: 'Be brief.' });
       assert.equal(r.object, 'response');
@@ -236,8 +233,7 @@ describe('openai-node', () => {
       assert.equal(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens);
     });
 
-    test('responses.create with max_output_tokens', opts, async (t) => {
-      if (skip) return t.skip(noResponses);
+    test('responses.create with max_output_tokens', opts, async () => {
       // A cut answer is "incomplete" with the reason, as OpenAI reports it.
       const r = await client.responses.create({ model: chatModel, input: 'Tell me a long story', max_output_tokens: 16 });
       assert.ok(['completed', 'incomplete'].includes(r.status), r.status);
@@ -246,8 +242,7 @@ describe('openai-node', () => {
       assertTokens(r.usage.output_tokens, 16);
     });
 
-    test('responses.create stream', opts, async (t) => {
-      if (skip) return t.skip(noResponses);
+    test('responses.create stream', opts, async () => {
       const stream = await client.responses.create({ model: chatModel, input: 'Count to five', stream: true });
       let deltas = '', completed = null, created = false, lastSeq = -1, last = null, done = null;
       for await (const ev of stream) {
@@ -269,8 +264,7 @@ describe('openai-node', () => {
       assertTokens(completed.usage.output_tokens);
     });
 
-    test('responses.create stream with max_output_tokens', opts, async (t) => {
-      if (skip) return t.skip(noResponses);
+    test('responses.create stream with max_output_tokens', opts, async () => {
       const stream = await client.responses.create({ model: chatModel, input: 'Tell me a long story', max_output_tokens: 16, stream: true });
       let final = null;
       for await (const ev of stream) {
@@ -282,8 +276,7 @@ describe('openai-node', () => {
       assertTokens(final.response.usage.output_tokens, 16);
     });
 
-    test('responses.stream helper (finalResponse)', opts, async (t) => {
-      if (skip) return t.skip(noResponses);
+    test('responses.stream helper (finalResponse)', opts, async () => {
       const stream = client.responses.stream({ model: chatModel, input: 'Say hi' });
       let deltas = '';
       stream.on('response.output_text.delta', (ev) => { deltas += ev.delta; });
@@ -292,8 +285,7 @@ describe('openai-node', () => {
       assert.equal(final.output_text, deltas);
     });
 
-    test('responses.create unknown model: NotFoundError', opts, async (t) => {
-      if (skip) return t.skip(noResponses);
+    test('responses.create unknown model: NotFoundError', opts, async () => {
       await assert.rejects(client.responses.create({ model: 'no-such-model', input: 'hi' }), (err) => {
         assert.ok(err instanceof OpenAI.NotFoundError, `${err?.constructor?.name}: ${err}`);
         assert.equal(err.code, 'model_not_found');

@@ -16,8 +16,15 @@ import (
 )
 
 func newToolCmds() []*cobra.Command {
-	return []*cobra.Command{newSimCmd(), newLoadtestCmd(), newFakeBackendCmd()}
+	return []*cobra.Command{newSimCmd(), newLoadtestCmd(), newFakeBackendCmd(), newPlanCmd()}
 }
+
+// The models of a `herd sim` cluster: the README's quickstart models (the same as `herd up`'s
+// simulated node) and the load test's default model, so every example works against it as is.
+var (
+	simModels  = []string{"llama3.2:1b", loadtest.DefaultModel, "qwen2.5:7b", "nomic-embed-text"}
+	simPreload = []string{"llama3.2:1b", loadtest.DefaultModel, "nomic-embed-text"}
+)
 
 func newSimCmd() *cobra.Command {
 	var o loadtest.SimClusterOptions
@@ -37,6 +44,12 @@ func newSimCmd() *cobra.Command {
 					return err
 				}
 				o.Binary = exe
+			}
+			if len(o.Models) == 0 {
+				o.Models = simModels
+			}
+			if len(o.Preload) == 0 {
+				o.Preload = simPreload
 			}
 			o.KeepLogs = keepLogs
 			if o.LogLevel == "" {
@@ -63,8 +76,8 @@ func newSimCmd() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.GPUs, "gpus", "2xt4,a40,3090", "simulated GPU groups, one agent per group")
-	listFlag(fs, &o.Models, "models", "models on every agent's disk (default "+loadtest.DefaultModel+")")
-	listFlag(fs, &o.Preload, "preload", "models resident at start (default: all of --models)")
+	listFlag(fs, &o.Models, "models", "models on every agent's disk (default "+strings.Join(simModels, ",")+")")
+	listFlag(fs, &o.Preload, "preload", "models resident at start (default "+strings.Join(simPreload, ",")+"; the rest load on first use)")
 	fs.StringVar(&o.Policy, "policy", "", "scheduling policy: herd, least_inflight or round_robin")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "gateway address")
 	fs.Float64Var(&o.SimSpeed, "sim-speed", 1, "simulated time runs this many times faster than real time")
@@ -86,6 +99,9 @@ type loadtestFlags struct {
 	gpus                                                                       string
 	simSpeed                                                                   float64
 	quiet                                                                      bool
+	attainment, capStart, capTolerance                                         float64
+	capProbes, batchLines                                                      int
+	logDir, promptTokens, outputTokens                                         string
 }
 
 func newLoadtestCmd() *cobra.Command {
@@ -100,7 +116,14 @@ func newLoadtestCmd() *cobra.Command {
 			"                   workload against each, side by side (--compare-policies).\n" +
 			"--scenario overhead compares a fast fake backend called directly with the same backend behind\n" +
 			"                   a herd gateway and agent.\n" +
-			"--scenario fault   kills one simulated agent mid-run (--kill-node-at) and reports the errors.",
+			"--scenario fault   kills one simulated agent mid-run (--kill-node-at) and reports the errors.\n" +
+			"--scenario capacity searches, per policy, the highest Poisson rate at which --attainment of the\n" +
+			"                   requests meet --slo-ttft and --slo-tpot (bisection over fresh simulated\n" +
+			"                   clusters, at most --capacity-probes probes of --duration each). Rates,\n" +
+			"                   durations, SLOs and latencies are simulated time (see --sim-speed).\n" +
+			"--scenario batch-mix runs interactive chat-short at --rps alone and then beside a bulk job of\n" +
+			"                   --batch-lines lines, and reports the batch's share of the tokens/s and the\n" +
+			"                   interactive TTFT tail of both runs.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLoadtest(cmd, f) },
 	}
@@ -130,6 +153,14 @@ func newLoadtestCmd() *cobra.Command {
 	fs.Float64Var(&f.simSpeed, "sim-speed", 0, "simulated time speed-up of the scenario cluster")
 	fs.DurationVar(&f.killNodeAt, "kill-node-at", 0, "kill one simulated agent this far into the run (SIGKILL)")
 	fs.StringVar(&f.killNode, "kill-node", "", "which agent --kill-node-at kills (default: the last)")
+	fs.Float64Var(&f.attainment, "attainment", 0, "capacity: share of requests that must meet the SLO (default 0.9)")
+	fs.Float64Var(&f.capStart, "capacity-start", 0, fmt.Sprintf("capacity: first rate probed, simulated req/s (default %g)", loadtest.CapacityDefaultStartRPS))
+	fs.IntVar(&f.capProbes, "capacity-probes", 0, fmt.Sprintf("capacity: most probes per policy (default %d)", loadtest.CapacityDefaultProbes))
+	fs.Float64Var(&f.capTolerance, "capacity-tolerance", 0, fmt.Sprintf("capacity: stop bisecting at this relative bracket width (default %g)", loadtest.DefaultSearchTolerance))
+	fs.StringVar(&f.promptTokens, "prompt-tokens", "", "synthetic workload: prompt length distribution (N, uniform:MIN:MAX, normal:MEAN:SD, lognormal:MEAN:SD; default 256)")
+	fs.StringVar(&f.outputTokens, "output-tokens", "", "synthetic workload: output length distribution, as max_tokens (default 128)")
+	fs.IntVar(&f.batchLines, "batch-lines", 0, "lines of the bulk job of the mixed workload and batch-mix (default 200; batch-mix 2000)")
+	fs.StringVar(&f.logDir, "log-dir", "", "keep the scenario processes' logs in this directory")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines")
 	return cmd
 }
@@ -143,6 +174,23 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 		Target: f.target, APIKey: f.apiKey, Model: f.model, Workload: loadtest.Workload(f.workload),
 		Stream: f.stream, MaxTokens: f.maxTokens, RPS: f.rps, Concurrency: f.concurrency,
 		Duration: f.duration, Seed: f.seed, SLOTTFT: f.sloTTFT, SLOTPOT: f.sloTPOT, Progress: progress,
+		BatchLines: f.batchLines,
+	}
+	for _, d := range []struct {
+		flag, v string
+		into    *loadtest.TokenDist
+	}{{"prompt-tokens", f.promptTokens, &opts.PromptTokens}, {"output-tokens", f.outputTokens, &opts.OutputTokens}} {
+		if d.v == "" {
+			continue
+		}
+		if opts.Workload != loadtest.WorkloadSynthetic {
+			return fmt.Errorf("--%s shapes the synthetic workload: add --workload synthetic", d.flag)
+		}
+		td, err := loadtest.ParseTokenDist(d.v)
+		if err != nil {
+			return fmt.Errorf("--%s: %w", d.flag, err)
+		}
+		*d.into = td
 	}
 	if f.ramp != "" {
 		from, to, err := loadtest.ParseRamp(f.ramp)
@@ -164,7 +212,9 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 		}
 		r, err := loadtest.RunScenario(cmd.Context(), f.scenario, loadtest.ScenarioOptions{
 			Binary: exe, Load: opts, Policies: f.policies, GPUs: f.gpus, SimSpeed: f.simSpeed,
-			KillNodeAt: f.killNodeAt, KillNode: f.killNode, Progress: progress,
+			KillNodeAt: f.killNodeAt, KillNode: f.killNode, Progress: progress, LogDir: f.logDir,
+			Attainment: f.attainment,
+			Search:     loadtest.SearchOptions{Start: f.capStart, MaxProbes: f.capProbes, Tolerance: f.capTolerance},
 		})
 		if err != nil {
 			return err

@@ -29,11 +29,17 @@
 //   - A snapshot rebuilt only because in-flight counters moved copies the previous snapshot's
 //     nodes and patches their counts (two allocations, no per-node locks); handed-out snapshots
 //     are never written.
-//   - Model names are normalised with models.NormalizeName (lower case, a missing tag becomes
-//     ":latest") so that "llama3" and "llama3:latest" are one model; callers must normalise
-//     request names the same way before they look them up in a snapshot.
+//   - Model names are the backend's names (ModelName). Ollama-style backends (Ollama and the
+//     simulator) have their names normalised with models.NormalizeName (lower case, a missing tag
+//     becomes ":latest") so that "llama3" and "llama3:latest" are one model, as Ollama itself
+//     treats them; callers look a request's name up as it is first, then normalised. An
+//     OpenAI-compatible server's ids (vLLM's "Qwen/Qwen2.5-0.5B-Instruct") are kept exactly as
+//     it lists them: such servers compare names case-sensitively and know no ":latest".
 //   - Node.MemoryBandwidthGBs comes from the models GPU profile whose name matches the node's
-//     fastest GPU (0 when none does), so the scheduler can estimate speeds it has not measured.
+//     fastest GPU (0 when none does): the scheduler's prior for speeds nobody has measured yet.
+//     Every heartbeat's measured speeds go through a scheduler.Learner, whose fit (per node and
+//     model: single-stream speed, contention, prefill speed) the snapshot carries in
+//     NodeModel.Learned; it is this gateway's own fit, learned from every heartbeat it receives.
 //   - A node without GPUs (no driver, CPU backend) is healthy; a node is unhealthy as soon as one
 //     of its GPUs is.
 //   - Drain is gateway-side state: it survives heartbeats and is echoed in HeartbeatReply.
@@ -144,6 +150,9 @@ type Config struct {
 	// OutageGrace is, with a shared registry, how long the nodes that were fresh when the shared
 	// registry became unreachable stay in the schedule without news of them (see the package doc).
 	OutageGrace time.Duration `yaml:"outage_grace"`
+	// Learner tunes the fit of each node's speeds to its heartbeats (the gateway passes its
+	// scheduler configuration's, scheduler.Config.LearnerConfig); zero fields take the defaults.
+	Learner scheduler.LearnerConfig `yaml:"-"`
 }
 
 // DefaultConfig returns the registry's defaults: 1s heartbeats, stale after 3, circuit opens
@@ -322,6 +331,8 @@ type Registry struct {
 	// refusals remembers when a refused claimant was last logged, so that an agent retrying every
 	// second is logged once a minute.
 	refusals map[string]time.Time
+	// learner fits each node's speeds to its heartbeats' measurements (scheduler.Learner).
+	learner *scheduler.Learner
 }
 
 // New returns an empty registry. Zero fields of cfg take DefaultConfig's values; a nil clock is
@@ -330,7 +341,8 @@ func New(cfg Config, clock Clock) *Registry {
 	if clock == nil {
 		clock = systemClock{}
 	}
-	r := &Registry{cfg: cfg.withDefaults(), clock: clock, log: slog.Default(), refusals: map[string]time.Time{}}
+	r := &Registry{cfg: cfg.withDefaults(), clock: clock, log: slog.Default(), refusals: map[string]time.Time{},
+		learner: scheduler.NewLearner(cfg.Learner)}
 	m := map[string]*node{}
 	r.byID.Store(&m)
 	ch := make(chan struct{})
@@ -422,6 +434,7 @@ func (r *Registry) recordLocked(n *node, hb agentapi.Heartbeat, seen time.Time) 
 	n.lastSeen = seen
 	n.interval = r.intervalOf(&hb)
 	n.base = baseNode(&hb)
+	r.learner.Learn(&n.base)
 	// This gateway's requests the heartbeat can have counted are at most those in flight now.
 	busy := max(hb.InFlight, 0) + max(hb.Queued, 0)
 	other := max(0, busy-int(n.local.Load()))
@@ -478,6 +491,7 @@ func (r *Registry) forgetLocked(now time.Time) {
 	for _, n := range r.nodes {
 		if now.Sub(n.lastSeen) > r.forgetAfter(n) {
 			r.log.Warn("node forgotten after silence", "node", n.id, "last_heartbeat", n.lastSeen)
+			r.learner.Forget(n.id)
 			dropped = true
 			continue
 		}
@@ -848,7 +862,7 @@ func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
 	sn.Models = make([]scheduler.NodeModel, 0, len(hb.Models))
 	for _, m := range hb.Models {
 		nm := scheduler.NodeModel{
-			Name:            models.NormalizeName(m.Name),
+			Name:            ModelName(hb.Backend, m.Name),
 			Resident:        m.Resident,
 			OnDisk:          m.OnDisk,
 			VRAMBytes:       m.VRAMBytes,
@@ -856,6 +870,9 @@ func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
 			InFlight:        m.InFlight,
 			LastUsed:        m.LastUsed,
 			SizeBytes:       m.SizeBytes,
+			// What the node measured, for the scheduler's learner (Registry.Observe).
+			Concurrency:            m.Concurrency,
+			PrefillTokensPerSecond: m.PrefillTokensPerSecond,
 		}
 		if j := slices.IndexFunc(sn.Models, func(x scheduler.NodeModel) bool { return x.Name == nm.Name }); j >= 0 {
 			// "llama3" and "llama3:latest" reported separately are the same model: merge them.
@@ -874,6 +891,17 @@ func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
 		sn.Models = append(sn.Models, nm)
 	}
 	return sn
+}
+
+// ModelName is the name the registry keeps for a model a node of the given backend kind reports:
+// normalised for Ollama-style backends (Ollama, the simulator), whose names are case-insensitive
+// and take ":latest" for a missing tag, and exactly as listed (only trimmed) for an
+// OpenAI-compatible server, whose ids are case-sensitive and forwarded as they are spelt.
+func ModelName(backend, name string) string {
+	if backend == agentapi.BackendOpenAI {
+		return strings.TrimSpace(name)
+	}
+	return models.NormalizeName(name)
 }
 
 func cloneHeartbeat(hb agentapi.Heartbeat) agentapi.Heartbeat {

@@ -378,6 +378,15 @@ func TestSnapshotDerivedFields(t *testing.T) {
 	if math.Abs(got.Utilization-want.Utilization) < 1e-9 {
 		got.Utilization = want.Utilization
 	}
+	// Every measured speed goes through the learner: one measurement at concurrency 1 (none
+	// reported) is that single-stream speed at the prior contention.
+	for i := range got.Models {
+		l := got.Models[i].Learned
+		if l.Samples != 1 || math.Abs(l.DecodeTPS-got.Models[i].TokensPerSecond) > 1e-6 || math.Abs(l.Contention-scheduler.DefaultConfig().SlotContention) > 1e-9 {
+			t.Errorf("model %s learned %+v", got.Models[i].Name, l)
+		}
+		got.Models[i].Learned = scheduler.Speed{}
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("snapshot node\n got %+v\nwant %+v", got, want)
 	}

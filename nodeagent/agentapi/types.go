@@ -15,6 +15,9 @@ const (
 	PathCompletions = "/v1/completions"
 	// PathEmbeddings is the OpenAI embeddings route on an agent.
 	PathEmbeddings = "/v1/embeddings"
+	// PathResponses is the OpenAI Responses route on an agent: passed through to a backend that
+	// serves it, translated to chat completions for one that does not.
+	PathResponses = "/v1/responses"
 
 	// PathOllamaChat, PathOllamaGenerate, PathOllamaEmbed and PathOllamaEmbeddings are Ollama's
 	// native inference routes, passed through unchanged to an Ollama backend (agents of other
@@ -190,6 +193,10 @@ type Model struct {
 	InFlight               int       `json:"in_flight"`
 	LastUsed               time.Time `json:"last_used,omitempty"`
 	ExpiresAt              time.Time `json:"expires_at,omitempty"`
+	// Concurrency is the mean number of requests in flight on the model (the measured ones
+	// included) while the requests behind TokensPerSecond decoded (EWMA); 0 if unmeasured. With
+	// it the gateway separates the single-stream speed from the slowdown of sharing the GPU.
+	Concurrency float64 `json:"concurrency,omitempty"`
 }
 
 // HeartbeatReply is the gateway's answer to a heartbeat.

@@ -139,7 +139,14 @@ func TestSlotsShareThroughput(t *testing.T) {
 		return clk.Now().Sub(t0)
 	}
 	one := elapsed(1)
+	// The node reports the concurrency its speed was measured at, for the gateway's learner.
+	if m, _ := modelInfo(t, n, "llama3.1:8b"); m.Concurrency != 1 {
+		t.Errorf("one request alone measured at concurrency %v", m.Concurrency)
+	}
 	four := elapsed(4)
+	if m, _ := modelInfo(t, n, "llama3.1:8b"); !(m.Concurrency > 2.5 && m.Concurrency < 4) {
+		t.Errorf("after four requests decoding together, concurrency EWMA %v, want between 2.5 and 4", m.Concurrency)
+	}
 	single := models.DecodeTokensPerSecond(gpu(t, "a40"), spec(t, "llama3.1:8b"))
 	if want := time.Duration(tokens / single * float64(time.Second)); math.Abs(float64(one-want)) > 0.05*float64(want) {
 		t.Errorf("one request: %v, want ≈ %v", one, want)

@@ -73,6 +73,9 @@ type modelState struct {
 
 	decodeEWMA  float64
 	prefillEWMA float64
+	// concurrencyEWMA is the mean number of requests that shared the GPUs during the measured
+	// decodes, reported beside decodeEWMA so the gateway can tell speed from sharing.
+	concurrencyEWMA float64
 }
 
 func (n *Node) newModel(spec models.ModelSpec, onDisk bool) *modelState {
@@ -340,6 +343,7 @@ func (n *Node) Models(ctx context.Context) ([]agentapi.Model, error) {
 			Embedding:              m.spec.Embedding,
 			TokensPerSecond:        m.decodeEWMA,
 			PrefillTokensPerSecond: m.prefillEWMA,
+			Concurrency:            m.concurrencyEWMA,
 			InFlight:               m.inFlight,
 			LastUsed:               m.lastUsed,
 			ExpiresAt:              m.expiresAt,

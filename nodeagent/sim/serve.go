@@ -19,7 +19,8 @@ import (
 const (
 	// batchExponent shapes how aggregate decode throughput grows with concurrent requests on one
 	// GPU: n requests together make single × n^0.6 tokens/s (continuous batching re-reads the
-	// weights once per step for all of them, but attention and sampling grow with n).
+	// weights once per step for all of them, but attention and sampling grow with n). Source:
+	// llama.cpp's llama-batched-bench, n^0.5–0.8 for 2–32 sequences (see the package doc).
 	batchExponent = 0.6
 	// maxBatchGain caps that gain: beyond it the GPU is compute bound.
 	maxBatchGain = 8.0
@@ -252,8 +253,9 @@ func ewma(old, v float64) float64 {
 	return ewmaAlpha*v + (1-ewmaAlpha)*old
 }
 
-// decodeRate is this request's current share of its GPUs' decode throughput.
-func (r *run) decodeRate() float64 {
+// decodeRate is this request's current share of its GPUs' decode throughput, and the number of
+// requests sharing them (itself included).
+func (r *run) decodeRate() (float64, int) {
 	r.n.mu.Lock()
 	defer r.n.mu.Unlock()
 	base := r.n.baseRateLocked(r.m, models.DecodeTokensPerSecond)
@@ -261,7 +263,7 @@ func (r *run) decodeRate() float64 {
 	for _, g := range r.gpus {
 		busy = max(busy, r.n.gpus[g].active)
 	}
-	return base * batchGain(busy) / float64(busy)
+	return base * batchGain(busy) / float64(busy), busy
 }
 
 // decode produces total tokens, calling emit(k) each time k more are ready. The rate is looked up
@@ -271,8 +273,9 @@ func (r *run) decode(ctx context.Context, total int, emit func(k int) error) (in
 	last := start
 	credit := 0.0
 	produced := 0
+	busyTime := 0.0 // ∫ busy dt over the decode: the mean concurrency the measurement ran at
 	for produced < total {
-		rate := r.decodeRate()
+		rate, busy := r.decodeRate()
 		if rate <= 0 {
 			return produced, errGPULost
 		}
@@ -283,6 +286,7 @@ func (r *run) decode(ctx context.Context, total int, emit func(k int) error) (in
 		}
 		now := r.n.clock.Now()
 		credit += now.Sub(last).Seconds() * rate
+		busyTime += now.Sub(last).Seconds() * float64(busy)
 		last = now
 		k := min(int(credit+1e-6), total-produced)
 		if k <= 0 {
@@ -299,6 +303,7 @@ func (r *run) decode(ctx context.Context, total int, emit func(k int) error) (in
 	if elapsed := r.n.clock.Now().Sub(start); produced > 1 && elapsed > 0 {
 		r.n.mu.Lock()
 		r.m.decodeEWMA = ewma(r.m.decodeEWMA, float64(produced)/elapsed.Seconds())
+		r.m.concurrencyEWMA = ewma(r.m.concurrencyEWMA, max(busyTime/elapsed.Seconds(), 1))
 		r.n.mu.Unlock()
 	}
 	return produced, nil

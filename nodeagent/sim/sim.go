@@ -28,6 +28,34 @@
 //     mix of its GPUs' speeds (layers run one GPU after the other). A GPU in thermal slowdown runs
 //     at half speed.
 //
+// # Where each figure comes from
+//
+// The simulator's physics live here and in package models, each with its source; the gateway's
+// scheduler shares none of it (it learns every node's speed and contention from the
+// heartbeats' measurements, scheduler.Learner), so a simulated run tests the scheduler against
+// a world it was not written around.
+//
+//   - VRAM, memory bandwidth, FP16 throughput, board power: the GPU datasheets named in each
+//     models.GPUProfile's Source.
+//   - Decode tok/s = efficiency × bandwidth ÷ weights, prefill tok/s = efficiency × FP16 FLOPS ÷
+//     (2 × parameters): models.DecodeTokensPerSecond and PrefillTokensPerSecond, calibrated on
+//     llama.cpp's llama-bench (RTX 3090 tg 111.7 / pp 3865 tok/s on Llama-3-8B Q4_K_M; A100 and
+//     H100 efficiencies from llama.cpp runs; see models/gpus.go).
+//   - Sharing a GPU (batchExponent 0.6): llama.cpp's llama-batched-bench shows aggregate decode
+//     growing as n^0.5 to n^0.8 with n parallel sequences (ggml-org/llama.cpp PR #3545, a 7B F16
+//     model at 3.5k context: 4 sequences 2.09×, 16 sequences 7.0× one; PR #16894, Qwen2 7B Q8_0:
+//     2 sequences 1.73×, 4 sequences 2.84× at a 512-token context, 2.61× at 4k); 0.6 sits in the
+//     middle of that range at chat contexts. maxBatchGain 8 (compute bound beyond it) is never
+//     reached at the default 4 slots per GPU (4^0.6 ≈ 2.3).
+//   - Model load: weights ÷ 2 GB/s (a PCIe 3/4 NVMe drive's sequential read) + 1 s (CUDA context
+//     and graph reservation, as llama.cpp runners take on start); pulls at 100 MB/s (a gigabit
+//     link, roughly): modelling choices, not measurements.
+//   - Thermal slowdown halves the speed: NVML documents thermal HW slowdown as "reducing core
+//     clocks by a factor of 2 or more" (nvml.h, NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN).
+//   - KV prefix cache in 64-token blocks: vLLM's prefix caching works in KV blocks (16 tokens by
+//     default) and llama.cpp reuses a slot's cache token by token; 64 keeps the simulation cheap
+//     and loses at most 63 tokens of reuse per request.
+//
 // SpeedFactor divides every duration (load, prefill, decode, pull) so tests and load tests can run
 // faster than the hardware; the measured tokens/s it reports are then faster in proportion, and
 // the GPU names carry a "(simulated xN)" suffix so nobody mistakes them for hardware figures.

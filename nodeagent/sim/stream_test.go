@@ -102,13 +102,17 @@ type chunk struct {
 }
 
 // Chunks reach the client while the response is still being produced: with a manual clock the
-// handler cannot finish before the test advances time for every token.
+// handler cannot finish before the test advances time for every token. The test advances one
+// timer at a time and gives the first chunk a moment to arrive after each, so on a loaded machine
+// it would take a delay of tens of advances (not one slow read) to finish a genuinely
+// incremental stream before the first chunk is seen.
 func TestStreamChunksArriveIncrementally(t *testing.T) {
+	const streamTokens = 40
 	clk := newManualClock()
 	n := newNode(t, Config{GPUs: []models.GPUProfile{gpu(t, "a40")}, Clock: clk, Models: []string{"llama3.1:8b"}, Preload: []string{"llama3.1:8b"}})
 	srv, done := serve(t, n)
 	events, header := readSSE(context.Background(), t, srv.URL+agentapi.PathChatCompletions,
-		chatBody("llama3.1:8b", "Stream to me.", map[string]any{"stream": true, "max_tokens": 5}))
+		chatBody("llama3.1:8b", "Stream to me.", map[string]any{"stream": true, "max_tokens": streamTokens}))
 	var got []string
 	// Advance the clock one timer at a time until the first event arrives.
 	deadline := time.Now().Add(20 * time.Second)
@@ -119,13 +123,11 @@ func TestStreamChunksArriveIncrementally(t *testing.T) {
 				t.Fatal(ev.err)
 			}
 			got = append(got, ev.data)
-		default:
+		case <-time.After(50 * time.Millisecond):
 			if time.Now().After(deadline) {
 				t.Fatal("no first chunk")
 			}
-			if !clk.AdvanceToNext() {
-				time.Sleep(100 * time.Microsecond)
-			}
+			clk.AdvanceToNext()
 		}
 	}
 	select {
@@ -152,8 +154,8 @@ func TestStreamChunksArriveIncrementally(t *testing.T) {
 		got = append(got, ev.data)
 	}
 	close(stop)
-	// role, 5 content chunks, finish, [DONE]
-	if len(got) != 8 || got[len(got)-1] != "[DONE]" {
+	// role, the content chunks, finish, [DONE]
+	if len(got) != streamTokens+3 || got[len(got)-1] != "[DONE]" {
 		t.Fatalf("events %q", got)
 	}
 }

@@ -1,0 +1,448 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ScenarioCapacity searches, per policy, the highest Poisson arrival rate at which a target share
+// of requests meets both the TTFT and the TPOT SLO (DistServe's "goodput"), on fresh simulated
+// clusters.
+const ScenarioCapacity = "capacity"
+
+// Defaults of the capacity scenario. Rates, durations and latencies are in simulated time (see
+// SimProbe): the SLOs are those of an interactive chat service on this hardware, the probes long
+// enough that a queue building at an overloaded node shows in the tail (30 simulated seconds are
+// about 100–200 requests at the rates that matter here) and short enough that a search of every
+// policy fits in a few minutes of wall time at sim speed 4.
+const (
+	CapacityDefaultAttainment    = 0.9
+	CapacityDefaultSLOTTFT       = 2 * time.Second
+	CapacityDefaultSLOTPOT       = 100 * time.Millisecond
+	CapacityDefaultProbeDuration = 30 * time.Second
+	CapacityDefaultSimSpeed      = 4.0
+	CapacityDefaultStartRPS      = 2.0
+	CapacityDefaultProbes        = 7
+)
+
+// SimProbe runs capacity probes, each on a fresh simulated cluster started from the herd binary,
+// so that no probe inherits a queue, a warm cache or a learned speed from the one before.
+//
+// Time scale: the cluster runs SimSpeed times faster than the hardware it models, and every
+// duration the probe sets is scaled with it, so that the figures it reports are those of the
+// modelled hardware. Rates given to and reported by Run are simulated requests/s (the load
+// generator sends SimSpeed times as many per wall second); the probe's Duration and the SLOs are
+// simulated time (divided by SimSpeed on the wall clock); the agents heartbeat every
+// 1s ÷ SimSpeed; latencies and tokens/s are converted back (× SimSpeed and ÷ SimSpeed). What
+// the sim does not model — the gateway's and the network's own few milliseconds — is scaled up
+// with the rest, a small pessimism at high speeds.
+type SimProbe struct {
+	// Binary is the herd binary (default: this executable).
+	Binary string
+	// GPUs is the cluster, one agent per comma-separated group ("t4,a40,3090").
+	GPUs string
+	// Policy is the gateway's scheduling policy.
+	Policy string
+	// SimSpeed is the time scale (default CapacityDefaultSimSpeed).
+	SimSpeed float64
+	// Load is the workload: Workload, Model, Stream, MaxTokens, Seed, Conversations, Turns, the
+	// synthetic token distributions; Duration (default CapacityDefaultProbeDuration) and the SLOs
+	// (defaults CapacityDefaultSLOTTFT and CapacityDefaultSLOTPOT) in simulated time. RPS, ramps,
+	// Concurrency, Target and Events are set by the probe.
+	Load Options
+	// Attainment is the share of requests that must meet the SLO (default 0.9).
+	Attainment float64
+	// LogDir, when set, keeps each probe's process logs in a subdirectory.
+	LogDir string
+	// Progress receives one line per probe (nil: quiet).
+	Progress io.Writer
+
+	probes int
+}
+
+// CapacityPoint is what one probe measured, in simulated units.
+type CapacityPoint struct {
+	// RateRPS is the offered Poisson rate; Pass whether Attainment reached the target.
+	RateRPS    float64 `json:"rate_rps"`
+	Pass       bool    `json:"pass"`
+	Attainment float64 `json:"attainment"`
+	// Requests were sent, Good met both SLOs, Errors failed.
+	Requests int `json:"requests"`
+	Good     int `json:"good"`
+	Errors   int `json:"errors"`
+	// ErrorKinds counts failures by kind.
+	ErrorKinds map[string]int `json:"error_kinds,omitempty"`
+	// ThroughputRPS and TokS are successful requests and output tokens per simulated second.
+	ThroughputRPS float64 `json:"throughput_rps"`
+	TokS          float64 `json:"tok_s"`
+	// TTFT and TPOT are in simulated milliseconds.
+	TTFT Quantiles `json:"ttft_ms"`
+	TPOT Quantiles `json:"tpot_ms"`
+	// Nodes counts requests by serving node.
+	Nodes map[string]int `json:"nodes,omitempty"`
+	// WallS is how long the probe took on the wall clock, cluster start and stop included.
+	WallS float64 `json:"wall_s"`
+}
+
+// Quantiles are the p50, p90 and p99 of a latency, in milliseconds.
+type Quantiles struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+}
+
+func (p *SimProbe) speed() float64 {
+	if p.SimSpeed > 0 {
+		return p.SimSpeed
+	}
+	return CapacityDefaultSimSpeed
+}
+
+func (p *SimProbe) attainment() float64 {
+	if p.Attainment > 0 {
+		return p.Attainment
+	}
+	return CapacityDefaultAttainment
+}
+
+// load returns the probe's workload with the simulated defaults filled in (simulated time).
+func (p *SimProbe) load() Options {
+	l := p.Load
+	if l.Duration <= 0 {
+		l.Duration = CapacityDefaultProbeDuration
+	}
+	if l.SLOTTFT == 0 && l.SLOTPOT == 0 {
+		l.SLOTTFT, l.SLOTPOT = CapacityDefaultSLOTTFT, CapacityDefaultSLOTPOT
+	}
+	if l.Workload == "" {
+		l.Workload = WorkloadSharedPrefix
+	}
+	if l.Model == "" {
+		l.Model = DefaultModel
+	}
+	return l
+}
+
+func scaleDur(d time.Duration, f float64) time.Duration { return time.Duration(float64(d) / f) }
+
+// Run probes rate (simulated requests/s) on a fresh cluster and returns what it measured.
+func (p *SimProbe) Run(ctx context.Context, rate float64) (*CapacityPoint, error) {
+	if !(rate > 0) || math.IsInf(rate, 0) {
+		return nil, fmt.Errorf("%w: probe rate %v", ErrBadOptions, rate)
+	}
+	speed := p.speed()
+	l := p.load()
+	p.probes++
+	began := time.Now()
+	copts := SimClusterOptions{
+		Binary: p.Binary, GPUs: p.GPUs, Models: []string{l.Model}, Policy: p.Policy, SimSpeed: speed,
+		AgentArgs: []string{"--agent-heartbeat-interval", heartbeatFor(speed).String()},
+	}
+	if p.LogDir != "" {
+		copts.LogDir, copts.KeepLogs = filepath.Join(p.LogDir, fmt.Sprintf("%s-%s-probe%d", sanitize(p.GPUs), p.Policy, p.probes)), true
+		if err := os.MkdirAll(copts.LogDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	cl, err := StartSimCluster(ctx, copts)
+	if err != nil {
+		return nil, fmt.Errorf("starting the simulated cluster %s: %w", p.GPUs, err)
+	}
+	// A request that meets both SLOs ends by TTFT + max tokens × TPOT; one still running then
+	// has failed already, so the run need not wait longer for it.
+	g := newGenerator(l.withDefaults())
+	bound := l.SLOTTFT + time.Duration(g.maxOutputTokens())*l.SLOTPOT
+	if l.SLOTTFT == 0 || l.SLOTPOT == 0 {
+		bound = 2 * time.Minute
+	}
+	run := l
+	run.Target, run.Label, run.Simulated, run.Events, run.Progress = cl.URL, p.Policy, true, nil, nil
+	run.RPS, run.RampFrom, run.RampTo, run.Concurrency = rate*speed, 0, 0, 0
+	run.Duration = scaleDur(l.Duration, speed)
+	run.SLOTTFT, run.SLOTPOT = scaleDur(l.SLOTTFT, speed), scaleDur(l.SLOTPOT, speed)
+	run.RequestTimeout = scaleDur(bound, speed) + time.Second
+	run.DrainTimeout = run.RequestTimeout + time.Second
+	r, err := Run(ctx, run)
+	stopErr := cl.Stop()
+	if err != nil {
+		return nil, fmt.Errorf("probe at %.3g req/s: %w", rate, err)
+	}
+	if stopErr != nil {
+		progressf(p.Progress, "   stopping the cluster: %v", stopErr)
+	}
+	pt := capacityPoint(r, rate, speed, p.attainment())
+	pt.WallS = round3(time.Since(began).Seconds())
+	verdict := "FAIL"
+	if pt.Pass {
+		verdict = "pass"
+	}
+	progressf(p.Progress, "   %-14s %-16s %6.3g req/s: %5.1f%% within SLO (%d/%d) %s  [SIMULATED, %.0fs wall]",
+		p.Policy, p.GPUs, rate, 100*pt.Attainment, pt.Good, pt.Requests, verdict, pt.WallS)
+	return pt, nil
+}
+
+// heartbeatFor is the agents' heartbeat interval at a time scale: a simulated second, but never
+// under 100ms of wall time.
+func heartbeatFor(speed float64) time.Duration {
+	return max(scaleDur(time.Second, speed).Round(time.Millisecond), 100*time.Millisecond)
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == ',' || r == '/' || r == ' ' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// capacityPoint converts a wall-clock report at speed into simulated units.
+func capacityPoint(r *Report, rate, speed, target float64) *CapacityPoint {
+	pt := &CapacityPoint{
+		RateRPS: rate, Requests: r.Sent, Good: r.GoodRequests, Errors: r.Failed, ErrorKinds: r.Errors,
+		ThroughputRPS: round3(r.ThroughputRPS / speed), TokS: round3(r.OutputTokS / speed),
+		TTFT:  Quantiles{P50: round3(r.TTFT.P50 * speed), P90: round3(r.TTFT.P90 * speed), P99: round3(r.TTFT.P99 * speed)},
+		TPOT:  Quantiles{P50: round3(r.TPOT.P50 * speed), P90: round3(r.TPOT.P90 * speed), P99: round3(r.TPOT.P99 * speed)},
+		Nodes: r.Nodes,
+	}
+	if len(pt.ErrorKinds) == 0 {
+		pt.ErrorKinds = nil
+	}
+	if r.Sent > 0 {
+		pt.Attainment = round3(float64(r.GoodRequests) / float64(r.Sent))
+	}
+	pt.Pass = r.Sent > 0 && float64(r.GoodRequests) >= target*float64(r.Sent)
+	return pt
+}
+
+// CapacitySearch runs SearchCapacity with p's probes and returns the points probed with the
+// search's outcome.
+func CapacitySearch(ctx context.Context, p *SimProbe, o SearchOptions) (*CapacityResult, error) {
+	var points []*CapacityPoint
+	res, err := SearchCapacity(ctx, o, func(ctx context.Context, rate float64) (Probe, error) {
+		pt, err := p.Run(ctx, rate)
+		if err != nil {
+			return Probe{}, err
+		}
+		points = append(points, pt)
+		return Probe{Pass: pt.Pass, Attainment: pt.Attainment}, nil
+	})
+	cr := &CapacityResult{Policy: p.Policy, CapacityRPS: round3(res.CapacityRPS), FailRPS: round3(res.FailRPS), Bounded: res.Bounded()}
+	for _, pt := range points {
+		cr.Probes = append(cr.Probes, *pt)
+	}
+	if res.Best >= 0 {
+		b := points[res.Best]
+		cr.TokS, cr.ThroughputRPS, cr.Attainment, cr.TTFT, cr.TPOT, cr.Nodes = b.TokS, b.ThroughputRPS, b.Attainment, b.TTFT, b.TPOT, b.Nodes
+	}
+	return cr, err
+}
+
+// CapacityResult is one policy's capacity at the SLO.
+type CapacityResult struct {
+	Policy string `json:"policy"`
+	// CapacityRPS is the highest rate that passed (0: none did); FailRPS the lowest that failed
+	// above it (0: none did, the capacity is only a lower bound); Bounded says which.
+	CapacityRPS float64 `json:"capacity_rps"`
+	FailRPS     float64 `json:"fail_rps,omitempty"`
+	Bounded     bool    `json:"bounded"`
+	// The rest is measured by the probe at CapacityRPS.
+	ThroughputRPS float64        `json:"throughput_rps"`
+	TokS          float64        `json:"tok_s"`
+	Attainment    float64        `json:"attainment"`
+	TTFT          Quantiles      `json:"ttft_ms"`
+	TPOT          Quantiles      `json:"tpot_ms"`
+	Nodes         map[string]int `json:"nodes,omitempty"`
+	// Probes are every probe of the search, in the order run.
+	Probes []CapacityPoint `json:"probes"`
+}
+
+// CapacityRatio compares herd's capacity with a baseline's.
+type CapacityRatio struct {
+	Policy   string  `json:"policy"`
+	Baseline string  `json:"baseline"`
+	Ratio    float64 `json:"ratio"`
+}
+
+// CapacityReport is the capacity scenario's result. Every figure is simulated, in simulated
+// units (see SimProbe).
+type CapacityReport struct {
+	Scenario       string           `json:"scenario"`
+	Simulated      bool             `json:"simulated"`
+	GPUs           string           `json:"gpus"`
+	Model          string           `json:"model"`
+	Workload       string           `json:"workload"`
+	Stream         bool             `json:"stream"`
+	Seed           uint64           `json:"seed"`
+	SimSpeed       float64          `json:"sim_speed"`
+	SLO            SLO              `json:"slo"`
+	Attainment     float64          `json:"attainment_target"`
+	ProbeDurationS float64          `json:"probe_duration_s"`
+	MaxProbes      int              `json:"max_probes"`
+	Tolerance      float64          `json:"tolerance"`
+	Policies       []CapacityResult `json:"policies"`
+	Ratios         []CapacityRatio  `json:"ratios,omitempty"`
+	// WallS is the wall time of the whole scenario.
+	WallS float64 `json:"wall_s"`
+}
+
+var _ ScenarioReport = (*CapacityReport)(nil)
+
+// runCapacity searches each policy's capacity on fresh clusters.
+func runCapacity(ctx context.Context, o ScenarioOptions) (*CapacityReport, error) {
+	began := time.Now()
+	policies := o.Policies
+	if len(policies) == 0 {
+		policies = DefaultPolicies
+	}
+	gpus := o.GPUs
+	if gpus == "" {
+		gpus = HeteroDefaultGPUs
+	}
+	if len(GPUGroups(gpus)) == 0 {
+		return nil, fmt.Errorf("%w: no GPU groups in %q", ErrBadOptions, gpus)
+	}
+	if o.Load.Concurrency > 0 || o.Load.ramped() || o.Load.RPS != 0 {
+		return nil, fmt.Errorf("%w: the capacity scenario chooses the rates itself: no --rps, --ramp or --concurrency", ErrBadOptions)
+	}
+	if o.Load.Workload == WorkloadMixed {
+		return nil, fmt.Errorf("%w: the capacity scenario needs an interactive workload, not mixed", ErrBadOptions)
+	}
+	if !(o.Attainment >= 0 && o.Attainment <= 1) {
+		return nil, fmt.Errorf("%w: attainment %v: want a share in (0, 1]", ErrBadOptions, o.Attainment)
+	}
+	probeTmpl := SimProbe{Binary: o.Binary, GPUs: gpus, SimSpeed: o.SimSpeed, Load: o.Load, Attainment: o.Attainment, LogDir: o.LogDir, Progress: o.Progress}
+	l := probeTmpl.load()
+	check := l.withDefaults()
+	check.RPS = 1 // the search sets the rates; check the rest of the workload
+	if err := check.validateArrivals(); err != nil {
+		return nil, err
+	}
+	so := o.Search
+	if so.Start <= 0 {
+		so.Start = CapacityDefaultStartRPS
+	}
+	if so.MaxProbes <= 0 {
+		so.MaxProbes = CapacityDefaultProbes
+	}
+	so, err := so.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	d := l.withDefaults()
+	rep := &CapacityReport{
+		Scenario: ScenarioCapacity, Simulated: true, GPUs: gpus, Model: d.Model, Workload: string(d.Workload),
+		Stream: d.Stream, Seed: d.Seed, SimSpeed: probeTmpl.speed(), SLO: SLO{TTFTMs: ms(d.SLOTTFT), TPOTMs: ms(d.SLOTPOT)},
+		Attainment: probeTmpl.attainment(), ProbeDurationS: d.Duration.Seconds(), MaxProbes: so.MaxProbes, Tolerance: so.Tolerance,
+	}
+	for _, policy := range policies {
+		progressf(o.Progress, "== capacity: policy %s on fresh SIMULATED clusters %s (sim speed %g×, figures in simulated time)", policy, gpus, rep.SimSpeed)
+		p := probeTmpl
+		p.Policy = policy
+		cr, err := CapacitySearch(ctx, &p, so)
+		if cr != nil {
+			rep.Policies = append(rep.Policies, *cr)
+		}
+		if err != nil {
+			rep.WallS = round3(time.Since(began).Seconds())
+			return rep, fmt.Errorf("policy %s: %w", policy, err)
+		}
+	}
+	rep.Ratios = capacityRatios(rep.Policies)
+	rep.WallS = round3(time.Since(began).Seconds())
+	return rep, nil
+}
+
+// capacityRatios divides herd's capacity by each other policy's.
+func capacityRatios(ps []CapacityResult) []CapacityRatio {
+	var herd *CapacityResult
+	for i := range ps {
+		if ps[i].Policy == "herd" {
+			herd = &ps[i]
+		}
+	}
+	if herd == nil {
+		return nil
+	}
+	var out []CapacityRatio
+	for _, p := range ps {
+		if p.Policy == herd.Policy || p.CapacityRPS <= 0 {
+			continue
+		}
+		out = append(out, CapacityRatio{Policy: herd.Policy, Baseline: p.Policy, Ratio: round3(herd.CapacityRPS / p.CapacityRPS)})
+	}
+	return out
+}
+
+// WriteJSON implements ScenarioReport.
+func (c *CapacityReport) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(c)
+}
+
+// capacityText formats a capacity: "≥ x" when no failing rate bounds it.
+func capacityText(r CapacityResult) string {
+	s := strconv.FormatFloat(r.CapacityRPS, 'f', 2, 64)
+	if !r.Bounded {
+		s = "≥ " + s
+	}
+	return s
+}
+
+// WriteText implements ScenarioReport: a markdown table, policies side by side.
+func (c *CapacityReport) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "### Capacity at SLO — SIMULATED cluster %s (every figure is simulated)\n\n", c.GPUs)
+	fmt.Fprintf(&b, "Highest Poisson rate at which ≥ %g%% of requests meet TTFT ≤ %gms and TPOT ≤ %gms; workload %s, model %s, stream %v, seed %d. ",
+		100*c.Attainment, c.SLO.TTFTMs, c.SLO.TPOTMs, c.Workload, c.Model, c.Stream, c.Seed)
+	fmt.Fprintf(&b, "Bisection over fresh clusters, ≤ %d probes of %gs per policy, tolerance %g%%; simulated time (sim speed %g×: rates, tok/s and latencies are in simulated units).\n\n",
+		c.MaxProbes, c.ProbeDurationS, 100*c.Tolerance, c.SimSpeed)
+	b.WriteString("| policy | capacity req/s | tok/s | within SLO | TTFT p50 / p90 / p99 ms | TPOT p50 / p90 / p99 ms | first failing req/s | probes |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, p := range c.Policies {
+		fail := "-"
+		if p.Bounded {
+			fail = strconv.FormatFloat(p.FailRPS, 'f', 2, 64)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f%% | %.0f / %.0f / %.0f | %.1f / %.1f / %.1f | %s | %d |\n",
+			p.Policy, capacityText(p), p.TokS, 100*p.Attainment, p.TTFT.P50, p.TTFT.P90, p.TTFT.P99,
+			p.TPOT.P50, p.TPOT.P90, p.TPOT.P99, fail, len(p.Probes))
+	}
+	if len(c.Ratios) > 0 {
+		b.WriteByte('\n')
+		for _, r := range c.Ratios {
+			fmt.Fprintf(&b, "- capacity %s ÷ %s = %.2f× (simulated)\n", r.Policy, r.Baseline, r.Ratio)
+		}
+	}
+	if c.WallS > 0 {
+		fmt.Fprintf(&b, "\n(wall time %.0fs)\n", c.WallS)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteSVG implements ScenarioReport: the share of requests within the SLO against the offered
+// rate for every probe of every policy, the target as a dashed line, and the capacities as bars.
+func (c *CapacityReport) WriteSVG(w io.Writer) error {
+	var series []rateSeries
+	for _, p := range c.Policies {
+		s := rateSeries{name: p.Policy, capacity: p.CapacityRPS, bounded: p.Bounded}
+		for _, pt := range p.Probes {
+			s.points = append(s.points, ratePoint{rate: pt.RateRPS, attainment: pt.Attainment, pass: pt.Pass})
+		}
+		series = append(series, s)
+	}
+	title := fmt.Sprintf("capacity at SLO on %s", c.GPUs)
+	sub := fmt.Sprintf("highest Poisson rate with ≥ %g%% of requests within TTFT ≤ %gms and TPOT ≤ %gms; %s, %s, seed %d, simulated time",
+		100*c.Attainment, c.SLO.TTFTMs, c.SLO.TPOTMs, c.Workload, c.Model, c.Seed)
+	return writeCapacitySVG(w, title, sub, "offered rate (simulated req/s)", "capacity (simulated req/s)", c.Attainment, series)
+}
