@@ -109,21 +109,42 @@ func (b *presetBook) reload(ctx context.Context) error {
 	return nil
 }
 
-// put stores p, a new version of the preset of that name, and returns it as stored.
+// put stores p and returns the preset as it now is. Versions (decisions):
+//   - p's content equal to the current preset's (the stored one, else the file's) changes
+//     nothing: the current preset is returned as it is, its version not bumped, so applying the
+//     same file twice is a no-op.
+//   - Without a version, p becomes the current version + 1 (1 for a new preset).
+//   - An explicit version is kept as given (the YAML's `version:` is the operator's): it may not be
+//     lower than the current version, nor equal to it with other content (409 preset_version_conflict).
 func (b *presetBook) put(ctx context.Context, p models.Preset, now time.Time) (models.Preset, error) {
+	cur, found := models.Preset{}, false
 	prev, err := b.st.GetPreset(ctx, p.Name)
 	switch {
 	case err == nil:
-		p.Version = prev.Version + 1
-		p.CreatedAt = prev.CreatedAt
+		cur, found = prev, true
 	case errors.Is(err, store.ErrNotFound):
-		p.Version = 1
 		if fp, ok := b.file[p.Name]; ok {
-			p.Version = max(fp.Version, 1) + 1
+			cur, found = fp, true
+			cur.Version = max(cur.Version, 1)
 		}
-		p.CreatedAt = now.UTC()
 	default:
 		return models.Preset{}, fmt.Errorf("presets: %w", err)
+	}
+	if found && p.SameContent(cur) && (p.Version == 0 || p.Version == cur.Version) {
+		return cur, nil
+	}
+	switch {
+	case p.Version == 0 && found:
+		p.Version = cur.Version + 1
+	case p.Version == 0:
+		p.Version = 1
+	case found && p.Version <= cur.Version:
+		return models.Preset{}, &APIError{Status: http.StatusConflict, Type: errInvalidRequest, Code: "preset_version_conflict",
+			Param: "version", Message: fmt.Sprintf("preset %q is at version %d: a changed preset needs a higher version (or none, to have it numbered)", p.Name, cur.Version)}
+	}
+	p.CreatedAt = now.UTC()
+	if err == nil {
+		p.CreatedAt = prev.CreatedAt
 	}
 	p.UpdatedAt = now.UTC()
 	if err := b.st.PutPreset(ctx, p); err != nil {
@@ -185,6 +206,9 @@ func (s *Server) initBulk(ctx context.Context) error {
 		if filePresets, err = models.ParsePresets(data); err != nil {
 			return fmt.Errorf("presets file %s: %w", s.cfg.PresetsFile, err)
 		}
+		for i := range filePresets {
+			filePresets[i].Version = max(filePresets[i].Version, 1)
+		}
 	}
 	st, err := s.openBulkStore(ctx)
 	if err != nil {
@@ -201,6 +225,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Dispatcher: s.dispatcher(),
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
+		Observer:   batchObserver{s.metrics},
 		Consumer:   s.gatewayID(),
 		Tracer:     s.core.tracer,
 	})
@@ -255,7 +280,7 @@ func (s *Server) closeBulk() error {
 const maxPresetBody = 1 << 20
 
 // registerPresetRoutes mounts /admin/v1/presets: GET (list), GET/PUT/DELETE /:name. PUT creates
-// or replaces a stored preset and bumps its version; DELETE removes a stored one (a preset of the
+// or replaces a stored preset (see presetBook.put for its version); DELETE removes a stored one (a preset of the
 // presets file can only be overridden, not deleted).
 func (s *Server) registerPresetRoutes(admin *gin.RouterGroup) {
 	g := admin.Group("/presets")
@@ -583,4 +608,23 @@ func (s *Server) handleBatchManifest(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, m)
+}
+
+// batchObserver counts the batch runner's lines and batches in the metrics.
+type batchObserver struct{ m *metrics }
+
+var _ batch.Observer = batchObserver{}
+
+// LineRecorded implements batch.Observer.
+func (o batchObserver) LineRecorded(failed bool) {
+	if o.m != nil {
+		o.m.observeLine(failed)
+	}
+}
+
+// BatchFinished implements batch.Observer.
+func (o batchObserver) BatchFinished(status string) {
+	if o.m != nil {
+		o.m.observeBatch(status)
+	}
 }
