@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"runtime/debug"
 	"slices"
@@ -491,6 +492,11 @@ func (s *Server) handleOllamaPs(c *gin.Context) {
 	out := struct {
 		Models []psModel `json:"models"`
 	}{Models: []psModel{}}
+	// A zero expiry is a copy no keep-alive unloads (a simulated node's preload, an
+	// OpenAI-compatible server). Ollama reports such a model as expiring now + the longest
+	// duration (keep_alive -1), which its clients show as "Forever"; the zero time would read as
+	// long past ("Stopping..." in `ollama ps`).
+	forever := s.core.clock.Now().Add(time.Duration(math.MaxInt64))
 	for _, v := range s.registry.Nodes() {
 		if v.Stale {
 			continue
@@ -500,10 +506,14 @@ func (s *Server) handleOllamaPs(c *gin.Context) {
 				continue
 			}
 			name := modelName(v.Heartbeat.Backend, m.Name)
+			expires := m.ExpiresAt
+			if expires.IsZero() {
+				expires = forever
+			}
 			out.Models = append(out.Models, psModel{
 				ProcessModelResponse: api.ProcessModelResponse{
 					Name: name, Model: name, Size: int64(max(m.SizeBytes, m.VRAMBytes)), Digest: m.Digest, Details: details(m),
-					ExpiresAt: m.ExpiresAt, SizeVRAM: int64(m.VRAMBytes), ContextLength: m.ContextLength,
+					ExpiresAt: expires, SizeVRAM: int64(m.VRAMBytes), ContextLength: m.ContextLength,
 				},
 				Node: v.Heartbeat.NodeID, Simulated: v.Heartbeat.Simulated,
 			})

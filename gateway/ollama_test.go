@@ -310,8 +310,8 @@ func TestOllamaTagsPsShowVersion(t *testing.T) {
 	for _, tt := range []struct{ path, want string }{
 		{"/api/tags", `{"models":[{"name":"llama3.1:8b","model":"llama3.1:8b","modified_at":"2025-06-01T12:00:00Z","size":4294967296,"digest":"sha256:abc","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8.0B","quantization_level":"Q4_K_M"}},` +
 			`{"name":"nomic-embed-text","model":"nomic-embed-text","modified_at":"2025-06-01T12:00:00Z","size":0,"digest":"","details":{"parent_model":"","format":"","family":"","families":null,"parameter_size":"","quantization_level":""}}]}`},
-		{"/api/ps", `{"models":[{"name":"llama3.1:8b","model":"llama3.1:8b","size":5368709120,"digest":"sha256:abc","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8.0B","quantization_level":"Q4_K_M"},"expires_at":"0001-01-01T00:00:00Z","size_vram":5368709120,"context_length":4096,"herd_node":"o"},` +
-			`{"name":"nomic-embed-text","model":"nomic-embed-text","size":0,"digest":"","details":{"parent_model":"","format":"","family":"","families":null,"parameter_size":"","quantization_level":""},"expires_at":"0001-01-01T00:00:00Z","size_vram":0,"context_length":0,"herd_node":"s"}]}`},
+		{"/api/ps", `{"models":[{"name":"llama3.1:8b","model":"llama3.1:8b","size":5368709120,"digest":"sha256:abc","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8.0B","quantization_level":"Q4_K_M"},"expires_at":"2317-09-11T11:47:16.854775807Z","size_vram":5368709120,"context_length":4096,"herd_node":"o"},` +
+			`{"name":"nomic-embed-text","model":"nomic-embed-text","size":0,"digest":"","details":{"parent_model":"","format":"","family":"","families":null,"parameter_size":"","quantization_level":""},"expires_at":"2317-09-11T11:47:16.854775807Z","size_vram":0,"context_length":0,"herd_node":"s"}]}`},
 		{"/api/version", `{"version":"` + ollamaAPIVersion() + `","herd_version":"1.2.3"}`},
 	} {
 		resp := g.get(t, tt.path, testAPIKey)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh Debian machine: redis-server (the Redis store's
 # conformance tests run against a real server on a loopback port), chromium (the dashboard test),
-# promtool (the alert rules' tests) and real Ollama, built from the Go module proxy into a cache
-# outside the repository.
+# promtool (the alert rules' tests), Node.js and npm (the JS client suite) and real Ollama, built
+# from the Go module proxy into a cache outside the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +20,13 @@ apt_install chromium chromium
 # promtool checks and unit-tests the shipped alert rules (deploy/prometheus); the Debian package
 # `prometheus` provides it.
 apt_install promtool prometheus
+# Node.js and npm run the client compatibility suite (clients/js, cmd/herd TestNodeClients); it
+# needs the Node.js major version in clients/js/package.json's engines (Debian 13's nodejs has it).
+apt_install node nodejs
+apt_install npm npm
+want_node=$(sed -n 's/.*"node": *">= *\([0-9]*\).*/\1/p' clients/js/package.json)
+have_node=$(node --version 2>/dev/null | sed 's/^v\([0-9]*\).*/\1/')
+if [ -n "$want_node" ] && [ "${have_node:-0}" -lt "$want_node" ]; then
+  echo "test-deps: node ${have_node:-missing} is older than the $want_node the client suite needs (clients/js); install a newer nodejs" >&2
+fi
 scripts/build-ollama.sh >/dev/null

@@ -293,7 +293,8 @@ func TestOllamaCLIAgainstGateway(t *testing.T) {
 	if out := run("list"); !strings.Contains(out, "llama3.2:1b") || !strings.Contains(out, "nomic-embed-text:latest") {
 		t.Fatalf("ollama list:\n%s", out)
 	}
-	if out := run("ps"); !strings.Contains(out, "llama3.2:1b") {
+	// A model no keep-alive unloads reads "Forever", never "Stopping..." (a zero expires_at).
+	if out := run("ps"); !strings.Contains(out, "llama3.2:1b") || strings.Contains(out, "Stopping") {
 		t.Fatalf("ollama ps:\n%s", out)
 	}
 	if out := run("show", "llama3.2:1b"); !strings.Contains(out, "completion") {

@@ -348,6 +348,10 @@ func (n *Node) Models(ctx context.Context) ([]agentapi.Model, error) {
 			LastUsed:               m.lastUsed,
 			ExpiresAt:              m.expiresAt,
 		})
+		if m.state == stateResident {
+			// The context window a resident copy serves, which Ollama's /api/ps reports.
+			out[len(out)-1].ContextLength = n.contextFor(m.spec)
+		}
 	}
 	slices.SortFunc(out, func(a, b agentapi.Model) int { return cmp.Compare(a.Name, b.Name) })
 	return out, nil

@@ -1,0 +1,66 @@
+// LangChain JS (@langchain/openai on @langchain/core) against the gateway's /v1 API.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ChatOpenAI, OpenAIEmbeddings } from '@langchain/openai';
+import { base, apiKey, chatModel, embedModel, testTimeout, clientTimeout, assertText, assertTokens, assertParts } from './env.js';
+
+const configuration = { baseURL: `${base}/v1` };
+const common = { apiKey, configuration, timeout: clientTimeout, maxRetries: 0 };
+const opts = { timeout: testTimeout };
+
+describe('langchain', () => {
+  test('ChatOpenAI invoke', opts, async () => {
+    const llm = new ChatOpenAI({ ...common, model: chatModel, maxTokens: 12 });
+    const msg = await llm.invoke([['system', 'You are terse.'], ['human', 'Say hello']]);
+    assert.equal(typeof msg.content, 'string');
+    assertText(msg.content);
+    assert.ok(['stop', 'length'].includes(msg.response_metadata.finish_reason), JSON.stringify(msg.response_metadata));
+    assert.equal(msg.response_metadata.model_name, chatModel);
+    const u = msg.usage_metadata;
+    assert.ok(u.input_tokens > 0, JSON.stringify(u));
+    assertTokens(u.output_tokens, 12);
+    assert.equal(u.total_tokens, u.input_tokens + u.output_tokens);
+  });
+
+  test('ChatOpenAI stream', opts, async () => {
+    const llm = new ChatOpenAI({ ...common, model: chatModel, maxTokens: 16 });
+    let text = '', chunks = 0, full;
+    for await (const chunk of await llm.stream('Count to five')) {
+      text += chunk.content;
+      chunks++;
+      full = full ? full.concat(chunk) : chunk;
+    }
+    assertParts(chunks, 2, 'chunks');
+    assertText(text);
+    // LangChain asks for stream_options.include_usage; the usage chunk becomes usage_metadata.
+    const u = full.usage_metadata;
+    assert.ok(u && u.input_tokens > 0, JSON.stringify(u));
+    assertTokens(u.output_tokens, 16);
+  });
+
+  test('OpenAIEmbeddings embedQuery and embedDocuments', opts, async () => {
+    const emb = new OpenAIEmbeddings({ ...common, model: embedModel });
+    const q = await emb.embedQuery('hello');
+    assert.ok(q.length > 0 && q.every(Number.isFinite));
+    const docs = await emb.embedDocuments(['hello', 'world', 'herd']);
+    assert.equal(docs.length, 3);
+    docs.forEach((d) => assert.equal(d.length, q.length));
+    assert.notDeepEqual(docs[0], docs[1]);
+    // The same text embeds to the same vector (base64 float32 in both calls).
+    docs[0].forEach((v, i) => assert.ok(Math.abs(v - q[i]) < 1e-6));
+  });
+
+  describe('responses', () => {
+
+    test('ChatOpenAI useResponsesApi invoke and stream', opts, async () => {
+      const llm = new ChatOpenAI({ ...common, model: chatModel, maxTokens: 12, useResponsesApi: true });
+      const msg = await llm.invoke('Say hello');
+      assertText(msg.text);
+      assert.ok(msg.usage_metadata.input_tokens > 0);
+      assertTokens(msg.usage_metadata.output_tokens, 12);
+      let text = '';
+      for await (const chunk of await llm.stream('Count to five')) text += chunk.text;
+      assertText(text);
+    });
+  });
+});
