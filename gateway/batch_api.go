@@ -1,20 +1,14 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/herd-llm/herd/gateway/api"
@@ -23,7 +17,6 @@ import (
 
 	"github.com/herd-llm/herd/gateway/batch"
 	"github.com/herd-llm/herd/gateway/store"
-	"github.com/herd-llm/herd/models"
 )
 
 // registerBatchRoutes mounts the OpenAI Files and Batches routes on /v1, and herd's manifest.

@@ -23,8 +23,8 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/gateway/presets"
 	"github.com/herd-llm/herd/gateway/store"
-	"github.com/herd-llm/herd/gateway/store/storetest"
 	"github.com/herd-llm/herd/models"
 )
 
@@ -78,14 +78,14 @@ func bulkServer(t *testing.T, d batch.Dispatcher, bcfg batch.Config, filePresets
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{DataDir: dir}, log: slog.New(slog.DiscardHandler), bulkStore: st, batches: svc, presets: newPresetBook(filePresets, st)}
-	if err := s.presets.reload(context.Background()); err != nil {
+	s := &Server{cfg: Config{DataDir: dir}, log: slog.New(slog.DiscardHandler), bulkStore: st, batches: svc, presets: presets.New(filePresets, st)}
+	if err := s.presets.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	s.registerBatchRoutes(e.Group("/v1"))
-	s.registerPresetRoutes(e.Group("/admin/v1"))
+	presets.NewHandlers(s.presets, nil).Register(e.Group("/admin/v1"))
 	srv := httptest.NewServer(e)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

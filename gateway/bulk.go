@@ -1,5 +1,17 @@
 package gateway
 
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+
+	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/gateway/presets"
+	"github.com/herd-llm/herd/gateway/store"
+)
+
 // gatewayID is Config.GatewayID, else the host name and the listen port: unique per gateway of a
 // cluster and stable across restarts (it names the gateway's claims on the batch queue).
 func (s *Server) gatewayID() string {
@@ -18,25 +30,15 @@ func (s *Server) gatewayID() string {
 	return host + ":" + port
 }
 
-// initBulk opens the store, loads the presets and builds the batch service. It must run before
-// the routes are served; closeBulk undoes it.
+// initBulk wires the bulk engine: it opens the store Config asks for, the presets over it and
+// the batch service. It must run before the routes are served; closeBulk undoes it.
 func (s *Server) initBulk(ctx context.Context) error {
-	var filePresets []models.Preset
-	if s.cfg.PresetsFile != "" {
-		data, err := os.ReadFile(s.cfg.PresetsFile)
-		if err != nil {
-			return fmt.Errorf("presets file: %w", err)
-		}
-		if filePresets, err = models.ParsePresets(data); err != nil {
-			return fmt.Errorf("presets file %s: %w", s.cfg.PresetsFile, err)
-		}
-	}
-	st, err := s.openBulkStore(ctx)
+	st, err := store.Open(ctx, store.Config{RedisURL: s.cfg.RedisURL, Dir: s.cfg.DataDir})
 	if err != nil {
 		return fmt.Errorf("gateway: store: %w", err)
 	}
-	book := newPresetBook(filePresets, st)
-	if err := book.reload(ctx); err != nil {
+	book, err := presets.Open(ctx, s.cfg.PresetsFile, st)
+	if err != nil {
 		_ = st.Close()
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -64,22 +66,7 @@ func (s *Server) runBulk(ctx context.Context) {
 		return
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(presetRefreshInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := s.presets.reload(ctx); err != nil && ctx.Err() == nil {
-					s.log.Warn("presets refresh failed", "err", err)
-				}
-			}
-		}
-	}()
+	wg.Go(func() { s.presets.Refresh(ctx, presets.RefreshInterval, s.log) })
 	if err := s.batches.Run(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("batch runner stopped", "err", err)
 	}
@@ -95,4 +82,3 @@ func (s *Server) closeBulk() error {
 	s.bulkStore = nil
 	return err
 }
-

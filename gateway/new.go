@@ -18,6 +18,7 @@ import (
 
 	"github.com/herd-llm/herd/gateway/admin"
 	"github.com/herd-llm/herd/gateway/agents"
+	"github.com/herd-llm/herd/gateway/presets"
 	"github.com/herd-llm/herd/gateway/replicas"
 
 	"github.com/herd-llm/herd/gateway/admission"
@@ -263,7 +264,7 @@ func (s *Server) routes() *gin.Engine {
 
 	adminGroup := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
 	admin.New(s.registry, s.sched, s.agents, s.log).Register(adminGroup)
-	s.registerPresetRoutes(adminGroup)
+	presets.NewHandlers(s.presets, s.core.clock.Now).Register(adminGroup)
 
 	internal := e.Group("/internal/v1", s.clusterAuth())
 	s.registerInternalRoutes(internal)

@@ -17,6 +17,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/gateway/presets"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/gateway/store"
 	"github.com/herd-llm/herd/scheduler"
@@ -165,7 +166,7 @@ type Server struct {
 	agents *agents.Pool
 
 	// Owned by bulk generation and presets.
-	presets   *presetBook
+	presets   *presets.Book
 	batches   *batch.Service
 	bulkStore store.Store
 }

@@ -1,75 +1,102 @@
 package presets
 
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/herd-llm/herd/gateway/api"
+	"github.com/herd-llm/herd/gateway/apierr"
+	"github.com/herd-llm/herd/gateway/store"
+	"github.com/herd-llm/herd/models"
+)
+
 // maxPresetBody bounds a preset's JSON (a long system prompt and a JSON schema fit easily).
 const maxPresetBody = 1 << 20
 
-// registerPresetRoutes mounts /admin/v1/presets: GET (list), GET/PUT/DELETE /:name. PUT creates
-// or replaces a stored preset and bumps its version; DELETE removes a stored one (a preset of the
-// presets file can only be overridden, not deleted).
-func (s *Server) registerPresetRoutes(admin *gin.RouterGroup) {
+// Handlers serve /admin/v1/presets over a Book.
+type Handlers struct {
+	book *Book
+	now  func() time.Time
+}
+
+// NewHandlers returns the admin handlers of book; now stamps stored presets (nil: time.Now).
+func NewHandlers(book *Book, now func() time.Time) *Handlers {
+	if now == nil {
+		now = time.Now
+	}
+	return &Handlers{book: book, now: now}
+}
+
+// Register mounts /presets on admin (the /admin/v1 group): GET (list), GET/PUT/DELETE /:name. PUT
+// creates or replaces a stored preset and bumps its version; DELETE removes a stored one (a
+// preset of the presets file can only be overridden, not deleted).
+func (h *Handlers) Register(admin *gin.RouterGroup) {
 	g := admin.Group("/presets")
-	g.GET("", s.handleListPresets)
-	g.GET("/:name", s.handleGetPreset)
-	g.PUT("/:name", s.handlePutPreset)
-	g.DELETE("/:name", s.handleDeletePreset)
+	g.GET("", h.handleListPresets)
+	g.GET("/:name", h.handleGetPreset)
+	g.PUT("/:name", h.handlePutPreset)
+	g.DELETE("/:name", h.handleDeletePreset)
 }
 
-func (s *Server) handleListPresets(c *gin.Context) {
-	c.JSON(http.StatusOK, api.PresetList{Object: "list", Data: s.presets.List()})
+func (h *Handlers) handleListPresets(c *gin.Context) {
+	c.JSON(http.StatusOK, api.PresetList{Object: "list", Data: h.book.List()})
 }
 
-func (s *Server) handleGetPreset(c *gin.Context) {
-	p, ok := s.presets.Lookup(c.Param("name"))
+func (h *Handlers) handleGetPreset(c *gin.Context) {
+	p, ok := h.book.Lookup(c.Param("name"))
 	if !ok {
-		abortWithError(c, notFound("preset_not_found", "name", "preset %q does not exist", c.Param("name")))
+		apierr.Abort(c, apierr.NotFound("preset_not_found", "name", "preset %q does not exist", c.Param("name")))
 		return
 	}
 	c.JSON(http.StatusOK, p)
 }
 
-func (s *Server) handlePutPreset(c *gin.Context) {
+func (h *Handlers) handlePutPreset(c *gin.Context) {
 	var p models.Preset
 	if err := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, maxPresetBody)).Decode(&p); err != nil {
-		abortWithError(c, badRequest("invalid_json", "", "preset body is not valid JSON: %v", err))
+		apierr.Abort(c, apierr.BadRequest("invalid_json", "", "preset body is not valid JSON: %v", err))
 		return
 	}
 	if p.Name == "" {
 		p.Name = c.Param("name")
 	}
 	if p.Name != c.Param("name") {
-		abortWithError(c, badRequest("invalid_value", "name", "preset name %q in the body does not match %q in the path", p.Name, c.Param("name")))
+		apierr.Abort(c, apierr.BadRequest("invalid_value", "name", "preset name %q in the body does not match %q in the path", p.Name, c.Param("name")))
 		return
 	}
 	if err := p.Validate(); err != nil {
-		abortWithError(c, badRequest("invalid_value", "", "%v", err))
+		apierr.Abort(c, apierr.BadRequest("invalid_value", "", "%v", err))
 		return
 	}
-	stored, err := s.presets.put(c.Request.Context(), p, time.Now())
+	stored, err := h.book.Put(c.Request.Context(), p, h.now())
 	if err != nil {
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, stored)
 }
 
-func (s *Server) handleDeletePreset(c *gin.Context) {
+func (h *Handlers) handleDeletePreset(c *gin.Context) {
 	name := c.Param("name")
-	if !s.presets.isStored(name) {
-		if _, ok := s.presets.Lookup(name); ok {
-			abortWithError(c, badRequest("preset_from_file", "name", "preset %q comes from the presets file; remove it there", name))
+	if !h.book.IsStored(name) {
+		if _, ok := h.book.Lookup(name); ok {
+			apierr.Abort(c, apierr.BadRequest("preset_from_file", "name", "preset %q comes from the presets file; remove it there", name))
 			return
 		}
-		abortWithError(c, notFound("preset_not_found", "name", "preset %q does not exist", name))
+		apierr.Abort(c, apierr.NotFound("preset_not_found", "name", "preset %q does not exist", name))
 		return
 	}
-	if err := s.presets.remove(c.Request.Context(), name); err != nil {
+	if err := h.book.Remove(c.Request.Context(), name); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			abortWithError(c, notFound("preset_not_found", "name", "preset %q does not exist", name))
+			apierr.Abort(c, apierr.NotFound("preset_not_found", "name", "preset %q does not exist", name))
 			return
 		}
-		abortWithError(c, err)
+		apierr.Abort(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"id": name, "object": "preset", "deleted": true})
 }
-

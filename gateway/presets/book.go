@@ -1,15 +1,55 @@
+// Package presets keeps the presets ("offline custom GPTs": a base model, a system prompt and
+// default parameters) the gateway resolves model names against, and serves their admin routes
+// (/admin/v1/presets). Its Book merges the presets of the presets file, read at start, with those
+// stored through the admin API (in the gateway's store, so several gateways on one Redis share
+// them); the gateway's request path only calls Lookup and applies what it finds.
+//
+// Decisions made here:
+//   - A stored preset overrides a file preset of the same name; deleting it shows the file's
+//     again. A file preset cannot be deleted through the API, only overridden.
+//   - Every PUT is a new version: the stored one's plus one, or, over a file preset, one past the
+//     file's version (at least 2), so a client can tell an override from the file's original.
+//   - Presets stored through another gateway are seen after at most RefreshInterval (Refresh).
 package presets
 
-// presetRefreshInterval bounds how long a preset stored through another gateway (Redis) takes to
-// be seen here.
-const presetRefreshInterval = 5 * time.Second
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
 
-// presetBook holds the presets the gateway resolves model names against: those of
-// Config.PresetsFile, read at start, and those stored through the admin API, which override a
+	"github.com/herd-llm/herd/gateway/store"
+	"github.com/herd-llm/herd/models"
+)
+
+// Store keeps the presets stored through the admin API: the gateway's store. GetPreset and
+// DeletePreset return an error wrapping store.ErrNotFound for an unknown name.
+type Store interface {
+	PutPreset(ctx context.Context, p models.Preset) error
+	GetPreset(ctx context.Context, name string) (models.Preset, error)
+	DeletePreset(ctx context.Context, name string) error
+	ListPresets(ctx context.Context) ([]models.Preset, error)
+}
+
+var (
+	_ Store = (*store.Bolt)(nil)
+	_ Store = (*store.Redis)(nil)
+)
+
+// RefreshInterval bounds how long a preset stored through another gateway (Redis) takes to be
+// seen here, when Refresh runs at it.
+const RefreshInterval = 5 * time.Second
+
+// Book holds the presets the gateway resolves model names against: those of the presets file,
+// read at start, and those stored through the admin API, which override a
 // file preset of the same name. Lookups read an immutable map swapped under a lock, so the
 // request path never waits on the store.
-type presetBook struct {
-	st   store.Presets
+type Book struct {
+	st   Store
 	file map[string]models.Preset
 
 	mu     sync.RWMutex
@@ -17,8 +57,9 @@ type presetBook struct {
 	stored map[string]bool
 }
 
-func newPresetBook(file []models.Preset, st store.Presets) *presetBook {
-	b := &presetBook{st: st, file: make(map[string]models.Preset, len(file))}
+// New returns a book of the file's presets over st; Reload reads the stored ones.
+func New(file []models.Preset, st Store) *Book {
+	b := &Book{st: st, file: make(map[string]models.Preset, len(file))}
 	for _, p := range file {
 		b.file[p.Name] = p
 	}
@@ -27,7 +68,7 @@ func newPresetBook(file []models.Preset, st store.Presets) *presetBook {
 }
 
 // Lookup returns the preset called name. A nil book has none.
-func (b *presetBook) Lookup(name string) (*models.Preset, bool) {
+func (b *Book) Lookup(name string) (*models.Preset, bool) {
 	if b == nil {
 		return nil, false
 	}
@@ -41,7 +82,7 @@ func (b *presetBook) Lookup(name string) (*models.Preset, bool) {
 }
 
 // List returns every preset, by name. A nil book has none.
-func (b *presetBook) List() []models.Preset {
+func (b *Book) List() []models.Preset {
 	if b == nil {
 		return nil
 	}
@@ -55,15 +96,15 @@ func (b *presetBook) List() []models.Preset {
 	return out
 }
 
-// isStored reports whether name is a stored preset (as opposed to one of the file's only).
-func (b *presetBook) isStored(name string) bool {
+// IsStored reports whether name is a stored preset (as opposed to one of the file's only).
+func (b *Book) IsStored(name string) bool {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	return b.stored[name]
 }
 
-// reload rebuilds the merged view from the file's presets and the store's.
-func (b *presetBook) reload(ctx context.Context) error {
+// Reload rebuilds the merged view from the file's presets and the store's.
+func (b *Book) Reload(ctx context.Context) error {
 	stored, err := b.st.ListPresets(ctx)
 	if err != nil {
 		return fmt.Errorf("presets: %w", err)
@@ -83,8 +124,8 @@ func (b *presetBook) reload(ctx context.Context) error {
 	return nil
 }
 
-// put stores p, a new version of the preset of that name, and returns it as stored.
-func (b *presetBook) put(ctx context.Context, p models.Preset, now time.Time) (models.Preset, error) {
+// Put stores p, a new version of the preset of that name, and returns it as stored.
+func (b *Book) Put(ctx context.Context, p models.Preset, now time.Time) (models.Preset, error) {
 	prev, err := b.st.GetPreset(ctx, p.Name)
 	switch {
 	case err == nil:
@@ -103,14 +144,60 @@ func (b *presetBook) put(ctx context.Context, p models.Preset, now time.Time) (m
 	if err := b.st.PutPreset(ctx, p); err != nil {
 		return models.Preset{}, fmt.Errorf("presets: %w", err)
 	}
-	return p, b.reload(ctx)
+	return p, b.Reload(ctx)
 }
 
-// remove deletes a stored preset; a file preset of the same name shows through again.
-func (b *presetBook) remove(ctx context.Context, name string) error {
+// Remove deletes a stored preset; a file preset of the same name shows through again.
+func (b *Book) Remove(ctx context.Context, name string) error {
 	if err := b.st.DeletePreset(ctx, name); err != nil {
 		return fmt.Errorf("presets: %w", err)
 	}
-	return b.reload(ctx)
+	return b.Reload(ctx)
 }
 
+// LoadFile reads a presets file (YAML, "presets: [...]"); an empty path has none.
+func LoadFile(path string) ([]models.Preset, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("presets file: %w", err)
+	}
+	ps, err := models.ParsePresets(data)
+	if err != nil {
+		return nil, fmt.Errorf("presets file %s: %w", path, err)
+	}
+	return ps, nil
+}
+
+// Open loads the presets file at path (none when empty), builds the book over st and reads the
+// stored presets.
+func Open(ctx context.Context, path string, st Store) (*Book, error) {
+	file, err := LoadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b := New(file, st)
+	if err := b.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Refresh reloads the stored presets every interval until ctx is done, so that presets stored
+// through another gateway are seen here; a failed reload is logged and the last view kept.
+func (b *Book) Refresh(ctx context.Context, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := b.Reload(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("presets refresh failed", "err", err)
+			}
+		}
+	}
+}

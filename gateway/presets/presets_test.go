@@ -1,8 +1,48 @@
 package presets
 
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/herd-llm/herd/gateway/api"
+	"github.com/herd-llm/herd/gateway/store"
+	"github.com/herd-llm/herd/gateway/store/storetest"
+	"github.com/herd-llm/herd/models"
+)
+
+// presetServer serves the preset admin routes of a book of file over a bbolt store.
+func presetServer(t *testing.T, file []models.Preset) (*Book, *httptest.Server) {
+	t.Helper()
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), store.BoltFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	book := New(file, st)
+	if err := book.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	NewHandlers(book, nil).Register(e.Group("/admin/v1"))
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return book, srv
+}
+
 func TestBulkPresets(t *testing.T) {
 	fromFile := models.Preset{Name: "poet", Model: "llama3.1:8b", System: "Rhyme.", Version: 1}
-	s, srv := bulkServer(t, bulkDispatch(bulkEcho), batch.Config{}, []models.Preset{fromFile})
+	book, srv := presetServer(t, []models.Preset{fromFile})
 	do := func(method, path, body string) (int, []byte) {
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
 		res, err := http.DefaultClient.Do(req)
@@ -13,7 +53,7 @@ func TestBulkPresets(t *testing.T) {
 		data, _ := io.ReadAll(res.Body)
 		return res.StatusCode, data
 	}
-	if p, ok := s.presets.Lookup("poet"); !ok || p.System != "Rhyme." {
+	if p, ok := book.Lookup("poet"); !ok || p.System != "Rhyme." {
 		t.Fatalf("file preset: %+v %v", p, ok)
 	}
 	status, data := do(http.MethodPut, "/admin/v1/presets/support", `{"model":"qwen2.5:7b","system":"Help.","temperature":0.3}`)
@@ -36,13 +76,13 @@ func TestBulkPresets(t *testing.T) {
 	if status != 200 || p.Version != 2 {
 		t.Fatalf("override: %d %s", status, data)
 	}
-	if got, _ := s.presets.Lookup("poet"); got.Model != "mistral:7b" {
+	if got, _ := book.Lookup("poet"); got.Model != "mistral:7b" {
 		t.Fatalf("override not in effect: %+v", got)
 	}
 	if status, _ := do(http.MethodDelete, "/admin/v1/presets/poet", ""); status != 200 {
 		t.Fatalf("delete override: %d", status)
 	}
-	if got, _ := s.presets.Lookup("poet"); got.Model != "llama3.1:8b" {
+	if got, _ := book.Lookup("poet"); got.Model != "llama3.1:8b" {
 		t.Fatalf("file preset not back: %+v", got)
 	}
 	if status, _ := do(http.MethodDelete, "/admin/v1/presets/poet", ""); status != 400 {
@@ -70,59 +110,113 @@ func TestBulkPresets(t *testing.T) {
 	}
 }
 
-// TestInitBulk opens the bulk engine the way New does, from a Config, and closes it.
-func TestInitBulk(t *testing.T) {
+// TestErrorShape checks that the routes' errors are the OpenAI error object.
+func TestErrorShape(t *testing.T) {
+	_, srv := presetServer(t, nil)
+	res, err := http.Get(srv.URL + "/admin/v1/presets/nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body api.ErrorBody
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 404 || body.Error.Code == nil || *body.Error.Code != "preset_not_found" || body.Error.Param == nil || *body.Error.Param != "name" {
+		t.Fatalf("%d %+v", res.StatusCode, body.Error)
+	}
+}
+
+func TestLoadFileAndOpen(t *testing.T) {
 	dir := t.TempDir()
-	presets := filepath.Join(dir, "presets.yaml")
-	if err := os.WriteFile(presets, []byte("presets:\n  - name: poet\n    model: llama3.1:8b\n"), 0o644); err != nil {
+	good := filepath.Join(dir, "presets.yaml")
+	if err := os.WriteFile(good, []byte("presets:\n  - name: poet\n    model: llama3.1:8b\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{DataDir: filepath.Join(dir, "data"), PresetsFile: presets}, log: slog.New(slog.DiscardHandler)}
-	if err := s.initBulk(context.Background()); err != nil {
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("presets:\n  - name: \"\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := s.presets.Lookup("poet"); !ok {
-		t.Fatal("file preset not loaded")
+	tests := []struct {
+		name, path string
+		want       int
+		wantErr    bool
+	}{
+		{"none", "", 0, false},
+		{"file", good, 1, false},
+		{"missing", filepath.Join(dir, "nope.yaml"), 0, true},
+		{"invalid", bad, 0, true},
 	}
-	if err := s.closeBulk(); err != nil {
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ps, err := LoadFile(tt.path)
+			if (err != nil) != tt.wantErr || len(ps) != tt.want {
+				t.Fatalf("LoadFile(%q) = %v, %v", tt.path, ps, err)
+			}
+		})
+	}
+
+	st, err := store.OpenBolt(filepath.Join(dir, store.BoltFile))
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.cfg.PresetsFile = filepath.Join(dir, "nope.yaml")
-	if err := s.initBulk(context.Background()); err == nil {
-		t.Fatal("missing presets file accepted")
+	defer st.Close()
+	ctx := context.Background()
+	if err := st.PutPreset(ctx, models.Preset{Name: "stored", Model: "m", Version: 1}); err != nil {
+		t.Fatal(err)
 	}
-	var nilBook *presetBook
+	book, err := Open(ctx, good, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list := book.List(); len(list) != 2 || list[0].Name != "poet" || list[1].Name != "stored" {
+		t.Fatalf("Open: %+v", list)
+	}
+	if !book.IsStored("stored") || book.IsStored("poet") {
+		t.Fatal("IsStored confuses file and stored presets")
+	}
+	if _, err := Open(ctx, bad, st); err == nil {
+		t.Fatal("invalid presets file accepted")
+	}
+
+	var nilBook *Book
 	if _, ok := nilBook.Lookup("x"); ok || nilBook.List() != nil {
 		t.Fatal("nil book has presets")
 	}
 }
 
-// TestInitBulkRedis shares presets between two gateways through Redis.
-func TestInitBulkRedis(t *testing.T) {
+// TestSharedThroughRedis: a preset stored through one book (one gateway) is seen by another over
+// the same Redis once it reloads.
+func TestSharedThroughRedis(t *testing.T) {
 	url := storetest.StartRedis(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	open := func() *Server {
-		s := &Server{cfg: Config{DataDir: dir, RedisURL: url}, log: slog.New(slog.DiscardHandler)}
-		if err := s.initBulk(ctx); err != nil {
+	open := func() *Book {
+		st, err := store.OpenRedis(ctx, url, store.WithRedisPrefix("presets-test:"))
+		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { s.closeBulk() })
-		return s
+		t.Cleanup(func() { st.Close() })
+		b, err := Open(ctx, "", st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	}
 	a, b := open(), open()
-	if _, err := a.presets.put(ctx, models.Preset{Name: "shared", Model: "m"}, time.Now()); err != nil {
+	p, err := a.Put(ctx, models.Preset{Name: "shared", Model: "m"}, time.Unix(1000, 0))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.presets.reload(ctx); err != nil {
+	if p.Version != 1 || !p.CreatedAt.Equal(time.Unix(1000, 0)) {
+		t.Fatalf("stored %+v", p)
+	}
+	if _, ok := b.Lookup("shared"); ok {
+		t.Fatal("seen before a reload: the request path would be reading the store")
+	}
+	if err := b.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := b.presets.Lookup("shared"); !ok {
+	if _, ok := b.Lookup("shared"); !ok {
 		t.Fatal("preset stored through one gateway is not seen by the other")
-	}
-	bad := &Server{cfg: Config{DataDir: dir, RedisURL: "redis://127.0.0.1:1/0"}, log: slog.New(slog.DiscardHandler)}
-	if err := bad.initBulk(ctx); err == nil {
-		bad.closeBulk()
-		t.Fatal("unreachable Redis accepted")
 	}
 }
