@@ -18,6 +18,7 @@ import (
 
 	"github.com/herd-llm/herd/gateway/admin"
 	"github.com/herd-llm/herd/gateway/agents"
+	"github.com/herd-llm/herd/gateway/dashboard"
 	"github.com/herd-llm/herd/gateway/presets"
 	"github.com/herd-llm/herd/gateway/replicas"
 
@@ -248,7 +249,7 @@ func (s *Server) routes() *gin.Engine {
 	e.GET("/healthz", s.accessLog(), s.handleHealthz)
 	e.GET("/readyz", s.accessLog(), s.handleReadyz)
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
-	registerDashboard(e)
+	dashboard.Register(e, handleOllamaRoot)
 
 	v1 := e.Group("/v1", s.apiAuth())
 	// The inference routes log one line per request themselves, with the scheduling decision.

@@ -1,35 +1,42 @@
-package gateway
+// Package dashboard serves the operator's page: nodes, GPUs, resident models, load. The page
+// reads /admin/v1/nodes from the browser, so it needs no server-side state and shows what the
+// API shows; the admin key (if any) is entered in the page and sent by the browser.
+package dashboard
 
 import (
 	_ "embed"
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 )
 
-// dashboardHTML is the operator's page: nodes, GPUs, resident models, load. It reads
-// /admin/v1/nodes from the browser, so it needs no server-side state and shows what the API shows.
+// page is the dashboard, embedded in the binary.
 //
-//go:embed dashboard/index.html
-var dashboardHTML []byte
+//go:embed index.html
+var page []byte
 
-// registerDashboard serves the dashboard at /dashboard, and at / to browsers (requests that
-// accept text/html); other clients of / get Ollama's "Ollama is running". The page itself holds no data; the
-// admin key (if any) is entered in the page and sent by the browser.
-func registerDashboard(e *gin.Engine) {
-	serve := func(c *gin.Context) {
-		c.Header("Cache-Control", "no-cache")
-		c.Header("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
-		c.Data(http.StatusOK, "text/html; charset=utf-8", dashboardHTML)
-	}
-	// Ollama clients probe / ("Ollama is running"); a browser asks for HTML and gets the page.
+// Register serves the dashboard at /dashboard, and at / to browsers (requests that accept
+// text/html); other clients of / (GET and HEAD) get root instead: the gateway answers them as
+// Ollama does ("Ollama is running"), since Ollama clients probe / before they call /api/*.
+func Register(e gin.IRoutes, root gin.HandlerFunc) {
 	e.GET("/", func(c *gin.Context) {
 		if wantsHTML(c) {
-			serve(c)
+			Serve(c)
 			return
 		}
-		c.String(http.StatusOK, msgOllamaRunning)
+		root(c)
 	})
-	e.HEAD("/", func(c *gin.Context) { c.String(http.StatusOK, msgOllamaRunning) })
-	e.GET("/dashboard", serve)
+	e.HEAD("/", root)
+	e.GET("/dashboard", Serve)
 }
+
+// Serve writes the page.
+func Serve(c *gin.Context) {
+	c.Header("Cache-Control", "no-cache")
+	c.Header("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+	c.Data(http.StatusOK, "text/html; charset=utf-8", page)
+}
+
+// wantsHTML reports whether the client asked for a web page (a browser does).
+func wantsHTML(c *gin.Context) bool { return strings.Contains(c.GetHeader("Accept"), "text/html") }
