@@ -230,9 +230,20 @@ func ResponseText(endpoint string, body json.RawMessage) (text, model, finish st
 		Data []struct {
 			Embedding json.RawMessage `json:"embedding"`
 		} `json:"data"`
-		Usage struct {
+		// A Responses answer: output items, status.
+		Output []struct {
+			Type    string `json:"type"`
+			Content []struct {
+				Type string `json:"type"`
+				Text string `json:"text"`
+			} `json:"content"`
+		} `json:"output"`
+		Status string `json:"status"`
+		Usage  struct {
 			PromptTokens     int `json:"prompt_tokens"`
 			CompletionTokens int `json:"completion_tokens"`
+			InputTokens      int `json:"input_tokens"`
+			OutputTokens     int `json:"output_tokens"`
 		} `json:"usage"`
 	}
 	_ = json.Unmarshal(body, &r)
@@ -244,6 +255,16 @@ func ResponseText(endpoint string, body json.RawMessage) (text, model, finish st
 		}
 	} else if len(r.Data) > 0 {
 		text = string(r.Data[0].Embedding)
+	} else if endpoint == "/v1/responses" {
+		var b strings.Builder
+		for _, o := range r.Output {
+			for _, c := range o.Content {
+				if o.Type == "message" && c.Type == "output_text" {
+					b.WriteString(c.Text)
+				}
+			}
+		}
+		text, finish = b.String(), r.Status
 	}
-	return text, r.Model, finish, r.Usage.PromptTokens, r.Usage.CompletionTokens
+	return text, r.Model, finish, max(r.Usage.PromptTokens, r.Usage.InputTokens), max(r.Usage.CompletionTokens, r.Usage.OutputTokens)
 }

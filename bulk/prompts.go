@@ -144,8 +144,8 @@ func BuildJSONL(w io.Writer, rows []map[string]string, opts BuildOptions) (int, 
 	if opts.Model == "" {
 		return 0, errors.New("jsonl: model is required")
 	}
-	if opts.System != "" && opts.Endpoint != "/v1/chat/completions" {
-		return 0, fmt.Errorf("jsonl: a system message needs /v1/chat/completions, not %s", opts.Endpoint)
+	if opts.System != "" && opts.Endpoint != "/v1/chat/completions" && opts.Endpoint != "/v1/responses" {
+		return 0, fmt.Errorf("jsonl: a system message needs /v1/chat/completions or /v1/responses, not %s", opts.Endpoint)
 	}
 	if opts.PromptColumn == "" {
 		opts.PromptColumn = "prompt"
@@ -201,6 +201,11 @@ func BuildJSONL(w io.Writer, rows []map[string]string, opts BuildOptions) (int, 
 		case "/v1/completions":
 			body["prompt"] = prompt
 		case "/v1/embeddings":
+			body["input"] = prompt
+		case "/v1/responses":
+			if opts.System != "" {
+				body["instructions"] = opts.System
+			}
 			body["input"] = prompt
 		}
 		line := struct {

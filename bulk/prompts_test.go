@@ -114,10 +114,17 @@ func TestBuildJSONL(t *testing.T) {
 		})
 	}
 
-	for _, ep := range []string{"/v1/completions", "/v1/embeddings"} {
+	for _, ep := range []string{"/v1/completions", "/v1/embeddings", "/v1/responses"} {
 		var buf bytes.Buffer
-		if _, err := BuildJSONL(&buf, TextRows([]string{"hello"}), BuildOptions{Model: "m", Endpoint: ep}); err != nil {
+		opts := BuildOptions{Model: "m", Endpoint: ep}
+		if ep == "/v1/responses" {
+			opts.System = "Be brief."
+		}
+		if _, err := BuildJSONL(&buf, TextRows([]string{"hello"}), opts); err != nil {
 			t.Fatal(err)
+		}
+		if ep == "/v1/responses" && !strings.Contains(buf.String(), `"instructions":"Be brief."`) || !strings.Contains(buf.String(), `"url":"`+ep+`"`) {
+			t.Errorf("%s: %s", ep, buf.String())
 		}
 		if _, errs, _ := batch.ValidateInput(&buf, ep, 10, 10); errs != nil {
 			t.Fatalf("%s: %v", ep, errs)

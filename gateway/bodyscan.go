@@ -22,10 +22,12 @@ type bodyInfo struct {
 	// model is the model name; it points into the body unless the name had escapes.
 	model  []byte
 	stream bool
-	// maxTokens is max_completion_tokens, or max_tokens when that is absent; 0: not given.
+	// maxTokens is max_completion_tokens (max_output_tokens in the Responses API), or max_tokens
+	// when that is absent; 0: not given.
 	maxTokens    int
 	includeUsage bool
-	// promptBytes is the byte length of the messages, prompt and input values together.
+	// promptBytes is the byte length of the messages, prompt, input and instructions values
+	// together.
 	promptBytes int
 	// prefixHash identifies the conversation's opening (0: none), for KV-cache affinity.
 	prefixHash uint64
@@ -56,7 +58,7 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 	if b[i] != '{' {
 		return badRequest("invalid_type", "", "Invalid type for the request body: expected an object, but got %s instead.", jsonTypeName(b[i]))
 	}
-	var model, stream, maxTokens, maxCompletion, streamOpts, messages, prompt, input span
+	var model, stream, maxTokens, maxCompletion, streamOpts, messages, prompt, input, instructions span
 	i++
 	for {
 		i = jsonspan.SkipWS(b, i)
@@ -80,7 +82,8 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 			stream = v
 		case "max_tokens":
 			maxTokens = v
-		case "max_completion_tokens":
+		case "max_completion_tokens", "max_output_tokens":
+			// max_output_tokens is the Responses API's name for the cap.
 			maxCompletion = v
 		case "stream_options":
 			streamOpts = v
@@ -90,6 +93,8 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 			prompt = v
 		case "input":
 			input = v
+		case "instructions":
+			instructions = v
 		}
 	}
 
@@ -117,7 +122,7 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 	for _, p := range [...]struct {
 		name string
 		v    span
-	}{{"max_tokens", maxTokens}, {"max_completion_tokens", maxCompletion}} {
+	}{{"max_tokens", maxTokens}, {maxCompletionName(b, maxCompletion), maxCompletion}} {
 		if !p.v.present() {
 			continue
 		}
@@ -143,7 +148,7 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 		}
 	}
 
-	for _, v := range [...]span{messages, prompt, input} {
+	for _, v := range [...]span{messages, prompt, input, instructions} {
 		info.promptBytes += v.end - v.start
 	}
 	switch {
@@ -157,6 +162,15 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 		info.prefixHash = fnvAdd(fnvOffset, p)
 	}
 	return nil
+}
+
+// maxCompletionName names the key the span v was found under, for error messages: the body
+// holds it just before the value.
+func maxCompletionName(b []byte, v span) string {
+	if v.present() && bytes.HasSuffix(bytes.TrimRight(b[:v.start], " \t\r\n:"), []byte(`max_output_tokens"`)) {
+		return "max_output_tokens"
+	}
+	return "max_completion_tokens"
 }
 
 // invalidType is OpenAI's 400 for a parameter of the wrong JSON type.

@@ -35,10 +35,10 @@ func (s *Server) dispatcher() batch.Dispatcher { return dispatcher{s: s} }
 func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Response, error) {
 	s := d.s
 	switch req.Endpoint {
-	case agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings:
+	case agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings, agentapi.PathResponses:
 	default:
-		err := badRequest("invalid_endpoint", "url", "Endpoint %q is not supported; use %s, %s or %s.", req.Endpoint,
-			agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings)
+		err := badRequest("invalid_endpoint", "url", "Endpoint %q is not supported; use %s, %s, %s or %s.", req.Endpoint,
+			agentapi.PathChatCompletions, agentapi.PathResponses, agentapi.PathCompletions, agentapi.PathEmbeddings)
 		return batch.Response{StatusCode: err.Status, Body: errorJSON(err)}, nil
 	}
 	class := req.Class
@@ -67,6 +67,8 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 			return batch.Response{}, err
 		}
 		return batch.Response{}, context.Canceled
+	case res.err != nil && res.fromAgent:
+		return batch.Response{StatusCode: res.err.Status, Body: errorJSON(res.err), Node: k.node, RequestID: k.reqID}, nil
 	case res.err != nil:
 		if res.err.Status == http.StatusTooManyRequests || res.err.Status >= 500 {
 			return batch.Response{}, fmt.Errorf("gateway: dispatch: %w", res.err)

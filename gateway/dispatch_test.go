@@ -32,6 +32,13 @@ func TestDispatch(t *testing.T) {
 		t.Errorf("agent saw class %q, want batch", got)
 	}
 
+	// A Responses line, as OpenAI's batches take them, goes to the agent's /v1/responses.
+	resp, err = d.Dispatch(ctx, batch.Request{Endpoint: agentapi.PathResponses, Class: batch.ClassBatch,
+		Body: []byte(`{"model":"llama3.1:8b","input":"line 2"}`)})
+	if err != nil || resp.StatusCode != 200 || a.requests()[1].path != agentapi.PathResponses {
+		t.Fatalf("Dispatch /v1/responses = %+v, %v", resp, err)
+	}
+
 	tests := []struct {
 		name     string
 		req      batch.Request
@@ -42,6 +49,7 @@ func TestDispatch(t *testing.T) {
 		{"unknown model", batch.Request{Endpoint: agentapi.PathChatCompletions, Body: []byte(`{"model":"nope"}`)}, 404, "model_not_found", false},
 		{"bad body", batch.Request{Endpoint: agentapi.PathChatCompletions, Body: []byte(`{"model":`)}, 400, "", false},
 		{"bad endpoint", batch.Request{Endpoint: "/v1/images", Body: []byte(`{"model":"llama3.1:8b"}`)}, 400, "invalid_endpoint", false},
+		{"stored response", batch.Request{Endpoint: agentapi.PathResponses, Body: []byte(`{"model":"llama3.1:8b","input":"x","previous_response_id":"resp_1"}`)}, 400, "unsupported_parameter", false},
 		{"no node now", batch.Request{Endpoint: agentapi.PathEmbeddings, Body: []byte(`{"model":"drained:1b","input":"x"}`)}, 0, "", true},
 	}
 	for _, tt := range tests {

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/herd-llm/herd/gateway/registry"
-	"github.com/herd-llm/herd/models"
 )
 
 // metrics holds the gateway's Prometheus collectors, in a registry of its own (never the global
@@ -168,7 +167,7 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		// "llama3:latest") become one series, resident if either is.
 		resident := make(map[string]bool, len(hb.Models))
 		for _, m := range hb.Models {
-			name := models.NormalizeName(m.Name)
+			name := registry.ModelName(hb.Backend, m.Name)
 			resident[name] = resident[name] || m.Resident
 		}
 		for name, r := range resident {

@@ -256,10 +256,14 @@ func (s *Server) routes() *gin.Engine {
 	v1.POST("/chat/completions", s.handleInference(agentapi.PathChatCompletions))
 	v1.POST("/completions", s.handleInference(agentapi.PathCompletions))
 	v1.POST("/embeddings", s.handleInference(agentapi.PathEmbeddings))
+	v1.POST("/responses", s.handleInference(agentapi.PathResponses))
 	v1l := v1.Group("", s.accessLog())
 	v1l.GET("/models", s.handleOpenAIListModels)
 	// Model names may contain slashes ("org/model"), hence the catch-all.
 	v1l.GET("/models/*id", s.handleOpenAIGetModel)
+	v1l.GET("/responses/*id", s.handleStoredResponse)
+	v1l.DELETE("/responses/*id", s.handleStoredResponse)
+	v1l.POST("/responses/:id/cancel", s.handleStoredResponse)
 	s.registerBatchRoutes(v1l)
 	s.registerOllamaRoutes(e)
 

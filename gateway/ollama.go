@@ -374,8 +374,20 @@ var (
 	_ resettable   = ollamaBufferedSink{}
 )
 
-// modelName is a model's name as the gateway lists it, the same on /v1/models and /api/tags.
-func modelName(raw string) string { return models.NormalizeName(raw) }
+// modelName is the name a node of backend kind reports a model under, as the gateway lists it,
+// the same on /v1/models and /api/tags (registry.ModelName: normalised on Ollama-style nodes,
+// exact on OpenAI-compatible ones).
+func modelName(backend, raw string) string { return registry.ModelName(backend, raw) }
+
+// resolveName finds the listed name a client's name stands for: itself, or its Ollama spelling.
+func resolveName(byName map[string]clusterModel, asked string) (string, bool) {
+	if _, ok := byName[asked]; ok {
+		return asked, true
+	}
+	n := models.NormalizeName(asked)
+	_, ok := byName[n]
+	return n, ok
+}
 
 // clusterModel is one model merged over the nodes that have it.
 type clusterModel struct {
@@ -397,7 +409,7 @@ func (s *Server) clusterModels() ([]string, map[string]clusterModel) {
 			if !m.OnDisk && !m.Resident {
 				continue
 			}
-			name := modelName(m.Name)
+			name := modelName(v.Heartbeat.Backend, m.Name)
 			cur, ok := byName[name]
 			if !ok {
 				names = append(names, name)
@@ -438,7 +450,8 @@ func (s *Server) handleOllamaTags(c *gin.Context) {
 		})
 	}
 	for _, p := range s.presets.List() {
-		base, ok := byName[modelName(p.Model)]
+		bn, ok := resolveName(byName, p.Model)
+		base := byName[bn]
 		lm := api.ListModelResponse{Name: p.Name, Model: p.Name, ModifiedAt: p.UpdatedAt}
 		if lm.ModifiedAt.IsZero() {
 			lm.ModifiedAt = p.CreatedAt
@@ -476,7 +489,7 @@ func (s *Server) handleOllamaPs(c *gin.Context) {
 			if !m.Resident {
 				continue
 			}
-			name := modelName(m.Name)
+			name := modelName(v.Heartbeat.Backend, m.Name)
 			out.Models = append(out.Models, psModel{
 				ProcessModelResponse: api.ProcessModelResponse{
 					Name: name, Model: name, Size: int64(max(m.SizeBytes, m.VRAMBytes)), Digest: m.Digest, Details: details(m),
@@ -523,18 +536,19 @@ func (s *Server) handleOllamaShow(c *gin.Context) {
 	var preset *models.Preset
 	base := asked
 	_, byName := s.clusterModels()
-	if _, ok := byName[modelName(asked)]; !ok {
+	if _, ok := resolveName(byName, asked); !ok {
 		if p, ok := s.presets.Lookup(asked); ok {
 			preset, base = p, p.Model
 		}
 	}
-	cm, ok := byName[modelName(base)]
+	name, ok := resolveName(byName, base)
+	cm := byName[name]
 	if !ok {
 		writeOllamaError(c, notFound("model_not_found", "model", "model not found"), asked)
 		return
 	}
 	var show api.ShowResponse
-	if node, found := s.ollamaNodeWith(modelName(base)); found && cm.ollama {
+	if node, found := s.ollamaNodeWith(name); found && cm.ollama {
 		status, body, err := s.agentShow(c, node, api.ShowRequest{Model: base, Verbose: req.Verbose})
 		switch {
 		case err != nil:
@@ -605,7 +619,7 @@ func (s *Server) ollamaNodeWith(model string) (registry.NodeView, bool) {
 			continue
 		}
 		for _, m := range v.Heartbeat.Models {
-			if modelName(m.Name) == model && (m.OnDisk || m.Resident) {
+			if modelName(v.Heartbeat.Backend, m.Name) == model && (m.OnDisk || m.Resident) {
 				return v, true
 			}
 		}

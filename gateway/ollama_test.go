@@ -305,12 +305,13 @@ func TestOllamaFailover(t *testing.T) {
 func TestOllamaTagsPsShowVersion(t *testing.T) {
 	g := newCoreGW(t, func(c *Config) { c.Version = "1.2.3" })
 	g.beatOllama("o", newNativeAgent(t, false).srv.URL, testModel)
+	// g.beat's node is an OpenAI-compatible server: its ids are listed exactly as it spells them.
 	g.beat("s", "http://127.0.0.1:1", 4, "nomic-embed-text")
 	for _, tt := range []struct{ path, want string }{
 		{"/api/tags", `{"models":[{"name":"llama3.1:8b","model":"llama3.1:8b","modified_at":"2025-06-01T12:00:00Z","size":4294967296,"digest":"sha256:abc","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8.0B","quantization_level":"Q4_K_M"}},` +
-			`{"name":"nomic-embed-text:latest","model":"nomic-embed-text:latest","modified_at":"2025-06-01T12:00:00Z","size":0,"digest":"","details":{"parent_model":"","format":"","family":"","families":null,"parameter_size":"","quantization_level":""}}]}`},
+			`{"name":"nomic-embed-text","model":"nomic-embed-text","modified_at":"2025-06-01T12:00:00Z","size":0,"digest":"","details":{"parent_model":"","format":"","family":"","families":null,"parameter_size":"","quantization_level":""}}]}`},
 		{"/api/ps", `{"models":[{"name":"llama3.1:8b","model":"llama3.1:8b","size":5368709120,"digest":"sha256:abc","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8.0B","quantization_level":"Q4_K_M"},"expires_at":"0001-01-01T00:00:00Z","size_vram":5368709120,"context_length":4096,"herd_node":"o"},` +
-			`{"name":"nomic-embed-text:latest","model":"nomic-embed-text:latest","size":0,"digest":"","details":{"parent_model":"","format":"","family":"","families":null,"parameter_size":"","quantization_level":""},"expires_at":"0001-01-01T00:00:00Z","size_vram":0,"context_length":0,"herd_node":"s"}]}`},
+			`{"name":"nomic-embed-text","model":"nomic-embed-text","size":0,"digest":"","details":{"parent_model":"","format":"","family":"","families":null,"parameter_size":"","quantization_level":""},"expires_at":"0001-01-01T00:00:00Z","size_vram":0,"context_length":0,"herd_node":"s"}]}`},
 		{"/api/version", `{"version":"` + ollamaAPIVersion() + `","herd_version":"1.2.3"}`},
 	} {
 		resp := g.get(t, tt.path, testAPIKey)

@@ -26,8 +26,9 @@ import (
 // the body, resolve the model (base model or preset), and hand the request to the proxy.
 //
 // Decisions:
-//   - A model is a base model when some node (stale or not) reports it, compared after
-//     models.NormalizeName as the registry stores it; a model known only to stale nodes is
+//   - A model is a base model when some node (stale or not) reports it under that exact name, or,
+//     on an Ollama-style node (Ollama, sim), under its models.NormalizeName spelling, as the
+//     registry stores those; a model known only to stale nodes is
 //     answered with 503 and the reasons, not 404, since it exists and may come back. Otherwise a
 //     preset of that name is applied to the body (the one time the body is decoded and
 //     re-encoded); otherwise 404 model_not_found.
@@ -97,11 +98,20 @@ func (s *Server) handleOpenAIListModels(c *gin.Context) {
 // handleOpenAIGetModel is GET /v1/models/{id}.
 func (s *Server) handleOpenAIGetModel(c *gin.Context) {
 	id := strings.TrimPrefix(c.Param("id"), "/")
-	norm := models.NormalizeName(id)
-	for _, m := range s.models() {
-		if m.ID == id || (m.OwnedBy == ownerHerd && m.ID == norm) {
+	list := s.models()
+	for _, m := range list {
+		if m.ID == id {
 			c.JSON(http.StatusOK, m)
 			return
+		}
+	}
+	// The Ollama-style alias ("llama3" for "llama3:latest"), for models on Ollama-style nodes only.
+	if name, _, ok := findModel(s.registry.Snapshot(), []byte(models.NormalizeName(id)), true); ok {
+		for _, m := range list {
+			if m.OwnedBy == ownerHerd && m.ID == name {
+				c.JSON(http.StatusOK, m)
+				return
+			}
 		}
 	}
 	abortWithError(c, errModelNotFound(id))
@@ -156,6 +166,11 @@ type call struct {
 	failures []string
 	// last is the last retryable answer an agent gave (5xx, 429), relayed if no node does better.
 	last *capturedResponse
+	// agentErr is an agent's 4xx answer as an error value.
+	agentErr *APIError
+	// events counts the SSE events a Responses stream passed to the client, so that an error
+	// event after a failure carries the next sequence_number.
+	events int
 
 	// Tracing (tracing.go): the request's span (nil when tracing is off), the current attempt's
 	// context, the time spent queued, and the end of the answer, kept while capture is set.
@@ -184,9 +199,9 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 
 func putCall(k *call) {
 	s := k.s
-	k.s, k.ctx, k.body, k.info, k.last, k.front = nil, nil, nil, bodyInfo{}, nil, nil
+	k.s, k.ctx, k.body, k.info, k.last, k.front, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
-	k.attempts, k.status, k.ttft = 0, 0, 0
+	k.attempts, k.status, k.ttft, k.events = 0, 0, 0, 0
 	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
 	k.tail.Reset()
 	k.failures = k.failures[:0]
@@ -260,13 +275,13 @@ func (k *call) prepare() *APIError {
 	if k.front != nil {
 		scan, apply = scanOllamaBody, (*models.Preset).ApplyOllama
 	}
-	if err := scan(k.body, &k.info); err != nil {
+	if err := k.scan(scan); err != nil {
 		return err
 	}
 	snap := k.s.registry.Snapshot()
-	name, vram, ok := findModel(snap, k.info.model)
+	name, vram, ok := findModel(snap, k.info.model, false)
 	if !ok {
-		name, vram, ok = findModel(snap, []byte(models.NormalizeName(string(k.info.model))))
+		name, vram, ok = findModel(snap, []byte(models.NormalizeName(string(k.info.model))), true)
 	}
 	if !ok {
 		asked := string(k.info.model)
@@ -279,11 +294,13 @@ func (k *call) prepare() *APIError {
 			return badRequest("invalid_preset_request", "", "Could not apply preset `%s`: %v", p.Name, err)
 		}
 		k.body, k.preset = body, p.Name
-		if err := scan(k.body, &k.info); err != nil {
+		if err := k.scan(scan); err != nil {
 			return err
 		}
-		base := models.NormalizeName(p.Model)
-		if name, vram, ok = findModel(snap, []byte(base)); !ok {
+		if name, vram, ok = findModel(snap, []byte(p.Model), false); !ok {
+			name, vram, ok = findModel(snap, []byte(models.NormalizeName(p.Model)), true)
+		}
+		if !ok {
 			return unavailable("Preset `%s` runs on model `%s`, which no node has.", p.Name, p.Model)
 		}
 	}
@@ -303,12 +320,29 @@ func (k *call) prepare() *APIError {
 	return nil
 }
 
+// scan reads what routing needs from the body with scan, and makes the Responses API's own
+// checks on its route.
+func (k *call) scan(scan func([]byte, *bodyInfo) *APIError) *APIError {
+	if err := scan(k.body, &k.info); err != nil {
+		return err
+	}
+	if k.path == agentapi.PathResponses {
+		return checkResponses(k.body, &k.info)
+	}
+	return nil
+}
+
 // findModel finds the model called name on some node of snap and returns the snapshot's own
 // string for it (so the hot path does not allocate one) and the most VRAM a node reports for it.
-func findModel(snap *scheduler.Snapshot, name []byte) (string, uint64, bool) {
+// With ollamaOnly, only Ollama-style nodes count: the normalised spelling (":latest" added,
+// lower case) is an alias of Ollama's, never of an OpenAI-compatible server's ids.
+func findModel(snap *scheduler.Snapshot, name []byte, ollamaOnly bool) (string, uint64, bool) {
 	var found string
 	var vram uint64
 	for i := range snap.Nodes {
+		if ollamaOnly && snap.Nodes[i].Backend == agentapi.BackendOpenAI {
+			continue
+		}
 		for j := range snap.Nodes[i].Models {
 			m := &snap.Nodes[i].Models[j]
 			if m.Name == string(name) {

@@ -59,7 +59,10 @@ func TestModels(t *testing.T) {
 	g.beat("old", "http://127.0.0.1:1", 1, "gone-model:7b")
 	g.clock.Advance(3*time.Hour + time.Second) // "old" goes stale
 	g.beat("a", "http://127.0.0.1:2", 1, testModel, "qwen2.5:7b")
-	g.beat("b", "http://127.0.0.1:3", 1, testModel, "nomic-embed-text")
+	g.beat("b", "http://127.0.0.1:3", 1, testModel, "nomic-embed-text", "Qwen/Qwen2.5-0.5B-Instruct")
+	// An Ollama node's names are Ollama's: "all-minilm" is "all-minilm:latest".
+	g.s.registry.Observe(agentapi.Heartbeat{NodeID: "o", Address: "http://127.0.0.1:4", Backend: agentapi.BackendOllama, Slots: 1,
+		Models: []agentapi.Model{{Name: "all-minilm", OnDisk: true}}})
 
 	resp := g.get(t, "/v1/models", testAPIKey)
 	defer resp.Body.Close()
@@ -74,20 +77,32 @@ func TestModels(t *testing.T) {
 			t.Errorf("model %+v: want object model and a created time", m)
 		}
 	}
-	want := []string{"llama3.1:8b/herd", "nomic-embed-text:latest/herd", "qwen2.5:7b/herd", "support-bot/herd-preset"}
+	// An OpenAI-compatible server's ids are listed exactly as it spells them.
+	want := []string{"Qwen/Qwen2.5-0.5B-Instruct/herd", "all-minilm:latest/herd", "llama3.1:8b/herd", "nomic-embed-text/herd", "qwen2.5:7b/herd", "support-bot/herd-preset"}
 	if list.Object != "list" || strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("/v1/models = %s %v, want list %v", list.Object, got, want)
 	}
 
 	for _, tt := range []struct{ id, want string }{
 		{"llama3.1:8b", "llama3.1:8b"},
-		{"nomic-embed-text", "nomic-embed-text:latest"},
+		{"nomic-embed-text", "nomic-embed-text"},
+		{"Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct"},
+		{"all-minilm", "all-minilm:latest"},
+		{"ALL-MINILM:latest", "all-minilm:latest"},
 		{"support-bot", "support-bot"},
 	} {
 		resp := g.get(t, "/v1/models/"+tt.id, testAPIKey)
 		var m modelObject
 		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != 200 || m.ID != tt.want {
 			t.Errorf("/v1/models/%s = %d %+v (%v), want %s", tt.id, resp.StatusCode, m, err, tt.want)
+		}
+		resp.Body.Close()
+	}
+	// No alias for an OpenAI-compatible server's ids: they are case-sensitive and know no tag.
+	for _, id := range []string{"qwen/qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct:latest", "nomic-embed-text:latest"} {
+		resp := g.get(t, "/v1/models/"+id, testAPIKey)
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("/v1/models/%s = %d, want 404", id, resp.StatusCode)
 		}
 		resp.Body.Close()
 	}

@@ -32,13 +32,18 @@ import (
 //     node is excluded, the scheduler picks again, and the next candidate is tried, up to
 //     MaxAttempts nodes. A 5xx or a transport failure counts against the node's circuit breaker;
 //     a 429 (the agent's own queue is full) does not, the node is busy, not broken.
-//   - 4xx answers (bad request, unknown model) are the client's problem and pass through as is.
+//   - 4xx answers (bad request, unknown model) are the client's problem: they are not retried,
+//     and their body, whatever the backend's shape, becomes the gateway's own error value
+//     (backendError) with the backend's status and message, which the front renders in its API's
+//     shape.
 //   - When every attempt failed, the client gets the last agent's 5xx/429 answer if there was
-//     one (it says the most), else 503 upstream_error listing each attempt.
+//     one (it says the most; as an error value, like a 4xx), else 503 upstream_error listing
+//     each attempt.
 //   - SSE is relayed event by event: each read is cut at the last complete event and flushed at
 //     once; a partial event waits for its end. So when the agent fails mid-stream, the client
 //     gets no torn event, only one well-formed error event (OpenAI's error object with code
-//     upstream_error), and the stream ends. Metrics count such a request as 502.
+//     upstream_error; on /v1/responses the Responses API's "error" event, numbered after the
+//     events already sent), and the stream ends. Metrics count such a request as 502.
 //   - A non-streamed body that breaks off after it started cannot be fixed: the connection is
 //     cut (http.ErrAbortHandler), so the client sees an error instead of truncated JSON.
 //   - Every read from the agent is bounded (FirstByteTimeout before the first byte,
@@ -73,6 +78,9 @@ type result struct {
 	clientGone bool
 	// abort is true when a non-SSE response broke off after it started.
 	abort bool
+	// fromAgent is true when err is an agent's (its backend's) own error answer, not the
+	// gateway's: for batch lines it is an answer, not a reason to try later.
+	fromAgent bool
 }
 
 // outcome is how one attempt on one node ended.
@@ -83,6 +91,8 @@ const (
 	outcomeRetry
 	outcomeClientGone
 	outcomeAbort
+	// outcomeError: the agent answered a 4xx, now in call.agentErr.
+	outcomeError
 )
 
 // capturedResponse is an agent's retryable answer, kept in case no other node does better.
@@ -121,6 +131,8 @@ func (k *call) run(w sink) result {
 			return result{clientGone: true}
 		case outcomeAbort:
 			return result{abort: true}
+		case outcomeError:
+			return result{err: k.agentErr, fromAgent: true}
 		}
 		k.req.Exclude = append(k.req.Exclude, id)
 		if k.attempts >= s.cfg.MaxAttempts {
@@ -178,17 +190,9 @@ func (k *call) exhausted(w sink) result {
 	h := w.Header()
 	h[agentapi.HeaderAttempts] = []string{strconv.Itoa(k.attempts)}
 	if l := k.last; l != nil {
-		if l.contentType != "" {
-			h["Content-Type"] = []string{l.contentType}
-		}
 		h[agentapi.HeaderNode] = []string{l.node}
-		if l.status == http.StatusTooManyRequests || l.status == http.StatusServiceUnavailable {
-			h["Retry-After"] = []string{"1"}
-		}
-		w.WriteHeader(l.status)
-		_, _ = w.Write(l.body)
 		k.status, k.node = l.status, l.node
-		return result{}
+		return result{err: backendError(l.status, l.contentType, l.body), fromAgent: true}
 	}
 	return result{err: &APIError{
 		Status: http.StatusServiceUnavailable, Type: errUnavailable, Code: "upstream_error", RetryAfter: 1,
@@ -264,6 +268,16 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		return outcomeRetry
 	}
 	s.registry.ReportSuccess(n.ID)
+	if resp.StatusCode >= 400 {
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxCapturedBody))
+		if err != nil && k.ctx.Err() != nil {
+			return outcomeClientGone
+		}
+		w.Header()[agentapi.HeaderNode] = []string{n.ID}
+		w.Header()[agentapi.HeaderAttempts] = []string{attemptsText(k.attempts)}
+		k.agentErr = backendError(resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		return outcomeError
+	}
 
 	sse := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	committed := false
@@ -293,6 +307,9 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 				_, _ = k.tail.Write(out)
 			}
 			if sse {
+				if k.path == agentapi.PathResponses {
+					k.events += bytes.Count(out, sseEventEnd)
+				}
 				w.Flush()
 			}
 		}
@@ -329,9 +346,33 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		if !sse {
 			return outcomeAbort
 		}
-		writeSSEError(w, fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause))
+		msg := fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause)
+		if k.path == agentapi.PathResponses {
+			writeResponsesError(w, msg, k.events)
+		} else {
+			writeSSEError(w, msg)
+		}
 		return outcomeDone
 	}
+}
+
+// sseEventEnd ends an SSE event; herd's agents, Ollama and vLLM all end events with "\n\n".
+var sseEventEnd = []byte("\n\n")
+
+// writeResponsesError ends a broken Responses stream as the Responses API does: one "error"
+// event, numbered after the seq events the client already has.
+func writeResponsesError(w sink, message string, seq int) {
+	b, _ := json.Marshal(struct {
+		Type    string  `json:"type"`
+		Code    string  `json:"code"`
+		Message string  `json:"message"`
+		Param   *string `json:"param"`
+		Seq     int     `json:"sequence_number"`
+	}{"error", "upstream_error", message, nil, seq})
+	_, _ = w.Write([]byte("event: error\ndata: "))
+	_, _ = w.Write(b)
+	_, _ = w.Write([]byte("\n\n"))
+	w.Flush()
 }
 
 // eventEnd returns the index just past the last complete SSE event in b (0: none). Events end

@@ -45,6 +45,7 @@ const (
 	EndpointChatCompletions = "/v1/chat/completions"
 	EndpointCompletions     = "/v1/completions"
 	EndpointEmbeddings      = "/v1/embeddings"
+	EndpointResponses       = "/v1/responses"
 )
 
 // presetNameRE is deliberately close to model-name syntax ("name:tag", "org/name") so a preset is
@@ -199,11 +200,15 @@ var ErrPresetBody = errors.New("request body")
 //     line (for a list of prompts, to each one). Token-array prompts cannot take text and are an
 //     error when the preset has a system prompt.
 //   - /v1/embeddings: only the model changes.
+//   - /v1/responses: the system prompt becomes the instructions, before the request's own
+//     instructions (separated by a blank line) when it has some.
 //
 // Defaults (temperature, top_p, max_tokens, stop, seed, and response_format for chat) are filled
 // only where the request is silent (the key is absent or null); the request's values win. For
-// chat, a request that sets max_completion_tokens is not given max_tokens. Every other field is
-// preserved byte for byte.
+// chat, a request that sets max_completion_tokens is not given max_tokens. For Responses,
+// max_tokens fills max_output_tokens and response_format fills text.format (in that API's
+// shape); stop and seed are passed as herd's extensions, which every backend herd fronts reads.
+// Every other field is preserved byte for byte.
 func (p *Preset) Apply(endpoint string, body []byte) ([]byte, error) {
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(body, &req); err != nil {
@@ -229,6 +234,10 @@ func (p *Preset) Apply(endpoint string, body []byte) ([]byte, error) {
 		}
 	case EndpointEmbeddings:
 		return json.Marshal(req)
+	case EndpointResponses:
+		if err := p.applyResponses(req); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("preset %q: endpoint %q does not take presets", p.Name, endpoint)
 	}
@@ -261,6 +270,42 @@ func (p *Preset) applyChat(req map[string]json.RawMessage) error {
 	}
 	req["messages"] = out
 	return nil
+}
+
+// applyResponses puts the system prompt into a Responses request's instructions: the preset's
+// first, then the request's own, as in a chat request.
+func (p *Preset) applyResponses(req map[string]json.RawMessage) error {
+	if p.System == "" {
+		return nil
+	}
+	ins := p.System
+	if raw, ok := req["instructions"]; ok && !isNull(raw) {
+		var own string
+		if err := json.Unmarshal(raw, &own); err != nil {
+			return fmt.Errorf("%w: instructions must be a string: %w", ErrPresetBody, err)
+		}
+		if own != "" {
+			ins += "\n\n" + own
+		}
+	}
+	b, err := json.Marshal(ins)
+	if err != nil {
+		return err
+	}
+	req["instructions"] = b
+	return nil
+}
+
+// responsesFormat is a chat response_format in the Responses API's text.format shape, which
+// has the json_schema fields at the top: {"type":"json_schema","name":...,"schema":...}.
+func responsesFormat(rf map[string]any) map[string]any {
+	out := map[string]any{"type": rf["type"]}
+	if js, ok := rf["json_schema"].(map[string]any); ok {
+		for k, v := range js {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func (p *Preset) applyCompletion(req map[string]json.RawMessage) error {
@@ -322,7 +367,10 @@ func (p *Preset) fillDefaults(endpoint string, req map[string]json.RawMessage) e
 		errs = append(errs, set("top_p", *p.TopP))
 	}
 	if p.MaxTokens != nil {
-		if raw, ok := req["max_completion_tokens"]; !ok || isNull(raw) {
+		switch raw, ok := req["max_completion_tokens"]; {
+		case endpoint == EndpointResponses:
+			errs = append(errs, set("max_output_tokens", *p.MaxTokens))
+		case !ok || isNull(raw):
 			errs = append(errs, set("max_tokens", *p.MaxTokens))
 		}
 	}
@@ -334,6 +382,26 @@ func (p *Preset) fillDefaults(endpoint string, req map[string]json.RawMessage) e
 	}
 	if p.ResponseFormat != nil && endpoint == EndpointChatCompletions {
 		errs = append(errs, set("response_format", p.ResponseFormat))
+	}
+	if p.ResponseFormat != nil && endpoint == EndpointResponses {
+		var text map[string]json.RawMessage
+		if raw, ok := req["text"]; ok && !isNull(raw) {
+			if err := json.Unmarshal(raw, &text); err != nil {
+				return fmt.Errorf("%w: text must be an object: %w", ErrPresetBody, err)
+			}
+		}
+		if raw, ok := text["format"]; !ok || isNull(raw) {
+			if text == nil {
+				text = map[string]json.RawMessage{}
+			}
+			b, err := json.Marshal(responsesFormat(p.ResponseFormat))
+			if err != nil {
+				return fmt.Errorf("preset %q: response_format: %w", p.Name, err)
+			}
+			text["format"] = b
+			tb, _ := json.Marshal(text)
+			req["text"] = tb
+		}
 	}
 	return errors.Join(errs...)
 }

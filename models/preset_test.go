@@ -260,3 +260,26 @@ func jsonEqual(a, b json.RawMessage) bool {
 	}
 	return reflect.DeepEqual(x, y)
 }
+
+func TestPresetApplyResponses(t *testing.T) {
+	temp, maxTok := 0.2, 64
+	p := &Preset{Name: "bot", Model: "llama3.2:1b", System: "Be brief.", Temperature: &temp, MaxTokens: &maxTok,
+		ResponseFormat: map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "x", "schema": map[string]any{"type": "object"}}}}
+	for _, tt := range []struct{ in, want string }{
+		{`{"model":"bot","input":"hi"}`,
+			`{"input":"hi","instructions":"Be brief.","max_output_tokens":64,"model":"llama3.2:1b","temperature":0.2,"text":{"format":{"name":"x","schema":{"type":"object"},"type":"json_schema"}}}`},
+		{`{"model":"bot","input":"hi","instructions":"In French.","max_output_tokens":5,"temperature":1,"text":{"format":{"type":"text"}}}`,
+			`{"input":"hi","instructions":"Be brief.\n\nIn French.","max_output_tokens":5,"model":"llama3.2:1b","temperature":1,"text":{"format":{"type":"text"}}}`},
+	} {
+		out, err := p.Apply(EndpointResponses, []byte(tt.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(out) != tt.want {
+			t.Errorf("Apply(%s)\n got %s\nwant %s", tt.in, out, tt.want)
+		}
+	}
+	if _, err := p.Apply(EndpointResponses, []byte(`{"model":"bot","instructions":3}`)); err == nil {
+		t.Error("instructions that are not a string: no error")
+	}
+}

@@ -3,7 +3,9 @@ package nodeagent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/nodeagent/responses"
 )
 
 // maxControlBody bounds the JSON bodies of the model-management routes.
@@ -37,7 +40,7 @@ var digestPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 func (a *Agent) routes() http.Handler {
 	mux := http.NewServeMux()
-	for _, ep := range []string{agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings} {
+	for _, ep := range []string{agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings, agentapi.PathResponses} {
 		mux.HandleFunc("POST "+ep, a.serveInference(ep))
 	}
 	for _, p := range []string{agentapi.PathOllamaChat, agentapi.PathOllamaGenerate, agentapi.PathOllamaEmbed, agentapi.PathOllamaEmbeddings} {
@@ -170,6 +173,23 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 		if a.backend.Simulated() {
 			w.Header().Set(agentapi.HeaderSimulated, "true")
 		}
+		var tw *responses.Writer
+		route := endpoint // per request: a translated Responses request goes to chat completions
+		if endpoint == agentapi.PathResponses {
+			if rs, ok := a.backend.(ResponsesServer); !ok || !rs.ServesResponses(r.Context()) {
+				// The backend gets a chat completions request; tw writes its answer to the client
+				// in the Responses format. The meter sits between, so it reads chat usage as usual.
+				chat, req, e := responses.ToChat(body)
+				if e != nil {
+					writeError(w, e.Status, errInvalidRequest, e.Code, e.Param, e.Message)
+					return
+				}
+				tw = responses.NewWriter(w, req, responses.Options{ID: a.responseID(), Now: a.clock.Now})
+				w, route, body = tw, agentapi.PathChatCompletions, chat
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				r.ContentLength = int64(len(body))
+			}
+		}
 		start := a.clock.Now()
 		var tr *inferenceTrace
 		if a.tracer != nil {
@@ -184,8 +204,18 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			}
 			putMeterWriter(mw)
 		}()
-		a.backend.ServeInference(mw, r, endpoint, body)
+		a.backend.ServeInference(mw, r, route, body)
+		if tw != nil {
+			tw.Finish()
+		}
 	}
+}
+
+// responseID is a new Responses id: "resp_" and 24 random hex digits.
+func (a *Agent) responseID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "resp_" + hex.EncodeToString(b[:])
 }
 
 // serveNative passes a native Ollama request to a backend that speaks Ollama's API. Inference

@@ -24,6 +24,13 @@ type Backend interface {
 	Models(ctx context.Context) ([]agentapi.Model, error)
 }
 
+// ResponsesServer is implemented by backends that may serve the Responses API (/v1/responses)
+// themselves. The agent passes Responses requests through to a backend that says it does, and
+// translates them to chat completions (nodeagent/responses) for every other backend.
+type ResponsesServer interface {
+	ServesResponses(ctx context.Context) bool
+}
+
 // NativeOllama is implemented by backends that serve Ollama's native API (the Ollama backend):
 // the gateway sends Ollama clients' requests to them unchanged.
 type NativeOllama interface {

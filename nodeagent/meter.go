@@ -193,6 +193,9 @@ func (m *meterWriter) tokens() (int64, bool) {
 	if n, ok := lastIntField(m.window(), "eval_count"); ok && m.ndjson {
 		return n, true // Ollama's native final chunk
 	}
+	if n, ok := lastIntField(m.window(), "output_tokens"); ok {
+		return n, true // a Responses answer passed through
+	}
 	if m.stream && m.textChunk > 0 {
 		return int64(m.textChunk), true
 	}
@@ -201,10 +204,13 @@ func (m *meterWriter) tokens() (int64, bool) {
 
 // promptTokens returns usage's prompt_tokens when the backend sent usage.
 func (m *meterWriter) promptTokens() (int64, bool) {
-	if n, ok := lastIntField(m.window(), "prompt_tokens"); ok || !m.ndjson {
-		return n, ok
+	if n, ok := lastIntField(m.window(), "prompt_tokens"); ok {
+		return n, true
 	}
-	return lastIntField(m.window(), "prompt_eval_count")
+	if m.ndjson {
+		return lastIntField(m.window(), "prompt_eval_count")
+	}
+	return lastIntField(m.window(), "input_tokens") // a Responses answer passed through
 }
 
 // window is the last tailSize bytes of the body: the same bytes however the backend cut its

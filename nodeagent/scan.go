@@ -104,10 +104,11 @@ func lastIntField(b []byte, key string) (int64, bool) {
 }
 
 // generatedTextKeys are the fields of a streamed chunk that carry generated tokens: chat content,
-// reasoning (vLLM's reasoning_content, Ollama's reasoning), legacy completions text, and Ollama's
-// native generate response and thinking.
+// reasoning (vLLM's reasoning_content, Ollama's reasoning), legacy completions text, Ollama's
+// native generate response and thinking, and a Responses stream's "delta" (a string there; a chat
+// chunk's delta is an object, which does not count).
 var generatedTextKeys = [][]byte{[]byte(`"content"`), []byte(`"reasoning_content"`), []byte(`"reasoning"`), []byte(`"text"`),
-	[]byte(`"response"`), []byte(`"thinking"`)}
+	[]byte(`"response"`), []byte(`"thinking"`), []byte(`"delta"`)}
 
 // hasGeneratedText reports whether an SSE data payload carries a non-empty generated string.
 func hasGeneratedText(payload []byte) bool {

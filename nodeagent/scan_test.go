@@ -150,6 +150,8 @@ func TestHasGeneratedText(t *testing.T) {
 		{`{"choices":[{"text":"legacy"}]}`, true},
 		{`{"choices":[],"usage":{"completion_tokens":3}}`, false},
 		{`{"choices":[{"delta":{},"finish_reason":"stop"}]}`, false},
+		{`{"type":"response.output_text.delta","item_id":"msg_1","delta":"Hi"}`, true},
+		{`{"type":"response.output_text.delta","item_id":"msg_1","delta":""}`, false},
 	} {
 		if got := hasGeneratedText([]byte(tc.payload)); got != tc.want {
 			t.Errorf("hasGeneratedText(%s) = %v, want %v", tc.payload, got, tc.want)
@@ -181,8 +183,9 @@ func TestMeterGolden(t *testing.T) {
 		file   string
 		tokens int64
 	}{
-		{"ollama_stream_usage.sse", 5}, // from usage (include_usage)
-		{"vllm_stream_nousage.sse", 4}, // counted chunks: the role chunk and the finish chunk carry no text
+		{"ollama_stream_usage.sse", 5},    // from usage (include_usage)
+		{"vllm_stream_nousage.sse", 4},    // counted chunks: the role chunk and the finish chunk carry no text
+		{"responses_stream_usage.sse", 6}, // a Responses stream: usage's output_tokens
 	} {
 		b, err := os.ReadFile(filepath.Join("testdata", tc.file))
 		if err != nil {

@@ -47,7 +47,7 @@ func newBatchSubmitCmd(cf *clientFlags) *cobra.Command {
 	fs.StringVar(&o.Format, "format", "auto", "input format: auto (by extension), jsonl, txt or csv")
 	fs.StringVar(&o.Template, "template", "", "CSV: a Go text/template over the columns, e.g. 'Describe {{.product}} in {{.style}} style'")
 	fs.StringVar(&o.PromptColumn, "prompt-column", "prompt", "CSV: the column holding the prompt when no --template is given")
-	fs.StringVar(&o.Endpoint, "endpoint", "/v1/chat/completions", "endpoint each line calls: /v1/chat/completions, /v1/completions or /v1/embeddings")
+	fs.StringVar(&o.Endpoint, "endpoint", "/v1/chat/completions", "endpoint each line calls: /v1/chat/completions, /v1/responses, /v1/completions or /v1/embeddings")
 	fs.IntVar(&o.MaxTokens, "max-tokens", 0, "max_tokens for every prompt (0: the model's or preset's default)")
 	fs.Float64Var(&o.Temperature, "temperature", -1, "temperature for every prompt (negative: the default)")
 	fs.BoolVar(&o.watch, "watch", false, "show progress until the batch ends")

@@ -19,6 +19,13 @@ func newToolCmds() []*cobra.Command {
 	return []*cobra.Command{newSimCmd(), newLoadtestCmd(), newFakeBackendCmd(), newPlanCmd()}
 }
 
+// The models of a `herd sim` cluster: the README's quickstart models (the same as `herd up`'s
+// simulated node) and the load test's default model, so every example works against it as is.
+var (
+	simModels  = []string{"llama3.2:1b", loadtest.DefaultModel, "qwen2.5:7b", "nomic-embed-text"}
+	simPreload = []string{"llama3.2:1b", loadtest.DefaultModel, "nomic-embed-text"}
+)
+
 func newSimCmd() *cobra.Command {
 	var o loadtest.SimClusterOptions
 	var keepLogs bool
@@ -37,6 +44,12 @@ func newSimCmd() *cobra.Command {
 					return err
 				}
 				o.Binary = exe
+			}
+			if len(o.Models) == 0 {
+				o.Models = simModels
+			}
+			if len(o.Preload) == 0 {
+				o.Preload = simPreload
 			}
 			o.KeepLogs = keepLogs
 			if o.LogLevel == "" {
@@ -63,8 +76,8 @@ func newSimCmd() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.GPUs, "gpus", "2xt4,a40,3090", "simulated GPU groups, one agent per group")
-	listFlag(fs, &o.Models, "models", "models on every agent's disk (default "+loadtest.DefaultModel+")")
-	listFlag(fs, &o.Preload, "preload", "models resident at start (default: all of --models)")
+	listFlag(fs, &o.Models, "models", "models on every agent's disk (default "+strings.Join(simModels, ",")+")")
+	listFlag(fs, &o.Preload, "preload", "models resident at start (default "+strings.Join(simPreload, ",")+"; the rest load on first use)")
 	fs.StringVar(&o.Policy, "policy", "", "scheduling policy: herd, least_inflight or round_robin")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "gateway address")
 	fs.Float64Var(&o.SimSpeed, "sim-speed", 1, "simulated time runs this many times faster than real time")

@@ -2,8 +2,9 @@
 // operators, the herd CLI and the dashboard use to see the cluster and act on it. Its handlers
 // are given the registry, the scheduler and the agent clients through the small interfaces
 // declared here; the wire types are package api's. Decisions made here:
-//   - Model names are shown and matched in their normalised form (models.NormalizeName), the form
-//     the scheduler sees, so "llama3" and "llama3:latest" are one model everywhere.
+//   - Model names are shown as the registry keeps them (registry.ModelName: an OpenAI-compatible
+//     server's ids exactly, Ollama-style names normalised), which is the form the scheduler sees,
+//     and matched as given or normalised, so "llama3" and "llama3:latest" are one model.
 //   - A node's in_flight is the scheduler's figure: the larger of the heartbeat's count and this
 //     gateway's own (gateway_in_flight shows the latter alone).
 //   - Pull and copy stream NDJSON agentapi.Progress lines tagged with the node, flushed as they
@@ -126,7 +127,7 @@ func toAdminNode(v registry.NodeView) api.Node {
 	}
 	for _, m := range hb.Models {
 		n.Models = append(n.Models, api.NodeModel{
-			Name: models.NormalizeName(m.Name), Resident: m.Resident, OnDisk: m.OnDisk,
+			Name: registry.ModelName(hb.Backend, m.Name), Resident: m.Resident, OnDisk: m.OnDisk,
 			VRAMBytes: m.VRAMBytes, SizeBytes: m.SizeBytes, TokensPerSecond: m.TokensPerSecond,
 			InFlight: m.InFlight, ParameterSize: m.ParameterSize, Quantization: m.Quantization,
 		})
@@ -230,7 +231,7 @@ func (h *Handlers) handleListModels(c *gin.Context) {
 	byName := map[string]*api.ClusterModel{}
 	for _, v := range h.reg.Nodes() {
 		for _, m := range v.Heartbeat.Models {
-			name := models.NormalizeName(m.Name)
+			name := registry.ModelName(v.Heartbeat.Backend, m.Name)
 			cm := byName[name]
 			if cm == nil {
 				cm = &api.ClusterModel{Name: name}
@@ -533,7 +534,7 @@ func (h *Handlers) handleExplain(c *gin.Context) {
 		apierr.Abort(c, apierr.BadRequest("missing_model", "model", "model query parameter is required"))
 		return
 	}
-	req := scheduler.Request{Model: models.NormalizeName(model), Class: scheduler.ClassInteractive}
+	req := scheduler.Request{Model: snapshotName(h.reg.Snapshot(), model), Class: scheduler.ClassInteractive}
 	if cl := c.Query("class"); cl != "" {
 		if cl != scheduler.ClassInteractive && cl != scheduler.ClassBatch {
 			apierr.Abort(c, apierr.BadRequest("invalid_class", "class", "class must be %q or %q", scheduler.ClassInteractive, scheduler.ClassBatch))
@@ -603,11 +604,24 @@ func bindModelJSON(c *gin.Context, dst any, model *string) error {
 	return nil
 }
 
-// findNodeModel finds a model on a node by its normalised name.
+// snapshotName is the name the scheduler knows a client's model name by: the name itself when a
+// node reports it so (an OpenAI-compatible server's exact id), else its normalised spelling.
+func snapshotName(snap *scheduler.Snapshot, name string) string {
+	for i := range snap.Nodes {
+		for j := range snap.Nodes[i].Models {
+			if snap.Nodes[i].Models[j].Name == name {
+				return name
+			}
+		}
+	}
+	return models.NormalizeName(name)
+}
+
+// findNodeModel finds a model on a node by its name as reported or its normalised name.
 func findNodeModel(v registry.NodeView, name string) *agentapi.Model {
-	name = models.NormalizeName(name)
+	norm := models.NormalizeName(name)
 	for i := range v.Heartbeat.Models {
-		if models.NormalizeName(v.Heartbeat.Models[i].Name) == name {
+		if got := registry.ModelName(v.Heartbeat.Backend, v.Heartbeat.Models[i].Name); got == name || got == norm {
 			return &v.Heartbeat.Models[i]
 		}
 	}

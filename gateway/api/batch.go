@@ -10,6 +10,7 @@ var batchEndpoints = map[string]bool{
 	"/v1/chat/completions": true,
 	"/v1/completions":      true,
 	"/v1/embeddings":       true,
+	"/v1/responses":        true,
 }
 
 // IsBatchEndpoint reports whether a batch's lines can call endpoint.

@@ -503,6 +503,15 @@ func fillResponse(res *store.LineResult, resp Response) {
 			CompletionTokensDetails struct {
 				ReasoningTokens int `json:"reasoning_tokens"`
 			} `json:"completion_tokens_details"`
+			// The Responses API's names for the same counts.
+			InputTokens        int `json:"input_tokens"`
+			OutputTokens       int `json:"output_tokens"`
+			InputTokensDetails struct {
+				CachedTokens int `json:"cached_tokens"`
+			} `json:"input_tokens_details"`
+			OutputTokensDetails struct {
+				ReasoningTokens int `json:"reasoning_tokens"`
+			} `json:"output_tokens_details"`
 		} `json:"usage"`
 		Error *struct {
 			Message string `json:"message"`
@@ -516,9 +525,9 @@ func fillResponse(res *store.LineResult, resp Response) {
 	}
 	// A backend's negative count would make the store refuse the line; it means "unknown" at best.
 	u := parsed.Usage
-	res.PromptTokens, res.CompletionTokens = max(u.PromptTokens, 0), max(u.CompletionTokens, 0)
-	res.CachedTokens = max(u.PromptTokensDetails.CachedTokens, 0)
-	res.ReasoningTokens = max(u.CompletionTokensDetails.ReasoningTokens, 0)
+	res.PromptTokens, res.CompletionTokens = max(u.PromptTokens, u.InputTokens, 0), max(u.CompletionTokens, u.OutputTokens, 0)
+	res.CachedTokens = max(u.PromptTokensDetails.CachedTokens, u.InputTokensDetails.CachedTokens, 0)
+	res.ReasoningTokens = max(u.CompletionTokensDetails.ReasoningTokens, u.OutputTokensDetails.ReasoningTokens, 0)
 	res.OK = resp.StatusCode >= 200 && resp.StatusCode < 300
 	if res.OK {
 		return

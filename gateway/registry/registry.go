@@ -29,9 +29,12 @@
 //   - A snapshot rebuilt only because in-flight counters moved copies the previous snapshot's
 //     nodes and patches their counts (two allocations, no per-node locks); handed-out snapshots
 //     are never written.
-//   - Model names are normalised with models.NormalizeName (lower case, a missing tag becomes
-//     ":latest") so that "llama3" and "llama3:latest" are one model; callers must normalise
-//     request names the same way before they look them up in a snapshot.
+//   - Model names are the backend's names (ModelName). Ollama-style backends (Ollama and the
+//     simulator) have their names normalised with models.NormalizeName (lower case, a missing tag
+//     becomes ":latest") so that "llama3" and "llama3:latest" are one model, as Ollama itself
+//     treats them; callers look a request's name up as it is first, then normalised. An
+//     OpenAI-compatible server's ids (vLLM's "Qwen/Qwen2.5-0.5B-Instruct") are kept exactly as
+//     it lists them: such servers compare names case-sensitively and know no ":latest".
 //   - Node.MemoryBandwidthGBs comes from the models GPU profile whose name matches the node's
 //     fastest GPU (0 when none does): the scheduler's prior for speeds nobody has measured yet.
 //     Every heartbeat's measured speeds go through a scheduler.Learner, whose fit (per node and
@@ -859,7 +862,7 @@ func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
 	sn.Models = make([]scheduler.NodeModel, 0, len(hb.Models))
 	for _, m := range hb.Models {
 		nm := scheduler.NodeModel{
-			Name:            models.NormalizeName(m.Name),
+			Name:            ModelName(hb.Backend, m.Name),
 			Resident:        m.Resident,
 			OnDisk:          m.OnDisk,
 			VRAMBytes:       m.VRAMBytes,
@@ -888,6 +891,17 @@ func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
 		sn.Models = append(sn.Models, nm)
 	}
 	return sn
+}
+
+// ModelName is the name the registry keeps for a model a node of the given backend kind reports:
+// normalised for Ollama-style backends (Ollama, the simulator), whose names are case-insensitive
+// and take ":latest" for a missing tag, and exactly as listed (only trimmed) for an
+// OpenAI-compatible server, whose ids are case-sensitive and forwarded as they are spelt.
+func ModelName(backend, name string) string {
+	if backend == agentapi.BackendOpenAI {
+		return strings.TrimSpace(name)
+	}
+	return models.NormalizeName(name)
 }
 
 func cloneHeartbeat(hb agentapi.Heartbeat) agentapi.Heartbeat {

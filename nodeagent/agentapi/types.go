@@ -15,6 +15,9 @@ const (
 	PathCompletions = "/v1/completions"
 	// PathEmbeddings is the OpenAI embeddings route on an agent.
 	PathEmbeddings = "/v1/embeddings"
+	// PathResponses is the OpenAI Responses route on an agent: passed through to a backend that
+	// serves it, translated to chat completions for one that does not.
+	PathResponses = "/v1/responses"
 
 	// PathOllamaChat, PathOllamaGenerate, PathOllamaEmbed and PathOllamaEmbeddings are Ollama's
 	// native inference routes, passed through unchanged to an Ollama backend (agents of other

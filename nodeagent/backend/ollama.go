@@ -73,11 +73,12 @@ func (i modelInfo) embeddingOnly() bool {
 }
 
 var (
-	_ nodeagent.Backend       = (*Ollama)(nil)
-	_ nodeagent.ModelManager  = (*Ollama)(nil)
-	_ nodeagent.ModelExporter = (*Ollama)(nil)
-	_ nodeagent.ModelImporter = (*Ollama)(nil)
-	_ nodeagent.NativeOllama  = (*Ollama)(nil)
+	_ nodeagent.Backend         = (*Ollama)(nil)
+	_ nodeagent.ModelManager    = (*Ollama)(nil)
+	_ nodeagent.ModelExporter   = (*Ollama)(nil)
+	_ nodeagent.ModelImporter   = (*Ollama)(nil)
+	_ nodeagent.NativeOllama    = (*Ollama)(nil)
+	_ nodeagent.ResponsesServer = (*Ollama)(nil)
 )
 
 // nativeEndpoints are Ollama's own routes that ServeOllama passes through.
@@ -144,6 +145,9 @@ func (o *Ollama) Kind() string { return agentapi.BackendOllama }
 
 // Simulated is false: this is a real server.
 func (o *Ollama) Simulated() bool { return false }
+
+// ServesResponses reports whether this Ollama serves /v1/responses itself (0.13.3 and later).
+func (o *Ollama) ServesResponses(ctx context.Context) bool { return o.proxy.servesResponses(ctx) }
 
 // ModelsDir is the models directory the backend exports from.
 func (o *Ollama) ModelsDir() string { return o.modelsDir }

@@ -94,6 +94,11 @@ func (b *OpenAICompat) Kind() string { return agentapi.BackendOpenAI }
 // Simulated is false: this is a real server.
 func (b *OpenAICompat) Simulated() bool { return false }
 
+// ServesResponses reports whether the server serves /v1/responses itself (vLLM does).
+func (b *OpenAICompat) ServesResponses(ctx context.Context) bool { return b.proxy.servesResponses(ctx) }
+
+var _ nodeagent.ResponsesServer = (*OpenAICompat)(nil)
+
 // ServeInference proxies the request to the server's endpoint and streams the answer back.
 func (b *OpenAICompat) ServeInference(w http.ResponseWriter, r *http.Request, endpoint string, body []byte) {
 	b.proxy.serve(w, r, endpoint, body)

@@ -45,7 +45,7 @@ func NewTransport() *http.Transport {
 }
 
 // inferenceEndpoints are the endpoints ServeInference answers.
-var inferenceEndpoints = []string{agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings}
+var inferenceEndpoints = []string{agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings, agentapi.PathResponses}
 
 // proxy forwards OpenAI-format requests to one backend.
 //
@@ -73,6 +73,8 @@ type proxy struct {
 	errLog *log.Logger
 	// urls holds the backend URL of each of inferenceEndpoints, built once.
 	urls map[string]*url.URL
+	// responses caches whether the backend serves /v1/responses (see servesResponses).
+	responses responsesProbe
 }
 
 func newProxy(kind string, base *url.URL, transport http.RoundTripper, apiKey string, logger *slog.Logger) *proxy {
