@@ -22,11 +22,12 @@ build: ## build bin/herd
 run: build ## gateway + a local agent (real Ollama on 127.0.0.1:11434 if one answers, else a simulated GPU)
 	$(BIN) up --listen $(LISTEN) --data $(DATA)
 
-deps: ## install what the tests need: redis-server (apt) and real Ollama built from the Go module proxy
+deps: ## install what the tests need: redis-server, chromium, promtool (apt) and real Ollama built from the Go module proxy
 	@scripts/test-deps.sh
 
-test: deps ## all tests with -race, real redis-server and real Ollama included
+test: deps ## all tests with -race: real redis-server, real Ollama, the dashboard in headless Chromium, promtool on the alert rules
 	HERD_OLLAMA_BIN="$$(scripts/build-ollama.sh)" HERD_REQUIRE_OLLAMA=1 HERD_REQUIRE_REDIS=1 HERD_BIN=build \
+		HERD_REQUIRE_CHROMIUM=1 HERD_REQUIRE_PROMTOOL=1 \
 		$(GO) test -race -timeout 20m -count=1 $(PKGS)
 
 test-short: ## unit tests only (no processes, no Ollama)

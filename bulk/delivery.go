@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,36 +21,43 @@ import (
 
 // DeliveredFile is one entry of manifest.json: a delivered file and where its content came from.
 type DeliveredFile struct {
-	File             string `json:"file"`
-	CustomID         string `json:"custom_id"`
-	SHA256           string `json:"sha256"`
-	Bytes            int    `json:"bytes"`
-	Model            string `json:"model"`
-	Node             string `json:"node,omitempty"`
-	PromptTokens     int    `json:"prompt_tokens"`
-	CompletionTokens int    `json:"completion_tokens"`
-	FinishReason     string `json:"finish_reason,omitempty"`
-	StartedAt        string `json:"started_at,omitempty"`
-	FinishedAt       string `json:"finished_at,omitempty"`
-	DurationMS       int64  `json:"duration_ms,omitempty"`
+	File     string `json:"file"`
+	CustomID string `json:"custom_id"`
+	SHA256   string `json:"sha256"`
+	Bytes    int    `json:"bytes"`
+	Model    string `json:"model"`
+	Node     string `json:"node,omitempty"`
+	// Simulated is true when the node is a simulated GPU: the text did not come from a model.
+	Simulated bool `json:"simulated"`
+	// Parameters are the sampling parameters the line ran with (preset defaults applied).
+	Parameters       json.RawMessage `json:"parameters,omitempty"`
+	PromptTokens     int             `json:"prompt_tokens"`
+	CompletionTokens int             `json:"completion_tokens"`
+	FinishReason     string          `json:"finish_reason,omitempty"`
+	StartedAt        string          `json:"started_at,omitempty"`
+	FinishedAt       string          `json:"finished_at,omitempty"`
+	DurationMS       int64           `json:"duration_ms,omitempty"`
 }
 
 // DeliveryManifest is manifest.json: provenance for files that are delivered or sold.
 type DeliveryManifest struct {
-	Batch         string            `json:"batch"`
-	Status        string            `json:"status"`
-	Endpoint      string            `json:"endpoint"`
-	Model         string            `json:"model,omitempty"`
-	Preset        string            `json:"preset,omitempty"`
-	PresetVersion string            `json:"preset_version,omitempty"`
-	BaseModel     string            `json:"base_model,omitempty"`
-	Parameters    json.RawMessage   `json:"parameters,omitempty"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-	CreatedAt     string            `json:"created_at"`
-	CompletedAt   string            `json:"completed_at,omitempty"`
-	Generated     string            `json:"generated_at"`
-	Files         []DeliveredFile   `json:"files"`
-	Failed        []FailedLine      `json:"failed"`
+	Batch         string          `json:"batch"`
+	Status        string          `json:"status"`
+	Endpoint      string          `json:"endpoint"`
+	Model         string          `json:"model,omitempty"`
+	Preset        string          `json:"preset,omitempty"`
+	PresetVersion string          `json:"preset_version,omitempty"`
+	BaseModel     string          `json:"base_model,omitempty"`
+	Parameters    json.RawMessage `json:"parameters,omitempty"`
+	// Simulated is true when some line was generated on a simulated node (SimulatedNodes).
+	Simulated      bool              `json:"simulated"`
+	SimulatedNodes []string          `json:"simulated_nodes,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+	CreatedAt      string            `json:"created_at"`
+	CompletedAt    string            `json:"completed_at,omitempty"`
+	Generated      string            `json:"generated_at"`
+	Files          []DeliveredFile   `json:"files"`
+	Failed         []FailedLine      `json:"failed"`
 }
 
 // FailedLine is a line of the batch that produced no file, and why.
@@ -95,7 +103,11 @@ func Deliver(ctx context.Context, c *api.Client, b api.BatchObject, dir, format 
 		df := DeliveredFile{File: name, CustomID: l.CustomID, SHA256: hex.EncodeToString(sum[:]), Bytes: len(content),
 			Model: model, PromptTokens: pt, CompletionTokens: ct, FinishReason: finish}
 		if ln, ok := lines[l.CustomID]; ok {
-			df.Node, df.DurationMS = ln.Node, ln.DurationMS
+			df.Node, df.DurationMS, df.Simulated, df.Parameters = ln.Node, ln.DurationMS, ln.Simulated, ln.Parameters
+			if ln.Simulated && !slices.Contains(man.SimulatedNodes, ln.Node) {
+				man.Simulated = true
+				man.SimulatedNodes = append(man.SimulatedNodes, ln.Node)
+			}
 			if ln.StartedAt > 0 {
 				df.StartedAt = time.UnixMilli(ln.StartedAt).UTC().Format(time.RFC3339Nano)
 			}

@@ -82,7 +82,8 @@ func TestDeliver(t *testing.T) {
 	mux.HandleFunc("GET /v1/files/file-err/content", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(errs)) })
 	mux.HandleFunc("GET /v1/batches/batch_1/manifest", func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(api.Manifest{Object: "list", BatchID: "batch_1", Data: []api.ManifestEntry{
-			{CustomID: "line-00001", Node: "n1", StartedAt: 1000, FinishedAt: 3000, DurationMS: 2000},
+			{CustomID: "line-00001", Node: "n1", StartedAt: 1000, FinishedAt: 3000, DurationMS: 2000, Simulated: true,
+				Parameters: json.RawMessage(`{"temperature":0.2}`)},
 		}})
 	})
 	srv := httptest.NewServer(mux)
@@ -113,12 +114,15 @@ func TestDeliver(t *testing.T) {
 	if len(man.Files) != 2 || man.Files[0].File != "line-00001.txt" || man.Files[1].File != "a_b.txt" {
 		t.Fatalf("files = %+v", man.Files)
 	}
+	if !man.Simulated || len(man.SimulatedNodes) != 1 || man.SimulatedNodes[0] != "n1" || man.Files[1].Simulated {
+		t.Fatalf("simulated = %v %v, second file %+v", man.Simulated, man.SimulatedNodes, man.Files[1])
+	}
 	f0 := man.Files[0]
 	content, _ := os.ReadFile(filepath.Join(dir, f0.File))
 	sum := sha256.Sum256(content)
 	if string(content) != "one\n" || f0.SHA256 != hex.EncodeToString(sum[:]) || f0.Bytes != 4 || f0.Node != "n1" ||
 		f0.PromptTokens != 4 || f0.CompletionTokens != 2 || f0.FinishReason != "stop" || f0.DurationMS != 2000 ||
-		f0.StartedAt != "1970-01-01T00:00:01Z" {
+		f0.StartedAt != "1970-01-01T00:00:01Z" || !f0.Simulated || compact(t, f0.Parameters) != `{"temperature":0.2}` {
 		t.Fatalf("file 0 = %+v, content %q", f0, content)
 	}
 	if len(man.Failed) != 2 || man.Failed[0].Code != "batch_cancelled" || man.Failed[1].Code != "http_400" ||

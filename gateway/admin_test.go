@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/herd-llm/herd/gateway/admin"
+	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/gateway/agents"
 
 	"github.com/herd-llm/herd/gateway/api"
@@ -53,7 +54,17 @@ func (c *adminClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-var _ registry.Clock = (*adminClock)(nil)
+// AfterFunc makes adminClock a gateway Clock; the admin tests start no timers, so it never fires.
+func (c *adminClock) AfterFunc(time.Duration, func()) Timer { return stoppedTimer{} }
+
+type stoppedTimer struct{}
+
+func (stoppedTimer) Stop() bool { return false }
+
+var (
+	_ registry.Clock = (*adminClock)(nil)
+	_ Clock          = (*adminClock)(nil)
+)
 
 // adminEnv is a gateway with only the admin, internal and metrics routes, built without New.
 type adminEnv struct {
@@ -62,7 +73,15 @@ type adminEnv struct {
 	reg   *registry.Registry
 	srv   *Server
 	http  *httptest.Server
+	queue *stubQueue
 }
+
+// stubQueue is a gateway queue with set depths.
+type stubQueue struct{ depths []admission.QueueDepth }
+
+func (q *stubQueue) QueueDepths() []admission.QueueDepth { return q.depths }
+
+var _ queueSource = (*stubQueue)(nil)
 
 func newAdminEnv(t *testing.T) *adminEnv {
 	t.Helper()
@@ -75,16 +94,18 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg),
+	queue := &stubQueue{}
+	s := &Server{cfg: Config{ClusterToken: testToken}, log: quiet, registry: reg, sched: sched, metrics: newMetrics(reg, queue, clk.Now),
 		agents: agents.NewPool(testToken, reg.Nodes)}
 	e := gin.New()
-	admin.New(reg, sched, s.agents, quiet).Register(e.Group("/admin/v1"))
+	admin.New(reg, sched, s.agents, quiet).WithClock(clk.Now, time.Second).Register(e.Group("/admin/v1"))
 	s.registerInternalRoutes(e.Group("/internal/v1"))
+	s.core.clock = clk
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
 	s.engine = e
 	hs := httptest.NewServer(e)
 	t.Cleanup(hs.Close)
-	return &adminEnv{t: t, clock: clk, reg: reg, srv: s, http: hs}
+	return &adminEnv{t: t, clock: clk, reg: reg, srv: s, http: hs, queue: queue}
 }
 
 // do sends a request to the gateway and returns the status and body.
@@ -255,7 +276,8 @@ func TestAdminNodesGolden(t *testing.T) {
 	}
 	env.reg.Acquire("node-a")
 	env.reg.Acquire("node-a")
-	env.reg.Acquire("node-a") // gateway knows of 3 in flight, the heartbeat of 1
+	env.reg.Acquire("node-a")                  // gateway knows of 3 in flight, the heartbeat of 1
+	env.clock.Advance(1200 * time.Millisecond) // node-a's heartbeat is 1.2 s old: up; node-b's 6.2 s: down
 
 	status, body := env.do(http.MethodGet, "/admin/v1/nodes", "")
 	if status != http.StatusOK {

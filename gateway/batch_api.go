@@ -279,3 +279,22 @@ func (s *Server) handleBatchManifest(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, m)
 }
+
+// batchObserver counts the batch runner's lines and batches in the metrics.
+type batchObserver struct{ m *metrics }
+
+var _ batch.Observer = batchObserver{}
+
+// LineRecorded implements batch.Observer.
+func (o batchObserver) LineRecorded(failed bool) {
+	if o.m != nil {
+		o.m.observeLine(failed)
+	}
+}
+
+// BatchFinished implements batch.Observer.
+func (o batchObserver) BatchFinished(status string) {
+	if o.m != nil {
+		o.m.observeBatch(status)
+	}
+}

@@ -48,6 +48,7 @@ func (s *Server) initBulk(ctx context.Context) error {
 		Dispatcher: s.dispatcher(),
 		Config:     s.cfg.Batch,
 		Logger:     s.log.With("component", "batch"),
+		Observer:   batchObserver{s.metrics},
 		Consumer:   s.gatewayID(),
 		Tracer:     s.core.tracer,
 	})

@@ -24,9 +24,15 @@ func TestDashboardServed(t *testing.T) {
 		}
 		body := rec.Body.String()
 		// The page reads the admin API and labels simulated nodes.
-		for _, want := range []string{"/admin/v1/nodes", "simulated", "<title>herd"} {
+		for _, want := range []string{"/admin/v1/nodes", "/admin/v1/queue", "/admin/v1/history", "/v1/batches", "/admin/v1/presets", "simulated", "<title>herd"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("%s lacks %q", path, want)
+			}
+		}
+		// The LAN may be air-gapped: nothing is loaded from elsewhere.
+		for _, external := range []string{`src="http`, `href="http`, `src="//`, `href="//`, "@import", "<link"} {
+			if strings.Contains(body, external) {
+				t.Errorf("%s loads something from outside (%q)", path, external)
 			}
 		}
 	}

@@ -79,7 +79,41 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 	if status == 0 {
 		status = http.StatusOK
 	}
-	return batch.Response{StatusCode: status, Body: m.buf.Bytes(), Node: k.node, RequestID: k.reqID}, nil
+	resp := batch.Response{StatusCode: status, Body: m.buf.Bytes(), Node: k.node, RequestID: k.reqID, Parameters: samplingParameters(k.body)}
+	if v, ok := s.registry.Node(k.node); ok {
+		resp.Simulated = v.Heartbeat.Simulated
+	}
+	return resp, nil
+}
+
+// provenanceParams are the request fields that shape a generation: what a delivery manifest
+// records so that an output can be traced to how it was made.
+var provenanceParams = []string{
+	"temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "seed", "stop", "n",
+	"frequency_penalty", "presence_penalty", "repeat_penalty", "logit_bias", "response_format", "reasoning_effort",
+}
+
+// samplingParameters returns the generation parameters of a request body (as the node got it,
+// presets applied) as a JSON object, nil when it has none. Batch path only: it decodes the body.
+func samplingParameters(body []byte) json.RawMessage {
+	var all map[string]json.RawMessage
+	if json.Unmarshal(body, &all) != nil {
+		return nil
+	}
+	picked := make(map[string]json.RawMessage, len(provenanceParams))
+	for _, k := range provenanceParams {
+		if v, ok := all[k]; ok {
+			picked[k] = v
+		}
+	}
+	if len(picked) == 0 {
+		return nil
+	}
+	out, err := json.Marshal(picked)
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // errorJSON is err in the OpenAI error shape.

@@ -31,11 +31,23 @@ func TestDispatch(t *testing.T) {
 	if got := a.requests()[0].header.Get(agentapi.HeaderClass); got != agentapi.ClassBatch {
 		t.Errorf("agent saw class %q, want batch", got)
 	}
+	if resp.Simulated || resp.Parameters != nil {
+		t.Errorf("a real node's line without parameters: simulated %v, parameters %s", resp.Simulated, resp.Parameters)
+	}
+	// A simulated node's answer says so; the parameters are the body's, as the node got it.
+	sim := agentapi.Heartbeat{NodeID: "a", Address: a.srv.URL, Backend: agentapi.BackendSim, Simulated: true, Slots: 2,
+		Models: []agentapi.Model{{Name: testModel, Resident: true, OnDisk: true}}}
+	g.s.registry.Observe(sim)
+	resp, err = d.Dispatch(ctx, batch.Request{Endpoint: agentapi.PathChatCompletions, Class: batch.ClassBatch,
+		Body: []byte(`{"model":"llama3.1:8b","temperature":0.2,"seed":7,"stop":["\n"],"messages":[{"role":"user","content":"x"}],"user":"u"}`)})
+	if err != nil || !resp.Simulated || string(resp.Parameters) != `{"seed":7,"stop":["\n"],"temperature":0.2}` {
+		t.Fatalf("simulated line: simulated %v parameters %s (%v)", resp.Simulated, resp.Parameters, err)
+	}
 
 	// A Responses line, as OpenAI's batches take them, goes to the agent's /v1/responses.
 	resp, err = d.Dispatch(ctx, batch.Request{Endpoint: agentapi.PathResponses, Class: batch.ClassBatch,
 		Body: []byte(`{"model":"llama3.1:8b","input":"line 2"}`)})
-	if err != nil || resp.StatusCode != 200 || a.requests()[1].path != agentapi.PathResponses {
+	if reqs := a.requests(); err != nil || resp.StatusCode != 200 || reqs[len(reqs)-1].path != agentapi.PathResponses {
 		t.Fatalf("Dispatch /v1/responses = %+v, %v", resp, err)
 	}
 

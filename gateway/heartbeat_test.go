@@ -146,7 +146,7 @@ func FuzzDecodeHeartbeat(f *testing.F) {
 			t.Fatalf("snapshot %+v", s)
 		}
 		pr := prometheus.NewPedanticRegistry()
-		pr.MustRegister(newClusterCollector(reg))
+		pr.MustRegister(newClusterCollector(reg, nil, nil))
 		if _, err := pr.Gather(); err != nil {
 			t.Fatalf("metrics of an accepted heartbeat do not gather: %v", err)
 		}

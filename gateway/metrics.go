@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/gateway/registry"
 )
 
@@ -23,9 +24,19 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	ttft     *prometheus.HistogramVec
+	itl      *prometheus.HistogramVec
+	tpot     *prometheus.HistogramVec
+	prompt   *prometheus.CounterVec
+	complete *prometheus.CounterVec
+	lines    *prometheus.CounterVec
+	batches  *prometheus.CounterVec
 	// refused counts heartbeats refused because another live agent holds the node ID.
 	refused *prometheus.CounterVec
 }
+
+// itlBuckets resolve the gap between two streamed tokens: a few ms on a fast GPU to a second
+// when a node is saturated or swapping.
+var itlBuckets = []float64{0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5}
 
 // latencyBuckets span a short completion on a warm model (100 ms) to a long generation or a
 // cold load of a big model (10 min): LLM requests are far slower than the usual web buckets.
@@ -35,8 +46,9 @@ var latencyBuckets = []float64{0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300,
 // be loaded first (tens of seconds).
 var ttftBuckets = []float64{0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 2, 4, 8, 15, 30, 60}
 
-// newMetrics builds the collectors; reg feeds the per-node and per-GPU gauges.
-func newMetrics(reg *registry.Registry) *metrics {
+// newMetrics builds the collectors; reg feeds the per-node and per-GPU gauges, queue the
+// gateway's queue gauges, now the nodes' last-seen ages.
+func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -50,32 +62,87 @@ func newMetrics(reg *registry.Registry) *metrics {
 		}, []string{"model", "node", "status"}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "herd_time_to_first_token_seconds",
-			Help:    "Time from receiving an inference request to the first byte of its answer.",
+			Help:    "Streamed requests only: time from receiving the request to the first event of its answer.",
 			Buckets: ttftBuckets,
 		}, []string{"model", "node"}),
+		itl: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herd_inter_token_latency_seconds",
+			Help:    "Streamed requests only: gap between consecutive relayed events that carry generated text.",
+			Buckets: itlBuckets,
+		}, []string{"model", "node"}),
+		tpot: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "herd_time_per_output_token_seconds",
+			Help:    "Streamed requests only: per request, the time from the first to the last text event over the tokens after the first.",
+			Buckets: itlBuckets,
+		}, []string{"model", "node"}),
+		prompt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_prompt_tokens_total",
+			Help: "Prompt tokens of answered requests, from the answers' usage (streams without usage add none).",
+		}, []string{"model", "node", "tenant"}),
+		complete: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_completion_tokens_total",
+			Help: "Completion tokens of answered requests, from usage (streams without usage: chunks that carried text).",
+		}, []string{"model", "node", "tenant"}),
+		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_batch_lines_total",
+			Help: "Batch lines recorded by this gateway's runner, by outcome (completed, failed).",
+		}, []string{"outcome"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_batches_finished_total",
+			Help: "Batches this gateway's runner finished, by final status (completed, failed, cancelled, expired).",
+		}, []string{"status"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_heartbeats_refused_total",
 			Help: "Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
 		}, []string{"node"}),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.ttft, m.refused,
-		newClusterCollector(reg),
+		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused,
+		newClusterCollector(reg, queue, now),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
 }
 
-// observeRequest records one finished request. A zero ttft (no byte ever reached the client) is
-// not observed as a time to first token.
-func (m *metrics) observeRequest(model, node, status string, latency, ttft time.Duration) {
+// observeRequest records one finished request.
+func (m *metrics) observeRequest(model, node, status string, latency time.Duration) {
 	m.requests.WithLabelValues(model, node, status).Inc()
 	m.duration.WithLabelValues(model, node, status).Observe(latency.Seconds())
+}
+
+// observeStream records a streamed request's time to first token and time per output token; a
+// zero value (no event reached the client, too few tokens) is not observed.
+func (m *metrics) observeStream(model, node string, ttft, tpot time.Duration) {
 	if ttft > 0 {
 		m.ttft.WithLabelValues(model, node).Observe(ttft.Seconds())
 	}
+	if tpot > 0 {
+		m.tpot.WithLabelValues(model, node).Observe(tpot.Seconds())
+	}
 }
+
+// observeTokens adds an answered request's tokens.
+func (m *metrics) observeTokens(model, node, tenant string, prompt, completion int64) {
+	if prompt > 0 {
+		m.prompt.WithLabelValues(model, node, tenant).Add(float64(prompt))
+	}
+	if completion > 0 {
+		m.complete.WithLabelValues(model, node, tenant).Add(float64(completion))
+	}
+}
+
+// observeLine counts a recorded batch line.
+func (m *metrics) observeLine(failed bool) {
+	if failed {
+		m.lines.WithLabelValues("failed").Inc()
+		return
+	}
+	m.lines.WithLabelValues("completed").Inc()
+}
+
+// observeBatch counts a finished batch.
+func (m *metrics) observeBatch(status string) { m.batches.WithLabelValues(status).Inc() }
 
 // handler serves the metrics in the Prometheus exposition format.
 func (m *metrics) handler() http.Handler {
@@ -89,9 +156,20 @@ type nodeLister interface {
 
 var _ nodeLister = (*registry.Registry)(nil)
 
-// clusterCollector turns the registry's nodes into gauges at scrape time.
+// queueSource is what clusterCollector needs of admission: the requests waiting in the gateway.
+type queueSource interface {
+	QueueDepths() []admission.QueueDepth
+}
+
+var _ queueSource = (*admission.Admission)(nil)
+
+// clusterCollector turns the registry's nodes and the gateway's queue into gauges at scrape time.
 type clusterCollector struct {
 	nodes nodeLister
+	queue queueSource
+	now   func() time.Time
+
+	nodeLastSeen, queueDepthDesc, queueCapacity *prometheus.Desc
 
 	gpuUtil, gpuMemUsed, gpuMemTotal, gpuTemp, gpuPower, gpuPowerLimit, gpuHealthy, gpuThrottled *prometheus.Desc
 	modelResident, nodeInFlight, nodeQueued, nodeUp, nodeDraining, nodeHealthy, nodeCircuitOpen  *prometheus.Desc
@@ -99,14 +177,22 @@ type clusterCollector struct {
 
 var _ prometheus.Collector = (*clusterCollector)(nil)
 
-func newClusterCollector(nodes nodeLister) *clusterCollector {
+func newClusterCollector(nodes nodeLister, queue queueSource, now func() time.Time) *clusterCollector {
 	gpuLabels := []string{"node", "gpu", "name", "simulated"}
 	gpu := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, gpuLabels, nil) }
 	nodeDesc := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, []string{"node"}, nil)
 	}
 	return &clusterCollector{
-		nodes:         nodes,
+		nodes: nodes,
+		queue: queue,
+		now:   now,
+		nodeLastSeen: nodeDesc("herd_node_last_seen_seconds",
+			"Seconds since the node's last heartbeat reached this gateway; its other figures are that old."),
+		queueDepthDesc: prometheus.NewDesc("herd_gateway_queue_depth",
+			"Requests waiting in this gateway for a node, by model and class (interactive, batch).", []string{"model", "class"}, nil),
+		queueCapacity: prometheus.NewDesc("herd_gateway_queue_capacity",
+			"How many requests of a model and class may wait in this gateway before it answers 429 queue_full.", []string{"model", "class"}, nil),
 		gpuUtil:       gpu("herd_gpu_utilization_ratio", "GPU utilisation in [0,1] from the node's last heartbeat."),
 		gpuMemUsed:    gpu("herd_gpu_memory_used_bytes", "GPU memory in use."),
 		gpuMemTotal:   gpu("herd_gpu_memory_total_bytes", "GPU memory size."),
@@ -131,6 +217,7 @@ func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.gpuUtil, c.gpuMemUsed, c.gpuMemTotal, c.gpuTemp, c.gpuPower, c.gpuPowerLimit, c.gpuHealthy, c.gpuThrottled,
 		c.modelResident, c.nodeInFlight, c.nodeQueued, c.nodeUp, c.nodeDraining, c.nodeHealthy, c.nodeCircuitOpen,
+		c.nodeLastSeen, c.queueDepthDesc, c.queueCapacity,
 	} {
 		ch <- d
 	}
@@ -145,9 +232,20 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- m
 		}
 	}
+	if c.queue != nil {
+		for _, q := range c.queue.QueueDepths() {
+			gauge(c.queueDepthDesc, float64(q.Waiting), q.Model, q.Class)
+			gauge(c.queueCapacity, float64(q.Capacity), q.Model, q.Class)
+		}
+	}
+	now := time.Now()
+	if c.now != nil {
+		now = c.now()
+	}
 	for _, n := range c.nodes.Nodes() {
 		hb := &n.Heartbeat
 		id := hb.NodeID
+		gauge(c.nodeLastSeen, max(0, now.Sub(n.LastHeartbeat).Seconds()), id)
 		for _, g := range hb.GPUs {
 			l := []string{id, strconv.Itoa(g.Index), g.Name, strconv.FormatBool(g.Simulated || hb.Simulated)}
 			gauge(c.gpuUtil, g.UtilizationRatio, l...)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
 
@@ -38,9 +39,17 @@ func TestMetricsScrape(t *testing.T) {
 	for range 2 {
 		env.reg.Acquire("a")
 	}
-	env.srv.metrics.observeRequest("llama3.1:8b", "a", "200", 1500*time.Millisecond, 120*time.Millisecond)
-	env.srv.metrics.observeRequest("llama3.1:8b", "a", "200", 3*time.Second, 0)
-	env.srv.metrics.observeRequest("qwen2.5:latest", "", "503", time.Millisecond, 0)
+	env.srv.metrics.observeRequest("llama3.1:8b", "a", "200", 1500*time.Millisecond)
+	env.srv.metrics.observeStream("llama3.1:8b", "a", 120*time.Millisecond, 30*time.Millisecond)
+	env.srv.metrics.observeRequest("llama3.1:8b", "a", "200", 3*time.Second)
+	env.srv.metrics.observeRequest("qwen2.5:latest", "", "503", time.Millisecond)
+	env.srv.metrics.observeTokens("llama3.1:8b", "a", "default", 12, 40)
+	env.srv.metrics.observeTokens("llama3.1:8b", "a", "default", 3, 0)
+	env.srv.metrics.observeLine(false)
+	env.srv.metrics.observeLine(true)
+	env.srv.metrics.observeBatch("completed")
+	env.queue.depths = []admission.QueueDepth{{Model: "llama3.1:8b", Class: "interactive", Waiting: 7, Capacity: 256}, {Model: "llama3.1:8b", Class: "batch", Capacity: 256}}
+	env.clock.Advance(1500 * time.Millisecond) // a's heartbeat is 1.5 s old, b's 5.5 s
 
 	status, body := env.do(http.MethodGet, "/metrics", "")
 	if status != http.StatusOK {
@@ -76,6 +85,17 @@ func TestMetricsScrape(t *testing.T) {
 		`herd_time_to_first_token_seconds_count{model="llama3.1:8b",node="a"} 1`,
 		`herd_time_to_first_token_seconds_bucket{model="llama3.1:8b",node="a",le="0.1"} 0`,
 		`herd_time_to_first_token_seconds_bucket{model="llama3.1:8b",node="a",le="0.2"} 1`,
+		`herd_time_per_output_token_seconds_count{model="llama3.1:8b",node="a"} 1`,
+		`herd_prompt_tokens_total{model="llama3.1:8b",node="a",tenant="default"} 15`,
+		`herd_completion_tokens_total{model="llama3.1:8b",node="a",tenant="default"} 40`,
+		`herd_batch_lines_total{outcome="completed"} 1`,
+		`herd_batch_lines_total{outcome="failed"} 1`,
+		`herd_batches_finished_total{status="completed"} 1`,
+		`herd_node_last_seen_seconds{node="a"} 1.5`,
+		`herd_node_last_seen_seconds{node="b"} 5.5`,
+		`herd_gateway_queue_depth{class="interactive",model="llama3.1:8b"} 7`,
+		`herd_gateway_queue_depth{class="batch",model="llama3.1:8b"} 0`,
+		`herd_gateway_queue_capacity{class="interactive",model="llama3.1:8b"} 256`,
 	} {
 		if !strings.Contains(text, "\n"+line+"\n") {
 			t.Errorf("scrape lacks %s", line)

@@ -23,6 +23,7 @@ import (
 	"github.com/herd-llm/herd/gateway/replicas"
 
 	"github.com/herd-llm/herd/gateway/admission"
+	"github.com/herd-llm/herd/gateway/history"
 
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel/trace"
@@ -121,6 +122,12 @@ func (c Config) withDefaults() Config {
 	if c.QueueTimeout == 0 {
 		c.QueueTimeout = d.QueueTimeout
 	}
+	if c.HistoryInterval == 0 {
+		c.HistoryInterval = d.HistoryInterval
+	}
+	if c.HistoryWindow == 0 {
+		c.HistoryWindow = d.HistoryWindow
+	}
 	return c
 }
 
@@ -177,7 +184,8 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	s.core.adm = admission.New(reg, sched.Pick, o.clock, admission.Config{
 		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),
 	})
-	s.metrics = newMetrics(reg)
+	s.metrics = newMetrics(reg, s.core.adm, o.clock.Now)
+	s.history = history.New(cfg.HistoryInterval, cfg.HistoryWindow)
 	if err := s.initBulk(context.Background()); err != nil {
 		s.closeShared()
 		return nil, err
@@ -194,6 +202,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { s.registry.RunShared(ctx) })
+	wg.Go(func() { s.recordHistory(ctx) })
 	s.runBulk(ctx)
 	wg.Wait()
 	s.closeShared()
@@ -268,7 +277,10 @@ func (s *Server) routes() *gin.Engine {
 	s.registerOllamaRoutes(e)
 
 	adminGroup := e.Group("/admin/v1", s.accessLog(), s.adminAuth())
-	admin.New(s.registry, s.sched, s.agents, s.log).Register(adminGroup)
+	admin.New(s.registry, s.sched, s.agents, s.log).
+		WithClock(s.core.clock.Now, s.cfg.HeartbeatInterval).
+		WithQueue(queueView{s.core.adm}, s.history).
+		Register(adminGroup)
 	presets.NewHandlers(s.presets, s.core.clock.Now).Register(adminGroup)
 
 	internal := e.Group("/internal/v1", s.clusterAuth())

@@ -132,6 +132,17 @@ func errModelNotFound(model string) *APIError {
 	return notFound("model_not_found", "model", "The model `%s` does not exist or you do not have access to it.", model)
 }
 
+// defaultTenant labels the tokens of requests made without a tenant's API key.
+const defaultTenant = "default"
+
+// metricsLabel is the model label of the request's metrics: the preset when one was applied.
+func (k *call) metricsLabel() string {
+	if k.preset != "" {
+		return k.preset
+	}
+	return k.model
+}
+
 // call is one inference request on its way through the gateway. Calls are pooled: the scheduler
 // request, its decision and the copy buffer are reused, which keeps the hot path low on
 // allocations.
@@ -162,6 +173,9 @@ type call struct {
 	node     string
 	status   int
 	ttft     time.Duration
+	// tenant labels the request's tokens: the API key's tenant, defaultTenant without one.
+	tenant string
+	mt     meter
 	// failures describes the failed attempts, for the log and the final error.
 	failures []string
 	// last is the last retryable answer an agent gave (5xx, 429), relayed if no node does better.
@@ -201,7 +215,8 @@ func putCall(k *call) {
 	s := k.s
 	k.s, k.ctx, k.body, k.info, k.last, k.front, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
-	k.attempts, k.status, k.ttft, k.events = 0, 0, 0, 0
+	k.attempts, k.status, k.ttft, k.events, k.tenant = 0, 0, 0, 0, ""
+	k.mt.reset()
 	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
 	k.tail.Reset()
 	k.failures = k.failures[:0]
@@ -396,11 +411,20 @@ func (k *call) finish(res result) {
 	if res.clientGone {
 		status = 499 // nginx's "client closed request"
 	}
-	label := k.model
-	if k.preset != "" {
-		label = k.preset
+	label := k.metricsLabel()
+	s.metrics.observeRequest(label, k.node, statusText(status), latency)
+	if status/100 == 2 {
+		prompt, completion := k.mt.tokens(k.info.stream)
+		tenant := k.tenant
+		if tenant == "" {
+			tenant = defaultTenant
+		}
+		s.metrics.observeTokens(label, k.node, tenant, prompt, completion)
+		s.history.AddTokens(completion)
+		if k.info.stream {
+			s.metrics.observeStream(label, k.node, k.ttft, k.mt.tpot(completion))
+		}
 	}
-	s.metrics.observeRequest(label, k.node, statusText(status), latency, k.ttft)
 	if k.span != nil {
 		k.endSpan(res, status, latency)
 	}

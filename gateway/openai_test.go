@@ -636,6 +636,23 @@ func TestQueueOverHTTP(t *testing.T) {
 	recv(t, a.entered)
 	second := sendReq() // waits in the queue
 	eventually(t, "the second request to queue", func() bool { n, _ := g.s.core.adm.Depth(); return n == 1 })
+	// The wait is visible where an operator looks: the admin API and /metrics.
+	qresp := g.get(t, "/admin/v1/queue", testAPIKey)
+	qbody, _ := io.ReadAll(qresp.Body)
+	qresp.Body.Close()
+	checkGolden(t, "admin_queue.golden.json", qbody)
+	mresp := g.get(t, "/metrics", "")
+	mbody, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, line := range []string{
+		`herd_gateway_queue_depth{class="interactive",model="llama3.1:8b"} 1`,
+		`herd_gateway_queue_depth{class="batch",model="llama3.1:8b"} 0`,
+		`herd_gateway_queue_capacity{class="interactive",model="llama3.1:8b"} 1`,
+	} {
+		if !strings.Contains(string(mbody), "\n"+line+"\n") {
+			t.Errorf("/metrics lacks %s", line)
+		}
+	}
 	third := recv(t, sendReq()) // the queue is full
 	if third.status != 429 || nullable(third.err.Error.Code) != "queue_full" || third.retry == "" {
 		t.Fatalf("third request = %d %+v Retry-After %q, want 429 queue_full", third.status, third.err.Error, third.retry)

@@ -279,7 +279,10 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		return outcomeError
 	}
 
-	sse := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	ct := resp.Header.Get("Content-Type")
+	sse := strings.HasPrefix(ct, "text/event-stream")
+	// Ollama's native streams (NDJSON, passed through by the Ollama front) are metered line by line.
+	ndjson := !sse && strings.HasPrefix(ct, "application/x-ndjson")
 	committed := false
 	timeout := s.cfg.FirstByteTimeout
 	off := 0 // bytes of a partial SSE event held at the start of k.buf
@@ -299,10 +302,14 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 				committed = true
 				k.ttft = s.core.clock.Now().Sub(k.start)
 				timeout = s.cfg.StreamIdleTimeout
+				if sse || ndjson {
+					k.mt.itl = s.metrics.itl.WithLabelValues(k.metricsLabel(), n.ID)
+				}
 			}
 			if _, werr := w.Write(out); werr != nil {
 				return outcomeClientGone
 			}
+			k.mt.body(out)
 			if k.capture {
 				_, _ = k.tail.Write(out)
 			}
@@ -310,7 +317,11 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 				if k.path == agentapi.PathResponses {
 					k.events += bytes.Count(out, sseEventEnd)
 				}
+				// Metered before the flush: the client cannot have the events before they are timed.
+				k.mt.events(out, sseEventEnd, s.core.clock.Now())
 				w.Flush()
+			} else if ndjson {
+				k.mt.events(out, ndjsonLineEnd, s.core.clock.Now())
 			}
 		}
 		off = copy(k.buf[:], k.buf[len(out):total])
@@ -335,6 +346,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		if r, ok := w.(resettable); ok {
 			r.reset()
 			k.status, k.ttft = 0, 0
+			k.mt.reset()
 			k.tail.Reset()
 			return outcomeRetry
 		}
@@ -355,9 +367,6 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 		return outcomeDone
 	}
 }
-
-// sseEventEnd ends an SSE event; herd's agents, Ollama and vLLM all end events with "\n\n".
-var sseEventEnd = []byte("\n\n")
 
 // writeResponsesError ends a broken Responses stream as the Responses API does: one "error"
 // event, numbered after the seq events the client already has.

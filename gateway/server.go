@@ -17,6 +17,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/gateway/history"
 	"github.com/herd-llm/herd/gateway/presets"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/gateway/store"
@@ -62,6 +63,10 @@ type Config struct {
 	// Redis so several gateways share them (file contents stay in DataDir: make it a shared volume).
 	// Empty: an embedded bbolt file in DataDir.
 	RedisURL string `yaml:"redis_url"`
+	// HistoryInterval and HistoryWindow size the in-process history the dashboard charts (one
+	// sample per interval, window long).
+	HistoryInterval time.Duration `yaml:"history_interval"`
+	HistoryWindow   time.Duration `yaml:"history_window"`
 	// With RedisURL the node registry is shared too: any gateway accepts a heartbeat, every
 	// gateway sees every node. RegistryOutageGrace is how long, while Redis is unreachable, the
 	// nodes that were fresh before stay in the schedule without news of them (0: 30s).
@@ -92,6 +97,8 @@ func DefaultConfig() Config {
 		StreamIdleTimeout: 60 * time.Second,
 		QueueSize:         256,
 		QueueTimeout:      60 * time.Second,
+		HistoryInterval:   5 * time.Second,
+		HistoryWindow:     10 * time.Minute,
 	}
 }
 
@@ -115,6 +122,10 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAttempts < 1 {
 		errs = append(errs, errors.New("max attempts must be at least 1"))
+	}
+	if c.HistoryInterval <= 0 || c.HistoryWindow < c.HistoryInterval || c.HistoryWindow/c.HistoryInterval > history.MaxSamples {
+		errs = append(errs, fmt.Errorf("history: interval %s and window %s must be positive, the window at least one interval and at most %d of them",
+			c.HistoryInterval, c.HistoryWindow, history.MaxSamples))
 	}
 	if c.RegistryOutageGrace < 0 {
 		errs = append(errs, errors.New("registry outage grace must not be negative"))
@@ -162,6 +173,7 @@ type Server struct {
 
 	// Owned by admin/metrics.
 	metrics *metrics
+	history *history.Ring
 	// agents caches one agent client per node address, for admin and the replica controller.
 	agents *agents.Pool
 

@@ -23,7 +23,9 @@ type Preset struct {
 	// System is prepended to the conversation (chat) or to the prompt (completions).
 	System      string `json:"system,omitempty" yaml:"system,omitempty"`
 	Description string `json:"description,omitempty" yaml:"description,omitempty"`
-	// Version counts the revisions of a stored preset; it starts at 1.
+	// Version counts the revisions of a preset. Zero (omitted) lets the gateway number it: 1 for
+	// a new preset, the current version + 1 when the content changed, unchanged when it did not.
+	// A version given explicitly (in YAML or JSON) is kept as given.
 	Version int `json:"version,omitempty" yaml:"version,omitempty"`
 
 	// Defaults, used where the request is silent; the request's own values win.
@@ -117,7 +119,7 @@ type presetFile struct {
 
 // ParsePresets parses a YAML presets file (`presets: [...]`). Unknown keys, invalid presets and
 // duplicate names are errors: a typo in a preset file should stop the gateway, not silently drop
-// a default.
+// a default. A preset without `version:` keeps Version 0: whoever stores it numbers it.
 func ParsePresets(data []byte) ([]Preset, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -141,14 +143,21 @@ func ParsePresets(data []byte) ([]Preset, error) {
 			errs = append(errs, fmt.Errorf("presets[%d]: duplicate preset name %q", i, p.Name))
 		}
 		seen[p.Name] = true
-		if p.Version == 0 {
-			p.Version = 1
-		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return f.Presets, nil
+}
+
+// SameContent reports whether p and q configure the same thing: every field but Version and the
+// timestamps is equal. Applying a preset whose content did not change is not a new version.
+func (p Preset) SameContent(q Preset) bool {
+	p.Version, p.CreatedAt, p.UpdatedAt = 0, time.Time{}, time.Time{}
+	q.Version, q.CreatedAt, q.UpdatedAt = 0, time.Time{}, time.Time{}
+	a, errA := json.Marshal(p)
+	b, errB := json.Marshal(q)
+	return errA == nil && errB == nil && bytes.Equal(a, b)
 }
 
 // normalizeYAML turns the map[any]any yaml may produce for non-string keys into map[string]any so

@@ -166,6 +166,7 @@ presets:
           required: [total]
   - name: poet
     model: llama3.1:8b
+    version: 7
     max_tokens: 100
     stop: ["\n\n"]
 `)
@@ -173,7 +174,7 @@ presets:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ps) != 2 || ps[0].Name != "extractor" || ps[0].Version != 1 || ps[0].Temperature == nil || *ps[0].Temperature != 0 {
+	if len(ps) != 2 || ps[0].Name != "extractor" || ps[0].Version != 0 || ps[1].Version != 7 || ps[0].Temperature == nil || *ps[0].Temperature != 0 {
 		t.Fatalf("presets = %+v", ps)
 	}
 	// The schema must survive into a request body.
@@ -189,6 +190,11 @@ presets:
 	}
 	if ps[1].MaxTokens == nil || *ps[1].MaxTokens != 100 || ps[1].Stop[0] != "\n\n" {
 		t.Fatalf("poet = %+v", ps[1])
+	}
+
+	if !ps[1].SameContent(Preset{Name: "poet", Model: "llama3.1:8b", MaxTokens: ps[1].MaxTokens, Stop: []string{"\n\n"}, Version: 2}) ||
+		ps[1].SameContent(ps[0]) {
+		t.Fatal("SameContent must ignore the version and only the version")
 	}
 
 	if ps, err := ParsePresets(nil); err != nil || ps != nil {

@@ -150,6 +150,23 @@ func TestAuth(t *testing.T) {
 			}
 		})
 	}
+	// Liveness needs no token (probes carry no secret) and tells nothing but the node's ID; a
+	// POST to it is still an authenticated route that does not exist.
+	for _, tc := range []struct {
+		method string
+		status int
+	}{{http.MethodGet, http.StatusOK}, {http.MethodHead, http.StatusOK}, {http.MethodPost, http.StatusUnauthorized}} {
+		req, _ := http.NewRequest(tc.method, ta.srv.URL+agentapi.PathHealthz, nil)
+		resp, err := ta.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || (tc.method == http.MethodGet && string(body) != `{"status":"ok","node":"node-a"}`) {
+			t.Errorf("%s %s: %d %s", tc.method, agentapi.PathHealthz, resp.StatusCode, body)
+		}
+	}
 	// The client surfaces a 401 as a typed error.
 	_, err := agentapi.NewClient(ta.srv.URL, "wrong", nil).Info(context.Background())
 	var ae *agentapi.APIError

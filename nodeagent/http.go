@@ -59,7 +59,20 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, errNotFound, "unknown_route", "", fmt.Sprintf("no route %s %s on this agent", r.Method, r.URL.Path))
 	})
-	return a.authenticate(mux)
+	authed := a.authenticate(mux)
+	health, _ := json.Marshal(struct {
+		Status string `json:"status"`
+		Node   string `json:"node"`
+	}{"ok", a.cfg.NodeID})
+	// Liveness answers without the cluster token, so probes need no secret.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == agentapi.PathHealthz && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(health)
+			return
+		}
+		authed.ServeHTTP(w, r)
+	})
 }
 
 // authenticate admits requests carrying "Authorization: Bearer <cluster token>" and stamps every

@@ -82,34 +82,100 @@ func submitBatch(ctx context.Context, c *api.Client, path string, o submitOption
 	return nil
 }
 
-// watchBatch draws a progress line until the batch ends.
+// watchBatch draws a progress line until the batch ends. When ctx ends first (Ctrl-C) it says
+// that the batch goes on in the gateway and how to follow it, and returns errInterrupted.
 func watchBatch(ctx context.Context, c *api.Client, id string, w io.Writer) (api.BatchObject, error) {
-	start := time.Now()
+	var first *watchStart
 	b, err := c.WatchBatch(ctx, id, time.Second, func(b api.BatchObject) {
-		fmt.Fprint(w, "\r"+progressLine(b, time.Since(start))+"\033[K")
+		now := time.Now()
+		if first == nil {
+			first = &watchStart{at: now, tokens: b.Usage.OutputTokens, done: b.RequestCounts.Completed + b.RequestCounts.Failed}
+		}
+		fmt.Fprint(w, "\r"+progressLine(b, first, now)+"\033[K")
 	})
-	if err == nil || ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil {
+		return b, interrupted(w, c, id, b)
+	}
+	if err == nil {
 		fmt.Fprintln(w)
 	}
 	return b, err
 }
 
-func progressLine(b api.BatchObject, elapsed time.Duration) string {
+// errInterrupted ends a watch the user interrupted; the command exits 130 (as after SIGINT)
+// having said what to do next.
+var errInterrupted = exitError{code: 130}
+
+// interrupted tells the user that stopping the watch did not stop the batch.
+func interrupted(w io.Writer, c *api.Client, id string, b api.BatchObject) error {
+	url := ""
+	if c.BaseURL != defaultURL {
+		url = " --url " + c.BaseURL
+	}
+	status := b.Status
+	if status == "" {
+		status = "status unknown"
+	}
+	fmt.Fprintf(w, "\nstopped watching; batch %s goes on in the gateway (%s, %d/%d done).\n"+
+		"  watch it:   herd batch get %s --wait%s\n"+
+		"  collect it: herd batch get %s --wait --out DIR%s\n"+
+		"  cancel it:  herd batch cancel %s%s\n",
+		id, status, b.RequestCounts.Completed+b.RequestCounts.Failed, b.RequestCounts.Total, id, url, id, url, id, url)
+	return errInterrupted
+}
+
+// watchStart is the batch as the watch first saw it, so rates cover only what it watched.
+type watchStart struct {
+	at     time.Time
+	tokens int64
+	done   int
+}
+
+// batchRunSeconds is how long a finished batch's lines ran, from the batch's own timestamps
+// (in progress until finalizing or the end); false when unknown or under a second.
+func batchRunSeconds(b api.BatchObject) (float64, bool) {
+	if b.InProgressAt == nil {
+		return 0, false
+	}
+	for _, end := range []*int64{b.FinalizingAt, b.CompletedAt, b.CancelledAt, b.FailedAt, b.ExpiredAt} {
+		if end != nil {
+			if d := *end - *b.InProgressAt; d >= 1 {
+				return float64(d), true
+			}
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// progressLine draws the batch's progress. Output tokens per second are the batch's own for a
+// finished batch (its tokens over its run time), and for a running one the rate seen while
+// watching; never tokens the batch made before the watch over the time since it started.
+func progressLine(b api.BatchObject, first *watchStart, now time.Time) string {
 	rc := b.RequestCounts
 	done := rc.Completed + rc.Failed
 	const width = 30
 	filled := 0
 	if rc.Total > 0 {
-		filled = width * done / rc.Total
+		filled = min(width, width*done/rc.Total)
 	}
 	bar := strings.Repeat("█", filled) + strings.Repeat("░", width-filled)
 	line := fmt.Sprintf("%s [%s] %d/%d done, %d failed", b.Status, bar, rc.Completed, rc.Total, rc.Failed)
-	secs := elapsed.Seconds()
-	if secs > 0 && b.Usage.OutputTokens > 0 {
-		line += fmt.Sprintf(", %.0f tok/s", float64(b.Usage.OutputTokens)/secs)
+	if b.Terminal() {
+		if secs, ok := batchRunSeconds(b); ok && b.Usage.OutputTokens > 0 {
+			line += fmt.Sprintf(", %.0f tok/s over %s", float64(b.Usage.OutputTokens)/secs, time.Duration(secs*float64(time.Second)))
+		}
+		return line
 	}
-	if done > 0 && done < rc.Total && secs > 0 {
-		eta := time.Duration(float64(rc.Total-done) / (float64(done) / secs) * float64(time.Second))
+	secs := now.Sub(first.at).Seconds()
+	if secs < 2 {
+		return line
+	}
+	if tokens := b.Usage.OutputTokens - first.tokens; tokens > 0 {
+		line += fmt.Sprintf(", %.0f tok/s", float64(tokens)/secs)
+	}
+	if seen := done - first.done; seen > 0 && done < rc.Total {
+		eta := time.Duration(float64(rc.Total-done) / (float64(seen) / secs) * float64(time.Second))
 		line += ", ETA " + eta.Round(time.Second).String()
 	}
 	return line

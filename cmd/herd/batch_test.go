@@ -152,7 +152,8 @@ func TestBatchCLIWithPreset(t *testing.T) {
 	if err := json.Unmarshal(data, &man); err != nil {
 		t.Fatal(err)
 	}
-	if man.Preset != "haiku-writer" || man.PresetVersion != "3" || len(man.Files) != 3 || len(man.Failed) != 0 {
+	if man.Preset != "haiku-writer" || man.PresetVersion != "3" || len(man.Files) != 3 || len(man.Failed) != 0 ||
+		!man.Simulated || len(man.SimulatedNodes) != 1 || man.SimulatedNodes[0] != "p1" {
 		t.Fatalf("manifest: %+v", man)
 	}
 	for _, f := range man.Files {
@@ -163,6 +164,12 @@ func TestBatchCLIWithPreset(t *testing.T) {
 		sum := sha256.Sum256(content)
 		if hex.EncodeToString(sum[:]) != f.SHA256 || f.Node != "p1" || f.CompletionTokens == 0 || f.Model == "" {
 			t.Fatalf("manifest entry %+v does not match its file", f)
+		}
+		// Provenance: the parameters the line ran with (the preset's defaults) and that its node
+		// is simulated.
+		var params map[string]any
+		if err := json.Unmarshal(f.Parameters, &params); err != nil || params["temperature"] != 0.7 || params["max_tokens"] != 24.0 || !f.Simulated {
+			t.Fatalf("manifest entry %s: parameters %s, simulated %v", f.CustomID, f.Parameters, f.Simulated)
 		}
 	}
 	listOut, err := runCLI(t, "batch", "list", "--url", c.url)

@@ -22,8 +22,11 @@ type clientFlags struct {
 	key string
 }
 
+// defaultURL is the gateway the client commands talk to without --url or HERD_URL.
+const defaultURL = "http://127.0.0.1:8080"
+
 func (f *clientFlags) bind(fs *pflag.FlagSet) {
-	fs.StringVar(&f.url, "url", envOr("HERD_URL", "http://127.0.0.1:8080"), "gateway URL (HERD_URL)")
+	fs.StringVar(&f.url, "url", envOr("HERD_URL", defaultURL), "gateway URL (HERD_URL)")
 	fs.StringVar(&f.key, "api-key", os.Getenv("HERD_API_KEY"), "API key (HERD_API_KEY)")
 }
 
@@ -50,14 +53,29 @@ func newClientCmds() []*cobra.Command {
 	return []*cobra.Command{newNodesCmd(), newDrainCmd(true), newDrainCmd(false), newModelsCmd(), newTopCmd(), newBatchCmd(), newPresetsCmd()}
 }
 
+// ago renders an age in seconds the way the views say it: "12s ago", "3m ago".
+func ago(s float64) string {
+	switch {
+	case s < 10:
+		return fmt.Sprintf("%.1fs ago", s)
+	case s < 90:
+		return fmt.Sprintf("%.0fs ago", s)
+	case s < 5400:
+		return fmt.Sprintf("%.0fm ago", s/60)
+	}
+	return fmt.Sprintf("%.1fh ago", s/3600)
+}
+
 func gib(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
 
 func gb(b uint64) string { return fmt.Sprintf("%.0f GB", float64(b)/1e9) }
 
 func nodeState(n api.Node) string {
 	switch {
-	case n.Stale:
-		return "stale"
+	case n.Status == "down" || n.Stale:
+		return "down " + ago(n.LastSeenSeconds)
+	case n.Status == "late":
+		return "late (seen " + ago(n.LastSeenSeconds) + ")"
 	case n.Draining:
 		return "draining"
 	case !n.Healthy:
@@ -111,6 +129,9 @@ func printNodes(w io.Writer, nodes []api.Node) {
 		if n.Queued > 0 {
 			flight += fmt.Sprintf(" +%dq", n.Queued)
 		}
+		if !n.Current() {
+			flight = "[" + flight + "]"
+		}
 		if len(n.GPUs) == 0 {
 			gpu := "no GPU"
 			if n.TelemetryError != "" {
@@ -131,6 +152,10 @@ func printNodes(w io.Writer, nodes []api.Node) {
 			util := fmt.Sprintf("%.0f%%", g.UtilizationRatio*100)
 			temp := fmt.Sprintf("%.0f°C", g.TemperatureCelsius)
 			power := fmt.Sprintf("%.0f/%.0f W", g.PowerWatts, g.PowerLimitWatts)
+			if !n.Current() {
+				// The last figures of a node that is not reporting are old: bracketed, never as current.
+				mem, util, temp, power = "["+mem+"]", "["+util+"]", "["+temp+"]", "["+power+"]"
+			}
 			if i == 0 {
 				tw.row(n.ID, nodeState(n), backend, name, mem, util, temp, power, flight, strings.Join(resident, ","))
 			} else {
@@ -139,6 +164,27 @@ func printNodes(w io.Writer, nodes []api.Node) {
 		}
 	}
 	tw.flush()
+	for _, n := range nodes {
+		if !n.Current() {
+			fmt.Fprintln(w, "[bracketed] figures are the last a node reported before it stopped reporting; they are not current.")
+			break
+		}
+	}
+}
+
+// printQueue prints the requests waiting in the gateway (not on a node).
+func printQueue(w io.Writer, q api.Queue) {
+	fmt.Fprintf(w, "gateway queue: %d interactive, %d batch waiting for a node", q.Interactive, q.Batch)
+	var parts []string
+	for _, m := range q.Models {
+		if m.Waiting > 0 {
+			parts = append(parts, fmt.Sprintf("%s %s %d/%d", m.Model, m.Class, m.Waiting, m.Capacity))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, " (%s)", strings.Join(parts, ", "))
+	}
+	fmt.Fprintln(w)
 }
 
 func newDrainCmd(drain bool) *cobra.Command {
@@ -315,7 +361,13 @@ func newTopCmd() *cobra.Command {
 				if count != 1 {
 					fmt.Fprint(cmd.OutOrStdout(), "\033[H\033[2J")
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "herd top — %s — %s\n\n", c.BaseURL, time.Now().Format(time.TimeOnly))
+				q, err := c.Queue(cmd.Context())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "herd top — %s — %s\n", c.BaseURL, time.Now().Format(time.TimeOnly))
+				printQueue(cmd.OutOrStdout(), q)
+				fmt.Fprintln(cmd.OutOrStdout())
 				printNodes(cmd.OutOrStdout(), nodes)
 			}
 			return nil

@@ -62,10 +62,12 @@ func newPresetsCmd() *cobra.Command {
 			}
 			c := cf.client()
 			for _, p := range presets {
-				if _, err := c.PutPreset(cmd.Context(), p); err != nil {
+				// The gateway numbers a preset without version: and keeps an unchanged one as it is.
+				stored, err := c.PutPreset(cmd.Context(), p)
+				if err != nil {
 					return fmt.Errorf("preset %s: %w", p.Name, err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "preset %s applied (base model %s)\n", p.Name, p.Model)
+				fmt.Fprintf(cmd.OutOrStdout(), "preset %s version %d (base model %s)\n", p.Name, stored.Version, stored.Model)
 			}
 			return nil
 		},

@@ -88,6 +88,8 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.DurationVar(&g.HeartbeatInterval, "heartbeat-interval", g.HeartbeatInterval, "expected agent heartbeat interval (3 missed: node out of the schedule)")
 	fs.IntVar(&g.QueueSize, "queue-size", g.QueueSize, "requests that may wait for a node, per model")
 	fs.DurationVar(&g.QueueTimeout, "queue-timeout", g.QueueTimeout, "longest a request waits for a node")
+	fs.DurationVar(&g.HistoryInterval, "history-interval", g.HistoryInterval, "how often the dashboard's in-process history samples the cluster")
+	fs.DurationVar(&g.HistoryWindow, "history-window", g.HistoryWindow, "how far back the dashboard's in-process history reaches")
 	fs.StringVar(&g.PresetsFile, "presets", g.PresetsFile, "YAML file of presets (offline custom GPTs)")
 	fs.Var(replicasValue{&g.MinReplicas}, "min-replicas", "keep this many resident copies of models warm, e.g. llama3.1:8b=2")
 	fs.DurationVar(&g.FirstByteTimeout, "first-byte-timeout", g.FirstByteTimeout, "longest wait for an agent's response headers before trying another node")

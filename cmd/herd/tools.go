@@ -227,6 +227,18 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 		if f.killNodeAt > 0 {
 			return errors.New("--kill-node-at needs a cluster herd started: use --scenario fault or hetero")
 		}
+		// Figures from simulated GPUs are labelled so: the nodes' own heartbeats say whether they are.
+		nodes, err := loadtest.ProbeTarget(cmd.Context(), nil, f.target, f.apiKey)
+		if err != nil {
+			return err
+		}
+		switch {
+		case nodes.AnySimulated():
+			opts.Simulated = true
+			noteLine(progress, "target nodes %v are SIMULATED (from /admin/v1/nodes): every figure is labelled simulated", nodes.Simulated)
+		case !nodes.Known:
+			noteLine(progress, "could not tell whether the target's nodes are simulated (%s): figures are not labelled", nodes.Reason)
+		}
 		r, err := loadtest.Run(cmd.Context(), opts)
 		if err != nil && (r == nil || !errors.Is(err, context.Canceled)) {
 			return err
@@ -279,4 +291,11 @@ func newFakeBackendCmd() *cobra.Command {
 	cmd.Flags().StringVar(&mode, "mode", "ok", "fault mode: ok, error, slow, hang or flaky")
 	cmd.Flags().IntVar(&opts.Chunks, "chunks", 20, "content chunks per response")
 	return cmd
+}
+
+// noteLine writes one line to w unless w is nil (--quiet).
+func noteLine(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", args...)
+	}
 }

@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -65,12 +66,29 @@ var (
 	_ Scheduler = (*scheduler.Scheduler)(nil)
 )
 
+// Queue reports the requests waiting in the gateway (admission's queue).
+type Queue interface {
+	Queue() api.Queue
+}
+
+// History reports the gateway's in-process history of the cluster.
+type History interface {
+	History() api.History
+}
+
 // Handlers serve the admin API.
 type Handlers struct {
 	reg    Registry
 	sched  Scheduler
 	agents Agents
 	log    *slog.Logger
+
+	// now and interval date the nodes' figures (see liveness); queue and history, when set,
+	// serve /queue and /history.
+	now      func() time.Time
+	interval time.Duration
+	queue    Queue
+	history  History
 }
 
 // New returns the admin handlers over reg, sched and agents; log nil means slog.Default().
@@ -78,7 +96,20 @@ func New(reg Registry, sched Scheduler, agents Agents, log *slog.Logger) *Handle
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handlers{reg: reg, sched: sched, agents: agents, log: log}
+	return &Handlers{reg: reg, sched: sched, agents: agents, log: log, now: time.Now, interval: time.Second}
+}
+
+// WithClock sets the clock that dates the nodes' figures and the heartbeat interval assumed for
+// agents that send none (defaults: the system clock, 1 s). It returns h.
+func (h *Handlers) WithClock(now func() time.Time, interval time.Duration) *Handlers {
+	h.now, h.interval = now, interval
+	return h
+}
+
+// WithQueue serves /queue and /history from q and hist. It returns h.
+func (h *Handlers) WithQueue(q Queue, hist History) *Handlers {
+	h.queue, h.history = q, hist
+	return h
 }
 
 // Register mounts /admin/v1's nodes, drain, faults, models and explain routes on g. The caller
@@ -97,6 +128,38 @@ func (h *Handlers) Register(g *gin.RouterGroup) {
 	// Model names may contain slashes ("hf.co/org/repo:q4"), hence the catch-all.
 	g.DELETE("/models/*name", h.handleDeleteModel)
 	g.GET("/explain", h.handleExplain)
+	if h.queue != nil {
+		g.GET("/queue", func(c *gin.Context) { c.JSON(http.StatusOK, h.queue.Queue()) })
+	}
+	if h.history != nil {
+		g.GET("/history", func(c *gin.Context) { c.JSON(http.StatusOK, h.history.History()) })
+	}
+}
+
+// liveness returns a node's heartbeat age and status at now. What an operator sees must be true
+// now: a node is up while its heartbeat is at most 1.5 intervals old (the agent's own interval,
+// else the gateway's), late past that (a beat missed; still in the schedule), and down once the
+// registry holds it stale (out of the schedule). The age is on the gateway's clock, so a view
+// can say "down 12s ago" and dim figures that old.
+func liveness(v registry.NodeView, now time.Time, interval time.Duration) (float64, string) {
+	age := max(now.Sub(v.LastHeartbeat), 0)
+	if v.Heartbeat.IntervalMS > 0 {
+		interval = time.Duration(v.Heartbeat.IntervalMS) * time.Millisecond
+	}
+	switch {
+	case v.Stale:
+		return age.Seconds(), api.NodeDown
+	case interval > 0 && age > interval*3/2:
+		return age.Seconds(), api.NodeLate
+	}
+	return age.Seconds(), api.NodeUp
+}
+
+// adminNode returns the admin view of v, dated now.
+func (h *Handlers) adminNode(v registry.NodeView) api.Node {
+	n := toAdminNode(v)
+	n.LastSeenSeconds, n.Status = liveness(v, h.now(), h.interval)
+	return n
 }
 
 // ---- nodes ----
@@ -140,7 +203,7 @@ func (h *Handlers) handleListNodes(c *gin.Context) {
 	views := h.reg.Nodes()
 	out := api.NodeList{Nodes: make([]api.Node, 0, len(views))}
 	for _, v := range views {
-		out.Nodes = append(out.Nodes, toAdminNode(v))
+		out.Nodes = append(out.Nodes, h.adminNode(v))
 	}
 	c.JSON(http.StatusOK, out)
 }
@@ -151,7 +214,7 @@ func (h *Handlers) handleGetNode(c *gin.Context) {
 		apierr.Abort(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, toAdminNode(v))
+	c.JSON(http.StatusOK, h.adminNode(v))
 }
 
 func (h *Handlers) node(id string) (registry.NodeView, error) {
@@ -190,7 +253,7 @@ func (h *Handlers) handleDrain(on bool) gin.HandlerFunc {
 			apierr.Abort(c, err)
 			return
 		}
-		c.JSON(http.StatusOK, toAdminNode(v))
+		c.JSON(http.StatusOK, h.adminNode(v))
 	}
 }
 

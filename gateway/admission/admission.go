@@ -527,6 +527,47 @@ func (a *Admission) Depth() (interactive, batch int) {
 	return len(a.interactive), len(a.batch)
 }
 
+// QueueDepth is how many requests of one model and class wait, and the bound past which Admit
+// refuses more (429 queue_full).
+type QueueDepth struct {
+	Model    string
+	Class    string
+	Waiting  int
+	Capacity int
+}
+
+// QueueDepths returns the waiting requests by model and class, sorted, with a zero entry for
+// both classes of every model a node reports, so an empty queue reads 0 rather than nothing.
+func (a *Admission) QueueDepths() []QueueDepth {
+	snap := a.src.Snapshot()
+	a.mu.Lock()
+	counts := make(map[classModel]int, len(a.perModel))
+	for k, n := range a.perModel {
+		counts[k] = n
+	}
+	a.mu.Unlock()
+	for i := range snap.Nodes {
+		for _, m := range snap.Nodes[i].Models {
+			for _, class := range [...]string{scheduler.ClassInteractive, scheduler.ClassBatch} {
+				if k := (classModel{class, m.Name}); counts[k] == 0 {
+					counts[k] = 0
+				}
+			}
+		}
+	}
+	out := make([]QueueDepth, 0, len(counts))
+	for k, n := range counts {
+		out = append(out, QueueDepth{Model: k.model, Class: k.class, Waiting: n, Capacity: a.size})
+	}
+	slices.SortFunc(out, func(x, y QueueDepth) int {
+		if c := strings.Compare(x.Model, y.Model); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Class, y.Class)
+	})
+	return out
+}
+
 // noNodeError is the 503 for a request no node can serve, with every node's reason.
 func noNodeError(model string, snap *scheduler.Snapshot, d *scheduler.Decision) *Error {
 	if len(snap.Nodes) == 0 {

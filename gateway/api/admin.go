@@ -32,9 +32,74 @@ type Node struct {
 	Queued          int       `json:"queued"`
 	Slots           int       `json:"slots"`
 	LastHeartbeat   time.Time `json:"last_heartbeat"`
+	// LastSeenSeconds is the age of LastHeartbeat on the gateway's clock: how old the node's
+	// figures are. Status is NodeUp, NodeLate or NodeDown.
+	LastSeenSeconds float64   `json:"last_seen_seconds"`
+	Status          string    `json:"status"`
 	StartedAt       time.Time `json:"started_at"`
 	TelemetryError  string    `json:"telemetry_error"`
 	BackendError    string    `json:"backend_error"`
+}
+
+// Node statuses. A node is up while its heartbeat is at most 1.5 intervals old, late past that
+// (a beat missed; still in the schedule) and down once it is stale (out of the schedule).
+const (
+	NodeUp   = "up"
+	NodeLate = "late"
+	NodeDown = "down"
+)
+
+// Current reports whether the node's figures are current: its heartbeat is fresh.
+func (n Node) Current() bool { return n.Status != NodeDown && n.Status != NodeLate && !n.Stale }
+
+// Queue is GET /admin/v1/queue: the requests waiting in the gateway for a node (not on a node).
+type Queue struct {
+	// Interactive and Batch total the waiting requests of each class.
+	Interactive int          `json:"interactive"`
+	Batch       int          `json:"batch"`
+	Models      []QueueDepth `json:"models"`
+}
+
+// QueueDepth is how many requests of one model and class wait in the gateway, and the bound past
+// which it answers 429 queue_full.
+type QueueDepth struct {
+	Model    string `json:"model"`
+	Class    string `json:"class"`
+	Waiting  int    `json:"waiting"`
+	Capacity int    `json:"capacity"`
+}
+
+// History is GET /admin/v1/history: the gateway's in-process samples of the cluster, oldest
+// first, one every IntervalSeconds over WindowSeconds (what the dashboard charts).
+type History struct {
+	IntervalSeconds float64         `json:"interval_seconds"`
+	WindowSeconds   float64         `json:"window_seconds"`
+	Samples         []HistorySample `json:"samples"`
+}
+
+// HistorySample is the cluster at one instant.
+type HistorySample struct {
+	Time time.Time `json:"time"`
+	// TokensPerSecond is the completion tokens per second this gateway relayed since the last sample.
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	// QueuedInteractive and QueuedBatch are the requests waiting in the gateway.
+	QueuedInteractive int `json:"queued_interactive"`
+	QueuedBatch       int `json:"queued_batch"`
+	// InFlight is the requests in flight on all nodes that were up.
+	InFlight int                `json:"in_flight"`
+	Nodes    []HistoryNodePoint `json:"nodes"`
+}
+
+// HistoryNodePoint is one node in a sample; the figures are absent when it was not up (a gap,
+// never its last figures carried forward).
+type HistoryNodePoint struct {
+	ID        string   `json:"id"`
+	Up        bool     `json:"up"`
+	Simulated bool     `json:"simulated"`
+	GPUUtil   *float64 `json:"gpu_utilization_ratio,omitempty"`
+	VRAMUsed  *uint64  `json:"memory_used_bytes,omitempty"`
+	VRAMTotal *uint64  `json:"memory_total_bytes,omitempty"`
+	PowerW    *float64 `json:"power_watts,omitempty"`
 }
 
 // GPU is the agent's GPU sample as it reported it, plus what the gateway derives from it.

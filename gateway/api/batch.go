@@ -147,14 +147,18 @@ type OutputError struct {
 type ManifestEntry struct {
 	CustomID string `json:"custom_id"`
 	// Index is the request's 0-based position among the input file's requests.
-	Index            int    `json:"index"`
-	Status           string `json:"status"`
-	StatusCode       int    `json:"status_code,omitempty"`
-	ErrorCode        string `json:"error_code,omitempty"`
-	Node             string `json:"node,omitempty"`
+	Index      int    `json:"index"`
+	Status     string `json:"status"`
+	StatusCode int    `json:"status_code,omitempty"`
+	ErrorCode  string `json:"error_code,omitempty"`
+	Node       string `json:"node,omitempty"`
+	// Simulated is true when Node is a simulated GPU (its output came from nodeagent/sim).
+	Simulated        bool   `json:"simulated"`
 	Model            string `json:"model,omitempty"`
 	PromptTokens     int    `json:"prompt_tokens"`
 	CompletionTokens int    `json:"completion_tokens"`
+	// Parameters are the sampling parameters the line ran with, preset defaults applied.
+	Parameters json.RawMessage `json:"parameters,omitempty"`
 	// StartedAt and FinishedAt are Unix milliseconds: the first try's start, the last try's end.
 	StartedAt  int64 `json:"started_at"`
 	FinishedAt int64 `json:"finished_at"`

@@ -133,6 +133,20 @@ func (c *Client) Node(ctx context.Context, id string) (Node, error) {
 	return n, err
 }
 
+// Queue returns the requests waiting in the gateway, by model and class.
+func (c *Client) Queue(ctx context.Context) (Queue, error) {
+	var q Queue
+	err := c.GetJSON(ctx, "/admin/v1/queue", &q)
+	return q, err
+}
+
+// History returns the gateway's in-process history of the cluster.
+func (c *Client) History(ctx context.Context) (History, error) {
+	var h History
+	err := c.GetJSON(ctx, "/admin/v1/history", &h)
+	return h, err
+}
+
 // SetDraining drains (on) or undrains a node and returns it as it now is.
 func (c *Client) SetDraining(ctx context.Context, id string, on bool) (Node, error) {
 	action := "drain"

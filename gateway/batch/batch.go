@@ -25,6 +25,7 @@ package batch
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 )
 
@@ -54,8 +55,13 @@ type Request struct {
 type Response struct {
 	StatusCode int
 	Body       []byte
-	// Node is the node that answered, for the manifest.
-	Node string
+	// Node is the node that answered, for the manifest; Simulated is true when that node is a
+	// simulated GPU (nodeagent/sim), so the line's provenance says so.
+	Node      string
+	Simulated bool
+	// Parameters are the sampling parameters the request was run with (after a preset applied its
+	// defaults): a JSON object of temperature, top_p, max_tokens, seed, stop, ... as sent.
+	Parameters json.RawMessage
 	// RequestID, when the dispatcher knows one (an X-Request-Id), becomes the output line's
 	// response.request_id; otherwise the runner makes one.
 	RequestID string

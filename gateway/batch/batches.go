@@ -156,7 +156,7 @@ func (s *Service) Manifest(ctx context.Context, id string) (api.Manifest, error)
 		}
 		m.Data = append(m.Data, api.ManifestEntry{
 			CustomID: r.CustomID, Index: r.Index, Status: status, StatusCode: r.StatusCode, ErrorCode: r.ErrorCode,
-			Node: r.Node, Model: r.Model, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens,
+			Node: r.Node, Simulated: r.Simulated, Parameters: r.Parameters, Model: r.Model, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens,
 			StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, DurationMS: r.FinishedAt - r.StartedAt, Attempts: r.Attempts,
 		})
 		return nil

@@ -302,18 +302,24 @@ func (s *Service) validate(ctx context.Context, b store.Batch) error {
 	if f != nil {
 		f.Close()
 	}
+	failed := false
 	_, err = s.st.UpdateBatch(ctx, b.ID, func(b *store.Batch) error {
+		failed = false
 		if b.Status != store.StatusValidating {
 			return nil // cancelled meanwhile
 		}
 		now := s.now().Unix()
 		if len(verrs) > 0 {
 			b.Status, b.FailedAt, b.Errors = store.StatusFailed, now, verrs
+			failed = true
 			return nil
 		}
 		b.Status, b.InProgressAt, b.RequestCounts.Total = store.StatusInProgress, now, len(lines)
 		return nil
 	})
+	if err == nil && failed {
+		s.obs.BatchFinished(store.StatusFailed)
+	}
 	return err
 }
 
@@ -327,12 +333,17 @@ func (s *Service) runLines(ctx context.Context, b store.Batch) error {
 	}
 	if len(verrs) > 0 {
 		// The input changed or vanished under a running batch: nothing sensible can be run.
+		failed := false
 		_, err := s.st.UpdateBatch(ctx, b.ID, func(b *store.Batch) error {
-			if b.Status == store.StatusInProgress {
+			failed = b.Status == store.StatusInProgress
+			if failed {
 				b.Status, b.FailedAt, b.Errors = store.StatusFailed, s.now().Unix(), verrs
 			}
 			return nil
 		})
+		if err == nil && failed {
+			s.obs.BatchFinished(store.StatusFailed)
+		}
 		return err
 	}
 	defer f.Close()
@@ -443,6 +454,7 @@ func (s *Service) runLine(ctx context.Context, b store.Batch, f io.ReaderAt, l I
 	if _, err := s.st.PutLine(context.WithoutCancel(ctx), b.ID, res); err != nil {
 		return fmt.Errorf("batch: record line %d: %w", l.Index, err)
 	}
+	s.obs.LineRecorded(!res.OK)
 	return nil
 }
 
@@ -482,7 +494,10 @@ func withoutStreaming(body []byte) ([]byte, error) {
 // string), usage and, for a non-2xx answer, the error it carries.
 func fillResponse(res *store.LineResult, resp Response) {
 	res.StatusCode = resp.StatusCode
-	res.Node = resp.Node
+	res.Node, res.Simulated = resp.Node, resp.Simulated
+	if len(resp.Parameters) > 0 && json.Valid(resp.Parameters) {
+		res.Parameters = json.RawMessage(resp.Parameters)
+	}
 	res.RequestID = resp.RequestID
 	if res.RequestID == "" {
 		res.RequestID = store.NewID("req_", time.Now())
@@ -631,10 +646,13 @@ func (s *Service) finalize(ctx context.Context, b store.Batch, final string) err
 		}
 		*o.keep = o.id
 	}
+	finished := false
 	_, err = s.st.UpdateBatch(ctx, b.ID, func(b *store.Batch) error {
+		finished = false
 		if store.Terminal(b.Status) {
 			return nil
 		}
+		finished = true
 		now := s.now().Unix()
 		b.OutputFileID, b.ErrorFileID = outputID, errorID
 		b.RequestCounts.Failed += len(unrun)
@@ -651,6 +669,9 @@ func (s *Service) finalize(ctx context.Context, b store.Batch, final string) err
 		}
 		return nil
 	})
+	if err == nil && finished {
+		s.obs.BatchFinished(final)
+	}
 	return err
 }
 

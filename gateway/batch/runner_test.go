@@ -202,7 +202,9 @@ func TestRunCompletesBatch(t *testing.T) {
 		if req.Class != ClassBatch || req.Endpoint != "/v1/chat/completions" {
 			badBody.Store(true)
 		}
-		return echo(ctx, req)
+		resp, err := echo(ctx, req)
+		resp.Simulated, resp.Parameters = true, json.RawMessage(`{"temperature":0.5}`)
+		return resp, err
 	}), testConfig())
 	b := h.create(h.upload(chatLines(25)).ID)
 	b = waitFor(t, st, b.ID, "completed", status(store.StatusCompleted))
@@ -239,7 +241,8 @@ func TestRunCompletesBatch(t *testing.T) {
 	if err != nil || len(m.Data) != 25 {
 		t.Fatalf("manifest %+v %v", m, err)
 	}
-	if e := m.Data[3]; e.CustomID != "req-3" || e.Node != "node-a" || e.Model != "m" || e.PromptTokens != 2 || e.CompletionTokens != 2 || e.Status != "completed" || e.Attempts != 1 {
+	if e := m.Data[3]; e.CustomID != "req-3" || e.Node != "node-a" || e.Model != "m" || e.PromptTokens != 2 || e.CompletionTokens != 2 || e.Status != "completed" || e.Attempts != 1 ||
+		!e.Simulated || string(e.Parameters) != `{"temperature":0.5}` {
 		t.Fatalf("manifest entry %+v", e)
 	}
 	// echo's prompt tokens are the length of "q<i>": 10 of 2, 15 of 3; 2 completion tokens each.
@@ -303,7 +306,56 @@ func TestFillResponseUsage(t *testing.T) {
 	}
 }
 
+// recordingObserver is a batch Observer that counts what it hears.
+type recordingObserver struct {
+	mu         sync.Mutex
+	ok, failed int
+	finished   map[string]int
+}
+
+func (o *recordingObserver) LineRecorded(failed bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if failed {
+		o.failed++
+	} else {
+		o.ok++
+	}
+}
+
+func (o *recordingObserver) BatchFinished(status string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.finished == nil {
+		o.finished = map[string]int{}
+	}
+	o.finished[status]++
+}
+
+var _ Observer = (*recordingObserver)(nil)
+
+// wait waits until cond holds (under the observer's lock): the runner tells the observer just
+// after the store, so a test that saw the store change may be a moment early.
+func (o *recordingObserver) wait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		o.mu.Lock()
+		ok := cond()
+		got := fmt.Sprintf("ok %d failed %d finished %v", o.ok, o.failed, o.finished)
+		o.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("observer: want %s, got %s", what, got)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestRunRetriesAndFailsLines(t *testing.T) {
+	obs := &recordingObserver{}
 	dir := t.TempDir()
 	st := openBolt(t, dir)
 	defer st.Close()
@@ -335,9 +387,12 @@ func TestRunRetriesAndFailsLines(t *testing.T) {
 			return Response{}, errors.New("no node can serve m")
 		}
 		return echo(ctx, req)
-	}), testConfig())
+	}), testConfig(), func(o *Options) { o.Observer = obs })
 	b := h.create(h.upload(chatLines(6)).ID)
 	b = waitFor(t, st, b.ID, "completed", status(store.StatusCompleted))
+	obs.wait(t, "3 lines ok, 3 failed, one batch completed", func() bool {
+		return obs.ok == 3 && obs.failed == 3 && obs.finished[store.StatusCompleted] == 1 && len(obs.finished) == 1
+	})
 	if b.RequestCounts != (store.RequestCounts{Total: 6, Completed: 3, Failed: 3}) {
 		t.Fatalf("counts %+v", b.RequestCounts)
 	}
@@ -377,7 +432,8 @@ func TestValidationFailsBatch(t *testing.T) {
 	dir := t.TempDir()
 	st := openBolt(t, dir)
 	defer st.Close()
-	h := start(t, dir, st, dispatchFunc(echo), testConfig())
+	obs := &recordingObserver{}
+	h := start(t, dir, st, dispatchFunc(echo), testConfig(), func(o *Options) { o.Observer = obs })
 	in := chatLines(2) + "{not json\n" + `{"custom_id":"req-0","method":"POST","url":"/v1/chat/completions","body":{}}` + "\n"
 	b := h.create(h.upload(in).ID)
 	b = waitFor(t, st, b.ID, "failed", status(store.StatusFailed))
@@ -388,6 +444,9 @@ func TestValidationFailsBatch(t *testing.T) {
 	if b.OutputFileID != "" || b.ErrorFileID != "" {
 		t.Fatalf("a failed validation wrote files: %+v", b)
 	}
+	obs.wait(t, "one failed batch, no line", func() bool {
+		return obs.finished[store.StatusFailed] == 1 && obs.ok+obs.failed == 0
+	})
 }
 
 // gate is a dispatcher that answers only as fast as the test lets it.

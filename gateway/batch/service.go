@@ -27,11 +27,24 @@ type Options struct {
 	Logger     *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Observer, when not nil, hears of every line recorded and batch finished by this runner
+	// (the gateway's metrics).
+	Observer Observer
 	// Consumer names this runner on the work queue; a stable name lets a restarted gateway take
 	// its own batches back as soon as their claims time out. Default: host name and process ID.
 	Consumer string
 	// Tracer makes a span per batch run and per line (runner.go); nil: no spans.
 	Tracer trace.Tracer
+}
+
+// Observer is told what the runner finished. Calls come from the runner's goroutines and must
+// not block.
+type Observer interface {
+	// LineRecorded is called once a line's result is recorded; failed puts it in the error file.
+	LineRecorded(failed bool)
+	// BatchFinished is called when a batch reaches a terminal status (completed, failed,
+	// cancelled, expired) through this runner.
+	BatchFinished(status string)
 }
 
 // Service owns files and batches.
@@ -43,6 +56,7 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	consumer string
+	obs      Observer
 	tracer   trace.Tracer
 
 	// slots bounds the lines in flight over all batches (Config.Concurrency).
@@ -75,6 +89,7 @@ func New(o Options) (*Service, error) {
 		log:      o.Logger,
 		now:      o.Now,
 		consumer: o.Consumer,
+		obs:      o.Observer,
 		tracer:   o.Tracer,
 		wake:     make(chan struct{}, 1),
 		slots:    make(chan struct{}, o.Config.withDefaults().Concurrency),
@@ -88,6 +103,9 @@ func New(o Options) (*Service, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
 	}
 	if s.consumer == "" {
 		host, _ := os.Hostname()
@@ -105,3 +123,10 @@ func (s *Service) notify() {
 	default:
 	}
 }
+
+type nopObserver struct{}
+
+func (nopObserver) LineRecorded(bool)    {}
+func (nopObserver) BatchFinished(string) {}
+
+var _ Observer = nopObserver{}

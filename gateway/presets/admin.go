@@ -32,8 +32,8 @@ func NewHandlers(book *Book, now func() time.Time) *Handlers {
 }
 
 // Register mounts /presets on admin (the /admin/v1 group): GET (list), GET/PUT/DELETE /:name. PUT
-// creates or replaces a stored preset and bumps its version; DELETE removes a stored one (a
-// preset of the presets file can only be overridden, not deleted).
+// creates or replaces a stored preset (see Book.Put for its version); DELETE removes a stored one
+// (a preset of the presets file can only be overridden, not deleted).
 func (h *Handlers) Register(admin *gin.RouterGroup) {
 	g := admin.Group("/presets")
 	g.GET("", h.handleListPresets)
@@ -73,6 +73,12 @@ func (h *Handlers) handlePutPreset(c *gin.Context) {
 		return
 	}
 	stored, err := h.book.Put(c.Request.Context(), p, h.now())
+	var conflict *VersionConflictError
+	if errors.As(err, &conflict) {
+		apierr.Abort(c, &apierr.Error{Status: http.StatusConflict, Type: apierr.TypeInvalidRequest, Code: "preset_version_conflict",
+			Param: "version", Message: conflict.Error()})
+		return
+	}
 	if err != nil {
 		apierr.Abort(c, err)
 		return

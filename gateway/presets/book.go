@@ -7,8 +7,8 @@
 // Decisions made here:
 //   - A stored preset overrides a file preset of the same name; deleting it shows the file's
 //     again. A file preset cannot be deleted through the API, only overridden.
-//   - Every PUT is a new version: the stored one's plus one, or, over a file preset, one past the
-//     file's version (at least 2), so a client can tell an override from the file's original.
+//   - Versions are the operator's when given, else numbered here (see Book.Put); a PUT that
+//     changes nothing stores nothing, so applying the same presets file twice is a no-op.
 //   - Presets stored through another gateway are seen after at most RefreshInterval (Refresh).
 package presets
 
@@ -61,6 +61,7 @@ type Book struct {
 func New(file []models.Preset, st Store) *Book {
 	b := &Book{st: st, file: make(map[string]models.Preset, len(file))}
 	for _, p := range file {
+		p.Version = max(p.Version, 1) // a file preset without a version is at version 1
 		b.file[p.Name] = p
 	}
 	b.merged = b.file
@@ -124,27 +125,58 @@ func (b *Book) Reload(ctx context.Context) error {
 	return nil
 }
 
-// Put stores p, a new version of the preset of that name, and returns it as stored.
+// Put stores p and returns the preset as it now is. Versions (decisions):
+//   - p's content equal to the current preset's (the stored one, else the file's) changes
+//     nothing: the current preset is returned as it is, its version not bumped, so applying the
+//     same file twice is a no-op.
+//   - Without a version, p becomes the current version + 1 (1 for a new preset).
+//   - An explicit version is kept as given (the YAML's `version:` is the operator's): it may not be
+//     lower than the current version, nor equal to it with other content (*VersionConflictError).
 func (b *Book) Put(ctx context.Context, p models.Preset, now time.Time) (models.Preset, error) {
+	cur, found := models.Preset{}, false
 	prev, err := b.st.GetPreset(ctx, p.Name)
 	switch {
 	case err == nil:
-		p.Version = prev.Version + 1
-		p.CreatedAt = prev.CreatedAt
+		cur, found = prev, true
 	case errors.Is(err, store.ErrNotFound):
-		p.Version = 1
 		if fp, ok := b.file[p.Name]; ok {
-			p.Version = max(fp.Version, 1) + 1
+			cur, found = fp, true
+			cur.Version = max(cur.Version, 1)
 		}
-		p.CreatedAt = now.UTC()
 	default:
 		return models.Preset{}, fmt.Errorf("presets: %w", err)
+	}
+	if found && p.SameContent(cur) && (p.Version == 0 || p.Version == cur.Version) {
+		return cur, nil
+	}
+	switch {
+	case p.Version == 0 && found:
+		p.Version = cur.Version + 1
+	case p.Version == 0:
+		p.Version = 1
+	case found && p.Version <= cur.Version:
+		return models.Preset{}, &VersionConflictError{Name: p.Name, Current: cur.Version}
+	}
+	p.CreatedAt = now.UTC()
+	if err == nil {
+		p.CreatedAt = prev.CreatedAt
 	}
 	p.UpdatedAt = now.UTC()
 	if err := b.st.PutPreset(ctx, p); err != nil {
 		return models.Preset{}, fmt.Errorf("presets: %w", err)
 	}
 	return p, b.Reload(ctx)
+}
+
+// VersionConflictError is Put's refusal of a changed preset at a version not above the current
+// one (the handlers answer 409 preset_version_conflict).
+type VersionConflictError struct {
+	Name    string
+	Current int
+}
+
+func (e *VersionConflictError) Error() string {
+	return fmt.Sprintf("preset %q is at version %d: a changed preset needs a higher version (or none, to have it numbered)", e.Name, e.Current)
 }
 
 // Remove deletes a stored preset; a file preset of the same name shows through again.

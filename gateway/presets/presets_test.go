@@ -70,6 +70,35 @@ func TestBulkPresets(t *testing.T) {
 	if status != 200 || p.Version != 2 || p.Model != "qwen2.5:14b" {
 		t.Fatalf("update: %d %s", status, data)
 	}
+	// Versions: the same content again changes nothing; an explicit version is kept as given and
+	// must move up when the content changes.
+	for _, tc := range []struct {
+		name, body  string
+		status, ver int
+	}{
+		{"same content again", `{"model":"qwen2.5:14b","system":"Help more."}`, 200, 2},
+		{"same content, same explicit version", `{"model":"qwen2.5:14b","system":"Help more.","version":2}`, 200, 2},
+		{"explicit version", `{"model":"qwen2.5:14b","system":"Help, v5.","version":5}`, 200, 5},
+		{"changed content at the same version", `{"model":"qwen2.5:14b","system":"Other.","version":5}`, 409, 0},
+		{"lower version", `{"model":"qwen2.5:14b","system":"Older.","version":3}`, 409, 0},
+		{"no version: numbered", `{"model":"qwen2.5:14b","system":"Help, v6."}`, 200, 6},
+	} {
+		status, data := do(http.MethodPut, "/admin/v1/presets/support", tc.body)
+		var got models.Preset
+		json.Unmarshal(data, &got)
+		if status != tc.status || (status == 200 && got.Version != tc.ver) {
+			t.Fatalf("%s: %d %s, want %d version %d", tc.name, status, data, tc.status, tc.ver)
+		}
+		if status == 409 && !strings.Contains(string(data), "preset_version_conflict") {
+			t.Fatalf("%s: %s", tc.name, data)
+		}
+	}
+	// The file's preset applied again as it is stores nothing.
+	status, data = do(http.MethodPut, "/admin/v1/presets/poet", `{"model":"llama3.1:8b","system":"Rhyme."}`)
+	json.Unmarshal(data, &p)
+	if status != 200 || p.Version != 1 || book.IsStored("poet") {
+		t.Fatalf("file preset unchanged: %d %s", status, data)
+	}
 	// A stored preset overrides the file's of the same name; deleting it shows the file's again.
 	status, data = do(http.MethodPut, "/admin/v1/presets/poet", `{"model":"mistral:7b"}`)
 	json.Unmarshal(data, &p)

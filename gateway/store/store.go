@@ -255,6 +255,10 @@ type LineResult struct {
 	Model            string `json:"model,omitempty"`
 	PromptTokens     int    `json:"prompt_tokens,omitempty"`
 	CompletionTokens int    `json:"completion_tokens,omitempty"`
+	// Simulated is true when Node is a simulated GPU; Parameters are the sampling parameters the
+	// line ran with (a JSON object), for the delivery manifest's provenance.
+	Simulated  bool            `json:"simulated,omitempty"`
+	Parameters json.RawMessage `json:"parameters,omitempty"`
 	// CachedTokens is the part of PromptTokens served from the prompt cache
 	// (usage.prompt_tokens_details.cached_tokens); ReasoningTokens the part of CompletionTokens
 	// spent reasoning (usage.completion_tokens_details.reasoning_tokens).

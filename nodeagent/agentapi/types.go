@@ -19,6 +19,9 @@ const (
 	// serves it, translated to chat completions for one that does not.
 	PathResponses = "/v1/responses"
 
+	// PathHealthz is the agent's liveness route (GET, no token: for Kubernetes probes and load
+	// balancers; it says nothing about the node beyond its ID).
+	PathHealthz = "/healthz"
 	// PathOllamaChat, PathOllamaGenerate, PathOllamaEmbed and PathOllamaEmbeddings are Ollama's
 	// native inference routes, passed through unchanged to an Ollama backend (agents of other
 	// backends answer 404: the gateway translates to the OpenAI routes for those).
