@@ -118,12 +118,33 @@ func TestRulesOfDirection(t *testing.T) {
 			}
 		}
 	}
+	// Parts of the gateway with a bounded reach: the store is the data layer and knows nothing of
+	// the engines that use it; presets are data and their admin routes, over the store (they
+	// never see the scheduler, the registry or the batch engine); the dashboard is a page that
+	// reads the admin API from the browser.
+	bounded := map[string][]string{
+		"gateway/store":     {"models"},
+		"gateway/presets":   {"models", "nodeagent/agentapi", "gateway/api", "gateway/apierr", "gateway/store"},
+		"gateway/dashboard": nil,
+	}
+	for pkg, allowed := range bounded {
+		p := must(pkg)
+		for _, d := range herdDeps(p.deps) {
+			if !slices.Contains(allowed, d) {
+				t.Errorf("%s imports %s (allowed: %v)", pkg, d, allowed)
+			}
+		}
+	}
 	if p := must("gateway/api"); slices.Contains(p.deps, "github.com/gin-gonic/gin") {
 		t.Errorf("gateway/api depends on gin: the wire package must not pull in the server's framework")
 	}
 
 	for pkg, p := range pkgs {
 		for _, d := range herdDeps(p.deps) {
+			// The gateway's root wires its sub-packages; none of them reaches back into it.
+			if under(pkg, "gateway") && pkg != "gateway" && d == "gateway" {
+				t.Errorf("%s imports gateway: the root uses its sub-packages, never the other way", pkg)
+			}
 			// The gateway talks to agents only through their wire package.
 			if under(pkg, "gateway") && under(d, "nodeagent") && d != "nodeagent/agentapi" {
 				t.Errorf("%s imports %s: the gateway may use only nodeagent/agentapi", pkg, d)

@@ -18,6 +18,8 @@ import (
 
 	"github.com/herd-llm/herd/gateway/admin"
 	"github.com/herd-llm/herd/gateway/agents"
+	"github.com/herd-llm/herd/gateway/dashboard"
+	"github.com/herd-llm/herd/gateway/presets"
 	"github.com/herd-llm/herd/gateway/replicas"
 
 	"github.com/herd-llm/herd/gateway/admission"
@@ -298,7 +300,7 @@ func (s *Server) routes() *gin.Engine {
 	e.GET("/healthz", s.accessLog(), s.handleHealthz)
 	e.GET("/readyz", s.accessLog(), s.handleReadyz)
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
-	registerDashboard(e)
+	dashboard.Register(e, handleOllamaRoot)
 
 	v1 := e.Group("/v1")
 	// The inference routes authenticate (scope inference) and log one line per request
@@ -323,7 +325,7 @@ func (s *Server) routes() *gin.Engine {
 		WithClock(s.core.clock.Now, s.cfg.HeartbeatInterval).
 		WithQueue(queueView{s.core.adm}, s.history).
 		Register(adminGroup)
-	s.registerPresetRoutes(adminGroup)
+	presets.NewHandlers(s.presets, s.core.clock.Now).Register(adminGroup)
 	s.registerKeyRoutes(adminGroup)
 
 	internal := e.Group("/internal/v1", s.clusterAuth())

@@ -700,5 +700,5 @@ const ollamaModuleVersion = "0.17.4"
 // msgOllamaRunning is what Ollama answers at /.
 const msgOllamaRunning = "Ollama is running"
 
-// wantsHTML reports whether the client asked for a web page (a browser does).
-func wantsHTML(c *gin.Context) bool { return strings.Contains(c.GetHeader("Accept"), "text/html") }
+// handleOllamaRoot answers GET and HEAD / as Ollama does (browsers get the dashboard instead).
+func handleOllamaRoot(c *gin.Context) { c.String(http.StatusOK, msgOllamaRunning) }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/herd-llm/herd/gateway/batch"
 	"github.com/herd-llm/herd/gateway/history"
+	"github.com/herd-llm/herd/gateway/presets"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/gateway/store"
 	"github.com/herd-llm/herd/scheduler"
@@ -205,7 +206,7 @@ type Server struct {
 	agents *agents.Pool
 
 	// Owned by bulk generation and presets.
-	presets   *presetBook
+	presets   *presets.Book
 	batches   *batch.Service
 	bulkStore store.Store
 	// limiterClose closes the rate limiter's Redis connections (nil in memory).
