@@ -18,7 +18,6 @@ import (
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
-	"github.com/herd-llm/herd/tracing"
 )
 
 // The OpenAI routes: model listing and the inference routes, which read what routing needs from
@@ -168,17 +167,18 @@ type call struct {
 	excl [4]string
 	tk   admission.Ticket
 
-	// tenant is the caller; reserved the tokens its rate limit was charged up front, settled
-	// against what meter reads from the response's usage.
+	// tenant is the caller; reserved the tokens its rate limit was charged up front (charged),
+	// settled against what mt reads from the response's usage.
 	tenant   *tenant
 	reserved int
-	meter    tokenMeter
+	charged  bool
 
 	attempts int
 	node     string
 	status   int
 	ttft     time.Duration
-	// mt meters the relayed answer for the token counters and the stream latency histograms.
+	// mt meters the relayed answer for the token counters, the stream latency histograms, the
+	// rate limits' settlement and the request span.
 	mt meter
 	// failures describes the failed attempts, for the log and the final error.
 	failures []string
@@ -191,13 +191,11 @@ type call struct {
 	events int
 
 	// Tracing (tracing.go): the request's span (nil when tracing is off), the current attempt's
-	// context, the time spent queued, and the end of the answer, kept while capture is set.
+	// context and the time spent queued.
 	span      trace.Span
 	actx      context.Context
 	queueWait time.Duration
-	capture   bool
 	answered  bool
-	tail      tracing.Tail
 
 	buf [32 << 10]byte
 }
@@ -220,11 +218,9 @@ func putCall(k *call) {
 	k.s, k.ctx, k.body, k.info, k.last, k.front, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft, k.events = 0, 0, 0, 0
-	k.tenant, k.reserved = nil, 0
-	k.meter.reset()
+	k.tenant, k.reserved, k.charged = nil, 0, false
 	k.mt.reset()
-	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
-	k.tail.Reset()
+	k.span, k.actx, k.queueWait, k.answered = nil, nil, 0, false
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
