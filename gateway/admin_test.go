@@ -5,13 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -30,9 +27,9 @@ import (
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+	"github.com/herd-llm/herd/internal/golden"
+)
 
 const testToken = "cluster-secret"
 
@@ -288,22 +285,7 @@ func TestAdminNodesGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	pretty.WriteByte('\n')
-	golden := filepath.Join("testdata", "admin_nodes.golden.json")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -run TestAdminNodesGolden -update to create it)", err)
-	}
-	if !bytes.Equal(pretty.Bytes(), want) {
-		t.Errorf("GET /admin/v1/nodes differs from %s:\n%s", golden, pretty.String())
-	}
+	golden.Check(t, "testdata/admin_nodes.golden.json", pretty.Bytes())
 
 	status, body = env.do(http.MethodGet, "/admin/v1/nodes/node-b", "")
 	if status != http.StatusOK {
