@@ -102,14 +102,8 @@ func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gi
 			abortWithError(c, errScope(scopeInference))
 			return
 		}
-		k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
+		k := s.interactiveCall(c, t, path)
 		defer putCall(k)
-		k.tenant = t
-		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
-		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
-		if s.core.tracer != nil {
-			k.startServerSpan(c.Request)
-		}
 		o := &ollamaFront{s: s, k: k, ep: ep, path: path, client: c.Writer, hdr: http.Header{}}
 		k.front = o
 

@@ -345,6 +345,20 @@ func findModel(snap *scheduler.Snapshot, name []byte, ollamaOnly bool) (string, 
 	return found, vram, found != ""
 }
 
+// interactiveCall takes a call for tenant t's interactive request on the agent route path: its
+// request ID, echoed in the answer's header, and with tracing on its server span. The caller
+// puts it back.
+func (s *Server) interactiveCall(c *gin.Context, t *tenant, path string) *call {
+	k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
+	k.tenant = t
+	k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
+	c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
+	if s.core.tracer != nil {
+		k.startServerSpan(c.Request)
+	}
+	return k
+}
+
 // handleInference serves one of the OpenAI inference routes; path is the agent's route for it.
 func (s *Server) handleInference(path string) gin.HandlerFunc {
 	return func(c *gin.Context) {
@@ -356,14 +370,8 @@ func (s *Server) handleInference(path string) gin.HandlerFunc {
 			abortWithError(c, errScope(scopeInference))
 			return
 		}
-		k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
+		k := s.interactiveCall(c, t, path)
 		defer putCall(k)
-		k.tenant = t
-		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
-		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
-		if s.core.tracer != nil {
-			k.startServerSpan(c.Request)
-		}
 
 		var res result
 		if body, err := s.readBody(c.Request); err != nil {
