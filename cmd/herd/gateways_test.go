@@ -30,14 +30,7 @@ func startSharedGateway(t *testing.T, name, data, redisURL string, extra ...stri
 	args := append([]string{"gateway", "--listen", addr, "--data", data, "--cluster-token", c.token,
 		"--redis-url", redisURL, "--gateway-id", name, "--heartbeat-interval", "250ms"}, extra...)
 	c.gw = startHerd(t, name, args...)
-	waitFor(t, 30*time.Second, name+" /healthz", func() bool {
-		resp, err := http.Get(c.url + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitHealthy(t, c.url, name+" /healthz")
 	return c
 }
 
