@@ -44,10 +44,10 @@ func TestNodeClients(t *testing.T) {
 	node, npm := nodeTools(t)
 	modules := installNodeClients(t, npm)
 
-	c := startGateway(t, "--api-keys", jsClientKey)
+	c := startGateway(t, "--api-keys", jsClientKey, "--admin-keys", jsAdminKey)
 	c.addSimAgent("sim-a", "t4", "--sim-speed", "50")
 	c.addSimAgent("sim-b", "3090", "--sim-speed", "50")
-	waitFor(t, 60*time.Second, "2 nodes registered", func() bool { return healthyNodes(c, jsClientKey) >= 2 })
+	waitFor(t, 60*time.Second, "2 nodes registered", func() bool { return healthyNodes(c, jsAdminKey) >= 2 })
 	runNodeClients(t, node, modules, c.url, "llama3.2:1b", "nomic-embed-text", false)
 }
 
@@ -60,16 +60,20 @@ func TestNodeClientsRealOllama(t *testing.T) {
 	modules := installNodeClients(t, npm)
 
 	ol := ollamatest.Start(t, ollamatest.Options{})
-	c := startGateway(t, "--api-keys", jsClientKey)
+	c := startGateway(t, "--api-keys", jsClientKey, "--admin-keys", jsAdminKey)
 	c.addAgent("ollama-1", "--backend", "ollama", "--ollama-url", ol.URL, "--ollama-models", ol.ModelsDir)
-	waitFor(t, 60*time.Second, "1 node registered", func() bool { return healthyNodes(c, jsClientKey) >= 1 })
+	waitFor(t, 60*time.Second, "1 node registered", func() bool { return healthyNodes(c, jsAdminKey) >= 1 })
 	// The tiny model ends a reply by itself about once in 25 tokens, sometimes at once.
 	model := normalized(ol.Model)
 	runNodeClients(t, node, modules, c.url, model, model, true)
 }
 
-// jsClientKey is the API key the JS suite sends.
-const jsClientKey = "js-client-key"
+// jsClientKey is the API key the JS suite sends; jsAdminKey the test's own, for /admin (an API
+// key is never an admin key).
+const (
+	jsClientKey = "js-client-key"
+	jsAdminKey  = "js-admin-key"
+)
 
 // runNodeClients runs every clients/js/*.test.js against the gateway at url; mayBeEmpty relaxes
 // the checks that a reply has text (HERD_REPLIES_MAY_BE_EMPTY).
