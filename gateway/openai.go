@@ -359,6 +359,20 @@ func (s *Server) interactiveCall(c *gin.Context, t *tenant, path string) *call {
 	return k
 }
 
+// load reads the request's body into k and prepares the call (k.prepare); when it cannot run,
+// ok is false and res says why.
+func (k *call) load(r *http.Request, h http.Header) (res result, ok bool) {
+	body, err := k.s.readBody(r)
+	if err != nil {
+		return result{err: err, clientGone: clientGone(k.ctx)}, false
+	}
+	k.body = body
+	if err := k.prepare(h); err != nil {
+		return result{err: err}, false
+	}
+	return result{}, true
+}
+
 // handleInference serves one of the OpenAI inference routes; path is the agent's route for it.
 func (s *Server) handleInference(path string) gin.HandlerFunc {
 	return func(c *gin.Context) {
@@ -373,17 +387,9 @@ func (s *Server) handleInference(path string) gin.HandlerFunc {
 		k := s.interactiveCall(c, t, path)
 		defer putCall(k)
 
-		var res result
-		if body, err := s.readBody(c.Request); err != nil {
-			res.err = err
-			res.clientGone = clientGone(k.ctx)
-		} else {
-			k.body = body
-			if err := k.prepare(c.Writer.Header()); err != nil {
-				res.err = err
-			} else {
-				res = k.run(c.Writer)
-			}
+		res, ok := k.load(c.Request, c.Writer.Header())
+		if ok {
+			res = k.run(c.Writer)
 		}
 		if res.err != nil {
 			abortWithError(c, res.err)
