@@ -5,13 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -30,46 +27,17 @@ import (
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+	"github.com/herd-llm/herd/internal/fakeclock"
+	"github.com/herd-llm/herd/internal/golden"
+)
 
 const testToken = "cluster-secret"
-
-// adminClock is a fixed clock the tests move by hand.
-type adminClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *adminClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *adminClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// AfterFunc makes adminClock a gateway Clock; the admin tests start no timers, so it never fires.
-func (c *adminClock) AfterFunc(time.Duration, func()) Timer { return stoppedTimer{} }
-
-type stoppedTimer struct{}
-
-func (stoppedTimer) Stop() bool { return false }
-
-var (
-	_ registry.Clock = (*adminClock)(nil)
-	_ Clock          = (*adminClock)(nil)
-)
 
 // adminEnv is a gateway with only the admin, internal and metrics routes, built without New.
 type adminEnv struct {
 	t     *testing.T
-	clock *adminClock
+	clock *stepClock
 	reg   *registry.Registry
 	srv   *Server
 	http  *httptest.Server
@@ -87,7 +55,7 @@ func newAdminEnv(t *testing.T) *adminEnv {
 	t.Helper()
 	gin.SetMode(gin.TestMode)
 	quiet := slog.New(slog.DiscardHandler)
-	clk := &adminClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clk := &stepClock{fakeclock.New(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))}
 	reg := registry.New(registry.Config{}, clk)
 	reg.SetLogger(quiet)
 	sched, err := scheduler.New(scheduler.Config{Policy: scheduler.PolicyHerd})
@@ -288,22 +256,7 @@ func TestAdminNodesGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	pretty.WriteByte('\n')
-	golden := filepath.Join("testdata", "admin_nodes.golden.json")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -run TestAdminNodesGolden -update to create it)", err)
-	}
-	if !bytes.Equal(pretty.Bytes(), want) {
-		t.Errorf("GET /admin/v1/nodes differs from %s:\n%s", golden, pretty.String())
-	}
+	golden.Check(t, "testdata/admin_nodes.golden.json", pretty.Bytes())
 
 	status, body = env.do(http.MethodGet, "/admin/v1/nodes/node-b", "")
 	if status != http.StatusOK {

@@ -151,6 +151,13 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 	for _, v := range [...]span{messages, prompt, input, instructions} {
 		info.promptBytes += v.end - v.start
 	}
+	info.setPrefixHash(b, messages, prompt)
+	return nil
+}
+
+// setPrefixHash sets the prefix hash (KV-cache affinity) from the opening messages of a
+// messages array or, without one, the first prefixPromptBytes of the prompt, both spans of b.
+func (info *bodyInfo) setPrefixHash(b []byte, messages, prompt span) {
 	switch {
 	case messages.present() && b[messages.start] == '[':
 		info.prefixHash = messagesPrefixHash(b[messages.start:messages.end])
@@ -161,7 +168,6 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 		}
 		info.prefixHash = fnvAdd(fnvOffset, p)
 	}
-	return nil
 }
 
 // maxCompletionName names the key the span v was found under, for error messages: the body

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -19,7 +18,8 @@ import (
 // Decisions:
 //   - A request reserves its prompt estimate (about four bytes of body per token, as the
 //     scheduler estimates) before it runs; when it ends, the reservation is settled against the
-//     total_tokens of the usage the backend reported (a stream without usage keeps the estimate;
+//     total_tokens of the usage the backend reported (or its prompt and completion counts added
+//     up: Ollama's prompt_eval_count and eval_count), as the call's meter read it (a stream without usage keeps the estimate;
 //     a request the gateway refused before any node ran it gives its tokens back).
 //   - Batch lines are not charged: they only run in capacity interactive traffic leaves free.
 //   - Counters are in memory, or in Redis with Config.RedisURL so every gateway charges the same
@@ -109,7 +109,7 @@ func (k *call) admitRate(h http.Header) *APIError {
 		return errRateLimited(t, r, est)
 	}
 	if t.tpm > 0 {
-		k.reserved, k.meter.on = est, true
+		k.reserved, k.charged = est, true
 	}
 	return nil
 }
@@ -117,15 +117,15 @@ func (k *call) admitRate(h http.Header) *APIError {
 // settleRate corrects the call's token reservation with the usage the backend reported.
 func (k *call) settleRate(res result) {
 	t := k.tenant
-	if t == nil || t.tpm <= 0 || !k.meter.on {
+	if t == nil || t.tpm <= 0 || !k.charged {
 		return
 	}
 	used := k.reserved
-	switch {
+	switch u := k.mt.usage(); {
 	case res.err != nil:
 		used = 0 // no node ran it
-	case k.meter.seen:
-		used = k.meter.total
+	case u.seen:
+		used = int(u.total)
 	}
 	if used > 0 {
 		k.s.metrics.tenantTokens.WithLabelValues(t.name).Add(float64(used))
@@ -136,101 +136,4 @@ func (k *call) settleRate(res result) {
 			k.s.log.Warn("rate limiter unavailable: token usage not recorded", "tenant", t.name, "err", err)
 		}
 	}
-}
-
-// tokenMeter finds the token counts of a response passing through in pieces: the last
-// "total_tokens": N (OpenAI's usage object, in a JSON answer or a stream's last chunk), or
-// Ollama's "prompt_eval_count" and "eval_count" (its native answers). Inside a JSON string a
-// quote is escaped, so an unescaped key only matches a field.
-type tokenMeter struct {
-	on bool
-	// seen is set once any count was found; total is the tokens the response says it used.
-	seen  bool
-	total int
-	// found and counts hold the last value of each key, by keyIndex.
-	found  [3]bool
-	counts [3]int
-	// tail is the end of the previous piece, so a key cut between two pieces is found.
-	tail  [40]byte
-	ntail int
-}
-
-// The keys tokenMeter reads, by index.
-var meterKeys = [3][]byte{[]byte(`"total_tokens"`), []byte(`"prompt_eval_count"`), []byte(`"eval_count"`)}
-
-const (
-	keyTotal = iota
-	keyPromptEval
-	keyEval
-)
-
-func (m *tokenMeter) reset() { *m = tokenMeter{} }
-
-// feed scans p.
-func (m *tokenMeter) feed(p []byte) {
-	if m.ntail > 0 {
-		var joint [80]byte
-		n := copy(joint[:], m.tail[:m.ntail])
-		n += copy(joint[n:], p)
-		m.scan(joint[:n])
-	}
-	m.scan(p)
-	if len(p) >= len(m.tail) {
-		m.ntail = copy(m.tail[:], p[len(p)-len(m.tail):])
-	} else {
-		// Keep the last bytes of tail+p.
-		keep := min(m.ntail, len(m.tail)-len(p))
-		copy(m.tail[:], m.tail[m.ntail-keep:m.ntail])
-		m.ntail = keep + copy(m.tail[keep:], p)
-	}
-	switch {
-	case m.found[keyTotal]:
-		m.seen, m.total = true, m.counts[keyTotal]
-	case m.found[keyPromptEval] || m.found[keyEval]:
-		m.seen, m.total = true, m.counts[keyPromptEval]+m.counts[keyEval]
-	}
-}
-
-// scan records every complete count in b.
-func (m *tokenMeter) scan(b []byte) {
-	if bytes.IndexByte(b, '"') < 0 {
-		return
-	}
-	for i, key := range meterKeys {
-		for rest := b; ; {
-			j := bytes.Index(rest, key)
-			if j < 0 {
-				break
-			}
-			rest = rest[j+len(key):]
-			if n, ok := countAfterKey(rest); ok {
-				m.found[i], m.counts[i] = true, n
-			}
-		}
-	}
-}
-
-// countAfterKey reads `: N` at the start of b; false when it is not there or may go on past b.
-func countAfterKey(b []byte) (int, bool) {
-	j := 0
-	space := func() {
-		for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r') {
-			j++
-		}
-	}
-	space()
-	if j >= len(b) || b[j] != ':' {
-		return 0, false
-	}
-	j++
-	space()
-	start, n := j, 0
-	for j < len(b) && b[j] >= '0' && b[j] <= '9' && j-start < 12 {
-		n = n*10 + int(b[j]-'0')
-		j++
-	}
-	if j == start || j == len(b) {
-		return 0, false // no digits, or a number that may go on in the next piece
-	}
-	return n, true
 }

@@ -52,61 +52,55 @@ var ttftBuckets = []float64{0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 2, 4, 8, 
 
 // newMetrics builds the collectors; reg feeds the per-node and per-GPU gauges, queue the
 // gateway's queue gauges, now the nodes' last-seen ages.
+// counterVec is a counter family named name with help text help, by labels.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+// histogramVec is a histogram family named name with buckets, by labels.
+func histogramVec(name string, buckets []float64, help string, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+}
+
 func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herd_requests_total",
-			Help: "Inference requests finished, by model, serving node (empty when none was reached) and status.",
-		}, []string{"model", "node", "status"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "herd_request_duration_seconds",
-			Help:    "Time from receiving an inference request to its last byte.",
-			Buckets: latencyBuckets,
-		}, []string{"model", "node", "status"}),
-		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "herd_time_to_first_token_seconds",
-			Help:    "Streamed requests only: time from receiving the request to the first event of its answer.",
-			Buckets: ttftBuckets,
-		}, []string{"model", "node"}),
-		itl: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "herd_inter_token_latency_seconds",
-			Help:    "Streamed requests only: gap between consecutive relayed events that carry generated text.",
-			Buckets: itlBuckets,
-		}, []string{"model", "node"}),
-		tpot: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "herd_time_per_output_token_seconds",
-			Help:    "Streamed requests only: per request, the time from the first to the last text event over the tokens after the first.",
-			Buckets: itlBuckets,
-		}, []string{"model", "node"}),
-		prompt: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herd_prompt_tokens_total",
-			Help: "Prompt tokens of answered requests, from the answers' usage (streams without usage add none).",
-		}, []string{"model", "node", "tenant"}),
-		complete: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herd_completion_tokens_total",
-			Help: "Completion tokens of answered requests, from usage (streams without usage: chunks that carried text).",
-		}, []string{"model", "node", "tenant"}),
-		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herd_batch_lines_total",
-			Help: "Batch lines recorded by this gateway's runner, by outcome (completed, failed).",
-		}, []string{"outcome"}),
-		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herd_batches_finished_total",
-			Help: "Batches this gateway's runner finished, by final status (completed, failed, cancelled, expired).",
-		}, []string{"status"}),
-		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herd_rate_limited_total",
-			Help: "Inference requests refused with 429 because the key was over its rate limit, by tenant and limit (requests or tokens).",
-		}, []string{"tenant", "limit"}),
-		tenantTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herd_tenant_tokens_total",
-			Help: "Tokens charged to keys with a token limit, by tenant: the usage the backend reported, else the prompt estimate.",
-		}, []string{"tenant"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herd_heartbeats_refused_total",
-			Help: "Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
-		}, []string{"node"}),
+		requests: counterVec("herd_requests_total",
+			"Inference requests finished, by model, serving node (empty when none was reached) and status.",
+			"model", "node", "status"),
+		duration: histogramVec("herd_request_duration_seconds", latencyBuckets,
+			"Time from receiving an inference request to its last byte.",
+			"model", "node", "status"),
+		ttft: histogramVec("herd_time_to_first_token_seconds", ttftBuckets,
+			"Streamed requests only: time from receiving the request to the first event of its answer.",
+			"model", "node"),
+		itl: histogramVec("herd_inter_token_latency_seconds", itlBuckets,
+			"Streamed requests only: gap between consecutive relayed events that carry generated text.",
+			"model", "node"),
+		tpot: histogramVec("herd_time_per_output_token_seconds", itlBuckets,
+			"Streamed requests only: per request, the time from the first to the last text event over the tokens after the first.",
+			"model", "node"),
+		prompt: counterVec("herd_prompt_tokens_total",
+			"Prompt tokens of answered requests, from the answers' usage (streams without usage add none).",
+			"model", "node", "tenant"),
+		complete: counterVec("herd_completion_tokens_total",
+			"Completion tokens of answered requests, from usage (streams without usage: chunks that carried text).",
+			"model", "node", "tenant"),
+		lines: counterVec("herd_batch_lines_total",
+			"Batch lines recorded by this gateway's runner, by outcome (completed, failed).",
+			"outcome"),
+		batches: counterVec("herd_batches_finished_total",
+			"Batches this gateway's runner finished, by final status (completed, failed, cancelled, expired).",
+			"status"),
+		rateLimited: counterVec("herd_rate_limited_total",
+			"Inference requests refused with 429 because the key was over its rate limit, by tenant and limit (requests or tokens).",
+			"tenant", "limit"),
+		tenantTokens: counterVec("herd_tenant_tokens_total",
+			"Tokens charged to keys with a token limit, by tenant: the usage the backend reported, else the prompt estimate.",
+			"tenant"),
+		refused: counterVec("herd_heartbeats_refused_total",
+			"Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
+			"node"),
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused,

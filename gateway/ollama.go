@@ -102,40 +102,26 @@ func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gi
 			abortWithError(c, errScope(scopeInference))
 			return
 		}
-		k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
+		k := s.interactiveCall(c, t, path)
 		defer putCall(k)
-		k.tenant = t
-		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
-		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
-		if s.core.tracer != nil {
-			k.startServerSpan(c.Request)
-		}
 		o := &ollamaFront{s: s, k: k, ep: ep, path: path, client: c.Writer, hdr: http.Header{}}
 		k.front = o
 
-		var res result
-		if body, err := s.readBody(c.Request); err != nil {
-			res.err = err
-			res.clientGone = clientGone(k.ctx)
-		} else {
-			k.body = body
-			if err := k.prepare(c.Writer.Header()); err != nil {
-				res.err = err
+		res, ok := k.load(c.Request, c.Writer.Header())
+		if ok {
+			o.model, o.stream = string(k.info.model), k.info.stream
+			if k.preset != "" {
+				o.model = k.preset
+				if p, ok := s.presets.Lookup(k.preset); ok {
+					// ApplyOllama sent the base model as the preset names it.
+					o.from = fmt.Appendf(nil, `{"model":%q`, p.Model)
+					o.to = fmt.Appendf(nil, `{"model":%q`, k.preset)
+				}
+			}
+			if o.stream {
+				res = k.run(ollamaStreamSink{o})
 			} else {
-				o.model, o.stream = string(k.info.model), k.info.stream
-				if k.preset != "" {
-					o.model = k.preset
-					if p, ok := s.presets.Lookup(k.preset); ok {
-						// ApplyOllama sent the base model as the preset names it.
-						o.from = fmt.Appendf(nil, `{"model":%q`, p.Model)
-						o.to = fmt.Appendf(nil, `{"model":%q`, k.preset)
-					}
-				}
-				if o.stream {
-					res = k.run(ollamaStreamSink{o})
-				} else {
-					res = k.run(ollamaBufferedSink{o})
-				}
+				res = k.run(ollamaBufferedSink{o})
 			}
 		}
 		switch {

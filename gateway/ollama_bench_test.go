@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
@@ -45,32 +43,11 @@ func BenchmarkOllamaChat(b *testing.B) {
 		{"translated-single", agentapi.BackendOpenAI, false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			cfg := DefaultConfig()
-			cfg.DataDir, cfg.ClusterToken, cfg.APIKeys = b.TempDir(), testClusterToken, []string{testAPIKey}
-			s, err := New(cfg, WithLogger(slog.New(slog.DiscardHandler)))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = s.Close() })
-			s.registry.Observe(agentapi.Heartbeat{NodeID: "a", Address: agent.URL, Backend: bc.backend, Slots: 64,
-				IntervalMS: int64(time.Hour / time.Millisecond), Models: []agentapi.Model{{Name: testModel, Resident: true, OnDisk: true}}})
-			h := s.Handler()
+			h := benchGateway(b, agent.URL, bc.backend)
 			body := []byte(fmt.Sprintf(`{"model":"llama3.1:8b","stream":%v,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Explain KV caching in one sentence."}],"options":{"num_predict":64}}`, bc.stream))
 			req := httptest.NewRequest(http.MethodPost, "/api/chat", nil)
 			req.Header.Set("Authorization", "Bearer "+testAPIKey)
-			w := &benchWriter{h: http.Header{}}
-			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
-			for b.Loop() {
-				req.Body = io.NopCloser(bytes.NewReader(body))
-				req.ContentLength = int64(len(body))
-				clear(w.h)
-				w.status = 0
-				h.ServeHTTP(w, req)
-				if w.status != 200 {
-					b.Fatalf("status %d", w.status)
-				}
-			}
+			benchServe(b, h, req, body)
 		})
 	}
 }

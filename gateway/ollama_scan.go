@@ -77,16 +77,7 @@ func scanOllamaBody(b []byte, info *bodyInfo) *APIError {
 	for _, v := range [...]span{messages, prompt, input} {
 		info.promptBytes += v.end - v.start
 	}
-	switch {
-	case messages.present() && b[messages.start] == '[':
-		info.prefixHash = messagesPrefixHash(b[messages.start:messages.end])
-	case prompt.present():
-		p := b[prompt.start:prompt.end]
-		if len(p) > prefixPromptBytes {
-			p = p[:prefixPromptBytes]
-		}
-		info.prefixHash = fnvAdd(fnvOffset, p)
-	}
+	info.setPrefixHash(b, messages, prompt)
 	return nil
 }
 

@@ -18,7 +18,6 @@ import (
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
-	"github.com/herd-llm/herd/tracing"
 )
 
 // The OpenAI routes: model listing and the inference routes, which read what routing needs from
@@ -168,17 +167,18 @@ type call struct {
 	excl [4]string
 	tk   admission.Ticket
 
-	// tenant is the caller; reserved the tokens its rate limit was charged up front, settled
-	// against what meter reads from the response's usage.
+	// tenant is the caller; reserved the tokens its rate limit was charged up front (charged),
+	// settled against what mt reads from the response's usage.
 	tenant   *tenant
 	reserved int
-	meter    tokenMeter
+	charged  bool
 
 	attempts int
 	node     string
 	status   int
 	ttft     time.Duration
-	// mt meters the relayed answer for the token counters and the stream latency histograms.
+	// mt meters the relayed answer for the token counters, the stream latency histograms, the
+	// rate limits' settlement and the request span.
 	mt meter
 	// failures describes the failed attempts, for the log and the final error.
 	failures []string
@@ -191,13 +191,11 @@ type call struct {
 	events int
 
 	// Tracing (tracing.go): the request's span (nil when tracing is off), the current attempt's
-	// context, the time spent queued, and the end of the answer, kept while capture is set.
+	// context and the time spent queued.
 	span      trace.Span
 	actx      context.Context
 	queueWait time.Duration
-	capture   bool
 	answered  bool
-	tail      tracing.Tail
 
 	buf [32 << 10]byte
 }
@@ -220,11 +218,9 @@ func putCall(k *call) {
 	k.s, k.ctx, k.body, k.info, k.last, k.front, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil, nil
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft, k.events = 0, 0, 0, 0
-	k.tenant, k.reserved = nil, 0
-	k.meter.reset()
+	k.tenant, k.reserved, k.charged = nil, 0, false
 	k.mt.reset()
-	k.span, k.actx, k.queueWait, k.capture, k.answered = nil, nil, 0, false, false
-	k.tail.Reset()
+	k.span, k.actx, k.queueWait, k.answered = nil, nil, 0, false
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
@@ -349,6 +345,34 @@ func findModel(snap *scheduler.Snapshot, name []byte, ollamaOnly bool) (string, 
 	return found, vram, found != ""
 }
 
+// interactiveCall takes a call for tenant t's interactive request on the agent route path: its
+// request ID, echoed in the answer's header, and with tracing on its server span. The caller
+// puts it back.
+func (s *Server) interactiveCall(c *gin.Context, t *tenant, path string) *call {
+	k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
+	k.tenant = t
+	k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
+	c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
+	if s.core.tracer != nil {
+		k.startServerSpan(c.Request)
+	}
+	return k
+}
+
+// load reads the request's body into k and prepares the call (k.prepare); when it cannot run,
+// ok is false and res says why.
+func (k *call) load(r *http.Request, h http.Header) (res result, ok bool) {
+	body, err := k.s.readBody(r)
+	if err != nil {
+		return result{err: err, clientGone: clientGone(k.ctx)}, false
+	}
+	k.body = body
+	if err := k.prepare(h); err != nil {
+		return result{err: err}, false
+	}
+	return result{}, true
+}
+
 // handleInference serves one of the OpenAI inference routes; path is the agent's route for it.
 func (s *Server) handleInference(path string) gin.HandlerFunc {
 	return func(c *gin.Context) {
@@ -360,26 +384,12 @@ func (s *Server) handleInference(path string) gin.HandlerFunc {
 			abortWithError(c, errScope(scopeInference))
 			return
 		}
-		k := s.getCall(c.Request.Context(), path, agentapi.ClassInteractive)
+		k := s.interactiveCall(c, t, path)
 		defer putCall(k)
-		k.tenant = t
-		k.reqID = s.requestID(c.GetHeader(agentapi.HeaderRequestID), k.seq)
-		c.Writer.Header()[agentapi.HeaderRequestID] = []string{k.reqID}
-		if s.core.tracer != nil {
-			k.startServerSpan(c.Request)
-		}
 
-		var res result
-		if body, err := s.readBody(c.Request); err != nil {
-			res.err = err
-			res.clientGone = clientGone(k.ctx)
-		} else {
-			k.body = body
-			if err := k.prepare(c.Writer.Header()); err != nil {
-				res.err = err
-			} else {
-				res = k.run(c.Writer)
-			}
+		res, ok := k.load(c.Request, c.Writer.Header())
+		if ok {
+			res = k.run(c.Writer)
 		}
 		if res.err != nil {
 			abortWithError(c, res.err)

@@ -310,12 +310,6 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 				return outcomeClientGone
 			}
 			k.mt.body(out)
-			if k.meter.on {
-				k.meter.feed(out)
-			}
-			if k.capture {
-				_, _ = k.tail.Write(out)
-			}
 			if sse {
 				if k.path == agentapi.PathResponses {
 					k.events += bytes.Count(out, sseEventEnd)
@@ -350,7 +344,6 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 			r.reset()
 			k.status, k.ttft = 0, 0
 			k.mt.reset()
-			k.tail.Reset()
 			return outcomeRetry
 		}
 		k.status = http.StatusBadGateway

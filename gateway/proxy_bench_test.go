@@ -64,36 +64,15 @@ func BenchmarkProxyChat(b *testing.B) {
 		stream bool
 	}{{"json", false}, {"sse", true}} {
 		b.Run(bc.name, func(b *testing.B) {
-			cfg := DefaultConfig()
-			cfg.DataDir, cfg.ClusterToken, cfg.APIKeys = b.TempDir(), testClusterToken, []string{testAPIKey}
 			var rt http.RoundTripper = newAgentTransport()
 			if bc.stream {
 				rt = streamMarker{rt}
 			}
-			s, err := New(cfg, WithLogger(slog.New(slog.DiscardHandler)), WithTransport(rt))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = s.Close() })
-			s.registry.Observe(agentapi.Heartbeat{NodeID: "a", Address: agent.URL, Backend: agentapi.BackendOpenAI, Slots: 64,
-				IntervalMS: int64(time.Hour / time.Millisecond), Models: []agentapi.Model{{Name: testModel, Resident: true, OnDisk: true}}})
-			h := s.Handler()
+			h := benchGateway(b, agent.URL, agentapi.BackendOpenAI, WithTransport(rt))
 			req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
 			req.Header.Set("Authorization", "Bearer "+testAPIKey)
 			req.Header.Set("Content-Type", "application/json")
-			w := &benchWriter{h: http.Header{}}
-			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
-			for b.Loop() {
-				req.Body = io.NopCloser(bytes.NewReader(body))
-				req.ContentLength = int64(len(body))
-				clear(w.h)
-				w.status = 0
-				h.ServeHTTP(w, req)
-				if w.status != 200 {
-					b.Fatalf("status %d", w.status)
-				}
-			}
+			benchServe(b, h, req, body)
 		})
 	}
 	b.Run("agent-direct", func(b *testing.B) {
@@ -112,6 +91,41 @@ func BenchmarkProxyChat(b *testing.B) {
 			resp.Body.Close()
 		}
 	})
+}
+
+// benchGateway is a gateway whose one node "a", at agentURL with backend, serves testModel;
+// opts add to a quiet logger.
+func benchGateway(b *testing.B, agentURL, backend string, opts ...Option) http.Handler {
+	b.Helper()
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.ClusterToken, cfg.APIKeys = b.TempDir(), testClusterToken, []string{testAPIKey}
+	s, err := New(cfg, append([]Option{WithLogger(slog.New(slog.DiscardHandler))}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	s.registry.Observe(agentapi.Heartbeat{NodeID: "a", Address: agentURL, Backend: backend, Slots: 64,
+		IntervalMS: int64(time.Hour / time.Millisecond), Models: []agentapi.Model{{Name: testModel, Resident: true, OnDisk: true}}})
+	return s.Handler()
+}
+
+// benchServe serves req with body on h for the benchmark's iterations, each answered 200,
+// reporting allocations and bytes.
+func benchServe(b *testing.B, h http.Handler, req *http.Request, body []byte) {
+	b.Helper()
+	w := &benchWriter{h: http.Header{}}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+		clear(w.h)
+		w.status = 0
+		h.ServeHTTP(w, req)
+		if w.status != 200 {
+			b.Fatalf("status %d", w.status)
+		}
+	}
 }
 
 // benchWriter is a ResponseWriter that discards the body and allocates nothing.

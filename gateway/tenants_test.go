@@ -394,65 +394,6 @@ func TestRateLimits(t *testing.T) {
 	}
 }
 
-func TestTokenMeter(t *testing.T) {
-	stream := "data: {\"choices\":[{\"delta\":{\"content\":\"say \\\"total_tokens\\\": 99\"}}]}\n\n" +
-		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\": 12}}\n\ndata: [DONE]\n\n"
-	for _, size := range []int{1, 2, 3, 7, 16, 41, 1000} {
-		var m tokenMeter
-		for b := []byte(stream); len(b) > 0; {
-			n := min(size, len(b))
-			m.feed(b[:n])
-			b = b[n:]
-		}
-		if !m.seen || m.total != 12 {
-			t.Errorf("pieces of %d: seen=%v total=%d, want 12", size, m.seen, m.total)
-		}
-	}
-	var m tokenMeter
-	m.feed([]byte(`{"choices":[],"usage":{"total_tokens":`))
-	if m.seen {
-		t.Error("a number not yet complete was taken")
-	}
-	// Ollama's native answers count prompt and output tokens apart.
-	ollama := `{"model":"m","message":{"role":"assistant","content":"hi"},"done":false}` + "\n" +
-		`{"model":"m","done":true,"total_duration":5,"prompt_eval_count":26,"eval_count":298}` + "\n"
-	for _, size := range []int{3, 17, 1000} {
-		var m tokenMeter
-		for b := []byte(ollama); len(b) > 0; {
-			n := min(size, len(b))
-			m.feed(b[:n])
-			b = b[n:]
-		}
-		if !m.seen || m.total != 324 {
-			t.Errorf("Ollama counts in pieces of %d: seen=%v total=%d, want 324", size, m.seen, m.total)
-		}
-	}
-}
-
-func FuzzTokenMeter(f *testing.F) {
-	f.Add([]byte(`{"usage":{"total_tokens":8}}`), 3)
-	f.Add([]byte(`"total_tokens" : 123456789012345`), 1)
-	f.Fuzz(func(t *testing.T, data []byte, size int) {
-		size = max(1, size%64+1)
-		var whole, pieces tokenMeter
-		whole.feed(data)
-		for b := data; len(b) > 0; {
-			n := min(size, len(b))
-			pieces.feed(b[:n])
-			b = b[n:]
-		}
-		if whole.total < 0 || pieces.total < 0 {
-			t.Fatal("negative count")
-		}
-		// Pieces as large as the whole read as the whole does.
-		var one tokenMeter
-		one.feed(data)
-		if one != whole {
-			t.Fatalf("the same bytes read twice differ: %+v %+v", one, whole)
-		}
-	})
-}
-
 // The Ollama routes take the same keys, scopes and limits, and answer in Ollama's error shape.
 func TestOllamaRoutesTenants(t *testing.T) {
 	g := tenantGW(t, func(c *Config) {

@@ -36,7 +36,7 @@ import (
 //     duration is the whole request; TTFT is an attribute (herd.ttft_ms, and for streams
 //     gen_ai.response.time_to_first_chunk) and an event on the attempt that produced it. Tokens,
 //     finish reasons and the response model are read from the last bytes of the answer (the
-//     usage object), kept only while a span records.
+//     usage object) that the call's meter keeps (usage.go), and scanned only while a span records.
 //   - Off, s.core.tracer is nil: each hook on the request path is one nil check, and nothing is
 //     allocated or timed for tracing.
 
@@ -72,7 +72,6 @@ func (k *call) startServerSpan(r *http.Request) {
 	}
 	k.ctx, k.span = k.s.core.tracer.Start(ctx, r.Method+" "+k.path, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(k.start), trace.WithAttributes(attrs...))
-	k.capture = k.span.IsRecording()
 }
 
 // startDispatchSpan starts the span of a batch line's dispatch, under the runner's line span.
@@ -83,7 +82,6 @@ func (k *call) startDispatchSpan() {
 	}
 	k.ctx, k.span = k.s.core.tracer.Start(k.ctx, "dispatch "+k.path, trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithTimestamp(k.start), trace.WithAttributes(attrs...))
-	k.capture = k.span.IsRecording()
 }
 
 // traceAdmission records the admission round that began at start: a schedule span with the
@@ -223,7 +221,10 @@ func (k *call) endSpan(res result, status int, latency time.Duration) {
 		}
 	}
 	if status/100 == 2 {
-		attrs = append(attrs, tracing.ScanResponse(k.tail.Bytes()).Attributes()...)
+		r := tracing.ScanOutcome(k.mt.window())
+		u := k.mt.usage()
+		r.InputTokens, r.HasInput, r.OutputTokens, r.HasOutput = u.prompt, u.hasPrompt, u.completion, u.hasCompletion
+		attrs = append(attrs, r.Attributes()...)
 	}
 	sp.SetAttributes(attrs...)
 	switch {

@@ -1,15 +1,12 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -210,31 +207,11 @@ func (discardExporter) Shutdown(context.Context) error                          
 func BenchmarkProxyChatTraced(b *testing.B) {
 	agent := newBenchAgent(b)
 	body := benchChatBody
-	cfg := DefaultConfig()
-	cfg.DataDir, cfg.ClusterToken, cfg.APIKeys = b.TempDir(), testClusterToken, []string{testAPIKey}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	s, err := New(cfg, WithLogger(slog.New(slog.DiscardHandler)), WithTransport(newAgentTransport()), WithTracerProvider(tp))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = s.Close() })
-	s.registry.Observe(agentapi.Heartbeat{NodeID: "a", Address: agent.URL, Backend: agentapi.BackendOpenAI, Slots: 64,
-		IntervalMS: int64(time.Hour / time.Millisecond), Models: []agentapi.Model{{Name: testModel, Resident: true, OnDisk: true}}})
-	h := s.Handler()
+	h := benchGateway(b, agent.URL, agentapi.BackendOpenAI, WithTransport(newAgentTransport()), WithTracerProvider(tp))
 	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
 	req.Header.Set("Authorization", "Bearer "+testAPIKey)
 	req.Header.Set("Content-Type", "application/json")
-	w := &benchWriter{h: http.Header{}}
-	b.ReportAllocs()
-	for b.Loop() {
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.ContentLength = int64(len(body))
-		clear(w.h)
-		w.status = 0
-		h.ServeHTTP(w, req)
-		if w.status != 200 {
-			b.Fatalf("status %d", w.status)
-		}
-	}
+	benchServe(b, h, req, body)
 }

@@ -7,19 +7,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herd-llm/herd/jsonspan"
+	"github.com/herd-llm/herd/tracing"
 )
 
 // The gateway meters what it relays, on the side and without decoding: token counts from the
-// answer's usage object and, for streams, when each event went out.
+// answer's usage object and, for streams, when each event went out. One meter per call serves
+// the token counters, the rate limits' settlement (limits.go) and the request span (tracing.go).
 //
 // Decisions:
-//   - Tokens come from usage (prompt_tokens, completion_tokens; Ollama's native answers passed
-//     through by the Ollama front: prompt_eval_count, eval_count), which is the last thing of a
-//     non-streamed answer and the last chunk before [DONE] of a stream sent with
-//     stream_options.include_usage: the meter keeps the last usageTail bytes of the body and reads
-//     the last occurrence of each key there at the end. A stream without usage counts as
-//     completion tokens the events that carried generated text (one token per chunk, which is how
-//     Ollama, vLLM and llama.cpp stream), and no prompt tokens: the gateway does not tokenise.
+//   - Tokens come from usage (chat and completions: prompt_tokens, completion_tokens,
+//     total_tokens; the Responses API: input_tokens, output_tokens, total_tokens; Ollama's native
+//     answers passed through by the Ollama front: prompt_eval_count, eval_count), which is the
+//     last thing of a non-streamed answer and the last event before [DONE] of a stream sent with
+//     stream_options.include_usage (a Responses stream's response.completed): the meter keeps
+//     the last usageTail bytes of the body and reads the last occurrence of each key there, once,
+//     when the answer has ended. A stream without usage counts as completion tokens the events
+//     that carried generated text (one token per chunk, which is how Ollama, vLLM and llama.cpp
+//     stream), and no prompt tokens: the gateway does not tokenise.
+//   - The same bytes give the span its response model and finish reasons (tracing.ScanOutcome),
+//     read only when a span records; keeping them costs a copy into the pooled call, and no
+//     allocation.
 //   - Inter-token latency is the gap between consecutive relayed events (SSE events, or NDJSON
 //     lines of a native Ollama stream) that carry text; a read
 //     that brings several events at once spreads its gap evenly over them. Time per output token
@@ -27,13 +34,20 @@ import (
 //     first. Both exist only for streams; so does time to first token (a non-streamed answer's
 //     first byte is its last, which says nothing about the first token).
 
-// usageTail is how much of the end of a body the meter keeps to find usage in.
-const usageTail = 2 << 10
+// usageTail is how much of the end of a body the meter keeps to find usage in: as much as the
+// span's scan of the response model and finish reasons reads.
+const usageTail = tracing.TailSize
 
 // meter is the per-request metering state, part of the pooled call.
 type meter struct {
-	tail  [usageTail]byte
-	tailN int
+	// buf holds the end of the body; its last usageTail bytes (window) are the tail. It is twice
+	// that so that keeping the end moves each byte at most once.
+	buf  [2 * usageTail]byte
+	bufN int
+
+	// u is what usage said, read from the tail once the answer has ended (scanned).
+	u       usage
+	scanned bool
 
 	// Streams only.
 	textEvents int
@@ -42,21 +56,35 @@ type meter struct {
 	itl        prometheus.Observer
 }
 
+// usage is the token counts an answer reported.
+type usage struct {
+	prompt, completion, total int64
+	// hasPrompt and hasCompletion say the answer reported them; seen that it reported any count
+	// (total is then total_tokens, or prompt and completion added up).
+	hasPrompt, hasCompletion, seen bool
+}
+
 func (m *meter) reset() {
-	m.tailN, m.textEvents, m.firstText, m.lastText, m.itl = 0, 0, time.Time{}, time.Time{}, nil
+	m.bufN, m.u, m.scanned = 0, usage{}, false
+	m.textEvents, m.firstText, m.lastText, m.itl = 0, time.Time{}, time.Time{}, nil
 }
 
 // body notes bytes relayed to the client.
 func (m *meter) body(p []byte) {
+	m.scanned = false
 	if len(p) >= usageTail {
-		m.tailN = copy(m.tail[:], p[len(p)-usageTail:])
+		m.bufN = copy(m.buf[:], p[len(p)-usageTail:])
 		return
 	}
-	if m.tailN+len(p) > usageTail {
-		drop := m.tailN + len(p) - usageTail
-		m.tailN = copy(m.tail[:], m.tail[drop:m.tailN])
+	if m.bufN+len(p) > len(m.buf) {
+		m.bufN = copy(m.buf[:], m.buf[m.bufN-usageTail:m.bufN])
 	}
-	m.tailN += copy(m.tail[m.tailN:], p)
+	m.bufN += copy(m.buf[m.bufN:], p)
+}
+
+// window is the last (at most) usageTail bytes of the body.
+func (m *meter) window() []byte {
+	return m.buf[max(0, m.bufN-usageTail):m.bufN]
 }
 
 // events notes the events of one relayed read, sent at now: SSE events (sep sseEventEnd) or
@@ -121,22 +149,22 @@ func eventHasText(ev []byte) bool {
 	return false
 }
 
-// tokens returns the request's prompt and completion tokens (see the decisions above). Ollama's
-// native answers say prompt_eval_count and eval_count instead.
+// usage returns the counts the answer reported (see the decisions above).
+func (m *meter) usage() usage {
+	if !m.scanned {
+		m.u, m.scanned = scanUsage(m.window()), true
+	}
+	return m.u
+}
+
+// tokens returns the request's prompt and completion tokens for the counters: what usage said,
+// else, for a stream, one completion token per text event.
 func (m *meter) tokens(stream bool) (prompt, completion int64) {
-	w := m.tail[:m.tailN]
-	prompt, ok := lastIntField(w, "prompt_tokens")
-	if !ok {
-		prompt, _ = lastIntField(w, "prompt_eval_count")
+	u := m.usage()
+	if !u.hasCompletion && stream {
+		u.completion = int64(m.textEvents)
 	}
-	c, ok := lastIntField(w, "completion_tokens")
-	if !ok {
-		c, ok = lastIntField(w, "eval_count")
-	}
-	if !ok && stream {
-		c = int64(m.textEvents)
-	}
-	return prompt, c
+	return u.prompt, u.completion
 }
 
 // tpot is the mean time per output token after the first (0 when not measurable).
@@ -147,39 +175,110 @@ func (m *meter) tpot(completion int64) time.Duration {
 	return m.lastText.Sub(m.firstText) / time.Duration(completion-1)
 }
 
-// lastIntField returns the non-negative integer value of the last `"key":` in b. It reads JSON
-// text as it is (outside input: fuzzed); a key inside a string value could fool it, which the
-// usage object, the last one in the body, makes harmless.
-func lastIntField(b []byte, key string) (int64, bool) {
-	var pat [64]byte
-	if len(key)+3 > len(pat) {
-		return 0, false
-	}
-	n := copy(pat[:], `"`)
-	n += copy(pat[n:], key)
-	n += copy(pat[n:], `"`)
-	for end := len(b); end > 0; {
-		i := bytes.LastIndex(b[:end], pat[:n])
-		if i < 0 {
-			return 0, false
+// The keys scanUsage reads, by slot; a count's name is the first of its kind's slots found.
+const (
+	slotPromptTokens = iota
+	slotInputTokens
+	slotPromptEvalCount
+	slotCompletionTokens
+	slotOutputTokens
+	slotEvalCount
+	slotTotalTokens
+	numSlots
+)
+
+var usageKeyNames = [numSlots]string{"prompt_tokens", "input_tokens", "prompt_eval_count",
+	"completion_tokens", "output_tokens", "eval_count", "total_tokens"}
+
+// usageCounts holds the last valid value of each usage key in a text.
+type usageCounts struct {
+	v  [numSlots]int64
+	ok [numSlots]bool
+}
+
+// first returns the value of the first of slots that was found.
+func (c *usageCounts) first(slots ...int) (int64, bool) {
+	for _, s := range slots {
+		if c.ok[s] {
+			return c.v[s], true
 		}
-		end = i
-		j := jsonspan.SkipWS(b, i+n)
-		if j >= len(b) || b[j] != ':' {
-			continue
-		}
-		j = jsonspan.SkipWS(b, j+1)
-		var v int64
-		digits := 0
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' && digits < 18 {
-			v = v*10 + int64(b[j]-'0')
-			j++
-			digits++
-		}
-		if digits == 0 || j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			continue
-		}
-		return v, true
 	}
 	return 0, false
+}
+
+// scanUsage reads the usage counts in b.
+func scanUsage(b []byte) usage {
+	c := countUsageKeys(b)
+	var u usage
+	u.prompt, u.hasPrompt = c.first(slotPromptTokens, slotInputTokens, slotPromptEvalCount)
+	u.completion, u.hasCompletion = c.first(slotCompletionTokens, slotOutputTokens, slotEvalCount)
+	total, hasTotal := c.first(slotTotalTokens)
+	switch {
+	case hasTotal:
+		u.total, u.seen = total, true
+	case u.hasPrompt || u.hasCompletion:
+		u.total, u.seen = u.prompt+u.completion, true
+	}
+	return u
+}
+
+// countUsageKeys finds the last valid non-negative integer value of each usage key in b. It reads
+// JSON text as it is (outside input: fuzzed), in one forward pass for the two endings every key
+// has: a key whose quote is escaped is inside a string, not a key; one inside a string value
+// could otherwise fool it, which the usage object, the last one in the body, makes harmless.
+func countUsageKeys(b []byte) usageCounts {
+	var c usageCounts
+	for _, end := range [...]string{`_tokens"`, `_count"`} {
+		for off := 0; ; {
+			i := bytes.Index(b[off:], []byte(end))
+			if i < 0 {
+				break
+			}
+			i += off
+			off = i + 1
+			q := bytes.LastIndexByte(b[max(0, i-len("prompt_eval")-1):i], '"')
+			if q < 0 {
+				continue
+			}
+			q += max(0, i-len("prompt_eval")-1)
+			if q > 0 && b[q-1] == '\\' {
+				continue
+			}
+			name := b[q+1 : i+len(end)-1]
+			slot := -1
+			for s, n := range usageKeyNames {
+				if string(name) == n {
+					slot = s
+					break
+				}
+			}
+			if slot < 0 {
+				continue
+			}
+			if v, ok := intAfterKey(b, i+len(end)); ok {
+				c.v[slot], c.ok[slot] = v, true
+			}
+		}
+	}
+	return c
+}
+
+// intAfterKey reads `: N` at b[j:]: a non-negative integer of at most 18 digits.
+func intAfterKey(b []byte, j int) (int64, bool) {
+	j = jsonspan.SkipWS(b, j)
+	if j >= len(b) || b[j] != ':' {
+		return 0, false
+	}
+	j = jsonspan.SkipWS(b, j+1)
+	var v int64
+	digits := 0
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' && digits < 18 {
+		v = v*10 + int64(b[j]-'0')
+		j++
+		digits++
+	}
+	if digits == 0 || j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		return 0, false
+	}
+	return v, true
 }

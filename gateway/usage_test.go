@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"io"
 	"net/http"
@@ -10,7 +11,18 @@ import (
 	"time"
 )
 
-func TestLastIntField(t *testing.T) {
+// keyCount is the value countUsageKeys found for key.
+func keyCount(b []byte, key string) (int64, bool) {
+	c := countUsageKeys(b)
+	for s, n := range usageKeyNames {
+		if n == key {
+			return c.v[s], c.ok[s]
+		}
+	}
+	return 0, false
+}
+
+func TestUsageKeyCount(t *testing.T) {
 	for _, tc := range []struct {
 		in, key string
 		want    int64
@@ -26,20 +38,29 @@ func TestLastIntField(t *testing.T) {
 		{`"completion_tokens":99999999999999999999`, "completion_tokens", 0, false},
 		{`"completion_tokens_details":{"x":1}`, "completion_tokens", 0, false},
 		{``, "prompt_tokens", 0, false},
+		{`"prompt_eval_count":26,"eval_count":298`, "eval_count", 298, true},
+		{`"prompt_eval_count":26,"eval_count":298`, "prompt_eval_count", 26, true},
+		{`"max_completion_tokens":5`, "completion_tokens", 0, false},
+		{`{"content":"say \"total_tokens\": 99"}`, "total_tokens", 0, false},
+		{`{"x\"total_tokens": 5}`, "total_tokens", 0, false}, // a key that only ends like one
 	} {
-		got, ok := lastIntField([]byte(tc.in), tc.key)
+		got, ok := keyCount([]byte(tc.in), tc.key)
 		if got != tc.want || ok != tc.ok {
-			t.Errorf("lastIntField(%q, %q) = %d %v, want %d %v", tc.in, tc.key, got, ok, tc.want, tc.ok)
+			t.Errorf("count of %q in %q = %d %v, want %d %v", tc.key, tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
 }
 
-func FuzzLastIntField(f *testing.F) {
+func FuzzUsageKeys(f *testing.F) {
 	f.Add([]byte(`{"usage":{"prompt_tokens":5,"completion_tokens":3}}`))
 	f.Add([]byte(`"prompt_tokens" :   `))
+	f.Add([]byte(`"prompt_eval_count":1,"eval_count":2`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if v, ok := lastIntField(b, "prompt_tokens"); ok && v < 0 {
-			t.Fatalf("negative count %d", v)
+		c := countUsageKeys(b)
+		for s, v := range c.v {
+			if v < 0 || !c.ok[s] && v != 0 {
+				t.Fatalf("%s: count %d found %v", usageKeyNames[s], v, c.ok[s])
+			}
 		}
 	})
 }
@@ -103,8 +124,112 @@ func FuzzMeterEvents(f *testing.F) {
 		m.body(b)
 		m.events(b, sseEventEnd, time.Unix(0, 0))
 		m.events(b, ndjsonLineEnd, time.Unix(0, 0))
-		if p, c := m.tokens(true); p < 0 || c < 0 || m.tailN > usageTail {
-			t.Fatalf("tokens %d %d tail %d", p, c, m.tailN)
+		if p, c := m.tokens(true); p < 0 || c < 0 || len(m.window()) > usageTail {
+			t.Fatalf("tokens %d %d tail %d", p, c, len(m.window()))
+		}
+	})
+}
+
+// TestMeterKeepsTheEnd: the tail the meter reads is the last usageTail bytes of the body,
+// however the body was cut into reads.
+func TestMeterKeepsTheEnd(t *testing.T) {
+	var m meter
+	var all bytes.Buffer
+	chunk := []byte(strings.Repeat("x", 1000) + "\n")
+	for i := range 40 {
+		if i == 39 {
+			chunk = []byte(`{"usage":{"prompt_tokens":3,"completion_tokens":4}}`)
+		}
+		m.body(chunk)
+		all.Write(chunk)
+	}
+	want := all.Bytes()[all.Len()-usageTail:]
+	if !bytes.Equal(m.window(), want) {
+		t.Fatalf("tail is not the last %d bytes", usageTail)
+	}
+	if p, c := m.tokens(false); p != 3 || c != 4 {
+		t.Fatalf("usage %d %d", p, c)
+	}
+	m.body(bytes.Repeat([]byte("y"), 3*usageTail))
+	if len(m.window()) != usageTail {
+		t.Fatalf("a large write kept %d bytes", len(m.window()))
+	}
+	if u := m.usage(); u.seen {
+		t.Fatalf("usage read before the body went on is kept: %+v", u)
+	}
+	m.reset()
+	if len(m.window()) != 0 {
+		t.Fatal("reset kept bytes")
+	}
+}
+
+// TestMeterUsageTotal: the rate limits settle against total_tokens, or Ollama's prompt and
+// output counts added up; the escaped key in the content is not a key, and a number not yet
+// complete is not taken.
+func TestMeterUsageTotal(t *testing.T) {
+	stream := "data: {\"choices\":[{\"delta\":{\"content\":\"say \\\"total_tokens\\\": 99\"}}]}\n\n" +
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\": 12}}\n\ndata: [DONE]\n\n"
+	for _, size := range []int{1, 2, 3, 7, 16, 41, 1000} {
+		var m meter
+		for b := []byte(stream); len(b) > 0; {
+			n := min(size, len(b))
+			m.body(b[:n])
+			b = b[n:]
+		}
+		if u := m.usage(); !u.seen || u.total != 12 {
+			t.Errorf("pieces of %d: seen=%v total=%d, want 12", size, u.seen, u.total)
+		}
+	}
+	var m meter
+	m.body([]byte(`{"choices":[],"usage":{"total_tokens":`))
+	if m.usage().seen {
+		t.Error("a number not yet complete was taken")
+	}
+	// Ollama's native answers count prompt and output tokens apart.
+	ollama := `{"model":"m","message":{"role":"assistant","content":"hi"},"done":false}` + "\n" +
+		`{"model":"m","done":true,"total_duration":5,"prompt_eval_count":26,"eval_count":298}` + "\n"
+	// The Responses API names its counts input_tokens and output_tokens.
+	responses := "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":0}," +
+		"\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":13}},\"sequence_number\":7}\n\n"
+	for _, tc := range []struct {
+		body                      string
+		prompt, completion, total int64
+	}{{ollama, 26, 298, 324}, {responses, 9, 4, 13}} {
+		for _, size := range []int{3, 17, 1000} {
+			var m meter
+			for b := []byte(tc.body); len(b) > 0; {
+				n := min(size, len(b))
+				m.body(b[:n])
+				b = b[n:]
+			}
+			if u := m.usage(); !u.seen || u.total != tc.total || u.prompt != tc.prompt || u.completion != tc.completion {
+				t.Errorf("pieces of %d: %+v, want %d+%d=%d", size, u, tc.prompt, tc.completion, tc.total)
+			}
+		}
+	}
+}
+
+// FuzzMeterUsage: the counts do not depend on how the body was cut into reads, and are never
+// negative.
+func FuzzMeterUsage(f *testing.F) {
+	f.Add([]byte(`{"usage":{"total_tokens":8}}`), 3)
+	f.Add([]byte(`"total_tokens" : 123456789012345`), 1)
+	f.Add([]byte(`{"done":true,"prompt_eval_count":26,"eval_count":298}`), 5)
+	f.Fuzz(func(t *testing.T, data []byte, size int) {
+		size = max(1, size%64+1)
+		var whole, pieces meter
+		whole.body(data)
+		for b := data; len(b) > 0; {
+			n := min(size, len(b))
+			pieces.body(b[:n])
+			b = b[n:]
+		}
+		w, p := whole.usage(), pieces.usage()
+		if w.total < 0 || w.prompt < 0 || w.completion < 0 {
+			t.Fatalf("negative count %+v", w)
+		}
+		if w != p {
+			t.Fatalf("whole %+v, in pieces of %d %+v", w, size, p)
 		}
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-llm/herd/internal/golden"
 )
 
 // fixtureCapacity is a fixed capacity report of three policies, the last one only a lower bound.
@@ -37,7 +39,7 @@ func TestCapacityReportGolden(t *testing.T) {
 	if err := rep.WriteText(&txt); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "capacity.golden.md", txt.Bytes())
+	golden.Check(t, "testdata/capacity.golden.md", txt.Bytes())
 	for _, want := range []string{"SIMULATED", "| herd | ≥ 8.00 |", "capacity herd ÷ round_robin = 3.20×"} {
 		if !strings.Contains(txt.String(), want) {
 			t.Errorf("table lacks %q", want)
@@ -46,7 +48,7 @@ func TestCapacityReportGolden(t *testing.T) {
 	if err := rep.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "capacity.golden.json", js.Bytes())
+	golden.Check(t, "testdata/capacity.golden.json", js.Bytes())
 	var doc struct {
 		Simulated bool `json:"simulated"`
 		Policies  []struct {
@@ -63,7 +65,7 @@ func TestCapacityReportGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	wellFormed(t, svg.Bytes())
-	golden(t, "capacity.golden.svg", svg.Bytes())
+	golden.Check(t, "testdata/capacity.golden.svg", svg.Bytes())
 	if !strings.Contains(svg.String(), "SIMULATED") || strings.Contains(svg.String(), "NaN") {
 		t.Error("SVG not labelled simulated, or has NaN")
 	}
@@ -134,7 +136,7 @@ func TestBatchMixReportGolden(t *testing.T) {
 	if err := rep.WriteText(&txt); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "batchmix.golden.md", txt.Bytes())
+	golden.Check(t, "testdata/batchmix.golden.md", txt.Bytes())
 	if !strings.Contains(txt.String(), "SIMULATED") || !strings.Contains(txt.String(), "57.7%") {
 		t.Errorf("table:\n%s", txt.String())
 	}

@@ -5,35 +5,13 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
-	"flag"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-llm/herd/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata")
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file (go test -update rewrites it); got:\n%s", name, got)
-	}
-}
 
 // fixtureReport is a fixed, varied run: streaming requests on two nodes, slower over time,
 // with a few failures of different kinds.
@@ -75,7 +53,7 @@ func TestReportJSONGolden(t *testing.T) {
 	if err := fixtureReport("herd", 0).WriteJSON(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report.golden.json", b.Bytes())
+	golden.Check(t, "testdata/report.golden.json", b.Bytes())
 	// The shape others rely on: these keys exist at the top level.
 	var m map[string]any
 	if err := json.Unmarshal(b.Bytes(), &m); err != nil {
@@ -93,7 +71,7 @@ func TestReportTextGolden(t *testing.T) {
 	if err := fixtureReport("herd", 0).WriteText(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report.golden.txt", b.Bytes())
+	golden.Check(t, "testdata/report.golden.txt", b.Bytes())
 	if !strings.Contains(b.String(), "SIMULATED") {
 		t.Error("a simulated run's table does not say so")
 	}
@@ -127,7 +105,7 @@ func TestSVGGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	wellFormed(t, b.Bytes())
-	golden(t, "plot.golden.svg", b.Bytes())
+	golden.Check(t, "testdata/plot.golden.svg", b.Bytes())
 	if !strings.Contains(b.String(), "SIMULATED") || !strings.Contains(b.String(), "&lt;test&gt; &amp; co") {
 		t.Error("title not labelled simulated or not escaped")
 	}

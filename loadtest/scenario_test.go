@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-llm/herd/internal/golden"
 )
 
 func TestRunScenarioUnknown(t *testing.T) {
@@ -58,7 +60,7 @@ func TestHeteroReportShape(t *testing.T) {
 	if err := rep.WriteText(&txt); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "hetero.golden.txt", txt.Bytes())
+	golden.Check(t, "testdata/hetero.golden.txt", txt.Bytes())
 	var svg bytes.Buffer
 	if err := rep.WriteSVG(&svg); err != nil {
 		t.Fatal(err)
@@ -77,7 +79,7 @@ func TestOverheadReportShape(t *testing.T) {
 	if err := rep.WriteJSON(&b); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "overhead.golden.json", b.Bytes())
+	golden.Check(t, "testdata/overhead.golden.json", b.Bytes())
 	var doc map[string]map[string]map[string]any
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b.Bytes(), &raw); err != nil {

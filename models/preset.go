@@ -221,18 +221,10 @@ var ErrPresetBody = errors.New("request body")
 // shape); stop and seed are passed as herd's extensions, which every backend herd fronts reads.
 // Every other field is preserved byte for byte.
 func (p *Preset) Apply(endpoint string, body []byte) ([]byte, error) {
-	var req map[string]json.RawMessage
-	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, fmt.Errorf("%w: not a JSON object: %w", ErrPresetBody, err)
-	}
-	if req == nil {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrPresetBody)
-	}
-	model, err := json.Marshal(p.Model)
+	req, err := p.withModel(body)
 	if err != nil {
 		return nil, err
 	}
-	req["model"] = model
 
 	switch endpoint {
 	case EndpointChatCompletions:
@@ -256,6 +248,24 @@ func (p *Preset) Apply(endpoint string, body []byte) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(req)
+}
+
+// withModel decodes a request body, which must be a JSON object, with its "model" set to the
+// preset's base model.
+func (p *Preset) withModel(body []byte) (map[string]json.RawMessage, error) {
+	var req map[string]json.RawMessage
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, fmt.Errorf("%w: not a JSON object: %w", ErrPresetBody, err)
+	}
+	if req == nil {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrPresetBody)
+	}
+	model, err := json.Marshal(p.Model)
+	if err != nil {
+		return nil, err
+	}
+	req["model"] = model
+	return req, nil
 }
 
 func (p *Preset) applyChat(req map[string]json.RawMessage) error {
@@ -286,24 +296,30 @@ func (p *Preset) applyChat(req map[string]json.RawMessage) error {
 // applyResponses puts the system prompt into a Responses request's instructions: the preset's
 // first, then the request's own, as in a chat request.
 func (p *Preset) applyResponses(req map[string]json.RawMessage) error {
+	return p.prependSystem(req, "instructions")
+}
+
+// prependSystem puts the system prompt into the string field key: the preset's first, then the
+// request's own text (separated by a blank line) when it brings some.
+func (p *Preset) prependSystem(req map[string]json.RawMessage, key string) error {
 	if p.System == "" {
 		return nil
 	}
-	ins := p.System
-	if raw, ok := req["instructions"]; ok && !isNull(raw) {
+	text := p.System
+	if raw, ok := req[key]; ok && !isNull(raw) {
 		var own string
 		if err := json.Unmarshal(raw, &own); err != nil {
-			return fmt.Errorf("%w: instructions must be a string: %w", ErrPresetBody, err)
+			return fmt.Errorf("%w: %s must be a string: %w", ErrPresetBody, key, err)
 		}
 		if own != "" {
-			ins += "\n\n" + own
+			text += "\n\n" + own
 		}
 	}
-	b, err := json.Marshal(ins)
+	b, err := json.Marshal(text)
 	if err != nil {
 		return err
 	}
-	req["instructions"] = b
+	req[key] = b
 	return nil
 }
 

@@ -27,38 +27,18 @@ const (
 // and max_tokens as num_predict. response_format becomes "format" where the request has none:
 // json_object as "json", json_schema as its schema (chat and generate only).
 func (p *Preset) ApplyOllama(endpoint string, body []byte) ([]byte, error) {
-	var req map[string]json.RawMessage
-	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, fmt.Errorf("%w: not a JSON object: %w", ErrPresetBody, err)
-	}
-	if req == nil {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrPresetBody)
-	}
-	model, err := json.Marshal(p.Model)
+	req, err := p.withModel(body)
 	if err != nil {
 		return nil, err
 	}
-	req["model"] = model
 	switch endpoint {
 	case EndpointOllamaChat:
 		if err := p.applyChat(req); err != nil {
 			return nil, err
 		}
 	case EndpointOllamaGenerate:
-		if p.System != "" {
-			system := p.System
-			if raw, ok := req["system"]; ok && !isNull(raw) {
-				var own string
-				if err := json.Unmarshal(raw, &own); err != nil {
-					return nil, fmt.Errorf("%w: system must be a string: %w", ErrPresetBody, err)
-				}
-				if own != "" {
-					system += "\n\n" + own
-				}
-			}
-			if req["system"], err = json.Marshal(system); err != nil {
-				return nil, err
-			}
+		if err := p.prependSystem(req, "system"); err != nil {
+			return nil, err
 		}
 	case EndpointOllamaEmbed, EndpointOllamaEmbeddings:
 		return json.Marshal(req)

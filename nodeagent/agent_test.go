@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+
+	"github.com/herd-llm/herd/internal/fakeclock"
 )
 
 const testToken = "cluster-secret"
@@ -354,7 +356,7 @@ func TestSlotsAndLoadFromBackend(t *testing.T) {
 
 // streamServe returns a backend that streams: after ttft, one chunk per token every gap, then
 // (withUsage) a usage chunk, then [DONE].
-func streamServe(clock *fakeClock, tokens int, ttft, gap time.Duration, withUsage bool, promptTokens int) func(http.ResponseWriter, *http.Request, string, []byte) {
+func streamServe(clock *fakeclock.Clock, tokens int, ttft, gap time.Duration, withUsage bool, promptTokens int) func(http.ResponseWriter, *http.Request, string, []byte) {
 	return func(w http.ResponseWriter, _ *http.Request, _ string, _ []byte) {
 		f := w.(http.Flusher)
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -384,28 +386,28 @@ func TestTokensPerSecondLearning(t *testing.T) {
 		name        string
 		reported    float64 // the backend's own figure
 		endpoint    string
-		serve       func(*fakeClock) func(http.ResponseWriter, *http.Request, string, []byte)
+		serve       func(*fakeclock.Clock) func(http.ResponseWriter, *http.Request, string, []byte)
 		wantTPS     float64
 		wantPrefill float64
 	}{
 		{
 			// 10 tokens, 9 gaps of 10 ms after the first: 100 tokens/s; 40 prompt tokens in 200 ms.
 			name: "stream with usage", endpoint: agentapi.PathChatCompletions,
-			serve: func(c *fakeClock) func(http.ResponseWriter, *http.Request, string, []byte) {
+			serve: func(c *fakeclock.Clock) func(http.ResponseWriter, *http.Request, string, []byte) {
 				return streamServe(c, 10, 200*time.Millisecond, 10*time.Millisecond, true, 40)
 			},
 			wantTPS: 100, wantPrefill: 200,
 		},
 		{
 			name: "stream without usage counts chunks", endpoint: agentapi.PathChatCompletions,
-			serve: func(c *fakeClock) func(http.ResponseWriter, *http.Request, string, []byte) {
+			serve: func(c *fakeclock.Clock) func(http.ResponseWriter, *http.Request, string, []byte) {
 				return streamServe(c, 21, 50*time.Millisecond, 5*time.Millisecond, false, 0)
 			},
 			wantTPS: 200,
 		},
 		{
 			name: "non-stream with usage", endpoint: agentapi.PathCompletions,
-			serve: func(c *fakeClock) func(http.ResponseWriter, *http.Request, string, []byte) {
+			serve: func(c *fakeclock.Clock) func(http.ResponseWriter, *http.Request, string, []byte) {
 				return func(w http.ResponseWriter, _ *http.Request, _ string, _ []byte) {
 					c.Advance(500 * time.Millisecond)
 					w.Header().Set("Content-Type", "application/json")
@@ -416,7 +418,7 @@ func TestTokensPerSecondLearning(t *testing.T) {
 		},
 		{
 			name: "error status teaches nothing", endpoint: agentapi.PathChatCompletions,
-			serve: func(c *fakeClock) func(http.ResponseWriter, *http.Request, string, []byte) {
+			serve: func(c *fakeclock.Clock) func(http.ResponseWriter, *http.Request, string, []byte) {
 				return func(w http.ResponseWriter, _ *http.Request, _ string, _ []byte) {
 					c.Advance(time.Second)
 					w.WriteHeader(http.StatusInternalServerError)
@@ -426,7 +428,7 @@ func TestTokensPerSecondLearning(t *testing.T) {
 		},
 		{
 			name: "embeddings have no completion tokens", endpoint: agentapi.PathEmbeddings,
-			serve: func(c *fakeClock) func(http.ResponseWriter, *http.Request, string, []byte) {
+			serve: func(c *fakeclock.Clock) func(http.ResponseWriter, *http.Request, string, []byte) {
 				return func(w http.ResponseWriter, _ *http.Request, _ string, _ []byte) {
 					c.Advance(time.Second)
 					io.WriteString(w, `{"data":[{"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":5,"total_tokens":5}}`)
@@ -435,7 +437,7 @@ func TestTokensPerSecondLearning(t *testing.T) {
 		},
 		{
 			name: "backend's own figure wins", endpoint: agentapi.PathChatCompletions, reported: 42,
-			serve: func(c *fakeClock) func(http.ResponseWriter, *http.Request, string, []byte) {
+			serve: func(c *fakeclock.Clock) func(http.ResponseWriter, *http.Request, string, []byte) {
 				return streamServe(c, 10, 200*time.Millisecond, 10*time.Millisecond, true, 40)
 			},
 			wantTPS: 42, wantPrefill: 200,

@@ -12,29 +12,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herd-llm/herd/internal/fakeclock"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+var _ Clock = (*fakeclock.Clock)(nil)
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+func newFakeClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
 }
 
 // fakeBackend is an in-memory Backend. Its ServeInference runs serve, which tests set to write

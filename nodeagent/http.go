@@ -203,25 +203,33 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 				r.ContentLength = int64(len(body))
 			}
 		}
-		start := a.clock.Now()
-		var tr *inferenceTrace
-		if a.tracer != nil {
-			r, tr = a.startInference(r, endpoint, model, start)
-		}
-		mw := getMeterWriter(w, a.clock)
-		conc := a.begin(model)
-		defer func() {
-			a.end(model, start, conc, mw)
-			if tr != nil {
-				tr.end(mw, start, a.clock.Now())
+		a.metered(w, r, endpoint, model, func(mw http.ResponseWriter, r *http.Request) {
+			a.backend.ServeInference(mw, r, route, body)
+			if tw != nil {
+				tw.Finish()
 			}
-			putMeterWriter(mw)
-		}()
-		a.backend.ServeInference(mw, r, route, body)
-		if tw != nil {
-			tw.Finish()
-		}
+		})
 	}
+}
+
+// metered runs serve, an inference for model on endpoint, with its answer metered (and, with
+// tracing on, its spans): the agent's figures for the gateway come from here.
+func (a *Agent) metered(w http.ResponseWriter, r *http.Request, endpoint, model string, serve func(http.ResponseWriter, *http.Request)) {
+	start := a.clock.Now()
+	var tr *inferenceTrace
+	if a.tracer != nil {
+		r, tr = a.startInference(r, endpoint, model, start)
+	}
+	mw := getMeterWriter(w, a.clock)
+	conc := a.begin(model)
+	defer func() {
+		a.end(model, start, conc, mw)
+		if tr != nil {
+			tr.end(mw, start, a.clock.Now())
+		}
+		putMeterWriter(mw)
+	}()
+	serve(mw, r)
 }
 
 // responseID is a new Responses id: "resp_" and 24 random hex digits.
@@ -261,21 +269,9 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 			writeOllamaError(w, http.StatusBadRequest, "model is required")
 			return
 		}
-		start := a.clock.Now()
-		var tr *inferenceTrace
-		if a.tracer != nil {
-			r, tr = a.startInference(r, path, model, start)
-		}
-		mw := getMeterWriter(w, a.clock)
-		conc := a.begin(model)
-		defer func() {
-			a.end(model, start, conc, mw)
-			if tr != nil {
-				tr.end(mw, start, a.clock.Now())
-			}
-			putMeterWriter(mw)
-		}()
-		nb.ServeOllama(mw, r, path, body)
+		a.metered(w, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
+			nb.ServeOllama(mw, r, path, body)
+		})
 	}
 }
 

@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+
+	"github.com/herd-llm/herd/internal/fakeclock"
 )
 
 // nativeBackend is a fake Ollama: it serves the native routes in NDJSON on a fake clock.
 type nativeBackend struct {
 	*fakeBackend
-	clock *fakeClock
+	clock *fakeclock.Clock
 	paths []string
 }
 

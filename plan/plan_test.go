@@ -5,36 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/herd-llm/herd/loadtest"
+
+	"github.com/herd-llm/herd/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update ./plan/ to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file (go test -update rewrites it); got:\n%s", name, got)
-	}
-}
 
 // fakeVerifier answers from a table of capacities by option name, and records what it was asked.
 type fakeVerifier struct {
@@ -257,11 +236,11 @@ func TestPlanGolden(t *testing.T) {
 	if err := res.WriteText(&txt); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "plan.golden.md", txt.Bytes())
+	golden.Check(t, "testdata/plan.golden.md", txt.Bytes())
 	if err := res.WriteJSON(&js); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "plan.golden.json", js.Bytes())
+	golden.Check(t, "testdata/plan.golden.json", js.Bytes())
 	var doc map[string]any
 	if err := json.Unmarshal(js.Bytes(), &doc); err != nil || doc["simulated"] != true {
 		t.Fatalf("JSON %v %v", err, doc["simulated"])
@@ -269,7 +248,7 @@ func TestPlanGolden(t *testing.T) {
 	if err := res.WriteSVG(&svg); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "plan.golden.svg", svg.Bytes())
+	golden.Check(t, "testdata/plan.golden.svg", svg.Bytes())
 	if !strings.Contains(svg.String(), "SIMULATED") || !strings.Contains(txt.String(), "SIMULATED") {
 		t.Error("not labelled simulated")
 	}

@@ -3,13 +3,10 @@ package scheduler
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+	"github.com/herd-llm/herd/internal/golden"
+)
 
 // explainSnapshot is a small heterogeneous cluster with one node refused for each common reason.
 func explainSnapshot() *Snapshot {
@@ -35,19 +32,7 @@ func TestExplainGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got = append(got, '\n')
-			path := filepath.Join("testdata", "explain_"+p+".golden.json")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -run TestExplainGolden -update ./scheduler/ to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("explanation differs from %s:\n%s", path, got)
-			}
+			golden.Check(t, "testdata/explain_"+p+".golden.json", got)
 			// The explanation's order is Pick's order.
 			var d Decision
 			s.Pick(req, explainSnapshot(), &d)

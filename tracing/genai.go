@@ -81,33 +81,9 @@ func Operation(path string) (attribute.KeyValue, bool) {
 	return attribute.KeyValue{}, false
 }
 
-// TailSize is how much of the end of an answer a Tail keeps: usage, the finish reason and the
-// response model are in the last chunks of a stream and at the end of a JSON body.
+// TailSize is how much of the end of an answer to keep for ScanResponse: usage, the finish
+// reason and the response model are in the last chunks of a stream and at the end of a JSON body.
 const TailSize = 8 << 10
-
-// Tail keeps the last TailSize bytes written to it. The zero value is ready to use.
-type Tail struct {
-	buf []byte
-}
-
-// Write keeps the end of p; it never fails.
-func (t *Tail) Write(p []byte) (int, error) {
-	if len(p) >= TailSize {
-		t.buf = append(t.buf[:0], p[len(p)-TailSize:]...)
-		return len(p), nil
-	}
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > 2*TailSize {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-TailSize:]...)
-	}
-	return len(p), nil
-}
-
-// Reset forgets what was written, keeping the buffer.
-func (t *Tail) Reset() { t.buf = t.buf[:0] }
-
-// Bytes returns the last (at most) TailSize bytes written.
-func (t *Tail) Bytes() []byte { return t.buf[max(0, len(t.buf)-TailSize):] }
 
 // Response is what ScanResponse finds at the end of an OpenAI answer.
 type Response struct {
@@ -125,9 +101,17 @@ type Response struct {
 // non-null "finish_reason". A key is only taken where it starts a JSON key (its quote is not
 // escaped), so text that quotes one inside a string value is not mistaken for it.
 func ScanResponse(b []byte) Response {
-	var r Response
+	r := ScanOutcome(b)
 	r.InputTokens, r.HasInput = lastInt(b, `"prompt_tokens"`)
 	r.OutputTokens, r.HasOutput = lastInt(b, `"completion_tokens"`)
+	return r
+}
+
+// ScanOutcome is ScanResponse without the token counts, for a caller that meters usage itself
+// (the gateway, whose meter also reads the Responses API's and Ollama's counts): the response
+// model and finish reasons.
+func ScanOutcome(b []byte) Response {
+	var r Response
 	r.Model = lastString(b, `"model"`)
 	for rest := b; ; {
 		i := keyIndex(rest, `"finish_reason"`)

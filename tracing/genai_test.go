@@ -48,34 +48,6 @@ func TestScanResponse(t *testing.T) {
 	}
 }
 
-func TestTailKeepsTheEnd(t *testing.T) {
-	var tl Tail
-	var all bytes.Buffer
-	chunk := []byte(strings.Repeat("x", 1000) + "\n")
-	for i := range 40 {
-		if i == 39 {
-			chunk = []byte(`{"usage":{"prompt_tokens":3,"completion_tokens":4}}`)
-		}
-		tl.Write(chunk)
-		all.Write(chunk)
-	}
-	want := all.Bytes()[all.Len()-TailSize:]
-	if !bytes.Equal(tl.Bytes(), want) {
-		t.Fatalf("tail is not the last %d bytes", TailSize)
-	}
-	if r := ScanResponse(tl.Bytes()); r.InputTokens != 3 || r.OutputTokens != 4 {
-		t.Fatalf("usage %+v", r)
-	}
-	tl.Write(bytes.Repeat([]byte("y"), 3*TailSize))
-	if len(tl.Bytes()) != TailSize {
-		t.Fatalf("a large write kept %d bytes", len(tl.Bytes()))
-	}
-	tl.Reset()
-	if len(tl.Bytes()) != 0 {
-		t.Fatal("Reset kept bytes")
-	}
-}
-
 func TestOperation(t *testing.T) {
 	for path, want := range map[string]string{"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"} {
 		if op, ok := Operation(path); !ok || op.Value.AsString() != want || op.Key != KeyOperation {

@@ -30,6 +30,45 @@ func batchStatus(t *testing.T, c *cluster, id string) api.BatchObject {
 	return b
 }
 
+// waitBatchExactlyOnce waits for the batch to complete on c and checks that its output holds
+// every custom_id once.
+func waitBatchExactlyOnce(t *testing.T, c *cluster, id string, lines int, limit time.Duration) {
+	t.Helper()
+	var final api.BatchObject
+	waitFor(t, limit, "batch "+id+" to finish", func() bool {
+		final = batchStatus(t, c, id)
+		return final.Terminal()
+	})
+	if final.Status != "completed" || final.RequestCounts.Completed != lines || final.RequestCounts.Failed != 0 || final.OutputFileID == nil {
+		t.Fatalf("batch %s: %+v", id, final)
+	}
+	content, err := (&api.Client{BaseURL: c.url, HTTP: httpClient()}).FileContent(context.Background(), *final.OutputFileID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(content))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l api.OutputLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("output line %q: %v", sc.Text(), err)
+		}
+		if l.Response == nil || l.Response.StatusCode != 200 {
+			t.Fatalf("line %s: %+v", l.CustomID, l)
+		}
+		seen[l.CustomID]++
+	}
+	for i := range lines {
+		if k := fmt.Sprintf("req-%04d", i); seen[k] != 1 {
+			t.Fatalf("custom_id %s appears %d times (want exactly once)", k, seen[k])
+		}
+	}
+	if len(seen) != lines {
+		t.Fatalf("%d distinct custom_ids, want %d", len(seen), lines)
+	}
+}
+
 // TestBatchSurvivesGatewayKill9 kills the gateway with SIGKILL in the middle of a 1,500-line
 // batch, restarts it on the same data dir, and checks every custom_id appears exactly once.
 func TestBatchSurvivesGatewayKill9(t *testing.T) {
@@ -60,40 +99,7 @@ func TestBatchSurvivesGatewayKill9(t *testing.T) {
 	before := lines / 5
 	c.restartGateway()
 	c.waitNodes(2)
-	var final api.BatchObject
-	waitFor(t, 5*time.Minute, "the batch to complete after the restart", func() bool {
-		final = batchStatus(t, c, b.ID)
-		return final.Terminal()
-	})
-	if final.Status != "completed" || final.RequestCounts.Completed != lines || final.RequestCounts.Failed != 0 {
-		t.Fatalf("after restart: %+v", final)
-	}
-	content, err := (&api.Client{BaseURL: c.url, HTTP: httpClient()}).FileContent(ctx, *final.OutputFileID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	sc := bufio.NewScanner(bytes.NewReader(content))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var l api.OutputLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("output line %q: %v", sc.Text(), err)
-		}
-		if l.Response == nil || l.Response.StatusCode != 200 {
-			t.Fatalf("line %s: %+v", l.CustomID, l)
-		}
-		seen[l.CustomID]++
-	}
-	for i := range lines {
-		id := fmt.Sprintf("req-%04d", i)
-		if seen[id] != 1 {
-			t.Fatalf("custom_id %s appears %d times (want exactly once)", id, seen[id])
-		}
-	}
-	if len(seen) != lines {
-		t.Fatalf("%d distinct custom_ids, want %d", len(seen), lines)
-	}
+	waitBatchExactlyOnce(t, c, b.ID, lines, 5*time.Minute)
 	t.Logf("killed after ≥%d lines; all %d lines exactly once after restart", before, lines)
 }
 

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	openai "github.com/sashabaranov/go-openai"
 
-	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/gateway/store/storetest"
 )
 
@@ -33,14 +30,7 @@ func startSharedGateway(t *testing.T, name, data, redisURL string, extra ...stri
 	args := append([]string{"gateway", "--listen", addr, "--data", data, "--cluster-token", c.token,
 		"--redis-url", redisURL, "--gateway-id", name, "--heartbeat-interval", "250ms"}, extra...)
 	c.gw = startHerd(t, name, args...)
-	waitFor(t, 30*time.Second, name+" /healthz", func() bool {
-		resp, err := http.Get(c.url + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitHealthy(t, c.url, name+" /healthz")
 	return c
 }
 
@@ -143,45 +133,6 @@ func startLinesBatch(t *testing.T, base string, lines, maxTokens int) string {
 		t.Fatal(err)
 	}
 	return b.ID
-}
-
-// waitBatchExactlyOnce waits for the batch to complete on c and checks that its output holds
-// every custom_id once.
-func waitBatchExactlyOnce(t *testing.T, c *cluster, id string, lines int, limit time.Duration) {
-	t.Helper()
-	var final api.BatchObject
-	waitFor(t, limit, "batch "+id+" to finish", func() bool {
-		final = batchStatus(t, c, id)
-		return final.Terminal()
-	})
-	if final.Status != "completed" || final.RequestCounts.Completed != lines || final.RequestCounts.Failed != 0 || final.OutputFileID == nil {
-		t.Fatalf("batch %s: %+v", id, final)
-	}
-	content, err := (&api.Client{BaseURL: c.url, HTTP: httpClient()}).FileContent(context.Background(), *final.OutputFileID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	sc := bufio.NewScanner(bytes.NewReader(content))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var l api.OutputLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("output line %q: %v", sc.Text(), err)
-		}
-		if l.Response == nil || l.Response.StatusCode != 200 {
-			t.Fatalf("line %s: %+v", l.CustomID, l)
-		}
-		seen[l.CustomID]++
-	}
-	for i := range lines {
-		if k := fmt.Sprintf("req-%04d", i); seen[k] != 1 {
-			t.Fatalf("custom_id %s appears %d times (want exactly once)", k, seen[k])
-		}
-	}
-	if len(seen) != lines {
-		t.Fatalf("%d distinct custom_ids, want %d", len(seen), lines)
-	}
 }
 
 func redisClient(t *testing.T, url string) *redis.Client {

@@ -162,15 +162,21 @@ func startGateway(t *testing.T, extra ...string) *cluster {
 	c.url = "http://" + addr
 	args := append([]string{"gateway", "--listen", addr, "--data", c.data, "--cluster-token", c.token}, extra...)
 	c.gw = startHerd(t, "gateway", args...)
-	waitFor(t, 30*time.Second, "gateway /healthz", func() bool {
-		resp, err := http.Get(c.url + "/healthz")
+	waitHealthy(t, c.url, "gateway /healthz")
+	return c
+}
+
+// waitHealthy waits for the gateway at url to answer /healthz with 200; what names it.
+func waitHealthy(t *testing.T, url, what string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, what, func() bool {
+		resp, err := http.Get(url + "/healthz")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return c
 }
 
 // restartGateway starts a new gateway process on the same address and data dir.
@@ -179,14 +185,7 @@ func (c *cluster) restartGateway(extra ...string) {
 	addr := strings.TrimPrefix(c.url, "http://")
 	args := append([]string{"gateway", "--listen", addr, "--data", c.data, "--cluster-token", c.token}, extra...)
 	c.gw = startHerd(c.t, "gateway-restarted", args...)
-	waitFor(c.t, 30*time.Second, "restarted gateway /healthz", func() bool {
-		resp, err := http.Get(c.url + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitHealthy(c.t, c.url, "restarted gateway /healthz")
 }
 
 // addSimAgent starts a simulated agent; args add to or override the defaults.

@@ -249,37 +249,28 @@ func TestTracingAcrossGatewayAndAgent(t *testing.T) {
 	}
 
 	// The gateway's spans arrive while it runs.
-	waitFor(t, 30*time.Second, "gateway spans", func() bool {
-		for _, r := range reqs {
-			n := 0
-			for _, s := range recv.trace(r.tid) {
-				if s.service == "herd-gateway" {
-					n++
+	// each reports whether every request's trace has at least want spans of service.
+	each := func(service string, want int) func() bool {
+		return func() bool {
+			for _, r := range reqs {
+				n := 0
+				for _, s := range recv.trace(r.tid) {
+					if s.service == service {
+						n++
+					}
+				}
+				if n < want {
+					return false
 				}
 			}
-			if n < 3 {
-				return false
-			}
+			return true
 		}
-		return true
-	})
+	}
+	waitFor(t, 30*time.Second, "gateway spans", each("herd-gateway", 3))
 	// The agents' spans arrive when they shut down: the exporter is flushed.
 	simAgent.stop()
 	oaAgent.stop()
-	waitFor(t, 30*time.Second, "agent spans flushed at shutdown", func() bool {
-		for _, r := range reqs {
-			n := 0
-			for _, s := range recv.trace(r.tid) {
-				if s.service == "herd-agent" {
-					n++
-				}
-			}
-			if n < 2 {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, 30*time.Second, "agent spans flushed at shutdown", each("herd-agent", 2))
 
 	for _, r := range reqs {
 		t.Run(r.name, func(t *testing.T) {

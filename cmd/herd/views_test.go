@@ -3,35 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/herd-llm/herd/gateway/api"
+
+	"github.com/herd-llm/herd/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
-
-// checkGoldenText compares got with testdata/name (-update rewrites it).
-func checkGoldenText(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -run %s -update to create it)", err, t.Name())
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("output differs from %s:\n%s", path, got)
-	}
-}
 
 // TestNodesView is what `herd nodes` and `herd top` print: a node that stopped reporting says
 // "down 12s ago" and its last figures are bracketed, never shown as current; the gateway's own
@@ -66,7 +45,7 @@ func TestNodesView(t *testing.T) {
 	}
 	printQueue(&b, q)
 	printNodes(&b, doc.Nodes)
-	checkGoldenText(t, "nodes.golden.txt", b.Bytes())
+	golden.Check(t, "testdata/nodes.golden.txt", b.Bytes())
 
 	for _, tc := range []struct {
 		s    float64

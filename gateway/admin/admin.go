@@ -1,12 +1,13 @@
-// Package admin serves the admin API (/admin/v1 nodes, drain, faults, models, explain): what
-// operators, the herd CLI and the dashboard use to see the cluster and act on it. Its handlers
+// Package admin serves the admin API (/admin/v1 nodes, drain, faults, models, explain, queue,
+// history): what operators, the herd CLI and the dashboard use to see the cluster and act on it. Its handlers
 // are given the registry, the scheduler and the agent clients through the small interfaces
 // declared here; the wire types are package api's. Decisions made here:
 //   - Model names are shown as the registry keeps them (registry.ModelName: an OpenAI-compatible
 //     server's ids exactly, Ollama-style names normalised), which is the form the scheduler sees,
 //     and matched as given or normalised, so "llama3" and "llama3:latest" are one model.
-//   - A node's in_flight is the scheduler's figure: the larger of the heartbeat's count and this
-//     gateway's own (gateway_in_flight shows the latter alone).
+//   - A node's in_flight is the larger of the heartbeat's count and this gateway's own
+//     (gateway_in_flight shows the latter alone). The scheduler counts differently (this
+//     gateway's own plus the other gateways' work the heartbeat reports, registry's rule).
 //   - Pull and copy stream NDJSON agentapi.Progress lines tagged with the node, flushed as they
 //     arrive; every node's part ends with exactly one line whose status is "success" or "error".
 //     The stream is tied to the admin request: a client that hangs up cancels the transfers.

@@ -1,5 +1,5 @@
 // Package api is the wire format of the gateway's own HTTP API — the admin API (/admin/v1:
-// nodes, models, drain, presets), OpenAI's Files and Batches (/v1/files, /v1/batches) and herd's
+// nodes, models, drain, queue, history, presets, keys), OpenAI's Files and Batches (/v1/files, /v1/batches) and herd's
 // batch manifest — and a typed client for it. The gateway's handlers encode these types and the
 // herd CLI (and anyone else) decodes them, so the two cannot drift apart.
 //

@@ -1,20 +1,16 @@
 package history
 
 import (
-	"bytes"
 	"encoding/json"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+	"github.com/herd-llm/herd/internal/golden"
+)
 
 func TestRing(t *testing.T) {
 	r := New(5*time.Second, 15*time.Second) // three samples
@@ -39,13 +35,7 @@ func TestRing(t *testing.T) {
 	body = append(body, '\n')
 	// Oldest first, the first sample dropped; 300 tokens over the last 5 s are 60/s; the down node
 	// has no figures (not its last ones carried forward).
-	golden := filepath.Join("testdata", "history.golden.json")
-	if *update {
-		os.WriteFile(golden, body, 0o644)
-	}
-	if want, err := os.ReadFile(golden); err != nil || !bytes.Equal(body, want) {
-		t.Errorf("history differs from %s (%v):\n%s", golden, err, body)
-	}
+	golden.Check(t, "testdata/history.golden.json", body)
 	if got := r.Samples(); len(got) != 3 || !got[0].Time.Equal(t0.Add(5*time.Second)) || got[2].TokensPerSecond != 60 {
 		t.Fatalf("samples %+v", got)
 	}

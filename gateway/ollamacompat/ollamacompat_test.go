@@ -3,34 +3,14 @@ package ollamacompat
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-llm/herd/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file:\n got: %s\nwant: %s", name, got, want)
-	}
-}
 
 // TestTranslateGolden translates each testdata/translate/NAME.ENDPOINT.json Ollama request to
 // the OpenAI request in NAME.golden.json.
@@ -62,7 +42,7 @@ func TestTranslateGolden(t *testing.T) {
 			if err := json.Indent(&pretty, up.Body, "", "  "); err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "translate/"+parts[0]+".golden.json", []byte(up.Path+"\n"+pretty.String()+"\n"))
+			golden.Check(t, "testdata/translate/"+parts[0]+".golden.json", []byte(up.Path+"\n"+pretty.String()+"\n"))
 		})
 	}
 	if n < 8 {
@@ -133,7 +113,7 @@ func TestResponseGolden(t *testing.T) {
 						t.Fatalf("line %q is not JSON", line)
 					}
 				}
-				golden(t, "stream/"+name+"."+mode+".golden", append([]byte(http200(status)), out...))
+				golden.Check(t, "testdata/stream/"+name+"."+mode+".golden", append([]byte(http200(status)), out...))
 			})
 		}
 	}
@@ -150,7 +130,7 @@ func TestGenerateFromChatStream(t *testing.T) {
 	r := NewResponse(Generate, "llama3.2:1b", true, false, start, start)
 	out := r.Feed(nil, in, start.Add(time.Second))
 	out, _ = r.End(out, start.Add(time.Second))
-	golden(t, "stream/chat.generate.golden", out)
+	golden.Check(t, "testdata/stream/chat.generate.golden", out)
 }
 
 // TestEmbedResponse translates OpenAI embeddings into /api/embed (unit vectors, in input order)

@@ -8,17 +8,19 @@ import (
 
 	"github.com/herd-llm/herd/gateway/store/storetest"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+
+	"github.com/herd-llm/herd/internal/fakeclock"
 )
 
 // sharedPair is two gateways' registries on one Redis, each with its own fake clock.
 type sharedPair struct {
 	a, b       *Registry
-	clkA, clkB *fakeClock
+	clkA, clkB *fakeclock.Clock
 }
 
 func newSharedPair(t *testing.T, url, prefix string) sharedPair {
 	t.Helper()
-	open := func() (*Registry, *fakeClock) {
+	open := func() (*Registry, *fakeclock.Clock) {
 		rs, err := OpenRedis(context.Background(), url, prefix)
 		if err != nil {
 			t.Fatal(err)

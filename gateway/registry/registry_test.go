@@ -11,30 +11,14 @@ import (
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
+
+	"github.com/herd-llm/herd/internal/fakeclock"
 )
 
-// fakeClock is a Clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+var _ Clock = (*fakeclock.Clock)(nil)
 
-var _ Clock = (*fakeClock)(nil)
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newFakeClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 const gib = 1 << 30
@@ -59,7 +43,7 @@ func beat(id string) agentapi.Heartbeat {
 	}
 }
 
-func newTestRegistry(t testing.TB) (*Registry, *fakeClock) {
+func newTestRegistry(t testing.TB) (*Registry, *fakeclock.Clock) {
 	t.Helper()
 	clk := newFakeClock()
 	r := New(Config{}, clk)

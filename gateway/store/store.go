@@ -1,5 +1,6 @@
 // Package store is the state the gateway keeps between requests and across restarts: file
-// metadata, batches with their progress, per-line checkpoints, the batch work queue, and presets.
+// metadata, batches with their progress, per-line checkpoints, the batch work queue, presets and
+// API keys (as SHA-256 digests).
 //
 // It is declared here, not in the packages that use it, because two of them (gateway/batch and
 // gateway) share one instance and the two implementations must agree on every detail; the

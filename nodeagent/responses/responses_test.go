@@ -1,19 +1,15 @@
 package responses
 
 import (
-	"bytes"
 	"encoding/json"
-	"flag"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files")
+	"github.com/herd-llm/herd/internal/golden"
+)
 
 var fixedNow = func() time.Time { return time.Unix(1764000000, 0) }
 
@@ -56,24 +52,6 @@ func translate(t *testing.T, body string, status int, contentType string, writes
 	}
 	w.Finish()
 	return rec
-}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
 }
 
 // events parses an SSE body into (event name, data object) pairs and checks the framing.
@@ -125,7 +103,7 @@ func TestStreamText(t *testing.T) {
 	if rec.flushes == 0 {
 		t.Error("no flush reached the client")
 	}
-	golden(t, "stream_text.sse", rec.Body.Bytes())
+	golden.Check(t, "testdata/stream_text.sse", rec.Body.Bytes())
 	evs := events(t, rec.Body.String())
 	want := strings.Join([]string{"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
 		"response.output_text.delta", "response.output_text.delta", "response.output_text.done", "response.content_part.done",
@@ -151,7 +129,7 @@ func TestStreamToolCalls(t *testing.T) {
 			`{"created":1764000002,"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Rome\"}"}}]}}]}`,
 			`{"created":1764000002,"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":40,"completion_tokens":20,"total_tokens":60}}`,
 		))
-	golden(t, "stream_tools.sse", rec.Body.Bytes())
+	golden.Check(t, "testdata/stream_tools.sse", rec.Body.Bytes())
 	evs := events(t, rec.Body.String())
 	want := strings.Join([]string{"response.created", "response.in_progress",
 		"response.output_item.added", "response.content_part.added", "response.output_text.delta",
@@ -178,7 +156,7 @@ func TestStreamLengthIsIncomplete(t *testing.T) {
 		`{"created":1764000003,"choices":[{"index":0,"delta":{"content":"Hel"}}]}`,
 		`{"created":1764000003,"choices":[{"index":0,"delta":{},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`,
 	))
-	golden(t, "stream_incomplete.sse", rec.Body.Bytes())
+	golden.Check(t, "testdata/stream_incomplete.sse", rec.Body.Bytes())
 	evs := events(t, rec.Body.String())
 	last := evs[len(evs)-1]
 	resp := last["response"].(map[string]any)
@@ -194,7 +172,7 @@ func TestStreamBackendError(t *testing.T) {
 		"data: " + `{"created":1764000004,"choices":[{"index":0,"delta":{"content":"Hi"}}]}` + "\n\n",
 		"\n\ndata: " + `{"error":{"message":"the sim backend stream broke: read: connection reset","type":"server_error","param":null,"code":"backend_stream_error"}}` + "\n\n",
 	})
-	golden(t, "stream_error.sse", rec.Body.Bytes())
+	golden.Check(t, "testdata/stream_error.sse", rec.Body.Bytes())
 	evs := events(t, rec.Body.String())
 	n := len(evs)
 	if evs[n-2]["type"] != "error" || evs[n-2]["code"] != "backend_stream_error" || evs[n-1]["type"] != "response.failed" {
@@ -209,7 +187,7 @@ func TestNonStream(t *testing.T) {
 	if rec.Code != 200 || rec.Header().Get("Content-Type") != "application/json" || rec.Header().Get("Content-Length") != itoa(rec.Body.Len()) {
 		t.Errorf("status %d headers %v", rec.Code, rec.Header())
 	}
-	golden(t, "nonstream.json", rec.Body.Bytes())
+	golden.Check(t, "testdata/nonstream.json", rec.Body.Bytes())
 	var r map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
 		t.Fatal(err)

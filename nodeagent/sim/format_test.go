@@ -5,19 +5,17 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"flag"
 	"math"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+	"github.com/herd-llm/herd/internal/golden"
+)
 
 func goldenNode(t *testing.T) *Node {
 	return newNode(t, Config{
@@ -56,19 +54,7 @@ func TestGoldenResponses(t *testing.T) {
 			if ct := w.Header().Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type %q", ct)
 			}
-			path := filepath.Join("testdata", tc.golden)
-			if *update {
-				if err := os.WriteFile(path, w.Body.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(w.Body.Bytes(), want) {
-				t.Errorf("response differs from %s:\ngot  %s\nwant %s", path, w.Body, want)
-			}
+			golden.Check(t, filepath.Join("testdata", tc.golden), w.Body.Bytes())
 		})
 	}
 }
