@@ -2,7 +2,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI, { toFile } from 'openai';
-import { base, apiKey, chatModel, embedModel, testTimeout, clientTimeout, assertText, assertTokens, assertParts } from './env.js';
+import { base, apiKey, chatModel, embedModel, testTimeout, clientTimeout, assertText, assertTokens, assertParts, mayBeEmpty } from './env.js';
 
 const client = new OpenAI({ baseURL: `${base}/v1`, apiKey, timeout: clientTimeout, maxRetries: 0 });
 const opts = { timeout: testTimeout };
@@ -256,10 +256,13 @@ describe('openai-node', () => {
       }
       assert.ok(created, 'no response.created event');
       assertText(deltas, 'the output_text deltas');
-      assert.equal(done, deltas, 'response.output_text.done text is not the deltas joined');
       assert.equal(last, 'response.completed', `last event ${last}`);
       assert.equal(completed.status, 'completed');
-      assert.equal(completed.output.find((o) => o.type === 'message').content[0].text, deltas);
+      // A reply the tiny real model ended at once has no text part to finish (Ollama's own stream).
+      if (!(mayBeEmpty && deltas === '')) {
+        assert.equal(done, deltas, 'response.output_text.done text is not the deltas joined');
+        assert.equal(completed.output.find((o) => o.type === 'message').content[0].text, deltas);
+      }
       assert.ok(completed.usage.input_tokens > 0, JSON.stringify(completed.usage));
       assertTokens(completed.usage.output_tokens);
     });
