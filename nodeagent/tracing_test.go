@@ -130,7 +130,7 @@ func TestInferenceSpans(t *testing.T) {
 func attributeOf(span sdktrace.ReadOnlySpan, key attribute.Key) (string, bool) {
 	for _, kv := range span.Attributes() {
 		if kv.Key == key {
-			return kv.Value.Emit(), true
+			return kv.Value.String(), true
 		}
 	}
 	return "", false
