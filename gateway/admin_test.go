@@ -244,7 +244,7 @@ func TestAdminNodesGolden(t *testing.T) {
 	}
 	env.reg.Acquire("node-a")
 	env.reg.Acquire("node-a")
-	env.reg.Acquire("node-a")                  // gateway knows of 3 in flight, the heartbeat of 1
+	env.reg.Acquire("node-a")                  // 3 of this gateway's in flight on top of the heartbeat's 1 + 2 queued: in_flight 4 (the slots), queued 2
 	env.clock.Advance(1200 * time.Millisecond) // node-a's heartbeat is 1.2 s old: up; node-b's 6.2 s: down
 
 	status, body := env.do(http.MethodGet, "/admin/v1/nodes", "")

@@ -210,8 +210,8 @@ func newClusterCollector(nodes nodeLister, queue queueSource, now func() time.Ti
 		gpuThrottled:  gpu("herd_gpu_throttled", "1 when the GPU is in thermal or power slowdown."),
 		modelResident: prometheus.NewDesc("herd_model_resident",
 			"1 when the model is loaded in memory on the node, 0 when it is only on disk.", []string{"node", "model"}, nil),
-		nodeInFlight:    nodeDesc("herd_node_in_flight", "Requests in flight on the node: the larger of its heartbeat's count and this gateway's own."),
-		nodeQueued:      nodeDesc("herd_node_queued", "Requests waiting for a slot on the node."),
+		nodeInFlight:    nodeDesc("herd_node_in_flight", "Requests in flight on the node as the scheduler counts them: this gateway's own plus the other gateways' work its last heartbeat reported."),
+		nodeQueued:      nodeDesc("herd_node_queued", "Requests waiting for a slot on the node, as the scheduler counts them."),
 		nodeUp:          nodeDesc("herd_node_up", "1 while the node's heartbeat is fresh, 0 once it is stale."),
 		nodeDraining:    nodeDesc("herd_node_draining", "1 when an operator drained the node."),
 		nodeHealthy:     nodeDesc("herd_node_healthy", "1 when every GPU of the node is healthy."),
@@ -278,8 +278,8 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		for name, r := range resident {
 			gauge(c.modelResident, boolGauge(r), id, name)
 		}
-		gauge(c.nodeInFlight, float64(max(hb.InFlight, n.GatewayInFlight)), id)
-		gauge(c.nodeQueued, float64(hb.Queued), id)
+		gauge(c.nodeInFlight, float64(n.InFlight), id)
+		gauge(c.nodeQueued, float64(n.Queued), id)
 		gauge(c.nodeUp, boolGauge(!n.Stale), id)
 		gauge(c.nodeDraining, boolGauge(n.Draining), id)
 		gauge(c.nodeHealthy, boolGauge(n.Healthy), id)

@@ -70,7 +70,7 @@ func TestMetricsScrape(t *testing.T) {
 		`herd_gpu_utilization_ratio{gpu="0",name="NVIDIA A40",node="b",simulated="false"} 0.25`,
 		`herd_model_resident{model="llama3.1:8b",node="a"} 1`,
 		`herd_model_resident{model="qwen2.5:latest",node="a"} 0`,
-		`herd_node_in_flight{node="a"} 2`, // the gateway's 2 beat the heartbeat's 1
+		`herd_node_in_flight{node="a"} 3`, // the scheduler's count: the gateway's 2 plus the heartbeat's 1 from before them
 		`herd_node_queued{node="a"} 3`,
 		`herd_node_up{node="a"} 1`,
 		`herd_node_up{node="b"} 0`,

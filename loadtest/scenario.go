@@ -20,9 +20,45 @@ const (
 	ScenarioFault = "fault"
 )
 
+// scenarios is where every scenario is registered: RunScenario dispatches on it and Scenarios
+// lists it, so the list the CLI prints cannot drift from what runs. In the order help lists them.
+var scenarios = []struct {
+	name string
+	run  func(ctx context.Context, name string, o ScenarioOptions) (ScenarioReport, error)
+}{
+	{ScenarioHetero, func(ctx context.Context, name string, o ScenarioOptions) (ScenarioReport, error) {
+		return report(runHetero(ctx, name, o))
+	}},
+	{ScenarioOverhead, func(ctx context.Context, _ string, o ScenarioOptions) (ScenarioReport, error) {
+		return report(runOverhead(ctx, o))
+	}},
+	{ScenarioFault, func(ctx context.Context, name string, o ScenarioOptions) (ScenarioReport, error) {
+		return report(runFault(ctx, name, o))
+	}},
+	{ScenarioCapacity, func(ctx context.Context, _ string, o ScenarioOptions) (ScenarioReport, error) {
+		return report(runCapacity(ctx, o))
+	}},
+	{ScenarioBatchMix, func(ctx context.Context, _ string, o ScenarioOptions) (ScenarioReport, error) {
+		return report(runBatchMix(ctx, o))
+	}},
+}
+
+// report returns a scenario's report as a ScenarioReport: nil on error, so a caller never holds
+// an interface around a nil pointer.
+func report[R ScenarioReport](r R, err error) (ScenarioReport, error) {
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
 // Scenarios lists the scenario names RunScenario accepts.
 func Scenarios() []string {
-	return []string{ScenarioHetero, ScenarioOverhead, ScenarioFault, ScenarioCapacity, ScenarioBatchMix}
+	names := make([]string, len(scenarios))
+	for i, sc := range scenarios {
+		names[i] = sc.name
+	}
+	return names
 }
 
 // Defaults of the hetero scenario, chosen so that the simulated cluster runs close to saturation
@@ -94,32 +130,31 @@ var (
 // RunScenario runs the named scenario (see Scenarios). It starts the processes it needs from the
 // herd binary and stops them before returning, whatever happens.
 func RunScenario(ctx context.Context, name string, o ScenarioOptions) (ScenarioReport, error) {
-	switch name {
-	case ScenarioHetero:
-		return runHetero(ctx, name, o)
-	case ScenarioFault:
-		if len(o.Policies) == 0 {
-			o.Policies = []string{"herd"}
+	for _, sc := range scenarios {
+		if sc.name == name {
+			return sc.run(ctx, name, o)
 		}
-		if o.Load.Workload == "" {
-			o.Load.Workload = WorkloadChatShort
-		}
-		if o.KillNodeAt <= 0 {
-			d := o.Load.Duration
-			if d <= 0 {
-				d = HeteroDefaultDuration
-			}
-			o.KillNodeAt = d / 2
-		}
-		return runHetero(ctx, name, o)
-	case ScenarioOverhead:
-		return runOverhead(ctx, o)
-	case ScenarioCapacity:
-		return runCapacity(ctx, o)
-	case ScenarioBatchMix:
-		return runBatchMix(ctx, o)
 	}
 	return nil, fmt.Errorf("%w: unknown scenario %q (want %s)", ErrBadOptions, name, strings.Join(Scenarios(), ", "))
+}
+
+// runFault is hetero with the herd policy and chat-short by default, and one agent killed
+// half way through the run unless KillNodeAt says when.
+func runFault(ctx context.Context, name string, o ScenarioOptions) (*HeteroReport, error) {
+	if len(o.Policies) == 0 {
+		o.Policies = []string{"herd"}
+	}
+	if o.Load.Workload == "" {
+		o.Load.Workload = WorkloadChatShort
+	}
+	if o.KillNodeAt <= 0 {
+		d := o.Load.Duration
+		if d <= 0 {
+			d = HeteroDefaultDuration
+		}
+		o.KillNodeAt = d / 2
+	}
+	return runHetero(ctx, name, o)
 }
 
 // PolicyResult is one policy's line of the hetero comparison.

@@ -54,10 +54,14 @@ type inferenceTrace struct {
 // traceparent header names it.
 func (a *Agent) startInference(r *http.Request, endpoint, model string, start time.Time) (*http.Request, *inferenceTrace) {
 	ctx := agentapi.ExtractTraceContext(r.Context(), r.Header)
-	op, _ := tracing.Operation(endpoint)
+	op, hasOp := tracing.Operation(endpoint)
 	kind := a.backend.Kind()
-	common := []attribute.KeyValue{op, tracing.KeyRequestModel.String(model), tracing.KeyNode.String(a.cfg.NodeID),
-		tracing.KeyBackend.String(kind), tracing.KeySimulated.Bool(a.backend.Simulated())}
+	common := make([]attribute.KeyValue, 0, 5)
+	if hasOp {
+		common = append(common, op)
+	}
+	common = append(common, tracing.KeyRequestModel.String(model), tracing.KeyNode.String(a.cfg.NodeID),
+		tracing.KeyBackend.String(kind), tracing.KeySimulated.Bool(a.backend.Simulated()))
 	srvAttrs := append([]attribute.KeyValue{semconv.HTTPRequestMethodKey.String(r.Method), semconv.HTTPRoute(endpoint)}, common...)
 	if id := r.Header.Get(agentapi.HeaderRequestID); id != "" {
 		srvAttrs = append(srvAttrs, tracing.KeyRequestID.String(id))
@@ -68,7 +72,7 @@ func (a *Agent) startInference(r *http.Request, endpoint, model string, start ti
 	if a.backend.Simulated() {
 		spanKind = trace.SpanKindInternal
 	}
-	ctx, backend := a.tracer.Start(ctx, op.Value.AsString()+" "+model, trace.WithSpanKind(spanKind),
+	ctx, backend := a.tracer.Start(ctx, tracing.SpanName(op, model), trace.WithSpanKind(spanKind),
 		trace.WithTimestamp(start), trace.WithAttributes(append(common, tracing.KeyProvider.String(kind))...))
 	out := r.WithContext(ctx)
 	out.Header = r.Header.Clone()

@@ -21,7 +21,13 @@ func TestInferenceSpans(t *testing.T) {
 		name   string
 		sim    bool
 		stream bool
-	}{{"json", false, false}, {"stream", false, true}, {"simulated", true, false}} {
+		path   string
+	}{
+		{"json", false, false, agentapi.PathChatCompletions}, {"stream", false, true, agentapi.PathChatCompletions},
+		{"simulated", true, false, agentapi.PathChatCompletions},
+		// Translated to chat completions for the backend; the spans still name a chat operation.
+		{"responses", false, false, agentapi.PathResponses},
+	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := tracetest.NewSpanRecorder()
 			tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -45,7 +51,11 @@ func TestInferenceSpans(t *testing.T) {
 			ta := newTestAgent(t, b, nil, nil, WithTracerProvider(tp))
 
 			const tid, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-			req, _ := http.NewRequest(http.MethodPost, ta.srv.URL+agentapi.PathChatCompletions, strings.NewReader(`{"model":"m","messages":[]}`))
+			body := `{"model":"m","messages":[]}`
+			if tt.path == agentapi.PathResponses {
+				body = `{"model":"m","input":"hi"}`
+			}
+			req, _ := http.NewRequest(http.MethodPost, ta.srv.URL+tt.path, strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+testToken)
 			req.Header.Set("Traceparent", "00-"+tid+"-"+parent+"-01")
 			req.Header.Set(agentapi.HeaderRequestID, "req_1")
@@ -61,7 +71,7 @@ func TestInferenceSpans(t *testing.T) {
 				t.Fatalf("%d spans, want server and backend", len(spans))
 			}
 			be, srv := spans[0], spans[1]
-			if srv.Name() != "POST /v1/chat/completions" || be.Name() != "chat m" {
+			if srv.Name() != "POST "+tt.path || be.Name() != "chat m" {
 				t.Fatalf("span names %q, %q", srv.Name(), be.Name())
 			}
 			if srv.SpanContext().TraceID().String() != tid || srv.Parent().SpanID().String() != parent || srv.SpanKind() != trace.SpanKindServer {
@@ -89,6 +99,14 @@ func TestInferenceSpans(t *testing.T) {
 			if tt.stream {
 				finish = "length"
 			}
+			for _, kv := range srv.Attributes() {
+				if kv.Key == "" {
+					t.Error("server span has an attribute without a key")
+				}
+			}
+			if op, _ := attributeOf(srv, "gen_ai.operation.name"); op != "chat" {
+				t.Errorf("server span gen_ai.operation.name = %q", op)
+			}
 			for k, v := range map[attribute.Key]any{
 				"gen_ai.usage.input_tokens": int64(3), "gen_ai.usage.output_tokens": int64(1), "gen_ai.request.model": "m",
 				"gen_ai.operation.name": "chat", "herd.node": "node-a", "herd.simulated": tt.sim, "gen_ai.request.stream": tt.stream,
@@ -106,4 +124,14 @@ func TestInferenceSpans(t *testing.T) {
 			}
 		})
 	}
+}
+
+// attributeOf returns span's attribute key as a string, and whether it has it.
+func attributeOf(span sdktrace.ReadOnlySpan, key attribute.Key) (string, bool) {
+	for _, kv := range span.Attributes() {
+		if kv.Key == key {
+			return kv.Value.String(), true
+		}
+	}
+	return "", false
 }

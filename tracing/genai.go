@@ -69,9 +69,11 @@ const EventFirstToken = "herd.first_token"
 
 // Operation returns gen_ai.operation.name for an OpenAI or Ollama endpoint path
 // ("/v1/chat/completions", "/api/chat"), and false for a path that is not an inference endpoint.
+// The OpenAI Responses API is a chat operation in the gen_ai semantic conventions: "chat" covers
+// every chat-style generation, and no Responses-specific value is defined.
 func Operation(path string) (attribute.KeyValue, bool) {
 	switch path {
-	case "/v1/chat/completions", "/api/chat":
+	case "/v1/chat/completions", "/v1/responses", "/api/chat":
 		return semconv.GenAIOperationNameChat, true
 	case "/v1/completions", "/api/generate":
 		return semconv.GenAIOperationNameTextCompletion, true
@@ -79,6 +81,22 @@ func Operation(path string) (attribute.KeyValue, bool) {
 		return semconv.GenAIOperationNameEmbeddings, true
 	}
 	return attribute.KeyValue{}, false
+}
+
+// SpanName is the name of a gen_ai client span, "{gen_ai.operation.name} {gen_ai.request.model}"
+// as the conventions name it, falling back to whichever part is known so that a name never
+// starts or ends with a space ("inference" when neither is).
+func SpanName(op attribute.KeyValue, model string) string {
+	name := op.Value.AsString()
+	switch {
+	case name != "" && model != "":
+		return name + " " + model
+	case name != "":
+		return name
+	case model != "":
+		return model
+	}
+	return "inference"
 }
 
 // TailSize is how much of the end of an answer to keep for ScanResponse: usage, the finish

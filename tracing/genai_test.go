@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
@@ -49,13 +50,34 @@ func TestScanResponse(t *testing.T) {
 }
 
 func TestOperation(t *testing.T) {
-	for path, want := range map[string]string{"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings"} {
+	for path, want := range map[string]string{
+		"/v1/chat/completions": "chat", "/v1/responses": "chat", "/api/chat": "chat",
+		"/v1/completions": "text_completion", "/api/generate": "text_completion",
+		"/v1/embeddings": "embeddings", "/api/embed": "embeddings", "/api/embeddings": "embeddings",
+	} {
 		if op, ok := Operation(path); !ok || op.Value.AsString() != want || op.Key != KeyOperation {
 			t.Errorf("Operation(%q) = %v %v", path, op, ok)
 		}
 	}
 	if _, ok := Operation("/v1/models"); ok {
 		t.Error("/v1/models is not an inference operation")
+	}
+}
+
+func TestSpanName(t *testing.T) {
+	chat, _ := Operation("/v1/responses")
+	for _, tt := range []struct {
+		op          attribute.KeyValue
+		model, want string
+	}{
+		{chat, "llama3.2:1b", "chat llama3.2:1b"},
+		{chat, "", "chat"},
+		{attribute.KeyValue{}, "llama3.2:1b", "llama3.2:1b"},
+		{attribute.KeyValue{}, "", "inference"},
+	} {
+		if got := SpanName(tt.op, tt.model); got != tt.want {
+			t.Errorf("SpanName(%v, %q) = %q, want %q", tt.op.Value.AsString(), tt.model, got, tt.want)
+		}
 	}
 }
 

@@ -264,36 +264,56 @@ func newModelsCmd() *cobra.Command {
 	var pullNodes []string
 	pull := &cobra.Command{
 		Use:   "pull MODEL",
-		Short: "Pull a model onto nodes (all nodes unless --nodes)",
+		Short: "Pull a model onto nodes' disks from the backend's registry (every live node unless --nodes)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cf.client().Pull(cmd.Context(), api.PullRequest{Model: args[0], Nodes: pullNodes}, progress(cmd))
 		},
 	}
-	listFlag(pull.Flags(), &pullNodes, "nodes", "node ids")
-	var node string
-	loadCmd := func(action string) *cobra.Command {
-		c := &cobra.Command{
-			Use:   action + " MODEL",
-			Short: strings.ToUpper(action[:1]) + action[1:] + " a model (into / out of GPU memory)",
-			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				var err error
-				if action == "load" {
-					_, err = cf.client().Load(cmd.Context(), api.LoadRequest{Model: args[0], Node: node})
-				} else {
-					err = cf.client().Unload(cmd.Context(), api.UnloadRequest{Model: args[0], Node: node})
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %sed\n", args[0], action)
+	listFlag(pull.Flags(), &pullNodes, "nodes", "node ids to pull onto (default: every live node)")
+	var loadNode string
+	load := &cobra.Command{
+		Use:   "load MODEL [--node NODE]",
+		Short: "Load a model into GPU memory (placed by the scheduler unless --node)",
+		Long: "Load a model into a node's GPU memory. Without --node the gateway's placement planner\n" +
+			"picks a node that has the weights on disk and room for it (VRAM estimate), unloading the\n" +
+			"idle models the plan evicts (least recently used first); a model already resident stays\n" +
+			"where it is. With --node it is loaded there, nothing evicted.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := cf.client().Load(cmd.Context(), api.LoadRequest{Model: args[0], Node: loadNode})
+			if err != nil {
+				return err
+			}
+			for _, e := range r.Evicted {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: evicted %s (%s)\n", r.Node, e.Model, gib(e.VRAMBytes))
+			}
+			if r.Status == "already_resident" {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: already resident on %s\n", args[0], r.Node)
 				return nil
-			},
-		}
-		c.Flags().StringVar(&node, "node", "", "node id (load: default the node with the most free VRAM)")
-		return c
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: loaded on %s\n", args[0], r.Node)
+			return nil
+		},
 	}
+	load.Flags().StringVar(&loadNode, "node", "", "node id to load on (default: the scheduler's placement among the nodes that have the model on disk)")
+	var unloadNode string
+	unload := &cobra.Command{
+		Use:   "unload MODEL [--node NODE]",
+		Short: "Unload a model from GPU memory (from every node it is resident on unless --node)",
+		Long: "Unload a model from GPU memory. Without --node it is unloaded from every live node where\n" +
+			"it is resident; with --node from that node only. The weights stay on disk (herd models rm\n" +
+			"deletes them).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cf.client().Unload(cmd.Context(), api.UnloadRequest{Model: args[0], Node: unloadNode}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: unloaded\n", args[0])
+			return nil
+		},
+	}
+	unload.Flags().StringVar(&unloadNode, "node", "", "node id to unload from (default: every live node where the model is resident)")
 	var from, to string
 	cp := &cobra.Command{
 		Use:   "copy MODEL --from NODE --to NODE",
@@ -324,8 +344,8 @@ func newModelsCmd() *cobra.Command {
 			return nil
 		},
 	}
-	rm.Flags().StringVar(&rmNode, "node", "", "node id")
-	cmd.AddCommand(pull, loadCmd("load"), loadCmd("unload"), cp, rm)
+	rm.Flags().StringVar(&rmNode, "node", "", "node id to delete the model from (required: deleting loses the weights)")
+	cmd.AddCommand(pull, load, unload, cp, rm)
 	return cmd
 }
 

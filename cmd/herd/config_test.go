@@ -3,11 +3,17 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/herd-llm/herd/gateway/batch"
+	"github.com/herd-llm/herd/nodeagent"
+	"github.com/herd-llm/herd/scheduler"
 )
 
 func TestConfigPrecedence(t *testing.T) {
@@ -88,6 +94,92 @@ func TestExampleConfigParses(t *testing.T) {
 	}
 	if doc.Gateway.IdleTimeout != 2*time.Minute || doc.Gateway.BodyReadTimeout != 30*time.Second {
 		t.Fatalf("example timeouts: idle %s, body %s", doc.Gateway.IdleTimeout, doc.Gateway.BodyReadTimeout)
+	}
+
+	// Every setting of the config structs is in the example, so it documents them all.
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	yamlPaths(root.Content[0], "", have)
+	for _, want := range configPaths(reflect.TypeFor[document](), "") {
+		if !have[want] {
+			t.Errorf("deploy/herd.example.yaml lacks %s", want)
+		}
+	}
+	// The sections it says hold the defaults do; the agent listens where its flag does.
+	if doc.Agent.Listen != nodeagent.DefaultListen {
+		t.Errorf("example agent listen %q, the default is %q", doc.Agent.Listen, nodeagent.DefaultListen)
+	}
+	wantBatch := batch.DefaultConfig()
+	wantBatch.MaxLineBytes = 0 // the gateway's max_body_bytes
+	if doc.Gateway.Batch != wantBatch {
+		t.Errorf("example batch %+v, defaults %+v", doc.Gateway.Batch, wantBatch)
+	}
+	if sc := scheduler.DefaultConfig(); doc.Gateway.Scheduler != sc {
+		t.Errorf("example scheduler %+v, defaults %+v", doc.Gateway.Scheduler, sc)
+	}
+	def := defaultDocument()
+	def.Agent.NodeID, def.Agent.GatewayURLs, def.Agent.ClusterToken = "", doc.Agent.GatewayURLs, doc.Agent.ClusterToken // hostname; marked examples
+	def.Agent.Version = doc.Agent.Version
+	if !doc.Agent.Tracing.IsZero() || !doc.Gateway.Tracing.IsZero() {
+		t.Errorf("example tracing sets something: %+v, %+v", doc.Gateway.Tracing, doc.Agent.Tracing)
+	}
+	def.Agent.Tracing = doc.Agent.Tracing // {} and nil maps alike
+	if !reflect.DeepEqual(doc.Agent, def.Agent) {
+		t.Errorf("example agent section %+v, defaults %+v", doc.Agent, def.Agent)
+	}
+}
+
+// configPaths lists the dotted YAML keys of t's settings ("gateway.batch.concurrency"): a
+// struct's tagged fields, inline structs flattened, slices of structs as their element's keys.
+func configPaths(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		ft := f.Type
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			ft = ft.Elem()
+		}
+		if opts == "inline" {
+			out = append(out, configPaths(ft, prefix)...)
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		path := prefix + name
+		if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Time]() {
+			out = append(out, configPaths(ft, path+".")...)
+			continue
+		}
+		out = append(out, path)
+	}
+	return out
+}
+
+// yamlPaths records in have the dotted keys of a YAML mapping, the keys of every element of a
+// sequence of mappings under its own key.
+func yamlPaths(n *yaml.Node, prefix string, have map[string]bool) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		path := prefix + n.Content[i].Value
+		have[path] = true
+		switch v := n.Content[i+1]; v.Kind {
+		case yaml.MappingNode:
+			yamlPaths(v, path+".", have)
+		case yaml.SequenceNode:
+			for _, e := range v.Content {
+				yamlPaths(e, path+".", have)
+			}
+		}
 	}
 }
 

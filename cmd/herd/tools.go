@@ -108,7 +108,7 @@ func newLoadtestCmd() *cobra.Command {
 	var f loadtestFlags
 	cmd := &cobra.Command{
 		Use:   "loadtest",
-		Short: "Load test an OpenAI-compatible endpoint, or run a benchmark scenario (hetero, overhead, fault)",
+		Short: "Load test an OpenAI-compatible endpoint, or run a benchmark scenario (" + strings.Join(loadtest.Scenarios(), ", ") + ")",
 		Long: "Without --scenario, herd loadtest sends a seeded workload to --target (any OpenAI-compatible\n" +
 			"endpoint, herd or not) and reports TTFT, inter-token latency, end-to-end latency, throughput,\n" +
 			"goodput at the SLO and errors by kind.\n\n" +

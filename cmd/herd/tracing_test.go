@@ -220,18 +220,24 @@ func TestTracingAcrossGatewayAndAgent(t *testing.T) {
 	c.waitNodes(2)
 
 	type req struct {
-		name, tid, model, node string
-		stream                 bool
+		name, path, tid, model, node string
+		stream                       bool
 	}
+	const chat, responses = "/v1/chat/completions", "/v1/responses"
 	reqs := []req{
-		{"json", "4bf92f3577b34da6a3ce929d0e0e4736", "llama3.2:1b", "node-sim", false},
-		{"stream", "5bf92f3577b34da6a3ce929d0e0e4737", "llama3.2:1b", "node-sim", true},
-		{"openai-backend", "6bf92f3577b34da6a3ce929d0e0e4738", "fake-model", "node-oa", false},
+		{"json", chat, "4bf92f3577b34da6a3ce929d0e0e4736", "llama3.2:1b", "node-sim", false},
+		{"stream", chat, "5bf92f3577b34da6a3ce929d0e0e4737", "llama3.2:1b", "node-sim", true},
+		{"openai-backend", chat, "6bf92f3577b34da6a3ce929d0e0e4738", "fake-model", "node-oa", false},
+		// The agent translates a Responses request for the simulated backend to chat completions.
+		{"responses", responses, "7bf92f3577b34da6a3ce929d0e0e4739", "llama3.2:1b", "node-sim", false},
 	}
 	const clientSpan = "00f067aa0ba902b7"
 	for _, r := range reqs {
 		body := fmt.Sprintf(`{"model":%q,"max_tokens":8,"stream":%v,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, r.model, r.stream)
-		hr, _ := http.NewRequest(http.MethodPost, c.url+"/v1/chat/completions", strings.NewReader(body))
+		if r.path == responses {
+			body = fmt.Sprintf(`{"model":%q,"max_output_tokens":8,"stream":%v,"input":"hi"}`, r.model, r.stream)
+		}
+		hr, _ := http.NewRequest(http.MethodPost, c.url+r.path, strings.NewReader(body))
 		hr.Header.Set("Content-Type", "application/json")
 		hr.Header.Set("Traceparent", "00-"+r.tid+"-"+clientSpan+"-01")
 		resp, err := httpClient().Do(hr)
@@ -275,10 +281,10 @@ func TestTracingAcrossGatewayAndAgent(t *testing.T) {
 	for _, r := range reqs {
 		t.Run(r.name, func(t *testing.T) {
 			spans := recv.trace(r.tid)
-			gw := find(t, spans, "herd-gateway", "POST /v1/chat/completions")
+			gw := find(t, spans, "herd-gateway", "POST "+r.path)
 			sched := find(t, spans, "herd-gateway", "herd.schedule")
 			att := find(t, spans, "herd-gateway", "herd.attempt")
-			ag := find(t, spans, "herd-agent", "POST /v1/chat/completions")
+			ag := find(t, spans, "herd-agent", "POST "+r.path)
 			be := find(t, spans, "herd-agent", "chat "+r.model)
 
 			if parentID(gw) != clientSpan {
@@ -302,17 +308,23 @@ func TestTracingAcrossGatewayAndAgent(t *testing.T) {
 				}
 			}
 			stream := fmt.Sprint(r.stream)
+			present := []string{"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
+				"gen_ai.response.model", "herd.ttft_ms", "herd.queue_wait_ms", "herd.request_id"}
+			if r.path == chat {
+				// A Responses answer has a status, not finish_reason values.
+				present = append(present, "gen_ai.response.finish_reasons")
+			}
 			wantAttrs(t, gw, map[string]string{
 				"gen_ai.operation.name": "chat", "gen_ai.request.model": r.model, "herd.node": r.node,
 				"herd.attempts": "1", "gen_ai.request.max_tokens": "8", "gen_ai.request.stream": stream,
-				"http.response.status_code": "200", "http.route": "/v1/chat/completions",
-			}, "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.finish_reasons",
-				"gen_ai.response.model", "herd.ttft_ms", "herd.queue_wait_ms", "herd.request_id")
+				"http.response.status_code": "200", "http.route": r.path,
+			}, present...)
 			wantAttrs(t, sched, map[string]string{"herd.node": r.node, "herd.policy": "herd"},
 				"herd.candidates", "herd.candidate_nodes", "herd.rejected", "herd.score", "herd.queue_wait_ms")
 			wantAttrs(t, att, map[string]string{"herd.node": r.node, "herd.attempt": "1", "http.response.status_code": "200"})
 			wantAttrs(t, ag, map[string]string{"herd.node": r.node, "gen_ai.request.model": r.model, "http.response.status_code": "200"},
 				"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens")
+			wantAttrs(t, ag, map[string]string{"gen_ai.operation.name": "chat", "http.route": r.path})
 			wantAttrs(t, be, map[string]string{"gen_ai.operation.name": "chat", "gen_ai.request.model": r.model},
 				"gen_ai.provider.name", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens")
 			if len(att.span.GetEvents()) == 0 || att.span.GetEvents()[0].GetName() != "herd.first_token" {

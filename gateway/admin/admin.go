@@ -5,9 +5,10 @@
 //   - Model names are shown as the registry keeps them (registry.ModelName: an OpenAI-compatible
 //     server's ids exactly, Ollama-style names normalised), which is the form the scheduler sees,
 //     and matched as given or normalised, so "llama3" and "llama3:latest" are one model.
-//   - A node's in_flight is the larger of the heartbeat's count and this gateway's own
-//     (gateway_in_flight shows the latter alone). The scheduler counts differently (this
-//     gateway's own plus the other gateways' work the heartbeat reports, registry's rule).
+//   - A node's in_flight and queued are the counts the scheduler uses, taken from the registry
+//     (this gateway's own requests plus the other gateways' work the last heartbeat reported,
+//     registry's rule), so what an operator sees is what placement saw; gateway_in_flight is
+//     this gateway's own count alone.
 //   - Pull and copy stream NDJSON agentapi.Progress lines tagged with the node, flushed as they
 //     arrive; every node's part ends with exactly one line whose status is "success" or "error".
 //     The stream is tied to the admin request: a client that hangs up cancels the transfers.
@@ -174,8 +175,8 @@ func toAdminNode(v registry.NodeView) api.Node {
 		Draining: v.Draining, Stale: v.Stale, Circuit: v.Circuit,
 		GPUs:     make([]api.GPU, 0, len(hb.GPUs)),
 		Models:   make([]api.NodeModel, 0, len(hb.Models)),
-		InFlight: max(hb.InFlight, v.GatewayInFlight), GatewayInFlight: v.GatewayInFlight,
-		Queued: hb.Queued, Slots: hb.Slots,
+		InFlight: v.InFlight, GatewayInFlight: v.GatewayInFlight,
+		Queued: v.Queued, Slots: hb.Slots,
 		LastHeartbeat: v.LastHeartbeat.UTC(), StartedAt: hb.StartedAt.UTC(),
 		TelemetryError: hb.TelemetryError, BackendError: hb.BackendError,
 	}

@@ -26,7 +26,9 @@ type Node struct {
 	Circuit         string      `json:"circuit"`
 	GPUs            []GPU       `json:"gpus"`
 	Models          []NodeModel `json:"models"`
-	// InFlight is the scheduler's figure: the larger of the heartbeat's count and this gateway's.
+	// InFlight and Queued are the scheduler's figures: this gateway's own requests plus the
+	// other gateways' work the node's last heartbeat reported, split at Slots. GatewayInFlight
+	// is this gateway's own count alone.
 	InFlight        int       `json:"in_flight"`
 	GatewayInFlight int       `json:"gateway_in_flight"`
 	Queued          int       `json:"queued"`

@@ -71,7 +71,7 @@ func (r *Ring) Sample(now time.Time, nodes []registry.NodeView, queue []admissio
 		hb := &v.Heartbeat
 		p := api.HistoryNodePoint{ID: hb.NodeID, Up: !v.Stale, Simulated: hb.Simulated}
 		if p.Up {
-			s.InFlight += max(hb.InFlight, v.GatewayInFlight)
+			s.InFlight += v.InFlight // the scheduler's figure
 			if len(hb.GPUs) > 0 {
 				var util, power float64
 				var used, total uint64

@@ -18,11 +18,13 @@ func TestRing(t *testing.T) {
 	gpu := func(util, watts float64, used uint64) agentapi.GPU {
 		return agentapi.GPU{UtilizationRatio: util, PowerWatts: watts, MemoryUsedBytes: used, MemoryTotalBytes: 16 << 30, Simulated: true}
 	}
+	// In flight is the scheduler's count (the view's InFlight), not the heartbeat's: sim1-t4 has
+	// 3 (its heartbeat's 2 plus one of this gateway's sent since), cpu-1 this gateway's 1.
 	up := registry.NodeView{Heartbeat: agentapi.Heartbeat{NodeID: "sim1-t4", Simulated: true, InFlight: 2,
-		GPUs: []agentapi.GPU{gpu(0.5, 50, 4<<30), gpu(1, 70, 8<<30)}}}
+		GPUs: []agentapi.GPU{gpu(0.5, 50, 4<<30), gpu(1, 70, 8<<30)}}, GatewayInFlight: 1, InFlight: 3}
 	down := registry.NodeView{Heartbeat: agentapi.Heartbeat{NodeID: "gpu-2", InFlight: 9,
 		GPUs: []agentapi.GPU{{UtilizationRatio: 1, PowerWatts: 333, MemoryTotalBytes: 48 << 30}}}, Stale: true}
-	noGPU := registry.NodeView{Heartbeat: agentapi.Heartbeat{NodeID: "cpu-1"}, GatewayInFlight: 1}
+	noGPU := registry.NodeView{Heartbeat: agentapi.Heartbeat{NodeID: "cpu-1"}, GatewayInFlight: 1, InFlight: 1}
 	queue := []admission.QueueDepth{{Model: "m", Class: "interactive", Waiting: 3}, {Model: "m", Class: "batch", Waiting: 40}, {Model: "n", Class: "interactive", Waiting: 1}}
 	for i := range 4 {
 		r.AddTokens(int64(100 * i))

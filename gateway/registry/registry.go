@@ -228,6 +228,10 @@ type NodeView struct {
 	LastHeartbeat time.Time
 	// GatewayInFlight counts requests this gateway has sent to the node and not yet finished.
 	GatewayInFlight int
+	// InFlight and Queued are the counts the scheduler sees for the node (scheduler.Node's):
+	// this gateway's own requests plus the other gateways' work its last heartbeat reported,
+	// split at the node's slots (see the package doc).
+	InFlight, Queued int
 }
 
 type circuitState uint8
@@ -783,6 +787,8 @@ func (r *Registry) viewLocked(n *node, now time.Time) NodeView {
 	n.cmu.Lock()
 	circuit := n.circuitLocked(now)
 	n.cmu.Unlock()
+	local := int(n.local.Load())
+	inFlight, queued := n.load(local)
 	return NodeView{
 		Heartbeat:       n.hb,
 		Healthy:         n.base.Healthy,
@@ -791,7 +797,9 @@ func (r *Registry) viewLocked(n *node, now time.Time) NodeView {
 		UnhealthyReason: n.base.UnhealthyReason,
 		Circuit:         circuit,
 		LastHeartbeat:   n.lastSeen,
-		GatewayInFlight: int(n.local.Load()),
+		GatewayInFlight: local,
+		InFlight:        inFlight,
+		Queued:          queued,
 	}
 }
 

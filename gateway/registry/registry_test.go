@@ -446,8 +446,16 @@ func TestInFlightLocalPlusOther(t *testing.T) {
 		if n.InFlight != tc.want || n.Queued != tc.wantQ {
 			t.Errorf("row %d: InFlight %d Queued %d, want %d and %d", i, n.InFlight, n.Queued, tc.want, tc.wantQ)
 		}
-		if v, _ := r.Node("a"); v.GatewayInFlight != tc.local {
+		v, _ := r.Node("a")
+		if v.GatewayInFlight != tc.local {
 			t.Errorf("row %d: GatewayInFlight %d, want %d", i, v.GatewayInFlight, tc.local)
+		}
+		// The admin view shows the scheduler's counts.
+		if v.InFlight != n.InFlight || v.Queued != n.Queued {
+			t.Errorf("row %d: view InFlight %d Queued %d, snapshot %d and %d", i, v.InFlight, v.Queued, n.InFlight, n.Queued)
+		}
+		if vs := r.Nodes(); len(vs) != 1 || vs[0].InFlight != n.InFlight || vs[0].Queued != n.Queued {
+			t.Errorf("row %d: Nodes() view differs from the snapshot", i)
 		}
 	}
 }
