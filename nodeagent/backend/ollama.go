@@ -153,8 +153,13 @@ func (o *Ollama) ServesResponses(ctx context.Context) bool { return o.proxy.serv
 func (o *Ollama) ModelsDir() string { return o.modelsDir }
 
 // ServeInference proxies the request to Ollama's own OpenAI-compatible route, so what the client
-// gets is exactly what Ollama writes.
+// gets is what Ollama writes, with one defect of its Responses stream mended (see mendingWriter).
 func (o *Ollama) ServeInference(w http.ResponseWriter, r *http.Request, endpoint string, body []byte) {
+	if endpoint == agentapi.PathResponses {
+		m := &mendingWriter{ResponseWriter: w}
+		defer m.finish()
+		w = m
+	}
 	o.proxy.serve(w, r, endpoint, body)
 }
 
