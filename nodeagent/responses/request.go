@@ -19,8 +19,10 @@
 //     use, code interpreter, MCP, ...) are refused with a 400 naming the tool.
 //   - input_image maps to a chat image_url part (URL or data URL); file inputs (file_id,
 //     input_file) are refused: there is no file store behind a chat backend.
-//   - Reasoning items in the input are dropped (a chat backend cannot take them back); reasoning
-//     text a backend streams is not turned into reasoning items.
+//   - Reasoning items in the input are dropped (a chat backend cannot take them back). Reasoning
+//     text a backend sends (reasoning_content or reasoning, in chunks or in the message) becomes a
+//     reasoning item before the message, its text one reasoning_text content part, streamed as
+//     response.reasoning_text.delta/done; its summary is empty, as a chat backend writes none.
 //   - developer messages become system messages, which every chat backend accepts.
 //   - A chat finish_reason "length" makes the response "incomplete" with reason
 //     max_output_tokens; "content_filter" makes it incomplete with reason content_filter.

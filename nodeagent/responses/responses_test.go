@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	oairesponses "github.com/openai/openai-go/v3/responses"
 
 	"github.com/herd-llm/herd/internal/golden"
 )
@@ -329,4 +332,98 @@ func FuzzWriter(f *testing.F) {
 			t.Fatalf("stream %q gave %d terminal events:\n%s", stream, terminal, types(evs))
 		}
 	})
+}
+
+func TestStreamReasoning(t *testing.T) {
+	// llama.cpp's server names the field reasoning_content, Ollama and newer vLLM reasoning.
+	for _, field := range []string{"reasoning_content", "reasoning"} {
+		t.Run(field, func(t *testing.T) {
+			rec := translate(t, `{"model":"qwen3:8b","input":"2+2?","stream":true,"reasoning":{"effort":"low"}}`, 200, "text/event-stream", chatSSE(
+				`{"created":1764000006,"choices":[{"index":0,"delta":{"role":"assistant","content":"","`+field+`":"Two plus"}}]}`,
+				`{"created":1764000006,"choices":[{"index":0,"delta":{"`+field+`":" two is four."}}]}`,
+				`{"created":1764000006,"choices":[{"index":0,"delta":{"content":"4"}}]}`,
+				`{"created":1764000006,"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":9,"total_tokens":14,"completion_tokens_details":{"reasoning_tokens":7}}}`,
+			))
+			golden.Check(t, "testdata/stream_reasoning.sse", rec.Body.Bytes())
+			evs := events(t, rec.Body.String())
+			want := strings.Join([]string{"response.created", "response.in_progress",
+				"response.output_item.added", "response.reasoning_text.delta", "response.reasoning_text.delta",
+				"response.reasoning_text.done", "response.output_item.done",
+				"response.output_item.added", "response.content_part.added", "response.output_text.delta",
+				"response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"}, "\n")
+			if got := types(evs); got != want {
+				t.Fatalf("event sequence:\n%s\nwant:\n%s", got, want)
+			}
+			if d := evs[6]["item"].(map[string]any); d["type"] != "reasoning" || d["id"] != evs[3]["item_id"] {
+				t.Errorf("reasoning item %v", d)
+			}
+			resp := evs[len(evs)-1]["response"].(map[string]any)
+			out := resp["output"].([]any)
+			rs := out[0].(map[string]any)
+			part := rs["content"].([]any)[0].(map[string]any)
+			if len(out) != 2 || rs["type"] != "reasoning" || part["type"] != "reasoning_text" || part["text"] != "Two plus two is four." ||
+				len(rs["summary"].([]any)) != 0 || out[1].(map[string]any)["type"] != "message" {
+				t.Errorf("output %v", out)
+			}
+			if u := resp["usage"].(map[string]any); u["output_tokens_details"].(map[string]any)["reasoning_tokens"] != 7.0 {
+				t.Errorf("usage %v", u)
+			}
+		})
+	}
+}
+
+func TestNonStreamReasoning(t *testing.T) {
+	rec := translate(t, `{"model":"qwen3:8b","input":"2+2?"}`, 200, "application/json", []string{
+		`{"created":1764000007,"choices":[{"index":0,"message":{"role":"assistant","content":"4","reasoning_content":"Two plus two is four."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":9,"total_tokens":14}}`,
+	})
+	golden.Check(t, "testdata/nonstream_reasoning.json", rec.Body.Bytes())
+	var r struct {
+		Output []struct {
+			Type    string `json:"type"`
+			Content []struct {
+				Type, Text string
+			} `json:"content"`
+		} `json:"output"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Output) != 2 || r.Output[0].Type != "reasoning" || r.Output[0].Content[0].Text != "Two plus two is four." ||
+		r.Output[1].Type != "message" || r.Output[1].Content[0].Text != "4" {
+		t.Errorf("output %+v", r.Output)
+	}
+}
+
+// TestReasoningReadByOpenAIGo reads the translated reasoning stream with the official Go SDK's
+// own types: the events it names are the ones its union knows, and the final response's
+// reasoning item carries the text.
+func TestReasoningReadByOpenAIGo(t *testing.T) {
+	body, err := os.ReadFile("testdata/stream_reasoning.sse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deltas string
+	var final oairesponses.Response
+	for _, ev := range events(t, string(body)) {
+		raw, _ := json.Marshal(ev)
+		var u oairesponses.ResponseStreamEventUnion
+		if err := json.Unmarshal(raw, &u); err != nil {
+			t.Fatalf("SDK cannot read %s: %v", raw, err)
+		}
+		switch v := u.AsAny().(type) {
+		case oairesponses.ResponseReasoningTextDeltaEvent:
+			deltas += v.Delta
+		case oairesponses.ResponseCompletedEvent:
+			final = v.Response
+		case nil:
+			t.Errorf("the SDK does not know event %s", ev["type"])
+		}
+	}
+	if deltas != "Two plus two is four." || final.OutputText() != "4" {
+		t.Fatalf("deltas %q, output text %q", deltas, final.OutputText())
+	}
+	rs := final.Output[0].AsReasoning()
+	if rs.ID == "" || len(rs.Content) != 1 || rs.Content[0].Text != "Two plus two is four." {
+		t.Errorf("reasoning item %+v", rs)
+	}
 }

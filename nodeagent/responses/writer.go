@@ -51,6 +51,7 @@ type Writer struct {
 	created   int64
 	output    []*item
 	text      *item         // the open message item, if any
+	reasoning *item         // the open reasoning item, if any
 	calls     map[int]*item // open function_call items by chat tool-call index
 	lastCall  *item
 	finish    string
@@ -64,7 +65,7 @@ var _ http.Flusher = (*Writer)(nil)
 type item struct {
 	index int
 	id    string
-	kind  string // "message" or "function_call"
+	kind  string // "message", "function_call" or "reasoning"
 	text  bytes.Buffer
 	// function calls
 	callID, name string
@@ -240,6 +241,25 @@ type chatToolCallDelta struct {
 	} `json:"function"`
 }
 
+// chatReasoning is the reasoning text a chat backend sends beside the answer, under either of the
+// two names in use: reasoning_content (llama.cpp's server, DeepSeek, vLLM before 0.10) and
+// reasoning (Ollama's OpenAI-compatible API, vLLM since, OpenRouter).
+type chatReasoning struct {
+	ReasoningContent *string `json:"reasoning_content"`
+	Reasoning        *string `json:"reasoning"`
+}
+
+// text is the reasoning text, "" for none.
+func (r chatReasoning) text() string {
+	switch {
+	case r.ReasoningContent != nil && *r.ReasoningContent != "":
+		return *r.ReasoningContent
+	case r.Reasoning != nil:
+		return *r.Reasoning
+	}
+	return ""
+}
+
 type chatChunk struct {
 	Created int64 `json:"created"`
 	Choices []struct {
@@ -247,6 +267,7 @@ type chatChunk struct {
 			Content   *string             `json:"content"`
 			Refusal   *string             `json:"refusal"`
 			ToolCalls []chatToolCallDelta `json:"tool_calls"`
+			chatReasoning
 		} `json:"delta"`
 		FinishReason *string `json:"finish_reason"`
 	} `json:"choices"`
@@ -261,6 +282,7 @@ type chatCompletion struct {
 			Content   *string             `json:"content"`
 			Refusal   *string             `json:"refusal"`
 			ToolCalls []chatToolCallDelta `json:"tool_calls"`
+			chatReasoning
 		} `json:"message"`
 		FinishReason *string `json:"finish_reason"`
 	} `json:"choices"`
@@ -293,6 +315,9 @@ func (t *Writer) line(line []byte) {
 	}
 	t.start(c.Created)
 	for _, ch := range c.Choices {
+		if r := ch.Delta.text(); r != "" {
+			t.reasoningDelta(r)
+		}
 		if ch.Delta.Content != nil && *ch.Delta.Content != "" {
 			t.textDelta(*ch.Delta.Content)
 		}
@@ -366,8 +391,35 @@ func (t *Writer) newItem(kind, prefix string) *item {
 	return it
 }
 
+// reasoningDelta adds reasoning text: a reasoning item, with its text as one reasoning_text part,
+// as OpenAI's open-weight models and vLLM give it (no summary: a chat backend makes none).
+func (t *Writer) reasoningDelta(s string) {
+	if t.reasoning == nil {
+		t.closeText("completed")
+		t.closeCalls()
+		t.reasoning = t.newItem("reasoning", "rs")
+		t.event("response.output_item.added", map[string]any{"output_index": t.reasoning.index, "item": reasoningJSON(t.reasoning, "in_progress", false)})
+	}
+	t.reasoning.text.WriteString(s)
+	t.event("response.reasoning_text.delta", map[string]any{"item_id": t.reasoning.id, "output_index": t.reasoning.index, "content_index": 0,
+		"delta": s})
+}
+
+func (t *Writer) closeReasoning(status string) {
+	it := t.reasoning
+	if it == nil {
+		return
+	}
+	t.reasoning = nil
+	it.done = true
+	t.event("response.reasoning_text.done", map[string]any{"item_id": it.id, "output_index": it.index, "content_index": 0,
+		"text": it.text.String()})
+	t.event("response.output_item.done", map[string]any{"output_index": it.index, "item": reasoningJSON(it, status, true)})
+}
+
 func (t *Writer) textDelta(s string) {
 	if t.text == nil {
+		t.closeReasoning("completed")
 		t.closeCalls()
 		t.text = t.newItem("message", "msg")
 		t.event("response.output_item.added", map[string]any{"output_index": t.text.index, "item": t.messageJSON(t.text, "in_progress", false)})
@@ -397,6 +449,7 @@ func (t *Writer) closeText(status string) {
 func (t *Writer) callDelta(idx int, tc chatToolCallDelta) {
 	it := t.calls[idx]
 	if it == nil {
+		t.closeReasoning("completed")
 		t.closeText("completed")
 		if t.lastCall != nil && !t.lastCall.done {
 			t.closeCall(t.lastCall, "completed")
@@ -441,6 +494,7 @@ func (t *Writer) complete() {
 	if status == "incomplete" {
 		itemStatus = "incomplete"
 	}
+	t.closeReasoning(itemStatus)
 	t.closeText(itemStatus)
 	t.closeCalls()
 	t.done = true
@@ -499,6 +553,15 @@ func (t *Writer) messageJSON(it *item, status string, full bool) map[string]any 
 	return map[string]any{"id": it.id, "type": "message", "status": status, "role": "assistant", "content": content}
 }
 
+// reasoningJSON is a reasoning item; its content holds the text once the item is done.
+func reasoningJSON(it *item, status string, full bool) map[string]any {
+	content := []any{}
+	if full {
+		content = append(content, map[string]any{"type": "reasoning_text", "text": it.text.String()})
+	}
+	return map[string]any{"id": it.id, "type": "reasoning", "status": status, "summary": []any{}, "content": content}
+}
+
 func callJSON(it *item, status, args string) map[string]any {
 	return map[string]any{"id": it.id, "type": "function_call", "status": status, "call_id": it.callID, "name": it.name, "arguments": args}
 }
@@ -506,9 +569,12 @@ func callJSON(it *item, status, args string) map[string]any {
 func (t *Writer) outputJSON(itemStatus string) []any {
 	out := make([]any, 0, len(t.output))
 	for _, it := range t.output {
-		if it.kind == "message" {
+		switch it.kind {
+		case "message":
 			out = append(out, t.messageJSON(it, itemStatus, true))
-		} else {
+		case "reasoning":
+			out = append(out, reasoningJSON(it, itemStatus, true))
+		default:
 			out = append(out, callJSON(it, "completed", it.text.String()))
 		}
 	}
@@ -588,6 +654,10 @@ func (t *Writer) finishJSON() {
 	}
 	for _, ch := range c.Choices[:min(len(c.Choices), 1)] {
 		m := ch.Message
+		if r := m.text(); r != "" {
+			it := t.newItem("reasoning", "rs")
+			it.text.WriteString(r)
+		}
 		text := ""
 		if m.Content != nil {
 			text = *m.Content
