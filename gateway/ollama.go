@@ -254,12 +254,7 @@ func (o *ollamaFront) rename(lines []byte) []byte {
 		return lines
 	}
 	var out []byte
-	for len(lines) > 0 {
-		line := lines
-		if i := bytes.IndexByte(lines, '\n'); i >= 0 {
-			line = lines[:i+1]
-		}
-		lines = lines[len(line):]
+	for line := range bytes.Lines(lines) {
 		if rest, ok := bytes.CutPrefix(line, o.from); ok {
 			out = append(append(out, o.to...), rest...)
 			continue

@@ -76,12 +76,7 @@ func (m *mendingWriter) finish() {
 // rewritten to an empty output array.
 func mendLines(lines []byte) []byte {
 	var out []byte
-	for len(lines) > 0 {
-		line := lines
-		if i := bytes.IndexByte(lines, '\n'); i >= 0 {
-			line = lines[:i+1]
-		}
-		lines = lines[len(line):]
+	for line := range bytes.Lines(lines) {
 		out = append(out, mendDataLine(line)...)
 	}
 	return out
