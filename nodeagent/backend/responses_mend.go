@@ -39,13 +39,18 @@ func (m *mendingWriter) Write(p []byte) (int, error) {
 	if end < 0 {
 		return len(p), nil
 	}
-	lines := m.pending[:end+1]
+	err := m.emit(m.pending[:end+1])
+	m.pending = append(m.pending[:0], m.pending[end+1:]...)
+	return len(p), err
+}
+
+// emit writes lines on, mended where they carry the defect.
+func (m *mendingWriter) emit(lines []byte) error {
 	if bytes.Contains(lines, nullOutput) {
 		lines = mendLines(lines)
 	}
 	_, err := m.ResponseWriter.Write(lines)
-	m.pending = append(m.pending[:0], m.pending[end+1:]...)
-	return len(p), err
+	return err
 }
 
 // Flush passes a flush on; a partial line held back stays held, as no SSE client can use it.
@@ -63,11 +68,7 @@ func (m *mendingWriter) finish() {
 	if len(m.pending) == 0 {
 		return
 	}
-	rest := m.pending
-	if bytes.Contains(rest, nullOutput) {
-		rest = mendLines(rest)
-	}
-	_, _ = m.ResponseWriter.Write(rest)
+	_ = m.emit(m.pending)
 	m.pending = m.pending[:0]
 	m.Flush()
 }
