@@ -380,7 +380,7 @@ func TestRateLimits(t *testing.T) {
 	if status != 200 || h.Get("X-Ratelimit-Remaining-Tokens") != strconv.Itoa(100-8-est) {
 		t.Fatalf("second: %d remaining %s, want %d (usage 8 settled)", status, h.Get("X-Ratelimit-Remaining-Tokens"), 100-8-est)
 	}
-	_, _, metricsText := g.do(t, "GET", "/metrics", "", "", nil)
+	_, _, metricsText := g.do(t, "GET", "/metrics", testAdminKey, "", nil)
 	for _, want := range []string{`herd_rate_limited_total{limit="requests",tenant="rpm"} 1`, `herd_tenant_tokens_total{tenant="tpm"} 16`} {
 		if !strings.Contains(string(metricsText), want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -185,9 +185,6 @@ func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready
 		return fmt.Errorf("gateway: %w", err)
 	}
 	addr := ln.Addr().String()
-	if len(cfg.APIKeys) == 0 && len(cfg.AdminKeys) == 0 && len(cfg.Tenants) == 0 {
-		log.Warn("no API key configured: serving without authentication, on loopback only, until a key is created through /admin/v1/keys", "listen", addr)
-	}
 	log.Info("gateway listening", "url", "http://"+addr+"/v1", "policy", cfg.Scheduler.Policy, "data", cfg.DataDir)
 	if ready != nil {
 		ready <- addr
