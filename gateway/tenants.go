@@ -420,11 +420,12 @@ func (s *Server) requireScope(need scopeSet) gin.HandlerFunc {
 		if t == nil {
 			return
 		}
+		// Set before the check, so that the audit log names who was refused.
+		c.Set(tenantKey, t)
 		if !t.has(need) {
 			abortWithError(c, errScope(need))
 			return
 		}
-		c.Set(tenantKey, t)
 	}
 }
 
