@@ -62,6 +62,9 @@ func newConnLimits(cfg Config, log *slog.Logger) (*connLimits, error) {
 	if err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	l := &connLimits{max: cfg.MaxConnections, perClient: cfg.MaxConnectionsPerClient, trusted: trusted, log: log,
 		byAddr: map[netip.Addr]int{},
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herd_connections_open",
