@@ -260,7 +260,7 @@ func TestProxiedClientCap(t *testing.T) {
 	if rec := req("10.0.0.1:2", "198.51.100.1"); rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "too_many_connections") {
 		t.Fatalf("a second request of the same forwarded client = %d %s, want 429", rec.Code, rec.Body)
 	}
-	wg.Go(func() { req("10.0.0.1:3", "198.51.100.2") }) // another client behind the same proxy
+	wg.Go(func() { req("10.0.0.1:3", "198.51.100.2") })    // another client behind the same proxy
 	wg.Go(func() { req("203.0.113.5:1", "198.51.100.1") }) // not through the proxy: not capped here
 	<-entered
 	<-entered
