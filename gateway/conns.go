@@ -30,6 +30,9 @@ import (
 //     X-Forwarded-For from any other peer is ignored: it is only what the client says.
 //   - Users behind one NAT share an address: the per-client default (256) leaves room for an
 //     office of SDK clients with their connection pools; raise it for larger ones.
+//   - Loopback peers (the gateway's own host: herd loadtest and the benchmarks, which open
+//     hundreds of connections at once, or a local reverse proxy) count only towards the total
+//     cap: the per-client cap is for the LAN.
 //   - Everything else that answers a request keeps counting the peer (or forwarded) address
 //     that clientAddr gives, including the audit log.
 
@@ -38,6 +41,9 @@ type connLimits struct {
 	max, perClient int
 	trusted        []netip.Prefix
 	log            *slog.Logger
+	// perLoopback caps loopback peers per address too (only tests set it, to try the cap on
+	// loopback addresses).
+	perLoopback bool
 
 	mu     sync.Mutex
 	total  int
@@ -138,9 +144,14 @@ func addrOf(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// cappedPerClient reports whether connections from a count towards the per-client cap.
+func (l *connLimits) cappedPerClient(a netip.Addr) bool {
+	return l.perClient > 0 && a.IsValid() && (l.perLoopback || !a.IsLoopback()) && !l.isTrusted(a)
+}
+
 // admit counts a new connection from a, or says which cap refuses it.
 func (l *connLimits) admit(a netip.Addr) (reason string) {
-	capped := l.perClient > 0 && a.IsValid() && !l.isTrusted(a)
+	capped := l.cappedPerClient(a)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.max > 0 && l.total >= l.max {
@@ -159,7 +170,7 @@ func (l *connLimits) admit(a netip.Addr) (reason string) {
 
 // release gives back what admit counted for a connection from a.
 func (l *connLimits) release(a netip.Addr) {
-	capped := l.perClient > 0 && a.IsValid() && !l.isTrusted(a)
+	capped := l.cappedPerClient(a)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total--

@@ -154,11 +154,26 @@ func served(t *testing.T, c net.Conn) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
+// TestLoopbackNotCappedPerClient: the gateway's own host (benchmarks, a local proxy) is held
+// only to the total cap.
+func TestLoopbackNotCappedPerClient(t *testing.T) {
+	_, addr := serveGW(t, func(c *Config) { c.MaxConnectionsPerClient, c.MaxConnections = 1, 3 })
+	for i := range 3 {
+		if !served(t, dialFrom(t, "127.0.0.1", addr)) {
+			t.Fatalf("loopback connection %d refused under the total cap", i+1)
+		}
+	}
+	if served(t, dialFrom(t, "127.0.0.1", addr)) {
+		t.Fatal("a loopback connection was served past the total cap")
+	}
+}
+
 // TestConnectionCaps: a client address holds at most MaxConnectionsPerClient connections and
 // the gateway at most MaxConnections; one more is closed unanswered and counted, and a closed
 // connection frees its slot.
 func TestConnectionCaps(t *testing.T) {
-	s, addr := serveGW(t, func(c *Config) { c.MaxConnectionsPerClient, c.MaxConnections = 2, 3 })
+	s, addr := serveGWWith(t, func(c *Config) { c.MaxConnectionsPerClient, c.MaxConnections = 2, 3 },
+		func(s *Server) { s.conns.perLoopback = true }) // loopback stands for LAN addresses here
 	a1, a2 := dialFrom(t, "127.0.0.1", addr), dialFrom(t, "127.0.0.1", addr)
 	if !served(t, a1) || !served(t, a2) {
 		t.Fatal("the first two connections of 127.0.0.1 were not served")
