@@ -228,10 +228,12 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	s.history = history.New(cfg.HistoryInterval, cfg.HistoryWindow)
 	if err := s.initBulk(context.Background()); err != nil {
 		s.closeShared()
+		_ = s.audit.Close()
 		return nil, err
 	}
 	if err := s.initTenants(context.Background(), o.clock); err != nil {
 		_ = s.closeBulk()
+		_ = s.audit.Close()
 		return nil, err
 	}
 	s.engine = s.routes()
