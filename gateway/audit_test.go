@@ -3,7 +3,9 @@ package gateway
 import (
 	"bufio"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,5 +223,74 @@ func TestMetricsAuth(t *testing.T) {
 	}
 	if status, _, _ := g.do(t, http.MethodGet, "/admin/v1/nodes", "", "", nil); status != http.StatusUnauthorized {
 		t.Errorf("the dashboard's data (/admin/v1/nodes) without a key = %d, want 401", status)
+	}
+}
+
+// TestStoredKeysAllowALANListener: keys created through the admin API count as keys: a gateway
+// restarted on a non-loopback address with only stored keys starts and requires them, and a
+// gateway on such an address whose store has no key (Redis emptied) refuses every request
+// rather than opening.
+func TestStoredKeysAllowALANListener(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.ClusterToken, cfg.DataDir = testClusterToken, dir
+	s, err := New(cfg, WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	resp, err := http.Post(srv.URL+"/admin/v1/keys", "application/json", strings.NewReader(`{"name":"ops","scopes":["admin"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops keyObject
+	json.NewDecoder(resp.Body).Decode(&ops)
+	resp.Body.Close()
+	srv.Close()
+	s.Close()
+	if ops.Value == "" {
+		t.Fatalf("no admin key created: %d", resp.StatusCode)
+	}
+
+	cfg.Listen = "0.0.0.0:8080"
+	s, err = New(cfg, WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatalf("a LAN listener with a stored admin key: %v", err)
+	}
+	defer s.Close()
+	srv = httptest.NewServer(s.Handler())
+	defer srv.Close()
+	for key, want := range map[string]int{"": http.StatusUnauthorized, ops.Value: http.StatusOK} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/admin/v1/nodes", nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("key %q: %d, want %d", key, resp.StatusCode, want)
+		}
+	}
+
+	// The store emptied under a LAN gateway: closed, not open.
+	s.core.keys.static = nil
+	s.core.keys.build(nil)
+	if tab := s.core.keys.table(); tab.open() || !tab.noKeys() {
+		t.Fatalf("an emptied key table on a LAN listener: open=%v", tab.open())
+	}
+	resp, err = http.Get(srv.URL + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a LAN gateway without any key answered %d, want 401", resp.StatusCode)
+	}
+	if _, err := New(Config{ClusterToken: "x", DataDir: t.TempDir(), Listen: "0.0.0.0:8080"}); err == nil ||
+		!strings.Contains(err.Error(), "refusing to listen on non-loopback") {
+		t.Errorf("a LAN listener with no key anywhere: %v", err)
 	}
 }

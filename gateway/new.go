@@ -236,6 +236,11 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		_ = s.audit.Close()
 		return nil, err
 	}
+	if s.core.keys.table().noKeys() && !isLoopbackListen(cfg.Listen) {
+		_ = s.Close()
+		return nil, fmt.Errorf("gateway: no API key configured or stored: refusing to listen on non-loopback address %q "+
+			"(set tenants, api_keys or admin_keys (HERD_API_KEYS, HERD_ADMIN_KEYS), or create an admin key through /admin/v1/keys on a loopback listener first)", cfg.Listen)
+	}
 	s.engine = s.routes()
 	return s, nil
 }

@@ -37,8 +37,10 @@ import (
 //     right one. The table is rebuilt after every change made here and every keyRefreshInterval
 //     (keys created or deleted through another gateway sharing Redis take that long to show).
 //   - With no tenant at all (no key configured, none stored), the gateway is open: every request
-//     is the anonymous tenant with every scope. Config.Validate only allows that on a loopback
-//     listener. Creating the first key through the admin API closes it, so the first key must
+//     is the anonymous tenant with every scope. That only ever happens on a loopback listener:
+//     New refuses another address without a key, configured or stored, and a gateway on another
+//     address whose store later loses its keys (an emptied Redis) refuses every request instead
+//     of opening. Creating the first key through the admin API closes it, so the first key must
 //     hold the admin scope: a non-admin first key is refused (409 first_key_not_admin, saying
 //     why and what to run instead), since it would leave nobody able to reach /admin/v1. For
 //     the same reason the last admin key cannot be deleted (409 last_admin_key) while it is the
@@ -220,9 +222,17 @@ type tenantTable struct {
 	byName map[string]*tenant
 	// ordered lists the tenants by name, for the admin API.
 	ordered []*tenant
+	// mayOpen is true when the gateway listens on loopback only, where no key means open.
+	mayOpen bool
 }
 
-func (t *tenantTable) open() bool { return len(t.bySum) == 0 }
+// open reports whether the gateway serves everyone: no key at all, on a loopback listener. A
+// gateway on another address with no key (its store lost the keys it started with) is not
+// open: it refuses every request until a key is configured.
+func (t *tenantTable) open() bool { return len(t.bySum) == 0 && t.mayOpen }
+
+// noKeys reports whether no key exists at all.
+func (t *tenantTable) noKeys() bool { return len(t.bySum) == 0 }
 
 // lookup returns the tenant of token.
 func (t *tenantTable) lookup(token string) *tenant {
@@ -248,6 +258,8 @@ type keyring struct {
 	static map[[sha256.Size]byte]*tenant
 	st     store.Keys
 	cur    atomic.Pointer[tenantTable]
+	// mayOpen: the listener is loopback-only, so an empty table means an open gateway.
+	mayOpen bool
 	// mu serialises reloads, so an older generation never replaces a newer one.
 	mu sync.Mutex
 }
@@ -257,7 +269,7 @@ func shortSum(sum [sha256.Size]byte) string { return hex.EncodeToString(sum[:4])
 
 // newKeyring reads the configured tenants; cfg has been validated.
 func newKeyring(cfg Config, st store.Keys) (*keyring, error) {
-	r := &keyring{static: map[[sha256.Size]byte]*tenant{}, st: st}
+	r := &keyring{static: map[[sha256.Size]byte]*tenant{}, st: st, mayOpen: isLoopbackListen(cfg.Listen)}
 	names := map[string]bool{}
 	add := func(sum [sha256.Size]byte, t *tenant) error {
 		if prev, ok := r.static[sum]; ok {
@@ -312,7 +324,7 @@ func newKeyring(cfg Config, st store.Keys) (*keyring, error) {
 // build makes a new table from the static tenants and the stored keys and swaps it in. A stored
 // key whose name or digest a configured tenant already has is left out (the configuration wins).
 func (r *keyring) build(stored []store.APIKey) {
-	t := &tenantTable{bySum: make(map[[sha256.Size]byte]*tenant, len(r.static)+len(stored)), byName: map[string]*tenant{}}
+	t := &tenantTable{bySum: make(map[[sha256.Size]byte]*tenant, len(r.static)+len(stored)), byName: map[string]*tenant{}, mayOpen: r.mayOpen}
 	for sum, tn := range r.static {
 		t.bySum[sum] = tn
 		t.byName[tn.name] = tn
@@ -524,7 +536,7 @@ func (s *Server) handleCreateKey(c *gin.Context) {
 		abortWithError(c, errKeyNameTaken(body.Name))
 		return
 	}
-	if s.core.keys.table().open() && scopes&scopeAdmin == 0 {
+	if s.core.keys.table().noKeys() && scopes&scopeAdmin == 0 {
 		abortWithError(c, errFirstKeyNotAdmin(body.Name))
 		return
 	}
@@ -629,9 +641,14 @@ func (s *Server) handleDeleteKey(c *gin.Context) {
 // when no admin key exists, naming the way back.
 func (s *Server) logAuth(listen string) {
 	tab := s.core.keys.table()
-	if tab.open() {
+	switch {
+	case tab.open():
 		s.log.Warn("no API key configured or stored: serving without authentication, on loopback only, until a key is created "+
 			"through /admin/v1/keys (the first must be an admin key)", "listen", listen)
+		return
+	case tab.noKeys():
+		s.log.Error("no API key configured or stored on a non-loopback listener: every request is refused (401) until one is; "+
+			"restart with --admin-keys KEY (or HERD_ADMIN_KEYS=KEY)", "listen", listen)
 		return
 	}
 	var configured, stored, admins int
