@@ -64,30 +64,51 @@ type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
-// common holds the fields every generation endpoint shares.
+// common holds the fields every generation endpoint shares. The sampling parameters do not
+// change what the simulator says, but they are checked as OpenAI checks them (params.go).
 type common struct {
-	Model               string         `json:"model"`
-	Stream              bool           `json:"stream"`
-	StreamOptions       *streamOptions `json:"stream_options"`
-	MaxTokens           *int           `json:"max_tokens"`
-	MaxCompletionTokens *int           `json:"max_completion_tokens"`
-	N                   *int           `json:"n"`
-	Seed                *int64         `json:"seed"`
+	Model               string             `json:"model"`
+	Stream              bool               `json:"stream"`
+	StreamOptions       *streamOptions     `json:"stream_options"`
+	MaxTokens           *int               `json:"max_tokens"`
+	MaxCompletionTokens *int               `json:"max_completion_tokens"`
+	N                   *int               `json:"n"`
+	Seed                *int64             `json:"seed"`
+	Temperature         *float64           `json:"temperature"`
+	TopP                *float64           `json:"top_p"`
+	PresencePenalty     *float64           `json:"presence_penalty"`
+	FrequencyPenalty    *float64           `json:"frequency_penalty"`
+	LogitBias           map[string]float64 `json:"logit_bias"`
+	Stop                json.RawMessage    `json:"stop"`
+	User                *string            `json:"user"`
 }
 
 type chatMessage struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
+	Role       string          `json:"role"`
+	Content    json.RawMessage `json:"content"`
+	Name       *string         `json:"name"`
+	ToolCalls  []toolCall      `json:"tool_calls"`
+	ToolCallID *string         `json:"tool_call_id"`
 }
 
 type chatRequest struct {
 	common
-	Messages *[]chatMessage `json:"messages"`
+	Messages          *[]chatMessage  `json:"messages"`
+	Logprobs          *bool           `json:"logprobs"`
+	TopLogprobs       *int            `json:"top_logprobs"`
+	Tools             []toolDef       `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+	ResponseFormat    *responseFormat `json:"response_format"`
 }
 
 type completionRequest struct {
 	common
-	Prompt json.RawMessage `json:"prompt"`
+	Prompt   json.RawMessage `json:"prompt"`
+	Logprobs *int            `json:"logprobs"`
+	Echo     *bool           `json:"echo"`
+	BestOf   *int            `json:"best_of"`
+	Suffix   *string         `json:"suffix"`
 }
 
 type embeddingRequest struct {
@@ -116,6 +137,15 @@ type request struct {
 	base64         bool
 	dimensions     int
 	wantsEmbedding bool
+	// stop are the stop sequences: the text ends before the first of them.
+	stop []string
+	// tools are the declared function tools; toolChoice what the client allows of them.
+	tools      []tool
+	toolChoice toolChoice
+	// format is the response_format: the reply is JSON (fitting format.schema where set).
+	format outputFormat
+	// afterTool is whether the conversation ends with a tool result.
+	afterTool bool
 }
 
 // Maximum number of inputs in one embeddings request, as OpenAI limits it.
@@ -134,6 +164,9 @@ func parseRequest(endpoint string, body []byte) (*request, *apiError) {
 		}
 		req, e := parseCommon(endpoint, cr.common)
 		if e != nil {
+			return nil, e
+		}
+		if e := parseChatOptions(req, &cr); e != nil {
 			return nil, e
 		}
 		if cr.Messages == nil {
@@ -155,8 +188,15 @@ func parseRequest(endpoint string, body []byte) (*request, *apiError) {
 			if e != nil {
 				return nil, e
 			}
+			if e := checkToolMessage(i, m); e != nil {
+				return nil, e
+			}
 			// A chat template of the usual shape; its bytes count toward the prompt like a real one.
 			b.WriteString("<|" + m.Role + "|>\n" + text + "\n")
+			for _, tc := range m.ToolCalls {
+				b.WriteString("<|tool_call|>" + tc.Function.Name + " " + tc.Function.Arguments + "\n")
+			}
+			req.afterTool = m.Role == "tool" || m.Role == "function"
 		}
 		b.WriteString("<|assistant|>\n")
 		req.prompt = b.String()
@@ -170,6 +210,9 @@ func parseRequest(endpoint string, body []byte) (*request, *apiError) {
 		}
 		req, e := parseCommon(endpoint, cr.common)
 		if e != nil {
+			return nil, e
+		}
+		if e := checkCompletionOptions(&cr); e != nil {
 			return nil, e
 		}
 		if isNull(cr.Prompt) {
@@ -242,7 +285,7 @@ func decodeBody(body []byte, v any) *apiError {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
 			field := strings.TrimPrefix(te.Field, "common.") // the embedded struct is not part of the API
-			return invalid(field, "invalid_type", "Invalid type for '%s': expected %s, but got %s instead.", field, jsonKind(te.Type.Kind().String()), te.Value)
+			return invalid(field, "invalid_type", "Invalid type for '%s': expected %s, but got %s instead.", field, jsonKind(te.Type.Kind().String()), gotKind(te.Value))
 		}
 		return invalid("", "", "We could not parse the JSON body of your request: %v. The API expects a JSON payload.", err)
 	}
@@ -255,8 +298,10 @@ func jsonKind(goKind string) string {
 		return "a string"
 	case "bool":
 		return "a boolean"
-	case "int", "int64", "float64":
-		return "a number"
+	case "int", "int64":
+		return "an integer"
+	case "float64":
+		return "a decimal"
 	case "slice":
 		return "an array"
 	case "struct", "map", "ptr":
@@ -286,14 +331,25 @@ func parseCommon(endpoint string, c common) (*request, *apiError) {
 		req.maxTokens = *p.v // max_completion_tokens, checked last, wins as in OpenAI's API
 	}
 	if c.N != nil && *c.N != 1 {
-		if *c.N < 1 {
-			return nil, invalid("n", "integer_below_min_value", "Invalid 'n': integer below minimum value. Expected a value >= 1, but got %d instead.", *c.N)
+		if e := intRange("n", *c.N, 1, maxN); e != nil {
+			return nil, e
 		}
 		return nil, invalid("n", "unsupported_value", "Unsupported value: 'n' must be 1 on the simulated backend, got %d.", *c.N)
 	}
 	if c.Seed != nil {
 		req.seed = *c.Seed
 	}
+	if c.StreamOptions != nil && !c.Stream {
+		return nil, invalid("stream_options", "invalid_value", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+	}
+	if e := checkSampling(c); e != nil {
+		return nil, e
+	}
+	stop, e := parseStop(c.Stop)
+	if e != nil {
+		return nil, e
+	}
+	req.stop = stop
 	return req, nil
 }
 
@@ -395,10 +451,13 @@ type usage struct {
 	PromptTokensDetails *promptTokensDetails `json:"prompt_tokens_details,omitempty"`
 }
 
+// assistantMessage is the answer of a chat completion: text in Content, or (Content null) tool
+// calls.
 type assistantMessage struct {
-	Role    string  `json:"role"`
-	Content string  `json:"content"`
-	Refusal *string `json:"refusal"`
+	Role      string        `json:"role"`
+	Content   *string       `json:"content"`
+	Refusal   *string       `json:"refusal"`
+	ToolCalls []toolCallOut `json:"tool_calls,omitempty"`
 }
 
 type chatChoice struct {

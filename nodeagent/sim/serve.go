@@ -312,14 +312,12 @@ func (r *run) decode(ctx context.Context, total int, emit func(k int) error) (in
 func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *request, m *modelState, seq uint64, created int64) {
 	spec := m.spec
 	textSeed := hashStrings("herd-sim-text", u64(uint64(n.seed)), u64(uint64(req.seed)), spec.Name, req.prompt)
-	out, finish := naturalLength(textSeed), "stop"
-	if req.maxTokens > 0 {
-		out, finish = req.maxTokens, "length"
+	rep, apiErr := n.compose(req, n.contextFor(spec)-req.promptTokens, textSeed, seq)
+	if apiErr != nil {
+		writeError(w, apiErr)
+		return
 	}
-	if room := n.contextFor(spec) - req.promptTokens; out > room {
-		out, finish = room, "length"
-	}
-	toks := words(textSeed, out)
+	toks, finish, out := rep.tokens, rep.finish, len(rep.tokens)
 
 	r, err := n.startRun(m, req.prompt, req.promptTokens)
 	if err != nil {
@@ -355,8 +353,12 @@ func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *
 		text := strings.Join(toks, "")
 		var v any
 		if chat {
+			msg := assistantMessage{Role: "assistant", Content: &text}
+			if rep.call != nil {
+				msg = assistantMessage{Role: "assistant", ToolCalls: []toolCallOut{*rep.call}}
+			}
 			v = chatCompletion{ID: id, Object: "chat.completion", Created: created, Model: spec.Name, SystemFingerprint: fp,
-				Choices: []chatChoice{{Message: assistantMessage{Role: "assistant", Content: text}, FinishReason: finish}},
+				Choices: []chatChoice{{Message: msg, FinishReason: finish}},
 				Usage:   use(out)}
 		} else {
 			v = textCompletion{ID: id, Object: "text_completion", Created: created, Model: spec.Name, SystemFingerprint: fp,
@@ -391,6 +393,14 @@ func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *
 		for ; k > 0; k-- {
 			var err error
 			switch {
+			case rep.call != nil && next == 0:
+				c := rep.call
+				err = chatEvent(firstToolDelta{Role: "assistant", ToolCalls: []toolCallDelta{{ID: c.ID, Type: c.Type, Function: functionDelta{Name: c.Function.Name}}}}, nil)
+				if err == nil {
+					err = chatEvent(toolArgsDelta{ToolCalls: []toolCallDelta{{Function: functionDelta{Arguments: toks[next]}}}}, nil)
+				}
+			case rep.call != nil:
+				err = chatEvent(toolArgsDelta{ToolCalls: []toolCallDelta{{Function: functionDelta{Arguments: toks[next]}}}}, nil)
 			case chat && next == 0:
 				if err = chatEvent(firstChunkDelta{Role: "assistant"}, nil); err == nil {
 					err = chatEvent(chunkDelta{Content: &toks[next]}, nil)
@@ -420,6 +430,12 @@ func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *
 		b, _ := json.Marshal(ae.body())
 		s.data(b)
 		return
+	}
+	if chat && next == 0 {
+		// Nothing was said (a stop sequence at the very start): the role still opens the answer.
+		if err = chatEvent(firstChunkDelta{Role: "assistant"}, nil); err != nil {
+			return
+		}
 	}
 	if chat {
 		err = chatEvent(chunkDelta{}, &finish)
