@@ -603,10 +603,11 @@ func (g *generator) number(s *schema, integer bool) error {
 	if s.maximum != nil && s.exclMax && last >= hi {
 		last -= step
 	}
-	if first > last+step/2 {
+	span := math.Round((last - first) / step)
+	if math.IsInf(first, 0) || math.IsInf(last, 0) || math.IsNaN(span) || first > last+step/2 {
 		return fmt.Errorf("no %s fits between %s and %s", map[bool]string{true: "integer", false: "number"}[integer], num(lo), num(hi))
 	}
-	count := int64(math.Min(math.Round((last-first)/step), 1e12)) + 1
+	count := int64(min(max(span, 0), 1e12)) + 1
 	v := first + float64(g.r.Int64N(count))*step
 	p := math.Pow(10, float64(decimals))
 	if r := math.Round(v*p) / p; !math.IsInf(r, 0) && !math.IsNaN(r) {
