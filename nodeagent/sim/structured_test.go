@@ -19,20 +19,20 @@ import (
 // (zod through the Vercel AI SDK and LangChain, Pydantic through the Python SDK, hand-written
 // OpenAI function parameters), and the keywords the reader claims to honour.
 var schemaCases = map[string]string{
-	"weather": `{"type":"object","properties":{"city":{"type":"string","description":"City name"},"unit":{"type":"string","enum":["celsius","fahrenheit"]},"days":{"type":"integer","minimum":1,"maximum":7}},"required":["city","unit"],"additionalProperties":false}`,
-	"zod": `{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"name":{"type":"string"},"age":{"type":"number"},"tags":{"type":"array","items":{"type":"string"}},"nick":{"anyOf":[{"type":"string"},{"type":"null"}]},"active":{"type":"boolean"}},"required":["name","age","tags","nick","active"],"additionalProperties":false}`,
-	"nested": `{"type":"object","properties":{"order":{"type":"object","properties":{"id":{"type":"integer"},"lines":{"type":"array","minItems":1,"items":{"type":"object","properties":{"sku":{"type":"string","minLength":3,"maxLength":8},"qty":{"type":"integer","exclusiveMinimum":0,"exclusiveMaximum":10},"price":{"type":"number","minimum":0.5,"maximum":99.5,"multipleOf":0.25}},"required":["sku","qty","price"]}}},"required":["id","lines"]}},"required":["order"]}`,
-	"recursive $defs": `{"$defs":{"node":{"type":"object","properties":{"name":{"type":"string"},"children":{"type":"array","items":{"$ref":"#/$defs/node"}}},"required":["name","children"]}},"$ref":"#/$defs/node"}`,
+	"weather":              `{"type":"object","properties":{"city":{"type":"string","description":"City name"},"unit":{"type":"string","enum":["celsius","fahrenheit"]},"days":{"type":"integer","minimum":1,"maximum":7}},"required":["city","unit"],"additionalProperties":false}`,
+	"zod":                  `{"$schema":"https://json-schema.org/draft/2020-12/schema","type":"object","properties":{"name":{"type":"string"},"age":{"type":"number"},"tags":{"type":"array","items":{"type":"string"}},"nick":{"anyOf":[{"type":"string"},{"type":"null"}]},"active":{"type":"boolean"}},"required":["name","age","tags","nick","active"],"additionalProperties":false}`,
+	"nested":               `{"type":"object","properties":{"order":{"type":"object","properties":{"id":{"type":"integer"},"lines":{"type":"array","minItems":1,"items":{"type":"object","properties":{"sku":{"type":"string","minLength":3,"maxLength":8},"qty":{"type":"integer","exclusiveMinimum":0,"exclusiveMaximum":10},"price":{"type":"number","minimum":0.5,"maximum":99.5,"multipleOf":0.25}},"required":["sku","qty","price"]}}},"required":["id","lines"]}},"required":["order"]}`,
+	"recursive $defs":      `{"$defs":{"node":{"type":"object","properties":{"name":{"type":"string"},"children":{"type":"array","items":{"$ref":"#/$defs/node"}}},"required":["name","children"]}},"$ref":"#/$defs/node"}`,
 	"pydantic definitions": `{"definitions":{"Pet":{"title":"Pet","type":"object","properties":{"kind":{"const":"dog"},"born":{"type":"string","format":"date"}},"required":["kind","born"]}},"title":"Owner","type":"object","properties":{"email":{"type":"string","format":"email"},"id":{"type":"string","format":"uuid"},"seen":{"type":"string","format":"date-time"},"pets":{"type":"array","items":{"$ref":"#/definitions/Pet"}}},"required":["email","id","seen","pets"]}`,
-	"pointer ref": `{"type":"object","properties":{"home":{"type":"object","properties":{"street":{"type":"string"},"zip":{"type":"string","maxLength":5}},"required":["street","zip"]},"work":{"$ref":"#/properties/home"}},"required":["home","work"]}`,
-	"unique enum items": `{"type":"array","minItems":2,"maxItems":4,"uniqueItems":true,"items":{"enum":["red","green","blue",1,null]}}`,
-	"nullable type list": `{"type":"object","properties":{"a":{"type":["string","null"]},"b":{"type":["integer","null"],"minimum":-5,"maximum":-3},"c":{"type":"null"}},"required":["a","b","c"]}`,
-	"allOf": `{"allOf":[{"type":"object","properties":{"x":{"type":"integer"}},"required":["x"]},{"properties":{"y":{"type":"boolean"}},"required":["y"]}]}`,
-	"untyped": `{"properties":{"anything":{},"n":{"minimum":10}},"required":["anything","n","undeclared"]}`,
-	"integer multipleOf": `{"type":"integer","minimum":-100,"maximum":100,"multipleOf":7}`,
-	"string bounds": `{"type":"string","minLength":40,"maxLength":41}`,
-	"empty": `{}`,
-	"deep": `{"type":"object","properties":{"a":{"type":"object","properties":{"b":{"type":"object","properties":{"c":{"type":"object","properties":{"d":{"type":"object","properties":{"e":{"type":"object","properties":{"f":{"type":"object","properties":{"g":{"type":"array","minItems":1,"items":{"type":"string"}}},"required":["g"]}},"required":["f"]}},"required":["e"]}},"required":["d"]}},"required":["c"]}},"required":["b"]}},"required":["a"]}`,
+	"pointer ref":          `{"type":"object","properties":{"home":{"type":"object","properties":{"street":{"type":"string"},"zip":{"type":"string","maxLength":5}},"required":["street","zip"]},"work":{"$ref":"#/properties/home"}},"required":["home","work"]}`,
+	"unique enum items":    `{"type":"array","minItems":2,"maxItems":4,"uniqueItems":true,"items":{"enum":["red","green","blue",1,null]}}`,
+	"nullable type list":   `{"type":"object","properties":{"a":{"type":["string","null"]},"b":{"type":["integer","null"],"minimum":-5,"maximum":-3},"c":{"type":"null"}},"required":["a","b","c"]}`,
+	"allOf":                `{"allOf":[{"type":"object","properties":{"x":{"type":"integer"}},"required":["x"]},{"properties":{"y":{"type":"boolean"}},"required":["y"]}]}`,
+	"untyped":              `{"properties":{"anything":{},"n":{"minimum":10}},"required":["anything","n","undeclared"]}`,
+	"integer multipleOf":   `{"type":"integer","minimum":-100,"maximum":100,"multipleOf":7}`,
+	"string bounds":        `{"type":"string","minLength":40,"maxLength":41}`,
+	"empty":                `{}`,
+	"deep":                 `{"type":"object","properties":{"a":{"type":"object","properties":{"b":{"type":"object","properties":{"c":{"type":"object","properties":{"d":{"type":"object","properties":{"e":{"type":"object","properties":{"f":{"type":"object","properties":{"g":{"type":"array","minItems":1,"items":{"type":"string"}}},"required":["g"]}},"required":["f"]}},"required":["e"]}},"required":["d"]}},"required":["c"]}},"required":["b"]}},"required":["a"]}`,
 }
 
 // compileSchema compiles a schema with a real JSON Schema validator (formats asserted).
