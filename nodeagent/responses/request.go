@@ -32,22 +32,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
+
+	"github.com/herd-llm/herd/openaierr"
 )
 
-// Error is a request the translation refuses, with what OpenAI's error object needs.
-type Error struct {
-	Status  int
-	Param   string
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Message }
+// Error is a request the translation refuses, as herd's one OpenAI error.
+type Error = openaierr.Error
 
 func invalid(param, code, format string, args ...any) *Error {
-	return &Error{Status: http.StatusBadRequest, Param: param, Code: code, Message: fmt.Sprintf(format, args...)}
+	return openaierr.BadRequest(code, param, format, args...)
 }
 
 // wireRequest is a Responses request as far as the translation reads it.

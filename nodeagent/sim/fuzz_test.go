@@ -10,6 +10,7 @@ import (
 
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/openaierr"
 )
 
 var fuzzEndpoints = []string{agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings}
@@ -59,11 +60,11 @@ func FuzzParseRequest(f *testing.F) {
 			if req != nil {
 				t.Fatal("request and error")
 			}
-			if e.status != http.StatusBadRequest && e.status != http.StatusNotFound {
-				t.Fatalf("status %d", e.status)
+			if e.Status != http.StatusBadRequest && e.Status != http.StatusNotFound {
+				t.Fatalf("status %d", e.Status)
 			}
-			b, err := json.Marshal(e.body())
-			if err != nil || e.message == "" || e.typ != typeInvalidRequest || !json.Valid(b) {
+			b, err := json.Marshal(e.Body())
+			if err != nil || e.Message == "" || e.Type != openaierr.TypeInvalidRequest || !json.Valid(b) {
 				t.Fatalf("bad error %+v: %v", e, err)
 			}
 			return

@@ -10,52 +10,12 @@ import (
 	"strings"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/openaierr"
 )
 
-// apiError is an error in the OpenAI shape with its HTTP status.
-type apiError struct {
-	status     int
-	typ        string
-	code       string
-	param      string
-	message    string
-	retryAfter int
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.status, e.typ, e.message) }
-
-func strPtr(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func (e *apiError) body() agentapi.ErrorBody {
-	return agentapi.ErrorBody{Error: agentapi.ErrorDetail{
-		Message: e.message, Type: e.typ, Param: strPtr(e.param), Code: strPtr(e.code),
-	}}
-}
-
-const (
-	typeInvalidRequest = "invalid_request_error"
-	typeServer         = "server_error"
-	typeUnavailable    = "service_unavailable"
-)
-
-func invalid(param, code, format string, args ...any) *apiError {
-	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, param: param, code: code, message: fmt.Sprintf(format, args...)}
-}
-
-func writeError(w http.ResponseWriter, e *apiError) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	if e.retryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(e.retryAfter))
-	}
-	w.WriteHeader(e.status)
-	b, _ := json.Marshal(e.body())
-	w.Write(append(b, '\n'))
+// invalid is a 400 invalid_request_error naming param.
+func invalid(param, code, format string, args ...any) *openaierr.Error {
+	return openaierr.BadRequest(code, param, format, args...)
 }
 
 // --- requests ---
@@ -155,7 +115,7 @@ var chatRoles = map[string]bool{"system": true, "developer": true, "user": true,
 
 // parseRequest decodes and validates a request body for endpoint. It returns an OpenAI-shaped
 // error for anything a client got wrong.
-func parseRequest(endpoint string, body []byte) (*request, *apiError) {
+func parseRequest(endpoint string, body []byte) (*request, *openaierr.Error) {
 	switch endpoint {
 	case agentapi.PathChatCompletions:
 		var cr chatRequest
@@ -271,13 +231,13 @@ func parseRequest(endpoint string, body []byte) (*request, *apiError) {
 		}
 		return req, nil
 	}
-	return nil, &apiError{status: http.StatusNotFound, typ: typeInvalidRequest, code: "unknown_url",
-		message: fmt.Sprintf("Unknown request URL: POST %s. The simulated backend serves %s, %s and %s.", endpoint,
+	return nil, &openaierr.Error{Status: http.StatusNotFound, Type: openaierr.TypeInvalidRequest, Code: "unknown_url",
+		Message: fmt.Sprintf("Unknown request URL: POST %s. The simulated backend serves %s, %s and %s.", endpoint,
 			agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings)}
 }
 
 // decodeBody unmarshals a JSON object, translating decoding failures into OpenAI's messages.
-func decodeBody(body []byte, v any) *apiError {
+func decodeBody(body []byte, v any) *openaierr.Error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return invalid("", "", "We could not parse the JSON body of your request: the body is empty. The API expects a JSON payload.")
 	}
@@ -310,7 +270,7 @@ func jsonKind(goKind string) string {
 	return goKind
 }
 
-func parseCommon(endpoint string, c common) (*request, *apiError) {
+func parseCommon(endpoint string, c common) (*request, *openaierr.Error) {
 	if strings.TrimSpace(c.Model) == "" {
 		return nil, invalid("model", "missing_required_parameter", "Missing required parameter: 'model'.")
 	}
@@ -360,7 +320,7 @@ func isNull(raw json.RawMessage) bool {
 
 // messageText extracts the text of a chat message's content: a string, null (an assistant turn
 // with tool calls), or an array of content parts of which the text parts count.
-func messageText(i int, raw json.RawMessage) (string, *apiError) {
+func messageText(i int, raw json.RawMessage) (string, *openaierr.Error) {
 	param := fmt.Sprintf("messages[%d].content", i)
 	if isNull(raw) {
 		return "", nil
@@ -393,7 +353,7 @@ func messageText(i int, raw json.RawMessage) (string, *apiError) {
 // parseTextsOrTokens reads what OpenAI accepts as a prompt or an embedding input: a string, an
 // array of strings, an array of token ids, or an array of token-id arrays. It returns one text and
 // one token count per item; token ids are rendered as text so they hash like text.
-func parseTextsOrTokens(param string, raw json.RawMessage) ([]string, []int, *apiError) {
+func parseTextsOrTokens(param string, raw json.RawMessage) ([]string, []int, *openaierr.Error) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
 		return []string{s}, []int{estimateTokens(s)}, nil

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/herd-llm/herd/openaierr"
 )
 
 // Request parameters checked as OpenAI's API checks them: the wrong JSON type is a 400
@@ -49,7 +51,7 @@ func gotKind(v string) string {
 }
 
 // floatRange checks a decimal parameter against [lo, hi].
-func floatRange(param string, v *float64, lo, hi float64) *apiError {
+func floatRange(param string, v *float64, lo, hi float64) *openaierr.Error {
 	switch {
 	case v == nil:
 		return nil
@@ -62,7 +64,7 @@ func floatRange(param string, v *float64, lo, hi float64) *apiError {
 }
 
 // intRange checks an integer parameter against [lo, hi].
-func intRange(param string, v, lo, hi int) *apiError {
+func intRange(param string, v, lo, hi int) *openaierr.Error {
 	switch {
 	case v < lo:
 		return invalid(param, "integer_below_min_value", "Invalid '%s': integer below minimum value. Expected a value >= %d, but got %d instead.", param, lo, v)
@@ -75,7 +77,7 @@ func intRange(param string, v, lo, hi int) *apiError {
 func num(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
 
 // checkSampling checks the sampling parameters every generation endpoint shares.
-func checkSampling(c common) *apiError {
+func checkSampling(c common) *openaierr.Error {
 	for _, p := range []struct {
 		name   string
 		v      *float64
@@ -102,7 +104,7 @@ func checkSampling(c common) *apiError {
 }
 
 // parseStop reads stop: null, a string, or an array of at most four strings.
-func parseStop(raw json.RawMessage) ([]string, *apiError) {
+func parseStop(raw json.RawMessage) ([]string, *openaierr.Error) {
 	if isNull(raw) {
 		return nil, nil
 	}
@@ -154,7 +156,7 @@ func rawKind(raw json.RawMessage) string {
 }
 
 // checkCompletionOptions checks the parameters only /v1/completions has.
-func checkCompletionOptions(cr *completionRequest) *apiError {
+func checkCompletionOptions(cr *completionRequest) *openaierr.Error {
 	if cr.Logprobs != nil {
 		if e := intRange("logprobs", *cr.Logprobs, 0, maxCompletionLogprobs); e != nil {
 			return e
@@ -182,7 +184,7 @@ type toolCall struct {
 }
 
 // checkToolMessage checks a message's tool fields: a tool result names the call it answers.
-func checkToolMessage(i int, m chatMessage) *apiError {
+func checkToolMessage(i int, m chatMessage) *openaierr.Error {
 	if m.Role == "tool" && (m.ToolCallID == nil || *m.ToolCallID == "") {
 		return invalid(fmt.Sprintf("messages[%d].tool_call_id", i), "missing_required_parameter", "Missing required parameter: 'messages[%d].tool_call_id'.", i)
 	}
@@ -242,7 +244,7 @@ var functionName = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 
 // parseChatOptions checks and reads the chat-only parameters: logprobs, tools, tool_choice,
 // parallel_tool_calls and response_format.
-func parseChatOptions(req *request, cr *chatRequest) *apiError {
+func parseChatOptions(req *request, cr *chatRequest) *openaierr.Error {
 	if cr.TopLogprobs != nil {
 		if e := intRange("top_logprobs", *cr.TopLogprobs, 0, maxTopLogprobs); e != nil {
 			return e
@@ -309,7 +311,7 @@ func parseChatOptions(req *request, cr *chatRequest) *apiError {
 // parseToolChoice reads tool_choice: "none", "auto", "required" or
 // {"type":"function","function":{"name":...}} naming a declared tool. Absent, it is "auto" with
 // tools and "none" without, as in OpenAI's API.
-func parseToolChoice(raw json.RawMessage, tools []tool) (toolChoice, *apiError) {
+func parseToolChoice(raw json.RawMessage, tools []tool) (toolChoice, *openaierr.Error) {
 	if isNull(raw) {
 		if len(tools) > 0 {
 			return toolChoice{mode: "auto"}, nil
@@ -352,7 +354,7 @@ func parseToolChoice(raw json.RawMessage, tools []tool) (toolChoice, *apiError) 
 
 // parseResponseFormat reads response_format: text, json_object, or json_schema with a name and a
 // schema the simulator can fill.
-func parseResponseFormat(rf *responseFormat) (outputFormat, *apiError) {
+func parseResponseFormat(rf *responseFormat) (outputFormat, *openaierr.Error) {
 	if rf == nil {
 		return outputFormat{kind: "text"}, nil
 	}

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/herd-llm/herd/openaierr"
 )
 
 // What the simulated model answers to a chat request with tools or a response_format, decided
@@ -80,7 +82,7 @@ var jsonObjectSchema = &schema{
 
 // compose decides what the model says: room is how many tokens fit in the context window, seed
 // the request's text seed, seq the request's number on the node (for the call id).
-func (n *Node) compose(req *request, room int, seed uint64, seq uint64) (reply, *apiError) {
+func (n *Node) compose(req *request, room int, seed uint64, seq uint64) (reply, *openaierr.Error) {
 	limit := room
 	if req.maxTokens > 0 {
 		limit = min(limit, req.maxTokens)
