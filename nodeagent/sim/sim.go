@@ -5,6 +5,10 @@
 // NVML-like samples). Everything it produces is labelled simulated: the X-Herd-Simulated response
 // header, GPU.Simulated, Backend.Simulated.
 //
+// It checks requests as OpenAI does (params.go) and honours what changes an answer's shape: stop
+// sequences, tools with tool_choice, and response_format, with tool-call arguments and JSON
+// generated to fit the declared JSON Schema (structured.go, schema.go).
+//
 // # The model
 //
 // Figures come from package models: VRAM, memory bandwidth and FP16 throughput per GPU profile,
