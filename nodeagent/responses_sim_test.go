@@ -142,6 +142,11 @@ func TestResponsesToolsOnSimAgent(t *testing.T) {
 		t.Errorf("streamed arguments %q, done %q:\n%s", deltas.String(), done, stream)
 	}
 
+	// The Responses API takes a tool_choice without tools (chat completions do not): text.
+	if out := post(`{"model":"llama3.2:1b","input":"hi","tool_choice":"auto","parallel_tool_calls":true,"max_output_tokens":4}`); !strings.Contains(out, `"output_text"`) {
+		t.Errorf("tool_choice without tools: %s", out)
+	}
+
 	out = post(`{"model":"llama3.2:1b","input":"A city, as JSON","text":{"format":{"type":"json_schema","name":"city","strict":true,"schema":{"type":"object","properties":{"name":{"type":"string"},"population":{"type":"integer","minimum":0}},"required":["name","population"],"additionalProperties":false}}}}`)
 	r.Output = nil
 	if err := json.Unmarshal([]byte(out), &r); err != nil || len(r.Output) != 1 || len(r.Output[0].Content) != 1 {

@@ -303,7 +303,12 @@ func ToChat(body []byte) ([]byte, *Request, *Error) {
 		if e != nil {
 			return nil, nil, e
 		}
-		chat.ToolChoice, out.ToolChoice = tc, r.ToolChoice
+		out.ToolChoice = r.ToolChoice
+		// Chat completions refuse a tool_choice without tools (OpenAI, and the simulator, answer
+		// 400); the Responses API takes one, so it goes only with tools.
+		if len(chat.Tools) > 0 {
+			chat.ToolChoice = tc
+		}
 	}
 	if r.Text != nil && !isNull(r.Text.Format) {
 		rf, e := chatResponseFormat(r.Text.Format)
