@@ -8,6 +8,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"time"
+
+	"github.com/herd-llm/herd/openaierr"
 )
 
 // Route paths. Agents serve the inference routes in the OpenAI wire format, unchanged, so the
@@ -293,18 +295,12 @@ type Blob struct {
 	Size   int64  `json:"size"`
 }
 
-// ErrorBody is the error shape of the agent's own routes (the inference routes use OpenAI's).
-type ErrorBody struct {
-	Error ErrorDetail `json:"error"`
-}
+// ErrorBody is the error shape of the agent's own routes, OpenAI's as the inference routes
+// answer it (openaierr.Body).
+type ErrorBody = openaierr.Body
 
 // ErrorDetail is the OpenAI error object: message, type, param, code.
-type ErrorDetail struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
-}
+type ErrorDetail = openaierr.Detail
 
 // InstanceFingerprint is what logs and error texts show of an agent instance ID: the first 6
 // bytes of its SHA-256, in hex. It tells two instances apart in a log without revealing the ID,
