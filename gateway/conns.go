@@ -321,8 +321,6 @@ func (p *proxied) wrap(h http.Handler) http.Handler {
 
 // writeTooManyConnections is the 429 for a proxied client over its cap, in the OpenAI shape.
 func writeTooManyConnections(w http.ResponseWriter, limit int) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Retry-After", "1")
-	w.WriteHeader(http.StatusTooManyRequests)
-	fmt.Fprintf(w, `{"error":{"message":"Too many requests in flight from your address: the limit is %d at once.","type":"requests","param":null,"code":"too_many_connections"}}`, limit)
+	(&APIError{Status: http.StatusTooManyRequests, Type: "requests", Code: "too_many_connections", RetryAfter: 1,
+		Message: fmt.Sprintf("Too many requests in flight from your address: the limit is %d at once.", limit)}).Write(w)
 }
