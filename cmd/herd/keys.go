@@ -46,7 +46,7 @@ func newKeysCmd() *cobra.Command {
 			"On a gateway with no key yet the first key closes it to callers without a key, so it must have the admin scope\n" +
 			"(herd keys create ops --scopes admin,inference,batch); the gateway refuses a non-admin first key. Lost every\n" +
 			"admin key? Restart the gateway with HERD_ADMIN_KEYS=KEY (or --admin-keys) and use that key.",
-		Args:  cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
 			k, err := cf.client().CreateKey(cmd.Context(), req)
