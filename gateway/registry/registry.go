@@ -337,6 +337,10 @@ type Registry struct {
 	refusals map[string]time.Time
 	// learner fits each node's speeds to its heartbeats' measurements (scheduler.Learner).
 	learner *scheduler.Learner
+	// lastForget is when forgetLocked last scanned (guarded by mu).
+	lastForget time.Time
+	// onBuild, when set (SetBuildObserver), is told how long each full snapshot build took.
+	onBuild func(time.Duration)
 }
 
 // New returns an empty registry. Zero fields of cfg take DefaultConfig's values; a nil clock is
@@ -360,6 +364,11 @@ func (r *Registry) SetLogger(l *slog.Logger) {
 		r.log = l
 	}
 }
+
+// SetBuildObserver has f told the duration of every full snapshot build (not the cheap reuse
+// that only refreshes in-flight counters), so the gateway can export what its fleet costs. Call
+// it before the registry is used; f must be fast and safe for concurrent use.
+func (r *Registry) SetBuildObserver(f func(time.Duration)) { r.onBuild = f }
 
 // Changed returns a channel that is closed at the next change that may free capacity: a
 // heartbeat (Observe), a Release, an undrain, a circuit closing, a node being forgotten. Use it
@@ -425,7 +434,11 @@ func (r *Registry) observe(hb agentapi.Heartbeat, checkID bool) (agentapi.Heartb
 	}
 	r.recordLocked(n, hb, now)
 	reply := agentapi.HeartbeatReply{Draining: n.draining, Registry: agentapi.RegistryLocal}
-	r.forgetLocked(now)
+	// A scan of every node on every heartbeat grows with the square of the fleet; once a second
+	// is enough to drop the silent ones (a snapshot build scans anyway).
+	if now.Sub(r.lastForget) >= time.Second {
+		r.forgetLocked(now)
+	}
 	r.structVer.Add(1)
 	r.mu.Unlock()
 	r.notify()
@@ -490,6 +503,7 @@ func (r *Registry) storeMapLocked() {
 
 // forgetLocked drops nodes silent for longer than ForgetAfter; r.mu must be held.
 func (r *Registry) forgetLocked(now time.Time) {
+	r.lastForget = now
 	kept := r.nodes[:0]
 	var dropped bool
 	for _, n := range r.nodes {
@@ -586,6 +600,11 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		}
 		r.cur.Store(nb)
 		return &nb.snap
+	}
+	if r.onBuild != nil {
+		// Wall time, not the injected clock: this measures the build's own cost.
+		start := time.Now()
+		defer func() { r.onBuild(time.Since(start)) }()
 	}
 	expires := now.Add(r.cfg.HeartbeatInterval) // bounds how old Snapshot.Now can get
 	nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}, structVer: sv, loadVer: lv}
@@ -823,10 +842,8 @@ func gpuProfile(name string) (models.GPUProfile, bool) {
 	if name == "" {
 		return models.GPUProfile{}, false
 	}
-	for _, p := range models.GPUProfiles() {
-		if strings.EqualFold(p.Name, name) {
-			return p, true
-		}
+	if p, ok := models.GPUProfileNamed(name); ok {
+		return p, true
 	}
 	return models.LookupGPU(name)
 }
