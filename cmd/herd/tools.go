@@ -222,7 +222,7 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 			Binary: exe, Load: opts, Policies: f.policies, GPUs: f.gpus, SimSpeed: f.simSpeed,
 			KillNodeAt: f.killNodeAt, KillNode: f.killNode, Progress: progress, LogDir: f.logDir,
 			Attainment: f.attainment, Nodes: f.nodes, RedisURL: f.redisURL,
-			Search:     loadtest.SearchOptions{Start: f.capStart, MaxProbes: f.capProbes, Tolerance: f.capTolerance},
+			Search: loadtest.SearchOptions{Start: f.capStart, MaxProbes: f.capProbes, Tolerance: f.capTolerance},
 		})
 		if err != nil {
 			return err
