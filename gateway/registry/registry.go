@@ -297,6 +297,8 @@ type built struct {
 	snap      scheduler.Snapshot
 	structVer uint64
 	loadVer   uint64
+	// modelsVer is the registry's modelsVer the snapshot's ByModel index was built at.
+	modelsVer uint64
 	// expires is the first instant at which time alone changes the snapshot.
 	expires time.Time
 }
@@ -318,6 +320,10 @@ type Registry struct {
 	structVer atomic.Uint64
 	loadVer   atomic.Uint64
 	cur       atomic.Pointer[built]
+	// modelsVer counts changes to which node lists which model (a node joined or was forgotten,
+	// or its model names changed; guarded by mu): telemetry moves every second, the model index
+	// rarely, so a snapshot build reuses the last index while modelsVer holds still.
+	modelsVer uint64
 
 	// changed is closed and replaced to broadcast a change; waited says someone holds it.
 	changed atomic.Pointer[chan struct{}]
@@ -450,7 +456,11 @@ func (r *Registry) recordLocked(n *node, hb agentapi.Heartbeat, seen time.Time) 
 	n.hb = hb
 	n.lastSeen = seen
 	n.interval = r.intervalOf(&hb)
+	prev := n.base.Models
 	n.base = baseNode(&hb)
+	if !sameModelNames(prev, n.base.Models) {
+		r.modelsVer++
+	}
 	r.learner.Learn(&n.base)
 	// This gateway's requests the heartbeat can have counted are at most those in flight now.
 	busy := max(hb.InFlight, 0) + max(hb.Queued, 0)
@@ -490,6 +500,7 @@ func (r *Registry) logRefusal(e *ConflictError) {
 func (r *Registry) addLocked(n *node) {
 	i, _ := slices.BinarySearchFunc(r.nodes, n.id, func(a *node, id string) int { return strings.Compare(a.id, id) })
 	r.nodes = slices.Insert(r.nodes, i, n)
+	r.modelsVer++
 	r.storeMapLocked()
 }
 
@@ -520,6 +531,7 @@ func (r *Registry) forgetLocked(now time.Time) {
 	}
 	clear(r.nodes[len(kept):])
 	r.nodes = kept
+	r.modelsVer++
 	r.storeMapLocked()
 	r.structVer.Add(1)
 	// Waking waiters lets them fail fast instead of waiting for a node that is gone.
@@ -593,7 +605,8 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		}
 		// Only in-flight counters moved: nothing else about the nodes can have changed (that
 		// would have bumped structVer, and nothing time-driven is due before prev.expires).
-		nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: slices.Clone(prev.snap.Nodes)}, structVer: sv, loadVer: lv, expires: prev.expires}
+		nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: slices.Clone(prev.snap.Nodes), ByModel: prev.snap.ByModel},
+			structVer: sv, loadVer: lv, modelsVer: prev.modelsVer, expires: prev.expires}
 		for i, n := range r.nodes {
 			sn := &nb.snap.Nodes[i]
 			sn.InFlight, sn.Queued = n.load(int(n.local.Load()))
@@ -607,7 +620,7 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		defer func() { r.onBuild(time.Since(start)) }()
 	}
 	expires := now.Add(r.cfg.HeartbeatInterval) // bounds how old Snapshot.Now can get
-	nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}, structVer: sv, loadVer: lv}
+	nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}, structVer: sv, loadVer: lv, modelsVer: r.modelsVer}
 	snap := &nb.snap
 	for i, n := range r.nodes {
 		sn := &snap.Nodes[i]
@@ -634,9 +647,20 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		}
 		n.cmu.Unlock()
 	}
+	if prev != nil && prev.modelsVer == r.modelsVer && prev.snap.ByModel != nil {
+		snap.ByModel = prev.snap.ByModel
+	} else {
+		snap.ByModel = scheduler.IndexByModel(snap.Nodes)
+	}
 	nb.expires = expires
 	r.cur.Store(nb)
 	return snap
+}
+
+// sameModelNames reports whether a and b list the same model names in the same order (what the
+// snapshot's ByModel index refers to).
+func sameModelNames(a, b []scheduler.NodeModel) bool {
+	return slices.EqualFunc(a, b, func(x, y scheduler.NodeModel) bool { return x.Name == y.Name })
 }
 
 // Acquire counts one more request this gateway sent to nodeID. Pair every Acquire with a Release.
