@@ -205,14 +205,13 @@ func ServeFleet(ctx context.Context, o FleetOptions, ready func(url string)) err
 		ready(base)
 	}
 
-	// One client for the whole fleet, as many connections as a real fleet of agents would not
-	// need: the gateway's cost per heartbeat is what is measured, not the dialing.
-	hc := agentapi.DefaultHTTPClient()
 	var wg sync.WaitGroup
 	for i, n := range list {
 		// Spread the fleet's heartbeats evenly over the interval, as independent agents are.
 		offset := time.Duration(int64(o.Interval) * int64(i) / int64(len(list)))
-		wg.Go(func() { n.beat(ctx, hc, o, offset) })
+		// A client of its own per node: the gateway holds one keep-alive connection per agent,
+		// as it does with a real fleet.
+		wg.Go(func() { n.beat(ctx, agentapi.DefaultHTTPClient(), o, offset) })
 	}
 	wg.Wait()
 	return nil
