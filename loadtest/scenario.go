@@ -113,8 +113,10 @@ type ScenarioOptions struct {
 	Progress io.Writer
 	// LogDir keeps the started processes' logs there (default: a temporary directory, removed).
 	LogDir string
-	// Nodes are the fleet sizes the scale scenario measures (default ScaleDefaultNodes).
-	Nodes []int
+	// Nodes are the fleet sizes the scale scenario measures (default ScaleDefaultNodes), and
+	// HeartbeatWindow how long it measures heartbeats alone (default ScaleDefaultHeartbeatS).
+	Nodes           []int
+	HeartbeatWindow time.Duration
 	// RedisURL, when set, makes the scale scenario also measure two gateways sharing that Redis.
 	RedisURL string
 }
