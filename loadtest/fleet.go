@@ -43,7 +43,7 @@ type FleetOptions struct {
 	// resident, as an OpenAI-compatible server serves what it lists), Slots per node, and ZipfS
 	// the exponent of model popularity (> 1).
 	GPUs, Models, ModelsPerNode, Slots int
-	ZipfS                                        float64
+	ZipfS                              float64
 	// Interval between one node's heartbeats.
 	Interval time.Duration
 	// Seed makes the fleet's layout (which node holds which model) reproducible.
