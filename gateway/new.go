@@ -181,6 +181,8 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	reg := registry.New(rcfg, o.clock)
 	reg.SetLogger(o.log.With("component", "registry"))
+	timing := newSchedTiming()
+	reg.SetBuildObserver(timing.observeSnapshot)
 
 	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched, agents: agents.NewPool(cfg.ClusterToken, reg.Nodes)}
 	if cfg.RedisURL != "" {
@@ -205,10 +207,12 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if s.core.transport == nil {
 		s.core.transport = newAgentTransport()
 	}
-	s.core.adm = admission.New(reg, sched.Pick, o.clock, admission.Config{
+	s.core.adm = admission.New(reg, timing.timed(sched.Pick), o.clock, admission.Config{
 		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),
 	})
 	s.metrics = newMetrics(reg, s.core.adm, o.clock.Now)
+	s.metrics.reg.MustRegister(timing.collectors()...)
+	s.timing = timing
 	if s.conns, err = newConnLimits(cfg, o.log); err != nil {
 		s.closeShared()
 		return nil, fmt.Errorf("gateway: %w", err)

@@ -239,6 +239,8 @@ type Server struct {
 
 	// Owned by admin/metrics.
 	metrics *metrics
+	// timing times Pick and snapshot builds and counts heartbeats (what the fleet costs).
+	timing  *schedTiming
 	history *history.Ring
 	// agents caches one agent client per node address, for admin and the replica controller.
 	agents *agents.Pool

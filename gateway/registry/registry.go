@@ -297,6 +297,8 @@ type built struct {
 	snap      scheduler.Snapshot
 	structVer uint64
 	loadVer   uint64
+	// modelsVer is the registry's modelsVer the snapshot's ByModel index was built at.
+	modelsVer uint64
 	// expires is the first instant at which time alone changes the snapshot.
 	expires time.Time
 }
@@ -318,6 +320,10 @@ type Registry struct {
 	structVer atomic.Uint64
 	loadVer   atomic.Uint64
 	cur       atomic.Pointer[built]
+	// modelsVer counts changes to which node lists which model (a node joined or was forgotten,
+	// or its model names changed; guarded by mu): telemetry moves every second, the model index
+	// rarely, so a snapshot build reuses the last index while modelsVer holds still.
+	modelsVer uint64
 
 	// changed is closed and replaced to broadcast a change; waited says someone holds it.
 	changed atomic.Pointer[chan struct{}]
@@ -337,6 +343,10 @@ type Registry struct {
 	refusals map[string]time.Time
 	// learner fits each node's speeds to its heartbeats' measurements (scheduler.Learner).
 	learner *scheduler.Learner
+	// lastForget is when forgetLocked last scanned (guarded by mu).
+	lastForget time.Time
+	// onBuild, when set (SetBuildObserver), is told how long each full snapshot build took.
+	onBuild func(time.Duration)
 }
 
 // New returns an empty registry. Zero fields of cfg take DefaultConfig's values; a nil clock is
@@ -360,6 +370,11 @@ func (r *Registry) SetLogger(l *slog.Logger) {
 		r.log = l
 	}
 }
+
+// SetBuildObserver has f told the duration of every full snapshot build (not the cheap reuse
+// that only refreshes in-flight counters), so the gateway can export what its fleet costs. Call
+// it before the registry is used; f must be fast and safe for concurrent use.
+func (r *Registry) SetBuildObserver(f func(time.Duration)) { r.onBuild = f }
 
 // Changed returns a channel that is closed at the next change that may free capacity: a
 // heartbeat (Observe), a Release, an undrain, a circuit closing, a node being forgotten. Use it
@@ -427,7 +442,11 @@ func (r *Registry) observe(hb agentapi.Heartbeat, checkID bool) (agentapi.Heartb
 	}
 	r.recordLocked(n, hb, now)
 	reply := agentapi.HeartbeatReply{Draining: n.draining, Registry: agentapi.RegistryLocal}
-	r.forgetLocked(now)
+	// A scan of every node on every heartbeat grows with the square of the fleet; once a second
+	// is enough to drop the silent ones (a snapshot build scans anyway).
+	if now.Sub(r.lastForget) >= time.Second {
+		r.forgetLocked(now)
+	}
 	r.structVer.Add(1)
 	r.mu.Unlock()
 	r.notify()
@@ -439,7 +458,11 @@ func (r *Registry) recordLocked(n *node, hb agentapi.Heartbeat, seen time.Time) 
 	n.hb = hb
 	n.lastSeen = seen
 	n.interval = r.intervalOf(&hb)
+	prev := n.base.Models
 	n.base = baseNode(&hb)
+	if !sameModelNames(prev, n.base.Models) {
+		r.modelsVer++
+	}
 	r.learner.Learn(&n.base)
 	// This gateway's requests the heartbeat can have counted are at most those in flight now.
 	busy := max(hb.InFlight, 0) + max(hb.Queued, 0)
@@ -479,6 +502,7 @@ func (r *Registry) logRefusal(e *ConflictError) {
 func (r *Registry) addLocked(n *node) {
 	i, _ := slices.BinarySearchFunc(r.nodes, n.id, func(a *node, id string) int { return strings.Compare(a.id, id) })
 	r.nodes = slices.Insert(r.nodes, i, n)
+	r.modelsVer++
 	r.storeMapLocked()
 }
 
@@ -492,6 +516,7 @@ func (r *Registry) storeMapLocked() {
 
 // forgetLocked drops nodes silent for longer than ForgetAfter; r.mu must be held.
 func (r *Registry) forgetLocked(now time.Time) {
+	r.lastForget = now
 	kept := r.nodes[:0]
 	var dropped bool
 	for _, n := range r.nodes {
@@ -508,6 +533,7 @@ func (r *Registry) forgetLocked(now time.Time) {
 	}
 	clear(r.nodes[len(kept):])
 	r.nodes = kept
+	r.modelsVer++
 	r.storeMapLocked()
 	r.structVer.Add(1)
 	// Waking waiters lets them fail fast instead of waiting for a node that is gone.
@@ -581,7 +607,8 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		}
 		// Only in-flight counters moved: nothing else about the nodes can have changed (that
 		// would have bumped structVer, and nothing time-driven is due before prev.expires).
-		nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: slices.Clone(prev.snap.Nodes)}, structVer: sv, loadVer: lv, expires: prev.expires}
+		nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: slices.Clone(prev.snap.Nodes), ByModel: prev.snap.ByModel},
+			structVer: sv, loadVer: lv, modelsVer: prev.modelsVer, expires: prev.expires}
 		for i, n := range r.nodes {
 			sn := &nb.snap.Nodes[i]
 			sn.InFlight, sn.Queued = n.load(int(n.local.Load()))
@@ -589,8 +616,13 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		r.cur.Store(nb)
 		return &nb.snap
 	}
+	if r.onBuild != nil {
+		// Wall time, not the injected clock: this measures the build's own cost.
+		start := time.Now()
+		defer func() { r.onBuild(time.Since(start)) }()
+	}
 	expires := now.Add(r.cfg.HeartbeatInterval) // bounds how old Snapshot.Now can get
-	nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}, structVer: sv, loadVer: lv}
+	nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}, structVer: sv, loadVer: lv, modelsVer: r.modelsVer}
 	snap := &nb.snap
 	for i, n := range r.nodes {
 		sn := &snap.Nodes[i]
@@ -617,9 +649,20 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		}
 		n.cmu.Unlock()
 	}
+	if prev != nil && prev.modelsVer == r.modelsVer && prev.snap.ByModel != nil {
+		snap.ByModel = prev.snap.ByModel
+	} else {
+		snap.ByModel = scheduler.IndexByModel(snap.Nodes)
+	}
 	nb.expires = expires
 	r.cur.Store(nb)
 	return snap
+}
+
+// sameModelNames reports whether a and b list the same model names in the same order (what the
+// snapshot's ByModel index refers to).
+func sameModelNames(a, b []scheduler.NodeModel) bool {
+	return slices.EqualFunc(a, b, func(x, y scheduler.NodeModel) bool { return x.Name == y.Name })
 }
 
 // Acquire counts one more request this gateway sent to nodeID. Pair every Acquire with a Release.
@@ -825,10 +868,8 @@ func gpuProfile(name string) (models.GPUProfile, bool) {
 	if name == "" {
 		return models.GPUProfile{}, false
 	}
-	for _, p := range models.GPUProfiles() {
-		if strings.EqualFold(p.Name, name) {
-			return p, true
-		}
+	if p, ok := models.GPUProfileNamed(name); ok {
+		return p, true
 	}
 	return models.LookupGPU(name)
 }
