@@ -58,8 +58,9 @@
 // Several gateways (Share, Accept, RunShared): with a Shared table (Redis) the registry stays
 // an in-memory cache that the scheduler reads without I/O, and the table is the truth:
 //   - Accept writes each heartbeat to the table (which checks the identity cluster-wide, on the
-//     table's clock, in one atomic step) and then records it here; RunShared reads the whole
-//     table back every heartbeat interval, so a node that heartbeats to another gateway is
+//     table's clock, in one atomic step) and then records it here; RunShared reads back, every
+//     heartbeat interval, the nodes other gateways changed since its last read (the whole
+//     table now and then, see RedisShared), so a node that heartbeats to another gateway is
 //     known here within about one interval. A record no newer than the one held is ignored.
 //   - In-flight counts stay heartbeat-carried (the rule above): no Redis traffic per request.
 //     Another gateway's work reaches this one with the heartbeat, up to about two intervals late

@@ -55,8 +55,8 @@ type SharedNode struct {
 var ErrSharedUnavailable = errors.New("registry: shared registry unavailable")
 
 // Share makes the registry keep its nodes in s as well as in memory: Accept writes heartbeats
-// to s, SetDraining writes drains to it, and RunShared (which the caller must run) reads it back
-// every heartbeat interval. Call it before the registry is used.
+// to s, SetDraining writes drains to it, and RunShared (which the caller must run) reads other
+// gateways' changes back every heartbeat interval. Call it before the registry is used.
 func (r *Registry) Share(s Shared) { r.shared = s }
 
 // Accept records a heartbeat an agent sent to this gateway: in the shared table (which checks
