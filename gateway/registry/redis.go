@@ -37,7 +37,8 @@ import (
 // Load reads only what changed: the nodes whose nodes:changes score passed the seq of this
 // RedisShared's previous Load, less the ones this RedisShared wrote itself (its gateway recorded
 // those in memory when it accepted them). At 1,000 nodes on two gateways that is the heartbeats
-// the other gateway accepted, not the whole table, once per interval, in one round trip. The
+// the other gateway accepted, not the whole table, once per interval: one round trip to learn
+// what changed, and one more, pipelined, to read it when anything did. The
 // changes set holds one entry per node, so a gateway that fell behind loses nothing: it reads
 // each node changed since, once. A full read (every node, every writer) happens on the first
 // Load, after a failed one, when the epoch changed or the counter went back (Redis lost its
@@ -143,15 +144,16 @@ func (r *RedisShared) Put(ctx context.Context, hb agentapi.Heartbeat, staleAfter
 	return nil
 }
 
-// loadScript reads the table in one round trip. KEYS nodes, nodes:changes, nodes:seq, nodes:epoch,
-// nodes:draining; ARGV the node hash key prefix, the epoch and seq the previous Load left off
-// at, "1" for a full read, a fresh epoch (written when there is none), this writer.
-// Returns {TIME seconds, TIME µs, epoch, seq, full (0/1), drained IDs, {id, hb, seen, ...}}.
-// The node hashes are named from ARGV[1] rather than KEYS: their IDs are known only once the
-// script runs (a standalone Redis, not a cluster, holds the table). Nodes whose hash expired
-// are removed from both sets.
+// loadScript finds what a Load must read, in one round trip. KEYS nodes, nodes:changes,
+// nodes:seq, nodes:epoch, nodes:draining; ARGV the node hash key prefix, the epoch and seq the
+// previous Load left off at, "1" for a full read, a fresh epoch (written when there is none),
+// this writer. Returns {epoch, seq, full (0/1), drained IDs, IDs to read}: every node for a full
+// read, else the nodes changed since whose latest write is not this writer's. The heartbeats
+// themselves are read afterwards, pipelined, not by the script: a script blocks Redis while it
+// runs, and a thousand 6 KB heartbeats would make it a long one. The node hashes are named from
+// ARGV[1], not KEYS, since their IDs are known only once the script runs (the table lives in a
+// standalone Redis, not a cluster).
 var loadScript = redis.NewScript(`
-local t = redis.call('TIME')
 redis.call('SETNX', KEYS[4], ARGV[5])
 local epoch = redis.call('GET', KEYS[4])
 local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -161,28 +163,17 @@ local ids
 if full then
   ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 else
-  ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. since, '+inf')
-end
-local out, gone = {}, {}
-for _, id in ipairs(ids) do
-  local v = redis.call('HMGET', ARGV[1] .. id, 'hb', 'seen', 'by')
-  if not v[1] or not v[2] then
-    gone[#gone + 1] = id
-  elseif full or v[3] ~= ARGV[6] then
-    out[#out + 1] = id
-    out[#out + 1] = v[1]
-    out[#out + 1] = v[2]
+  local changed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. since, '+inf')
+  ids = {}
+  for _, id in ipairs(changed) do
+    if redis.call('HGET', ARGV[1] .. id, 'by') ~= ARGV[6] then ids[#ids + 1] = id end
   end
 end
-for i = 1, #gone, 1000 do
-  local batch = {unpack(gone, i, math.min(i + 999, #gone))}
-  redis.call('ZREM', KEYS[1], unpack(batch))
-  redis.call('ZREM', KEYS[2], unpack(batch))
-end
-return {t[1], t[2], epoch, seq, full and 1 or 0, redis.call('SMEMBERS', KEYS[5]), out}`)
+return {epoch, seq, full and 1 or 0, redis.call('SMEMBERS', KEYS[5]), ids}`)
 
-// Load implements Shared: one round trip whatever the size of the cluster, returning the nodes
-// other gateways wrote since this RedisShared's previous Load (see the type's doc).
+// Load implements Shared: one round trip when no other gateway wrote anything since the
+// previous Load, two otherwise (whatever the size of the cluster), returning the nodes other
+// gateways wrote since (see the type's doc).
 func (r *RedisShared) Load(ctx context.Context) (SharedTable, error) {
 	tab := SharedTable{Draining: map[string]bool{}}
 	fresh := make([]byte, 8)
@@ -193,42 +184,35 @@ func (r *RedisShared) Load(ctx context.Context) (SharedTable, error) {
 	res, err := loadScript.Run(ctx, r.c,
 		[]string{r.k("nodes"), r.k("nodes", "changes"), r.k("nodes", "seq"), r.k("nodes", "epoch"), r.k("nodes", "draining")},
 		r.k("node", ""), r.epoch, r.seq, boolArg(full), hex.EncodeToString(fresh), r.writer).Slice()
+	if err == nil && len(res) != 5 {
+		err = fmt.Errorf("load returned %d values", len(res))
+	}
 	if err != nil {
 		r.full = true // whatever changed meanwhile, the next Load reads it all
 		return tab, fmt.Errorf("registry: redis: %w", err)
 	}
-	if len(res) != 7 {
-		r.full = true
-		return tab, fmt.Errorf("registry: redis: load returned %d values", len(res))
-	}
-	secs, _ := strconv.ParseInt(fmt.Sprint(res[0]), 10, 64)
-	usecs, _ := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
-	nowMS := secs*1000 + usecs/1000
-	tab.Epoch, _ = res[2].(string)
-	seq, _ := res[3].(int64)
-	wasFull, _ := res[4].(int64)
+	tab.Epoch, _ = res[0].(string)
+	seq, _ := res[1].(int64)
+	wasFull, _ := res[2].(int64)
 	tab.Full = wasFull == 1
-	drained, _ := res[5].([]any)
+	drained, _ := res[3].([]any)
 	for _, id := range drained {
 		if s, ok := id.(string); ok {
 			tab.Draining[s] = true
 		}
 	}
-	recs, _ := res[6].([]any)
-	for i := 0; i+2 < len(recs); i += 3 {
-		id, _ := recs[i].(string)
-		data, _ := recs[i+1].(string)
-		seenStr, _ := recs[i+2].(string)
-		seen, perr := strconv.ParseInt(seenStr, 10, 64)
-		if perr != nil {
-			continue
+	list, _ := res[4].([]any)
+	ids := make([]string, 0, len(list))
+	for _, id := range list {
+		if s, ok := id.(string); ok {
+			ids = append(ids, s)
 		}
-		var hb agentapi.Heartbeat
-		if err := json.Unmarshal([]byte(data), &hb); err != nil || hb.NodeID != id {
-			continue // not a record Put wrote: ignored, as a full read ignored it before
+	}
+	if len(ids) > 0 {
+		if err := r.readNodes(ctx, ids, &tab); err != nil {
+			r.full = true
+			return SharedTable{Draining: map[string]bool{}}, err
 		}
-		age := max(time.Duration(nowMS-seen)*time.Millisecond, 0)
-		tab.Nodes = append(tab.Nodes, SharedNode{Heartbeat: hb, Age: age})
 	}
 	r.epoch, r.seq, r.full = tab.Epoch, seq, false
 	if tab.Full {
@@ -236,6 +220,51 @@ func (r *RedisShared) Load(ctx context.Context) (SharedTable, error) {
 	}
 	r.loads++
 	return tab, nil
+}
+
+// readNodes reads the heartbeats of ids into tab, their ages by Redis's clock, and drops the
+// nodes whose hash expired (forgotten) from the sets.
+func (r *RedisShared) readNodes(ctx context.Context, ids []string, tab *SharedTable) error {
+	var tm *redis.TimeCmd
+	cmds := make([]*redis.SliceCmd, len(ids))
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		tm = p.Time(ctx)
+		for i, id := range ids {
+			cmds[i] = p.HMGet(ctx, r.k("node", id), "hb", "seen")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: redis: %w", err)
+	}
+	now := tm.Val()
+	var gone []any
+	for i, cmd := range cmds {
+		vals := cmd.Val()
+		data, _ := vals[0].(string)
+		seenStr, _ := vals[1].(string)
+		seen, perr := strconv.ParseInt(seenStr, 10, 64)
+		if data == "" || perr != nil {
+			gone = append(gone, ids[i]) // forgotten: its hash expired
+			continue
+		}
+		var hb agentapi.Heartbeat
+		if err := json.Unmarshal([]byte(data), &hb); err != nil || hb.NodeID != ids[i] {
+			gone = append(gone, ids[i])
+			continue
+		}
+		age := max(time.Duration(now.UnixMilli()-seen)*time.Millisecond, 0)
+		tab.Nodes = append(tab.Nodes, SharedNode{Heartbeat: hb, Age: age})
+	}
+	if len(gone) > 0 {
+		// Best effort: the next full read tries again.
+		_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZRem(ctx, r.k("nodes"), gone...)
+			p.ZRem(ctx, r.k("nodes", "changes"), gone...)
+			return nil
+		})
+	}
+	return nil
 }
 
 func boolArg(b bool) string {
