@@ -43,6 +43,8 @@ import (
 // each node changed since, once. A full read (every node, every writer) happens on the first
 // Load, after a failed one, when the epoch changed or the counter went back (Redis lost its
 // data), and every fullReadEvery Loads, which also sweeps expired nodes out of the sets.
+// Every gateway sharing the table must write this layout: the writes of an older gateway bump
+// no counter, so the others would see them only at their full reads.
 type RedisShared struct {
 	c      *redis.Client
 	prefix string
