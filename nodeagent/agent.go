@@ -78,10 +78,6 @@ func WithLogger(l *slog.Logger) Option { return func(a *Agent) { a.log = l } }
 // WithClock sets the clock used for timings (default the system clock).
 func WithClock(c Clock) Option { return func(a *Agent) { a.clock = c } }
 
-// WithHTTPClient sets the client used for heartbeats and peer copies (default
-// agentapi.DefaultHTTPClient()).
-func WithHTTPClient(hc *http.Client) Option { return func(a *Agent) { a.hc = hc } }
-
 // Agent is one node's agent. Create it with New, serve it with Run (or mount Handler yourself).
 type Agent struct {
 	cfg       Config
@@ -143,9 +139,7 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 	for _, o := range opts {
 		o(a)
 	}
-	if a.hc == nil {
-		a.hc = agentapi.DefaultHTTPClient()
-	}
+	a.hc = agentapi.DefaultHTTPClient()
 	a.log = a.log.With("component", "agent", "node", cfg.NodeID)
 	a.hostname, _ = os.Hostname()
 	a.startedAt = a.clock.Now()

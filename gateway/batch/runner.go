@@ -445,7 +445,7 @@ func (s *Service) runLine(ctx context.Context, b store.Batch, f io.ReaderAt, l I
 			}
 			continue
 		}
-		fillResponse(&res, resp)
+		fillResponse(&res, resp, s.now())
 		break
 	}
 	res.FinishedAt = s.now().UnixMilli()
@@ -491,8 +491,9 @@ func withoutStreaming(body []byte) ([]byte, error) {
 }
 
 // fillResponse records the backend's answer: the body (as JSON; a non-JSON body becomes a JSON
-// string), usage and, for a non-2xx answer, the error it carries.
-func fillResponse(res *store.LineResult, resp Response) {
+// string), usage and, for a non-2xx answer, the error it carries. now (the service's clock) dates
+// the request ID made for an answer that came without one.
+func fillResponse(res *store.LineResult, resp Response, now time.Time) {
 	res.StatusCode = resp.StatusCode
 	res.Node, res.Simulated = resp.Node, resp.Simulated
 	if len(resp.Parameters) > 0 && json.Valid(resp.Parameters) {
@@ -500,7 +501,7 @@ func fillResponse(res *store.LineResult, resp Response) {
 	}
 	res.RequestID = resp.RequestID
 	if res.RequestID == "" {
-		res.RequestID = store.NewID("req_", time.Now())
+		res.RequestID = store.NewID("req_", now)
 	}
 	if json.Valid(resp.Body) {
 		res.Body = json.RawMessage(resp.Body)

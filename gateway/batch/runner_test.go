@@ -297,12 +297,35 @@ func TestFillResponseUsage(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var res store.LineResult
-			fillResponse(&res, Response{StatusCode: tc.status, Body: []byte(tc.body)})
+			fillResponse(&res, Response{StatusCode: tc.status, Body: []byte(tc.body)}, time.Now())
 			if res.PromptTokens != tc.prompt || res.CompletionTokens != tc.completion || res.CachedTokens != tc.cached || res.ReasoningTokens != tc.reason {
 				t.Fatalf("tokens = %d/%d cached %d reasoning %d, want %d/%d cached %d reasoning %d",
 					res.PromptTokens, res.CompletionTokens, res.CachedTokens, res.ReasoningTokens, tc.prompt, tc.completion, tc.cached, tc.reason)
 			}
 		})
+	}
+}
+
+// TestRequestIDFromInjectedClock: a line whose answer came without a request ID gets one made on
+// the service's clock, not the machine's (IDs begin with their time in big-endian nanoseconds).
+func TestRequestIDFromInjectedClock(t *testing.T) {
+	dir := t.TempDir()
+	st := openBolt(t, dir)
+	defer st.Close()
+	clk := newClock()
+	h := start(t, dir, st, dispatchFunc(echo), testConfig(), func(o *Options) { o.Now = clk.Now })
+	b := h.create(h.upload(chatLines(1)).ID)
+	waitFor(t, st, b.ID, "completed", status(store.StatusCompleted))
+	var ids []string
+	if err := st.Lines(context.Background(), b.ID, func(r store.LineResult) error {
+		ids = append(ids, r.RequestID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := store.NewID("req_", clk.Now())[:len("req_")+16]
+	if len(ids) != 1 || !strings.HasPrefix(ids[0], want) {
+		t.Fatalf("request IDs %v, want one beginning %s (the injected clock's time)", ids, want)
 	}
 }
 
