@@ -219,7 +219,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if len(s.cfg.MinReplicas) > 0 {
 		// Joined like the rest: Run returns (and the store closes) only after the controller and
 		// the loads it started have stopped.
-		wg.Go(func() { replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx) })
+		wg.Go(func() {
+			replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
+		})
 	}
 	wg.Go(func() { s.registry.RunShared(ctx) })
 	wg.Go(func() { s.recordHistory(ctx) })
