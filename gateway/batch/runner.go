@@ -302,6 +302,11 @@ func (s *Service) validate(ctx context.Context, b store.Batch) error {
 	if f != nil {
 		f.Close()
 	}
+	if len(verrs) == 0 && s.models != nil {
+		if verrs, err = s.checkModels(ctx, b.ID, lines); err != nil {
+			return err
+		}
+	}
 	failed := false
 	_, err = s.st.UpdateBatch(ctx, b.ID, func(b *store.Batch) error {
 		failed = false
@@ -321,6 +326,60 @@ func (s *Service) validate(ctx context.Context, b store.Batch) error {
 		s.obs.BatchFinished(store.StatusFailed)
 	}
 	return err
+}
+
+// modelRecheck is how often a batch waiting out Config.ModelGrace asks about its models again.
+const modelRecheck = 250 * time.Millisecond
+
+// checkModels returns a validation error for each line (up to MaxValidationErrors) whose model
+// cannot run anywhere, or that names none. While the runner is younger than Config.ModelGrace,
+// a model not yet known is waited for rather than failed: after a gateway start the nodes are
+// still reporting in. An error means ctx ended while waiting.
+func (s *Service) checkModels(ctx context.Context, id string, lines []InputLine) ([]store.BatchError, error) {
+	for {
+		problems := map[string]string{}
+		unknown := false
+		for _, l := range lines {
+			if _, done := problems[l.Model]; done {
+				continue
+			}
+			p := ""
+			if l.Model == "" {
+				p = "the request body names no model (body.model is required)"
+			} else if p = s.models.CheckModel(l.Model); p != "" {
+				unknown = true
+			}
+			problems[l.Model] = p
+		}
+		if wait := s.started.Add(s.cfg.ModelGrace).Sub(s.now()); unknown && wait > 0 {
+			s.log.Info("batch names a model no node has reported yet; waiting for nodes to report in", "batch", id, "grace_left", wait.Round(time.Millisecond))
+			// Look again soon: a node that reports the model ends the wait.
+			t := time.NewTimer(min(wait, modelRecheck))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
+		var errs []store.BatchError
+		for _, l := range lines {
+			p := problems[l.Model]
+			if p == "" {
+				continue
+			}
+			if len(errs) == s.cfg.MaxValidationErrors {
+				break
+			}
+			code := CodeModelNotFound
+			if l.Model == "" {
+				code = CodeMissingModel
+			}
+			errs = append(errs, store.BatchError{Code: code, Param: "body.model", Line: l.Line, Message: p})
+		}
+		return errs, nil
+	}
 }
 
 // runLines runs every line of the batch that has no recorded result, with at most

@@ -748,3 +748,86 @@ func TestRedisRestartedGatewayResumesOwnClaims(t *testing.T) {
 		t.Fatalf("counts %+v", done.RequestCounts)
 	}
 }
+
+// modelSet is a Models that knows a fixed, changeable set of models.
+type modelSet struct {
+	mu    sync.Mutex
+	known map[string]bool
+	asked int
+}
+
+func (m *modelSet) CheckModel(model string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.asked++
+	if m.known[model] {
+		return ""
+	}
+	return "no node has model `" + model + "`"
+}
+
+func (m *modelSet) add(model string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.known[model] = true
+}
+
+// TestValidationUnknownModel: a batch naming a model no node has fails validation with the
+// lines that name it (OpenAI's model_not_found, param body.model), and nothing is dispatched.
+func TestValidationUnknownModel(t *testing.T) {
+	dir := t.TempDir()
+	st := openBolt(t, dir)
+	defer st.Close()
+	var calls atomic.Int64
+	cfg := testConfig()
+	cfg.ModelGrace = -1 // no grace: the nodes have long reported
+	h := start(t, dir, st, dispatchFunc(func(ctx context.Context, req Request) (Response, error) {
+		calls.Add(1)
+		return echo(ctx, req)
+	}), cfg, func(o *Options) { o.Models = &modelSet{known: map[string]bool{"m": true}} })
+	input := `{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}
+
+{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"nope","messages":[]}}
+{"custom_id":"c","method":"POST","url":"/v1/chat/completions","body":{"messages":[]}}
+{"custom_id":"d","method":"POST","url":"/v1/chat/completions","body":{"model":"nope","messages":[]}}
+`
+	b := h.create(h.upload(input).ID)
+	got := waitFor(t, st, b.ID, "failed", status(store.StatusFailed))
+	want := []store.BatchError{
+		{Code: CodeModelNotFound, Param: "body.model", Line: 3, Message: "no node has model `nope`"},
+		{Code: CodeMissingModel, Param: "body.model", Line: 4, Message: "the request body names no model (body.model is required)"},
+		{Code: CodeModelNotFound, Param: "body.model", Line: 5, Message: "no node has model `nope`"},
+	}
+	if fmt.Sprint(got.Errors) != fmt.Sprint(want) || got.InProgressAt != 0 {
+		t.Fatalf("errors %+v (in progress at %d), want %+v", got.Errors, got.InProgressAt, want)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d lines dispatched from a batch that failed validation", n)
+	}
+}
+
+// TestValidationWaitsForNodesAfterStart: right after the start, a model no node has reported yet
+// is waited for until the grace ends; a node reporting it meanwhile lets the batch run.
+func TestValidationWaitsForNodesAfterStart(t *testing.T) {
+	dir := t.TempDir()
+	st := openBolt(t, dir)
+	defer st.Close()
+	cfg := testConfig()
+	cfg.ModelGrace = 30 * time.Second
+	models := &modelSet{known: map[string]bool{}}
+	h := start(t, dir, st, dispatchFunc(echo), cfg, func(o *Options) { o.Models = models })
+	b := h.create(h.upload(chatLines(2)).ID)
+	waitFor(t, st, b.ID, "the model asked about", func(store.Batch) bool {
+		models.mu.Lock()
+		defer models.mu.Unlock()
+		return models.asked > 0
+	})
+	if got, _ := st.GetBatch(context.Background(), b.ID); got.Status != store.StatusValidating {
+		t.Fatalf("status %s within the grace, want validating", got.Status)
+	}
+	models.add("m") // a node with the model reports in
+	got := waitFor(t, st, b.ID, "completed", status(store.StatusCompleted))
+	if got.RequestCounts.Completed != 2 {
+		t.Fatalf("counts %+v", got.RequestCounts)
+	}
+}
