@@ -156,9 +156,11 @@ type BuildOptions struct {
 	// Params are extra body fields for every request (temperature, max_tokens, ...); they cannot
 	// replace model, messages, prompt or input.
 	Params map[string]any
-	// SourceLines, when set, are the rows' line numbers in the prompt file: row i's custom_id is
-	// then CustomID(SourceLines[i]-1), "line-00007" for a prompt on line 7. Without them the
-	// custom_ids count the rows.
+	// SourceLines, when set, are the rows' line numbers in the prompt file, increasing: row i's
+	// custom_id is then CustomID(SourceLines[i]-1), "line-00007" for a prompt on line 7, and
+	// blank lines pad the JSONL so that each request sits on its prompt's line number (a CSV
+	// header, a blank or multi-line row leave blank lines): the line numbers the gateway's
+	// validation reports are the prompt file's. Without them the custom_ids count the rows.
 	SourceLines []int
 }
 
@@ -380,9 +382,17 @@ func BuildJSONL(w io.Writer, rows []map[string]string, opts BuildOptions) (int, 
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
-	if opts.SourceLines != nil && len(opts.SourceLines) != len(rows) {
-		return 0, fmt.Errorf("jsonl: %d source lines for %d rows", len(opts.SourceLines), len(rows))
+	if opts.SourceLines != nil {
+		if len(opts.SourceLines) != len(rows) {
+			return 0, fmt.Errorf("jsonl: %d source lines for %d rows", len(opts.SourceLines), len(rows))
+		}
+		for i, n := range opts.SourceLines {
+			if n < 1 || i > 0 && n <= opts.SourceLines[i-1] {
+				return 0, fmt.Errorf("jsonl: source line %d of row %d does not follow the row before", n, i+1)
+			}
+		}
 	}
+	written := 0 // JSONL lines written so far
 	var buf strings.Builder
 	for i, row := range rows {
 		var prompt string
@@ -432,10 +442,16 @@ func BuildJSONL(w io.Writer, rows []map[string]string, opts BuildOptions) (int, 
 		}{CustomID(i), "POST", opts.Endpoint, body}
 		if opts.SourceLines != nil {
 			line.CustomID = CustomID(opts.SourceLines[i] - 1)
+			for ; written < opts.SourceLines[i]-1; written++ {
+				if err := bw.WriteByte('\n'); err != nil {
+					return i, fmt.Errorf("jsonl: %w", err)
+				}
+			}
 		}
 		if err := enc.Encode(line); err != nil {
 			return i, fmt.Errorf("jsonl: row %d: %w", i+1, err)
 		}
+		written++
 	}
 	if err := bw.Flush(); err != nil {
 		return len(rows), fmt.Errorf("jsonl: %w", err)

@@ -304,6 +304,15 @@ func TestSourceLines(t *testing.T) {
 	if errs != nil || len(got) != 3 || got[1].CustomID != "line-00004" || SourceLineOf(got[1].CustomID) != 4 {
 		t.Fatalf("lines %+v errs %v", got, errs)
 	}
+	// Each request sits on its prompt's line: what validation reports is the prompt file's line.
+	for i, l := range got {
+		if l.Line != lines[i] {
+			t.Errorf("request %d on JSONL line %d, its prompt on line %d", i, l.Line, lines[i])
+		}
+	}
+	if _, err := BuildJSONL(&bytes.Buffer{}, TextRows(prompts), BuildOptions{Model: "m", SourceLines: []int{1, 4, 4}}); err == nil {
+		t.Error("source lines out of order accepted")
+	}
 	for _, id := range []string{"line-4", "line-00000", "x-00004", "line-0000a", "line-000004"} {
 		if n := SourceLineOf(id); n != 0 {
 			t.Errorf("SourceLineOf(%q) = %d, want 0", id, n)
