@@ -281,3 +281,36 @@ func TestDeliverAllOrNothing(t *testing.T) {
 		t.Fatalf("the refused directory now holds %v", ents)
 	}
 }
+
+// FuzzFileNameFor: whatever a custom_id holds, its file name is one safe, bounded path element.
+func FuzzFileNameFor(f *testing.F) {
+	f.Add("line-00001", "")
+	f.Add(strings.Repeat("z", 300), "../x")
+	f.Add("\x00/\\..", "ü")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		used := map[string]bool{"manifest.json": true}
+		na, nb := FileNameFor(a, "txt", used), FileNameFor(b, "txt", used)
+		for _, n := range []string{na, nb} {
+			if n == "" || len(n) > 130 || strings.ContainsAny(n, "/\\\x00") || strings.HasPrefix(n, ".") || n == "manifest.json" {
+				t.Fatalf("unsafe name %q", n)
+			}
+		}
+		if strings.EqualFold(na, nb) {
+			t.Fatalf("%q and %q share the name %q", a, b, na)
+		}
+	})
+}
+
+// FuzzPromptRefs: any input file gives prompt references of bounded length, without a panic.
+func FuzzPromptRefs(f *testing.F) {
+	f.Add([]byte(`{"custom_id":"line-00002","body":{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}}`), "/v1/chat/completions")
+	f.Add([]byte(`{"custom_id":"a","body":{"input":[{"role":"user","content":[{"type":"input_text","text":"x"}]}]}}`+"\n\n{"), "/v1/responses")
+	f.Add([]byte(`{"custom_id":"a","body":{"prompt":["p","q"]}}`), "/v1/completions")
+	f.Fuzz(func(t *testing.T, input []byte, endpoint string) {
+		for id, ref := range PromptRefs(input, endpoint, true) {
+			if id == "" || ref.InputLine < 1 || utf8.RuneCountInString(ref.Prompt) > PromptPreviewRunes {
+				t.Fatalf("%q: %+v", id, ref)
+			}
+		}
+	})
+}

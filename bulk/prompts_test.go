@@ -322,3 +322,21 @@ func TestSourceLines(t *testing.T) {
 		t.Errorf("SourceLineOf(line-123456) = %d", n)
 	}
 }
+
+// FuzzCheckTemplate: any --template is either refused with an error or names only known columns.
+func FuzzCheckTemplate(f *testing.F) {
+	f.Add("Describe {{.product}} for {{.audience}}")
+	f.Add(`{{if .a}}{{index . "b c"}}{{else}}{{$.x}}{{end}}{{range .}}{{.y}}{{end}}`)
+	f.Add("{{")
+	f.Fuzz(func(t *testing.T, tmpl string) {
+		cols := []string{"product", "audience"}
+		if CheckTemplate(tmpl, "f.csv", cols) != nil {
+			return
+		}
+		// Accepted: it runs on a row with those columns without a missing-key error.
+		_, err := BuildJSONL(&bytes.Buffer{}, []map[string]string{{"product": "p", "audience": "a"}}, BuildOptions{Model: "m", Template: tmpl})
+		if err != nil && strings.Contains(err.Error(), "map has no entry") {
+			t.Fatalf("template %q accepted but names a missing column: %v", tmpl, err)
+		}
+	})
+}

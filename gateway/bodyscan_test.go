@@ -207,3 +207,14 @@ func BenchmarkScanBody(b *testing.B) {
 		b.Fatalf("model = %q", info.model)
 	}
 }
+
+// FuzzNestedTooDeep: JSON that encoding/json accepts is never called too deep.
+func FuzzNestedTooDeep(f *testing.F) {
+	f.Add([]byte(`{"a":[[{"b":"[[["}]]]}`))
+	f.Add([]byte(strings.Repeat("[", 10001)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if json.Valid(b) && nestedTooDeep(b) {
+			t.Fatalf("valid JSON %q called too deep", b)
+		}
+	})
+}
