@@ -31,14 +31,13 @@ func newStepClock() *stepClock {
 	return &stepClock{fakeclock.New(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))}
 }
 
-// AfterFunc implements Clock with the fake clock's timers.
-func (c *stepClock) AfterFunc(d time.Duration, f func()) Timer { return c.Clock.AfterFunc(d, f) }
-
 // Test keys.
 const (
 	testAPIKey       = "sk-test-0123456789abcdef"
 	testAdminKey     = "sk-admin-0123456789abcdef"
 	testClusterToken = "cluster-secret-token"
+	// testMetricsToken is newCoreGW's scrape token (Config.MetricsToken).
+	testMetricsToken = "metrics-scrape-token-0123"
 	testModel        = "llama3.1:8b"
 )
 
@@ -245,6 +244,7 @@ func newCoreGW(t testing.TB, edit func(*Config)) *coreGW {
 	cfg.DataDir = t.TempDir()
 	cfg.ClusterToken = testClusterToken
 	cfg.APIKeys = []string{testAPIKey}
+	cfg.MetricsToken = testMetricsToken
 	cfg.HeartbeatInterval = time.Hour
 	cfg.FirstByteTimeout = 10 * time.Second
 	cfg.StreamIdleTimeout = 10 * time.Second

@@ -23,10 +23,12 @@
 //     that its registry is shared (Redis: every gateway reads it). A gateway whose registry is
 //     its own (embedded, or Redis unreachable) answers "local", and the agent then sends the
 //     heartbeat to every other gateway in its list as well.
-//   - Each start of the agent has its own instance ID, sent in every heartbeat. A gateway refuses
-//     (409 node_id_conflict) an instance claiming a node ID another live instance at another
-//     address holds; the agent then logs an error naming the holder and keeps trying every
-//     interval, so it takes the ID over once the holder stops. It does not exit: a supervisor
+//   - Each start of the agent has its own instance ID, sent in every heartbeat and logged only
+//     as agentapi.InstanceFingerprint. A gateway refuses (409 node_id_conflict) an instance
+//     claiming a node ID another live instance holds (at any address, so a restarted agent too
+//     waits until its previous start has been silent for the stale window); the agent then logs
+//     an error naming the holder and keeps trying every interval, so it takes the ID over once
+//     the holder stops. It does not exit: a supervisor
 //     would only restart it into the same refusal.
 package nodeagent
 
@@ -46,17 +48,9 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/herd-llm/herd/clock"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
-
-// Clock tells the time. Tests pass a fake one to make measured speeds exact.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
 
 // ewmaAlpha weighs a new tokens/s sample against the history: recent enough to follow a node
 // getting busier, smooth enough that one odd request does not swing the scheduler.
@@ -75,8 +69,9 @@ type Option func(*Agent)
 // WithLogger sets the agent's logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(a *Agent) { a.log = l } }
 
-// WithClock sets the clock used for timings (default the system clock).
-func WithClock(c Clock) Option { return func(a *Agent) { a.clock = c } }
+// WithClock sets the clock used for timings (default the system clock); tests pass a fake one
+// to make measured speeds exact.
+func WithClock(c clock.Clock) Option { return func(a *Agent) { a.clock = c } }
 
 // Agent is one node's agent. Create it with New, serve it with Run (or mount Handler yourself).
 type Agent struct {
@@ -84,7 +79,7 @@ type Agent struct {
 	backend   Backend
 	ts        TelemetrySource
 	log       *slog.Logger
-	clock     Clock
+	clock     clock.Clock
 	hc        *http.Client
 	tracer    trace.Tracer // nil: tracing off (tracing.go)
 	slots     int
@@ -131,7 +126,7 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 		backend: b,
 		ts:      ts,
 		log:     slog.Default(),
-		clock:   systemClock{},
+		clock:   clock.System{},
 		stats:   map[string]*modelStats{},
 		gpus:    []agentapi.GPU{},
 		models:  []agentapi.Model{},
@@ -590,7 +585,7 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 			if !l.refused || now.Sub(l.lastRefusalLoggedAt) >= time.Minute {
 				log.Error("gateway refused this agent: its node id is held by another live agent; "+
 					"this node gets no work until that agent stops (retrying every interval) or this one gets another --node-id",
-					"instance", a.instance, "err", err)
+					"instance_fp", agentapi.InstanceFingerprint(a.instance), "err", err)
 				l.lastRefusalLoggedAt = now
 			}
 			l.refused = true
@@ -605,7 +600,7 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 	}
 	switch {
 	case l.refused:
-		log.Info("node id acquired: heartbeat accepted", "instance", a.instance)
+		log.Info("node id acquired: heartbeat accepted", "instance_fp", agentapi.InstanceFingerprint(a.instance))
 	case l.failing:
 		log.Info("heartbeat accepted again", "failed_beats", l.failures)
 	case !l.everOK:

@@ -4,7 +4,13 @@
 // never the agent itself, so the two processes only share this contract.
 package agentapi
 
-import "time"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/herd-llm/herd/openaierr"
+)
 
 // Route paths. Agents serve the inference routes in the OpenAI wire format, unchanged, so the
 // gateway can proxy bytes; everything else lives under /agent/v1.
@@ -93,8 +99,10 @@ const (
 type Heartbeat struct {
 	NodeID string `json:"node_id"`
 	// InstanceID is generated afresh each time an agent starts. A gateway binds a node ID to the
-	// instance that first claimed it and refuses (409 node_id_conflict) a different instance at a
-	// different address while the first one's heartbeats are fresh.
+	// instance (and address) that holds it and refuses (409 node_id_conflict) any other instance,
+	// or the same one from another address, while the holder's heartbeats are fresh. It is what
+	// lets an agent keep its node ID, so the gateway never shows or logs it: logs carry
+	// InstanceFingerprint instead.
 	InstanceID string `json:"instance_id,omitempty"`
 	// Address is the URL the gateway uses to reach the agent (its advertise URL).
 	Address string `json:"address"`
@@ -287,15 +295,20 @@ type Blob struct {
 	Size   int64  `json:"size"`
 }
 
-// ErrorBody is the error shape of the agent's own routes (the inference routes use OpenAI's).
-type ErrorBody struct {
-	Error ErrorDetail `json:"error"`
-}
+// ErrorBody is the error shape of the agent's own routes, OpenAI's as the inference routes
+// answer it (openaierr.Body).
+type ErrorBody = openaierr.Body
 
 // ErrorDetail is the OpenAI error object: message, type, param, code.
-type ErrorDetail struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
+type ErrorDetail = openaierr.Detail
+
+// InstanceFingerprint is what logs and error texts show of an agent instance ID: the first 6
+// bytes of its SHA-256, in hex. It tells two instances apart in a log without revealing the ID,
+// which would let a reader heartbeat as that instance.
+func InstanceFingerprint(instanceID string) string {
+	if instanceID == "" {
+		return "none"
+	}
+	sum := sha256.Sum256([]byte(instanceID))
+	return hex.EncodeToString(sum[:6])
 }
