@@ -81,6 +81,9 @@ type DeliveryManifest struct {
 	Generated      string            `json:"generated_at"`
 	Files          []DeliveredFile   `json:"files"`
 	Failed         []FailedLine      `json:"failed"`
+	// ValidationErrors are why a batch that failed validation ran no line (each with the input
+	// line it is about): with them a manifest of no files still says what to fix.
+	ValidationErrors []api.BatchErrorItem `json:"validation_errors,omitempty"`
 }
 
 // FailedLine is a line of the batch that produced no file, and why.
@@ -390,6 +393,9 @@ func NewDeliveryManifest(b api.BatchObject, now time.Time) DeliveryManifest {
 	}
 	if b.CompletedAt != nil {
 		man.CompletedAt = time.Unix(*b.CompletedAt, 0).UTC().Format(time.RFC3339)
+	}
+	if b.Errors != nil {
+		man.ValidationErrors = b.Errors.Data
 	}
 	return man
 }

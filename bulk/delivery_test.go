@@ -280,6 +280,31 @@ func TestDeliverAllOrNothing(t *testing.T) {
 	if ents, _ := os.ReadDir(other); len(ents) != 1 {
 		t.Fatalf("the refused directory now holds %v", ents)
 	}
+
+	// A batch that failed validation: no files, and the manifest says why.
+	line, param := 2, "body.model"
+	invalid := api.BatchObject{ID: "batch_2", Status: "failed", Endpoint: "/v1/chat/completions",
+		Errors: &api.BatchErrors{Object: "list", Data: []api.BatchErrorItem{{Code: "model_not_found", Message: "no such model", Param: &param, Line: &line}}}}
+	failedDir := filepath.Join(parent, "failed")
+	if files, failed, err := Deliver(context.Background(), c, invalid, failedDir, "txt", now); err != nil || files != 0 || failed != 0 {
+		t.Fatalf("Deliver of a batch that failed validation = %d, %d, %v", files, failed, err)
+	}
+	if m := readManifestFile(t, failedDir); len(m.ValidationErrors) != 1 || *m.ValidationErrors[0].Line != 2 || m.ValidationErrors[0].Code != "model_not_found" {
+		t.Fatalf("validation errors in the manifest: %+v", m.ValidationErrors)
+	}
+}
+
+func readManifestFile(t *testing.T, dir string) DeliveryManifest {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man DeliveryManifest
+	if err := json.Unmarshal(data, &man); err != nil {
+		t.Fatal(err)
+	}
+	return man
 }
 
 // FuzzFileNameFor: whatever a custom_id holds, its file name is one safe, bounded path element.
