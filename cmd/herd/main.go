@@ -32,6 +32,7 @@ func herdVersion() string {
 
 func main() {
 	defaultMemoryLimit(os.Getenv, os.ReadFile)
+	smallTextPages()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRootCmd()
