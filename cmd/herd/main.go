@@ -32,7 +32,6 @@ func herdVersion() string {
 
 func main() {
 	defaultMemoryLimit(os.Getenv, os.ReadFile)
-	smallTextPages()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRootCmd()
