@@ -9,7 +9,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,15 +22,14 @@ const (
 	FleetDefaultGPUs          = 8
 	FleetDefaultModels        = 200
 	FleetDefaultModelsPerNode = 10
-	FleetDefaultResident      = 3
 	FleetDefaultSlots         = 4
 	FleetDefaultZipfS         = 1.1
 	FleetDefaultInterval      = time.Second
 )
 
 // FleetOptions describes a fleet of fake nodes that one process serves: each node heartbeats to
-// the gateways like an agent and answers inference with the fake backend under its own path
-// prefix (/n/NODE-ID), so a thousand nodes need one listener, not a thousand processes.
+// the gateways like an agent and answers inference with the fake backend on its own loopback
+// address, so a thousand nodes need one process, not a thousand.
 type FleetOptions struct {
 	// Gateways receive the heartbeats: the first that accepts, every one when it answers that its
 	// registry is its own (as an agent does).
@@ -41,15 +39,16 @@ type FleetOptions struct {
 	// Nodes is the fleet's size; IDPrefix names them IDPrefix-0000, IDPrefix-0001, ...
 	Nodes    int
 	IDPrefix string
-	// GPUs per node, Models in the catalogue, ModelsPerNode on each node's disk (Resident of them
-	// loaded), Slots per node, and ZipfS the exponent of model popularity (> 1).
-	GPUs, Models, ModelsPerNode, Resident, Slots int
-	ZipfS                                        float64
+	// GPUs per node, Models in the catalogue, ModelsPerNode served by each node (all of them
+	// resident, as an OpenAI-compatible server serves what it lists), Slots per node, and ZipfS
+	// the exponent of model popularity (> 1).
+	GPUs, Models, ModelsPerNode, Slots int
+	ZipfS                              float64
 	// Interval between one node's heartbeats.
 	Interval time.Duration
 	// Seed makes the fleet's layout (which node holds which model) reproducible.
 	Seed uint64
-	// Listen is the inference listener's address (default a free loopback port).
+	// Listen is the address of the fleet's health listener (default a free loopback port).
 	Listen string
 }
 
@@ -62,10 +61,8 @@ func (o FleetOptions) withDefaults() FleetOptions {
 	def(&o.GPUs, FleetDefaultGPUs)
 	def(&o.Models, FleetDefaultModels)
 	def(&o.ModelsPerNode, FleetDefaultModelsPerNode)
-	def(&o.Resident, FleetDefaultResident)
 	def(&o.Slots, FleetDefaultSlots)
 	o.ModelsPerNode = min(o.ModelsPerNode, o.Models)
-	o.Resident = min(o.Resident, o.ModelsPerNode)
 	if o.ZipfS <= 1 {
 		o.ZipfS = FleetDefaultZipfS
 	}
@@ -90,6 +87,32 @@ type fleetNode struct {
 	inFlight atomic.Int32
 }
 
+// listenPerNode opens one listener per node, each on its own loopback address (127.77.x.y), all
+// on one port chosen by the first.
+func listenPerNode(n int) ([]net.Listener, error) {
+	for range 5 {
+		var lns []net.Listener
+		port := "0"
+		var err error
+		for i := range n {
+			var ln net.Listener
+			ln, err = net.Listen("tcp", net.JoinHostPort(fmt.Sprintf("127.77.%d.%d", i/250, i%250+1), port))
+			if err != nil {
+				break
+			}
+			_, port, _ = net.SplitHostPort(ln.Addr().String())
+			lns = append(lns, ln)
+		}
+		if err == nil {
+			return lns, nil
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	return nil, fmt.Errorf("fake fleet: no port free on every node address")
+}
+
 // fleetLayout draws each node's models: ModelsPerNode distinct ones by Zipf popularity, so popular
 // models sit on many nodes and the tail on few, as in a real multi-model fleet.
 func fleetLayout(o FleetOptions) [][]int {
@@ -112,8 +135,8 @@ func fleetLayout(o FleetOptions) [][]int {
 	return out
 }
 
-// ServeFleet runs a fake fleet until ctx ends. ready is called with the inference listener's base
-// URL once it listens and before the first heartbeat.
+// ServeFleet runs a fake fleet until ctx ends. ready is called with the health listener's base
+// URL once every node listens and before the first heartbeat.
 func ServeFleet(ctx context.Context, o FleetOptions, ready func(url string)) error {
 	o = o.withDefaults()
 	if o.Nodes <= 0 || len(o.Gateways) == 0 {
@@ -124,15 +147,24 @@ func ServeFleet(ctx context.Context, o FleetOptions, ready func(url string)) err
 		return err
 	}
 	base := "http://" + ln.Addr().String()
-	nodes := make(map[string]*fleetNode, o.Nodes)
+	fake := NewFakeBackend(FaultOK, FakeOptions{})
+	// Every node answers on an address of its own in 127.0.0.0/8 (Linux routes the whole block to
+	// lo), so that the gateway keeps a connection pool per node as it does with real hosts:
+	// a thousand nodes behind one address would share one pool and churn sockets.
+	nodeLns, err := listenPerNode(o.Nodes)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	list := make([]*fleetNode, 0, o.Nodes)
 	started := time.Now()
+	var servers []*http.Server
 	for i, held := range fleetLayout(o) {
 		id := fmt.Sprintf("%s-%04d", o.IDPrefix, i)
 		var inst [8]byte
 		_, _ = rand.Read(inst[:])
 		n := &fleetNode{hb: agentapi.Heartbeat{
-			NodeID: id, InstanceID: hex.EncodeToString(inst[:]), Address: base + "/n/" + id,
+			NodeID: id, InstanceID: hex.EncodeToString(inst[:]), Address: "http://" + nodeLns[i].Addr().String(),
 			Backend: "openai", Version: "loadtest-fleet", Hostname: id, Slots: o.Slots,
 			IntervalMS: o.Interval.Milliseconds(), StartedAt: started,
 		}}
@@ -143,34 +175,29 @@ func ServeFleet(ctx context.Context, o FleetOptions, ready func(url string)) err
 				SMClockMHz: 1740, ThrottleReasons: []string{}, Healthy: true,
 			})
 		}
-		for j, m := range held {
+		for _, m := range held {
 			n.hb.Models = append(n.hb.Models, agentapi.Model{
-				Name: FleetModel(m), OnDisk: true, Resident: j < o.Resident,
+				Name: FleetModel(m), OnDisk: true, Resident: true,
 				SizeBytes: 5 << 30, VRAMBytes: 6 << 30, ParameterSize: "8.0B", Quantization: "Q4_K_M",
 				TokensPerSecond: 60, PrefillTokensPerSecond: 2000, Concurrency: 1,
 			})
 		}
-		nodes[id] = n
 		list = append(list, n)
+		srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n.inFlight.Add(1)
+			defer n.inFlight.Add(-1)
+			fake.ServeHTTP(w, r)
+		})}
+		servers = append(servers, srv)
+		go func() { _ = srv.Serve(nodeLns[i]) }()
 	}
-
-	fake := NewFakeBackend(FaultOK, FakeOptions{})
+	defer func() {
+		for _, srv := range servers {
+			srv.Close()
+		}
+	}()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("/n/", func(w http.ResponseWriter, r *http.Request) {
-		rest := strings.TrimPrefix(r.URL.Path, "/n/")
-		id, path, _ := strings.Cut(rest, "/")
-		n := nodes[id]
-		if n == nil {
-			http.NotFound(w, r)
-			return
-		}
-		n.inFlight.Add(1)
-		defer n.inFlight.Add(-1)
-		r2 := r.Clone(r.Context())
-		r2.URL.Path = "/" + path
-		fake.ServeHTTP(w, r2)
-	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
@@ -178,14 +205,13 @@ func ServeFleet(ctx context.Context, o FleetOptions, ready func(url string)) err
 		ready(base)
 	}
 
-	// One client for the whole fleet, as many connections as a real fleet of agents would not
-	// need: the gateway's cost per heartbeat is what is measured, not the dialing.
-	hc := agentapi.DefaultHTTPClient()
 	var wg sync.WaitGroup
 	for i, n := range list {
 		// Spread the fleet's heartbeats evenly over the interval, as independent agents are.
 		offset := time.Duration(int64(o.Interval) * int64(i) / int64(len(list)))
-		wg.Go(func() { n.beat(ctx, hc, o, offset) })
+		// A client of its own per node: the gateway holds one keep-alive connection per agent,
+		// as it does with a real fleet.
+		wg.Go(func() { n.beat(ctx, agentapi.DefaultHTTPClient(), o, offset) })
 	}
 	wg.Wait()
 	return nil

@@ -92,7 +92,10 @@ func runScale(ctx context.Context, o ScenarioOptions) (*ScaleReport, error) {
 	if len(sizes) == 0 {
 		sizes = ScaleDefaultNodes
 	}
-	hbWin, loadWin := ScaleDefaultHeartbeatS, o.Load.Duration
+	hbWin, loadWin := o.HeartbeatWindow, o.Load.Duration
+	if hbWin <= 0 {
+		hbWin = ScaleDefaultHeartbeatS
+	}
 	if loadWin <= 0 {
 		loadWin = ScaleDefaultLoad
 	}

@@ -117,8 +117,10 @@ type ScenarioOptions struct {
 	Progress io.Writer
 	// LogDir keeps the started processes' logs there (default: a temporary directory, removed).
 	LogDir string
-	// Nodes are the fleet sizes the scale scenario measures (default ScaleDefaultNodes).
-	Nodes []int
+	// Nodes are the fleet sizes the scale scenario measures (default ScaleDefaultNodes), and
+	// HeartbeatWindow how long it measures heartbeats alone (default ScaleDefaultHeartbeatS).
+	Nodes           []int
+	HeartbeatWindow time.Duration
 	// Streams is how many slow streams the streams scenario holds open (default
 	// StreamsDefaultCount); StreamInterval the pause between two of their tokens (default 1s).
 	Streams        int
