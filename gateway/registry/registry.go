@@ -43,12 +43,17 @@
 //   - A node without GPUs (no driver, CPU backend) is healthy; a node is unhealthy as soon as one
 //     of its GPUs is.
 //   - Drain is gateway-side state: it survives heartbeats and is echoed in HeartbeatReply.
-//   - Node identity: a node ID is bound to the agent instance (Heartbeat.InstanceID, new at every
-//     agent start) whose heartbeat was recorded last. A heartbeat from another instance at
-//     another address while that one is fresh is refused with a *ConflictError (the HTTP layer
-//     answers 409 node_id_conflict) and logged once a minute per claimant; the record is left
-//     as it was, so two agents on one ID never flap. Another instance at the same address is the
-//     agent restarted and takes the ID at once; once the holder is stale anyone may take it.
+//   - Node identity (the token-only lab mode: every agent holds the one cluster token): a node
+//     ID is bound to the agent instance (Heartbeat.InstanceID, new at every agent start) and the
+//     address whose heartbeat was recorded last. A heartbeat with another instance, or the same
+//     instance from another address, while the holder is fresh is refused with a
+//     *ConflictError (the HTTP layer answers 409 node_id_conflict), counted, and logged once a
+//     minute per claimant; the record is left as it was, so two live claimants never alternate.
+//     That holds for a new instance at the holder's own address too: a restarted agent takes its
+//     ID back once its previous start has been silent for the stale window (3 intervals), never
+//     at once, since "same address" is only what the claimant says. Once the holder is stale any
+//     instance may take the ID. The instance ID is what proves a claim, so nothing this package
+//     writes (error texts, logs) contains one: they show agentapi.InstanceFingerprint.
 //
 // Several gateways (Share, Accept, RunShared): with a Shared table (Redis) the registry stays
 // an in-memory cache that the scheduler reads without I/O, and the table is the truth:
@@ -96,23 +101,28 @@ var ErrUnknownNode = errors.New("registry: unknown node")
 // another live agent holds its node ID.
 var ErrNodeIDConflict = errors.New("registry: node id held by another live agent")
 
-// ConflictError is a heartbeat refused because its node ID is bound to another agent instance, at
-// another address, whose heartbeats are still fresh.
+// ConflictError is a heartbeat refused because its node ID is bound to another agent instance
+// (or to the same instance at another address) whose heartbeats are still fresh. It holds no
+// instance ID, only fingerprints: its text goes back to the claimant and into logs.
 type ConflictError struct {
 	NodeID string
-	// HolderInstance and HolderAddress identify the agent that holds the ID.
-	HolderInstance, HolderAddress string
-	// HolderAge is how long ago the holder's last heartbeat arrived.
-	HolderAge time.Duration
-	// ClaimantInstance and ClaimantAddress identify the refused agent.
-	ClaimantInstance, ClaimantAddress string
+	// HolderFingerprint (agentapi.InstanceFingerprint) and HolderAddress identify the agent that
+	// holds the ID.
+	HolderFingerprint, HolderAddress string
+	// HolderAge is how long ago the holder's last heartbeat arrived; HolderStaleAfter is the
+	// holder's stale window: the claim can succeed once the holder has been silent that long.
+	HolderAge, HolderStaleAfter time.Duration
+	// ClaimantFingerprint and ClaimantAddress identify the refused agent.
+	ClaimantFingerprint, ClaimantAddress string
 }
 
 // Error implements error.
 func (e *ConflictError) Error() string {
-	return fmt.Sprintf("node id %q is held by another live agent at %s (instance %s, last heartbeat %s ago); "+
-		"the agent at %s (instance %s) is refused until that one stops heartbeating for its stale window: give one of them another --node-id",
-		e.NodeID, e.HolderAddress, e.HolderInstance, e.HolderAge.Round(time.Millisecond), e.ClaimantAddress, e.ClaimantInstance)
+	return fmt.Sprintf("node id %q is held by a live agent at %s (instance fingerprint %s, last heartbeat %s ago); "+
+		"the claim from %s (instance fingerprint %s) is refused until the holder has been silent for %s: "+
+		"a restarted agent takes its id back then; two different agents need different --node-id values",
+		e.NodeID, e.HolderAddress, e.HolderFingerprint, e.HolderAge.Round(time.Millisecond),
+		e.ClaimantAddress, e.ClaimantFingerprint, e.HolderStaleAfter)
 }
 
 // Is makes errors.Is(err, ErrNodeIDConflict) true.
@@ -395,8 +405,8 @@ func (r *Registry) lookup(id string) *node {
 
 // Observe records a heartbeat in this gateway's registry only and returns the gateway's reply.
 // The caller has checked that hb.NodeID and hb.Address are set; hb's slices are copied. A
-// heartbeat from another instance, at another address, of a node whose heartbeats are fresh is
-// refused with a *ConflictError. Gateways with a shared registry call Accept instead.
+// heartbeat from another instance, or from the holder's instance at another address, of a node
+// whose heartbeats are fresh is refused with a *ConflictError. Gateways with a shared registry call Accept instead.
 func (r *Registry) Observe(hb agentapi.Heartbeat) (agentapi.HeartbeatReply, error) {
 	return r.observe(hb, true)
 }
@@ -407,20 +417,22 @@ func (r *Registry) observe(hb agentapi.Heartbeat, checkID bool) (agentapi.Heartb
 	hb = cloneHeartbeat(hb)
 	r.mu.Lock()
 	n := r.lookup(hb.NodeID)
-	if n != nil && n.hb.InstanceID != hb.InstanceID {
-		if checkID && n.hb.Address != hb.Address && !r.staleLocked(n, now) {
+	if n != nil && (n.hb.InstanceID != hb.InstanceID || n.hb.Address != hb.Address) {
+		if checkID && !r.staleLocked(n, now) {
 			err := &ConflictError{
-				NodeID: hb.NodeID, HolderInstance: n.hb.InstanceID, HolderAddress: n.hb.Address, HolderAge: now.Sub(n.lastSeen),
-				ClaimantInstance: hb.InstanceID, ClaimantAddress: hb.Address,
+				NodeID: hb.NodeID, HolderFingerprint: agentapi.InstanceFingerprint(n.hb.InstanceID), HolderAddress: n.hb.Address,
+				HolderAge: now.Sub(n.lastSeen), HolderStaleAfter: r.staleAfter(n),
+				ClaimantFingerprint: agentapi.InstanceFingerprint(hb.InstanceID), ClaimantAddress: hb.Address,
 			}
 			r.mu.Unlock()
 			r.logRefusal(err)
 			return agentapi.HeartbeatReply{}, err
 		}
-		// The same address under a new instance is the agent restarted; a new address after the
-		// old instance went stale is the ID moving to another agent.
-		r.log.Info("node id taken by a new agent instance", "node", hb.NodeID, "address", hb.Address, "instance", hb.InstanceID,
-			"previous_address", n.hb.Address, "previous_instance", n.hb.InstanceID)
+		// The holder went stale (or the shared table, which checked, says so): the ID moves to
+		// the new instance, a restarted agent or another one.
+		r.log.Info("node id taken by a new agent instance", "node", hb.NodeID, "address", hb.Address,
+			"instance_fp", agentapi.InstanceFingerprint(hb.InstanceID),
+			"previous_address", n.hb.Address, "previous_instance_fp", agentapi.InstanceFingerprint(n.hb.InstanceID))
 	}
 	if n == nil {
 		n = &node{id: hb.NodeID}
@@ -468,7 +480,7 @@ func (r *Registry) intervalOf(hb *agentapi.Heartbeat) time.Duration {
 
 // logRefusal logs a refused claimant at Warn, once a minute per claimant instance.
 func (r *Registry) logRefusal(e *ConflictError) {
-	key := e.NodeID + "\x00" + e.ClaimantInstance + "\x00" + e.ClaimantAddress
+	key := e.NodeID + "\x00" + e.ClaimantFingerprint + "\x00" + e.ClaimantAddress
 	now := r.clock.Now()
 	r.mu.Lock()
 	last, seen := r.refusals[key]
@@ -482,8 +494,8 @@ func (r *Registry) logRefusal(e *ConflictError) {
 	r.refusals[key] = now
 	r.mu.Unlock()
 	r.log.Warn("heartbeat refused: node id held by another live agent", "node", e.NodeID,
-		"holder_address", e.HolderAddress, "holder_instance", e.HolderInstance, "holder_last_heartbeat_age", e.HolderAge,
-		"claimant_address", e.ClaimantAddress, "claimant_instance", e.ClaimantInstance)
+		"holder_address", e.HolderAddress, "holder_instance_fp", e.HolderFingerprint, "holder_last_heartbeat_age", e.HolderAge,
+		"claimant_address", e.ClaimantAddress, "claimant_instance_fp", e.ClaimantFingerprint)
 }
 
 // addLocked inserts n into the sorted list and the lookup map; r.mu must be held.
