@@ -11,7 +11,7 @@ PKGS ?= ./...
 # go-nvml is cgo; its headers use deprecated declarations that only add noise to every build.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build run test test-short deps lint bench sim loadtest-hetero loadtest-overhead loadtest-capacity loadtest-batch-mix loadtest-scale plan clean
+.PHONY: help build run test test-short deps lint bench sim loadtest-hetero loadtest-overhead loadtest-streams loadtest-capacity loadtest-batch-mix loadtest-scale plan clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ loadtest-hetero: build ## round_robin vs least_inflight vs herd on a simulated h
 
 loadtest-overhead: build ## herd's added latency and CPU against a direct call to a fast fake backend
 	$(BIN) loadtest --scenario overhead --json bench-overhead.json
+
+loadtest-streams: build ## 10,000 slow SSE streams through one gateway + agent (h2c): memory and goroutines per stream, a probe's added inter-token latency
+	$(BIN) loadtest --scenario streams --streams 10000 --json bench-streams.json
 
 loadtest-capacity: build ## capacity at SLO per policy (bisection over fresh simulated T4 + A40 + 3090 clusters); prints the table
 	$(BIN) loadtest --scenario capacity --json bench-capacity.json --svg bench-capacity.svg

@@ -206,6 +206,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	if s.core.transport == nil {
 		s.core.transport = newAgentTransport()
+		if cfg.AgentH2C {
+			s.core.transport = withAgentH2C(s.core.transport.(*http.Transport))
+		}
 	}
 	s.core.adm = admission.New(reg, timing.timed(sched.Pick), o.clock, admission.Config{
 		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),
@@ -468,6 +471,22 @@ func newAgentTransport() *http.Transport {
 		WriteBufferSize:       8 << 10,
 		ReadBufferSize:        16 << 10,
 	}
+}
+
+// withAgentH2C makes t speak HTTP/2 with prior knowledge on http:// agent URLs (h2c). HTTP/1 is
+// left out of the protocols on purpose: with both, Go's transport would choose HTTP/1.1 for
+// http://. How many streams share a connection is the agent's setting (4096); past it the
+// transport opens another. It pings an idle connection so that a dead agent is noticed in seconds.
+func withAgentH2C(t *http.Transport) *http.Transport {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP2(true)
+	t.Protocols = &p
+	t.HTTP2 = &http.HTTP2Config{
+		SendPingTimeout: 15 * time.Second,
+		PingTimeout:     5 * time.Second,
+	}
+	return t
 }
 
 // randomSeed returns 64 random bits; the fallback keeps the gateway working without entropy.

@@ -89,6 +89,12 @@ type Config struct {
 	// StreamIdleTimeout bounds the silence between two reads of an agent's response body; past
 	// it the response is failed (mid-stream: an SSE error event) rather than left hanging.
 	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+	// AgentH2C makes the request path speak HTTP/2 without TLS (h2c, prior knowledge) to agents
+	// at http:// URLs, so thousands of concurrent streams to one agent share a few connections
+	// instead of holding one socket (and two buffers) each. Every herd agent serves h2c beside
+	// HTTP/1.1; it is off by default because a plain HTTP/1.1 server behind an agent URL (an
+	// older agent, a test double) would refuse the HTTP/2 preface.
+	AgentH2C bool `yaml:"agent_h2c"`
 	// QueueSize bounds requests waiting for a node per model; QueueTimeout bounds their wait.
 	QueueSize    int           `yaml:"queue_size"`
 	QueueTimeout time.Duration `yaml:"queue_timeout"`

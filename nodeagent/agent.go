@@ -194,6 +194,13 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
+	// Plain HTTP/1.1, and HTTP/2 without TLS (h2c) for a client that speaks it (a gateway with
+	// --agent-h2c): its thousands of streams then share a few connections.
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv.Protocols = &p
+	srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConn}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	a.log.Info("agent serving", "addr", ln.Addr().String(), "advertise", advertise,
@@ -482,6 +489,10 @@ func ewma(prev, sample float64) float64 {
 	}
 	return prev + ewmaAlpha*(sample-prev)
 }
+
+// maxStreamsPerConn is how many requests one gateway connection may carry at once over HTTP/2
+// (Go's default is 250): far above a node's slots, so one connection holds a gateway's queue.
+const maxStreamsPerConn = 4096
 
 // newInstanceID returns 16 random bytes in hex; the fallback keeps an agent without entropy
 // distinct from its previous start.

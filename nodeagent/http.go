@@ -20,7 +20,23 @@ import (
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/nodeagent/responses"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// PathMetrics serves the agent process's Go runtime and process metrics (go_memstats_*,
+// go_goroutines, process_resident_memory_bytes) in the Prometheus text format, behind the
+// cluster token like every route but /healthz: what a stream costs the agent is measured there
+// (herd loadtest --scenario streams).
+const PathMetrics = "/metrics"
+
+// runtimeMetrics returns the handler of PathMetrics, on a registry of its own (no globals).
+func runtimeMetrics() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
 
 // maxControlBody bounds the JSON bodies of the model-management routes.
 const maxControlBody = 1 << 20
@@ -56,6 +72,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET "+agentapi.PathBlobPrefix+"{digest}", a.serveBlob)
 	mux.HandleFunc("POST "+agentapi.PathModelCopy, a.serveCopy)
 	mux.HandleFunc("POST "+agentapi.PathSimFault, a.serveFault)
+	mux.Handle("GET "+PathMetrics, runtimeMetrics())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, errNotFound, "unknown_route", "", fmt.Sprintf("no route %s %s on this agent", r.Method, r.URL.Path))
 	})

@@ -103,6 +103,8 @@ type loadtestFlags struct {
 	capProbes, batchLines                                                      int
 	logDir, promptTokens, outputTokens                                         string
 	nodes                                                                      []int
+	streams                                                                    int
+	streamInterval                                                             time.Duration
 	redisURL                                                                   string
 }
 
@@ -129,7 +131,11 @@ func newLoadtestCmd() *cobra.Command {
 			"--scenario scale   runs a fake fleet of --nodes nodes (another process, 1 Hz heartbeats, 8 GPUs and\n" +
 			"                   10 of 200 models a node) against a gateway and reports the gateway's heartbeat\n" +
 			"                   CPU, Pick and snapshot-build times, RSS and /admin/v1/nodes latency per size\n" +
-			"                   (with --redis-url, also two gateways sharing it).",
+			"                   (with --redis-url, also two gateways sharing it).\n" +
+			"--scenario streams holds --streams slow SSE streams (a token a second from a fake backend in a\n" +
+			"                   process of its own) through one gateway and agent (h2c between them) and\n" +
+			"                   reports memory and goroutines per stream, and a full-speed probe's\n" +
+			"                   inter-token latency p50/p99 through herd against the same probe sent direct.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLoadtest(cmd, f) },
 	}
@@ -169,6 +175,8 @@ func newLoadtestCmd() *cobra.Command {
 	fs.StringVar(&f.logDir, "log-dir", "", "keep the scenario processes' logs in this directory")
 	fs.IntSliceVar(&f.nodes, "nodes", nil, "scale: fleet sizes to measure (default 10,100,1000)")
 	fs.StringVar(&f.redisURL, "redis-url", "", "scale: also measure two gateways sharing this Redis")
+	fs.IntVar(&f.streams, "streams", 0, fmt.Sprintf("streams: slow streams held open at once (default %d)", loadtest.StreamsDefaultCount))
+	fs.DurationVar(&f.streamInterval, "stream-interval", 0, "streams: pause between two tokens of a slow stream (default 1s)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines")
 	return cmd
 }
@@ -222,6 +230,7 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 			Binary: exe, Load: opts, Policies: f.policies, GPUs: f.gpus, SimSpeed: f.simSpeed,
 			KillNodeAt: f.killNodeAt, KillNode: f.killNode, Progress: progress, LogDir: f.logDir,
 			Attainment: f.attainment, Nodes: f.nodes, RedisURL: f.redisURL,
+			Streams: f.streams, StreamInterval: f.streamInterval,
 			Search: loadtest.SearchOptions{Start: f.capStart, MaxProbes: f.capProbes, Tolerance: f.capTolerance},
 		})
 		if err != nil {
@@ -297,7 +306,11 @@ func newFakeBackendCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&addr, "listen", "127.0.0.1:8000", "address")
 	cmd.Flags().StringVar(&mode, "mode", "ok", "fault mode: ok, error, slow, hang or flaky")
-	cmd.Flags().IntVar(&opts.Chunks, "chunks", 20, "content chunks per response")
+	cmd.Flags().IntVar(&opts.Chunks, "chunks", 20, "content chunks per response (a smaller max_tokens lowers it)")
+	cmd.Flags().DurationVar(&opts.ChunkDelay, "chunk-delay", 0, "pause between streamed chunks (a slow GPU's tokens)")
+	listFlag(cmd.Flags(), &opts.Models, "models", "models /v1/models lists (default "+loadtest.DefaultFakeModel+"; any name is served)")
+	listFlag(cmd.Flags(), &opts.FastModels, "fast-models", "models streamed with --fast-chunk-delay instead of --chunk-delay")
+	cmd.Flags().DurationVar(&opts.FastChunkDelay, "fast-chunk-delay", 0, "pause between streamed chunks of --fast-models")
 	return cmd
 }
 
