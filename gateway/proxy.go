@@ -50,25 +50,12 @@ import (
 //     StreamIdleTimeout after), so a hung agent ends the request instead of hanging it. A client
 //     that goes away cancels the agent request.
 
-// sink is where a response goes: the client's ResponseWriter, or memory for batch work.
+// sink is where a response goes: the client's ResponseWriter, or memory (heldAnswer) for batch
+// lines and non-streamed /api answers.
 type sink interface {
 	http.ResponseWriter
 	http.Flusher
 }
-
-// streamFailer is a sink that ends a stream broken after its first byte in its own wire format
-// (Ollama's NDJSON error line) rather than with an SSE error event.
-type streamFailer interface{ failStream(message string) }
-
-// front adapts a call to another API's wire format (Ollama's on /api/*): per attempt it chooses
-// the agent route and body for node n (now is when the attempt starts), or refuses the request.
-type front interface {
-	upstream(n *scheduler.Node, now time.Time) (path string, body []byte, err *APIError)
-}
-
-// resettable is a sink that can take back what was written: memory can, a client connection
-// cannot. On a resettable sink even a mid-body failure fails over.
-type resettable interface{ reset() }
 
 // result is how a request ended for the handler.
 type result struct {
@@ -205,163 +192,235 @@ func (k *call) fail(node, format string, args ...any) {
 	k.failures = append(k.failures, "node "+node+": "+fmt.Sprintf(format, args...))
 }
 
-// attempt proxies the request to node n and streams the answer into w.
+// watchdog bounds every wait on an agent: it cancels the attempt when a read takes too long.
+type watchdog struct {
+	t       *time.Timer
+	fired   atomic.Bool
+	timeout time.Duration
+}
+
+// arm starts the watchdog on cancel with timeout.
+func (d *watchdog) arm(timeout time.Duration, cancel context.CancelFunc) {
+	d.timeout = timeout
+	d.t = time.AfterFunc(timeout, func() {
+		d.fired.Store(true)
+		cancel()
+	})
+}
+
+// reset gives the next read the whole timeout again.
+func (d *watchdog) reset() { d.t.Reset(d.timeout) }
+
+func (d *watchdog) stop() { d.t.Stop() }
+
+// attempt proxies the request to node n and streams the answer into w: send, then relay.
 func (k *call) attempt(n *scheduler.Node, w sink) outcome {
-	s := k.s
-	path, body := k.path, k.body
-	if k.front != nil {
-		// Another API's front (Ollama's /api/*) decides per node what to send: the native request
-		// to a node whose backend speaks it, a translation to any other.
-		var ae *APIError
-		if path, body, ae = k.front.upstream(n, s.core.clock.Now()); ae != nil {
-			w.Header()["Content-Type"] = hdrJSON
-			w.WriteHeader(ae.Status)
-			_, _ = w.Write(errorJSON(ae))
-			k.status = ae.Status
-			return outcomeDone
-		}
-	}
-	u, err := s.core.urls.get(n.Address, path)
-	if err != nil {
-		s.registry.ReportFailure(n.ID)
-		k.fail(n.ID, "%v", err)
-		return outcomeRetry
-	}
 	parent := k.ctx
 	if k.actx != nil {
 		parent = k.actx
 	}
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	var timedOut atomic.Bool
-	idle := time.AfterFunc(s.cfg.FirstByteTimeout, func() {
-		timedOut.Store(true)
-		cancel()
-	})
-	defer idle.Stop()
+	var wd watchdog
+	wd.arm(k.s.cfg.FirstByteTimeout, cancel)
+	defer wd.stop()
 
-	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u, body))
+	resp, o := k.send(ctx, n, &wd)
+	if o == outcomeError {
+		agentHeaders{node: n.ID}.write(w.Header(), k.attempts)
+	}
+	if resp == nil {
+		return o
+	}
+	defer resp.Body.Close()
+	return k.relay(n, resp, w, &wd)
+}
+
+// send sends the request to node n's agent. It returns the agent's 2xx answer, or nil and how the
+// attempt ended: a transport failure, 5xx or 429 is retried elsewhere (the 5xx and the transport
+// failure also count against the node's circuit breaker), a 4xx is the client's answer.
+func (k *call) send(ctx context.Context, n *scheduler.Node, wd *watchdog) (*http.Response, outcome) {
+	s := k.s
+	u, err := s.core.urls.get(n.Address, k.path)
+	if err != nil {
+		s.registry.ReportFailure(n.ID)
+		k.fail(n.ID, "%v", err)
+		return nil, outcomeRetry
+	}
+	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u, k.body))
 	if err != nil {
 		if k.ctx.Err() != nil {
-			return outcomeClientGone
+			return nil, outcomeClientGone
 		}
 		s.registry.ReportFailure(n.ID)
-		if timedOut.Load() {
+		if wd.fired.Load() {
 			k.fail(n.ID, "no response within %s", s.cfg.FirstByteTimeout)
 		} else {
 			k.fail(n.ID, "%v", err)
 		}
-		return outcomeRetry
+		return nil, outcomeRetry
+	}
+	if resp.StatusCode < 400 {
+		s.registry.ReportSuccess(n.ID)
+		return resp, outcomeDone
 	}
 	defer resp.Body.Close()
-
+	body, rerr := io.ReadAll(io.LimitReader(resp.Body, maxCapturedBody))
+	if k.ctx.Err() != nil {
+		return nil, outcomeClientGone
+	}
 	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxCapturedBody))
-		if k.ctx.Err() != nil {
-			return outcomeClientGone
-		}
 		if resp.StatusCode >= 500 {
 			s.registry.ReportFailure(n.ID)
 		}
 		k.last = &capturedResponse{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: body, node: n.ID}
 		k.fail(n.ID, "HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body[:min(len(body), 200)]))
-		return outcomeRetry
+		return nil, outcomeRetry
 	}
 	s.registry.ReportSuccess(n.ID)
-	if resp.StatusCode >= 400 {
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxCapturedBody))
-		if err != nil && k.ctx.Err() != nil {
-			return outcomeClientGone
-		}
-		w.Header()[agentapi.HeaderNode] = []string{n.ID}
-		w.Header()[agentapi.HeaderAttempts] = []string{attemptsText(k.attempts)}
-		k.agentErr = backendError(resp.StatusCode, resp.Header.Get("Content-Type"), body)
-		return outcomeError
-	}
+	_ = rerr // a 4xx cut short still says what it could
+	k.agentErr = backendError(resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	return nil, outcomeError
+}
 
-	ct := resp.Header.Get("Content-Type")
-	sse := strings.HasPrefix(ct, "text/event-stream")
-	// Ollama's native streams (NDJSON, passed through by the Ollama front) are metered line by line.
-	ndjson := !sse && strings.HasPrefix(ct, "application/x-ndjson")
+// framing is how a relayed body is cut into events: SSE events end with a blank line, NDJSON
+// lines (Ollama's streams) with a newline; other bodies are not cut.
+type framing uint8
+
+const (
+	framePlain framing = iota
+	frameSSE
+	frameNDJSON
+)
+
+func framingOf(contentType string) framing {
+	switch {
+	case strings.HasPrefix(contentType, "text/event-stream"):
+		return frameSSE
+	case strings.HasPrefix(contentType, "application/x-ndjson"):
+		return frameNDJSON
+	}
+	return framePlain
+}
+
+// end returns the index just past the last complete event in b (0: none).
+func (f framing) end(b []byte) int {
+	switch f {
+	case frameSSE:
+		return eventEnd(b)
+	case frameNDJSON:
+		return bytes.LastIndexByte(b, '\n') + 1
+	}
+	return len(b)
+}
+
+// sep is what ends one event.
+func (f framing) sep() []byte {
+	if f == frameNDJSON {
+		return ndjsonLineEnd
+	}
+	return sseEventEnd
+}
+
+// relay copies the agent's answer into w, whole events at a time, flushing each read. Every read
+// is bounded by the watchdog (FirstByteTimeout before the first byte, StreamIdleTimeout after).
+func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdog) outcome {
+	s := k.s
+	fr := framingOf(resp.Header.Get("Content-Type"))
 	committed := false
-	timeout := s.cfg.FirstByteTimeout
-	off := 0 // bytes of a partial SSE event held at the start of k.buf
+	off := 0 // bytes of a partial event held at the start of k.buf
 	for {
-		idle.Reset(timeout)
+		wd.reset()
 		nr, rerr := resp.Body.Read(k.buf[off:])
 		total := off + nr
 		out := k.buf[:total]
-		if sse && rerr != io.EOF {
-			if e := eventEnd(out); e > 0 || total < len(k.buf) {
+		if fr != framePlain && rerr != io.EOF {
+			if e := fr.end(out); e > 0 || total < len(k.buf) {
 				out = out[:e]
 			} // else an event larger than the buffer: pass it on as it is
 		}
 		if len(out) > 0 || (rerr == io.EOF && !committed) {
 			if !committed {
-				k.commit(w, resp, n.ID, sse)
+				k.commit(w, resp, n.ID, fr == frameSSE)
 				committed = true
 				k.ttft = s.core.clock.Now().Sub(k.start)
-				timeout = s.cfg.StreamIdleTimeout
-				if sse || ndjson {
+				wd.timeout = s.cfg.StreamIdleTimeout
+				if fr != framePlain {
 					k.mt.itl = s.metrics.itl.WithLabelValues(k.metricsLabel(), n.ID)
 				}
 			}
 			if _, werr := w.Write(out); werr != nil {
 				return outcomeClientGone
 			}
-			k.mt.body(out)
-			if sse {
-				if k.path == agentapi.PathResponses {
-					k.events += bytes.Count(out, sseEventEnd)
-				}
-				// Metered before the flush: the client cannot have the events before they are timed.
-				k.mt.events(out, sseEventEnd, s.core.clock.Now())
+			k.sent(out, fr)
+			if fr == frameSSE {
 				w.Flush()
-			} else if ndjson {
-				k.mt.events(out, ndjsonLineEnd, s.core.clock.Now())
 			}
 		}
 		off = copy(k.buf[:], k.buf[len(out):total])
-		if rerr == nil {
+		switch {
+		case rerr == nil:
 			continue
-		}
-		if rerr == io.EOF {
+		case rerr == io.EOF:
 			return outcomeDone
-		}
-		if k.ctx.Err() != nil {
+		case k.ctx.Err() != nil:
 			return outcomeClientGone
 		}
-		s.registry.ReportFailure(n.ID)
 		cause := rerr.Error()
-		if timedOut.Load() {
-			cause = fmt.Sprintf("no data for %s", timeout)
+		if wd.fired.Load() {
+			cause = fmt.Sprintf("no data for %s", wd.timeout)
 		}
-		k.fail(n.ID, "%s", cause)
-		if !committed {
-			return outcomeRetry
-		}
-		if r, ok := w.(resettable); ok {
-			r.reset()
-			k.status, k.ttft = 0, 0
-			k.mt.reset()
-			return outcomeRetry
-		}
-		k.status = http.StatusBadGateway
-		if f, ok := w.(streamFailer); ok {
-			f.failStream(fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause))
-			return outcomeDone
-		}
-		if !sse {
-			return outcomeAbort
-		}
-		msg := fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause)
-		if k.path == agentapi.PathResponses {
-			writeResponsesError(w, msg, k.events)
-		} else {
-			writeSSEError(w, msg)
-		}
-		return outcomeDone
+		return k.broken(n, w, fr, committed, cause)
 	}
+}
+
+// sent meters events relayed to the client (before the flush: the client cannot have them
+// before they are timed) and counts a Responses stream's events for its sequence numbers.
+func (k *call) sent(out []byte, fr framing) {
+	k.mt.body(out)
+	if fr == framePlain {
+		return
+	}
+	if fr == frameSSE && k.path == agentapi.PathResponses {
+		k.events += bytes.Count(out, sseEventEnd)
+	}
+	k.mt.events(out, fr.sep(), k.s.core.clock.Now())
+}
+
+// broken handles an answer that broke off: before anything was committed, or into memory, it
+// fails over; a stream already with its client ends with one well-formed error event in the
+// client's wire format; any other body is cut (outcomeAbort).
+func (k *call) broken(n *scheduler.Node, w sink, fr framing, committed bool, cause string) outcome {
+	k.s.registry.ReportFailure(n.ID)
+	k.fail(n.ID, "%s", cause)
+	if !committed {
+		return outcomeRetry
+	}
+	if k.held != nil {
+		k.held.reset()
+		k.status, k.ttft = 0, 0
+		k.mt.reset()
+		return outcomeRetry
+	}
+	k.status = http.StatusBadGateway
+	msg := fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause)
+	switch {
+	case fr == frameNDJSON:
+		writeNDJSONError(w, msg)
+	case fr != frameSSE:
+		return outcomeAbort
+	case k.path == agentapi.PathResponses:
+		writeResponsesError(w, msg, k.events)
+	default:
+		writeSSEError(w, msg)
+	}
+	return outcomeDone
+}
+
+// writeNDJSONError ends a broken NDJSON stream as Ollama does: one last line {"error":"..."}.
+func writeNDJSONError(w sink, message string) {
+	_, _ = w.Write(appendOllamaError(nil, message))
+	w.Flush()
 }
 
 // writeResponsesError ends a broken Responses stream as the Responses API does: one "error"
@@ -418,14 +477,22 @@ func (k *call) commit(w sink, resp *http.Response, node string, sse bool) {
 			h[key] = v
 		}
 	}
-	h[agentapi.HeaderNode] = []string{node}
-	h[agentapi.HeaderAttempts] = []string{attemptsText(k.attempts)}
+	agentHeaders{node: node}.write(h, k.attempts)
 	if sse {
 		// Tells a buffering reverse proxy in front of the gateway (nginx) to pass events on.
 		h["X-Accel-Buffering"] = hdrNo
 	}
 	w.WriteHeader(resp.StatusCode)
 	k.status = resp.StatusCode
+}
+
+// agentHeaders are the gateway's own answer headers: which node answered.
+type agentHeaders struct{ node string }
+
+// write sets them on h.
+func (a agentHeaders) write(h http.Header, attempts int) {
+	h[agentapi.HeaderNode] = []string{a.node}
+	h[agentapi.HeaderAttempts] = []string{attemptsText(attempts)}
 }
 
 var hdrNo = []string{"no"}
@@ -448,10 +515,12 @@ var (
 // upstreamRequest builds the agent request: the client's body as is, the cluster token (never the
 // client's key), the request ID and the class.
 func (k *call) upstreamRequest(ctx context.Context, u *url.URL, body []byte) *http.Request {
-	h := make(http.Header, 4)
+	h := make(http.Header, 8)
 	h["Authorization"] = k.s.core.agentAuth
 	h["Content-Type"] = hdrJSON
 	h[agentapi.HeaderRequestID] = []string{k.reqID}
+	h[agentapi.HeaderModel] = []string{k.model}
+	h[agentapi.HeaderClientModel] = []string{k.asked}
 	if k.class == agentapi.ClassBatch {
 		h[agentapi.HeaderClass] = hdrBatch
 	} else {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/nodeagent/ollamacompat"
 	"github.com/herd-llm/herd/nodeagent/responses"
 )
 
@@ -176,7 +177,7 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, "bad_body", "", "cannot read request body: "+err.Error())
 			return
 		}
-		model := modelFromBody(body)
+		model := requestModel(r.Header, body)
 		if model == "" {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, "missing_model", "model",
 				"you must provide a model parameter")
@@ -203,13 +204,30 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 				r.ContentLength = int64(len(body))
 			}
 		}
+		var aw *answerWriter
+		if name := clientModel(r.Header, model); name != "" && tw == nil {
+			aw = &answerWriter{ResponseWriter: w, fix: renameModel(name)}
+			w = aw
+		}
 		a.metered(w, r, endpoint, model, func(mw http.ResponseWriter, r *http.Request) {
 			a.backend.ServeInference(mw, r, route, body)
 			if tw != nil {
 				tw.Finish()
 			}
+			if aw != nil {
+				aw.finish()
+			}
 		})
 	}
+}
+
+// requestModel is the backend's name of the request's model: the gateway's HeaderModel, else
+// (a caller other than the gateway: a test, curl on the node) the body's "model".
+func requestModel(h http.Header, body []byte) string {
+	if v := h[agentapi.HeaderModel]; len(v) > 0 && v[0] != "" {
+		return v[0]
+	}
+	return modelFromBody(body)
 }
 
 // metered runs serve, an inference for model on endpoint, with its answer metered (and, with
@@ -239,13 +257,17 @@ func (a *Agent) responseID() string {
 	return "resp_" + hex.EncodeToString(b[:])
 }
 
-// serveNative passes a native Ollama request to a backend that speaks Ollama's API. Inference
-// routes are counted, metered and traced like the OpenAI ones (the meter reads NDJSON too);
-// errors are in Ollama's shape ({"error":"..."}), which is what the caller of these routes expects.
+// serveNative serves one of Ollama's native routes. A backend that speaks Ollama's API gets the
+// request unchanged; any other (an OpenAI-compatible server, the simulator) gets its OpenAI
+// translation (package ollamacompat), and the agent writes the answer back in Ollama's format.
+// Inference routes are counted, metered and traced like the OpenAI ones (the meter reads NDJSON
+// too, and on a translated request the backend's OpenAI answer); errors are in Ollama's shape
+// ({"error":"..."}), which is what the caller of these routes expects.
 func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
+	ep := nativeEndpoints[path]
 	return func(w http.ResponseWriter, r *http.Request) {
-		nb, ok := a.backend.(NativeOllama)
-		if !ok {
+		nb, native := a.backend.(NativeOllama)
+		if !native && !inference {
 			writeOllamaError(w, http.StatusNotFound, fmt.Sprintf("the %s backend on this node does not serve Ollama's native API (%s)", a.backend.Kind(), path))
 			return
 		}
@@ -264,15 +286,65 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 			nb.ServeOllama(w, r, path, body)
 			return
 		}
-		model := modelFromBody(body)
+		model := requestModel(r.Header, body)
 		if model == "" {
 			writeOllamaError(w, http.StatusBadRequest, "model is required")
 			return
 		}
-		a.metered(w, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
-			nb.ServeOllama(mw, r, path, body)
+		if a.backend.Simulated() {
+			w.Header().Set(agentapi.HeaderSimulated, "true")
+		}
+		if native {
+			var aw *answerWriter
+			if name := clientModel(r.Header, model); name != "" {
+				aw = &answerWriter{ResponseWriter: w, fix: renameModel(name)}
+				w = aw
+			}
+			a.metered(w, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
+				nb.ServeOllama(mw, r, path, body)
+				if aw != nil {
+					aw.finish()
+				}
+			})
+			return
+		}
+		up, err := ollamacompat.Translate(ep, body)
+		if err != nil {
+			status := http.StatusBadRequest
+			if !ollamacompat.IsBadRequest(err) {
+				status = http.StatusInternalServerError
+			}
+			writeOllamaError(w, status, err.Error())
+			return
+		}
+		name := r.Header.Get(agentapi.HeaderClientModel)
+		if name == "" {
+			name = modelFromBody(body) // Ollama echoes the name it was asked for
+		}
+		start := a.clock.Now()
+		tw := ollamacompat.NewWriter(w, ep, up, name, nativeStream(body), start, a.clock.Now)
+		r.Body = io.NopCloser(bytes.NewReader(up.Body))
+		r.ContentLength = int64(len(up.Body))
+		a.metered(tw, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
+			a.backend.ServeInference(mw, r, up.Path, up.Body)
+			tw.Finish()
 		})
 	}
+}
+
+// nativeEndpoints maps Ollama's native inference routes to their translations' endpoints.
+var nativeEndpoints = map[string]ollamacompat.Endpoint{
+	agentapi.PathOllamaChat: ollamacompat.Chat, agentapi.PathOllamaGenerate: ollamacompat.Generate,
+	agentapi.PathOllamaEmbed: ollamacompat.Embed, agentapi.PathOllamaEmbeddings: ollamacompat.Embeddings,
+}
+
+// nativeStream reports whether a native request streams: Ollama streams unless "stream" is false.
+func nativeStream(body []byte) bool {
+	var v struct {
+		Stream *bool `json:"stream"`
+	}
+	_ = json.Unmarshal(body, &v)
+	return v.Stream == nil || *v.Stream
 }
 
 // writeOllamaError writes Ollama's error shape, {"error":"message"}.

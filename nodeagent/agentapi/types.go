@@ -68,6 +68,13 @@ const (
 	HeaderClass = "X-Herd-Class"
 	// HeaderSimulated is "true" on responses produced by a simulated GPU node.
 	HeaderSimulated = "X-Herd-Simulated"
+	// HeaderModel carries, on an inference request, the backend's name of the model the gateway
+	// resolved the request to (as the node lists it): the agent counts and meters the request
+	// under it and does not read the body for it.
+	HeaderModel = "X-Herd-Model"
+	// HeaderClientModel carries the name the client asked for (a preset's, an Ollama spelling):
+	// the agent writes it into the answer's "model" where it differs from HeaderModel.
+	HeaderClientModel = "X-Herd-Client-Model"
 )
 
 // Request classes.
