@@ -233,7 +233,10 @@ func TestOllamaNativePassThrough(t *testing.T) {
 func TestOllamaMidStreamFailure(t *testing.T) {
 	for _, native := range []bool{false, true} {
 		t.Run(fmt.Sprintf("native=%v", native), func(t *testing.T) {
-			g := newCoreGW(t, func(c *Config) { c.Scheduler.Policy = scheduler.PolicyLeastInflight })
+			g := newCoreGW(t, func(c *Config) {
+				c.Scheduler.Policy = scheduler.PolicyLeastInflight
+				c.NoContinuation = true
+			})
 			// Every agent answers /api/* in Ollama's format, translating when its backend is not
 			// Ollama: the gateway relays lines either way.
 			if native {

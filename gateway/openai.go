@@ -151,6 +151,8 @@ type call struct {
 	routing
 	progress
 	traceState
+	// cont continues the stream on another node when its node fails midway (continue.go).
+	cont continuation
 	// mt meters the relayed answer for the token counters, the stream latency histograms, the
 	// rate limits' settlement and the request span.
 	mt meter
@@ -218,6 +220,10 @@ type progress struct {
 	// events counts the SSE events a Responses stream passed to the client, so that an error
 	// event after a failure carries the next sequence_number.
 	events int
+	// committed is true once the client (or memory) has the answer's status and headers, frame
+	// how the answer is cut into events.
+	committed bool
+	frame     framing
 }
 
 // traceState is the call's tracing (tracing.go): the request's span (nil when tracing is off),
@@ -250,6 +256,7 @@ func putCall(k *call) {
 	k.routing.reset()
 	k.progress = progress{failures: k.failures[:0]}
 	k.traceState = traceState{}
+	k.cont.reset()
 	k.mt.reset()
 	s.core.calls.Put(k)
 }
@@ -397,6 +404,7 @@ func (k *call) load(r *http.Request, h http.Header) (res result, ok bool) {
 	if err := k.prepare(h); err != nil {
 		return result{err: err}, false
 	}
+	k.continuable(r.Header)
 	return result{}, true
 }
 
@@ -482,6 +490,9 @@ func (k *call) finish(res result) {
 	}
 	if len(k.failures) > 0 {
 		attrs = append(attrs, slog.Any("failed_attempts", k.failures))
+	}
+	if k.cont.count > 0 {
+		attrs = append(attrs, slog.Int("continued", k.cont.count))
 	}
 	if k.req.Model != "" {
 		attrs = append(attrs, slog.Uint64("seq", k.req.Seq), slog.String("decision", k.decisionText()))

@@ -80,6 +80,11 @@ const (
 	outcomeAbort
 	// outcomeError: the agent answered a 4xx, now in call.agentErr.
 	outcomeError
+	// outcomeContinue: the stream broke after its client got part of it, and goes on on another
+	// node (call.cont.body is the continuing request).
+	outcomeContinue
+	// outcomeFinished: the stream broke after its answer was complete; the gateway ended it.
+	outcomeFinished
 )
 
 // capturedResponse is an agent's retryable answer, kept in case no other node does better.
@@ -94,6 +99,7 @@ type capturedResponse struct {
 const maxCapturedBody = 64 << 10
 
 // run schedules, admits and proxies the request until one node answers or attempts run out.
+// Once a stream is with its client, whatever ends it ends it in the stream (endStream).
 func (k *call) run(w sink) result {
 	s := k.s
 	for {
@@ -106,26 +112,54 @@ func (k *call) run(w sink) result {
 				return result{clientGone: true}
 			}
 			ae := admissionError(err)
+			if k.committed {
+				return k.endStream(w, "upstream node "+k.node+" failed mid-stream, and no node could continue it: "+ae.Message)
+			}
 			if k.attempts > 0 {
 				return k.exhausted(w)
 			}
 			return result{err: ae}
 		}
 		switch o {
-		case outcomeDone:
+		case outcomeDone, outcomeFinished:
 			return result{}
 		case outcomeClientGone:
 			return result{clientGone: true}
 		case outcomeAbort:
 			return result{abort: true}
 		case outcomeError:
+			if k.committed {
+				return k.endStream(w, "upstream node "+id+" could not continue the stream: "+k.agentErr.Message)
+			}
 			return result{err: k.agentErr, fromAgent: true}
 		}
 		k.req.Exclude = append(k.req.Exclude, id)
 		if k.attempts >= s.cfg.MaxAttempts {
+			if k.committed {
+				return k.endStream(w, fmt.Sprintf("the stream could not be continued: all %d attempts failed: %s", k.attempts, strings.Join(k.failures, "; ")))
+			}
 			return k.exhausted(w)
 		}
 	}
+}
+
+// endStream ends a stream its client already has part of with one well-formed error event in the
+// client's wire format (an SSE error event; the Responses API's "error" event; Ollama's last
+// line {"error":"..."}); a body that is not a stream is cut (abort).
+func (k *call) endStream(w sink, msg string) result {
+	k.status = http.StatusBadGateway
+	k.s.metrics.continuations.WithLabelValues(k.metricsLabel(), k.node, "failed").Inc()
+	switch {
+	case k.frame == frameNDJSON:
+		writeNDJSONError(w, msg)
+	case k.frame != frameSSE:
+		return result{abort: true}
+	case k.path == agentapi.PathResponses:
+		writeResponsesError(w, msg, k.events)
+	default:
+		writeSSEError(w, msg)
+	}
+	return result{}
 }
 
 // admitAndAttempt waits in admission for a slot and runs one attempt on the granted node. The
@@ -193,25 +227,94 @@ func (k *call) fail(node, format string, args ...any) {
 }
 
 // watchdog bounds every wait on an agent: it cancels the attempt when a read takes too long.
+// Before the first byte the bound is FirstByteTimeout; after it StreamIdleTimeout, or, when the
+// node's heartbeat is late (late), the shorter StallTimeout: a node that went silent and stopped
+// beating (stopped, hung, cut off) is given up on soon, a busy one that still beats is waited for.
 type watchdog struct {
-	t       *time.Timer
-	fired   atomic.Bool
-	timeout time.Duration
+	t      *time.Timer
+	cancel context.CancelFunc
+	// last is when the current wait started (UnixNano, set by reset).
+	last atomic.Int64
+	// timeout and stall are the bounds of the current phase; late says the node is late.
+	timeout, stall atomic.Int64
+	late           func() bool
+	fired, stalled atomic.Bool
 }
 
 // arm starts the watchdog on cancel with timeout.
-func (d *watchdog) arm(timeout time.Duration, cancel context.CancelFunc) {
-	d.timeout = timeout
-	d.t = time.AfterFunc(timeout, func() {
-		d.fired.Store(true)
-		cancel()
-	})
+func (d *watchdog) arm(timeout time.Duration, cancel context.CancelFunc, late func() bool) {
+	d.cancel, d.late = cancel, late
+	d.timeout.Store(int64(timeout))
+	d.last.Store(time.Now().UnixNano())
+	d.t = time.AfterFunc(timeout, d.check)
 }
 
-// reset gives the next read the whole timeout again.
-func (d *watchdog) reset() { d.t.Reset(d.timeout) }
+// streaming moves to the stream's bounds once the first byte came.
+func (d *watchdog) streaming(idle time.Duration) { d.timeout.Store(int64(idle)) }
+
+// withStall sets the stall bound (0: none).
+func (d *watchdog) withStall(stall time.Duration) { d.stall.Store(int64(stall)) }
+
+// reset starts a new wait.
+func (d *watchdog) reset() {
+	d.last.Store(time.Now().UnixNano())
+	d.t.Reset(d.next())
+}
+
+// next is how long until the next check.
+func (d *watchdog) next() time.Duration {
+	t, st := time.Duration(d.timeout.Load()), time.Duration(d.stall.Load())
+	if st > 0 && st < t {
+		return st
+	}
+	return t
+}
+
+// check runs when a wait is long: past the timeout, or past the stall bound with the node late,
+// it cancels the attempt; otherwise it looks again later.
+func (d *watchdog) check() {
+	silent := time.Duration(time.Now().UnixNano() - d.last.Load())
+	t, st := time.Duration(d.timeout.Load()), time.Duration(d.stall.Load())
+	switch {
+	case silent >= t:
+	case st > 0 && silent >= st && d.late != nil && d.late():
+		d.stalled.Store(true)
+	default:
+		d.t.Reset(max(min(t-silent, d.next()), time.Millisecond))
+		return
+	}
+	d.fired.Store(true)
+	d.cancel()
+}
 
 func (d *watchdog) stop() { d.t.Stop() }
+
+// cause describes why a read ended with err.
+func (d *watchdog) cause(err error) string {
+	switch {
+	case d.stalled.Load():
+		return fmt.Sprintf("no data for %s and its heartbeat is late (stalled)", time.Duration(d.stall.Load()))
+	case d.fired.Load():
+		return fmt.Sprintf("no data for %s", time.Duration(d.timeout.Load()))
+	}
+	return err.Error()
+}
+
+// lateNode returns whether node id's heartbeat is late: older than one and a half intervals (the
+// agent's own, else the gateway's), as the admin API calls a node late, or the node stale or gone.
+func (s *Server) lateNode(id string) func() bool {
+	return func() bool {
+		v, ok := s.registry.Node(id)
+		if !ok || v.Stale {
+			return true
+		}
+		interval := s.cfg.HeartbeatInterval
+		if v.Heartbeat.IntervalMS > 0 {
+			interval = time.Duration(v.Heartbeat.IntervalMS) * time.Millisecond
+		}
+		return s.core.clock.Now().Sub(v.LastHeartbeat) > interval*3/2
+	}
+}
 
 // attempt proxies the request to node n and streams the answer into w: send, then relay.
 func (k *call) attempt(n *scheduler.Node, w sink) outcome {
@@ -222,7 +325,10 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var wd watchdog
-	wd.arm(k.s.cfg.FirstByteTimeout, cancel)
+	wd.arm(k.s.cfg.FirstByteTimeout, cancel, k.s.lateNode(n.ID))
+	if k.cont.keep {
+		wd.withStall(k.s.cfg.StallTimeout)
+	}
 	defer wd.stop()
 
 	resp, o := k.send(ctx, n, &wd)
@@ -247,16 +353,20 @@ func (k *call) send(ctx context.Context, n *scheduler.Node, wd *watchdog) (*http
 		k.fail(n.ID, "%v", err)
 		return nil, outcomeRetry
 	}
-	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u, k.body))
+	body := k.body
+	if k.cont.body != nil {
+		body = k.cont.body
+	}
+	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u, body))
 	if err != nil {
 		if k.ctx.Err() != nil {
 			return nil, outcomeClientGone
 		}
 		s.registry.ReportFailure(n.ID)
-		if wd.fired.Load() {
+		if wd.fired.Load() && !wd.stalled.Load() {
 			k.fail(n.ID, "no response within %s", s.cfg.FirstByteTimeout)
 		} else {
-			k.fail(n.ID, "%v", err)
+			k.fail(n.ID, "%s", wd.cause(err))
 		}
 		return nil, outcomeRetry
 	}
@@ -327,8 +437,8 @@ func (f framing) sep() []byte {
 func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdog) outcome {
 	s := k.s
 	fr := framingOf(resp.Header.Get("Content-Type"))
-	committed := false
-	off := 0 // bytes of a partial event held at the start of k.buf
+	wrote := false // this attempt wrote to w
+	off := 0       // bytes of a partial event held at the start of k.buf
 	for {
 		wd.reset()
 		nr, rerr := resp.Body.Read(k.buf[off:])
@@ -339,22 +449,36 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 				out = out[:e]
 			} // else an event larger than the buffer: pass it on as it is
 		}
-		if len(out) > 0 || (rerr == io.EOF && !committed) {
-			if !committed {
-				k.commit(w, resp, n.ID, fr == frameSSE)
-				committed = true
+		if len(out) > 0 || (rerr == io.EOF && !wrote) {
+			if !wrote {
+				wrote = true
+				wd.streaming(s.cfg.StreamIdleTimeout)
+			}
+			if !k.committed {
+				k.commit(w, resp, n.ID, fr)
 				k.ttft = s.core.clock.Now().Sub(k.start)
-				wd.timeout = s.cfg.StreamIdleTimeout
 				if fr != framePlain {
 					k.mt.itl = s.metrics.itl.WithLabelValues(k.metricsLabel(), n.ID)
 				}
+			}
+			// A backend's error event is a failure like a cut connection when the stream can be
+			// continued: the events before it go out, it does not.
+			failed, errMsg := -1, ""
+			if k.cont.keep && fr != framePlain {
+				failed, errMsg = errorEvent(out, fr)
+			}
+			if failed >= 0 {
+				out = out[:failed]
 			}
 			if _, werr := w.Write(out); werr != nil {
 				return outcomeClientGone
 			}
 			k.sent(out, fr)
-			if fr == frameSSE {
+			if fr != framePlain {
 				w.Flush()
+			}
+			if failed >= 0 {
+				return k.broken(n, w, fr, true, errMsg)
 			}
 		}
 		off = copy(k.buf[:], k.buf[len(out):total])
@@ -366,11 +490,7 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 		case k.ctx.Err() != nil:
 			return outcomeClientGone
 		}
-		cause := rerr.Error()
-		if wd.fired.Load() {
-			cause = fmt.Sprintf("no data for %s", wd.timeout)
-		}
-		return k.broken(n, w, fr, committed, cause)
+		return k.broken(n, w, fr, wrote, wd.cause(rerr))
 	}
 }
 
@@ -381,38 +501,39 @@ func (k *call) sent(out []byte, fr framing) {
 	if fr == framePlain {
 		return
 	}
+	k.cont.note(out)
 	if fr == frameSSE && k.path == agentapi.PathResponses {
 		k.events += bytes.Count(out, sseEventEnd)
 	}
 	k.mt.events(out, fr.sep(), k.s.core.clock.Now())
 }
 
-// broken handles an answer that broke off: before anything was committed, or into memory, it
-// fails over; a stream already with its client ends with one well-formed error event in the
-// client's wire format; any other body is cut (outcomeAbort).
-func (k *call) broken(n *scheduler.Node, w sink, fr framing, committed bool, cause string) outcome {
+// broken handles an answer that broke off on node n. Before this attempt wrote anything, or into
+// memory, it fails over. A stream already with its client is continued on another node where it
+// can be (continue.go), and otherwise ends with one well-formed error event saying why; any other
+// body is cut (outcomeAbort).
+func (k *call) broken(n *scheduler.Node, w sink, fr framing, wrote bool, cause string) outcome {
 	k.s.registry.ReportFailure(n.ID)
 	k.fail(n.ID, "%s", cause)
-	if !committed {
+	if !wrote {
 		return outcomeRetry
 	}
 	if k.held != nil {
 		k.held.reset()
-		k.status, k.ttft = 0, 0
+		k.committed, k.status, k.ttft = false, 0, 0
 		k.mt.reset()
 		return outcomeRetry
 	}
-	k.status = http.StatusBadGateway
+	o, why := k.tryContinue(n.ID, fr, w)
+	if why == "" {
+		return o
+	}
 	msg := fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause)
-	switch {
-	case fr == frameNDJSON:
-		writeNDJSONError(w, msg)
-	case fr != frameSSE:
+	if fr != framePlain {
+		msg += "; it could not be continued: " + why
+	}
+	if r := k.endStream(w, msg); r.abort {
 		return outcomeAbort
-	case k.path == agentapi.PathResponses:
-		writeResponsesError(w, msg, k.events)
-	default:
-		writeSSEError(w, msg)
 	}
 	return outcomeDone
 }
@@ -470,7 +591,8 @@ var hopByHop = map[string]bool{
 }
 
 // commit writes the agent's status and headers to w, with the gateway's own.
-func (k *call) commit(w sink, resp *http.Response, node string, sse bool) {
+func (k *call) commit(w sink, resp *http.Response, node string, fr framing) {
+	k.committed, k.frame = true, fr
 	h := w.Header()
 	for key, v := range resp.Header {
 		if !hopByHop[key] {
@@ -478,7 +600,7 @@ func (k *call) commit(w sink, resp *http.Response, node string, sse bool) {
 		}
 	}
 	agentHeaders{node: node}.write(h, k.attempts)
-	if sse {
+	if fr == frameSSE {
 		// Tells a buffering reverse proxy in front of the gateway (nginx) to pass events on.
 		h["X-Accel-Buffering"] = hdrNo
 	}
@@ -495,7 +617,10 @@ func (a agentHeaders) write(h http.Header, attempts int) {
 	h[agentapi.HeaderAttempts] = []string{attemptsText(attempts)}
 }
 
-var hdrNo = []string{"no"}
+var (
+	hdrNo  = []string{"no"}
+	hdrOne = []string{"1"}
+)
 
 // attemptsText is strconv.Itoa without an allocation for small counts.
 func attemptsText(n int) string {
@@ -521,6 +646,9 @@ func (k *call) upstreamRequest(ctx context.Context, u *url.URL, body []byte) *ht
 	h[agentapi.HeaderRequestID] = []string{k.reqID}
 	h[agentapi.HeaderModel] = []string{k.model}
 	h[agentapi.HeaderClientModel] = []string{k.asked}
+	if k.cont.body != nil {
+		h[agentapi.HeaderContinue] = hdrOne
+	}
 	if k.class == agentapi.ClassBatch {
 		h[agentapi.HeaderClass] = hdrBatch
 	} else {

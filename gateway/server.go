@@ -63,6 +63,12 @@ type Config struct {
 	// StreamIdleTimeout bounds the silence between two reads of an agent's response body; past
 	// it the response is failed (mid-stream: an SSE error event) rather than left hanging.
 	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+	// StallTimeout is the shorter silence after which a stream whose node's heartbeat is late
+	// counts as failed (a stopped or cut-off node), so that it is continued elsewhere soon.
+	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// NoContinuation turns off continuing a broken stream on another node: it then ends with an
+	// error event (clients can also ask for that per request, X-Herd-No-Continue).
+	NoContinuation bool `yaml:"no_continuation"`
 	// QueueSize bounds requests waiting for a node per model; QueueTimeout bounds their wait.
 	QueueSize    int           `yaml:"queue_size"`
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
@@ -111,6 +117,7 @@ func DefaultConfig() Config {
 		MaxAttempts:       3,
 		FirstByteTimeout:  120 * time.Second,
 		StreamIdleTimeout: 60 * time.Second,
+		StallTimeout:      5 * time.Second,
 		QueueSize:         256,
 		QueueTimeout:      60 * time.Second,
 		HistoryInterval:   5 * time.Second,
@@ -155,7 +162,7 @@ func (c Config) Validate() error {
 	if err := c.Tracing.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.ReadHeaderTimeout < 0 || c.BodyReadTimeout < 0 || c.IdleTimeout < 0 {
+	if c.ReadHeaderTimeout < 0 || c.BodyReadTimeout < 0 || c.IdleTimeout < 0 || c.StallTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
 	}
 	names := map[string]bool{}

@@ -214,6 +214,10 @@ func (k *call) endSpan(res result, status int, latency time.Duration) {
 	if k.node != "" {
 		attrs = append(attrs, tracing.KeyNode.String(k.node))
 	}
+	if k.cont.count > 0 {
+		// The stream broke midway and went on on another node (continue.go), this many times.
+		attrs = append(attrs, attribute.Int("herd.continuations", k.cont.count))
+	}
 	if k.answered {
 		attrs = append(attrs, tracing.KeyTTFT.Float64(ms(k.ttft)))
 		if k.info.stream {

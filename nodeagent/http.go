@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/nodeagent/ollamacompat"
@@ -183,7 +185,15 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 				"you must provide a model parameter")
 			return
 		}
+		cont, body, err := a.continuation(r, body, func(req map[string]json.RawMessage, c *agentapi.Continuation) error {
+			return continueOpenAI(endpoint, req, c)
+		})
+		if err != nil {
+			writeError(w, http.StatusBadRequest, errInvalidRequest, "cannot_continue", "", err.Error())
+			return
+		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
 		if a.backend.Simulated() {
 			w.Header().Set(agentapi.HeaderSimulated, "true")
 		}
@@ -205,8 +215,10 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			}
 		}
 		var aw *answerWriter
-		if name := clientModel(r.Header, model); name != "" && tw == nil {
-			aw = &answerWriter{ResponseWriter: w, fix: renameModel(name)}
+		if tw == nil {
+			aw = answerFor(w, cont, clientModel(r.Header, model))
+		}
+		if aw != nil {
 			w = aw
 		}
 		a.metered(w, r, endpoint, model, func(mw http.ResponseWriter, r *http.Request) {
@@ -219,6 +231,42 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			}
 		})
 	}
+}
+
+// continuation takes the continuation out of a request marked with HeaderContinue and rewrites
+// body with apply (the backend's way to continue); unmarked requests pass as they are.
+func (a *Agent) continuation(r *http.Request, body []byte, apply func(map[string]json.RawMessage, *agentapi.Continuation) error) (*agentapi.Continuation, []byte, error) {
+	if r.Header.Get(agentapi.HeaderContinue) == "" {
+		return nil, body, nil
+	}
+	req, c, err := takeContinuation(body)
+	if err == nil {
+		err = apply(req, c)
+	}
+	if err == nil {
+		body, err = json.Marshal(req)
+	}
+	if err != nil {
+		a.log.Warn("cannot continue a broken stream", "request_id", r.Header.Get(agentapi.HeaderRequestID), "path", r.URL.Path, "err", err)
+		return nil, nil, err
+	}
+	sum := sha256.Sum256([]byte(c.Content))
+	a.log.Info("continuing a broken stream", "request_id", r.Header.Get(agentapi.HeaderRequestID), "path", r.URL.Path,
+		"prefix_chars", utf8.RuneCountInString(c.Content), "prefix_sha256", hex.EncodeToString(sum[:]), "tokens_before", c.Tokens)
+	return c, body, nil
+}
+
+// answerFor wraps w to write the client's framing into the answer: a continued stream's (cont),
+// or only the client's model name (name, "" when it is the backend's); nil when nothing needs
+// rewriting.
+func answerFor(w http.ResponseWriter, cont *agentapi.Continuation, name string) *answerWriter {
+	switch {
+	case cont != nil:
+		return &answerWriter{ResponseWriter: w, fix: continuedAnswer(cont, name)}
+	case name != "":
+		return &answerWriter{ResponseWriter: w, fix: renameModel(name)}
+	}
+	return nil
 }
 
 // requestModel is the backend's name of the request's model: the gateway's HeaderModel, else
@@ -295,9 +343,17 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 			w.Header().Set(agentapi.HeaderSimulated, "true")
 		}
 		if native {
-			var aw *answerWriter
-			if name := clientModel(r.Header, model); name != "" {
-				aw = &answerWriter{ResponseWriter: w, fix: renameModel(name)}
+			cont, body, err := a.continuation(r, body, func(req map[string]json.RawMessage, c *agentapi.Continuation) error {
+				return continueOllama(path, req, c)
+			})
+			if err != nil {
+				writeOllamaError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			aw := answerFor(w, cont, clientModel(r.Header, model))
+			if aw != nil {
 				w = aw
 			}
 			a.metered(w, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
@@ -308,6 +364,17 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 			})
 			return
 		}
+		// The continuation, if any, is taken out before the translation and applied to it after.
+		var cont *agentapi.Continuation
+		if r.Header.Get(agentapi.HeaderContinue) != "" {
+			req, c, err := takeContinuation(body)
+			if err != nil {
+				writeOllamaError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+			body, _ = json.Marshal(req)
+			cont = c
+		}
 		up, err := ollamacompat.Translate(ep, body)
 		if err != nil {
 			status := http.StatusBadRequest
@@ -317,19 +384,48 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 			writeOllamaError(w, status, err.Error())
 			return
 		}
+		if cont != nil {
+			r.Header.Set(agentapi.HeaderContinue, "1")
+			c := *cont
+			if _, up.Body, err = a.continuation(r, withContinuation(up.Body, &c), func(req map[string]json.RawMessage, c *agentapi.Continuation) error {
+				return continueOpenAI(up.Path, req, c)
+			}); err != nil {
+				writeOllamaError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+		}
 		name := r.Header.Get(agentapi.HeaderClientModel)
 		if name == "" {
 			name = modelFromBody(body) // Ollama echoes the name it was asked for
 		}
 		start := a.clock.Now()
-		tw := ollamacompat.NewWriter(w, ep, up, name, nativeStream(body), start, a.clock.Now)
+		var out http.ResponseWriter = w
+		aw := answerFor(w, cont, "")
+		if aw != nil {
+			out = aw
+		}
+		tw := ollamacompat.NewWriter(out, ep, up, name, nativeStream(body), start, a.clock.Now)
 		r.Body = io.NopCloser(bytes.NewReader(up.Body))
 		r.ContentLength = int64(len(up.Body))
 		a.metered(tw, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
 			a.backend.ServeInference(mw, r, up.Path, up.Body)
 			tw.Finish()
+			if aw != nil {
+				aw.finish()
+			}
 		})
 	}
+}
+
+// withContinuation puts c back into the JSON object body as its continuation member.
+func withContinuation(body []byte, c *agentapi.Continuation) []byte {
+	var req map[string]json.RawMessage
+	if json.Unmarshal(body, &req) != nil {
+		return body
+	}
+	req[agentapi.ContinueField], _ = json.Marshal(c)
+	b, _ := json.Marshal(req)
+	return b
 }
 
 // nativeEndpoints maps Ollama's native inference routes to their translations' endpoints.

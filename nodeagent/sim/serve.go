@@ -320,6 +320,9 @@ func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *
 		out, finish = room, "length"
 	}
 	toks := words(textSeed, out)
+	if len(toks) > 0 && req.continues != "" && !strings.HasSuffix(req.continues, " ") && !strings.HasSuffix(req.continues, "\n") {
+		toks[0] = " " + toks[0] // the first word follows the text it continues
+	}
 
 	r, err := n.startRun(m, req.prompt, req.promptTokens)
 	if err != nil {
