@@ -315,10 +315,6 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 	ep := nativeEndpoints[path]
 	return func(w http.ResponseWriter, r *http.Request) {
 		nb, native := a.backend.(NativeOllama)
-		if !native && !inference {
-			writeOllamaError(w, http.StatusNotFound, fmt.Sprintf("the %s backend on this node does not serve Ollama's native API (%s)", a.backend.Kind(), path))
-			return
-		}
 		body, err := readBody(w, r, a.cfg.MaxBodyBytes)
 		if err != nil {
 			var mbe *http.MaxBytesError
@@ -331,7 +327,11 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		if !inference {
-			nb.ServeOllama(w, r, path, body)
+			if native {
+				nb.ServeOllama(w, r, path, body)
+			} else {
+				a.serveShow(w, r, body)
+			}
 			return
 		}
 		model := requestModel(r.Header, body)

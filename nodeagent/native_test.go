@@ -75,8 +75,7 @@ func TestNativeOllamaRoute(t *testing.T) {
 }
 
 // TestNativeRouteOnOtherBackends: a backend that does not speak Ollama gets the OpenAI
-// translation of a native request, and the client Ollama's NDJSON with the name it asked for;
-// /api/show stays Ollama's own (404 in Ollama's shape).
+// translation of a native request, and the client Ollama's NDJSON with the name it asked for.
 func TestNativeRouteOnOtherBackends(t *testing.T) {
 	b := &fakeBackend{}
 	var got []string
@@ -101,7 +100,6 @@ func TestNativeRouteOnOtherBackends(t *testing.T) {
 	if len(got) != 1 || !strings.HasPrefix(got[0], agentapi.PathChatCompletions+" ") || !strings.Contains(got[0], `"stream":true`) {
 		t.Fatalf("backend got %q", got)
 	}
-	wantOllamaError(t, ta.post(t, agentapi.PathOllamaShow, testToken, `{"model":"llama3"}`), http.StatusNotFound, "does not serve Ollama's native API")
 	wantOllamaError(t, ta.post(t, agentapi.PathOllamaChat, testToken, `{"model":"llama3","options":{"temperature":"hot"}}`), http.StatusBadRequest, "temperature")
 }
 
@@ -139,4 +137,40 @@ func wantOllamaError(t *testing.T, resp *http.Response, status int, contains str
 	if msg := v["error"]; msg == "" || !strings.Contains(msg, contains) {
 		t.Fatalf("error %q, want %q", msg, contains)
 	}
+}
+
+// templatedBackend is a backend that is not Ollama but knows its chat template.
+type templatedBackend struct{ *fakeBackend }
+
+func (templatedBackend) ChatTemplate(context.Context, string) (string, bool) {
+	return "{{ range .Messages }}<|{{ .Role }}|>{{ .Content }}{{ end }}", true
+}
+
+// TestShowOnOtherBackends: /api/show for a model of a backend that is not Ollama is built by the
+// agent: a Modelfile naming the model and its parameters, the template where the backend tells
+// it, the details it lists; an unknown model is Ollama's 404.
+func TestShowOnOtherBackends(t *testing.T) {
+	b := templatedBackend{&fakeBackend{models: []agentapi.Model{{Name: "qwen2.5:7b", Resident: true, Family: "qwen2", ContextLength: 8192, ParameterSize: "7.6B"}}}}
+	ta := newTestAgent(t, b, nil, nil)
+	ta.Refresh(context.Background())
+	resp := ta.postAs(t, agentapi.PathOllamaShow, testToken, `{"model":"qwen2.5"}`, map[string]string{agentapi.HeaderModel: "qwen2.5:7b"})
+	var show struct {
+		Modelfile, Parameters, Template string
+		Details                         struct{ Family, ParameterSize string } `json:"details"`
+		ModelInfo                       map[string]any                         `json:"model_info"`
+		Capabilities                    []string
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&show); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d %v", resp.StatusCode, err)
+	}
+	for _, want := range []string{"FROM qwen2.5:7b\n", "TEMPLATE \"\"\"{{ range .Messages }}", "PARAMETER num_ctx 8192\n", "node " + ta.cfg.NodeID} {
+		if !strings.Contains(show.Modelfile, want) {
+			t.Errorf("modelfile lacks %q:\n%s", want, show.Modelfile)
+		}
+	}
+	if !strings.HasPrefix(show.Template, "{{ range") || !strings.Contains(show.Parameters, "num_ctx") || show.Details.Family != "qwen2" ||
+		show.ModelInfo["qwen2.context_length"] != float64(8192) || len(show.Capabilities) != 1 || show.Capabilities[0] != "completion" {
+		t.Fatalf("show %+v", show)
+	}
+	wantOllamaError(t, ta.post(t, agentapi.PathOllamaShow, testToken, `{"model":"nope"}`), http.StatusNotFound, "model 'nope' not found")
 }
