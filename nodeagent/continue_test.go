@@ -1,9 +1,11 @@
 package nodeagent
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -125,4 +127,33 @@ func TestContinuationThroughTheAgent(t *testing.T) {
 	if resp.StatusCode != 400 || !strings.Contains(string(out), "cannot_continue") || !strings.Contains(string(out), "still reasoning") {
 		t.Fatalf("%d %s", resp.StatusCode, out)
 	}
+}
+
+// FuzzAnswerLines feeds arbitrary backend output, cut at an arbitrary point, through the
+// continued answer's line fixer: it never panics, passes every byte of a line it does not
+// rewrite, and keeps a line's newline.
+func FuzzAnswerLines(f *testing.F) {
+	f.Add([]byte(`data: {"id":"x","created":1,"model":"m","usage":{"completion_tokens":2,"total_tokens":3}}`+"\n\n"), 10)
+	f.Add([]byte(`{"model":"m","eval_count":3,"done":true}`+"\n"), 3)
+	f.Add([]byte("data: {\"id\":\"\\\"\",\"model\":null}\n"), 0)
+	f.Add([]byte("data: {\"usage\":{\"completion_tokens\":\"x\"}}\n"), 5)
+	f.Fuzz(func(t *testing.T, in []byte, cut int) {
+		fix := continuedAnswer(&agentapi.Continuation{ID: "id-1", Created: 5, Tokens: 2}, "client")
+		rec := httptest.NewRecorder()
+		aw := &answerWriter{ResponseWriter: rec, fix: fix}
+		cut = min(max(cut, 0), len(in))
+		aw.Write(in[:cut])
+		aw.Write(in[cut:])
+		aw.finish()
+		if got, want := bytes.Count(rec.Body.Bytes(), []byte("\n")), bytes.Count(in, []byte("\n")); got != want {
+			t.Fatalf("%d lines out of %d: %q", got, want, rec.Body.Bytes())
+		}
+		rename := renameModel("client")
+		for line := range bytes.Lines(in) {
+			out := rename(nil, line)
+			if _, _, ok := jsonLine(line); !ok && !bytes.Equal(out, line) {
+				t.Fatalf("a line that is not JSON was changed: %q → %q", line, out)
+			}
+		}
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 )
 
 // A stream never breaks: the node under a stream dies (kill -9) or stops (SIGSTOP) and the
@@ -33,10 +34,23 @@ type streamResult struct {
 	done      bool
 	err       string
 	chunks    atomic.Int64
+	finished  atomic.Bool
+}
+
+// running counts the streams under way with at least n chunks.
+func running(results []*streamResult, n int64) int {
+	k := 0
+	for _, r := range results {
+		if r.chunks.Load() >= n && !r.finished.Load() {
+			k++
+		}
+	}
+	return k
 }
 
 // streamChat streams one chat completion and checks its framing as it goes.
 func streamChat(ctx context.Context, base, body string, r *streamResult) {
+	defer r.finished.Store(true)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -178,19 +192,11 @@ func TestKillNodeMidStream(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range streams {
 		results[i] = &streamResult{}
-		body := fmt.Sprintf(`{"model":"llama3.2:1b","stream":true,"max_tokens":120,"seed":%d,"messages":[{"role":"user","content":"story %d"}]}`, i, i)
+		body := fmt.Sprintf(`{"model":"llama3.2:1b","stream":true,"max_tokens":300,"seed":%d,"messages":[{"role":"user","content":"story %d"}]}`, i, i)
 		wg.Go(func() { streamChat(ctx, c.url, body, results[i]) })
 	}
-	// Kill when most streams are under way, each with some text.
-	waitFor(t, time.Minute, "streams under way", func() bool {
-		going := 0
-		for _, r := range results {
-			if r.chunks.Load() >= 5 {
-				going++
-			}
-		}
-		return going >= streams/2
-	})
+	// Kill while many streams are under way, each with some text.
+	waitFor(t, time.Minute, "streams under way", func() bool { return running(results, 5) >= 30 })
 	c.agents["k2"].kill9()
 	wg.Wait()
 
@@ -209,49 +215,49 @@ func TestKillNodeMidStream(t *testing.T) {
 
 // TestStalledNodeMidStream: a node stopped with SIGSTOP goes silent without resetting its
 // connections; the stall timeout, with the node's heartbeat late, moves its streams to the other
-// node. One stream is read with openai-go's ChatCompletionAccumulator.
+// node. One stream is read with openai-go's ChatCompletionAccumulator, and its node is the one
+// stopped, so the accumulator reads a continued stream.
 func TestStalledNodeMidStream(t *testing.T) {
 	c := startGateway(t, "--stall-timeout", "1s", "--heartbeat-interval", "250ms")
 	for _, id := range []string{"s1", "s2"} {
 		c.addSimAgent(id, "3090", "--sim-speed", "2")
 	}
 	c.waitNodes(2)
-	stopped := c.agents["s1"]
-	t.Cleanup(func() { _ = stopped.cmd.Process.Signal(syscall.SIGCONT) })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	const streams = 8
+	// Seven streams and the accumulator's fill the two nodes' eight slots: all run at once.
+	const streams = 7
 	results := make([]*streamResult, streams)
 	var wg sync.WaitGroup
 	for i := range streams {
 		results[i] = &streamResult{}
-		body := fmt.Sprintf(`{"model":"llama3.2:1b","stream":true,"max_tokens":120,"messages":[{"role":"user","content":"stall %d"}]}`, i)
+		body := fmt.Sprintf(`{"model":"llama3.2:1b","stream":true,"max_tokens":400,"messages":[{"role":"user","content":"stall %d"}]}`, i)
 		wg.Go(func() { streamChat(ctx, c.url, body, results[i]) })
 	}
 	var acc openai.ChatCompletionAccumulator
 	var accErr error
 	var accChunks atomic.Int64
+	var accResp *http.Response
 	wg.Go(func() {
 		client := sdkV3(c.url)
 		s := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
-			Model: "llama3.2:1b", MaxTokens: openai.Int(120), Seed: openai.Int(1),
+			Model: "llama3.2:1b", MaxTokens: openai.Int(400), Seed: openai.Int(1),
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("stall for the accumulator")},
-		})
+		}, option.WithResponseInto(&accResp))
 		for s.Next() {
 			acc.AddChunk(s.Current())
 			accChunks.Add(1)
 		}
 		accErr = s.Err()
 	})
-	waitFor(t, time.Minute, "streams under way", func() bool {
-		for _, r := range results {
-			if r.chunks.Load() < 3 {
-				return false
-			}
-		}
-		return accChunks.Load() >= 3
-	})
+	waitFor(t, time.Minute, "streams under way", func() bool { return running(results, 3) >= 5 && accChunks.Load() >= 3 })
+	stoppedID, otherID := accResp.Header.Get("X-Herd-Node"), "s1"
+	if stoppedID == "s1" {
+		otherID = "s2"
+	}
+	stopped := c.agents[stoppedID]
+	t.Cleanup(func() { _ = stopped.cmd.Process.Signal(syscall.SIGCONT) })
 	start := time.Now()
 	if err := stopped.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -266,10 +272,12 @@ func TestStalledNodeMidStream(t *testing.T) {
 	if accErr != nil || len(acc.Choices) != 1 || acc.Choices[0].FinishReason == "" || acc.Choices[0].Message.Content == "" {
 		t.Fatalf("accumulator: err %v, %+v", accErr, acc.ChatCompletion)
 	}
-	n := checkContinued(t, c.agents["s2"].output(), results)
-	if n == 0 {
-		t.Fatalf("no stream was continued after the node stopped")
+	accResult := &streamResult{requestID: accResp.Header.Get("X-Request-Id"), text: acc.Choices[0].Message.Content}
+	logs := c.agents[otherID].output()
+	if checkContinued(t, logs, []*streamResult{accResult}) != 1 {
+		t.Fatalf("the accumulator's stream (%s on %s) was not continued", accResult.requestID, stoppedID)
 	}
+	n := 1 + checkContinued(t, logs, results)
 	// Detected by the stall timeout (1s, heartbeat late), not the 60s idle timeout.
 	if took > 30*time.Second {
 		t.Fatalf("the stalled streams took %s to finish", took)
