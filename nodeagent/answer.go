@@ -41,6 +41,10 @@ var _ http.Flusher = (*answerWriter)(nil)
 func (a *answerWriter) WriteHeader(code int) {
 	if a.status == 0 {
 		a.status = code
+		if code/100 == 2 {
+			// The rewritten body's length is not the backend's.
+			a.Header().Del("Content-Length")
+		}
 	}
 	a.ResponseWriter.WriteHeader(code)
 }

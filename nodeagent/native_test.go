@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -173,4 +174,29 @@ func TestShowOnOtherBackends(t *testing.T) {
 		t.Fatalf("show %+v", show)
 	}
 	wantOllamaError(t, ta.post(t, agentapi.PathOllamaShow, testToken, `{"model":"nope"}`), http.StatusNotFound, "model 'nope' not found")
+}
+
+// TestRenamedAnswerLength: a non-streamed answer whose model name the agent rewrites loses the
+// backend's Content-Length (the length changes), so the gateway reads it whole.
+func TestRenamedAnswerLength(t *testing.T) {
+	b := &nativeBackend{fakeBackend: &fakeBackend{kind: agentapi.BackendOllama, models: []agentapi.Model{{Name: "llama3:latest", Resident: true}}}, clock: newFakeClock()}
+	b.fakeBackend.setServe(func(w http.ResponseWriter, _ *http.Request, _ string, _ []byte) {})
+	ta := newTestAgent(t, fixedLength{b}, nil, nil)
+	resp := ta.postAs(t, agentapi.PathOllamaChat, testToken, `{"model":"llama3","stream":false}`,
+		map[string]string{agentapi.HeaderModel: "llama3:latest", agentapi.HeaderClientModel: "a-much-longer-preset-name"})
+	out, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 || string(out) != `{"model":"a-much-longer-preset-name","done":true}` {
+		t.Fatalf("%d %q %v", resp.StatusCode, out, err)
+	}
+}
+
+// fixedLength is an Ollama backend whose non-streamed answer declares its Content-Length, as
+// Ollama's does.
+type fixedLength struct{ *nativeBackend }
+
+func (fixedLength) ServeOllama(w http.ResponseWriter, _ *http.Request, _ string, _ []byte) {
+	body := `{"model":"llama3","done":true}`
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	io.WriteString(w, body)
 }
