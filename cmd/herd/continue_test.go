@@ -20,6 +20,8 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/herd-llm/herd/nodeagent/backend/ollamatest"
 )
 
 // A stream never breaks: the node under a stream dies (kill -9) or stops (SIGSTOP) and the
@@ -283,4 +285,76 @@ func TestStalledNodeMidStream(t *testing.T) {
 		t.Fatalf("the stalled streams took %s to finish", took)
 	}
 	t.Logf("%d of %d streams continued after SIGSTOP; all done %s after it", n, streams, took.Round(time.Millisecond))
+}
+
+// TestRealOllamaContinues: a real `ollama serve` whose model's template leaves the last assistant
+// turn open (ollamatest.ContinuableModelfile) continues a partial answer handed to its agent as
+// a continuation, on the native /api/chat and on Ollama's /v1 route: the answer goes on from the
+// prefix (it differs from the fresh answer under the same seed), with the client's framing and
+// the first node's tokens counted.
+func TestRealOllamaContinues(t *testing.T) {
+	herdBinary(t)
+	ol := ollamatest.Start(t, ollamatest.Options{Modelfile: ollamatest.ContinuableModelfile})
+	c := startGateway(t)
+	c.addAgent("ollama-c", "--backend", "ollama", "--ollama-url", ol.URL, "--ollama-models", ol.ModelsDir)
+	c.waitNodes(1)
+	nodes, err := c.nodes()
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes %v %v", nodes, err)
+	}
+	model := normalized(ol.Model)
+	post := func(path, body string, cont bool) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, nodes[0].Address+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		req.Header.Set("X-Herd-Model", model)
+		req.Header.Set("X-Request-Id", "req-real-"+strconv.FormatBool(cont)+path)
+		if cont {
+			req.Header.Set("X-Herd-Continue", "1")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	const ask = `"model":%q,"stream":true,"messages":[{"role":"user","content":"Tell me a long story"}]`
+	cont := `"herd_continue":{"id":"chatcmpl-first","created":42,"tokens":3,"content":"Once upon a"},`
+
+	// Native /api/chat: NDJSON, eval_count counts the first node's 3 tokens too.
+	nativeBody := fmt.Sprintf(`{`+ask+`,"options":{"num_predict":12,"seed":2}}`, model)
+	status, fresh := post("/api/chat", nativeBody, false)
+	status2, continued := post("/api/chat", "{"+cont+nativeBody[1:], true)
+	if status != 200 || status2 != 200 {
+		t.Fatalf("%d %s / %d %s", status, fresh, status2, continued)
+	}
+	var text string
+	var last struct {
+		Done      bool `json:"done"`
+		EvalCount int  `json:"eval_count"`
+		Message   struct {
+			Content string `json:"content"`
+		} `json:"message"`
+		Error string `json:"error"`
+	}
+	for line := range strings.Lines(continued) {
+		if err := json.Unmarshal([]byte(line), &last); err != nil || last.Error != "" {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		text += last.Message.Content
+	}
+	if !last.Done || last.EvalCount < 4 || last.EvalCount > 15 || strings.Contains(fresh, text) {
+		t.Fatalf("continued answer %q (eval_count %d) vs fresh %s", text, last.EvalCount, fresh)
+	}
+
+	// Ollama's /v1 route: SSE with the stream's id and created kept.
+	v1 := fmt.Sprintf(`{`+ask+`,"max_tokens":12,"seed":2,"stream_options":{"include_usage":true}}`, model)
+	status, out := post("/v1/chat/completions", "{"+cont+v1[1:], true)
+	if status != 200 || !strings.Contains(out, `"id":"chatcmpl-first"`) || !strings.Contains(out, `"created":42`) || !strings.Contains(out, "data: [DONE]") || strings.Contains(out, `"error"`) {
+		t.Fatalf("%d %s", status, out)
+	}
+	if logs := c.agents["ollama-c"].output(); strings.Count(logs, "continuing a broken stream") != 2 {
+		t.Fatalf("agent log:\n%s", logs)
+	}
 }
