@@ -24,7 +24,7 @@ func TestContinuationDependsOnThePrefix(t *testing.T) {
 			t.Fatalf("%d %s", w.Code, w.Body)
 		}
 		c := decodeJSON[chatCompletion](t, w.Body.Bytes())
-		return c.Choices[0].Message.Content
+		return *c.Choices[0].Message.Content
 	}
 	a, b, a2 := cont("Once upon a"), cont("Once upon the"), cont("Once upon a")
 	if a == b || a != a2 {
