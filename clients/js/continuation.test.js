@@ -14,8 +14,9 @@ import { base, apiKey, chatModel, testTimeout, clientTimeout } from './env.js';
 const adminKey = process.env.HERD_ADMIN_KEY;
 const skip = !adminKey && 'needs HERD_ADMIN_KEY and simulated nodes (a GPU fault is injected)';
 const opts = { timeout: testTimeout, skip };
-// Long enough that the fault lands while the node is still generating.
-const maxTokens = 3000;
+// Long enough that the fault lands while the node is still generating, short enough that the
+// prompt plus the partial answer fits the continuing node's context (4096 tokens).
+const maxTokens = 1500;
 
 async function admin(path, body) {
   const r = await fetch(`${base}/admin/v1${path}`, {
@@ -57,14 +58,17 @@ after(async () => { if (adminKey) await heal(); });
 /** Reads a stream of text pieces, breaking the node after the 5th; returns what it read. */
 async function readBreaking(pieces) {
   let text = '', before = 0, after = 0, node = null;
-  for await (const piece of pieces) {
-    text += piece;
-    if (node) after++;
-    else if (++before === 5) node = await breakServingNode();
+  try {
+    for await (const piece of pieces) {
+      text += piece;
+      if (node) after++;
+      else if (++before === 5) node = await breakServingNode();
+    }
+  } finally {
+    await heal(); // the next test gets both nodes, whatever happened here
   }
   assert.ok(node, 'the stream ended before the node could be broken');
   assert.ok(after > 0, 'nothing came after the node broke: the stream was not continued');
-  await heal();
   return text;
 }
 
