@@ -153,6 +153,8 @@ type call struct {
 	traceState
 	// cont continues the stream on another node when its node fails midway (continue.go).
 	cont continuation
+	// names backs the agent request's model headers.
+	names [2]string
 	// mt meters the relayed answer for the token counters, the stream latency histograms, the
 	// rate limits' settlement and the request span.
 	mt meter
@@ -300,7 +302,7 @@ func (k *call) prepare(h http.Header) *APIError {
 	if err := k.scan(scan); err != nil {
 		return err
 	}
-	k.asked = string(k.info.model)
+	asked := k.info.model // in the client's body, which a preset replaces but never changes
 	if err := k.admitRate(h); err != nil {
 		return err
 	}
@@ -319,7 +321,7 @@ func (k *call) prepare(h http.Header) *APIError {
 		if err != nil {
 			return badRequest("invalid_preset_request", "", "Could not apply preset `%s`: %v", p.Name, err)
 		}
-		k.body, k.preset = body, p.Name
+		k.body, k.preset, k.asked = body, p.Name, p.Name
 		if err := k.scan(scan); err != nil {
 			return err
 		}
@@ -331,6 +333,12 @@ func (k *call) prepare(h http.Header) *APIError {
 		}
 	}
 	k.model = name
+	if k.asked == "" {
+		k.asked = name // the client's spelling, unless it is another (then it costs a string)
+		if string(asked) != name {
+			k.asked = string(asked)
+		}
+	}
 	seq := k.seq
 	k.req = scheduler.Request{
 		Model:          name,

@@ -237,13 +237,15 @@ type watchdog struct {
 	last atomic.Int64
 	// timeout and stall are the bounds of the current phase; late says the node is late.
 	timeout, stall atomic.Int64
-	late           func() bool
 	fired, stalled atomic.Bool
+	// s and node say whose heartbeat to look at (Server.lateNode).
+	s    *Server
+	node string
 }
 
-// arm starts the watchdog on cancel with timeout.
-func (d *watchdog) arm(timeout time.Duration, cancel context.CancelFunc, late func() bool) {
-	d.cancel, d.late = cancel, late
+// arm starts the watchdog on cancel with timeout, for an attempt on node of s.
+func (d *watchdog) arm(timeout time.Duration, cancel context.CancelFunc, s *Server, node string) {
+	d.cancel, d.s, d.node = cancel, s, node
 	d.timeout.Store(int64(timeout))
 	d.last.Store(time.Now().UnixNano())
 	d.t = time.AfterFunc(timeout, d.check)
@@ -277,7 +279,7 @@ func (d *watchdog) check() {
 	t, st := time.Duration(d.timeout.Load()), time.Duration(d.stall.Load())
 	switch {
 	case silent >= t:
-	case st > 0 && silent >= st && d.late != nil && d.late():
+	case st > 0 && silent >= st && d.s.lateNode(d.node):
 		d.stalled.Store(true)
 	default:
 		d.t.Reset(max(min(t-silent, d.next()), time.Millisecond))
@@ -300,20 +302,18 @@ func (d *watchdog) cause(err error) string {
 	return err.Error()
 }
 
-// lateNode returns whether node id's heartbeat is late: older than one and a half intervals (the
+// lateNode reports whether node id's heartbeat is late: older than one and a half intervals (the
 // agent's own, else the gateway's), as the admin API calls a node late, or the node stale or gone.
-func (s *Server) lateNode(id string) func() bool {
-	return func() bool {
-		v, ok := s.registry.Node(id)
-		if !ok || v.Stale {
-			return true
-		}
-		interval := s.cfg.HeartbeatInterval
-		if v.Heartbeat.IntervalMS > 0 {
-			interval = time.Duration(v.Heartbeat.IntervalMS) * time.Millisecond
-		}
-		return s.core.clock.Now().Sub(v.LastHeartbeat) > interval*3/2
+func (s *Server) lateNode(id string) bool {
+	v, ok := s.registry.Node(id)
+	if !ok || v.Stale {
+		return true
 	}
+	interval := s.cfg.HeartbeatInterval
+	if v.Heartbeat.IntervalMS > 0 {
+		interval = time.Duration(v.Heartbeat.IntervalMS) * time.Millisecond
+	}
+	return s.core.clock.Now().Sub(v.LastHeartbeat) > interval*3/2
 }
 
 // attempt proxies the request to node n and streams the answer into w: send, then relay.
@@ -325,7 +325,7 @@ func (k *call) attempt(n *scheduler.Node, w sink) outcome {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var wd watchdog
-	wd.arm(k.s.cfg.FirstByteTimeout, cancel, k.s.lateNode(n.ID))
+	wd.arm(k.s.cfg.FirstByteTimeout, cancel, k.s, n.ID)
 	if k.cont.keep {
 		wd.withStall(k.s.cfg.StallTimeout)
 	}
@@ -644,8 +644,10 @@ func (k *call) upstreamRequest(ctx context.Context, u *url.URL, body []byte) *ht
 	h["Authorization"] = k.s.core.agentAuth
 	h["Content-Type"] = hdrJSON
 	h[agentapi.HeaderRequestID] = []string{k.reqID}
-	h[agentapi.HeaderModel] = []string{k.model}
-	h[agentapi.HeaderClientModel] = []string{k.asked}
+	// Backed by the pooled call: the request is done with them before the call is reused.
+	k.names = [2]string{k.model, k.asked}
+	h[agentapi.HeaderModel] = k.names[0:1:1]
+	h[agentapi.HeaderClientModel] = k.names[1:2:2]
 	if k.cont.body != nil {
 		h[agentapi.HeaderContinue] = hdrOne
 	}
