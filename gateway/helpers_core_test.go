@@ -55,6 +55,7 @@ const (
 	wireSlowEachStep // streams, waiting for a step signal before each chunk
 	wireHalfJSON     // sends half a JSON completion, then cuts the connection
 	wireErrorEvent   // sends two chunks, then the backend's error event, and ends
+	wireEndsEarly    // sends two chunks and ends the body cleanly, without [DONE]
 )
 
 // wireAgent is an agent that speaks the OpenAI wire format (chat, completions, embeddings) and
@@ -200,6 +201,8 @@ func (a *wireAgent) serve(w http.ResponseWriter, r *http.Request) {
 				panic(http.ErrAbortHandler)
 			case wireHangMidBody:
 				<-r.Context().Done()
+				return
+			case wireEndsEarly:
 				return
 			case wireErrorEvent:
 				fmt.Fprint(w, `data: {"error":{"message":"GPU lost","type":"server_error","param":null,"code":null}}`+"\n\n")

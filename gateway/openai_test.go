@@ -542,6 +542,7 @@ func TestMidStreamContinued(t *testing.T) {
 		{"agent goes silent", wireHangMidBody, false, "no data for 300ms"},
 		{"stalled with a late heartbeat", wireHangMidBody, true, "its heartbeat is late (stalled)"},
 		{"backend error event", wireErrorEvent, false, "the backend sent an error event: GPU lost"},
+		{"stream ends early", wireEndsEarly, false, "the stream ended before the answer did"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			g := newCoreGW(t, func(c *Config) {

@@ -485,6 +485,10 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 		switch {
 		case rerr == nil:
 			continue
+		case rerr == io.EOF && k.cont.keep && !streamEnded(fr, k.mt.window()):
+			// The agent ended the stream cleanly but the answer did not end: its backend died
+			// under it. That is a break like any other.
+			return k.broken(n, w, fr, true, "the stream ended before the answer did")
 		case rerr == io.EOF:
 			return outcomeDone
 		case k.ctx.Err() != nil:
@@ -492,6 +496,20 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 		}
 		return k.broken(n, w, fr, wrote, wd.cause(rerr))
 	}
+}
+
+// streamEnded reports whether tail, the end of a stream in framing fr, is the end of an answer:
+// SSE's [DONE], or Ollama's last line with "done": true.
+func streamEnded(fr framing, tail []byte) bool {
+	tail = bytes.TrimSpace(tail)
+	switch fr {
+	case frameSSE:
+		return bytes.HasSuffix(tail, []byte("[DONE]"))
+	case frameNDJSON:
+		last := tail[bytes.LastIndexByte(tail, '\n')+1:]
+		return bytes.Contains(last, []byte(`"done":true`))
+	}
+	return true
 }
 
 // sent meters events relayed to the client (before the flush: the client cannot have them
