@@ -180,10 +180,12 @@ func continuations(t *testing.T, base, outcome string) int {
 // [DONE] under one id, and each continued stream is the text before the kill followed by the
 // continuation (the continuing request carried that text, checked against its agent's log).
 func TestKillNodeMidStream(t *testing.T) {
-	c := startGateway(t)
+	// A 2 s heartbeat interval (stale after 6 s): under -race on a loaded 2-core machine 100
+	// streams can starve the heartbeats of a shorter one, and staleness is not what is tested.
+	c := startGateway(t, "--heartbeat-interval", "2s")
 	for _, id := range []string{"k1", "k2", "k3"} {
 		// Four GPUs of four slots each: 48 streams run at once, the rest wait in the gateway.
-		c.addSimAgent(id, "3090,3090,3090,3090", "--sim-speed", "2")
+		c.addSimAgent(id, "3090,3090,3090,3090", "--sim-speed", "1")
 	}
 	c.waitNodes(3)
 
@@ -194,7 +196,7 @@ func TestKillNodeMidStream(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range streams {
 		results[i] = &streamResult{}
-		body := fmt.Sprintf(`{"model":"llama3.2:1b","stream":true,"max_tokens":300,"seed":%d,"messages":[{"role":"user","content":"story %d"}]}`, i, i)
+		body := fmt.Sprintf(`{"model":"llama3.2:1b","stream":true,"max_tokens":200,"seed":%d,"messages":[{"role":"user","content":"story %d"}]}`, i, i)
 		wg.Go(func() { streamChat(ctx, c.url, body, results[i]) })
 	}
 	// Kill while many streams are under way, each with some text.
