@@ -113,6 +113,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.Int64Var(&g.Batch.MaxFileBytes, "max-file-bytes", g.Batch.MaxFileBytes, "largest bulk file accepted (0: 200 MB)")
 	fs.IntVar(&g.Batch.MaxFileLines, "max-file-lines", g.Batch.MaxFileLines, "most lines in a bulk file (0: 50,000)")
 	fs.IntVar(&g.Batch.Concurrency, "batch-concurrency", g.Batch.Concurrency, "batch lines in flight at once (0: 8)")
+	fs.DurationVar(&g.Batch.ModelGrace, "batch-model-grace", g.Batch.ModelGrace, "after the gateway starts, how long a batch naming a model no node has reported waits for nodes to report in before it fails validation (0: 10s or 3 heartbeat intervals, whichever is longer; negative: no wait)")
 	tracingFlags(fs, &g.Tracing)
 }
 
