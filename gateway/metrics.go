@@ -36,6 +36,8 @@ type metrics struct {
 	tenantTokens *prometheus.CounterVec
 	// refused counts heartbeats refused because another live agent holds the node ID.
 	refused *prometheus.CounterVec
+	// continuations counts streams broken mid-way, by what the gateway did (continue.go).
+	continuations *prometheus.CounterVec
 }
 
 // itlBuckets resolve the gap between two streamed tokens: a few ms on a fast GPU to a second
@@ -101,10 +103,13 @@ func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metric
 		refused: counterVec("herd_heartbeats_refused_total",
 			"Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
 			"node"),
+		continuations: counterVec("herd_stream_continuations_total",
+			"Streams whose node failed after the first byte, by model, the failed node and outcome: continued (sent to another node to continue), or failed (ended with an error event: continuation off, impossible, or no node left).",
+			"model", "node", "outcome"),
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused,
-		m.rateLimited, m.tenantTokens,
+		m.rateLimited, m.tenantTokens, m.continuations,
 		newClusterCollector(reg, queue, now),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -142,6 +142,9 @@ func (c Config) withDefaults() Config {
 	if c.StreamIdleTimeout == 0 {
 		c.StreamIdleTimeout = d.StreamIdleTimeout
 	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = d.StallTimeout
+	}
 	if c.QueueSize == 0 {
 		c.QueueSize = d.QueueSize
 	}

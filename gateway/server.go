@@ -95,6 +95,12 @@ type Config struct {
 	// HTTP/1.1; it is off by default because a plain HTTP/1.1 server behind an agent URL (an
 	// older agent, a test double) would refuse the HTTP/2 preface.
 	AgentH2C bool `yaml:"agent_h2c"`
+	// StallTimeout is the shorter silence after which a stream whose node's heartbeat is late
+	// counts as failed (a stopped or cut-off node), so that it is continued elsewhere soon.
+	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// NoContinuation turns off continuing a broken stream on another node: it then ends with an
+	// error event (clients can also ask for that per request, X-Herd-No-Continue).
+	NoContinuation bool `yaml:"no_continuation"`
 	// QueueSize bounds requests waiting for a node per model; QueueTimeout bounds their wait.
 	QueueSize    int           `yaml:"queue_size"`
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
@@ -147,6 +153,7 @@ func DefaultConfig() Config {
 		MaxAttempts:             3,
 		FirstByteTimeout:        120 * time.Second,
 		StreamIdleTimeout:       60 * time.Second,
+		StallTimeout:            5 * time.Second,
 		QueueSize:               256,
 		QueueTimeout:            60 * time.Second,
 		HistoryInterval:         5 * time.Second,
@@ -191,7 +198,7 @@ func (c Config) Validate() error {
 	if err := c.Tracing.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.ReadHeaderTimeout < 0 || c.BodyReadTimeout < 0 || c.IdleTimeout < 0 {
+	if c.ReadHeaderTimeout < 0 || c.BodyReadTimeout < 0 || c.IdleTimeout < 0 || c.StallTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
 	}
 	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {

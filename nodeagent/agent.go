@@ -394,17 +394,10 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 	return hb
 }
 
-// statsFor finds the agent's measurements for a backend model name; requests may name a model
-// without Ollama's ":latest" tag. The caller holds a.mu.
-func (a *Agent) statsFor(name string) *modelStats {
-	if st := a.stats[name]; st != nil {
-		return st
-	}
-	if base, ok := strings.CutSuffix(name, ":latest"); ok {
-		return a.stats[base]
-	}
-	return nil
-}
+// statsFor finds the agent's measurements for a backend model name. Requests are counted under
+// the backend's name the gateway sends (agentapi.HeaderModel), so no spelling needs mending
+// here. The caller holds a.mu.
+func (a *Agent) statsFor(name string) *modelStats { return a.stats[name] }
 
 // begin counts a request in and returns how many are in flight on its model, itself included.
 func (a *Agent) begin(model string) int {
@@ -441,11 +434,10 @@ func (a *Agent) end(model string, start time.Time, startConc int, m *meterWriter
 	}
 }
 
-// knownModel reports whether the backend's last model list has name (or name:latest). The
-// caller holds a.mu.
+// knownModel reports whether the backend's last model list has name. The caller holds a.mu.
 func (a *Agent) knownModel(name string) bool {
 	for _, m := range a.models {
-		if m.Name == name || m.Name == name+":latest" {
+		if m.Name == name {
 			return true
 		}
 	}

@@ -71,6 +71,12 @@ func newTestAgent(t *testing.T, b Backend, ts TelemetrySource, mod func(*Config)
 
 func (ta *testAgent) post(t *testing.T, path, token, body string) *http.Response {
 	t.Helper()
+	return ta.postAs(t, path, token, body, nil)
+}
+
+// postAs posts body with the extra headers h, as the gateway sends its own (the model names).
+func (ta *testAgent) postAs(t *testing.T, path, token, body string, h map[string]string) *http.Response {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ta.srv.URL+path, strings.NewReader(body))
@@ -81,6 +87,9 @@ func (ta *testAgent) post(t *testing.T, path, token, body string) *http.Response
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	for k, v := range h {
+		req.Header.Set(k, v)
+	}
 	resp, err := ta.srv.Client().Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
@@ -108,6 +117,10 @@ func wantOpenAIError(t *testing.T, resp *http.Response, status int, typ string) 
 	}
 	return eb.Error
 }
+
+// gatewayNames are the model headers the gateway sends for a client asking for "llama3" on a
+// node that lists it as "llama3:latest".
+var gatewayNames = map[string]string{agentapi.HeaderModel: "llama3:latest", agentapi.HeaderClientModel: "llama3"}
 
 func sseChunk(content string) string {
 	return `data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"` + content + `"}}]}` + "\n\n"
@@ -296,7 +309,7 @@ func TestInFlightCounting(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() {
-			resp := ta.post(t, agentapi.PathChatCompletions, testToken, `{"model":"llama3","stream":false}`)
+			resp := ta.postAs(t, agentapi.PathChatCompletions, testToken, `{"model":"llama3","stream":false}`, gatewayNames)
 			io.Copy(io.Discard, resp.Body)
 		})
 	}
@@ -449,7 +462,7 @@ func TestTokensPerSecondLearning(t *testing.T) {
 			b.setServe(tc.serve(clock))
 			ta := newTestAgent(t, b, nil, nil, WithClock(clock))
 			ta.Refresh(context.Background())
-			resp := ta.post(t, tc.endpoint, testToken, `{"model":"llama3","stream":true}`)
+			resp := ta.postAs(t, tc.endpoint, testToken, `{"model":"llama3","stream":true}`, gatewayNames)
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			m := ta.Heartbeat(context.Background()).Models[0]

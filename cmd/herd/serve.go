@@ -105,6 +105,8 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.DurationVar(&g.FirstByteTimeout, "first-byte-timeout", g.FirstByteTimeout, "longest wait for an agent's response headers before trying another node")
 	fs.DurationVar(&g.StreamIdleTimeout, "stream-idle-timeout", g.StreamIdleTimeout, "longest silence inside an agent's response before it counts as failed")
 	fs.BoolVar(&g.AgentH2C, "agent-h2c", g.AgentH2C, "speak HTTP/2 without TLS (h2c) to agents at http:// URLs: many streams share a few connections")
+	fs.DurationVar(&g.StallTimeout, "stall-timeout", g.StallTimeout, "silence inside a stream after which it counts as failed when the node's heartbeat is late too (then continued on another node)")
+	fs.BoolVar(&g.NoContinuation, "no-continuation", g.NoContinuation, "do not continue a stream on another node when its node fails midway (end it with an error event)")
 	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep the node registry, files metadata, batches, presets, API keys and rate-limit counters in Redis (redis://host:6379/0) so several gateways share them")
 	fs.DurationVar(&g.RegistryOutageGrace, "registry-outage-grace", g.RegistryOutageGrace, "with --redis-url: how long nodes stay scheduled from the last view while Redis is unreachable (0: 30s)")
 	fs.StringVar(&g.GatewayID, "gateway-id", g.GatewayID, "this gateway's name on the batch queue, unique per gateway and stable across restarts (default: host name and listen port)")

@@ -340,3 +340,18 @@ func (n *Node) releaseLocked() {
 	n.active--
 	n.freeSlots++
 }
+
+// chatTemplate is the simulator's chat format (parseRequest renders it), in Go's template syntax
+// as Ollama writes templates: each message under its role's tag, then the assistant's tag.
+const chatTemplate = `{{- range .Messages }}<|{{ .Role }}|>
+{{ .Content }}
+{{ end }}<|assistant|>
+`
+
+// ChatTemplate returns the simulator's chat format, the same for every chat model it serves.
+func (n *Node) ChatTemplate(_ context.Context, model string) (string, bool) {
+	if s, ok := models.LookupModel(model); ok && s.Embedding {
+		return "", false
+	}
+	return chatTemplate, true
+}
