@@ -77,12 +77,12 @@ func quantise(score float64) float64 {
 
 // nodeEval is what evaluate learned about one eligible node; Explain reports it.
 type nodeEval struct {
-	model     int    // index in Node.Models
+	model     int     // index in Node.Models
 	matched   int     // prompt tokens the node holds in its prompt cache (Request.Prefix)
 	saved     float64 // seconds of prefill those tokens save
 	overBound bool    // the node is past the prefix load bound: no longer anyone's home
 	affKey    float64 // the node's weighted rendezvous key for the request's PrefixHash
-	idHash    uint64 // hashID of the node's ID
+	idHash    uint64  // hashID of the node's ID
 	tps       float64
 	tpsSource tpsSource
 	wait      float64 // seconds until the request completes
