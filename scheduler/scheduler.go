@@ -117,6 +117,10 @@ type Node struct {
 	ID      string
 	Address string
 	Backend string
+	// Engine is the model server behind the backend as the agent names it ("ollama",
+	// "llama.cpp", "vllm"; empty: unknown). The scheduler does not read it; the gateway's prefix
+	// index models each engine's prompt cache.
+	Engine string
 	// Stale is true when the node's heartbeat is older than three intervals.
 	Stale    bool
 	Draining bool
