@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"unicode/utf8"
 
 	"github.com/herd-llm/herd/gateway/prefixcache"
 	"github.com/herd-llm/herd/jsonspan"
+	"github.com/herd-llm/herd/scheduler"
 )
 
 // The body scanner (on package jsonspan's spans) reads only what routing needs from an OpenAI request body: the model, stream,
@@ -337,4 +339,46 @@ func isUserMessage(el []byte) bool {
 		}
 	})
 	return user
+}
+
+// chwblKey is the chwbl policy's key (scheduler.CHWBLKey) for the first user message or prompt
+// at sp in b: the first scheduler.CHWBLPrefixChars characters of its text (a message's content,
+// or the text parts of a content array joined), as KubeAI takes it; of nothing when there is none.
+func chwblKey(b []byte, sp span) uint64 {
+	if !sp.present() {
+		return scheduler.CHWBLKey(nil)
+	}
+	var text []byte
+	v := b[sp.start:sp.end]
+	switch v[0] {
+	case '"':
+		text = jsonspan.String(v)
+	case '{':
+		jsonspan.EachMember(v, func(key, val []byte) {
+			if string(jsonspan.Key(key)) != "content" {
+				return
+			}
+			text = nil
+			switch val[0] {
+			case '"':
+				text = jsonspan.String(val)
+			case '[':
+				jsonspan.EachElement(val, func(part []byte) bool {
+					jsonspan.EachMember(part, func(pk, pv []byte) {
+						if string(jsonspan.Key(pk)) == "text" && pv[0] == '"' {
+							text = append(text, jsonspan.String(pv)...)
+						}
+					})
+					return true
+				})
+			}
+		})
+	}
+	n, chars := 0, 0
+	for n < len(text) && chars < scheduler.CHWBLPrefixChars {
+		_, size := utf8.DecodeRune(text[n:])
+		n += size
+		chars++
+	}
+	return scheduler.CHWBLKey(text[:n])
 }

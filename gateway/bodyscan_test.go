@@ -8,6 +8,7 @@ import (
 
 	"github.com/herd-llm/herd/gateway/prefixcache"
 	"github.com/herd-llm/herd/jsonspan"
+	"github.com/herd-llm/herd/scheduler"
 )
 
 func TestScanBody(t *testing.T) {
@@ -219,6 +220,7 @@ func FuzzScanBody(f *testing.F) {
 		if err != nil {
 			return
 		}
+		_ = chwblKey(body, info.firstUser) // must not panic on any accepted body
 		checkChain(t, body, &info)
 		if string(info.model) != model {
 			t.Fatalf("scanBody(%q) model = %q, encoding/json says %q", body, info.model, model)
@@ -304,4 +306,27 @@ func equalLinks(a, b []prefixcache.Link) bool {
 		}
 	}
 	return true
+}
+
+// TestCHWBLKey checks the chwbl key against KubeAI's rule: the first 100 characters of the first
+// user message's text (content parts joined), or of the prompt; of nothing without either.
+func TestCHWBLKey(t *testing.T) {
+	long := strings.Repeat("é", 150) // two bytes a character: the cut is in characters
+	for _, tc := range []struct{ name, body, key string }{
+		{"first user message", `{"model":"m","messages":[{"role":"system","content":"sys"},{"role":"user","content":"hello"},{"role":"user","content":"later"}]}`, "hello"},
+		{"content parts joined", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"ab"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"cd"}]}]}`, "abcd"},
+		{"100 characters", `{"model":"m","messages":[{"role":"user","content":"` + long + `"}]}`, strings.Repeat("é", 100)},
+		{"escapes decoded", `{"model":"m","messages":[{"role":"user","content":"a\nb\u00e9"}]}`, "a\nbé"},
+		{"no user message", `{"model":"m","messages":[{"role":"system","content":"sys"}]}`, ""},
+		{"prompt", `{"model":"m","prompt":"once upon a time"}`, "once upon a time"},
+		{"first of several prompts", `{"model":"m","prompt":["one","two"]}`, "one"},
+	} {
+		var info bodyInfo
+		if err := scanBody([]byte(tc.body), &info); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got, want := chwblKey([]byte(tc.body), info.firstUser), scheduler.CHWBLKey([]byte(tc.key)); got != want {
+			t.Errorf("%s: key %#x, want XXH64(%q) = %#x", tc.name, got, tc.key, want)
+		}
+	}
 }
