@@ -433,6 +433,7 @@ func (k *call) finish(res result) {
 			tenant = k.tenant.name
 		}
 		s.metrics.observeTokens(label, k.node, tenant, prompt, completion)
+		s.metrics.observePredicted(label, k.node, k.predicted)
 		s.history.AddTokens(completion)
 		if k.info.stream {
 			s.metrics.observeStream(label, k.node, k.ttft, k.mt.tpot(completion))

@@ -214,6 +214,7 @@ func toAdminNode(v registry.NodeView) api.Node {
 			Name: registry.ModelName(hb.Backend, m.Name), Resident: m.Resident, OnDisk: m.OnDisk,
 			VRAMBytes: m.VRAMBytes, SizeBytes: m.SizeBytes, TokensPerSecond: m.TokensPerSecond,
 			InFlight: m.InFlight, ParameterSize: m.ParameterSize, Quantization: m.Quantization,
+			PromptTokens: m.PromptTokens, CachedPromptTokens: m.CachedPromptTokens,
 		})
 	}
 	slices.SortFunc(n.Models, func(a, b api.NodeModel) int { return strings.Compare(a.Name, b.Name) })
