@@ -150,8 +150,12 @@ type Node struct {
 
 // NodeModel is one model on a node.
 type NodeModel struct {
-	Name      string
-	Resident  bool
+	Name     string
+	Resident bool
+	// Loading is true while a load of the model is under way on the node: the gateway sent it a
+	// request that needed the load and no heartbeat shows the model resident yet. Requests
+	// arriving meanwhile coalesce behind that load (herd policy) instead of starting others.
+	Loading   bool
 	OnDisk    bool
 	VRAMBytes uint64
 	// TokensPerSecond is the node's measured decode speed for the model (EWMA over its recent
@@ -188,6 +192,7 @@ const (
 	ReasonNoFreeSlotForBatch
 	ReasonCannotLoad
 	ReasonAlreadyResident
+	ReasonLoadingElsewhere
 )
 
 var reasonText = [...]string{
@@ -203,6 +208,7 @@ var reasonText = [...]string{
 	ReasonNoFreeSlotForBatch: "no free slot for batch work",
 	ReasonCannotLoad:         "model not loaded and the backend cannot load it",
 	ReasonAlreadyResident:    "model already resident",
+	ReasonLoadingElsewhere:   "model is loading on another node: requests wait for that load",
 }
 
 var reasonCode = [...]string{
@@ -218,6 +224,7 @@ var reasonCode = [...]string{
 	ReasonNoFreeSlotForBatch: "no_free_slot_for_batch",
 	ReasonCannotLoad:         "cannot_load",
 	ReasonAlreadyResident:    "already_resident",
+	ReasonLoadingElsewhere:   "loading_elsewhere",
 }
 
 // String is the reason in words.
@@ -288,6 +295,7 @@ type Decision struct {
 	speeds []float64
 	keys   []uint64
 	tmp    []Candidate
+	order  []int
 }
 
 // Reset empties d, keeping its capacity.
