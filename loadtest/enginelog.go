@@ -35,14 +35,16 @@ func (s *EngineStats) Add(o EngineStats) {
 var (
 	msgSlot   = []byte(`msg="loading cache slot"`)
 	msgPrefix = []byte(`msg="prefix cache"`)
-	msgLoaded = []byte(`msg="llama runner started in `)
+	msgLoaded = []byte(`msg="loaded runners"`)
 )
 
 // ParseEngineLog counts the lines of an engine log written at or after since (a zero since counts
 // every line). It reads the log format of Ollama's server under OLLAMA_DEBUG=1 (log/slog text):
 //
 //	time=T level=DEBUG source=cache.go:104 msg="loading cache slot" id=0 cache=812 prompt=827 used=812 remaining=15
-//	time=T level=INFO source=server.go:1388 msg="llama runner started in 0.41 seconds"
+//	time=T level=INFO source=sched.go:566 msg="loaded runners" count=1
+//
+// (Ollama logs "llama runner started in …" twice per load; the scheduler's "loaded runners" once.)
 //
 // which herd's simulated nodes also write (their vLLM-like engine writes msg="prefix cache" with
 // the same prompt, used and remaining fields). Other lines, and lines without a readable time

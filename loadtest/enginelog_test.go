@@ -9,6 +9,8 @@ import (
 // Lines as Ollama 0.17.4 writes them under OLLAMA_DEBUG=1, and as the simulator writes them.
 const engineLogSample = `time=2026-12-07T22:03:04.100Z level=INFO source=routes.go:1600 msg="Listening on 127.0.0.1:11434 (version 0.17.4)"
 time=2026-12-07T22:03:05.000Z level=INFO source=server.go:1388 msg="llama runner started in 0.41 seconds"
+time=2026-12-07T22:03:05.000Z level=INFO source=server.go:1388 msg="llama runner started in 0.41 seconds"
+time=2026-12-07T22:03:05.001Z level=INFO source=sched.go:566 msg="loaded runners" count=1
 time=2026-12-07T22:03:05.200Z level=DEBUG source=cache.go:104 msg="loading cache slot" id=0 cache=0 prompt=827 used=0 remaining=827
 time=2026-12-07T22:03:06.200Z level=DEBUG source=cache.go:104 msg="loading cache slot" id=0 cache=891 prompt=827 used=826 remaining=1
 time=2026-12-07T22:03:07.000000001Z level=DEBUG source=sim msg="prefix cache" prompt=100 used=64 remaining=36

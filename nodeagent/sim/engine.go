@@ -73,7 +73,8 @@ func commonPrefix(a, b string) int {
 // real Ollama did and the prefill a simulated node did:
 //
 //	time=... level=DEBUG source=cache.go:102 msg="loading cache slot" id=0 cache=812 prompt=827 used=812 remaining=15
-//	time=... level=INFO source=server.go:1310 msg="llama runner started in 3.21 seconds"
+//	time=... level=INFO source=server.go:1388 msg="llama runner started in 3.21 seconds"
+//	time=... level=INFO source=sched.go:566 msg="loaded runners" count=1
 //
 // The vLLM engine writes "prefix cache" lines with the same prompt, used and remaining fields.
 // Times are the node's clock (wall time unless a test clock is set); tokens are the simulated

@@ -187,7 +187,7 @@ func TestOllamaEngineMaxLoadedModels(t *testing.T) {
 			}
 		}
 	}
-	if loads := strings.Count(log.String(), "llama runner started in"); loads != 3 {
+	if loads := strings.Count(log.String(), `msg="loaded runners"`); loads != 3 {
 		t.Errorf("%d loads, want 3:\n%s", loads, log.String())
 	}
 }

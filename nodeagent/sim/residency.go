@@ -433,6 +433,7 @@ func (n *Node) finishLoad(m *modelState, op *loadOp, d time.Duration) {
 	m.lastUsed = now
 	n.touchExpiryLocked(m, now)
 	n.elog.printf(now, "INFO", "server.go:1388", fmt.Sprintf("llama runner started in %0.2f seconds", d.Seconds()*n.speed), "model=%s", m.spec.Name)
+	n.elog.printf(now, "INFO", "sched.go:566", "loaded runners", "count=%d model=%s", n.loadedLocked(nil), m.spec.Name)
 	n.notifyLocked()
 	close(op.done)
 }
