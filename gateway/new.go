@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/herd-llm/herd/gateway/prefixcache"
 	"io"
 	"log/slog"
 	"net"
@@ -58,6 +59,11 @@ type core struct {
 	tracer trace.Tracer
 	// calls pools per-request state (*call).
 	calls sync.Pool
+	// prefix models what each node's engine holds in its prompt cache: matched before every
+	// Pick, told where every request went.
+	prefix *prefixcache.Index
+	// chwbl is true under the chwbl policy, whose key the request path then computes.
+	chwbl bool
 }
 
 // Option adjusts what New builds.
@@ -191,6 +197,8 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		seed:        randomSeed(),
 		started:     o.clock.Now(),
 		tracer:      tracerFrom(o.tracerProvider),
+		prefix:      prefixcache.New(cfg.PrefixCache),
+		chwbl:       sched.Config().Policy == scheduler.PolicyCHWBL,
 	}
 	if s.core.transport == nil {
 		s.core.transport = newAgentTransport()
@@ -324,6 +332,7 @@ func (s *Server) routes() *gin.Engine {
 	admin.New(s.registry, s.sched, s.agents, s.log).
 		WithClock(s.core.clock.Now, s.cfg.HeartbeatInterval).
 		WithQueue(queueView{s.core.adm}, s.history).
+		WithRequests(explainRequests{s}).
 		Register(adminGroup)
 	presets.NewHandlers(s.presets, s.core.clock.Now).Register(adminGroup)
 	s.registerKeyRoutes(adminGroup)

@@ -166,6 +166,10 @@ type call struct {
 	dec  scheduler.Decision
 	excl [4]string
 	tk   admission.Ticket
+	// prefix holds req.Prefix: what each node's engine holds of the prompt (its storage is kept
+	// across uses of the call); predicted is the granted node's part of it.
+	prefix    []scheduler.PrefixMatch
+	predicted int
 
 	// tenant is the caller; reserved the tokens its rate limit was charged up front (charged),
 	// settled against what mt reads from the response's usage.
@@ -215,7 +219,8 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 
 func putCall(k *call) {
 	s := k.s
-	k.s, k.ctx, k.body, k.info, k.last, k.front, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil, nil
+	k.s, k.ctx, k.body, k.last, k.front, k.agentErr = nil, nil, nil, nil, nil, nil
+	k.info.reset(false) // keeps the chain's buffer
 	k.model, k.preset, k.reqID, k.node = "", "", "", ""
 	k.attempts, k.status, k.ttft, k.events = 0, 0, 0, 0
 	k.tenant, k.reserved, k.charged = nil, 0, false
@@ -224,6 +229,7 @@ func putCall(k *call) {
 	k.failures = k.failures[:0]
 	k.excl = [4]string{}
 	k.req = scheduler.Request{}
+	k.prefix, k.predicted = k.prefix[:0], 0
 	k.tk.LastSnap = nil
 	s.core.calls.Put(k)
 }
@@ -308,6 +314,11 @@ func (k *call) prepare(h http.Header) *APIError {
 		Seq:            seq,
 		Seed:           mix64(k.s.core.seed + seq),
 		Exclude:        k.excl[:0],
+	}
+	k.prefix = k.s.core.prefix.Match(snap, name, k.info.chain.Links(), k.prefix[:0])
+	k.req.Prefix = k.prefix
+	if k.s.core.chwbl {
+		k.req.RoutingKey = chwblKey(k.body, k.info.firstUser)
 	}
 	return nil
 }
@@ -422,6 +433,7 @@ func (k *call) finish(res result) {
 			tenant = k.tenant.name
 		}
 		s.metrics.observeTokens(label, k.node, tenant, prompt, completion)
+		s.metrics.observePredicted(label, k.node, k.predicted)
 		s.history.AddTokens(completion)
 		if k.info.stream {
 			s.metrics.observeStream(label, k.node, k.ttft, k.mt.tpot(completion))

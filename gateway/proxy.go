@@ -158,6 +158,14 @@ func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
 	}
 	defer g.Done()
 	n := g.Node()
+	// The node's engine will hold this prompt: the index learns it from every request sent.
+	defer k.s.core.prefix.End(k.s.core.prefix.Start(n, k.model, k.info.chain.Links()))
+	k.predicted = 0
+	for _, m := range k.req.Prefix {
+		if m.Node == n.ID {
+			k.predicted = m.Tokens
+		}
+	}
 	k.attempts++
 	k.node = n.ID
 	var asp trace.Span

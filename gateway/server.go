@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/herd-llm/herd/gateway/prefixcache"
 	"log/slog"
 	"net"
 	"net/http"
@@ -56,6 +57,9 @@ type Config struct {
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// Scheduler chooses the policy.
 	Scheduler scheduler.Config `yaml:"scheduler"`
+	// PrefixCache sizes the gateway's model of the engines' prompt caches (gateway/prefixcache)
+	// where the engines do not say.
+	PrefixCache prefixcache.Config `yaml:"prefix_cache"`
 	// MaxAttempts bounds how many nodes one request is tried on before the client sees an error.
 	MaxAttempts int `yaml:"max_attempts"`
 	// FirstByteTimeout bounds the wait for an agent's response headers.

@@ -57,6 +57,9 @@ const (
 	PolicyRoundRobin = "round_robin"
 	// PolicyLeastInflight prefers the eligible node with the fewest requests in flight.
 	PolicyLeastInflight = "least_inflight"
+	// PolicyCHWBL is KubeAI's PrefixHash strategy: consistent hashing with bounded loads over a
+	// key taken from the first user message (Request.RoutingKey), a baseline for prefix routing.
+	PolicyCHWBL = "chwbl"
 )
 
 // Request classes, as in Request.Class.
@@ -75,8 +78,16 @@ type Request struct {
 	// PromptTokens is an estimate of the prompt's size in tokens; MaxTokens the requested output cap (0: unknown).
 	PromptTokens int
 	MaxTokens    int
-	// PrefixHash identifies the conversation prefix (0: none), for KV-cache affinity.
+	// PrefixHash identifies the conversation's opening (0: none): the rendezvous key that gives a
+	// conversation a home while no node is known to hold any of its prompt.
 	PrefixHash uint64
+	// Prefix says, per node, how many of the prompt's tokens the node's engine is expected to hold
+	// in its prompt cache (the gateway's prefix index, kept outside the scheduler); a node not
+	// listed holds none. The herd policy counts the prefill they save.
+	Prefix []PrefixMatch
+	// RoutingKey is the chwbl policy's key: XXH64 of the first 100 characters of the first user
+	// message (KubeAI's prefix; of the empty string when there is none).
+	RoutingKey uint64
 	// ModelVRAMBytes is the estimated VRAM the model needs when loaded (0: unknown).
 	ModelVRAMBytes uint64
 	// Seq is a per-gateway sequence number; round robin rotates on it.
@@ -86,6 +97,13 @@ type Request struct {
 	Seed uint64
 	// Exclude lists node IDs already tried for this request (failover).
 	Exclude []string
+}
+
+// PrefixMatch is how much of a request's prompt one node holds in its engine's prompt cache.
+type PrefixMatch struct {
+	Node string
+	// Tokens is the estimated number of leading prompt tokens the node would not prefill again.
+	Tokens int
 }
 
 // Snapshot is an immutable view of the cluster. Callers must not modify it after handing it to Pick.
@@ -99,6 +117,10 @@ type Node struct {
 	ID      string
 	Address string
 	Backend string
+	// Engine is the model server behind the backend as the agent names it ("ollama",
+	// "llama.cpp", "vllm"; empty: unknown). The scheduler does not read it; the gateway's prefix
+	// index models each engine's prompt cache.
+	Engine string
 	// Stale is true when the node's heartbeat is older than three intervals.
 	Stale    bool
 	Draining bool
@@ -239,6 +261,8 @@ type Candidate struct {
 	// ExpectedWait is the scheduler's estimate of the time until the request completes there,
 	// load and queue included.
 	ExpectedWait time.Duration
+	// PrefixTokens is the part of the prompt the node holds in its prompt cache (Request.Prefix).
+	PrefixTokens int
 
 	// tie orders candidates of equal score: a hash of the request's seed and the node's ID.
 	tie uint64
