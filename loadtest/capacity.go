@@ -141,7 +141,7 @@ func (p *SimProbe) load() Options {
 	if l.Duration <= 0 {
 		switch l.Workload {
 		case WorkloadMultiTurn:
-			l.Duration = MultiTurnProbe
+			l.Duration = 0 // per rate: MultiTurnWarmUp + MultiTurnMeasured (Run)
 		case WorkloadMultiModel:
 			l.Duration = MultiModelProbe
 		default:
@@ -150,8 +150,6 @@ func (p *SimProbe) load() Options {
 	}
 	if l.WarmUp <= 0 {
 		switch l.Workload {
-		case WorkloadMultiTurn:
-			l.WarmUp = min(MultiTurnWarmUp, l.Duration/3)
 		case WorkloadMultiModel:
 			l.WarmUp = min(MultiModelWarmUp, l.Duration/4)
 		}
@@ -159,9 +157,7 @@ func (p *SimProbe) load() Options {
 	if l.Workload == WorkloadMultiModel && len(l.Models) == 0 {
 		l.Models = MultiModelModels()
 	}
-	if l.ThinkTime <= 0 {
-		l.ThinkTime = MultiTurnThinkTime
-	}
+
 	if l.SLOTTFT == 0 && l.SLOTPOT == 0 {
 		l.SLOTTFT, l.SLOTPOT = CapacityDefaultSLOTTFT, CapacityDefaultSLOTPOT
 	}
@@ -183,6 +179,18 @@ func (p *SimProbe) Run(ctx context.Context, rate float64) (*CapacityPoint, error
 	}
 	speed := p.speed()
 	l := p.load()
+	if l.Workload == WorkloadMultiTurn {
+		// Warm-up and probe length follow the rate (one think time of warm-up).
+		if l.WarmUp <= 0 {
+			l.WarmUp = MultiTurnWarmUp(rate)
+		}
+		if l.Duration <= 0 {
+			l.Duration = l.WarmUp + MultiTurnMeasured
+		}
+		if l.WarmUp >= l.Duration {
+			l.WarmUp = l.Duration / 3
+		}
+	}
 	p.probes++
 	began := time.Now()
 	engine := p.Engine
@@ -223,7 +231,7 @@ func (p *SimProbe) Run(ctx context.Context, rate float64) (*CapacityPoint, error
 	run.Target, run.Label, run.Simulated, run.Events, run.Progress = cl.URL, p.Policy, true, nil, nil
 	run.RPS, run.RampFrom, run.RampTo, run.Concurrency = rate*speed, 0, 0, 0
 	run.Duration = scaleDur(l.Duration, speed)
-	run.WarmUp, run.ThinkTime = scaleDur(l.WarmUp, speed), scaleDur(l.ThinkTime, speed)
+	run.WarmUp = scaleDur(l.WarmUp, speed)
 	run.SLOTTFT, run.SLOTPOT = scaleDur(l.SLOTTFT, speed), scaleDur(l.SLOTPOT, speed)
 	run.RequestTimeout = scaleDur(bound, speed) + time.Second
 	run.DrainTimeout = run.RequestTimeout + time.Second
@@ -350,13 +358,15 @@ type CapacityRatio struct {
 // CapacityReport is the capacity scenario's result. Every figure is simulated, in simulated
 // units (see SimProbe).
 type CapacityReport struct {
-	Scenario       string           `json:"scenario"`
-	Simulated      bool             `json:"simulated"`
-	GPUs           string           `json:"gpus"`
-	Model          string           `json:"model"`
-	Workload       string           `json:"workload"`
-	Engine         string           `json:"engine"`
-	WarmUpS        float64          `json:"warm_up_s,omitempty"`
+	Scenario  string  `json:"scenario"`
+	Simulated bool    `json:"simulated"`
+	GPUs      string  `json:"gpus"`
+	Model     string  `json:"model"`
+	Workload  string  `json:"workload"`
+	Engine    string  `json:"engine"`
+	WarmUpS   float64 `json:"warm_up_s,omitempty"`
+	// WarmUpRule says how the warm-up follows the rate when it does (multi-turn).
+	WarmUpRule     string           `json:"warm_up_rule,omitempty"`
 	Stream         bool             `json:"stream"`
 	Seed           uint64           `json:"seed"`
 	SimSpeed       float64          `json:"sim_speed"`
@@ -432,6 +442,10 @@ func runCapacity(ctx context.Context, o ScenarioOptions) (*CapacityReport, error
 		Stream:  d.Stream, Seed: d.Seed, SimSpeed: probeTmpl.speed(), SLO: SLO{TTFTMs: ms(d.SLOTTFT), TPOTMs: ms(d.SLOTPOT)},
 		Attainment: probeTmpl.attainment(), ProbeDurationS: d.Duration.Seconds(), MaxProbes: so.MaxProbes, Tolerance: so.Tolerance,
 	}
+	if d.Workload == WorkloadMultiTurn && o.Load.Duration <= 0 {
+		rep.ProbeDurationS = MultiTurnMeasured.Seconds()
+		rep.WarmUpRule = "one mean think time (48 users ÷ rate), 30–120 s, before the probe's " + MultiTurnMeasured.String() + " measured"
+	}
 	for _, policy := range policies {
 		progressf(o.Progress, "== capacity: policy %s on fresh SIMULATED clusters %s (sim speed %g×, figures in simulated time)", policy, gpus, rep.SimSpeed)
 		p := probeTmpl
@@ -495,6 +509,9 @@ func (c *CapacityReport) WriteText(w io.Writer) error {
 		100*c.Attainment, c.SLO.TTFTMs, c.SLO.TPOTMs, c.Workload, c.Model, c.Engine, c.Stream, c.Seed, c.WarmUpS)
 	fmt.Fprintf(&b, "Bisection over fresh clusters, ≤ %d probes of %gs per policy, tolerance %g%%; simulated time (sim speed %g×: rates, tok/s and latencies are in simulated units).\n\n",
 		c.MaxProbes, c.ProbeDurationS, 100*c.Tolerance, c.SimSpeed)
+	if c.WarmUpRule != "" {
+		fmt.Fprintf(&b, "Warm-up: %s.\n\n", c.WarmUpRule)
+	}
 	b.WriteString("| policy | capacity req/s | tok/s | within SLO | TTFT p50 / p90 / p99 ms | TPOT p50 / p90 / p99 ms | first failing req/s | probes | prefill tok/req | loads / 1k req |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, p := range c.Policies {

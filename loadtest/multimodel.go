@@ -30,12 +30,10 @@ const (
 // Capacity-probe timing of the two conversation-scale workloads, in simulated time: long enough
 // that conversations run through their turns and model placement settles before measuring.
 const (
-	// MultiTurnProbe is a multi-turn probe: 60 s of warm-up (every user has sent 3–4 turns, so
-	// each conversation has been seen by the cluster; users start at random turns, so the whole
-	// range of context lengths up to 8.5k tokens is in flight from the start), then 150 s measured
-	// (about 10 turns per user).
-	MultiTurnProbe  = 210 * time.Second
-	MultiTurnWarmUp = 60 * time.Second
+	// MultiTurnMeasured is how long a multi-turn probe measures after its warm-up
+	// (MultiTurnWarmUp: users start at random turns, so the whole range of context lengths up to
+	// 8.5k tokens is in flight from the start).
+	MultiTurnMeasured = 150 * time.Second
 	// MultiModelProbe is a multi-model probe: 30 s of warm-up (the first loads of the popular
 	// models; no model is resident at start), then 120 s measured.
 	MultiModelProbe  = 150 * time.Second

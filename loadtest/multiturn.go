@@ -3,7 +3,6 @@ package loadtest
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -31,17 +30,27 @@ const (
 	MultiTurnReplyWords   = 250
 	// MultiTurnMaxTokens is each request's max_tokens.
 	MultiTurnMaxTokens = 128
-	// MultiTurnThinkTime is the mean pause between an answer and the user's next turn
-	// (exponentially distributed).
-	MultiTurnThinkTime = 15 * time.Second
+	// MultiTurnUsers is the number of users in conversation, 12 per preset. The rate sets their
+	// mean pause between an answer and the next turn (exponentially distributed): users ÷ rate,
+	// 48 s at 1 req/s. A fixed population keeps what a node serves between two turns of one
+	// conversation (users ÷ nodes requests) the same at every rate, so the rates differ in load
+	// only.
+	MultiTurnUsers = 48
 	// MultiTurnContext is the per-slot context the simulated nodes need for these prompts.
 	MultiTurnContext = 12288
 )
 
-// multiTurnUsers is how many users offer rate requests/s when each pauses think between turns
-// (answers taking no time): rate × think, at least one.
-func multiTurnUsers(rate float64, think time.Duration) int {
-	return max(1, int(math.Round(rate*think.Seconds())))
+// multiTurnThink is the mean think time at which users offer rate requests/s (answers taking no
+// time): users ÷ rate.
+func multiTurnThink(users int, rate float64) time.Duration {
+	return time.Duration(float64(users) / rate * float64(time.Second))
+}
+
+// MultiTurnWarmUp is the warm-up of a multi-turn probe at rate (simulated time): one mean think
+// time, so that every user has sent a turn and each conversation has been seen by the cluster,
+// within [30 s, 120 s].
+func MultiTurnWarmUp(rate float64) time.Duration {
+	return min(max(multiTurnThink(MultiTurnUsers, rate), 30*time.Second), 120*time.Second)
 }
 
 // presetPrompts are the multi-turn workload's system prompts.
@@ -73,13 +82,15 @@ func (g *generator) turnMessages(u, conv, turn int) []chatMessage {
 }
 
 // sessions runs the multi-turn users: each sends a turn, waits for the answer, pauses an
-// exponentially distributed think time and sends the next, until the run's Duration. Users start
+// exponentially distributed think time (mean users ÷ RPS) and sends the next, until the run's
+// Duration. Users start
 // at a random turn of their first conversation, at a random moment within the first think time,
 // so the run begins near its steady state (WarmUp leaves the cold first turns out). It returns a
 // function that collects the samples once wg is done.
 func (r *runner) sessions(ctx, runCtx context.Context, epoch time.Time, wg *sync.WaitGroup) func() []Sample {
 	o := r.o
-	users := multiTurnUsers(o.RPS, o.ThinkTime)
+	users := o.Users
+	think := multiTurnThink(users, o.RPS)
 	deadline := epoch.Add(o.Duration)
 	per := make([][]Sample, users)
 	var next atomic.Uint64
@@ -89,7 +100,7 @@ func (r *runner) sessions(ctx, runCtx context.Context, epoch time.Time, wg *sync
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(o.Seed^0x5e55, uint64(u)))
 			conv, turn := 0, rng.IntN(MultiTurnTurns)
-			at := epoch.Add(time.Duration(rng.Float64() * float64(o.ThinkTime)))
+			at := epoch.Add(time.Duration(rng.Float64() * float64(think)))
 			timer := time.NewTimer(time.Until(at))
 			defer timer.Stop()
 			for {
@@ -110,7 +121,7 @@ func (r *runner) sessions(ctx, runCtx context.Context, epoch time.Time, wg *sync
 				if turn++; turn == MultiTurnTurns {
 					conv, turn = conv+1, 0
 				}
-				timer.Reset(time.Duration(rng.ExpFloat64() * float64(o.ThinkTime)))
+				timer.Reset(time.Duration(rng.ExpFloat64() * float64(think)))
 			}
 		}()
 	}

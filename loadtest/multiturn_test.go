@@ -59,8 +59,11 @@ func TestMultiTurnConversations(t *testing.T) {
 	if string(a) != string(b) {
 		t.Error("the same seed gave another conversation")
 	}
-	if got := multiTurnUsers(2, 15*time.Second); got != 30 {
-		t.Errorf("users at 2 req/s with 15s think time: %d, want 30", got)
+	if got := multiTurnThink(MultiTurnUsers, 2); got != 24*time.Second {
+		t.Errorf("think time of 48 users at 2 req/s: %v, want 24s", got)
+	}
+	if MultiTurnWarmUp(0.1) != 120*time.Second || MultiTurnWarmUp(10) != 30*time.Second || MultiTurnWarmUp(1) != 48*time.Second {
+		t.Errorf("warm-ups %v %v %v", MultiTurnWarmUp(0.1), MultiTurnWarmUp(10), MultiTurnWarmUp(1))
 	}
 }
 

@@ -99,9 +99,9 @@ type Options struct {
 	// Models are the models of the multi-model workload, most popular first (default
 	// MultiModelModels).
 	Models []string
-	// ThinkTime is the mean pause of a multi-turn user between an answer and its next turn
-	// (default MultiTurnThinkTime).
-	ThinkTime time.Duration
+	// Users is the multi-turn workload's number of users (default MultiTurnUsers); their mean
+	// think time is Users ÷ RPS.
+	Users int
 	// WarmUp leaves requests sent in the run's first WarmUp out of the report (their caches and
 	// loads are still settling); Duration includes it.
 	WarmUp time.Duration
@@ -200,8 +200,8 @@ func (o Options) withDefaults() Options {
 	if len(o.Models) == 0 && o.Workload == WorkloadMultiModel {
 		o.Models = MultiModelModels()
 	}
-	if o.ThinkTime <= 0 {
-		o.ThinkTime = MultiTurnThinkTime
+	if o.Users <= 0 {
+		o.Users = MultiTurnUsers
 	}
 	return o
 }
@@ -228,7 +228,7 @@ func (o Options) validate() error {
 		errs = append(errs, fmt.Sprintf("unknown workload %q (want chat-short, chat-long, shared-prefix, mixed, synthetic, multi-turn or multi-model)", o.Workload))
 	}
 	if o.Workload == WorkloadMultiTurn && o.Concurrency > 0 {
-		errs = append(errs, "multi-turn sets its users from the rate and the think time: no concurrency")
+		errs = append(errs, "multi-turn users pause between turns at the rate's think time: set a rate, not a concurrency")
 	}
 	if o.WarmUp < 0 || (o.WarmUp > 0 && o.WarmUp >= o.Duration) {
 		errs = append(errs, "warm-up must be shorter than the duration")

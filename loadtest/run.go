@@ -128,7 +128,6 @@ func (r *runner) run(ctx context.Context, arrivals []time.Duration) (*Report, er
 
 	all := collect()
 	sort.Slice(all, func(i, j int) bool { return all[i].Index < all[j].Index })
-	sent := len(all)
 	if o.WarmUp > 0 { // the warm-up's requests are left out; the measured window starts after it
 		all = slices.DeleteFunc(all, func(s Sample) bool { return s.Start < o.WarmUp })
 	}
@@ -138,9 +137,9 @@ func (r *runner) run(ctx context.Context, arrivals []time.Duration) (*Report, er
 	}
 	rep := summarize(all, elapsed, o)
 	switch {
-	case o.Workload == WorkloadMultiTurn:
-		rep.OfferedRPS = float64(sent) / o.Duration.Seconds()
-		rep.Users = multiTurnUsers(o.RPS, o.ThinkTime)
+	case o.Workload == WorkloadMultiTurn: // sent after the warm-up, per second of the window
+		rep.OfferedRPS = float64(len(all)) / (o.Duration - o.WarmUp).Seconds()
+		rep.Users = o.Users
 	case o.mode() == ModeOpenLoop:
 		n := len(arrivals)
 		if o.WarmUp > 0 {
