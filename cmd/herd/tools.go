@@ -102,6 +102,7 @@ type loadtestFlags struct {
 	attainment, capStart, capTolerance                                         float64
 	capProbes, batchLines                                                      int
 	logDir, promptTokens, outputTokens                                         string
+	simEngine                                                                  string
 }
 
 func newLoadtestCmd() *cobra.Command {
@@ -121,6 +122,10 @@ func newLoadtestCmd() *cobra.Command {
 			"                   requests meet --slo-ttft and --slo-tpot (bisection over fresh simulated\n" +
 			"                   clusters, at most --capacity-probes probes of --duration each). Rates,\n" +
 			"                   durations, SLOs and latencies are simulated time (see --sim-speed).\n" +
+			"                   --workload multi-turn (preset users in long conversations, think time\n" +
+			"                   between turns) or multi-model (8 models, Zipf popularity, 4 nodes keeping\n" +
+			"                   one model loaded each) adds, per policy, the prefill the engines did and\n" +
+			"                   their model loads, counted from the simulated engines' logs.\n" +
 			"--scenario batch-mix runs interactive chat-short at --rps alone and then beside a bulk job of\n" +
 			"                   --batch-lines lines, and reports the batch's share of the tokens/s and the\n" +
 			"                   interactive TTFT tail of both runs.",
@@ -161,6 +166,7 @@ func newLoadtestCmd() *cobra.Command {
 	fs.StringVar(&f.outputTokens, "output-tokens", "", "synthetic workload: output length distribution, as max_tokens (default 128)")
 	fs.IntVar(&f.batchLines, "batch-lines", 0, "lines of the bulk job of the mixed workload and batch-mix (default 200; batch-mix 2000)")
 	fs.StringVar(&f.logDir, "log-dir", "", "keep the scenario processes' logs in this directory")
+	fs.StringVar(&f.simEngine, "sim-engine", "", "capacity: the model server the simulated nodes behave like, ollama or vllm (default "+loadtest.CapacityDefaultEngine+")")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines")
 	return cmd
 }
@@ -213,8 +219,8 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 		r, err := loadtest.RunScenario(cmd.Context(), f.scenario, loadtest.ScenarioOptions{
 			Binary: exe, Load: opts, Policies: f.policies, GPUs: f.gpus, SimSpeed: f.simSpeed,
 			KillNodeAt: f.killNodeAt, KillNode: f.killNode, Progress: progress, LogDir: f.logDir,
-			Attainment: f.attainment,
-			Search:     loadtest.SearchOptions{Start: f.capStart, MaxProbes: f.capProbes, Tolerance: f.capTolerance},
+			Attainment: f.attainment, Engine: f.simEngine,
+			Search: loadtest.SearchOptions{Start: f.capStart, MaxProbes: f.capProbes, Tolerance: f.capTolerance},
 		})
 		if err != nil {
 			return err
