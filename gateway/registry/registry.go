@@ -653,6 +653,18 @@ func (r *Registry) StartLoad(nodeID, model string) {
 	r.structVer.Add(1)
 }
 
+// EndLoad forgets a load StartLoad recorded (the request that started it failed).
+func (r *Registry) EndLoad(nodeID, model string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.lookup(nodeID); n != nil && n.loads != nil {
+		if _, ok := n.loads[model]; ok {
+			delete(n.loads, model)
+			r.structVer.Add(1)
+		}
+	}
+}
+
 // markLoading sets Loading on the models of sn with a load under way at now (loads: model →
 // deadline), copying sn.Models first so the registry's base stays untouched, drops expired loads,
 // and returns the earliest deadline still ahead (zero: none).

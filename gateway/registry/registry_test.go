@@ -707,6 +707,11 @@ func TestStartLoad(t *testing.T) {
 		t.Fatal("still loading past LoadGrace")
 	}
 	r.StartLoad("a", "x:latest")
+	r.EndLoad("a", "x:latest")
+	if loading() {
+		t.Fatal("still loading after EndLoad")
+	}
+	r.StartLoad("a", "x:latest")
 	hb.Models[0].Resident = true
 	if _, err := r.Observe(hb); err != nil {
 		t.Fatal(err)
