@@ -366,11 +366,22 @@ func loadingAnywhere(req *Request, snap *Snapshot) int {
 // when no other node of snap has it resident, plus 1 when it was used within EvictionRecent.
 // order is scratch.
 func evictionHarm(snap *Snapshot, node *Node, mi int, need uint64, order *[]int) float64 {
-	if need == 0 || node.VRAMTotalBytes == 0 {
-		return 0
+	// over is how many resident models must go for the backend's bound on resident models.
+	over := 0
+	if node.MaxLoadedModels > 0 {
+		resident := 0
+		for j := range node.Models {
+			if m := &node.Models[j]; j != mi && (m.Resident || m.Loading) {
+				resident++
+			}
+		}
+		over = resident + 1 - node.MaxLoadedModels
 	}
 	free := satSub(node.VRAMTotalBytes, node.VRAMUsedBytes)
-	if free >= need {
+	if node.VRAMTotalBytes == 0 || need == 0 {
+		free = math.MaxUint64 // unknown sizes fit
+	}
+	if free >= need && over <= 0 {
 		return 0
 	}
 	o := (*order)[:0]
@@ -383,11 +394,12 @@ func evictionHarm(snap *Snapshot, node *Node, mi int, need uint64, order *[]int)
 	*order = o
 	harm := 0.0
 	for _, j := range o {
-		if free >= need {
+		if free >= need && over <= 0 {
 			break
 		}
 		m := &node.Models[j]
-		free += m.VRAMBytes
+		free = satAdd(free, m.VRAMBytes)
+		over--
 		harm++
 		if !residentElsewhere(snap, node, m.Name) {
 			harm += 2
@@ -562,4 +574,11 @@ func satSub(a, b uint64) uint64 {
 		return 0
 	}
 	return a - b
+}
+
+func satAdd(a, b uint64) uint64 {
+	if a > math.MaxUint64-b {
+		return math.MaxUint64
+	}
+	return a + b
 }
