@@ -65,6 +65,8 @@ type core struct {
 	prefix *prefixcache.Index
 	// chwbl is true under the chwbl policy, whose key the request path then computes.
 	chwbl bool
+	// tpb learns each model's prompt tokens per byte of request JSON from the answers' usage.
+	tpb tokensPerByte
 }
 
 // Option adjusts what New builds.

@@ -307,7 +307,7 @@ func (k *call) prepare(h http.Header) *APIError {
 	k.req = scheduler.Request{
 		Model:          name,
 		Class:          k.class,
-		PromptTokens:   k.info.promptBytes / 4, // about four bytes of JSON text per token
+		PromptTokens:   k.s.core.tpb.tokens(name, k.info.promptBytes),
 		MaxTokens:      k.info.maxTokens,
 		PrefixHash:     k.info.prefixHash,
 		ModelVRAMBytes: vram,
@@ -316,6 +316,7 @@ func (k *call) prepare(h http.Header) *APIError {
 		Exclude:        k.excl[:0],
 	}
 	k.prefix = k.s.core.prefix.Match(snap, name, k.info.chain.Links(), k.prefix[:0])
+	k.s.core.tpb.scale(name, k.prefix)
 	k.req.Prefix = k.prefix
 	if k.s.core.chwbl {
 		k.req.RoutingKey = chwblKey(k.body, k.info.firstUser)
@@ -428,6 +429,7 @@ func (k *call) finish(res result) {
 	s.metrics.observeRequest(label, k.node, statusText(status), latency)
 	if status/100 == 2 {
 		prompt, completion := k.mt.tokens(k.info.stream)
+		s.core.tpb.observe(k.model, prompt, k.info.promptBytes)
 		tenant := defaultTenant
 		if k.tenant != nil && k.tenant.name != "" {
 			tenant = k.tenant.name
