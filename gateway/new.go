@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/herd-llm/herd/gateway/prefixcache"
 	"io"
 	"log/slog"
 	"net"
@@ -62,6 +63,13 @@ type core struct {
 	tracer trace.Tracer
 	// calls pools per-request state (*call).
 	calls sync.Pool
+	// prefix models what each node's engine holds in its prompt cache: matched before every
+	// Pick, told where every request went.
+	prefix *prefixcache.Index
+	// chwbl is true under the chwbl policy, whose key the request path then computes.
+	chwbl bool
+	// tpb learns each model's prompt tokens per byte of request JSON from the answers' usage.
+	tpb tokensPerByte
 }
 
 // Option adjusts what New builds.
@@ -206,6 +214,8 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		seed:        randomSeed(),
 		started:     o.clock.Now(),
 		tracer:      tracerFrom(o.tracerProvider),
+		prefix:      prefixcache.New(cfg.PrefixCache),
+		chwbl:       sched.Config().Policy == scheduler.PolicyCHWBL,
 	}
 	if s.core.transport == nil {
 		s.core.transport = newAgentTransport()
@@ -254,11 +264,12 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 // then closes the store. Serve may run before, during and after it.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	if len(s.cfg.MinReplicas) > 0 {
+	if len(s.cfg.MinReplicas) > 0 || len(s.cfg.Replicas) > 0 {
 		// Joined like the rest: Run returns (and the store closes) only after the controller and
 		// the loads it started have stopped.
 		wg.Go(func() {
-			replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
+			replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).
+				WithDemand(s.cfg.Replicas, s.waitingByModel, s.registry).Run(ctx)
 		})
 	}
 	wg.Go(func() { s.registry.RunShared(ctx) })
@@ -370,6 +381,7 @@ func (s *Server) routes() *gin.Engine {
 	admin.New(s.registry, s.sched, s.agents, s.log).
 		WithClock(s.core.clock.Now, s.cfg.HeartbeatInterval).
 		WithQueue(queueView{s.core.adm}, s.history).
+		WithRequests(explainRequests{s}).
 		Register(adminGroup)
 	presets.NewHandlers(s.presets, s.core.clock.Now).Register(adminGroup)
 	s.registerKeyRoutes(adminGroup)
@@ -499,4 +511,14 @@ func randomSeed() uint64 {
 		return uint64(time.Now().UnixNano())
 	}
 	return binary.LittleEndian.Uint64(b[:])
+}
+
+// waitingByModel is the requests waiting in this gateway's queue per model, both classes, for
+// the replica controller's demand.
+func (s *Server) waitingByModel() map[string]int {
+	out := map[string]int{}
+	for _, q := range s.core.adm.QueueDepths() {
+		out[q.Model] += q.Waiting
+	}
+	return out
 }

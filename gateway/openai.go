@@ -197,13 +197,18 @@ type routing struct {
 	dec  scheduler.Decision
 	excl [4]string
 	tk   admission.Ticket
+	// prefix holds req.Prefix: what each node's engine holds of the prompt (its storage is kept
+	// across uses of the call); predicted is the granted node's part of it.
+	prefix    []scheduler.PrefixMatch
+	predicted int
 }
 
-// reset clears the routing state but keeps the decision's slices and the ticket's links to req
-// and dec.
+// reset clears the routing state but keeps the decision's slices, the prefix matches' storage and
+// the ticket's links to req and dec.
 func (r *routing) reset() {
 	r.excl = [4]string{}
 	r.req = scheduler.Request{}
+	r.prefix, r.predicted = r.prefix[:0], 0
 	r.tk.LastSnap = nil
 }
 
@@ -254,7 +259,9 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 func putCall(k *call) {
 	s := k.s
 	k.s = nil
-	k.inbound = inbound{}
+	info := k.inbound.info
+	info.reset(false) // keeps the chain's buffer
+	k.inbound = inbound{info: info}
 	k.routing.reset()
 	k.progress = progress{failures: k.failures[:0]}
 	k.traceState = traceState{}
@@ -343,13 +350,19 @@ func (k *call) prepare(h http.Header) *APIError {
 	k.req = scheduler.Request{
 		Model:          name,
 		Class:          k.class,
-		PromptTokens:   k.info.promptBytes / 4, // about four bytes of JSON text per token
+		PromptTokens:   k.s.core.tpb.tokens(name, k.info.promptBytes),
 		MaxTokens:      k.info.maxTokens,
 		PrefixHash:     k.info.prefixHash,
 		ModelVRAMBytes: vram,
 		Seq:            seq,
 		Seed:           mix64(k.s.core.seed + seq),
 		Exclude:        k.excl[:0],
+	}
+	k.prefix = k.s.core.prefix.Match(snap, name, k.info.chain.Links(), k.prefix[:0])
+	k.s.core.tpb.scale(name, k.prefix)
+	k.req.Prefix = k.prefix
+	if k.s.core.chwbl {
+		k.req.RoutingKey = chwblKey(k.body, k.info.firstUser)
 	}
 	return nil
 }
@@ -472,11 +485,13 @@ func (k *call) finish(res result) {
 	s.metrics.observeRequest(label, k.node, statusText(status), latency)
 	if status/100 == 2 {
 		prompt, completion := k.mt.tokens(k.info.stream)
+		s.core.tpb.observe(k.model, prompt, k.info.promptBytes)
 		tenant := defaultTenant
 		if k.tenant != nil && k.tenant.name != "" {
 			tenant = k.tenant.name
 		}
 		s.metrics.observeTokens(label, k.node, tenant, prompt, completion)
+		s.metrics.observePredicted(label, k.node, k.predicted)
 		s.history.AddTokens(completion)
 		if k.info.stream {
 			s.metrics.observeStream(label, k.node, k.ttft, k.mt.tpot(completion))
@@ -520,8 +535,8 @@ func (k *call) finish(res result) {
 	s.log.LogAttrs(k.ctx, level, "inference request", attrs...)
 }
 
-// decisionText describes the last scheduling decision: candidates in order with scores, then
-// refused nodes with reasons.
+// decisionText describes the last scheduling decision: candidates in order with scores (and the
+// prompt tokens each one's cache holds), then refused nodes with reasons.
 func (k *call) decisionText() string {
 	snap := k.tk.LastSnap
 	if snap == nil {
@@ -532,6 +547,9 @@ func (k *call) decisionText() string {
 	for _, c := range k.dec.Candidates {
 		if c.Node < len(snap.Nodes) {
 			fmt.Fprintf(&b, " %s:%.3f", snap.Nodes[c.Node].ID, c.Score)
+			if c.PrefixTokens > 0 {
+				fmt.Fprintf(&b, "(prefix %d)", c.PrefixTokens)
+			}
 		}
 	}
 	for _, r := range k.dec.Rejections {

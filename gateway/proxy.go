@@ -179,6 +179,20 @@ func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
 	}
 	defer g.Done()
 	n := g.Node()
+	// The node's engine will hold this prompt: the index learns it from every request sent.
+	defer k.s.core.prefix.End(k.s.core.prefix.Start(n, k.model, k.info.chain.Links()))
+	loads := n.CanLoad && !residentOn(n, k.model)
+	if loads {
+		// The node loads the model for this request: the model's next requests wait for that
+		// load (scheduler.NodeModel.Loading) instead of starting others.
+		k.s.registry.StartLoad(n.ID, k.model)
+	}
+	k.predicted = 0
+	for _, m := range k.req.Prefix {
+		if m.Node == n.ID {
+			k.predicted = m.Tokens
+		}
+	}
 	k.attempts++
 	k.node = n.ID
 	var asp trace.Span
@@ -187,6 +201,10 @@ func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
 		asp = k.startAttempt(n)
 	}
 	o := k.attempt(n, w)
+	if loads && o == outcomeRetry {
+		// The load failed with the attempt: nothing should wait for it.
+		k.s.registry.EndLoad(n.ID, k.model)
+	}
 	if asp != nil {
 		k.endAttempt(asp, o, failures)
 	}

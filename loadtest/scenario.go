@@ -113,6 +113,9 @@ type ScenarioOptions struct {
 	Search SearchOptions
 	// Attainment is the share of requests the capacity scenario wants within the SLO (default 0.9).
 	Attainment float64
+	// Engine is the model server the capacity scenario's simulated nodes behave like
+	// (default CapacityDefaultEngine).
+	Engine string
 	// Progress receives progress lines (nil: quiet).
 	Progress io.Writer
 	// LogDir keeps the started processes' logs there (default: a temporary directory, removed).

@@ -239,6 +239,11 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			w = aw
 		}
 		a.metered(w, r, endpoint, model, func(mw http.ResponseWriter, r *http.Request) {
+			if a.backend.Simulated() {
+				// The simulator sees a request as an engine would, without herd's own headers,
+				// so that no routing result can come from the simulator knowing herd.
+				r = withoutHerdHeaders(r)
+			}
 			a.backend.ServeInference(mw, r, route, body)
 			if tw != nil {
 				tw.Finish()
@@ -729,4 +734,17 @@ func (a *Agent) serveFault(w http.ResponseWriter, r *http.Request) {
 	}
 	a.sampleGPUs(r.Context())
 	writeJSON(w, agentapi.Progress{Node: a.cfg.NodeID, Status: "success"})
+}
+
+// withoutHerdHeaders is r with every X-Herd-* header removed (a shallow copy; r is unchanged).
+func withoutHerdHeaders(r *http.Request) *http.Request {
+	h := make(http.Header, len(r.Header))
+	for k, vv := range r.Header {
+		if !strings.HasPrefix(k, "X-Herd-") {
+			h[k] = vv
+		}
+	}
+	out := r.Clone(r.Context())
+	out.Header = h
+	return out
 }

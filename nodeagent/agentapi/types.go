@@ -140,6 +140,13 @@ type Heartbeat struct {
 	// Address is the URL the gateway uses to reach the agent (its advertise URL).
 	Address string `json:"address"`
 	Backend string `json:"backend"`
+	// Engine is the model server behind the backend when the agent knows it ("ollama",
+	// "llama.cpp", "vllm"): the gateway models its prompt cache accordingly.
+	Engine string `json:"engine,omitempty"`
+	// MaxLoadedModels is the most models the backend keeps resident at once (Ollama's
+	// OLLAMA_MAX_LOADED_MODELS) when the agent knows it; 0: unknown or no bound but memory. A
+	// load past it evicts a resident model however much memory is free.
+	MaxLoadedModels int `json:"max_loaded_models,omitempty"`
 	// Simulated is true when the GPUs and the backend are nodeagent/sim models, not hardware.
 	Simulated bool   `json:"simulated"`
 	Version   string `json:"version"`
@@ -241,6 +248,13 @@ type Model struct {
 	// included) while the requests behind TokensPerSecond decoded (EWMA); 0 if unmeasured. With
 	// it the gateway separates the single-stream speed from the slowdown of sharing the GPU.
 	Concurrency float64 `json:"concurrency,omitempty"`
+	// PromptTokens counts the prompt tokens of the requests the agent served for this model since
+	// it started, and CachedPromptTokens the part of them the backend did not evaluate again
+	// because its prompt cache held it: usage.prompt_tokens_details.cached_tokens where the
+	// backend reports it, else (Ollama) estimated from the time the prompt took against the
+	// node's learned prefill speed. The gateway turns them into hit ratios and prefill saved.
+	PromptTokens       int64 `json:"prompt_tokens,omitempty"`
+	CachedPromptTokens int64 `json:"cached_prompt_tokens,omitempty"`
 }
 
 // HeartbeatReply is the gateway's answer to a heartbeat.
