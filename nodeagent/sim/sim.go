@@ -82,6 +82,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"slices"
@@ -147,6 +148,16 @@ type Config struct {
 	SpeedFactor float64
 	// Logger receives load, eviction and fault events. Default: discarded.
 	Logger *slog.Logger
+	// Engine is the model server the node behaves like: EngineOllama or EngineVLLM (default,
+	// the block cache this simulator always had). See their docs.
+	Engine string
+	// MaxLoadedModels bounds the resident models (Ollama's OLLAMA_MAX_LOADED_MODELS). 0 means
+	// Ollama's automatic 3 × GPUs for EngineOllama and no bound but VRAM for EngineVLLM.
+	MaxLoadedModels int
+	// EngineLog, when set, receives a line per prefill and per model load in the format of
+	// Ollama's debug log (see engineLog), from which a load test counts the prefill the node
+	// really did and the loads it made.
+	EngineLog io.Writer
 }
 
 // Node is a simulated GPU node. Its methods are safe for concurrent use.
@@ -173,6 +184,13 @@ type Node struct {
 	seq       uint64
 	gen       uint64
 	prefix    *prefixCache
+
+	engine    string
+	maxLoaded int
+	elog      *engineLog
+	// changed is closed (and replaced) whenever a model goes idle, loads or unloads: requests
+	// waiting for room (EngineOllama) look again.
+	changed chan struct{}
 }
 
 var (
@@ -218,6 +236,19 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Models == nil {
 		cfg.Models = DefaultModels()
 	}
+	switch cfg.Engine {
+	case "":
+		cfg.Engine = EngineVLLM
+	case EngineOllama, EngineVLLM:
+	default:
+		return nil, fmt.Errorf("sim: unknown engine %q (want %s or %s)", cfg.Engine, EngineOllama, EngineVLLM)
+	}
+	if cfg.MaxLoadedModels < 0 {
+		return nil, fmt.Errorf("sim: MaxLoadedModels %d < 0", cfg.MaxLoadedModels)
+	}
+	if cfg.MaxLoadedModels == 0 && cfg.Engine == EngineOllama {
+		cfg.MaxLoadedModels = defaultModelsPerGPU * len(cfg.GPUs)
+	}
 	stop, stopFunc := context.WithCancel(context.Background())
 	n := &Node{
 		id: cfg.NodeID, clock: cfg.Clock, speed: cfg.SpeedFactor, seed: cfg.Seed,
@@ -227,6 +258,10 @@ func New(cfg Config) (*Node, error) {
 		models:    map[string]*modelState{},
 		freeSlots: cfg.SlotsPerGPU * len(cfg.GPUs),
 		prefix:    newPrefixCache(prefixCacheBlocks(cfg.SlotsPerGPU*len(cfg.GPUs), cfg.ContextLength)),
+		engine:    cfg.Engine,
+		maxLoaded: cfg.MaxLoadedModels,
+		elog:      &engineLog{w: cfg.EngineLog},
+		changed:   make(chan struct{}),
 	}
 	for i, g := range cfg.GPUs {
 		n.gpus = append(n.gpus, &gpuState{index: i, profile: g, temp: idleTempC, tempAt: n.startedAt})
@@ -254,6 +289,7 @@ func New(cfg Config) (*Node, error) {
 		n.gen++
 		m.gen = n.gen
 		m.state = stateResident
+		m.slots = make([]cacheSlot, n.Slots())
 		m.lost = make(chan struct{})
 		m.lastUsed = n.startedAt
 		n.touchExpiryLocked(m, n.startedAt)
@@ -265,6 +301,19 @@ func New(cfg Config) (*Node, error) {
 func (n *Node) Close() error {
 	n.stopFunc()
 	return nil
+}
+
+// Engine is the model server the node behaves like (EngineOllama or EngineVLLM).
+func (n *Node) Engine() string { return n.engine }
+
+// MaxLoadedModels is the most models the node keeps resident (0: no bound but VRAM), reported
+// in heartbeats so that the gateway counts the evictions a load forces.
+func (n *Node) MaxLoadedModels() int { return n.maxLoaded }
+
+// notifyLocked wakes every request waiting for the node's models to change.
+func (n *Node) notifyLocked() {
+	close(n.changed)
+	n.changed = make(chan struct{})
 }
 
 // Kind implements nodeagent.Backend.
@@ -339,4 +388,19 @@ func (n *Node) releaseLocked() {
 	}
 	n.active--
 	n.freeSlots++
+}
+
+// chatTemplate is the simulator's chat format (parseRequest renders it), in Go's template syntax
+// as Ollama writes templates: each message under its role's tag, then the assistant's tag.
+const chatTemplate = `{{- range .Messages }}<|{{ .Role }}|>
+{{ .Content }}
+{{ end }}<|assistant|>
+`
+
+// ChatTemplate returns the simulator's chat format, the same for every chat model it serves.
+func (n *Node) ChatTemplate(_ context.Context, model string) (string, bool) {
+	if s, ok := models.LookupModel(model); ok && s.Embedding {
+		return "", false
+	}
+	return chatTemplate, true
 }
