@@ -30,9 +30,9 @@ import (
 //	nodes:epoch       string a random value written when the table is first used: a gateway that
 //	                        finds it changed knows Redis lost its data
 //
-// Times are Redis's own (its TIME, read in the same step as the data), so every gateway judges a node's age on one
-// clock. The identity check and the write are one script: two agents racing for one ID through
-// two gateways cannot both win.
+// Times are Redis's own (its TIME, read in the same step as the data), so every gateway judges
+// a node's age on one clock. The identity check and the write are one script: two agents racing
+// for one ID through two gateways cannot both win.
 //
 // Load reads only what changed: the nodes whose nodes:changes score passed the seq of this
 // RedisShared's previous Load, less the ones this RedisShared wrote itself (its gateway recorded
