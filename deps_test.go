@@ -109,6 +109,8 @@ func TestRulesOfDirection(t *testing.T) {
 		"gateway/api":        {"models", "nodeagent/agentapi"},
 		// Admission is given its pick function, capacity source and clock.
 		"gateway/admission": {"scheduler", "models"},
+		// The prefix index models engines' caches from what it is told; it reads snapshots.
+		"gateway/prefixcache": {"scheduler", "models"},
 	}
 	for pkg, allowed := range leaves {
 		p := must(pkg)

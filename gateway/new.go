@@ -223,8 +223,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 // Run does the gateway's background work (the batch runner, preset refresh) until ctx is done,
 // then closes the store. Serve may run before, during and after it.
 func (s *Server) Run(ctx context.Context) error {
-	if len(s.cfg.MinReplicas) > 0 {
-		go replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
+	if len(s.cfg.MinReplicas) > 0 || len(s.cfg.Replicas) > 0 {
+		go replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).
+			WithDemand(s.cfg.Replicas, s.waitingByModel, s.registry).Run(ctx)
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { s.registry.RunShared(ctx) })
@@ -446,4 +447,14 @@ func randomSeed() uint64 {
 		return uint64(time.Now().UnixNano())
 	}
 	return binary.LittleEndian.Uint64(b[:])
+}
+
+// waitingByModel is the requests waiting in this gateway's queue per model, both classes, for
+// the replica controller's demand.
+func (s *Server) waitingByModel() map[string]int {
+	out := map[string]int{}
+	for _, q := range s.core.adm.QueueDepths() {
+		out[q.Model] += q.Waiting
+	}
+	return out
 }

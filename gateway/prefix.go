@@ -36,3 +36,13 @@ func (e explainRequests) ExplainRequest(body []byte, snap *scheduler.Snapshot, r
 	}
 	return nil
 }
+
+// residentOn reports whether model is resident (or already loading) on n.
+func residentOn(n *scheduler.Node, model string) bool {
+	for j := range n.Models {
+		if m := &n.Models[j]; m.Name == model {
+			return m.Resident || m.Loading
+		}
+	}
+	return false
+}

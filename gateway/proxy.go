@@ -160,6 +160,11 @@ func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
 	n := g.Node()
 	// The node's engine will hold this prompt: the index learns it from every request sent.
 	defer k.s.core.prefix.End(k.s.core.prefix.Start(n, k.model, k.info.chain.Links()))
+	if n.CanLoad && !residentOn(n, k.model) {
+		// The node loads the model for this request: the model's next requests wait for that
+		// load (scheduler.NodeModel.Loading) instead of starting others.
+		k.s.registry.StartLoad(n.ID, k.model)
+	}
 	k.predicted = 0
 	for _, m := range k.req.Prefix {
 		if m.Node == n.ID {

@@ -72,8 +72,13 @@ type Config struct {
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
 	// MinReplicas keeps that many resident copies of a model warm across the cluster (model →
 	// count), loaded where the placement planner finds room, re-checked every ReplicaInterval.
-	MinReplicas     map[string]int `yaml:"min_replicas"`
-	ReplicaInterval time.Duration  `yaml:"replica_interval"`
+	MinReplicas map[string]int `yaml:"min_replicas"`
+	// Replicas scales the listed models by demand (model → min and max resident copies): the
+	// replica controller adds a replica while a model's requests outnumber its replicas' slots
+	// and drops an idle one when the rest would run at most half full (scheduler.Scale), every
+	// ReplicaInterval, never outside [min, max].
+	Replicas        map[string]scheduler.ReplicaBounds `yaml:"replicas"`
+	ReplicaInterval time.Duration                      `yaml:"replica_interval"`
 	// PresetsFile is an optional YAML file of presets loaded at start.
 	PresetsFile string `yaml:"presets_file"`
 	// RedisURL ("redis://host:6379/0"), when set, keeps files metadata, batches and presets in
@@ -155,6 +160,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.Scheduler.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	for model, b := range c.Replicas {
+		if b.Min < 0 || b.Max < 0 || (b.Max > 0 && b.Max < b.Min) {
+			errs = append(errs, fmt.Errorf("replicas: %s: want 0 ≤ min ≤ max (max 0: min), got min %d max %d", model, b.Min, b.Max))
+		}
 	}
 	if err := c.Tracing.Validate(); err != nil {
 		errs = append(errs, err)

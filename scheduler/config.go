@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 // Config selects a policy, its weights and the constants of the wait model.
@@ -103,16 +104,26 @@ type Weights struct {
 	// node's learned prefill speed. Default 2: a node that can skip most of a long prompt wins
 	// against an idle one that must read it all, but not against a long queue.
 	Prefix float64 `yaml:"prefix" json:"prefix"`
+	// Eviction scores how little a load there would evict: 1 where the model is resident or
+	// loading or fits in free memory, else 1 ÷ (1 + harm), where each idle model the load would
+	// evict (least recently used first, until the model fits) adds 1, plus 2 when it is the
+	// model's only resident copy in the cluster, plus 1 when it was used in the last
+	// EvictionRecent. Default 1: among nodes that must load, the one whose evictions hurt least.
+	Eviction float64 `yaml:"eviction" json:"eviction"`
 }
 
 // DefaultWeights are the herd policy's weights when none are configured.
 func DefaultWeights() Weights {
-	return Weights{Resident: 1, Wait: 4, VRAM: 0.5, Utilization: 0.5, Throttle: 1, Affinity: 1, Prefix: 2}
+	return Weights{Resident: 1, Wait: 4, VRAM: 0.5, Utilization: 0.5, Throttle: 1, Affinity: 1, Prefix: 2, Eviction: 1}
 }
 
 func (w Weights) sum() float64 {
-	return w.Resident + w.Wait + w.VRAM + w.Utilization + w.Throttle + w.Affinity + w.Prefix
+	return w.Resident + w.Wait + w.VRAM + w.Utilization + w.Throttle + w.Affinity + w.Prefix + w.Eviction
 }
+
+// EvictionRecent is how recently a model must have been used for its eviction to count as
+// harming current work (Weights.Eviction).
+const EvictionRecent = 5 * time.Minute
 
 // DefaultConfig is the configuration the gateway runs with when none is given.
 func DefaultConfig() Config {
@@ -198,6 +209,7 @@ func (c Config) Validate() error {
 		{"weights.throttle", c.Weights.Throttle},
 		{"weights.affinity", c.Weights.Affinity},
 		{"weights.prefix", c.Weights.Prefix},
+		{"weights.eviction", c.Weights.Eviction},
 		{"prefill_speedup", c.PrefillSpeedup},
 		{"load_bytes_per_second", c.LoadBytesPerSecond},
 		{"default_tokens_per_second", c.DefaultTokensPerSecond},

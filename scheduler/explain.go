@@ -9,6 +9,7 @@ type Scores struct {
 	Throttle    float64 `json:"throttle"`
 	Affinity    float64 `json:"affinity"`
 	Prefix      float64 `json:"prefix"`
+	Eviction    float64 `json:"eviction"`
 }
 
 // Explanation says why Pick would order the nodes as it does: the gateway serves it at

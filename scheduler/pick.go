@@ -104,6 +104,7 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 	median := -1.0 // the cluster median speed, computed on first need
 	minCost := math.Inf(1)
 	anyMatch := false
+	loading := -1 // whether a node is loading the model (1) or not (0); found on first need
 	for i := range snap.Nodes {
 		node := &snap.Nodes[i]
 		mi := findModel(node, req.Model)
@@ -112,6 +113,16 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 			continue
 		}
 		m := &node.Models[mi]
+		if s.cfg.Policy == PolicyHerd && !m.Resident && !m.Loading {
+			if loading < 0 {
+				loading = loadingAnywhere(req, snap)
+			}
+			if loading == 1 {
+				// Another node is loading the model: wait for that load rather than start one.
+				d.Rejections = append(d.Rejections, Rejection{Node: i, Reason: ReasonLoadingElsewhere})
+				continue
+			}
+		}
 		h := hashID(node.ID)
 		e := &d.evals[i]
 		*e = nodeEval{model: mi, idHash: h}
@@ -139,7 +150,7 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 		}
 		d.Candidates = append(d.Candidates, Candidate{
 			Node:         i,
-			NeedsLoad:    !m.Resident,
+			NeedsLoad:    !m.Resident && !m.Loading,
 			ExpectedWait: seconds(e.wait),
 			PrefixTokens: e.matched,
 			tie:          mix64(seed ^ h),
@@ -189,7 +200,7 @@ func (s *Scheduler) filter(req *Request, node *Node, mi int) Reason {
 		return ReasonModelUnavailable
 	}
 	m := &node.Models[mi]
-	if !m.Resident {
+	if !m.Resident && !m.Loading {
 		if !m.OnDisk {
 			return ReasonModelUnavailable
 		}
@@ -323,13 +334,83 @@ func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps floa
 		wait = queue + prefill + own*full/tps
 	}
 	if !m.Resident {
+		load := float64(unknownLoadSeconds)
 		if b := modelWeights(req, m); b > 0 {
-			wait += float64(b) / s.cfg.LoadBytesPerSecond
-		} else {
-			wait += unknownLoadSeconds
+			load = float64(b) / s.cfg.LoadBytesPerSecond
 		}
+		if m.Loading {
+			load /= 2 // under way: on average half of it is left
+		}
+		wait += load
 	}
 	return wait, queue, saved
+}
+
+// loadingAnywhere is 1 when a node that could serve req (not stale, draining, unhealthy,
+// circuit-open or excluded) is loading its model, else 0.
+func loadingAnywhere(req *Request, snap *Snapshot) int {
+	for i := range snap.Nodes {
+		n := &snap.Nodes[i]
+		if n.Stale || n.Draining || !n.Healthy || n.CircuitOpen || slices.Contains(req.Exclude, n.ID) {
+			continue
+		}
+		if mi := findModel(n, req.Model); mi >= 0 && n.Models[mi].Loading && !n.Models[mi].Resident {
+			return 1
+		}
+	}
+	return 0
+}
+
+// evictionHarm is the harm of loading model mi on node (Weights.Eviction): the idle resident
+// models it must evict, least recently used first, until need bytes fit, each counted 1, plus 2
+// when no other node of snap has it resident, plus 1 when it was used within EvictionRecent.
+// order is scratch.
+func evictionHarm(snap *Snapshot, node *Node, mi int, need uint64, order *[]int) float64 {
+	if need == 0 || node.VRAMTotalBytes == 0 {
+		return 0
+	}
+	free := satSub(node.VRAMTotalBytes, node.VRAMUsedBytes)
+	if free >= need {
+		return 0
+	}
+	o := (*order)[:0]
+	for j := range node.Models {
+		if m := &node.Models[j]; j != mi && m.Resident && m.InFlight <= 0 {
+			o = append(o, j)
+		}
+	}
+	slices.SortFunc(o, func(a, b int) int { return node.Models[a].LastUsed.Compare(node.Models[b].LastUsed) })
+	*order = o
+	harm := 0.0
+	for _, j := range o {
+		if free >= need {
+			break
+		}
+		m := &node.Models[j]
+		free += m.VRAMBytes
+		harm++
+		if !residentElsewhere(snap, node, m.Name) {
+			harm += 2
+		}
+		if !snap.Now.IsZero() && snap.Now.Sub(m.LastUsed) < EvictionRecent {
+			harm++
+		}
+	}
+	return harm
+}
+
+// residentElsewhere reports whether a node of snap other than skip has model resident.
+func residentElsewhere(snap *Snapshot, skip *Node, model string) bool {
+	for i := range snap.Nodes {
+		n := &snap.Nodes[i]
+		if n == skip || n.Stale {
+			continue
+		}
+		if mi := findModel(n, model); mi >= 0 && n.Models[mi].Resident {
+			return true
+		}
+	}
+	return false
 }
 
 // prefillRate is node's prompt-processing speed for model m, tokens/s: learned when measured,
@@ -438,8 +519,11 @@ func (s *Scheduler) scoreHerd(req *Request, snap *Snapshot, d *Decision, minCost
 		if e.cost > minCost {
 			sc.Wait = minCost / e.cost
 		}
-		if m.Resident {
+		sc.Eviction = 1
+		if m.Resident || m.Loading {
 			sc.Resident = 1
+		} else if w.Eviction > 0 {
+			sc.Eviction = 1 / (1 + evictionHarm(snap, node, e.model, modelVRAM(req, m), &d.order))
 		}
 		if !node.Throttled {
 			sc.Throttle = 1
@@ -460,7 +544,8 @@ func (s *Scheduler) scoreHerd(req *Request, snap *Snapshot, d *Decision, minCost
 		}
 		e.scores = sc
 		c.Score = quantise((w.Resident*sc.Resident + w.Wait*sc.Wait + w.VRAM*sc.VRAM +
-			w.Utilization*sc.Utilization + w.Throttle*sc.Throttle + w.Affinity*sc.Affinity + w.Prefix*sc.Prefix) / total)
+			w.Utilization*sc.Utilization + w.Throttle*sc.Throttle + w.Affinity*sc.Affinity + w.Prefix*sc.Prefix +
+			w.Eviction*sc.Eviction) / total)
 	}
 }
 

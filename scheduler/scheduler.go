@@ -36,6 +36,17 @@
 //     is usually the node the wait scorer prefers anyway; with equal weights, a third of the
 //     conversations were homed on the slowest GPU, where the wait scorer rarely let them go, and
 //     their KV cache was never reused.
+//     The rendezvous home counts only while no node is known to hold any of the prompt: what the
+//     gateway's prefix index says (Request.Prefix) is better than a guess.
+//   - Prompt caches are compared in seconds: the tokens a node's cache holds ÷ its learned
+//     prefill speed is prefill it will not do, taken off its expected wait and scored as
+//     saved ÷ (saved + wait cost), so a cache wins against an idle node when the saving is worth
+//     more than the queue it joins. A node past PrefixLoadFactor × its share of the load loses
+//     its prefix and affinity scores (consistent hashing with bounded loads), unless it has a
+//     free slot: at low load the bound alone would refuse every home.
+//   - A model loading on one node (NodeModel.Loading) is the only place the herd policy sends
+//     its requests: others would start second loads of a model that will be resident in seconds.
+//     A load elsewhere is scored by what it evicts (evictionHarm).
 //   - Batch requests (Class "batch") are refused by nodes with no free slot, so bulk work only
 //     fills capacity that interactive work leaves free.
 //   - Round robin rotates over the eligible nodes in snapshot order (the registry lists nodes
@@ -150,8 +161,12 @@ type Node struct {
 
 // NodeModel is one model on a node.
 type NodeModel struct {
-	Name      string
-	Resident  bool
+	Name     string
+	Resident bool
+	// Loading is true while a load of the model is under way on the node: the gateway sent it a
+	// request that needed the load and no heartbeat shows the model resident yet. Requests
+	// arriving meanwhile coalesce behind that load (herd policy) instead of starting others.
+	Loading   bool
 	OnDisk    bool
 	VRAMBytes uint64
 	// TokensPerSecond is the node's measured decode speed for the model (EWMA over its recent
@@ -188,6 +203,7 @@ const (
 	ReasonNoFreeSlotForBatch
 	ReasonCannotLoad
 	ReasonAlreadyResident
+	ReasonLoadingElsewhere
 )
 
 var reasonText = [...]string{
@@ -203,6 +219,7 @@ var reasonText = [...]string{
 	ReasonNoFreeSlotForBatch: "no free slot for batch work",
 	ReasonCannotLoad:         "model not loaded and the backend cannot load it",
 	ReasonAlreadyResident:    "model already resident",
+	ReasonLoadingElsewhere:   "model is loading on another node: requests wait for that load",
 }
 
 var reasonCode = [...]string{
@@ -218,6 +235,7 @@ var reasonCode = [...]string{
 	ReasonNoFreeSlotForBatch: "no_free_slot_for_batch",
 	ReasonCannotLoad:         "cannot_load",
 	ReasonAlreadyResident:    "already_resident",
+	ReasonLoadingElsewhere:   "loading_elsewhere",
 }
 
 // String is the reason in words.
@@ -288,6 +306,7 @@ type Decision struct {
 	speeds []float64
 	keys   []uint64
 	tmp    []Candidate
+	order  []int
 }
 
 // Reset empties d, keeping its capacity.

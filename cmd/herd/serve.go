@@ -95,7 +95,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.DurationVar(&g.BodyReadTimeout, "body-read-timeout", g.BodyReadTimeout, "longest a client may pause while sending a request body (400 past it)")
 	fs.DurationVar(&g.ReadHeaderTimeout, "read-header-timeout", g.ReadHeaderTimeout, "longest wait for a request's headers")
 	fs.DurationVar(&g.IdleTimeout, "idle-timeout", g.IdleTimeout, "idle keep-alive connections are closed after this long")
-	fs.StringVar(&g.Scheduler.Policy, "policy", g.Scheduler.Policy, "scheduling policy: herd, least_inflight or round_robin")
+	fs.StringVar(&g.Scheduler.Policy, "policy", g.Scheduler.Policy, "scheduling policy: herd, least_inflight, round_robin or chwbl (KubeAI's consistent hashing with bounded loads)")
 	fs.IntVar(&g.MaxAttempts, "max-attempts", g.MaxAttempts, "nodes one request is tried on before the client sees an error")
 	fs.DurationVar(&g.HeartbeatInterval, "heartbeat-interval", g.HeartbeatInterval, "expected agent heartbeat interval (3 missed: node out of the schedule)")
 	fs.IntVar(&g.QueueSize, "queue-size", g.QueueSize, "requests that may wait for a node, per model")

@@ -78,7 +78,7 @@ func newSimCmd() *cobra.Command {
 	fs.StringVar(&o.GPUs, "gpus", "2xt4,a40,3090", "simulated GPU groups, one agent per group")
 	listFlag(fs, &o.Models, "models", "models on every agent's disk (default "+strings.Join(simModels, ",")+")")
 	listFlag(fs, &o.Preload, "preload", "models resident at start (default "+strings.Join(simPreload, ",")+"; the rest load on first use)")
-	fs.StringVar(&o.Policy, "policy", "", "scheduling policy: herd, least_inflight or round_robin")
+	fs.StringVar(&o.Policy, "policy", "", "scheduling policy: herd, least_inflight, round_robin or chwbl (KubeAI's consistent hashing with bounded loads)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "gateway address")
 	fs.Float64Var(&o.SimSpeed, "sim-speed", 1, "simulated time runs this many times faster than real time")
 	fs.StringVar(&o.DataDir, "data", "", "gateway data directory (default: a temporary one)")

@@ -157,7 +157,8 @@ func (x *Index) Match(snap *scheduler.Snapshot, model string, links []Link, dst 
 		resident := false
 		for j := range n.Models {
 			if n.Models[j].Name == model {
-				resident = n.Models[j].Resident
+				// A model still loading keeps what the requests that wait for it will leave.
+				resident = n.Models[j].Resident || n.Models[j].Loading
 				break
 			}
 		}
