@@ -160,6 +160,9 @@ func (p *SimProbe) load() Options {
 
 	if l.SLOTTFT == 0 && l.SLOTPOT == 0 {
 		l.SLOTTFT, l.SLOTPOT = CapacityDefaultSLOTTFT, CapacityDefaultSLOTPOT
+		if l.Workload == WorkloadMultiModel {
+			l.SLOTTFT = MultiModelSLOTTFT
+		}
 	}
 	if l.Workload == "" {
 		l.Workload = WorkloadSharedPrefix
