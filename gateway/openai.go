@@ -474,8 +474,8 @@ func (k *call) finish(res result) {
 	s.log.LogAttrs(k.ctx, level, "inference request", attrs...)
 }
 
-// decisionText describes the last scheduling decision: candidates in order with scores, then
-// refused nodes with reasons.
+// decisionText describes the last scheduling decision: candidates in order with scores (and the
+// prompt tokens each one's cache holds), then refused nodes with reasons.
 func (k *call) decisionText() string {
 	snap := k.tk.LastSnap
 	if snap == nil {
@@ -486,6 +486,9 @@ func (k *call) decisionText() string {
 	for _, c := range k.dec.Candidates {
 		if c.Node < len(snap.Nodes) {
 			fmt.Fprintf(&b, " %s:%.3f", snap.Nodes[c.Node].ID, c.Score)
+			if c.PrefixTokens > 0 {
+				fmt.Fprintf(&b, "(prefix %d)", c.PrefixTokens)
+			}
 		}
 	}
 	for _, r := range k.dec.Rejections {

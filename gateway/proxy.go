@@ -160,7 +160,8 @@ func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
 	n := g.Node()
 	// The node's engine will hold this prompt: the index learns it from every request sent.
 	defer k.s.core.prefix.End(k.s.core.prefix.Start(n, k.model, k.info.chain.Links()))
-	if n.CanLoad && !residentOn(n, k.model) {
+	loads := n.CanLoad && !residentOn(n, k.model)
+	if loads {
 		// The node loads the model for this request: the model's next requests wait for that
 		// load (scheduler.NodeModel.Loading) instead of starting others.
 		k.s.registry.StartLoad(n.ID, k.model)
@@ -179,6 +180,10 @@ func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
 		asp = k.startAttempt(n)
 	}
 	o := k.attempt(n, w)
+	if loads && o == outcomeRetry {
+		// The load failed with the attempt: nothing should wait for it.
+		k.s.registry.EndLoad(n.ID, k.model)
+	}
 	if asp != nil {
 		k.endAttempt(asp, o, failures)
 	}

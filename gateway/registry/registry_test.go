@@ -15,8 +15,6 @@ import (
 	"github.com/herd-llm/herd/internal/fakeclock"
 )
 
-var _ Clock = (*fakeclock.Clock)(nil)
-
 func newFakeClock() *fakeclock.Clock {
 	return fakeclock.New(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 }
@@ -705,6 +703,11 @@ func TestStartLoad(t *testing.T) {
 	clock.Advance(LoadGrace + time.Second)
 	if loading() {
 		t.Fatal("still loading past LoadGrace")
+	}
+	r.StartLoad("a", "x:latest")
+	r.EndLoad("a", "x:latest")
+	if loading() {
+		t.Fatal("still loading after EndLoad")
 	}
 	r.StartLoad("a", "x:latest")
 	hb.Models[0].Resident = true
