@@ -344,23 +344,24 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	hb := agentapi.Heartbeat{
-		NodeID:         a.cfg.NodeID,
-		InstanceID:     a.instance,
-		Address:        a.advertise,
-		Backend:        a.backend.Kind(),
-		Engine:         backendEngine(a.backend),
-		Simulated:      a.backend.Simulated(),
-		Version:        a.cfg.Version,
-		Hostname:       a.hostname,
-		GPUs:           append([]agentapi.GPU(nil), a.gpus...),
-		TelemetryError: a.telErr,
-		Models:         make([]agentapi.Model, 0, len(a.models)),
-		BackendError:   a.backendErr,
-		Draining:       a.draining,
-		Slots:          a.slots,
-		IntervalMS:     a.cfg.HeartbeatInterval.Milliseconds(),
-		SentAt:         now,
-		StartedAt:      a.startedAt,
+		NodeID:          a.cfg.NodeID,
+		InstanceID:      a.instance,
+		Address:         a.advertise,
+		Backend:         a.backend.Kind(),
+		Engine:          backendEngine(a.backend),
+		MaxLoadedModels: backendMaxLoaded(a.backend),
+		Simulated:       a.backend.Simulated(),
+		Version:         a.cfg.Version,
+		Hostname:        a.hostname,
+		GPUs:            append([]agentapi.GPU(nil), a.gpus...),
+		TelemetryError:  a.telErr,
+		Models:          make([]agentapi.Model, 0, len(a.models)),
+		BackendError:    a.backendErr,
+		Draining:        a.draining,
+		Slots:           a.slots,
+		IntervalMS:      a.cfg.HeartbeatInterval.Milliseconds(),
+		SentAt:          now,
+		StartedAt:       a.startedAt,
 	}
 	if hb.GPUs == nil {
 		hb.GPUs = []agentapi.GPU{}
@@ -672,4 +673,15 @@ func backendEngine(b Backend) string {
 		return e.Engine()
 	}
 	return ""
+}
+
+// maxLoadedNamer is a Backend that knows how many models it keeps resident at most.
+type maxLoadedNamer interface{ MaxLoadedModels() int }
+
+// backendMaxLoaded is the bound b names, or 0 when it does not say.
+func backendMaxLoaded(b Backend) int {
+	if m, ok := b.(maxLoadedNamer); ok {
+		return max(m.MaxLoadedModels(), 0)
+	}
+	return 0
 }

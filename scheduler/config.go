@@ -106,7 +106,8 @@ type Weights struct {
 	Prefix float64 `yaml:"prefix" json:"prefix"`
 	// Eviction scores how little a load there would evict: 1 where the model is resident or
 	// loading or fits in free memory, else 1 ÷ (1 + harm), where each idle model the load would
-	// evict (least recently used first, until the model fits) adds 1, plus 2 when it is the
+	// evict (least recently used first, until the model fits and the node's bound on resident
+	// models, Node.MaxLoadedModels, allows one more) adds 1, plus 2 when it is the
 	// model's only resident copy in the cluster, plus 1 when it was used in the last
 	// EvictionRecent. Default 1: among nodes that must load, the one whose evictions hurt least.
 	Eviction float64 `yaml:"eviction" json:"eviction"`

@@ -55,6 +55,9 @@ type NodeExplanation struct {
 	PrefixTokens        int     `json:"prefix_tokens,omitempty"`
 	PrefillSavedSeconds float64 `json:"prefill_saved_seconds,omitempty"`
 	OverLoadBound       bool    `json:"over_load_bound,omitempty"`
+	// EvictionCostSeconds is what the models a load there would evict are expected to cost their
+	// users in reloads, counted in the wait cost (herd).
+	EvictionCostSeconds float64 `json:"eviction_cost_seconds,omitempty"`
 	// Scores are the per-scorer scores (herd policy only).
 	Scores *Scores `json:"scores,omitempty"`
 	// Total is the node's score: the weighted mean of Scores under herd, the policy's own
@@ -96,6 +99,7 @@ func (s *Scheduler) Explain(req *Request, snap *Snapshot) Explanation {
 		ne.PrefixTokens = e.matched
 		if s.cfg.Policy == PolicyHerd {
 			ne.PrefillSavedSeconds, ne.OverLoadBound = e.saved, e.overBound
+			ne.EvictionCostSeconds = e.harmSec
 			sc := e.scores
 			ne.Scores = &sc
 		}

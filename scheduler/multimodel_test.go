@@ -18,6 +18,12 @@ func fleetNode(id string, resident []string, onDisk ...string) Node {
 	return n
 }
 
+// maxLoaded gives n room for many models but a bound of one resident model.
+func maxLoaded(n Node) Node {
+	n.VRAMTotalBytes, n.MaxLoadedModels = 80*gib, 1
+	return n
+}
+
 // older makes n's first model its least recently used.
 func older(n Node) Node {
 	n.Models[0].LastUsed = t0.Add(-2 * time.Hour)
@@ -68,6 +74,13 @@ func TestLeastHarmfulEviction(t *testing.T) {
 			// Each node evicts its first model first (least recently used).
 			nodes: []Node{older(fleetNode("a", []string{"y", "w"}, "x")), older(fleetNode("b", []string{"z", "w"}, "x")), fleetNode("c", []string{"z", "y2"})},
 			want:  "b",
+		},
+		{
+			name: "the bound on resident models evicts whatever memory is free",
+			// 80 GiB each, one model at a time (OLLAMA_MAX_LOADED_MODELS=1): a's y is the only copy.
+			nodes: []Node{maxLoaded(fleetNode("a", []string{"y"}, "x")), maxLoaded(fleetNode("b", []string{"z"}, "x")),
+				maxLoaded(fleetNode("c", []string{"z"}))},
+			want: "b",
 		},
 		{
 			name: "free memory beats any eviction",

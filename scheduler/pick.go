@@ -82,6 +82,8 @@ type nodeEval struct {
 	saved     float64 // seconds of prefill those tokens save
 	overBound bool    // the node is past the prefix load bound: no longer anyone's home
 	affKey    float64 // the node's weighted rendezvous key for the request's PrefixHash
+	harm      float64 // the eviction harm of loading the model there (evictionHarm)
+	harmSec   float64 // the reloads that eviction is expected to cost, seconds
 	idHash    uint64  // hashID of the node's ID
 	tps       float64
 	tpsSource tpsSource
@@ -143,6 +145,11 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 		// A request that queues also delays everything that queues behind it later; the cost
 		// counts its queueing QueueAversion times, so work spreads before queues build.
 		e.cost = e.wait + (s.cfg.QueueAversion-1)*queue
+		if s.cfg.Policy == PolicyHerd && !m.Resident && !m.Loading {
+			// A load that evicts a model its users will soon ask for again costs them its reload.
+			e.harm, e.harmSec = s.evictionHarm(snap, node, mi, modelVRAM(req, m), &d.order)
+			e.cost += e.harmSec
+		}
 		minCost = min(minCost, e.cost)
 		if req.PrefixHash != 0 {
 			// Weighted rendezvous hashing: the eligible node with the highest key is the home.
@@ -362,16 +369,30 @@ func loadingAnywhere(req *Request, snap *Snapshot) int {
 }
 
 // evictionHarm is the harm of loading model mi on node (Weights.Eviction): the idle resident
-// models it must evict, least recently used first, until need bytes fit, each counted 1, plus 2
-// when no other node of snap has it resident, plus 1 when it was used within EvictionRecent.
-// order is scratch.
-func evictionHarm(snap *Snapshot, node *Node, mi int, need uint64, order *[]int) float64 {
-	if need == 0 || node.VRAMTotalBytes == 0 {
-		return 0
+// models it must evict, least recently used first, until need bytes fit and the node's bound on
+// resident models allows one more, each counted 1, plus 2 when no other node of snap has it
+// resident, plus 1 when it was used within EvictionRecent. seconds is the same harm in the wait
+// model's terms: each evicted model's load time, times the chance its users ask for it again
+// before it could be reloaded at leisure (e^(−age ÷ EvictionRecent), from when it was last used),
+// a quarter of that when another node has it resident. order is scratch.
+func (s *Scheduler) evictionHarm(snap *Snapshot, node *Node, mi int, need uint64, order *[]int) (harm, seconds float64) {
+	// over is how many resident models must go for the backend's bound on resident models.
+	over := 0
+	if node.MaxLoadedModels > 0 {
+		resident := 0
+		for j := range node.Models {
+			if m := &node.Models[j]; j != mi && (m.Resident || m.Loading) {
+				resident++
+			}
+		}
+		over = resident + 1 - node.MaxLoadedModels
 	}
 	free := satSub(node.VRAMTotalBytes, node.VRAMUsedBytes)
-	if free >= need {
-		return 0
+	if node.VRAMTotalBytes == 0 || need == 0 {
+		free = math.MaxUint64 // unknown sizes fit
+	}
+	if free >= need && over <= 0 {
+		return 0, 0
 	}
 	o := (*order)[:0]
 	for j := range node.Models {
@@ -381,22 +402,33 @@ func evictionHarm(snap *Snapshot, node *Node, mi int, need uint64, order *[]int)
 	}
 	slices.SortFunc(o, func(a, b int) int { return node.Models[a].LastUsed.Compare(node.Models[b].LastUsed) })
 	*order = o
-	harm := 0.0
 	for _, j := range o {
-		if free >= need {
+		if free >= need && over <= 0 {
 			break
 		}
 		m := &node.Models[j]
-		free += m.VRAMBytes
+		free = satAdd(free, m.VRAMBytes)
+		over--
 		harm++
+		share := 0.25
 		if !residentElsewhere(snap, node, m.Name) {
 			harm += 2
+			share = 1
 		}
-		if !snap.Now.IsZero() && snap.Now.Sub(m.LastUsed) < EvictionRecent {
+		age := EvictionRecent // unknown: as if used that long ago
+		if !snap.Now.IsZero() && !m.LastUsed.IsZero() {
+			age = max(snap.Now.Sub(m.LastUsed), 0)
+		}
+		if age < EvictionRecent {
 			harm++
 		}
+		load := float64(unknownLoadSeconds)
+		if b := m.SizeBytes; b > 0 {
+			load = float64(b) / s.cfg.LoadBytesPerSecond
+		}
+		seconds += load * share * math.Exp(-age.Seconds()/EvictionRecent.Seconds())
 	}
-	return harm
+	return harm, seconds
 }
 
 // residentElsewhere reports whether a node of snap other than skip has model resident.
@@ -523,7 +555,7 @@ func (s *Scheduler) scoreHerd(req *Request, snap *Snapshot, d *Decision, minCost
 		if m.Resident || m.Loading {
 			sc.Resident = 1
 		} else if w.Eviction > 0 {
-			sc.Eviction = 1 / (1 + evictionHarm(snap, node, e.model, modelVRAM(req, m), &d.order))
+			sc.Eviction = 1 / (1 + e.harm)
 		}
 		if !node.Throttled {
 			sc.Throttle = 1
@@ -562,4 +594,11 @@ func satSub(a, b uint64) uint64 {
 		return 0
 	}
 	return a - b
+}
+
+func satAdd(a, b uint64) uint64 {
+	if a > math.MaxUint64-b {
+		return math.MaxUint64
+	}
+	return a + b
 }

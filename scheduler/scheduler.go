@@ -154,6 +154,10 @@ type Node struct {
 	// Throttled is true when a GPU is in thermal or power slowdown.
 	Throttled bool
 	Models    []NodeModel
+	// MaxLoadedModels is the most models the backend keeps resident (Ollama's
+	// OLLAMA_MAX_LOADED_MODELS); 0: no bound but memory. A load past it evicts the least recently
+	// used idle model even when memory is free.
+	MaxLoadedModels int
 	// MemoryBandwidthGBs is the peak memory bandwidth of the node's fastest GPU (from its models
 	// GPU profile); 0: unknown. It estimates decode speed for a model the node has not measured.
 	MemoryBandwidthGBs float64

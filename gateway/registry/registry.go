@@ -903,9 +903,11 @@ func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
 		Address: hb.Address,
 		Backend: hb.Backend,
 		Engine:  hb.Engine,
-		Healthy: true,
-		CanLoad: hb.Backend == agentapi.BackendOllama || hb.Backend == agentapi.BackendSim,
-		Slots:   hb.Slots,
+		// A load past the backend's bound on resident models evicts one whatever memory is free.
+		MaxLoadedModels: hb.MaxLoadedModels,
+		Healthy:         true,
+		CanLoad:         hb.Backend == agentapi.BackendOllama || hb.Backend == agentapi.BackendSim,
+		Slots:           hb.Slots,
 	}
 	var util float64
 	for _, g := range hb.GPUs {

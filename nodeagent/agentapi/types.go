@@ -106,6 +106,10 @@ type Heartbeat struct {
 	// Engine is the model server behind the backend when the agent knows it ("ollama",
 	// "llama.cpp", "vllm"): the gateway models its prompt cache accordingly.
 	Engine string `json:"engine,omitempty"`
+	// MaxLoadedModels is the most models the backend keeps resident at once (Ollama's
+	// OLLAMA_MAX_LOADED_MODELS) when the agent knows it; 0: unknown or no bound but memory. A
+	// load past it evicts a resident model however much memory is free.
+	MaxLoadedModels int `json:"max_loaded_models,omitempty"`
 	// Simulated is true when the GPUs and the backend are nodeagent/sim models, not hardware.
 	Simulated bool   `json:"simulated"`
 	Version   string `json:"version"`

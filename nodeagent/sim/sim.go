@@ -316,6 +316,10 @@ func (n *Node) Close() error {
 // Engine is the model server the node behaves like (EngineOllama or EngineVLLM).
 func (n *Node) Engine() string { return n.engine }
 
+// MaxLoadedModels is the most models the node keeps resident (0: no bound but VRAM), reported
+// in heartbeats so that the gateway counts the evictions a load forces.
+func (n *Node) MaxLoadedModels() int { return n.maxLoaded }
+
 // notifyLocked wakes every request waiting for the node's models to change.
 func (n *Node) notifyLocked() {
 	close(n.changed)
