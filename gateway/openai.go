@@ -307,7 +307,7 @@ func (k *call) prepare(h http.Header) *APIError {
 	k.req = scheduler.Request{
 		Model:          name,
 		Class:          k.class,
-		PromptTokens:   k.info.promptBytes / 4, // about four bytes of JSON text per token
+		PromptTokens:   k.s.core.tpb.tokens(name, k.info.promptBytes),
 		MaxTokens:      k.info.maxTokens,
 		PrefixHash:     k.info.prefixHash,
 		ModelVRAMBytes: vram,
@@ -316,6 +316,7 @@ func (k *call) prepare(h http.Header) *APIError {
 		Exclude:        k.excl[:0],
 	}
 	k.prefix = k.s.core.prefix.Match(snap, name, k.info.chain.Links(), k.prefix[:0])
+	k.s.core.tpb.scale(name, k.prefix)
 	k.req.Prefix = k.prefix
 	if k.s.core.chwbl {
 		k.req.RoutingKey = chwblKey(k.body, k.info.firstUser)
@@ -342,6 +343,18 @@ func (k *call) scan(scan func([]byte, *bodyInfo) *APIError) *APIError {
 func findModel(snap *scheduler.Snapshot, name []byte, ollamaOnly bool) (string, uint64, bool) {
 	var found string
 	var vram uint64
+	if snap.ByModel != nil {
+		// The index is keyed by string; the conversion does not allocate in a map lookup.
+		for _, ref := range snap.ByModel[string(name)] {
+			n := &snap.Nodes[ref.Node]
+			if ollamaOnly && n.Backend == agentapi.BackendOpenAI {
+				continue
+			}
+			m := &n.Models[ref.Model]
+			found, vram = m.Name, max(vram, m.VRAMBytes)
+		}
+		return found, vram, found != ""
+	}
 	for i := range snap.Nodes {
 		if ollamaOnly && snap.Nodes[i].Backend == agentapi.BackendOpenAI {
 			continue
@@ -428,6 +441,7 @@ func (k *call) finish(res result) {
 	s.metrics.observeRequest(label, k.node, statusText(status), latency)
 	if status/100 == 2 {
 		prompt, completion := k.mt.tokens(k.info.stream)
+		s.core.tpb.observe(k.model, prompt, k.info.promptBytes)
 		tenant := defaultTenant
 		if k.tenant != nil && k.tenant.name != "" {
 			tenant = k.tenant.name

@@ -23,10 +23,12 @@
 //     that its registry is shared (Redis: every gateway reads it). A gateway whose registry is
 //     its own (embedded, or Redis unreachable) answers "local", and the agent then sends the
 //     heartbeat to every other gateway in its list as well.
-//   - Each start of the agent has its own instance ID, sent in every heartbeat. A gateway refuses
-//     (409 node_id_conflict) an instance claiming a node ID another live instance at another
-//     address holds; the agent then logs an error naming the holder and keeps trying every
-//     interval, so it takes the ID over once the holder stops. It does not exit: a supervisor
+//   - Each start of the agent has its own instance ID, sent in every heartbeat and logged only
+//     as agentapi.InstanceFingerprint. A gateway refuses (409 node_id_conflict) an instance
+//     claiming a node ID another live instance holds (at any address, so a restarted agent too
+//     waits until its previous start has been silent for the stale window); the agent then logs
+//     an error naming the holder and keeps trying every interval, so it takes the ID over once
+//     the holder stops. It does not exit: a supervisor
 //     would only restart it into the same refusal.
 package nodeagent
 
@@ -70,10 +72,6 @@ func WithLogger(l *slog.Logger) Option { return func(a *Agent) { a.log = l } }
 // WithClock sets the clock used for timings (default the system clock); tests pass a fake one
 // to make measured speeds exact.
 func WithClock(c clock.Clock) Option { return func(a *Agent) { a.clock = c } }
-
-// WithHTTPClient sets the client used for heartbeats and peer copies (default
-// agentapi.DefaultHTTPClient()).
-func WithHTTPClient(hc *http.Client) Option { return func(a *Agent) { a.hc = hc } }
 
 // Agent is one node's agent. Create it with New, serve it with Run (or mount Handler yourself).
 type Agent struct {
@@ -138,9 +136,7 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 	for _, o := range opts {
 		o(a)
 	}
-	if a.hc == nil {
-		a.hc = agentapi.DefaultHTTPClient()
-	}
+	a.hc = agentapi.DefaultHTTPClient()
 	a.log = a.log.With("component", "agent", "node", cfg.NodeID)
 	a.hostname, _ = os.Hostname()
 	a.startedAt = a.clock.Now()
@@ -639,7 +635,7 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 			if !l.refused || now.Sub(l.lastRefusalLoggedAt) >= time.Minute {
 				log.Error("gateway refused this agent: its node id is held by another live agent; "+
 					"this node gets no work until that agent stops (retrying every interval) or this one gets another --node-id",
-					"instance", a.instance, "err", err)
+					"instance_fp", agentapi.InstanceFingerprint(a.instance), "err", err)
 				l.lastRefusalLoggedAt = now
 			}
 			l.refused = true
@@ -654,7 +650,7 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 	}
 	switch {
 	case l.refused:
-		log.Info("node id acquired: heartbeat accepted", "instance", a.instance)
+		log.Info("node id acquired: heartbeat accepted", "instance_fp", agentapi.InstanceFingerprint(a.instance))
 	case l.failing:
 		log.Info("heartbeat accepted again", "failed_beats", l.failures)
 	case !l.everOK:

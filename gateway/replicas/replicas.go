@@ -64,12 +64,15 @@ type Controller struct {
 	// min is the wanted count of resident copies by model; every the pass interval.
 	min   map[string]int
 	every time.Duration
-	// bounds are the models scaled by demand; waiting reports their queues; loads, when set, is
+	// loads are the load goroutines Reconcile started; Run waits for them before it returns, so
+	// that a gateway shutting down has no load still talking to an agent.
+	loads sync.WaitGroup
+	// bounds are the models scaled by demand; waiting reports their queues; starts, when set, is
 	// told of every load started; drops counts, per "model/node", the passes in a row Scale
 	// asked to drop that replica.
 	bounds  map[string]scheduler.ReplicaBounds
 	waiting Waiting
-	loads   Loads
+	starts  Loads
 	mu      sync.Mutex
 	drops   map[string]int
 }
@@ -81,7 +84,7 @@ func (s *Controller) WithDemand(bounds map[string]scheduler.ReplicaBounds, waiti
 	for m, b := range bounds {
 		s.bounds[models.NormalizeName(m)] = b
 	}
-	s.waiting, s.loads = waiting, loads
+	s.waiting, s.starts = waiting, loads
 	return s
 }
 
@@ -100,7 +103,10 @@ func New(reg Registry, plan Planner, agents Agents, log *slog.Logger, min map[st
 // Run keeps the replicas warm until ctx is done. Each pass asks the placement planner (scheduler.Replicas) which nodes should load which
 // model and what idle models they must evict first. Loads go only to nodes that already have the
 // weights: a warm replica must never turn into a multi-gigabyte download nobody asked for.
+// When ctx is done it returns once the loads it started have ended (their requests are made
+// under ctx, so they end promptly).
 func (s *Controller) Run(ctx context.Context) {
+	defer s.loads.Wait()
 	var pending sync.Map // "node/model" → struct{}: a load under way, not yet in a heartbeat
 	t := time.NewTicker(s.every)
 	defer t.Stop()
@@ -145,7 +151,7 @@ func (s *Controller) Reconcile(ctx context.Context, pending *sync.Map) []schedul
 			continue
 		}
 		client := s.agents.For(view)
-		go func() {
+		s.loads.Go(func() {
 			defer pending.Delete(key)
 			lctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 			defer cancel()
@@ -155,15 +161,15 @@ func (s *Controller) Reconcile(ctx context.Context, pending *sync.Map) []schedul
 					return
 				}
 			}
-			if s.loads != nil {
-				s.loads.StartLoad(plan.Node, plan.Model)
+			if s.starts != nil {
+				s.starts.StartLoad(plan.Node, plan.Model)
 			}
 			if err := client.Load(lctx, agentapi.ModelRequest{Model: plan.Model, KeepAlive: "-1"}); err != nil {
 				s.log.Warn("min_replicas: load failed", "node", plan.Node, "model", plan.Model, "err", err)
 				return
 			}
 			s.log.Info("min_replicas: replica loaded", "node", plan.Node, "model", plan.Model, "evicted", len(plan.Evict))
-		}()
+		})
 		done = append(done, plan)
 	}
 	return done
@@ -206,13 +212,13 @@ func (s *Controller) scale(ctx context.Context, snap *scheduler.Snapshot, want m
 		}
 		s.log.Info("replicas: dropping an idle replica", "model", d.Model, "node", d.Drop, "replicas", d.Replicas, "demand", d.Demand, "capacity", d.Capacity)
 		client := s.agents.For(view)
-		go func() {
+		s.loads.Go(func() {
 			uctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
 			if err := client.Unload(uctx, agentapi.ModelRequest{Model: d.Model}); err != nil {
 				s.log.Warn("replicas: unload failed", "node", d.Drop, "model", d.Model, "err", err)
 			}
-		}()
+		})
 	}
 	for key := range s.drops {
 		if !asked[key] {
