@@ -160,6 +160,9 @@ func (p *SimProbe) load() Options {
 
 	if l.SLOTTFT == 0 && l.SLOTPOT == 0 {
 		l.SLOTTFT, l.SLOTPOT = CapacityDefaultSLOTTFT, CapacityDefaultSLOTPOT
+		if l.Workload == WorkloadMultiModel {
+			l.SLOTTFT = MultiModelSLOTTFT
+		}
 	}
 	if l.Workload == "" {
 		l.Workload = WorkloadSharedPrefix
@@ -422,6 +425,12 @@ func runCapacity(ctx context.Context, o ScenarioOptions) (*CapacityReport, error
 	}
 	if so.MaxProbes <= 0 {
 		so.MaxProbes = CapacityDefaultProbes
+	}
+	if so.Min <= 0 && (o.Load.Workload == WorkloadMultiTurn || o.Load.Workload == WorkloadMultiModel) {
+		// These probes are long, and a policy that fails at every rate (the prefill of a cold
+		// 8k-token conversation takes longer than the TTFT SLO on a slow GPU, whatever the load)
+		// should not spend its budget halving down to start ÷ 64.
+		so.Min = so.Start / 8
 	}
 	so, err := so.withDefaults()
 	if err != nil {

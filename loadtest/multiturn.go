@@ -94,6 +94,8 @@ func (r *runner) sessions(ctx, runCtx context.Context, epoch time.Time, wg *sync
 	deadline := epoch.Add(o.Duration)
 	per := make([][]Sample, users)
 	var next atomic.Uint64
+	// stop ends the users' think times at the deadline (its timer frees it then; collect too).
+	stop, cancelStop := context.WithDeadline(ctx, deadline)
 	for u := range users {
 		wg.Add(1)
 		go func() {
@@ -105,7 +107,7 @@ func (r *runner) sessions(ctx, runCtx context.Context, epoch time.Time, wg *sync
 			defer timer.Stop()
 			for {
 				select {
-				case <-ctx.Done():
+				case <-stop.Done(): // the run ends, or its Duration does
 					return
 				case <-timer.C:
 				}
@@ -126,6 +128,7 @@ func (r *runner) sessions(ctx, runCtx context.Context, epoch time.Time, wg *sync
 		}()
 	}
 	return func() []Sample {
+		cancelStop()
 		var all []Sample
 		for _, p := range per {
 			all = append(all, p...)

@@ -1,9 +1,15 @@
 package loadtest
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -94,5 +100,71 @@ func TestMultiModelZipf(t *testing.T) {
 	}
 	if err := json.Unmarshal(g.body(5), &body); err != nil || !strings.Contains(strings.Join(models, ","), body.Model) || body.MaxTokens != MultiModelMaxTokens {
 		t.Errorf("body %+v, %v", body, err)
+	}
+}
+
+// recordingTurns serves chat completions and keeps each request's message count per system
+// prompt + first user message (a conversation).
+type recordingTurns struct {
+	mu    sync.Mutex
+	turns map[string][]int
+	at    []time.Duration
+	start time.Time
+	next  http.Handler
+}
+
+func (h *recordingTurns) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	var req struct {
+		Messages []chatMessage `json:"messages"`
+	}
+	if json.Unmarshal(body, &req) == nil && len(req.Messages) >= 2 {
+		h.mu.Lock()
+		key := req.Messages[0].Content[:40] + "|" + req.Messages[1].Content
+		h.turns[key] = append(h.turns[key], len(req.Messages))
+		h.at = append(h.at, time.Since(h.start))
+		h.mu.Unlock()
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	h.next.ServeHTTP(w, r)
+}
+
+// The multi-turn users hold conversations: each conversation's requests come one turn after the
+// other, growing by one exchange (or start over after the last turn); no request leaves after the
+// duration; the warm-up's requests are left out of the report.
+func TestMultiTurnSessions(t *testing.T) {
+	h := &recordingTurns{turns: map[string][]int{}, start: time.Now(), next: NewFakeBackend(FaultOK, FakeOptions{})}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	// 48 users at 96 req/s: a mean think time of 0.5 s.
+	rep, err := Run(context.Background(), Options{Target: srv.URL, Workload: WorkloadMultiTurn, RPS: 96, Duration: 3 * time.Second,
+		WarmUp: time.Second, Seed: 1, Stream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if rep.Users != MultiTurnUsers || rep.WarmUpS != 1 {
+		t.Errorf("users %d, warm-up %v", rep.Users, rep.WarmUpS)
+	}
+	total := 0
+	for key, counts := range h.turns {
+		total += len(counts)
+		for i := 1; i < len(counts); i++ {
+			if counts[i] != counts[i-1]+2 && counts[i] != 2 {
+				t.Errorf("conversation %q: %d messages after %d", key[:60], counts[i], counts[i-1])
+			}
+		}
+	}
+	if total < 100 || len(h.turns) < MultiTurnUsers {
+		t.Errorf("%d requests in %d conversations", total, len(h.turns))
+	}
+	for _, at := range h.at {
+		if at > 3*time.Second+500*time.Millisecond {
+			t.Errorf("a request arrived %v into a 3s run", at)
+		}
+	}
+	if rep.Sent >= total || rep.Sent == 0 {
+		t.Errorf("report counts %d of %d requests: the warm-up's should be left out", rep.Sent, total)
 	}
 }

@@ -112,6 +112,10 @@ func realWorkloads(sz realSizes, seed uint64) []realWorkload {
 			}
 		}
 	}
+	// In a seeded random order: a fixed cycle of presets would line up with round robin's cycle
+	// over the nodes and hand it a perfect affinity no real office would.
+	shuffle := rng(6, 0)
+	shuffle.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 	preset.rounds = [][]realRequest{all}
 
 	// Multi-turn: conversations under the presets, each turn re-sending the history.
@@ -130,6 +134,8 @@ func realWorkloads(sz realSizes, seed uint64) []realWorkload {
 			}
 			round = append(round, realRequest{model: m0, messages: msgs})
 		}
+		// Conversations take turns in a different order each round, for the same reason.
+		rng(7, uint64(t)).Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })
 		conv.rounds = append(conv.rounds, round)
 	}
 

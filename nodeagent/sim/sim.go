@@ -18,11 +18,16 @@
 //     (InFlight reports both counts);
 //  2. loads its model if it is not resident: the model is placed on the healthy GPU with the most
 //     free memory, or split across GPUs when no single one can hold it (llama.cpp's layer split),
-//     after evicting least-recently-used idle models if memory is short. Its footprint is
+//     after evicting idle models if memory is short or MaxLoadedModels are loaded (least recently
+//     used first; EngineOllama: in Ollama's order, see victimLocked). Its footprint is
 //     models.EstimateVRAM at the node's per-slot context for SlotsPerGPU slots. Loading takes
-//     weights ÷ 2 GB/s (disk) + 1 s. A model bigger than all healthy GPUs together, or one that
-//     cannot fit while the other models are busy, fails with a 503;
-//  3. prefills its prompt at models.PrefillTokensPerSecond, skipping the part of the prompt whose
+//     weights ÷ 2 GB/s (disk) + weights ÷ the GPU's PCIe link (models.PCIeBytesPerSecond) + 1 s.
+//     A model bigger than all healthy GPUs together fails with a 503; one that cannot fit while
+//     the other models are busy fails with a 503 (EngineVLLM) or waits for one to finish
+//     (EngineOllama);
+//  3. prefills its prompt at models.PrefillTokensPerSecond, skipping the part its engine has
+//     cached: EngineOllama, the longest common prefix with the last prompt of the free slot it
+//     takes (one prompt per slot and loaded model, as Ollama's runner keeps them); EngineVLLM, the
 //     64-token blocks this node has seen before for the same loaded model (a KV prefix cache,
 //     least recently used blocks evicted beyond slots × ContextLength tokens: the KV memory the
 //     node allocates);
@@ -51,9 +56,14 @@
 //     2 sequences 1.73×, 4 sequences 2.84× at a 512-token context, 2.61× at 4k); 0.6 sits in the
 //     middle of that range at chat contexts. maxBatchGain 8 (compute bound beyond it) is never
 //     reached at the default 4 slots per GPU (4^0.6 ≈ 2.3).
-//   - Model load: weights ÷ 2 GB/s (a PCIe 3/4 NVMe drive's sequential read) + 1 s (CUDA context
-//     and graph reservation, as llama.cpp runners take on start); pulls at 100 MB/s (a gigabit
-//     link, roughly): modelling choices, not measurements.
+//   - Model load: weights ÷ 2 GB/s (a PCIe 3/4 NVMe drive's sequential read) + weights over the
+//     GPU's host link (the datasheets' PCIe generation, 80% of its nominal rate) + 1 s (CUDA
+//     context and graph reservation, as llama.cpp runners take on start); pulls at 100 MB/s (a
+//     gigabit link, roughly): modelling choices, not measurements.
+//   - Ollama's prompt cache and eviction: runner/llamarunner/cache.go (LoadCacheSlot,
+//     findLongestCacheSlot) and server/sched.go (findRunnerToUnload, defaultModelsPerGPU) of
+//     Ollama 0.17.4, and its behaviour measured with OLLAMA_DEBUG=1 (sequential requests reuse
+//     slot 0; prompt_eval_count stays the whole prompt on a hit).
 //   - Thermal slowdown halves the speed: NVML documents thermal HW slowdown as "reducing core
 //     clocks by a factor of 2 or more" (nvml.h, NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN).
 //   - KV prefix cache in 64-token blocks: vLLM's prefix caching works in KV blocks (16 tokens by
