@@ -239,12 +239,7 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			w = aw
 		}
 		a.metered(w, r, endpoint, model, func(mw http.ResponseWriter, r *http.Request) {
-			if a.backend.Simulated() {
-				// The simulator sees a request as an engine would, without herd's own headers,
-				// so that no routing result can come from the simulator knowing herd.
-				r = withoutHerdHeaders(r)
-			}
-			a.backend.ServeInference(mw, r, route, body)
+			a.serveBackend(mw, r, route, body)
 			if tw != nil {
 				tw.Finish()
 			}
@@ -430,7 +425,7 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 		r.Body = io.NopCloser(bytes.NewReader(up.Body))
 		r.ContentLength = int64(len(up.Body))
 		a.metered(tw, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
-			a.backend.ServeInference(mw, r, up.Path, up.Body)
+			a.serveBackend(mw, r, up.Path, up.Body)
 			tw.Finish()
 			if aw != nil {
 				aw.finish()
@@ -734,6 +729,16 @@ func (a *Agent) serveFault(w http.ResponseWriter, r *http.Request) {
 	}
 	a.sampleGPUs(r.Context())
 	writeJSON(w, agentapi.Progress{Node: a.cfg.NodeID, Status: "success"})
+}
+
+// serveBackend hands one inference request to the backend. The simulator sees it as an engine
+// would, without herd's own headers, so that no routing result can come from the simulator
+// knowing herd.
+func (a *Agent) serveBackend(w http.ResponseWriter, r *http.Request, route string, body []byte) {
+	if a.backend.Simulated() {
+		r = withoutHerdHeaders(r)
+	}
+	a.backend.ServeInference(w, r, route, body)
 }
 
 // withoutHerdHeaders is r with every X-Herd-* header removed (a shallow copy; r is unchanged).
