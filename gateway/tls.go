@@ -348,3 +348,11 @@ func withAgentTLS(t *http.Transport, conf *tls.Config) *http.Transport {
 	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}
 	return t
 }
+
+// CAFingerprint is the cluster CA's fingerprint ("" with TLS off).
+func (s *Server) CAFingerprint() string {
+	if s.pki == nil {
+		return ""
+	}
+	return s.pki.Fingerprint()
+}

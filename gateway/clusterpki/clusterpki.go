@@ -255,13 +255,11 @@ type BadRequestError struct{ Msg string }
 func (e *BadRequestError) Error() string { return e.Msg }
 
 // PeerNode returns the node a request's verified client certificate names: ErrNoCertificate when
-// it carries none (or a gateway's), ErrRevoked when the node was revoked since.
+// it carries none (or a gateway's), ErrRevoked (with the node's name) when the node was revoked
+// since.
 func (a *Authority) PeerNode(cs *tls.ConnectionState) (string, error) {
 	id, err := a.peer(cs, x509.ExtKeyUsageClientAuth)
-	if err != nil {
-		return "", err
-	}
-	return id.Name, nil
+	return id.Name, err
 }
 
 // peer checks a verified peer certificate: a node's, not revoked.
