@@ -81,7 +81,6 @@ func (s *Server) initTLS(ctx context.Context, now func() time.Time) error {
 		ClientAuth:     tls.VerifyClientCertIfGiven,
 		ClientCAs:      a.Pool(),
 		GetCertificate: a.GetCertificate,
-		Time:           a.Time,
 	}
 	if s.cfg.TLSCert != "" {
 		fc, err := pki.NewFileCert(s.cfg.TLSCert, s.cfg.TLSKey, now)
@@ -331,7 +330,6 @@ func (s *Server) handleRevoke(c *gin.Context) {
 	s.log.Warn("admin revoked a node", "node", id, "remote", c.Request.RemoteAddr)
 	c.JSON(http.StatusOK, api.Revocation{Node: id, Revoked: true})
 }
-
 
 // withAgentTLS gives the request path's transport to agents the cluster's client TLS and
 // HTTP/2, so thousands of concurrent streams to one agent share a few connections (nil conf:

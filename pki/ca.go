@@ -66,8 +66,8 @@ const (
 // node joins again.
 const caValidity = 10 * 365 * 24 * time.Hour
 
-// clockSkew is how far back a certificate's NotBefore is put for peers whose clocks run behind.
-// Node certificates do not get it: their NotBefore orders them against revocations (Revoked).
+// clockSkew is how far back a certificate's NotBefore is put before its issue time, for peers
+// whose clocks run behind; IssuedAt adds it back.
 const clockSkew = 5 * time.Minute
 
 // maxPEM bounds a PEM input (a CSR or certificate from outside): far above any real one.
@@ -235,10 +235,9 @@ func LoadCA(dir string) (*CA, error) {
 }
 
 // Issue signs a certificate for pub naming id (URI SAN) and hosts (IP or DNS SANs), for the
-// given use (client or server authentication), valid from notBefore for ttl; it returns it in
-// PEM. notBefore is not moved back for clock skew: for node certificates it orders the
-// certificate against revocations.
-func (ca *CA) Issue(pub crypto.PublicKey, id Identity, hosts []string, usage x509.ExtKeyUsage, notBefore time.Time, ttl time.Duration) ([]byte, error) {
+// given use (client or server authentication), issued at issuedAt and valid until ttl after it;
+// it returns it in PEM. Its NotBefore is clockSkew before issuedAt (IssuedAt reads it back).
+func (ca *CA) Issue(pub crypto.PublicKey, id Identity, hosts []string, usage x509.ExtKeyUsage, issuedAt time.Time, ttl time.Duration) ([]byte, error) {
 	if err := checkPublicKey(pub); err != nil {
 		return nil, err
 	}
@@ -249,7 +248,8 @@ func (ca *CA) Issue(pub crypto.PublicKey, id Identity, hosts []string, usage x50
 	if err != nil {
 		return nil, err
 	}
-	notAfter := notBefore.Add(ttl)
+	notBefore := issuedAt.Add(-clockSkew)
+	notAfter := issuedAt.Add(ttl)
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
 	}
@@ -276,20 +276,23 @@ func (ca *CA) Issue(pub crypto.PublicKey, id Identity, hosts []string, usage x50
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
-// IssueTLS makes a key and a certificate for it (see Issue) and returns them ready for a
-// tls.Config; notBefore is moved back for clock skew (use it for gateways' own certificates).
+// IssueTLS makes a key and a certificate for it (see Issue) and returns them in PEM.
 func (ca *CA) IssueTLS(id Identity, hosts []string, usage x509.ExtKeyUsage, now time.Time, ttl time.Duration) (certPEM, keyPEM []byte, err error) {
 	key, err := NewKey()
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: %w", err)
 	}
-	certPEM, err = ca.Issue(key.Public(), id, hosts, usage, now.Add(-clockSkew), ttl+clockSkew)
+	certPEM, err = ca.Issue(key.Public(), id, hosts, usage, now, ttl)
 	if err != nil {
 		return nil, nil, err
 	}
 	keyPEM, err = KeyPEM(key)
 	return certPEM, keyPEM, err
 }
+
+// IssuedAt is when a certificate Issue made was issued (to the second): revocations are ordered
+// by it.
+func IssuedAt(cert *x509.Certificate) time.Time { return cert.NotBefore.Add(clockSkew) }
 
 // Verify checks that cert chains to the CA for the given use at now and returns its identity.
 func (ca *CA) Verify(cert *x509.Certificate, usage x509.ExtKeyUsage, now time.Time) (Identity, error) {

@@ -12,15 +12,16 @@
 //     CSR; it gets a client certificate and a server certificate, both naming herd://node/<id>
 //     and the host of the URL it advertises. A node ID that a live node holds cannot be joined.
 //   - Revoking a node records the time; every certificate of that node issued at or before it is
-//     refused from then on (a node certificate's NotBefore is its issue time), so a node that
+//     refused from then on (pki.IssuedAt), so a node that
 //     joins again later with a new token is accepted. Gateways re-read the revocations every
 //     second, and check them on every request, not only at the handshake, so connections that
 //     are already open are refused too.
-//   - Peers' certificates are verified with a clock one minute ahead, so a certificate another
-//     gateway issued a moment ago is not "not yet valid" on a gateway whose clock is behind.
+//   - Certificates are valid from five minutes before they are issued, so one another gateway
+//     issued a moment ago is not "not yet valid" on a gateway whose clock is a little behind.
 package clusterpki
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -29,11 +30,13 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
 	"unicode"
 
+	"github.com/herd-llm/herd/atomicfile"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/pki"
 )
@@ -49,9 +52,6 @@ const MaxJoinTokenTTL = 7 * 24 * time.Hour
 
 // gatewayCertTTL is the life of a gateway's own certificates (renewed in Run at two thirds).
 const gatewayCertTTL = 7 * 24 * time.Hour
-
-// verifySkew is how far ahead of the local clock peers' certificates are checked.
-const verifySkew = time.Minute
 
 // revocationPoll is how often revocations are read back from the store.
 const revocationPoll = time.Second
@@ -134,6 +134,17 @@ func Open(ctx context.Context, cfg Config) (*Authority, error) {
 		}
 	}
 	a.ca, a.pool = ca, ca.Pool()
+	// The CA certificate (public) beside the data, for clients: --ca-file, NODE_EXTRA_CA_CERTS.
+	if old, err := os.ReadFile(filepath.Join(dir, pki.CACertFile)); err != nil || !bytes.Equal(old, ca.CertPEM) {
+		err := os.MkdirAll(dir, 0o700)
+		if err == nil {
+			err = atomicfile.Write(filepath.Join(dir, pki.CACertFile), ca.CertPEM, 0o644)
+		}
+		if err != nil {
+			_ = st.close()
+			return nil, fmt.Errorf("clusterpki: write the CA certificate: %w", err)
+		}
+	}
 	if err := a.issueOwn(); err != nil {
 		_ = st.close()
 		return nil, err
@@ -212,9 +223,6 @@ func (a *Authority) CACertPEM() []byte { return a.ca.CertPEM }
 // Pool holds the cluster CA.
 func (a *Authority) Pool() *x509.CertPool { return a.pool }
 
-// Time is the clock peers' certificates are verified with (see the package doc).
-func (a *Authority) Time() time.Time { return a.now().Add(verifySkew) }
-
 // GetCertificate serves the gateway's certificate from the cluster CA.
 func (a *Authority) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return a.serve.GetCertificate(hello)
@@ -228,7 +236,6 @@ func (a *Authority) ClientTLS() *tls.Config {
 		MinVersion:           tls.VersionTLS12,
 		RootCAs:              a.pool,
 		GetClientCertificate: a.cli.GetClientCertificate,
-		Time:                 a.Time,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			_, err := a.peer(&cs, x509.ExtKeyUsageServerAuth)
 			return err
@@ -292,7 +299,7 @@ func (a *Authority) revokedCert(node string, leaf *x509.Certificate) bool {
 	a.mu.RLock()
 	at, ok := a.revoked[node]
 	a.mu.RUnlock()
-	return ok && !leaf.NotBefore.After(at.Truncate(time.Second))
+	return ok && !pki.IssuedAt(leaf).After(at.Truncate(time.Second))
 }
 
 // NewJoinToken makes a join token valid for ttl (0: DefaultJoinTokenTTL) and returns its written
