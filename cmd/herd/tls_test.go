@@ -510,3 +510,17 @@ func TestCertificateRenewal(t *testing.T) {
 		t.Fatalf("chat after renewal: %d %s", st, body)
 	}
 }
+
+// TestNodeClientsOverHTTPS runs the openai npm SDK and ollama-js suites against a gateway serving
+// HTTPS from its cluster CA, trusted through NODE_EXTRA_CA_CERTS (and nothing else: Node's own
+// roots do not know the CA), in front of an agent that joined with a token. About 15 s.
+func TestNodeClientsOverHTTPS(t *testing.T) {
+	herdBinary(t)
+	node, npm := nodeTools(t)
+	modules := installNodeClients(t, npm)
+	g := startTLSGateway(t, "gateway", t.TempDir(), "--api-keys", jsClientKey)
+	joinSimAgent(t, g, "gpu-js", t.TempDir(), nil, "", "", "--sim-models", "llama3.2:1b,nomic-embed-text", "--sim-preload", "llama3.2:1b,nomic-embed-text")
+	waitFor(t, 30*time.Second, "gpu-js registered", func() bool { return g.nodeUp(t, "gpu-js") })
+	runNodeClientFiles(t, node, modules, g.url, "llama3.2:1b", "nomic-embed-text", false,
+		[]string{"openai.test.js", "ollama.test.js"}, []string{"NODE_EXTRA_CA_CERTS=" + g.caFile})
+}
