@@ -6,9 +6,12 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,4 +223,55 @@ func FuzzJoinEndpoint(f *testing.F) {
 			t.Fatalf("status %d for %q: %s", w.Code, body, w.Body)
 		}
 	})
+}
+
+// The request path's transport to agents speaks HTTP/2 over TLS, many streams on one connection.
+func TestAgentTransportIsHTTP2(t *testing.T) {
+	s := newTLSServer(t)
+	var conns atomic.Int32
+	agent := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = w.Write([]byte(r.Proto))
+	}))
+	agent.EnableHTTP2 = true
+	agent.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	agent.StartTLS()
+	defer agent.Close()
+	conf := s.agentClientTLS()
+	conf.RootCAs = x509.NewCertPool()
+	conf.RootCAs.AddCert(agent.Certificate())
+	conf.VerifyConnection = nil // httptest's certificate is not a node's
+	rt := withAgentTLS(newAgentTransport(), conf)
+	// One request opens the connection (concurrent first requests each dial one, as net/http
+	// does); the next 50 at once share it.
+	if req, _ := http.NewRequest(http.MethodGet, agent.URL, nil); true {
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodGet, agent.URL, nil)
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				t.Errorf("proto %s", resp.Proto)
+			}
+		})
+	}
+	wg.Wait()
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("51 requests (50 at once) took %d connections, want 1", n)
+	}
 }
