@@ -200,7 +200,8 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		tracer:      tracerFrom(o.tracerProvider),
 	}
 	if s.core.transport == nil {
-		s.core.transport = withAgentTLS(newAgentTransport(), s.agentClientTLS())
+		s.h2cHosts = &sync.Map{}
+		s.core.transport = newAgentRoundTripper(s.agentClientTLS(), s.h2cHosts)
 	}
 	s.core.adm = admission.New(reg, sched.Pick, o.clock, admission.Config{
 		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),

@@ -235,6 +235,11 @@ type Server struct {
 	// certNodes holds the node IDs this gateway has seen heartbeat with a certificate: the
 	// cluster token cannot claim them.
 	certNodes sync.Map
+	// refusalLogged rate-limits the log lines of refused nodes (key → time.Time).
+	refusalLogged sync.Map
+	// h2cHosts holds the host:port of loopback agents that speak HTTP/2 without TLS (nil when the
+	// transport to agents was given with WithTransport).
+	h2cHosts *sync.Map
 
 	// Owned by bulk generation and presets.
 	presets   *presets.Book

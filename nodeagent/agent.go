@@ -386,6 +386,7 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 		IntervalMS:     a.cfg.HeartbeatInterval.Milliseconds(),
 		SentAt:         now,
 		StartedAt:      a.startedAt,
+		H2C:            a.cfg.Certs == nil,
 	}
 	if hb.GPUs == nil {
 		hb.GPUs = []agentapi.GPU{}
@@ -548,6 +549,7 @@ type gatewayLink struct {
 	url                 string
 	failing, everOK     bool
 	refused             bool
+	revoked             bool
 	failures            int
 	lastRefusalLoggedAt time.Time
 }
@@ -639,6 +641,14 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 				l.lastRefusalLoggedAt = now
 			}
 			l.refused = true
+			return reply, err
+		}
+		var ae *agentapi.APIError
+		if errors.As(err, &ae) && ae.Code == agentapi.CodeNodeRevoked {
+			if !l.revoked {
+				log.Error("this node's certificates were revoked: gateways refuse it; remove the --data folder and join again with a new join token", "err", err)
+			}
+			l.revoked = true
 			return reply, err
 		}
 		l.failures++

@@ -460,7 +460,12 @@ func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ W
 		} else {
 			fmt.Fprintf(out, "  backend: %s\n", r.backend)
 		}
-		fmt.Fprintf(out, "  dashboard: %[1]s://%[2]s/   metrics: %[1]s://%[2]s/metrics\n  curl %[1]s://%[2]s/v1/models\n  herd nodes --url %[1]s://%[2]s\n\n", scheme, gwAddr)
+		if scheme == "https" {
+			ca := filepath.Join(doc.Gateway.DataDir, "pki", "ca.crt")
+			fmt.Fprintf(out, "  dashboard: https://%[1]s/   metrics: https://%[1]s/metrics   (trust %[2]s)\n  curl --cacert %[2]s https://%[1]s/v1/models\n  herd nodes --url https://%[1]s --ca-file %[2]s\n\n", gwAddr, ca)
+		} else {
+			fmt.Fprintf(out, "  dashboard: http://%[1]s/   metrics: http://%[1]s/metrics\n  curl http://%[1]s/v1/models\n  herd nodes --url http://%[1]s\n\n", gwAddr)
+		}
 	case <-gctx.Done():
 	}
 	return g.Wait()
