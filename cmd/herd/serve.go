@@ -89,7 +89,7 @@ func commonFlags(fs *pflag.FlagSet, doc *document) {
 func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.StringVar(&g.Listen, "listen", g.Listen, "address to serve the OpenAI API on")
 	fs.StringVar(&g.DataDir, "data", g.DataDir, "data directory (files, batches, embedded store)")
-	fs.StringVar(&g.ClusterToken, "cluster-token", g.ClusterToken, "shared secret between gateway and agents")
+	fs.StringVar(&g.ClusterToken, "cluster-token", g.ClusterToken, "shared secret between gateway and agents: the weaker lab mode (with TLS, agents join with herd nodes join-token instead)")
 	listFlag(fs, &g.APIKeys, "api-keys", "client API keys ('Authorization: Bearer KEY'): tenants with scopes inference and batch, not admin")
 	listFlag(fs, &g.AdminKeys, "admin-keys", "admin API keys: tenants with scopes inference, batch and admin (/admin/v1)")
 	fs.Int64Var(&g.MaxBodyBytes, "max-body-bytes", g.MaxBodyBytes, "largest request body accepted on the inference routes (and batch input line)")
