@@ -88,8 +88,10 @@ func TestNodeHijackRefused(t *testing.T) {
 				bodies   []string
 			)
 			stop := make(chan struct{})
+			for name := range claims {
+				statuses[name] = map[int]int{} // filled before any sender starts: the map is only read concurrently
+			}
 			for name, hb := range claims {
-				statuses[name] = map[int]int{}
 				wg.Go(func() {
 					body, _ := json.Marshal(hb)
 					tick := time.NewTicker(250 * time.Millisecond)
