@@ -379,7 +379,7 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 		IntervalMS:     a.cfg.HeartbeatInterval.Milliseconds(),
 		SentAt:         now,
 		StartedAt:      a.startedAt,
-		H2C:            a.cfg.Certs == nil,
+		H2C:            a.cfg.H2C && a.cfg.Certs == nil,
 	}
 	if hb.GPUs == nil {
 		hb.GPUs = []agentapi.GPU{}

@@ -46,6 +46,11 @@ type Config struct {
 	// Tracing configures OpenTelemetry traces (off unless an endpoint is set here or in the
 	// OTEL_* environment); the process sets the provider up and passes it with WithTracerProvider.
 	Tracing tracing.Config `yaml:"tracing"`
+	// H2C announces in heartbeats that the plain-HTTP listener speaks HTTP/2 without TLS, so a
+	// gateway on loopback proxies to it over h2c. Off by default: measured on loopback it cost
+	// more CPU per request than HTTP/1.1, and a real-Ollama streaming test failed under load
+	// with it on (see docs/DESIGN.md). The listener accepts h2c either way.
+	H2C bool `yaml:"h2c"`
 	// Version is reported in heartbeats.
 	Version string `yaml:"-"`
 	// Certs, when set, are the node's certificates from joining (certs.go): the agent then serves

@@ -155,6 +155,7 @@ func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 		fs.StringVar(&a.Token, "token", a.Token, "join token from herd nodes join-token (pins the cluster CA by its fingerprint)")
 		fs.StringVar(&a.DataDir, "data", a.DataDir, "agent data directory: the node's private key (0600) and certificates")
 		fs.StringVar(&a.CAFile, "ca-file", a.CAFile, "token mode: extra CA certificate (PEM) to trust for https gateways")
+		fs.BoolVar(&a.H2C, "h2c", a.H2C, "plain HTTP on loopback: let the gateway proxy to this agent over HTTP/2 without TLS (off: HTTP/1.1)")
 		fs.BoolVar(&a.Insecure, "insecure", a.Insecure, "serve plain HTTP on a non-loopback address (the cluster token and prompts cross the network in the clear)")
 		tracingFlags(fs, &a.Tracing)
 	}
