@@ -11,7 +11,7 @@ PKGS ?= ./...
 # go-nvml is cgo; its headers use deprecated declarations that only add noise to every build.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build run test test-short deps lint bench sim loadtest-hetero loadtest-overhead loadtest-capacity loadtest-batch-mix loadtest-scale plan clean
+.PHONY: help build run test test-short deps lint bench sim loadtest-hetero loadtest-overhead loadtest-streams loadtest-capacity loadtest-capacity-multi-turn loadtest-capacity-multi-model bench-real-ollama loadtest-batch-mix loadtest-scale plan clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -50,8 +50,21 @@ loadtest-hetero: build ## round_robin vs least_inflight vs herd on a simulated h
 loadtest-overhead: build ## herd's added latency and CPU against a direct call to a fast fake backend
 	$(BIN) loadtest --scenario overhead --json bench-overhead.json
 
+loadtest-streams: build ## 10,000 slow SSE streams through one gateway + agent (h2c): memory and goroutines per stream, a probe's added inter-token latency
+	$(BIN) loadtest --scenario streams --streams 10000 --json bench-streams.json
+
 loadtest-capacity: build ## capacity at SLO per policy (bisection over fresh simulated T4 + A40 + 3090 clusters); prints the table
 	$(BIN) loadtest --scenario capacity --json bench-capacity.json --svg bench-capacity.svg
+
+loadtest-capacity-multi-turn: build ## capacity at SLO per policy, multi-turn preset users on Ollama-like simulated T4 + A40 + 3090; prefill done per policy
+	$(BIN) loadtest --scenario capacity --workload multi-turn --compare-policies round_robin,least_inflight,chwbl,herd --sim-speed 8 --capacity-start 1 --json bench-capacity-multi-turn.json --svg bench-capacity-multi-turn.svg
+
+loadtest-capacity-multi-model: build ## capacity at SLO per policy, 8 models (Zipf) over 4 simulated nodes keeping one model each; model loads per policy
+	$(BIN) loadtest --scenario capacity --workload multi-model --compare-policies round_robin,least_inflight,chwbl,herd --sim-speed 8 --capacity-start 1 --json bench-capacity-multi-model.json --svg bench-capacity-multi-model.svg
+
+bench-real-ollama: build ## the policies on three real ollama serve (tiny models) behind herd: prefill from the runners' logs, loads, TTFT
+	HERD_OLLAMA_BIN="$$(scripts/build-ollama.sh)" HERD_BIN=$(CURDIR)/$(BIN) HERD_REAL_OLLAMA_OUT=$(CURDIR)/bench-real-ollama.md \
+		$(GO) test -run '^$$' -bench RealOllamaRouting -benchtime 1x -timeout 30m ./loadtest/
 
 loadtest-batch-mix: build ## interactive load alone and beside a large batch on a simulated cluster: batch share of tok/s, interactive TTFT tail
 	$(BIN) loadtest --scenario batch-mix --json bench-batch-mix.json --svg bench-batch-mix.svg

@@ -110,10 +110,15 @@ func TestRulesOfDirection(t *testing.T) {
 		"atomicfile":         nil,
 		"jsonspan":           nil,
 		// The cluster CA's crypto and files: no network, nothing of the engines.
-		"pki":         {"atomicfile"},
-		"gateway/api": {"models", "nodeagent/agentapi", "openaierr"},
+		"pki": {"atomicfile"},
+		// The translations between Ollama's API, the Responses API and chat completions are
+		// pure functions over bytes (and the ResponseWriters the agent hands its backend).
+		"nodeagent/ollamacompat": nil,
+		"gateway/api":            {"models", "nodeagent/agentapi", "openaierr"},
 		// Admission is given its pick function, capacity source and clock.
 		"gateway/admission": {"scheduler", "models", "clock", "openaierr"},
+		// The prefix index models engines' caches from what it is told; it reads snapshots.
+		"gateway/prefixcache": {"scheduler", "models"},
 	}
 	for pkg, allowed := range leaves {
 		p := must(pkg)
@@ -153,6 +158,10 @@ func TestRulesOfDirection(t *testing.T) {
 			// The gateway talks to agents only through their wire package.
 			if under(pkg, "gateway") && under(d, "nodeagent") && d != "nodeagent/agentapi" {
 				t.Errorf("%s imports %s: the gateway may use only nodeagent/agentapi", pkg, d)
+			}
+			// The agent is the only translator between wire formats: the gateway relays bytes.
+			if (d == "nodeagent/ollamacompat" || d == "nodeagent/responses") && !under(pkg, "nodeagent") && !under(pkg, "cmd") {
+				t.Errorf("%s imports %s: translation between APIs is the agent's alone", pkg, d)
 			}
 			if under(pkg, "nodeagent") && under(d, "gateway") {
 				t.Errorf("%s imports %s: the node agent never imports the gateway", pkg, d)

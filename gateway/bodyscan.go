@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"unicode/utf8"
 
+	"github.com/herd-llm/herd/gateway/prefixcache"
 	"github.com/herd-llm/herd/jsonspan"
+	"github.com/herd-llm/herd/scheduler"
 )
 
 // The body scanner (on package jsonspan's spans) reads only what routing needs from an OpenAI request body: the model, stream,
@@ -29,16 +32,32 @@ type bodyInfo struct {
 	// promptBytes is the byte length of the messages, prompt, input and instructions values
 	// together.
 	promptBytes int
-	// prefixHash identifies the conversation's opening (0: none), for KV-cache affinity.
+	// prefixHash identifies the conversation's opening (0: none), for KV-cache affinity: the
+	// chain's link at the end of the first user message (or of the prefixMessages-th message).
 	prefixHash uint64
+	// chain hashes the conversation as the backend will see it, message by message, long ones in
+	// blocks (package prefixcache), for the prefix index.
+	chain prefixcache.Chainer
+	// firstUser is the first user message (messages) or the first prompt; the chwbl policy's key
+	// is taken from it only when that policy runs.
+	firstUser span
 }
 
-// prefixMessages bounds how many leading messages the prefix hash covers; prefixPromptBytes how
-// much of a completions prompt.
-const (
-	prefixMessages    = 8
-	prefixPromptBytes = 1024
-)
+// resetPrefix empties the chain (keeping its buffer), the prefix hash and the first user message.
+func (info *bodyInfo) resetPrefix() {
+	info.chain.Reset(info.chain.Links())
+	info.prefixHash, info.firstUser = 0, span{}
+}
+
+// reset empties info, keeping the chain's buffer.
+func (info *bodyInfo) reset(stream bool) {
+	buf := info.chain.Links()
+	*info = bodyInfo{stream: stream}
+	info.chain.Reset(buf)
+}
+
+// prefixMessages bounds how many leading messages the prefix hash covers.
+const prefixMessages = 8
 
 // span is a value's position in the body; end == 0 means the key was absent.
 type span struct{ start, end int }
@@ -86,7 +105,7 @@ func nestedTooDeep(b []byte) bool {
 
 // scanBody fills info from the JSON request body b, or returns the 400 a client must see.
 func scanBody(b []byte, info *bodyInfo) *APIError {
-	*info = bodyInfo{}
+	info.reset(false)
 	if !json.Valid(b) {
 		if nestedTooDeep(b) {
 			return errTooDeep()
@@ -97,7 +116,7 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 	if b[i] != '{' {
 		return badRequest("invalid_type", "", "Invalid type for the request body: expected an object, but got %s instead.", jsonTypeName(b[i]))
 	}
-	var model, stream, maxTokens, maxCompletion, streamOpts, messages, prompt, input, instructions span
+	var model, stream, maxTokens, maxCompletion, streamOpts, messages, prompt, input, instructions, tools span
 	i++
 	for {
 		i = jsonspan.SkipWS(b, i)
@@ -134,6 +153,8 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 			input = v
 		case "instructions":
 			instructions = v
+		case "tools":
+			tools = v
 		}
 	}
 
@@ -190,23 +211,81 @@ func scanBody(b []byte, info *bodyInfo) *APIError {
 	for _, v := range [...]span{messages, prompt, input, instructions} {
 		info.promptBytes += v.end - v.start
 	}
-	info.setPrefixHash(b, messages, prompt)
+	info.setPrefix(b, tools, span{}, messages, prompt)
 	return nil
 }
 
-// setPrefixHash sets the prefix hash (KV-cache affinity) from the opening messages of a
-// messages array or, without one, the first prefixPromptBytes of the prompt, both spans of b.
-func (info *bodyInfo) setPrefixHash(b []byte, messages, prompt span) {
+// setPrefix hashes the conversation of b into info's chain, in the order a chat template
+// renders it: the tools (which templates put in the system turn), a system prompt given apart
+// (Ollama's generate), then each message, or the prompt. Each message's bytes are hashed as the
+// client sent them: clients resend earlier turns byte for byte, so the chain matches what the
+// engine cached, without decoding strings (an escape spelled two ways reads as two prompts).
+// It also sets the prefix hash and the first user message.
+func (info *bodyInfo) setPrefix(b []byte, tools, system, messages, prompt span) {
+	c := &info.chain
+	if tools.present() && b[tools.start] == '[' {
+		c.Write(b[tools.start:tools.end])
+		c.EndMessage()
+	}
+	if system.present() && b[system.start] == '"' {
+		c.Write(b[system.start+1 : system.end-1])
+		c.EndMessage()
+	}
 	switch {
 	case messages.present() && b[messages.start] == '[':
-		info.prefixHash = messagesPrefixHash(b[messages.start:messages.end])
+		info.chainMessages(b[messages.start:messages.end], messages.start)
 	case prompt.present():
 		p := b[prompt.start:prompt.end]
-		if len(p) > prefixPromptBytes {
-			p = p[:prefixPromptBytes]
+		switch p[0] {
+		case '"':
+			c.Write(p[1 : len(p)-1])
+			info.firstUser = prompt
+		case '[':
+			// A batch of prompts (or token IDs): the first is what a cache could hold for all.
+			jsonspan.EachElement(p, func(el []byte) bool {
+				if el[0] == '"' {
+					c.Write(el[1 : len(el)-1])
+					info.firstUser = spanOf(b, el)
+				}
+				return false
+			})
 		}
-		info.prefixHash = fnvAdd(fnvOffset, p)
+		c.EndMessage()
+		if links := c.Links(); len(links) > 0 {
+			info.prefixHash = links[0].Hash
+		}
 	}
+	if info.prefixHash == 0 {
+		if links := c.Links(); len(links) > 0 {
+			info.prefixHash = links[len(links)-1].Hash
+		}
+	}
+}
+
+// chainMessages hashes each message of the array arr (at offset off in the body) into the chain,
+// and takes the prefix hash at the end of the first user message (or of the prefixMessages-th),
+// which a conversation resends unchanged on every turn.
+func (info *bodyInfo) chainMessages(arr []byte, off int) {
+	c := &info.chain
+	n := 0
+	jsonspan.EachElement(arr, func(el []byte) bool {
+		c.Write(el)
+		c.EndMessage()
+		n++
+		if info.prefixHash == 0 {
+			user := !info.firstUser.present() && isUserMessage(el)
+			if user {
+				start := off + (cap(arr) - cap(el))
+				info.firstUser = span{start, start + len(el)}
+			}
+			if user || n == prefixMessages {
+				if links := c.Links(); len(links) > 0 {
+					info.prefixHash = links[len(links)-1].Hash
+				}
+			}
+		}
+		return len(c.Links()) < prefixcache.MaxLinks
+	})
 }
 
 // maxCompletionName names the key the span v was found under, for error messages: the body
@@ -287,24 +366,6 @@ func includeUsage(obj []byte) (bool, *APIError) {
 	return usage, err
 }
 
-// messagesPrefixHash hashes a conversation's opening: the messages up to and including the first
-// user message. A conversation resends those unchanged on every turn, so its turns hash alike and
-// stick to the node that has their KV cache.
-func messagesPrefixHash(arr []byte) uint64 {
-	h := uint64(fnvOffset)
-	n := 0
-	jsonspan.EachElement(arr, func(el []byte) bool {
-		h = fnvAdd(h, el)
-		h *= fnvPrime // a zero byte between messages, so boundaries count
-		n++
-		return n < prefixMessages && !isUserMessage(el)
-	})
-	if n == 0 {
-		return 0
-	}
-	return h
-}
-
 // isUserMessage reports whether el is a message object whose role is "user".
 func isUserMessage(el []byte) bool {
 	if el[0] != '{' {
@@ -319,16 +380,44 @@ func isUserMessage(el []byte) bool {
 	return user
 }
 
-// FNV-1a, 64 bit: deterministic across processes, so several gateways agree on affinity.
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
-func fnvAdd(h uint64, p []byte) uint64 {
-	for _, c := range p {
-		h ^= uint64(c)
-		h *= fnvPrime
+// chwblKey is the chwbl policy's key (scheduler.CHWBLKey) for the first user message or prompt
+// at sp in b: the first scheduler.CHWBLPrefixChars characters of its text (a message's content,
+// or the text parts of a content array joined), as KubeAI takes it; of nothing when there is none.
+func chwblKey(b []byte, sp span) uint64 {
+	if !sp.present() {
+		return scheduler.CHWBLKey(nil)
 	}
-	return h
+	var text []byte
+	v := b[sp.start:sp.end]
+	switch v[0] {
+	case '"':
+		text = jsonspan.String(v)
+	case '{':
+		jsonspan.EachMember(v, func(key, val []byte) {
+			if string(jsonspan.Key(key)) != "content" {
+				return
+			}
+			text = nil
+			switch val[0] {
+			case '"':
+				text = jsonspan.String(val)
+			case '[':
+				jsonspan.EachElement(val, func(part []byte) bool {
+					jsonspan.EachMember(part, func(pk, pv []byte) {
+						if string(jsonspan.Key(pk)) == "text" && pv[0] == '"' {
+							text = append(text, jsonspan.String(pv)...)
+						}
+					})
+					return true
+				})
+			}
+		})
+	}
+	n, chars := 0, 0
+	for n < len(text) && chars < scheduler.CHWBLPrefixChars {
+		_, size := utf8.DecodeRune(text[n:])
+		n += size
+		chars++
+	}
+	return scheduler.CHWBLKey(text[:n])
 }

@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/herd-llm/herd/gateway/prefixcache"
+	"github.com/herd-llm/herd/jsonspan"
+	"github.com/herd-llm/herd/scheduler"
 )
 
 func TestScanBody(t *testing.T) {
@@ -132,9 +136,69 @@ func TestScanBodyPrefixHash(t *testing.T) {
 	if h := hash(`{"model":"m","input":"x"}`); h != 0 {
 		t.Errorf("embeddings hash %x, want 0", h)
 	}
-	long := strings.Repeat("p", 2*prefixPromptBytes)
+	long := strings.Repeat("p", 2*prefixcache.BlockBytes)
 	if hash(`{"model":"m","prompt":"`+long+`"}`) != hash(`{"model":"m","prompt":"`+long+`tail"}`) {
-		t.Errorf("prompts that share their first %d bytes hash differently", prefixPromptBytes)
+		t.Errorf("prompts that share their first %d bytes hash differently", prefixcache.BlockBytes)
+	}
+}
+
+// TestScanBodyChain checks the conversation chain the prefix index matches on: a later turn
+// extends an earlier one, users of one system prompt (a preset) share its links, and a
+// completion prompt that grows keeps its whole blocks.
+func TestScanBodyChain(t *testing.T) {
+	chain := func(body string, ollama bool) []prefixcache.Link {
+		t.Helper()
+		var info bodyInfo
+		scan := scanBody
+		if ollama {
+			scan = scanOllamaBody
+		}
+		if err := scan([]byte(body), &info); err != nil {
+			t.Fatalf("scan(%s): %v", body, err)
+		}
+		return append([]prefixcache.Link(nil), info.chain.Links()...)
+	}
+	shared := func(a, b []prefixcache.Link) int {
+		n := 0
+		for n < len(a) && n < len(b) && a[n] == b[n] {
+			n++
+		}
+		return n
+	}
+	sys := `{"role":"system","content":"` + strings.Repeat("You are the firm's contract assistant. ", 60) + `"}`
+	u1 := `{"role":"user","content":"Review clause 4."}`
+	a1 := `{"role":"assistant","content":"Clause 4 caps liability."}`
+	u2 := `{"role":"user","content":"And clause 5?"}`
+	turn1 := chain(`{"model":"m","messages":[`+sys+`,`+u1+`]}`, false)
+	turn2 := chain(`{"model":"m","messages":[`+sys+`, `+u1+`,`+a1+`,`+u2+`]}`, false)
+	other := chain(`{"model":"m","messages":[`+sys+`,`+u2+`]}`, false)
+	if len(turn1) != 4 { // 2,400 bytes of system prompt: two blocks and its end; then the user's end
+		t.Fatalf("turn 1 has %d links, want 4", len(turn1))
+	}
+	if n := shared(turn1, turn2); n != len(turn1) {
+		t.Errorf("turn 2 shares %d of turn 1's %d links, want all", n, len(turn1))
+	}
+	if n := shared(turn1, other); n != 3 {
+		t.Errorf("another user of the system prompt shares %d links, want its 3", n)
+	}
+	if turn1[len(turn1)-1].Tokens < int32(len(sys)/4) {
+		t.Errorf("chain covers %d tokens, want at least the system prompt's %d", turn1[len(turn1)-1].Tokens, len(sys)/4)
+	}
+	// Tools come first, as templates render them: a request with tools shares nothing with one
+	// without.
+	withTools := chain(`{"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"messages":[`+sys+`,`+u1+`]}`, false)
+	if shared(withTools, turn1) != 0 || len(withTools) != len(turn1)+1 {
+		t.Errorf("tools: %d links, %d shared; want one more link and none shared", len(withTools), shared(withTools, turn1))
+	}
+	// The Ollama front hashes the same messages the same way.
+	if o := chain(`{"model":"m","messages":[`+sys+`,`+u1+`]}`, true); shared(o, turn1) != len(turn1) {
+		t.Errorf("Ollama chat chain differs from the OpenAI one for the same messages")
+	}
+	// Ollama's generate: the system prompt, then the prompt.
+	g1 := chain(`{"model":"m","system":"be terse","prompt":"`+strings.Repeat("q", 3000)+`"}`, true)
+	g2 := chain(`{"model":"m","system":"be terse","prompt":"`+strings.Repeat("q", 3000)+`more"}`, true)
+	if n := shared(g1, g2); n != 3 { // system end, then two whole blocks of prompt
+		t.Errorf("a grown generate prompt shares %d links, want 3", n)
 	}
 }
 
@@ -178,6 +242,8 @@ func FuzzScanBody(f *testing.F) {
 		if err != nil {
 			return
 		}
+		_ = chwblKey(body, info.firstUser) // must not panic on any accepted body
+		checkChain(t, body, &info)
 		if string(info.model) != model {
 			t.Fatalf("scanBody(%q) model = %q, encoding/json says %q", body, info.model, model)
 		}
@@ -205,6 +271,85 @@ func BenchmarkScanBody(b *testing.B) {
 	}
 	if !bytes.Equal(info.model, []byte("llama3.1:8b")) {
 		b.Fatalf("model = %q", info.model)
+	}
+}
+
+// checkChain holds the chain of an accepted body to its properties: links cover a growing count
+// of tokens, never more than MaxLinks; a second scan into the same (reused) info gives the same
+// chain; and appending a message to the messages array extends the chain without changing it.
+func checkChain(t *testing.T, body []byte, info *bodyInfo) {
+	t.Helper()
+	links := append([]prefixcache.Link(nil), info.chain.Links()...)
+	if len(links) > prefixcache.MaxLinks {
+		t.Fatalf("%d links, over the cap", len(links))
+	}
+	for i := 1; i < len(links); i++ {
+		if links[i].Tokens < links[i-1].Tokens {
+			t.Fatalf("link %d covers %d tokens, fewer than link %d's %d", i, links[i].Tokens, i-1, links[i-1].Tokens)
+		}
+	}
+	if err := scanBody(body, info); err != nil {
+		t.Fatalf("second scan: %v", err)
+	}
+	if again := info.chain.Links(); !equalLinks(again, links) {
+		t.Fatalf("a second scan gave another chain")
+	}
+	var msgs span
+	top := body[jsonspan.SkipWS(body, 0):]
+	jsonspan.EachMember(top, func(key, v []byte) {
+		if string(jsonspan.Key(key)) == "messages" {
+			msgs = spanOf(body, v)
+		}
+	})
+	if !msgs.present() || body[msgs.start] != '[' || len(links) >= prefixcache.MaxLinks-2 {
+		return
+	}
+	sep := ","
+	if len(bytes.TrimSpace(body[msgs.start+1:msgs.end-1])) == 0 {
+		sep = ""
+	}
+	grown := append(append(append([]byte(nil), body[:msgs.end-1]...), sep+`{"role":"user","content":"more"}`...), body[msgs.end-1:]...)
+	var g bodyInfo
+	if err := scanBody(grown, &g); err != nil {
+		t.Fatalf("scanBody(%q) after appending a message: %v", grown, err)
+	}
+	if gl := g.chain.Links(); len(gl) < len(links) || !equalLinks(gl[:len(links)], links) {
+		t.Fatalf("appending a message changed the chain of %q", body)
+	}
+}
+
+func equalLinks(a, b []prefixcache.Link) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestCHWBLKey checks the chwbl key against KubeAI's rule: the first 100 characters of the first
+// user message's text (content parts joined), or of the prompt; of nothing without either.
+func TestCHWBLKey(t *testing.T) {
+	long := strings.Repeat("é", 150) // two bytes a character: the cut is in characters
+	for _, tc := range []struct{ name, body, key string }{
+		{"first user message", `{"model":"m","messages":[{"role":"system","content":"sys"},{"role":"user","content":"hello"},{"role":"user","content":"later"}]}`, "hello"},
+		{"content parts joined", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"ab"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"cd"}]}]}`, "abcd"},
+		{"100 characters", `{"model":"m","messages":[{"role":"user","content":"` + long + `"}]}`, strings.Repeat("é", 100)},
+		{"escapes decoded", `{"model":"m","messages":[{"role":"user","content":"a\nb\u00e9"}]}`, "a\nbé"},
+		{"no user message", `{"model":"m","messages":[{"role":"system","content":"sys"}]}`, ""},
+		{"prompt", `{"model":"m","prompt":"once upon a time"}`, "once upon a time"},
+		{"first of several prompts", `{"model":"m","prompt":["one","two"]}`, "one"},
+	} {
+		var info bodyInfo
+		if err := scanBody([]byte(tc.body), &info); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got, want := chwblKey([]byte(tc.body), info.firstUser), scheduler.CHWBLKey([]byte(tc.key)); got != want {
+			t.Errorf("%s: key %#x, want XXH64(%q) = %#x", tc.name, got, tc.key, want)
+		}
 	}
 }
 

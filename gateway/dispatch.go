@@ -58,6 +58,7 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 	if err := k.prepare(nil); err != nil { // batch lines carry no tenant: no rate limit
 		res.err = err
 	} else {
+		k.held = &m
 		res = k.run(&m)
 	}
 	k.finish(res)
@@ -129,10 +130,7 @@ type memSink struct {
 	buf    bytes.Buffer
 }
 
-var (
-	_ sink       = (*memSink)(nil)
-	_ resettable = (*memSink)(nil)
-)
+var _ sink = (*memSink)(nil)
 
 func (m *memSink) Header() http.Header {
 	if m.header == nil {
@@ -162,4 +160,22 @@ func (m *memSink) reset() {
 	clear(m.header)
 	m.status = 0
 	m.buf.Reset()
+}
+
+// writeTo gives a held answer to the client w: its headers, and with body its status and body
+// too (without, the caller writes an error).
+func (m *memSink) writeTo(w http.ResponseWriter, body bool) {
+	h := w.Header()
+	for key, v := range m.header {
+		h[key] = v
+	}
+	if !body {
+		return
+	}
+	status := m.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(m.buf.Bytes())
 }

@@ -54,6 +54,8 @@ const (
 	wireHangMidBody  // sends two chunks, then goes silent
 	wireSlowEachStep // streams, waiting for a step signal before each chunk
 	wireHalfJSON     // sends half a JSON completion, then cuts the connection
+	wireErrorEvent   // sends two chunks, then the backend's error event, and ends
+	wireEndsEarly    // sends two chunks and ends the body cleanly, without [DONE]
 )
 
 // wireAgent is an agent that speaks the OpenAI wire format (chat, completions, embeddings) and
@@ -158,11 +160,29 @@ func (a *wireAgent) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"hello from %s"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}`, req.Model, a.id)
 		return
 	}
+	// A continuation (X-Herd-Continue) goes on after the words the client has, in the stream's
+	// framing, as a real agent's backend would.
+	from, chunk := 0, wireChunk
+	if r.Header.Get(agentapi.HeaderContinue) != "" {
+		var c struct {
+			C agentapi.Continuation `json:"herd_continue"`
+		}
+		_ = json.Unmarshal(body, &c)
+		for from < len(wireWords) && strings.HasPrefix(c.C.Content, strings.Join(wireWords[:from+1], "")) {
+			from++
+		}
+		chunk = func(model string, i int, word string) string {
+			return fmt.Sprintf(`{"id":%q,"object":"chat.completion.chunk","created":%d,"model":%q,"choices":[{"index":0,"delta":{"content":%q},"finish_reason":null}]}`, c.C.ID, c.C.Created, model, word)
+		}
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	fl := w.(http.Flusher)
 	for i, word := range wireWords {
+		if i < from {
+			continue
+		}
 		if mode == wireSlowEachStep {
 			select {
 			case <-a.step:
@@ -170,7 +190,7 @@ func (a *wireAgent) serve(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		fmt.Fprintf(w, "data: %s\n\n", wireChunk(req.Model, i, word))
+		fmt.Fprintf(w, "data: %s\n\n", chunk(req.Model, i, word))
 		fl.Flush()
 		if i == 1 {
 			switch mode {
@@ -181,6 +201,12 @@ func (a *wireAgent) serve(w http.ResponseWriter, r *http.Request) {
 				panic(http.ErrAbortHandler)
 			case wireHangMidBody:
 				<-r.Context().Done()
+				return
+			case wireEndsEarly:
+				return
+			case wireErrorEvent:
+				fmt.Fprint(w, `data: {"error":{"message":"GPU lost","type":"server_error","param":null,"code":null}}`+"\n\n")
+				fl.Flush()
 				return
 			}
 		}

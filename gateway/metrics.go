@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"net/http"
 	"strconv"
 	"time"
@@ -36,6 +37,10 @@ type metrics struct {
 	tenantTokens *prometheus.CounterVec
 	// refused counts heartbeats refused because another live agent holds the node ID.
 	refused *prometheus.CounterVec
+	// continuations counts streams broken mid-way, by what the gateway did (continue.go).
+	continuations *prometheus.CounterVec
+	// predicted counts the prompt tokens the prefix index expected the serving node to hold.
+	predicted *prometheus.CounterVec
 }
 
 // itlBuckets resolve the gap between two streamed tokens: a few ms on a fast GPU to a second
@@ -98,13 +103,19 @@ func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metric
 		tenantTokens: counterVec("herd_tenant_tokens_total",
 			"Tokens charged to keys with a token limit, by tenant: the usage the backend reported, else the prompt estimate.",
 			"tenant"),
+		predicted: counterVec("herd_prefix_predicted_tokens_total",
+			"Prompt tokens of answered requests that this gateway's prefix index expected the serving node's prompt cache to hold (the routing's expectation; herd_prefill_tokens_saved_total is the backends' evidence).",
+			"model", "node"),
 		refused: counterVec("herd_heartbeats_refused_total",
 			"Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
 			"node"),
+		continuations: counterVec("herd_stream_continuations_total",
+			"Streams whose node failed after the first byte, by model, the failed node and outcome: continued (sent to another node to continue), or failed (ended with an error event: continuation off, impossible, or no node left).",
+			"model", "node", "outcome"),
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused,
-		m.rateLimited, m.tenantTokens,
+		m.rateLimited, m.tenantTokens, m.continuations, m.predicted,
 		newClusterCollector(reg, queue, now),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -136,6 +147,13 @@ func (m *metrics) observeTokens(model, node, tenant string, prompt, completion i
 	}
 	if completion > 0 {
 		m.complete.WithLabelValues(model, node, tenant).Add(float64(completion))
+	}
+}
+
+// observePredicted adds the prompt tokens the prefix index expected the node to hold.
+func (m *metrics) observePredicted(model, node string, tokens int) {
+	if tokens > 0 {
+		m.predicted.WithLabelValues(model, node).Add(float64(tokens))
 	}
 }
 
@@ -180,6 +198,7 @@ type clusterCollector struct {
 
 	gpuUtil, gpuMemUsed, gpuMemTotal, gpuTemp, gpuPower, gpuPowerLimit, gpuHealthy, gpuThrottled *prometheus.Desc
 	modelResident, nodeInFlight, nodeQueued, nodeUp, nodeDraining, nodeHealthy, nodeCircuitOpen  *prometheus.Desc
+	hitRatio, tokensSaved, promptServed                                                          *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*clusterCollector)(nil)
@@ -216,6 +235,12 @@ func newClusterCollector(nodes nodeLister, queue queueSource, now func() time.Ti
 		nodeDraining:    nodeDesc("herd_node_draining", "1 when an operator drained the node."),
 		nodeHealthy:     nodeDesc("herd_node_healthy", "1 when every GPU of the node is healthy."),
 		nodeCircuitOpen: nodeDesc("herd_node_circuit_open", "1 when the node's circuit breaker is open or half-open."),
+		hitRatio: nodeDesc("herd_prefix_cache_hit_ratio",
+			"Of the prompt tokens the node served since its agent started, the part its engine's prompt cache held (cached_tokens where the backend reports them, else estimated from prefill time)."),
+		tokensSaved: nodeDesc("herd_prefill_tokens_saved_total",
+			"Prompt tokens the node's engine did not evaluate again because its prompt cache held them, since its agent started (the agent's count, as its heartbeat reports it)."),
+		promptServed: nodeDesc("herd_node_prompt_tokens_total",
+			"Prompt tokens the node served since its agent started (the agent's count): the denominator of herd_prefix_cache_hit_ratio."),
 	}
 }
 
@@ -224,7 +249,7 @@ func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.gpuUtil, c.gpuMemUsed, c.gpuMemTotal, c.gpuTemp, c.gpuPower, c.gpuPowerLimit, c.gpuHealthy, c.gpuThrottled,
 		c.modelResident, c.nodeInFlight, c.nodeQueued, c.nodeUp, c.nodeDraining, c.nodeHealthy, c.nodeCircuitOpen,
-		c.nodeLastSeen, c.queueDepthDesc, c.queueCapacity,
+		c.nodeLastSeen, c.queueDepthDesc, c.queueCapacity, c.hitRatio, c.tokensSaved, c.promptServed,
 	} {
 		ch <- d
 	}
@@ -284,6 +309,15 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.nodeDraining, boolGauge(n.Draining), id)
 		gauge(c.nodeHealthy, boolGauge(n.Healthy), id)
 		gauge(c.nodeCircuitOpen, boolGauge(n.Circuit != registry.CircuitClosed), id)
+		if prompt, cached := promptCacheTokens(hb); prompt > 0 {
+			gauge(c.hitRatio, float64(cached)/float64(prompt), id)
+			if m, err := prometheus.NewConstMetric(c.tokensSaved, prometheus.CounterValue, float64(cached), id); err == nil {
+				ch <- m
+			}
+			if m, err := prometheus.NewConstMetric(c.promptServed, prometheus.CounterValue, float64(prompt), id); err == nil {
+				ch <- m
+			}
+		}
 	}
 }
 
@@ -292,4 +326,14 @@ func boolGauge(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// promptCacheTokens sums the prompt tokens a node's agent served and the part its engine's
+// cache held, over its models, as its heartbeat reports them.
+func promptCacheTokens(hb *agentapi.Heartbeat) (prompt, cached int64) {
+	for _, m := range hb.Models {
+		prompt += m.PromptTokens
+		cached += m.CachedPromptTokens
+	}
+	return prompt, cached
 }

@@ -23,8 +23,8 @@ func TestMetricsScrape(t *testing.T) {
 				Healthy: false, HealthReason: "thermal", Simulated: true},
 		},
 		Models: []agentapi.Model{
-			{Name: "llama3.1:8b", Resident: true, OnDisk: true},
-			{Name: "qwen2.5", OnDisk: true},
+			{Name: "llama3.1:8b", Resident: true, OnDisk: true, PromptTokens: 900, CachedPromptTokens: 700},
+			{Name: "qwen2.5", OnDisk: true, PromptTokens: 100, CachedPromptTokens: 100},
 			{Name: "Qwen2.5:latest", OnDisk: true}, // one series for both spellings
 		},
 	}
@@ -45,6 +45,7 @@ func TestMetricsScrape(t *testing.T) {
 	env.srv.metrics.observeRequest("qwen2.5:latest", "", "503", time.Millisecond)
 	env.srv.metrics.observeTokens("llama3.1:8b", "a", "default", 12, 40)
 	env.srv.metrics.observeTokens("llama3.1:8b", "a", "default", 3, 0)
+	env.srv.metrics.observePredicted("llama3.1:8b", "a", 640)
 	env.srv.metrics.observeLine(false)
 	env.srv.metrics.observeLine(true)
 	env.srv.metrics.observeBatch("completed")
@@ -57,6 +58,10 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	text := string(body)
 	for _, line := range []string{
+		`herd_prefix_cache_hit_ratio{node="a"} 0.8`,
+		`herd_prefill_tokens_saved_total{node="a"} 800`,
+		`herd_node_prompt_tokens_total{node="a"} 1000`,
+		`herd_prefix_predicted_tokens_total{model="llama3.1:8b",node="a"} 640`,
 		`herd_gpu_utilization_ratio{gpu="0",name="Tesla T4",node="a",simulated="true"} 0.5`,
 		`herd_gpu_memory_used_bytes{gpu="0",name="Tesla T4",node="a",simulated="true"} 6.442450944e+09`,
 		`herd_gpu_memory_total_bytes{gpu="1",name="Tesla T4",node="a",simulated="true"} 1.610612736e+10`,

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/herd-llm/herd/gateway/prefixcache"
 	"io"
 	"log/slog"
 	"net"
@@ -62,6 +63,13 @@ type core struct {
 	tracer trace.Tracer
 	// calls pools per-request state (*call).
 	calls sync.Pool
+	// prefix models what each node's engine holds in its prompt cache: matched before every
+	// Pick, told where every request went.
+	prefix *prefixcache.Index
+	// chwbl is true under the chwbl policy, whose key the request path then computes.
+	chwbl bool
+	// tpb learns each model's prompt tokens per byte of request JSON from the answers' usage.
+	tpb tokensPerByte
 }
 
 // Option adjusts what New builds.
@@ -142,6 +150,9 @@ func (c Config) withDefaults() Config {
 	if c.StreamIdleTimeout == 0 {
 		c.StreamIdleTimeout = d.StreamIdleTimeout
 	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = d.StallTimeout
+	}
 	if c.QueueSize == 0 {
 		c.QueueSize = d.QueueSize
 	}
@@ -210,10 +221,17 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		seed:        randomSeed(),
 		started:     o.clock.Now(),
 		tracer:      tracerFrom(o.tracerProvider),
+		prefix:      prefixcache.New(cfg.PrefixCache),
+		chwbl:       sched.Config().Policy == scheduler.PolicyCHWBL,
 	}
 	if s.core.transport == nil {
-		s.h2cHosts = &sync.Map{}
-		s.core.transport = newAgentRoundTripper(s.agentClientTLS(), s.h2cHosts)
+		if cfg.AgentH2C && s.pki == nil {
+			// Every plain-HTTP agent over h2c (the gateway's own switch).
+			s.core.transport = withAgentH2C(newAgentTransport())
+		} else {
+			s.h2cHosts = &sync.Map{}
+			s.core.transport = newAgentRoundTripper(s.agentClientTLS(), s.h2cHosts)
+		}
 	}
 	s.core.adm = admission.New(reg, timing.timed(sched.Pick), o.clock, admission.Config{
 		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),
@@ -256,11 +274,12 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 // then closes the store. Serve may run before, during and after it.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	if len(s.cfg.MinReplicas) > 0 {
+	if len(s.cfg.MinReplicas) > 0 || len(s.cfg.Replicas) > 0 {
 		// Joined like the rest: Run returns (and the store closes) only after the controller and
 		// the loads it started have stopped.
 		wg.Go(func() {
-			replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
+			replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).
+				WithDemand(s.cfg.Replicas, s.waitingByModel, s.registry).Run(ctx)
 		})
 	}
 	wg.Go(func() { s.registry.RunShared(ctx) })
@@ -379,6 +398,7 @@ func (s *Server) routes() *gin.Engine {
 	admin.New(s.registry, s.sched, s.agents, s.log).
 		WithClock(s.core.clock.Now, s.cfg.HeartbeatInterval).
 		WithQueue(queueView{s.core.adm}, s.history).
+		WithRequests(explainRequests{s}).
 		Register(adminGroup)
 	presets.NewHandlers(s.presets, s.core.clock.Now).Register(adminGroup)
 	s.registerKeyRoutes(adminGroup)
@@ -486,6 +506,22 @@ func newAgentTransport() *http.Transport {
 	}
 }
 
+// withAgentH2C makes t speak HTTP/2 with prior knowledge on http:// agent URLs (h2c). HTTP/1 is
+// left out of the protocols on purpose: with both, Go's transport would choose HTTP/1.1 for
+// http://. How many streams share a connection is the agent's setting (4096); past it the
+// transport opens another. It pings an idle connection so that a dead agent is noticed in seconds.
+func withAgentH2C(t *http.Transport) *http.Transport {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP2(true)
+	t.Protocols = &p
+	t.HTTP2 = &http.HTTP2Config{
+		SendPingTimeout: 15 * time.Second,
+		PingTimeout:     5 * time.Second,
+	}
+	return t
+}
+
 // randomSeed returns 64 random bits; the fallback keeps the gateway working without entropy.
 func randomSeed() uint64 {
 	var b [8]byte
@@ -493,4 +529,14 @@ func randomSeed() uint64 {
 		return uint64(time.Now().UnixNano())
 	}
 	return binary.LittleEndian.Uint64(b[:])
+}
+
+// waitingByModel is the requests waiting in this gateway's queue per model, both classes, for
+// the replica controller's demand.
+func (s *Server) waitingByModel() map[string]int {
+	out := map[string]int{}
+	for _, q := range s.core.adm.QueueDepths() {
+		out[q.Model] += q.Waiting
+	}
+	return out
 }

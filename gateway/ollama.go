@@ -16,11 +16,9 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/ollama/ollama/api"
 
-	"github.com/herd-llm/herd/gateway/ollamacompat"
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
-	"github.com/herd-llm/herd/scheduler"
 )
 
 // The Ollama-compatible front: /api/chat, /api/generate, /api/embed, /api/embeddings, /api/tags,
@@ -29,10 +27,11 @@ import (
 //
 // Decisions:
 //   - Inference takes the same path as /v1/*: the same body scan (Ollama's fields), model and
-//     preset resolution, scheduler, admission queue, failover and metrics. Only the wire differs:
-//     per attempt, a node whose backend is Ollama gets the native request unchanged (on the
-//     agent's /api/* pass-through), any other node (OpenAI-compatible server, simulator) its
-//     OpenAI translation (package ollamacompat), whose answer is translated back.
+//     preset resolution, scheduler, admission queue, failover and metrics. The native request
+//     goes to the agent's /api/* route unchanged on every node: an agent whose backend is Ollama
+//     passes it through, any other translates it (nodeagent/ollamacompat) and answers in
+//     Ollama's format, with the client's name for the model (agentapi.HeaderClientModel). The
+//     gateway only relays lines.
 //   - A streamed answer is committed to the client at its first line; before that a failure fails
 //     over. A non-streamed answer is held until complete, so a failure anywhere in it fails over.
 //     A stream that breaks after its first line ends with Ollama's error line {"error":"..."}.
@@ -65,10 +64,10 @@ func (s *Server) registerOllamaRoutes(e *gin.Engine) {
 	// Every /api route needs a key with scope inference or batch (the listing ones); the
 	// inference ones check for inference themselves.
 	g := e.Group("/api", markOllama, s.requireScope(scopeInference|scopeBatch))
-	g.POST("/chat", s.handleOllamaInference(agentapi.PathOllamaChat, ollamacompat.Chat))
-	g.POST("/generate", s.handleOllamaInference(agentapi.PathOllamaGenerate, ollamacompat.Generate))
-	g.POST("/embed", s.handleOllamaInference(agentapi.PathOllamaEmbed, ollamacompat.Embed))
-	g.POST("/embeddings", s.handleOllamaInference(agentapi.PathOllamaEmbeddings, ollamacompat.Embeddings))
+	g.POST("/chat", s.handleOllamaInference(agentapi.PathOllamaChat))
+	g.POST("/generate", s.handleOllamaInference(agentapi.PathOllamaGenerate))
+	g.POST("/embed", s.handleOllamaInference(agentapi.PathOllamaEmbed))
+	g.POST("/embeddings", s.handleOllamaInference(agentapi.PathOllamaEmbeddings))
 	l := g.Group("", s.accessLog())
 	l.GET("/tags", s.handleOllamaTags)
 	l.HEAD("/tags", s.handleOllamaTags)
@@ -82,7 +81,7 @@ func writeOllamaError(c *gin.Context, ae *APIError, model string) {
 		c.Header("Retry-After", fmt.Sprint(ae.RetryAfter))
 	}
 	c.Abort()
-	c.Data(ae.Status, "application/json; charset=utf-8", ollamacompat.AppendError(nil, ollamaMessage(ae, model)))
+	c.Data(ae.Status, "application/json; charset=utf-8", appendOllamaError(nil, ollamaMessage(ae, model)))
 }
 
 // ollamaMessage is the message an Ollama client gets for ae: Ollama's own wording where Ollama
@@ -94,8 +93,16 @@ func ollamaMessage(ae *APIError, model string) string {
 	return ae.Message
 }
 
-// handleOllamaInference serves one of the native inference routes; path is its agent route.
-func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gin.HandlerFunc {
+// ollamaRoute reports whether path is one of the Ollama front's inference routes.
+func ollamaRoute(path string) bool { return strings.HasPrefix(path, "/api/") }
+
+// handleOllamaInference serves one of the native inference routes; path is its agent route. The
+// agent answers in Ollama's format whatever its backend (it translates for those that are not
+// Ollama), so the gateway relays the lines as they come. A streamed answer is committed at its
+// first line; a non-streamed one (and an embeddings answer) is held until complete, so that a
+// failure anywhere in it fails over.
+func (s *Server) handleOllamaInference(path string) gin.HandlerFunc {
+	streams := path == agentapi.PathOllamaChat || path == agentapi.PathOllamaGenerate
 	return func(c *gin.Context) {
 		t := tenantOf(c)
 		if !t.has(scopeInference) {
@@ -104,32 +111,27 @@ func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gi
 		}
 		k := s.interactiveCall(c, t, path)
 		defer putCall(k)
-		o := &ollamaFront{s: s, k: k, ep: ep, path: path, client: c.Writer, hdr: http.Header{}}
-		k.front = o
 
+		var held memSink
 		res, ok := k.load(c.Request, c.Writer.Header())
 		if ok {
-			o.model, o.stream = string(k.info.model), k.info.stream
-			if k.preset != "" {
-				o.model = k.preset
-				if p, ok := s.presets.Lookup(k.preset); ok {
-					// ApplyOllama sent the base model as the preset names it.
-					o.from = fmt.Appendf(nil, `{"model":%q`, p.Model)
-					o.to = fmt.Appendf(nil, `{"model":%q`, k.preset)
-				}
-			}
-			if o.stream {
-				res = k.run(ollamaStreamSink{o})
+			if streams && k.info.stream {
+				res = k.run(c.Writer)
 			} else {
-				res = k.run(ollamaBufferedSink{o})
+				k.held = &held
+				res = k.run(&held)
 			}
 		}
-		switch {
-		case res.err != nil:
-			writeOllamaError(c, res.err, string(k.info.model))
+		if k.held != nil && !res.clientGone {
+			held.writeTo(c.Writer, res.err == nil)
+		}
+		if res.err != nil {
+			asked := k.asked
+			if asked == "" {
+				asked = string(k.info.model)
+			}
+			writeOllamaError(c, res.err, asked)
 			k.status = res.err.Status
-		case !res.clientGone:
-			o.finish()
 		}
 		k.settleRate(res)
 		k.finish(res)
@@ -139,232 +141,14 @@ func (s *Server) handleOllamaInference(path string, ep ollamacompat.Endpoint) gi
 	}
 }
 
-// ollamaFront adapts one /api inference call: it chooses each attempt's request (native or
-// translated) and turns what the agent writes into Ollama's wire format on the client's writer.
-type ollamaFront struct {
-	s      *Server
-	k      *call
-	ep     ollamacompat.Endpoint
-	path   string
-	client gin.ResponseWriter
-	// model is the name the client asked for (Ollama echoes it); stream is the client's choice.
-	model  string
-	stream bool
-	// from and to rename the model in a native answer to a preset's request: Ollama echoes the
-	// base model it was sent, the client asked for the preset. Nil without a preset.
-	from, to []byte
-
-	// The translation, made on the first attempt on a node that is not Ollama.
-	up    *ollamacompat.Upstream
-	upErr *APIError
-
-	// This attempt's state.
-	native  bool
-	hdr     http.Header
-	status  int
-	resp    *ollamacompat.Response
-	partial []byte // native stream: the start of a line not complete yet
-	body    []byte // a non-streamed answer or an error body
-	out     []byte
-
-	committed bool // the client has its status and headers
-	ended     bool // the client has the whole answer
+// appendOllamaError appends Ollama's error line, {"error":"message"} and a newline, to dst.
+func appendOllamaError(dst []byte, msg string) []byte {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
+	dst = append(dst, b...)
+	return append(dst, '\n')
 }
-
-var _ front = (*ollamaFront)(nil)
-
-// upstream implements front: the native request for an Ollama node, the translation for others.
-func (o *ollamaFront) upstream(n *scheduler.Node, now time.Time) (string, []byte, *APIError) {
-	o.resetAttempt()
-	if n.Backend == agentapi.BackendOllama {
-		o.native = true
-		return o.path, o.k.body, nil
-	}
-	o.native = false
-	if o.up == nil && o.upErr == nil {
-		up, err := ollamacompat.Translate(o.ep, o.k.body)
-		if err != nil {
-			o.upErr = badRequest("invalid_request", "", "%s", err.Error())
-		} else {
-			o.up = &up
-		}
-	}
-	if o.upErr != nil {
-		return "", nil, o.upErr
-	}
-	if o.ep == ollamacompat.Chat || o.ep == ollamacompat.Generate {
-		o.resp = ollamacompat.NewResponse(o.ep, o.model, o.stream, o.up.Completion, o.k.start, now)
-	}
-	return o.up.Path, o.up.Body, nil
-}
-
-func (o *ollamaFront) resetAttempt() {
-	clear(o.hdr)
-	o.status, o.resp = 0, nil
-	o.partial, o.body = o.partial[:0], o.body[:0]
-}
-
-// Header implements http.ResponseWriter: the agent's headers land here, not on the client.
-func (o *ollamaFront) Header() http.Header { return o.hdr }
-
-// WriteHeader implements http.ResponseWriter.
-func (o *ollamaFront) WriteHeader(code int) {
-	if o.status == 0 {
-		o.status = code
-	}
-}
-
-// Write implements http.ResponseWriter: it translates or frames what the agent sends.
-func (o *ollamaFront) Write(p []byte) (int, error) {
-	if o.status == 0 {
-		o.status = http.StatusOK
-	}
-	switch {
-	case o.status >= 400:
-		if len(o.body) < maxCapturedBody {
-			o.body = append(o.body, p...)
-		}
-	case o.native && o.stream:
-		// Only whole lines reach the client, so a stream that breaks leaves no torn line.
-		o.partial = append(o.partial, p...)
-		if i := bytes.LastIndexByte(o.partial, '\n'); i >= 0 {
-			if err := o.send(o.rename(o.partial[:i+1])); err != nil {
-				return 0, err
-			}
-			o.partial = o.partial[:copy(o.partial, o.partial[i+1:])]
-		}
-	case o.resp != nil:
-		o.out = o.resp.Feed(o.out[:0], p, o.s.core.clock.Now())
-		if o.stream && len(o.out) > 0 {
-			if err := o.send(o.out); err != nil {
-				return 0, err
-			}
-		}
-	default: // a non-streamed native answer, or an embeddings answer to translate
-		o.body = append(o.body, p...)
-	}
-	return len(p), nil
-}
-
-// rename gives the lines of a native answer to a preset's request the preset's name. Ollama
-// writes "model" first on every line, so the lines that start with the base model's name are
-// the ones to rename.
-func (o *ollamaFront) rename(lines []byte) []byte {
-	if o.from == nil || !bytes.Contains(lines, o.from) {
-		return lines
-	}
-	var out []byte
-	for line := range bytes.Lines(lines) {
-		if rest, ok := bytes.CutPrefix(line, o.from); ok {
-			out = append(append(out, o.to...), rest...)
-			continue
-		}
-		out = append(out, line...)
-	}
-	return out
-}
-
-// Flush implements http.Flusher; the front flushes the client itself, line by line.
-func (o *ollamaFront) Flush() {}
-
-// send writes b to the client (committing 200 first) and flushes it.
-func (o *ollamaFront) send(b []byte) error {
-	o.commit(http.StatusOK)
-	if _, err := o.client.Write(b); err != nil {
-		return err
-	}
-	o.client.Flush()
-	return nil
-}
-
-// commit writes the client's status and headers once.
-func (o *ollamaFront) commit(status int) {
-	if o.committed {
-		return
-	}
-	o.committed = true
-	h := o.client.Header()
-	for _, key := range []string{agentapi.HeaderNode, agentapi.HeaderAttempts, agentapi.HeaderSimulated, "Retry-After"} {
-		if v := o.hdr[key]; len(v) > 0 {
-			h[key] = v
-		}
-	}
-	if o.stream && status < 400 {
-		h["Content-Type"] = []string{"application/x-ndjson"}
-		h["X-Accel-Buffering"] = hdrNo
-	} else {
-		h["Content-Type"] = []string{"application/json; charset=utf-8"}
-	}
-	o.client.WriteHeader(status)
-	o.k.status = status
-}
-
-// failStream implements streamFailer: a stream broken after its first line ends with Ollama's
-// error line.
-func (o *ollamaFront) failStream(msg string) {
-	if o.status >= 400 {
-		o.finish() // an error answer cut short: the client gets what it said, in Ollama's shape
-		return
-	}
-	o.partial = o.partial[:0]
-	_ = o.send(ollamacompat.AppendError(nil, msg))
-	o.ended = true
-}
-
-// finish completes the client's answer once the last attempt ended.
-func (o *ollamaFront) finish() {
-	if o.ended {
-		return
-	}
-	o.ended = true
-	now := o.s.core.clock.Now()
-	switch {
-	case o.status >= 400:
-		o.commit(o.status)
-		_, _ = o.client.Write(ollamacompat.AppendError(nil, ollamacompat.ErrorMessage(o.body)))
-	case o.native && o.stream:
-		if len(o.partial) > 0 {
-			_ = o.send(o.rename(o.partial))
-		}
-		o.commit(http.StatusOK)
-	case o.native:
-		o.commit(o.status)
-		_, _ = o.client.Write(o.rename(o.body))
-	case o.resp != nil:
-		out, status := o.resp.End(o.out[:0], now)
-		if o.stream {
-			_ = o.send(out)
-			return
-		}
-		o.commit(status)
-		_, _ = o.client.Write(out)
-	default:
-		b, err := ollamacompat.EmbedResponse(o.ep, o.model, o.body, o.k.start, now)
-		if err != nil {
-			o.commit(http.StatusBadGateway)
-			_, _ = o.client.Write(ollamacompat.AppendError(nil, err.Error()))
-			return
-		}
-		o.commit(http.StatusOK)
-		_, _ = o.client.Write(b)
-	}
-}
-
-// ollamaStreamSink is the sink of a streamed /api answer: what reached the client stays there.
-type ollamaStreamSink struct{ *ollamaFront }
-
-// ollamaBufferedSink is the sink of a non-streamed /api answer: nothing reaches the client before
-// the end, so a failure midway can be taken back and retried on another node.
-type ollamaBufferedSink struct{ *ollamaFront }
-
-func (b ollamaBufferedSink) reset() { b.resetAttempt() }
-
-var (
-	_ sink         = ollamaStreamSink{}
-	_ streamFailer = ollamaStreamSink{}
-	_ sink         = ollamaBufferedSink{}
-	_ resettable   = ollamaBufferedSink{}
-)
 
 // modelName is the name a node of backend kind reports a model under, as the gateway lists it,
 // the same on /v1/models and /api/tags (registry.ModelName: normalised on Ollama-style nodes,
@@ -543,48 +327,41 @@ func (s *Server) handleOllamaShow(c *gin.Context) {
 		}
 	}
 	name, ok := resolveName(byName, base)
-	cm := byName[name]
 	if !ok {
 		writeOllamaError(c, notFound("model_not_found", "model", "model not found"), asked)
 		return
 	}
+	node, found := s.nodeWith(name)
+	if !found {
+		writeOllamaError(c, notFound("model_not_found", "model", "model not found"), asked)
+		return
+	}
+	// Every agent answers /api/show: Ollama's own answer on an Ollama node, one the agent builds
+	// (a generated Modelfile, the chat template where its backend tells it) on any other.
+	status, body, err := s.agentShow(c, node, base, name, req.Verbose)
+	switch {
+	case err != nil:
+		writeOllamaError(c, &APIError{Status: http.StatusBadGateway, Type: errServer, Message: err.Error()}, asked)
+		return
+	case status != http.StatusOK:
+		writeOllamaError(c, backendError(status, "application/json", body), asked)
+		return
+	case preset == nil:
+		c.Data(http.StatusOK, "application/json; charset=utf-8", body)
+		return
+	}
 	var show api.ShowResponse
-	if node, found := s.ollamaNodeWith(name); found && cm.ollama {
-		status, body, err := s.agentShow(c, node, api.ShowRequest{Model: base, Verbose: req.Verbose})
-		switch {
-		case err != nil:
-			writeOllamaError(c, &APIError{Status: http.StatusBadGateway, Type: errServer, Message: err.Error()}, asked)
-			return
-		case status != http.StatusOK:
-			writeOllamaError(c, &APIError{Status: status, Type: errServer, Message: ollamacompat.ErrorMessage(body)}, asked)
-			return
-		case preset == nil:
-			c.Data(http.StatusOK, "application/json; charset=utf-8", body)
-			return
-		}
-		if err := json.Unmarshal(body, &show); err != nil {
-			writeOllamaError(c, &APIError{Status: http.StatusBadGateway, Type: errServer, Message: "the node's show answer is not JSON: " + err.Error()}, asked)
-			return
-		}
-	} else {
-		show = api.ShowResponse{Details: details(cm.m), ModelInfo: map[string]any{}, ModifiedAt: s.modifiedAt(cm.m)}
-		if cm.m.Family != "" {
-			show.ModelInfo["general.architecture"] = cm.m.Family
-		}
-		if cm.m.Embedding {
-			show.Capabilities = append(show.Capabilities, "embedding")
-		} else {
-			show.Capabilities = append(show.Capabilities, "completion")
-		}
+	if err := json.Unmarshal(body, &show); err != nil {
+		writeOllamaError(c, &APIError{Status: http.StatusBadGateway, Type: errServer, Message: "the node's show answer is not JSON: " + err.Error()}, asked)
+		return
 	}
-	if preset != nil {
-		applyPresetToShow(&show, preset)
-	}
+	applyPresetToShow(&show, preset)
 	c.JSON(http.StatusOK, show)
 }
 
 // applyPresetToShow describes a preset: its base model's show, with the preset's system prompt
-// and default parameters, and the base model as parent.
+// and default parameters, the base model as parent, and a Modelfile that builds the preset from
+// it as Ollama would (FROM, SYSTEM, PARAMETER).
 func applyPresetToShow(show *api.ShowResponse, p *models.Preset) {
 	show.Details.ParentModel = p.Model
 	if p.System != "" {
@@ -610,37 +387,58 @@ func applyPresetToShow(show *api.ShowResponse, p *models.Preset) {
 	if len(params) > 0 {
 		show.Parameters = strings.Join(params, "\n")
 	}
-	show.Modelfile = ""
+	var mf strings.Builder
+	fmt.Fprintf(&mf, "# Modelfile generated by herd for preset %s\nFROM %s\n", p.Name, p.Model)
+	if show.Template != "" {
+		fmt.Fprintf(&mf, "TEMPLATE \"\"\"%s\"\"\"\n", show.Template)
+	}
+	if p.System != "" {
+		fmt.Fprintf(&mf, "SYSTEM \"\"\"%s\"\"\"\n", p.System)
+	}
+	for _, l := range params {
+		fmt.Fprintf(&mf, "PARAMETER %s\n", strings.Join(strings.Fields(l), " "))
+	}
+	show.Modelfile = mf.String()
 }
 
-// ollamaNodeWith returns a non-stale, non-draining Ollama node that has model.
-func (s *Server) ollamaNodeWith(model string) (registry.NodeView, bool) {
+// nodeWith returns a non-stale node that has model, an Ollama node if one has it (its answer is
+// Ollama's own).
+func (s *Server) nodeWith(model string) (registry.NodeView, bool) {
+	var found registry.NodeView
+	ok := false
 	for _, v := range s.registry.Nodes() {
-		if v.Stale || v.Heartbeat.Backend != agentapi.BackendOllama {
+		if v.Stale {
 			continue
 		}
 		for _, m := range v.Heartbeat.Models {
 			if modelName(v.Heartbeat.Backend, m.Name) == model && (m.OnDisk || m.Resident) {
-				return v, true
+				if v.Heartbeat.Backend == agentapi.BackendOllama {
+					return v, true
+				}
+				if !ok {
+					found, ok = v, true
+				}
 			}
 		}
 	}
-	return registry.NodeView{}, false
+	return found, ok
 }
 
-// agentShow asks node's agent for Ollama's /api/show.
-func (s *Server) agentShow(c *gin.Context, node registry.NodeView, req api.ShowRequest) (int, []byte, error) {
+// agentShow asks node's agent for Ollama's /api/show of the model the client calls asked (the
+// node lists it as name).
+func (s *Server) agentShow(c *gin.Context, node registry.NodeView, asked, name string, verbose bool) (int, []byte, error) {
 	u, err := s.core.urls.get(node.Heartbeat.Address, agentapi.PathOllamaShow)
 	if err != nil {
 		return 0, nil, err
 	}
-	body, _ := json.Marshal(req)
+	body, _ := json.Marshal(api.ShowRequest{Model: asked, Verbose: verbose})
 	hr, err := http.NewRequestWithContext(c.Request.Context(), http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
 	hr.Header["Authorization"] = s.core.agentAuth
 	hr.Header["Content-Type"] = hdrJSON
+	hr.Header[agentapi.HeaderModel] = []string{name}
 	resp, err := s.core.transport.RoundTrip(hr)
 	if err != nil {
 		return 0, nil, fmt.Errorf("node %s: %w", node.Heartbeat.NodeID, err)

@@ -12,7 +12,7 @@ import (
 // size of messages, prompt and input, and the conversation's prefix hash. Errors carry Ollama's
 // own wording, since /api/* clients get the message as it is.
 func scanOllamaBody(b []byte, info *bodyInfo) *APIError {
-	*info = bodyInfo{stream: true}
+	info.reset(true)
 	i := jsonspan.SkipWS(b, 0)
 	if i >= len(b) {
 		return badRequest("missing_body", "", "missing request body")
@@ -28,7 +28,7 @@ func scanOllamaBody(b []byte, info *bodyInfo) *APIError {
 	if b[i] != '{' {
 		return badRequest("invalid_type", "", "json: cannot unmarshal %s into Go value of type api.Request", goJSONType(b[i]))
 	}
-	var model, stream, options, messages, prompt, input span
+	var model, stream, options, messages, prompt, input, system, tools span
 	jsonspan.EachMember(b[i:], func(key, v []byte) {
 		sp := spanOf(b, v)
 		switch string(jsonspan.Key(key)) {
@@ -44,6 +44,10 @@ func scanOllamaBody(b []byte, info *bodyInfo) *APIError {
 			prompt = sp
 		case "input":
 			input = sp
+		case "system":
+			system = sp
+		case "tools":
+			tools = sp
 		}
 	})
 	if model.present() && b[model.start] != '"' && b[model.start] != 'n' {
@@ -80,7 +84,10 @@ func scanOllamaBody(b []byte, info *bodyInfo) *APIError {
 	for _, v := range [...]span{messages, prompt, input} {
 		info.promptBytes += v.end - v.start
 	}
-	info.setPrefixHash(b, messages, prompt)
+	if messages.present() {
+		system = span{} // chat has no separate system prompt
+	}
+	info.setPrefix(b, tools, system, messages, prompt)
 	return nil
 }
 

@@ -143,9 +143,27 @@ func (k *call) metricsLabel() string {
 
 // call is one inference request on its way through the gateway. Calls are pooled: the scheduler
 // request, its decision and the copy buffer are reused, which keeps the hot path low on
-// allocations.
+// allocations. Its state is grouped by concern, each group reset as a whole when the call goes
+// back to the pool.
 type call struct {
-	s     *Server
+	s *Server
+	inbound
+	routing
+	progress
+	traceState
+	// cont continues the stream on another node when its node fails midway (continue.go).
+	cont continuation
+	// names backs the agent request's model headers.
+	names [2]string
+	// mt meters the relayed answer for the token counters, the stream latency histograms, the
+	// rate limits' settlement and the request span.
+	mt meter
+
+	buf [32 << 10]byte
+}
+
+// inbound is what the client asked and who asked it.
+type inbound struct {
 	ctx   context.Context
 	path  string
 	class string
@@ -154,32 +172,52 @@ type call struct {
 
 	body []byte
 	info bodyInfo
-	// front, when set, adapts the request to another API's wire format (the Ollama routes).
-	front front
-	// model is the base model as the scheduler knows it; preset the preset applied, if any.
+	// asked is the model name the client used (a preset's, an Ollama spelling), which the agent
+	// writes into its answer; model is the base model as the scheduler knows it (the backend's
+	// name); preset the preset applied, if any.
+	asked  string
 	model  string
 	preset string
-
-	// seq numbers the request in this gateway: its scheduler Seq and the source of its ID and seed.
-	seq  uint64
-	req  scheduler.Request
-	dec  scheduler.Decision
-	excl [4]string
-	tk   admission.Ticket
+	// held, when set, is where the answer goes until it is complete (a batch line, a non-streamed
+	// /api answer): a failure midway is taken back and fails over.
+	held *memSink
 
 	// tenant is the caller; reserved the tokens its rate limit was charged up front (charged),
 	// settled against what mt reads from the response's usage.
 	tenant   *tenant
 	reserved int
 	charged  bool
+}
 
+// routing is the scheduler's input and decision for the call.
+type routing struct {
+	// seq numbers the request in this gateway: its scheduler Seq and the source of its ID and seed.
+	seq  uint64
+	req  scheduler.Request
+	dec  scheduler.Decision
+	excl [4]string
+	tk   admission.Ticket
+	// prefix holds req.Prefix: what each node's engine holds of the prompt (its storage is kept
+	// across uses of the call); predicted is the granted node's part of it.
+	prefix    []scheduler.PrefixMatch
+	predicted int
+}
+
+// reset clears the routing state but keeps the decision's slices, the prefix matches' storage and
+// the ticket's links to req and dec.
+func (r *routing) reset() {
+	r.excl = [4]string{}
+	r.req = scheduler.Request{}
+	r.prefix, r.predicted = r.prefix[:0], 0
+	r.tk.LastSnap = nil
+}
+
+// progress is how the attempts went.
+type progress struct {
 	attempts int
 	node     string
 	status   int
 	ttft     time.Duration
-	// mt meters the relayed answer for the token counters, the stream latency histograms, the
-	// rate limits' settlement and the request span.
-	mt meter
 	// failures describes the failed attempts, for the log and the final error.
 	failures []string
 	// last is the last retryable answer an agent gave (5xx, 429), relayed if no node does better.
@@ -189,15 +227,19 @@ type call struct {
 	// events counts the SSE events a Responses stream passed to the client, so that an error
 	// event after a failure carries the next sequence_number.
 	events int
+	// committed is true once the client (or memory) has the answer's status and headers, frame
+	// how the answer is cut into events.
+	committed bool
+	frame     framing
+}
 
-	// Tracing (tracing.go): the request's span (nil when tracing is off), the current attempt's
-	// context and the time spent queued.
+// traceState is the call's tracing (tracing.go): the request's span (nil when tracing is off),
+// the current attempt's context and the time spent queued.
+type traceState struct {
 	span      trace.Span
 	actx      context.Context
 	queueWait time.Duration
 	answered  bool
-
-	buf [32 << 10]byte
 }
 
 // getCall takes a call from the server's pool. The pool is per server so that a ticket only ever
@@ -208,23 +250,23 @@ func (s *Server) getCall(ctx context.Context, path, class string) *call {
 		k = new(call)
 		k.tk.Req, k.tk.Dec = &k.req, &k.dec
 	}
-	k.s, k.ctx, k.path, k.class, k.start = s, ctx, path, class, s.core.clock.Now()
+	k.s = s
+	k.inbound = inbound{ctx: ctx, path: path, class: class, start: s.core.clock.Now()}
 	k.seq = s.core.seq.Add(1)
 	return k
 }
 
 func putCall(k *call) {
 	s := k.s
-	k.s, k.ctx, k.body, k.info, k.last, k.front, k.agentErr = nil, nil, nil, bodyInfo{}, nil, nil, nil
-	k.model, k.preset, k.reqID, k.node = "", "", "", ""
-	k.attempts, k.status, k.ttft, k.events = 0, 0, 0, 0
-	k.tenant, k.reserved, k.charged = nil, 0, false
+	k.s = nil
+	info := k.inbound.info
+	info.reset(false) // keeps the chain's buffer
+	k.inbound = inbound{info: info}
+	k.routing.reset()
+	k.progress = progress{failures: k.failures[:0]}
+	k.traceState = traceState{}
+	k.cont.reset()
 	k.mt.reset()
-	k.span, k.actx, k.queueWait, k.answered = nil, nil, 0, false
-	k.failures = k.failures[:0]
-	k.excl = [4]string{}
-	k.req = scheduler.Request{}
-	k.tk.LastSnap = nil
 	s.core.calls.Put(k)
 }
 
@@ -261,12 +303,13 @@ func mix64(x uint64) uint64 {
 // scheduler request.
 func (k *call) prepare(h http.Header) *APIError {
 	scan, apply := scanBody, (*models.Preset).Apply
-	if k.front != nil {
+	if ollamaRoute(k.path) {
 		scan, apply = scanOllamaBody, (*models.Preset).ApplyOllama
 	}
 	if err := k.scan(scan); err != nil {
 		return err
 	}
+	asked := k.info.model // in the client's body, which a preset replaces but never changes
 	if err := k.admitRate(h); err != nil {
 		return err
 	}
@@ -285,7 +328,7 @@ func (k *call) prepare(h http.Header) *APIError {
 		if err != nil {
 			return badRequest("invalid_preset_request", "", "Could not apply preset `%s`: %v", p.Name, err)
 		}
-		k.body, k.preset = body, p.Name
+		k.body, k.preset, k.asked = body, p.Name, p.Name
 		if err := k.scan(scan); err != nil {
 			return err
 		}
@@ -297,17 +340,29 @@ func (k *call) prepare(h http.Header) *APIError {
 		}
 	}
 	k.model = name
+	if k.asked == "" {
+		k.asked = name // the client's spelling, unless it is another (then it costs a string)
+		if string(asked) != name {
+			k.asked = string(asked)
+		}
+	}
 	seq := k.seq
 	k.req = scheduler.Request{
 		Model:          name,
 		Class:          k.class,
-		PromptTokens:   k.info.promptBytes / 4, // about four bytes of JSON text per token
+		PromptTokens:   k.s.core.tpb.tokens(name, k.info.promptBytes),
 		MaxTokens:      k.info.maxTokens,
 		PrefixHash:     k.info.prefixHash,
 		ModelVRAMBytes: vram,
 		Seq:            seq,
 		Seed:           mix64(k.s.core.seed + seq),
 		Exclude:        k.excl[:0],
+	}
+	k.prefix = k.s.core.prefix.Match(snap, name, k.info.chain.Links(), k.prefix[:0])
+	k.s.core.tpb.scale(name, k.prefix)
+	k.req.Prefix = k.prefix
+	if k.s.core.chwbl {
+		k.req.RoutingKey = chwblKey(k.body, k.info.firstUser)
 	}
 	return nil
 }
@@ -382,6 +437,7 @@ func (k *call) load(r *http.Request, h http.Header) (res result, ok bool) {
 	if err := k.prepare(h); err != nil {
 		return result{err: err}, false
 	}
+	k.continuable(r.Header)
 	return result{}, true
 }
 
@@ -429,11 +485,13 @@ func (k *call) finish(res result) {
 	s.metrics.observeRequest(label, k.node, statusText(status), latency)
 	if status/100 == 2 {
 		prompt, completion := k.mt.tokens(k.info.stream)
+		s.core.tpb.observe(k.model, prompt, k.info.promptBytes)
 		tenant := defaultTenant
 		if k.tenant != nil && k.tenant.name != "" {
 			tenant = k.tenant.name
 		}
 		s.metrics.observeTokens(label, k.node, tenant, prompt, completion)
+		s.metrics.observePredicted(label, k.node, k.predicted)
 		s.history.AddTokens(completion)
 		if k.info.stream {
 			s.metrics.observeStream(label, k.node, k.ttft, k.mt.tpot(completion))
@@ -468,14 +526,17 @@ func (k *call) finish(res result) {
 	if len(k.failures) > 0 {
 		attrs = append(attrs, slog.Any("failed_attempts", k.failures))
 	}
+	if k.cont.count > 0 {
+		attrs = append(attrs, slog.Int("continued", k.cont.count))
+	}
 	if k.req.Model != "" {
 		attrs = append(attrs, slog.Uint64("seq", k.req.Seq), slog.String("decision", k.decisionText()))
 	}
 	s.log.LogAttrs(k.ctx, level, "inference request", attrs...)
 }
 
-// decisionText describes the last scheduling decision: candidates in order with scores, then
-// refused nodes with reasons.
+// decisionText describes the last scheduling decision: candidates in order with scores (and the
+// prompt tokens each one's cache holds), then refused nodes with reasons.
 func (k *call) decisionText() string {
 	snap := k.tk.LastSnap
 	if snap == nil {
@@ -486,6 +547,9 @@ func (k *call) decisionText() string {
 	for _, c := range k.dec.Candidates {
 		if c.Node < len(snap.Nodes) {
 			fmt.Fprintf(&b, " %s:%.3f", snap.Nodes[c.Node].ID, c.Score)
+			if c.PrefixTokens > 0 {
+				fmt.Fprintf(&b, "(prefix %d)", c.PrefixTokens)
+			}
 		}
 	}
 	for _, r := range k.dec.Rejections {

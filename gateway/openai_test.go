@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -466,25 +467,38 @@ func TestCircuitOpensAfterFailures(t *testing.T) {
 	}
 }
 
+// TestMidStreamFailure: with continuation off (--no-continuation, or the client's
+// X-Herd-No-Continue), a stream broken after its first byte ends with one error event saying why.
 func TestMidStreamFailure(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		mode  wireMode
-		cause string
+		name   string
+		mode   wireMode
+		cause  string
+		header bool
 	}{
-		{"connection cut", wireMidStream, "failed mid-stream"},
-		{"agent goes silent", wireHangMidBody, "no data for"},
+		{"connection cut", wireMidStream, "continuation is off on this gateway", false},
+		{"agent goes silent", wireHangMidBody, "no data for", false},
+		{"client said no", wireMidStream, "turned off by the request's X-Herd-No-Continue header", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			g := newCoreGW(t, func(c *Config) {
 				c.StreamIdleTimeout = 200 * time.Millisecond
 				c.Scheduler.Policy = scheduler.PolicyLeastInflight
+				c.NoContinuation = !tt.header
 			})
 			a := newWireAgent(t, "a", tt.mode)
 			other := newWireAgent(t, "b", wireOK)
 			g.beat("a", a.srv.URL, 4, testModel)
 			g.beatBusy("b", other.srv.URL, 4, 1, testModel) // a is preferred; b would take a retry
-			resp := g.post(t, "/v1/chat/completions", `{"model":"llama3.1:8b","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+			req, _ := http.NewRequest(http.MethodPost, g.srv.URL+"/v1/chat/completions", strings.NewReader(`{"model":"llama3.1:8b","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+			req.Header.Set("Authorization", "Bearer "+testAPIKey)
+			if tt.header {
+				req.Header.Set(agentapi.HeaderNoContinue, "1")
+			}
+			resp, err := g.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer resp.Body.Close()
 			if resp.Header.Get(agentapi.HeaderNode) != "a" {
 				t.Fatalf("served by %q; the test needs node a", resp.Header.Get(agentapi.HeaderNode))
@@ -508,6 +522,90 @@ func TestMidStreamFailure(t *testing.T) {
 			}
 			if len(other.requests()) != 0 {
 				t.Errorf("a request that had started streaming was retried on another node")
+			}
+		})
+	}
+}
+
+// TestMidStreamContinued: a stream whose node fails midway (cut, silent past the idle timeout,
+// an error event, or silent past the stall timeout while its heartbeat is late) goes on on the
+// next node, which is asked to continue the text the client has; the client sees one stream.
+func TestMidStreamContinued(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		mode wireMode
+		// late moves the clock past the node's heartbeat interval while it is silent.
+		late  bool
+		cause string
+	}{
+		{"connection cut", wireMidStream, false, "unexpected EOF"},
+		{"agent goes silent", wireHangMidBody, false, "no data for 300ms"},
+		{"stalled with a late heartbeat", wireHangMidBody, true, "its heartbeat is late (stalled)"},
+		{"backend error event", wireErrorEvent, false, "the backend sent an error event: GPU lost"},
+		{"stream ends early", wireEndsEarly, false, "the stream ended before the answer did"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newCoreGW(t, func(c *Config) {
+				c.StreamIdleTimeout = 300 * time.Millisecond
+				c.StallTimeout = 50 * time.Millisecond
+				if tt.late {
+					c.StreamIdleTimeout = time.Minute // only the stall timeout can end it
+					c.HeartbeatInterval = time.Second
+				}
+				c.Scheduler.Policy = scheduler.PolicyLeastInflight
+			})
+			a := newWireAgent(t, "a", tt.mode)
+			other := newWireAgent(t, "b", wireOK)
+			g.beat("a", a.srv.URL, 4, testModel)
+			g.beatBusy("b", other.srv.URL, 4, 1, testModel)
+			if tt.late {
+				go func() {
+					<-a.entered
+					time.Sleep(20 * time.Millisecond)
+					g.clock.Advance(2 * time.Second) // a misses its beats (late, not yet stale); b's is refreshed
+					g.beatBusy("b", other.srv.URL, 4, 1, testModel)
+				}()
+			}
+			body := `{"model":"llama3.1:8b","stream":true,"seed":7,"temperature":0.5,"messages":[{"role":"user","content":"hi"}]}`
+			resp := g.post(t, "/v1/chat/completions", body)
+			defer resp.Body.Close()
+			events := readSSEData(t, resp.Body)
+			var text strings.Builder
+			for _, ev := range events[:len(events)-1] {
+				var c struct {
+					ID      string `json:"id"`
+					Choices []struct {
+						Delta struct{ Content string } `json:"delta"`
+					} `json:"choices"`
+				}
+				if err := json.Unmarshal([]byte(ev), &c); err != nil || c.ID != "chatcmpl-1" || len(c.Choices) != 1 {
+					t.Fatalf("event %q: %v", ev, err)
+				}
+				text.WriteString(c.Choices[0].Delta.Content)
+			}
+			if events[len(events)-1] != "[DONE]" || text.String() != "Hello from the herd" {
+				t.Fatalf("text %q, events %q", text.String(), events)
+			}
+			reqs := other.requests()
+			if len(reqs) != 1 || reqs[0].header.Get(agentapi.HeaderContinue) != "1" {
+				t.Fatalf("continuing requests %+v", reqs)
+			}
+			var got map[string]any
+			if err := json.Unmarshal(reqs[0].body, &got); err != nil {
+				t.Fatal(err)
+			}
+			c, _ := got[agentapi.ContinueField].(map[string]any)
+			if c["content"] != "Hello from" || c["tokens"] != float64(2) || c["id"] != "chatcmpl-1" || got["seed"] != float64(7) || got["temperature"] != 0.5 {
+				t.Fatalf("continuing body %s", reqs[0].body)
+			}
+			delete(got, agentapi.ContinueField)
+			var orig map[string]any
+			_ = json.Unmarshal([]byte(body), &orig)
+			if fmt.Sprint(got) != fmt.Sprint(orig) {
+				t.Fatalf("the continuing request changed the client's: %v", got)
+			}
+			if log := g.log.String(); !strings.Contains(log, "continued=1") || !strings.Contains(log, tt.cause) {
+				t.Errorf("log lacks the continuation or its cause %q:\n%s", tt.cause, log)
 			}
 		})
 	}

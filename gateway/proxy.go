@@ -50,25 +50,12 @@ import (
 //     StreamIdleTimeout after), so a hung agent ends the request instead of hanging it. A client
 //     that goes away cancels the agent request.
 
-// sink is where a response goes: the client's ResponseWriter, or memory for batch work.
+// sink is where a response goes: the client's ResponseWriter, or memory (heldAnswer) for batch
+// lines and non-streamed /api answers.
 type sink interface {
 	http.ResponseWriter
 	http.Flusher
 }
-
-// streamFailer is a sink that ends a stream broken after its first byte in its own wire format
-// (Ollama's NDJSON error line) rather than with an SSE error event.
-type streamFailer interface{ failStream(message string) }
-
-// front adapts a call to another API's wire format (Ollama's on /api/*): per attempt it chooses
-// the agent route and body for node n (now is when the attempt starts), or refuses the request.
-type front interface {
-	upstream(n *scheduler.Node, now time.Time) (path string, body []byte, err *APIError)
-}
-
-// resettable is a sink that can take back what was written: memory can, a client connection
-// cannot. On a resettable sink even a mid-body failure fails over.
-type resettable interface{ reset() }
 
 // result is how a request ended for the handler.
 type result struct {
@@ -93,6 +80,11 @@ const (
 	outcomeAbort
 	// outcomeError: the agent answered a 4xx, now in call.agentErr.
 	outcomeError
+	// outcomeContinue: the stream broke after its client got part of it, and goes on on another
+	// node (call.cont.body is the continuing request).
+	outcomeContinue
+	// outcomeFinished: the stream broke after its answer was complete; the gateway ended it.
+	outcomeFinished
 )
 
 // capturedResponse is an agent's retryable answer, kept in case no other node does better.
@@ -107,6 +99,7 @@ type capturedResponse struct {
 const maxCapturedBody = 64 << 10
 
 // run schedules, admits and proxies the request until one node answers or attempts run out.
+// Once a stream is with its client, whatever ends it ends it in the stream (endStream).
 func (k *call) run(w sink) result {
 	s := k.s
 	for {
@@ -119,26 +112,54 @@ func (k *call) run(w sink) result {
 				return result{clientGone: true}
 			}
 			ae := admissionError(err)
+			if k.committed {
+				return k.endStream(w, "upstream node "+k.node+" failed mid-stream, and no node could continue it: "+ae.Message)
+			}
 			if k.attempts > 0 {
 				return k.exhausted(w)
 			}
 			return result{err: ae}
 		}
 		switch o {
-		case outcomeDone:
+		case outcomeDone, outcomeFinished:
 			return result{}
 		case outcomeClientGone:
 			return result{clientGone: true}
 		case outcomeAbort:
 			return result{abort: true}
 		case outcomeError:
+			if k.committed {
+				return k.endStream(w, "upstream node "+id+" could not continue the stream: "+k.agentErr.Message)
+			}
 			return result{err: k.agentErr, fromAgent: true}
 		}
 		k.req.Exclude = append(k.req.Exclude, id)
 		if k.attempts >= s.cfg.MaxAttempts {
+			if k.committed {
+				return k.endStream(w, fmt.Sprintf("the stream could not be continued: all %d attempts failed: %s", k.attempts, strings.Join(k.failures, "; ")))
+			}
 			return k.exhausted(w)
 		}
 	}
+}
+
+// endStream ends a stream its client already has part of with one well-formed error event in the
+// client's wire format (an SSE error event; the Responses API's "error" event; Ollama's last
+// line {"error":"..."}); a body that is not a stream is cut (abort).
+func (k *call) endStream(w sink, msg string) result {
+	k.status = http.StatusBadGateway
+	k.s.metrics.continuations.WithLabelValues(k.metricsLabel(), k.node, "failed").Inc()
+	switch {
+	case k.frame == frameNDJSON:
+		writeNDJSONError(w, msg)
+	case k.frame != frameSSE:
+		return result{abort: true}
+	case k.path == agentapi.PathResponses:
+		writeResponsesError(w, msg, k.events)
+	default:
+		writeSSEError(w, msg)
+	}
+	return result{}
 }
 
 // admitAndAttempt waits in admission for a slot and runs one attempt on the granted node. The
@@ -158,6 +179,20 @@ func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
 	}
 	defer g.Done()
 	n := g.Node()
+	// The node's engine will hold this prompt: the index learns it from every request sent.
+	defer k.s.core.prefix.End(k.s.core.prefix.Start(n, k.model, k.info.chain.Links()))
+	loads := n.CanLoad && !residentOn(n, k.model)
+	if loads {
+		// The node loads the model for this request: the model's next requests wait for that
+		// load (scheduler.NodeModel.Loading) instead of starting others.
+		k.s.registry.StartLoad(n.ID, k.model)
+	}
+	k.predicted = 0
+	for _, m := range k.req.Prefix {
+		if m.Node == n.ID {
+			k.predicted = m.Tokens
+		}
+	}
 	k.attempts++
 	k.node = n.ID
 	var asp trace.Span
@@ -166,6 +201,10 @@ func (k *call) admitAndAttempt(w sink) (outcome, string, error) {
 		asp = k.startAttempt(n)
 	}
 	o := k.attempt(n, w)
+	if loads && o == outcomeRetry {
+		// The load failed with the attempt: nothing should wait for it.
+		k.s.registry.EndLoad(n.ID, k.model)
+	}
 	if asp != nil {
 		k.endAttempt(asp, o, failures)
 	}
@@ -205,163 +244,340 @@ func (k *call) fail(node, format string, args ...any) {
 	k.failures = append(k.failures, "node "+node+": "+fmt.Sprintf(format, args...))
 }
 
-// attempt proxies the request to node n and streams the answer into w.
+// watchdog bounds every wait on an agent: it cancels the attempt when a read takes too long.
+// Before the first byte the bound is FirstByteTimeout; after it StreamIdleTimeout, or, when the
+// node's heartbeat is late (late), the shorter StallTimeout: a node that went silent and stopped
+// beating (stopped, hung, cut off) is given up on soon, a busy one that still beats is waited for.
+type watchdog struct {
+	t      *time.Timer
+	cancel context.CancelFunc
+	// last is when the current wait started (UnixNano, set by reset).
+	last atomic.Int64
+	// timeout and stall are the bounds of the current phase; late says the node is late.
+	timeout, stall atomic.Int64
+	fired, stalled atomic.Bool
+	// s and node say whose heartbeat to look at (Server.lateNode).
+	s    *Server
+	node string
+}
+
+// arm starts the watchdog on cancel with timeout, for an attempt on node of s.
+func (d *watchdog) arm(timeout time.Duration, cancel context.CancelFunc, s *Server, node string) {
+	d.cancel, d.s, d.node = cancel, s, node
+	d.timeout.Store(int64(timeout))
+	d.last.Store(time.Now().UnixNano())
+	d.t = time.AfterFunc(timeout, d.check)
+}
+
+// streaming moves to the stream's bounds once the first byte came.
+func (d *watchdog) streaming(idle time.Duration) { d.timeout.Store(int64(idle)) }
+
+// withStall sets the stall bound (0: none).
+func (d *watchdog) withStall(stall time.Duration) { d.stall.Store(int64(stall)) }
+
+// reset starts a new wait.
+func (d *watchdog) reset() {
+	d.last.Store(time.Now().UnixNano())
+	d.t.Reset(d.next())
+}
+
+// next is how long until the next check.
+func (d *watchdog) next() time.Duration {
+	t, st := time.Duration(d.timeout.Load()), time.Duration(d.stall.Load())
+	if st > 0 && st < t {
+		return st
+	}
+	return t
+}
+
+// check runs when a wait is long: past the timeout, or past the stall bound with the node late,
+// it cancels the attempt; otherwise it looks again later.
+func (d *watchdog) check() {
+	silent := time.Duration(time.Now().UnixNano() - d.last.Load())
+	t, st := time.Duration(d.timeout.Load()), time.Duration(d.stall.Load())
+	switch {
+	case silent >= t:
+	case st > 0 && silent >= st && d.s.lateNode(d.node):
+		d.stalled.Store(true)
+	default:
+		d.t.Reset(max(min(t-silent, d.next()), time.Millisecond))
+		return
+	}
+	d.fired.Store(true)
+	d.cancel()
+}
+
+func (d *watchdog) stop() { d.t.Stop() }
+
+// cause describes why a read ended with err.
+func (d *watchdog) cause(err error) string {
+	switch {
+	case d.stalled.Load():
+		return fmt.Sprintf("no data for %s and its heartbeat is late (stalled)", time.Duration(d.stall.Load()))
+	case d.fired.Load():
+		return fmt.Sprintf("no data for %s", time.Duration(d.timeout.Load()))
+	}
+	return err.Error()
+}
+
+// lateNode reports whether node id's heartbeat is late: older than one and a half intervals (the
+// agent's own, else the gateway's), as the admin API calls a node late, or the node stale or gone.
+func (s *Server) lateNode(id string) bool {
+	v, ok := s.registry.Node(id)
+	if !ok || v.Stale {
+		return true
+	}
+	interval := s.cfg.HeartbeatInterval
+	if v.Heartbeat.IntervalMS > 0 {
+		interval = time.Duration(v.Heartbeat.IntervalMS) * time.Millisecond
+	}
+	return s.core.clock.Now().Sub(v.LastHeartbeat) > interval*3/2
+}
+
+// attempt proxies the request to node n and streams the answer into w: send, then relay.
 func (k *call) attempt(n *scheduler.Node, w sink) outcome {
-	s := k.s
-	path, body := k.path, k.body
-	if k.front != nil {
-		// Another API's front (Ollama's /api/*) decides per node what to send: the native request
-		// to a node whose backend speaks it, a translation to any other.
-		var ae *APIError
-		if path, body, ae = k.front.upstream(n, s.core.clock.Now()); ae != nil {
-			w.Header()["Content-Type"] = hdrJSON
-			w.WriteHeader(ae.Status)
-			_, _ = w.Write(errorJSON(ae))
-			k.status = ae.Status
-			return outcomeDone
-		}
-	}
-	u, err := s.core.urls.get(n.Address, path)
-	if err != nil {
-		s.registry.ReportFailure(n.ID)
-		k.fail(n.ID, "%v", err)
-		return outcomeRetry
-	}
 	parent := k.ctx
 	if k.actx != nil {
 		parent = k.actx
 	}
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	var timedOut atomic.Bool
-	idle := time.AfterFunc(s.cfg.FirstByteTimeout, func() {
-		timedOut.Store(true)
-		cancel()
-	})
-	defer idle.Stop()
+	var wd watchdog
+	wd.arm(k.s.cfg.FirstByteTimeout, cancel, k.s, n.ID)
+	if k.cont.keep {
+		wd.withStall(k.s.cfg.StallTimeout)
+	}
+	defer wd.stop()
 
+	resp, o := k.send(ctx, n, &wd)
+	if o == outcomeError {
+		agentHeaders{node: n.ID}.write(w.Header(), k.attempts)
+	}
+	if resp == nil {
+		return o
+	}
+	defer resp.Body.Close()
+	return k.relay(n, resp, w, &wd)
+}
+
+// send sends the request to node n's agent. It returns the agent's 2xx answer, or nil and how the
+// attempt ended: a transport failure, 5xx or 429 is retried elsewhere (the 5xx and the transport
+// failure also count against the node's circuit breaker), a 4xx is the client's answer.
+func (k *call) send(ctx context.Context, n *scheduler.Node, wd *watchdog) (*http.Response, outcome) {
+	s := k.s
+	u, err := s.core.urls.get(n.Address, k.path)
+	if err != nil {
+		s.registry.ReportFailure(n.ID)
+		k.fail(n.ID, "%v", err)
+		return nil, outcomeRetry
+	}
+	body := k.body
+	if k.cont.body != nil {
+		body = k.cont.body
+	}
 	resp, err := s.core.transport.RoundTrip(k.upstreamRequest(ctx, u, body))
 	if err != nil {
 		if k.ctx.Err() != nil {
-			return outcomeClientGone
+			return nil, outcomeClientGone
 		}
 		s.registry.ReportFailure(n.ID)
-		if timedOut.Load() {
+		if wd.fired.Load() && !wd.stalled.Load() {
 			k.fail(n.ID, "no response within %s", s.cfg.FirstByteTimeout)
 		} else {
-			k.fail(n.ID, "%v", err)
+			k.fail(n.ID, "%s", wd.cause(err))
 		}
-		return outcomeRetry
+		return nil, outcomeRetry
+	}
+	if resp.StatusCode < 400 {
+		s.registry.ReportSuccess(n.ID)
+		return resp, outcomeDone
 	}
 	defer resp.Body.Close()
-
+	body, rerr := io.ReadAll(io.LimitReader(resp.Body, maxCapturedBody))
+	if k.ctx.Err() != nil {
+		return nil, outcomeClientGone
+	}
 	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxCapturedBody))
-		if k.ctx.Err() != nil {
-			return outcomeClientGone
-		}
 		if resp.StatusCode >= 500 {
 			s.registry.ReportFailure(n.ID)
 		}
 		k.last = &capturedResponse{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: body, node: n.ID}
 		k.fail(n.ID, "HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(body[:min(len(body), 200)]))
-		return outcomeRetry
+		return nil, outcomeRetry
 	}
 	s.registry.ReportSuccess(n.ID)
-	if resp.StatusCode >= 400 {
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxCapturedBody))
-		if err != nil && k.ctx.Err() != nil {
-			return outcomeClientGone
-		}
-		w.Header()[agentapi.HeaderNode] = []string{n.ID}
-		w.Header()[agentapi.HeaderAttempts] = []string{attemptsText(k.attempts)}
-		k.agentErr = backendError(resp.StatusCode, resp.Header.Get("Content-Type"), body)
-		return outcomeError
-	}
+	_ = rerr // a 4xx cut short still says what it could
+	k.agentErr = backendError(resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	return nil, outcomeError
+}
 
-	ct := resp.Header.Get("Content-Type")
-	sse := strings.HasPrefix(ct, "text/event-stream")
-	// Ollama's native streams (NDJSON, passed through by the Ollama front) are metered line by line.
-	ndjson := !sse && strings.HasPrefix(ct, "application/x-ndjson")
-	committed := false
-	timeout := s.cfg.FirstByteTimeout
-	off := 0 // bytes of a partial SSE event held at the start of k.buf
+// framing is how a relayed body is cut into events: SSE events end with a blank line, NDJSON
+// lines (Ollama's streams) with a newline; other bodies are not cut.
+type framing uint8
+
+const (
+	framePlain framing = iota
+	frameSSE
+	frameNDJSON
+)
+
+func framingOf(contentType string) framing {
+	switch {
+	case strings.HasPrefix(contentType, "text/event-stream"):
+		return frameSSE
+	case strings.HasPrefix(contentType, "application/x-ndjson"):
+		return frameNDJSON
+	}
+	return framePlain
+}
+
+// end returns the index just past the last complete event in b (0: none).
+func (f framing) end(b []byte) int {
+	switch f {
+	case frameSSE:
+		return eventEnd(b)
+	case frameNDJSON:
+		return bytes.LastIndexByte(b, '\n') + 1
+	}
+	return len(b)
+}
+
+// sep is what ends one event.
+func (f framing) sep() []byte {
+	if f == frameNDJSON {
+		return ndjsonLineEnd
+	}
+	return sseEventEnd
+}
+
+// relay copies the agent's answer into w, whole events at a time, flushing each read. Every read
+// is bounded by the watchdog (FirstByteTimeout before the first byte, StreamIdleTimeout after).
+func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdog) outcome {
+	s := k.s
+	fr := framingOf(resp.Header.Get("Content-Type"))
+	wrote := false // this attempt wrote to w
+	off := 0       // bytes of a partial event held at the start of k.buf
 	for {
-		idle.Reset(timeout)
+		wd.reset()
 		nr, rerr := resp.Body.Read(k.buf[off:])
 		total := off + nr
 		out := k.buf[:total]
-		if sse && rerr != io.EOF {
-			if e := eventEnd(out); e > 0 || total < len(k.buf) {
+		if fr != framePlain && rerr != io.EOF {
+			if e := fr.end(out); e > 0 || total < len(k.buf) {
 				out = out[:e]
 			} // else an event larger than the buffer: pass it on as it is
 		}
-		if len(out) > 0 || (rerr == io.EOF && !committed) {
-			if !committed {
-				k.commit(w, resp, n.ID, sse)
-				committed = true
+		if len(out) > 0 || (rerr == io.EOF && !wrote) {
+			if !wrote {
+				wrote = true
+				wd.streaming(s.cfg.StreamIdleTimeout)
+			}
+			if !k.committed {
+				k.commit(w, resp, n.ID, fr)
 				k.ttft = s.core.clock.Now().Sub(k.start)
-				timeout = s.cfg.StreamIdleTimeout
-				if sse || ndjson {
+				if fr != framePlain {
 					k.mt.itl = s.metrics.itl.WithLabelValues(k.metricsLabel(), n.ID)
 				}
+			}
+			// A backend's error event is a failure like a cut connection when the stream can be
+			// continued: the events before it go out, it does not.
+			failed, errMsg := -1, ""
+			if k.cont.keep && fr != framePlain {
+				failed, errMsg = errorEvent(out, fr)
+			}
+			if failed >= 0 {
+				out = out[:failed]
 			}
 			if _, werr := w.Write(out); werr != nil {
 				return outcomeClientGone
 			}
-			k.mt.body(out)
-			if sse {
-				if k.path == agentapi.PathResponses {
-					k.events += bytes.Count(out, sseEventEnd)
-				}
-				// Metered before the flush: the client cannot have the events before they are timed.
-				k.mt.events(out, sseEventEnd, s.core.clock.Now())
+			k.sent(out, fr)
+			if fr != framePlain {
 				w.Flush()
-			} else if ndjson {
-				k.mt.events(out, ndjsonLineEnd, s.core.clock.Now())
+			}
+			if failed >= 0 {
+				return k.broken(n, w, fr, true, errMsg)
 			}
 		}
 		off = copy(k.buf[:], k.buf[len(out):total])
-		if rerr == nil {
+		switch {
+		case rerr == nil:
 			continue
-		}
-		if rerr == io.EOF {
+		case rerr == io.EOF && k.cont.keep && !streamEnded(fr, k.mt.window()):
+			// The agent ended the stream cleanly but the answer did not end: its backend died
+			// under it. That is a break like any other.
+			return k.broken(n, w, fr, true, "the stream ended before the answer did")
+		case rerr == io.EOF:
 			return outcomeDone
-		}
-		if k.ctx.Err() != nil {
+		case k.ctx.Err() != nil:
 			return outcomeClientGone
 		}
-		s.registry.ReportFailure(n.ID)
-		cause := rerr.Error()
-		if timedOut.Load() {
-			cause = fmt.Sprintf("no data for %s", timeout)
-		}
-		k.fail(n.ID, "%s", cause)
-		if !committed {
-			return outcomeRetry
-		}
-		if r, ok := w.(resettable); ok {
-			r.reset()
-			k.status, k.ttft = 0, 0
-			k.mt.reset()
-			return outcomeRetry
-		}
-		k.status = http.StatusBadGateway
-		if f, ok := w.(streamFailer); ok {
-			f.failStream(fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause))
-			return outcomeDone
-		}
-		if !sse {
-			return outcomeAbort
-		}
-		msg := fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause)
-		if k.path == agentapi.PathResponses {
-			writeResponsesError(w, msg, k.events)
-		} else {
-			writeSSEError(w, msg)
-		}
-		return outcomeDone
+		return k.broken(n, w, fr, wrote, wd.cause(rerr))
 	}
+}
+
+// streamEnded reports whether tail, the end of a stream in framing fr, is the end of an answer:
+// SSE's [DONE], or Ollama's last line with "done": true.
+func streamEnded(fr framing, tail []byte) bool {
+	tail = bytes.TrimSpace(tail)
+	switch fr {
+	case frameSSE:
+		return bytes.HasSuffix(tail, []byte("[DONE]"))
+	case frameNDJSON:
+		last := tail[bytes.LastIndexByte(tail, '\n')+1:]
+		return bytes.Contains(last, []byte(`"done":true`))
+	}
+	return true
+}
+
+// sent meters events relayed to the client (before the flush: the client cannot have them
+// before they are timed) and counts a Responses stream's events for its sequence numbers.
+func (k *call) sent(out []byte, fr framing) {
+	k.mt.body(out)
+	if fr == framePlain {
+		return
+	}
+	k.cont.note(out)
+	if fr == frameSSE && k.path == agentapi.PathResponses {
+		k.events += bytes.Count(out, sseEventEnd)
+	}
+	k.mt.events(out, fr.sep(), k.s.core.clock.Now())
+}
+
+// broken handles an answer that broke off on node n. Before this attempt wrote anything, or into
+// memory, it fails over. A stream already with its client is continued on another node where it
+// can be (continue.go), and otherwise ends with one well-formed error event saying why; any other
+// body is cut (outcomeAbort).
+func (k *call) broken(n *scheduler.Node, w sink, fr framing, wrote bool, cause string) outcome {
+	k.s.registry.ReportFailure(n.ID)
+	k.fail(n.ID, "%s", cause)
+	if !wrote {
+		return outcomeRetry
+	}
+	if k.held != nil {
+		k.held.reset()
+		k.committed, k.status, k.ttft = false, 0, 0
+		k.mt.reset()
+		return outcomeRetry
+	}
+	o, why := k.tryContinue(n.ID, fr, w)
+	if why == "" {
+		return o
+	}
+	msg := fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause)
+	if fr != framePlain {
+		msg += "; it could not be continued: " + why
+	}
+	if r := k.endStream(w, msg); r.abort {
+		return outcomeAbort
+	}
+	return outcomeDone
+}
+
+// writeNDJSONError ends a broken NDJSON stream as Ollama does: one last line {"error":"..."}.
+func writeNDJSONError(w sink, message string) {
+	_, _ = w.Write(appendOllamaError(nil, message))
+	w.Flush()
 }
 
 // writeResponsesError ends a broken Responses stream as the Responses API does: one "error"
@@ -411,16 +627,16 @@ var hopByHop = map[string]bool{
 }
 
 // commit writes the agent's status and headers to w, with the gateway's own.
-func (k *call) commit(w sink, resp *http.Response, node string, sse bool) {
+func (k *call) commit(w sink, resp *http.Response, node string, fr framing) {
+	k.committed, k.frame = true, fr
 	h := w.Header()
 	for key, v := range resp.Header {
 		if !hopByHop[key] {
 			h[key] = v
 		}
 	}
-	h[agentapi.HeaderNode] = []string{node}
-	h[agentapi.HeaderAttempts] = []string{attemptsText(k.attempts)}
-	if sse {
+	agentHeaders{node: node}.write(h, k.attempts)
+	if fr == frameSSE {
 		// Tells a buffering reverse proxy in front of the gateway (nginx) to pass events on.
 		h["X-Accel-Buffering"] = hdrNo
 	}
@@ -428,7 +644,19 @@ func (k *call) commit(w sink, resp *http.Response, node string, sse bool) {
 	k.status = resp.StatusCode
 }
 
-var hdrNo = []string{"no"}
+// agentHeaders are the gateway's own answer headers: which node answered.
+type agentHeaders struct{ node string }
+
+// write sets them on h.
+func (a agentHeaders) write(h http.Header, attempts int) {
+	h[agentapi.HeaderNode] = []string{a.node}
+	h[agentapi.HeaderAttempts] = []string{attemptsText(attempts)}
+}
+
+var (
+	hdrNo  = []string{"no"}
+	hdrOne = []string{"1"}
+)
 
 // attemptsText is strconv.Itoa without an allocation for small counts.
 func attemptsText(n int) string {
@@ -448,10 +676,17 @@ var (
 // upstreamRequest builds the agent request: the client's body as is, the cluster token (never the
 // client's key), the request ID and the class.
 func (k *call) upstreamRequest(ctx context.Context, u *url.URL, body []byte) *http.Request {
-	h := make(http.Header, 4)
+	h := make(http.Header, 8)
 	h["Authorization"] = k.s.core.agentAuth
 	h["Content-Type"] = hdrJSON
 	h[agentapi.HeaderRequestID] = []string{k.reqID}
+	// Backed by the pooled call: the request is done with them before the call is reused.
+	k.names = [2]string{k.model, k.asked}
+	h[agentapi.HeaderModel] = k.names[0:1:1]
+	h[agentapi.HeaderClientModel] = k.names[1:2:2]
+	if k.cont.body != nil {
+		h[agentapi.HeaderContinue] = hdrOne
+	}
 	if k.class == agentapi.ClassBatch {
 		h[agentapi.HeaderClass] = hdrBatch
 	} else {

@@ -63,22 +63,20 @@ func checkResponses(b []byte, info *bodyInfo) *APIError {
 	if err != nil {
 		return err
 	}
-	h := uint64(fnvOffset)
-	if len(ins) > 0 && ins[0] == '"' {
-		h = fnvAdd(h, ins[:min(len(ins), prefixPromptBytes)])
-		h *= fnvPrime
+	// The conversation is the instructions, then the input's items (or its text), as the
+	// agent's translation renders them for the backend.
+	info.resetPrefix()
+	var insSpan, inSpan span
+	if len(ins) > 0 {
+		insSpan = spanOf(b, ins)
 	}
-	switch {
-	case len(input) > 0 && input[0] == '[':
-		if ih := messagesPrefixHash(input); ih != 0 {
-			h ^= ih
-			h *= fnvPrime
-		}
-	case len(input) > 0 && input[0] == '"':
-		h = fnvAdd(h, input[:min(len(input), prefixPromptBytes)])
+	if len(input) > 0 {
+		inSpan = spanOf(b, input)
 	}
-	if h != fnvOffset {
-		info.prefixHash = h
+	if inSpan.present() && b[inSpan.start] == '[' {
+		info.setPrefix(b, span{}, insSpan, inSpan, span{})
+	} else {
+		info.setPrefix(b, span{}, insSpan, span{}, inSpan)
 	}
 	return nil
 }

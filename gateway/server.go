@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/herd-llm/herd/gateway/prefixcache"
 	"log/slog"
 	"net"
 	"net/http"
@@ -106,6 +107,9 @@ type Config struct {
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// Scheduler chooses the policy.
 	Scheduler scheduler.Config `yaml:"scheduler"`
+	// PrefixCache sizes the gateway's model of the engines' prompt caches (gateway/prefixcache)
+	// where the engines do not say.
+	PrefixCache prefixcache.Config `yaml:"prefix_cache"`
 	// MaxAttempts bounds how many nodes one request is tried on before the client sees an error.
 	MaxAttempts int `yaml:"max_attempts"`
 	// FirstByteTimeout bounds the wait for an agent's response headers.
@@ -113,13 +117,30 @@ type Config struct {
 	// StreamIdleTimeout bounds the silence between two reads of an agent's response body; past
 	// it the response is failed (mid-stream: an SSE error event) rather than left hanging.
 	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+	// AgentH2C makes the request path speak HTTP/2 without TLS (h2c, prior knowledge) to agents
+	// at http:// URLs, so thousands of concurrent streams to one agent share a few connections
+	// instead of holding one socket (and two buffers) each. Every herd agent serves h2c beside
+	// HTTP/1.1; it is off by default because a plain HTTP/1.1 server behind an agent URL (an
+	// older agent, a test double) would refuse the HTTP/2 preface.
+	AgentH2C bool `yaml:"agent_h2c"`
+	// StallTimeout is the shorter silence after which a stream whose node's heartbeat is late
+	// counts as failed (a stopped or cut-off node), so that it is continued elsewhere soon.
+	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// NoContinuation turns off continuing a broken stream on another node: it then ends with an
+	// error event (clients can also ask for that per request, X-Herd-No-Continue).
+	NoContinuation bool `yaml:"no_continuation"`
 	// QueueSize bounds requests waiting for a node per model; QueueTimeout bounds their wait.
 	QueueSize    int           `yaml:"queue_size"`
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
 	// MinReplicas keeps that many resident copies of a model warm across the cluster (model →
 	// count), loaded where the placement planner finds room, re-checked every ReplicaInterval.
-	MinReplicas     map[string]int `yaml:"min_replicas"`
-	ReplicaInterval time.Duration  `yaml:"replica_interval"`
+	MinReplicas map[string]int `yaml:"min_replicas"`
+	// Replicas scales the listed models by demand (model → min and max resident copies): the
+	// replica controller adds a replica while a model's requests outnumber its replicas' slots
+	// and drops an idle one when the rest would run at most half full (scheduler.Scale), every
+	// ReplicaInterval, never outside [min, max].
+	Replicas        map[string]scheduler.ReplicaBounds `yaml:"replicas"`
+	ReplicaInterval time.Duration                      `yaml:"replica_interval"`
 	// PresetsFile is an optional YAML file of presets loaded at start.
 	PresetsFile string `yaml:"presets_file"`
 	// RedisURL ("redis://host:6379/0"), when set, keeps files metadata, batches and presets in
@@ -165,6 +186,7 @@ func DefaultConfig() Config {
 		MaxAttempts:             3,
 		FirstByteTimeout:        120 * time.Second,
 		StreamIdleTimeout:       60 * time.Second,
+		StallTimeout:            5 * time.Second,
 		QueueSize:               256,
 		QueueTimeout:            60 * time.Second,
 		HistoryInterval:         5 * time.Second,
@@ -206,10 +228,15 @@ func (c Config) Validate() error {
 	if err := c.Scheduler.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	for model, b := range c.Replicas {
+		if b.Min < 0 || b.Max < 0 || (b.Max > 0 && b.Max < b.Min) {
+			errs = append(errs, fmt.Errorf("replicas: %s: want 0 ≤ min ≤ max (max 0: min), got min %d max %d", model, b.Min, b.Max))
+		}
+	}
 	if err := c.Tracing.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.ReadHeaderTimeout < 0 || c.BodyReadTimeout < 0 || c.IdleTimeout < 0 {
+	if c.ReadHeaderTimeout < 0 || c.BodyReadTimeout < 0 || c.IdleTimeout < 0 || c.StallTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
 	}
 	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {

@@ -170,9 +170,16 @@ func (k *call) endAttempt(sp trace.Span, o outcome, failures int) {
 	if len(k.failures) > failures {
 		reason := k.failures[len(k.failures)-1]
 		sp.SetAttributes(tracing.KeyRetryReason.String(reason))
-		if o == outcomeRetry || k.status >= 500 {
+		if o == outcomeRetry || o == outcomeContinue || k.status >= 500 {
 			sp.SetStatus(codes.Error, reason)
 		}
+	}
+	if o == outcomeContinue {
+		// The stream goes on on the next attempt's node, which continues the partial answer.
+		sp.SetAttributes(attribute.Bool("herd.continued", true))
+	}
+	if k.cont.body != nil && o != outcomeContinue {
+		sp.SetAttributes(attribute.Bool("herd.continuation", true)) // this attempt continued it
 	}
 	if o == outcomeAbort {
 		sp.SetStatus(codes.Error, "response broke off")
@@ -213,6 +220,10 @@ func (k *call) endSpan(res result, status int, latency time.Duration) {
 	}
 	if k.node != "" {
 		attrs = append(attrs, tracing.KeyNode.String(k.node))
+	}
+	if k.cont.count > 0 {
+		// The stream broke midway and went on on another node (continue.go), this many times.
+		attrs = append(attrs, attribute.Int("herd.continuations", k.cont.count))
 	}
 	if k.answered {
 		attrs = append(attrs, tracing.KeyTTFT.Float64(ms(k.ttft)))

@@ -31,6 +31,9 @@ const (
 	CapacityDefaultSimSpeed      = 4.0
 	CapacityDefaultStartRPS      = 2.0
 	CapacityDefaultProbes        = 7
+	// CapacityDefaultEngine: the simulated nodes behave like Ollama (slot-local prompt caches,
+	// OLLAMA_MAX_LOADED_MODELS), the server herd is built around.
+	CapacityDefaultEngine = "ollama"
 )
 
 // SimProbe runs capacity probes, each on a fresh simulated cluster started from the herd binary,
@@ -62,6 +65,8 @@ type SimProbe struct {
 	Attainment float64
 	// LogDir, when set, keeps each probe's process logs in a subdirectory.
 	LogDir string
+	// Engine is the model server the simulated nodes behave like (default CapacityDefaultEngine).
+	Engine string
 	// Progress receives one line per probe (nil: quiet).
 	Progress io.Writer
 
@@ -88,8 +93,25 @@ type CapacityPoint struct {
 	TPOT Quantiles `json:"tpot_ms"`
 	// Nodes counts requests by serving node.
 	Nodes map[string]int `json:"nodes,omitempty"`
+	// Engine is what the simulated engines' logs say they did in the measured window: prompt
+	// tokens evaluated (prefill done after their caches), reused, and model loads.
+	Engine EngineStats `json:"engine"`
+	// PrefillPerRequest is Engine.PrefillTokens per prefill; LoadsPer1k model loads per 1,000
+	// requests sent in the window.
+	PrefillPerRequest float64 `json:"prefill_tokens_per_request"`
+	LoadsPer1k        float64 `json:"model_loads_per_1k_requests"`
 	// WallS is how long the probe took on the wall clock, cluster start and stop included.
 	WallS float64 `json:"wall_s"`
+}
+
+func (pt *CapacityPoint) setEngine(st EngineStats) {
+	pt.Engine = st
+	if st.Prefills > 0 {
+		pt.PrefillPerRequest = round3(float64(st.PrefillTokens) / float64(st.Prefills))
+	}
+	if pt.Requests > 0 {
+		pt.LoadsPer1k = round3(1000 * float64(st.ModelLoads) / float64(pt.Requests))
+	}
 }
 
 // Quantiles are the p50, p90 and p99 of a latency, in milliseconds.
@@ -117,10 +139,30 @@ func (p *SimProbe) attainment() float64 {
 func (p *SimProbe) load() Options {
 	l := p.Load
 	if l.Duration <= 0 {
-		l.Duration = CapacityDefaultProbeDuration
+		switch l.Workload {
+		case WorkloadMultiTurn:
+			l.Duration = 0 // per rate: MultiTurnWarmUp + MultiTurnMeasured (Run)
+		case WorkloadMultiModel:
+			l.Duration = MultiModelProbe
+		default:
+			l.Duration = CapacityDefaultProbeDuration
+		}
 	}
+	if l.WarmUp <= 0 {
+		switch l.Workload {
+		case WorkloadMultiModel:
+			l.WarmUp = min(MultiModelWarmUp, l.Duration/4)
+		}
+	}
+	if l.Workload == WorkloadMultiModel && len(l.Models) == 0 {
+		l.Models = MultiModelModels()
+	}
+
 	if l.SLOTTFT == 0 && l.SLOTPOT == 0 {
 		l.SLOTTFT, l.SLOTPOT = CapacityDefaultSLOTTFT, CapacityDefaultSLOTPOT
+		if l.Workload == WorkloadMultiModel {
+			l.SLOTTFT = MultiModelSLOTTFT
+		}
 	}
 	if l.Workload == "" {
 		l.Workload = WorkloadSharedPrefix
@@ -140,11 +182,36 @@ func (p *SimProbe) Run(ctx context.Context, rate float64) (*CapacityPoint, error
 	}
 	speed := p.speed()
 	l := p.load()
+	if l.Workload == WorkloadMultiTurn {
+		// Warm-up and probe length follow the rate (one think time of warm-up).
+		if l.WarmUp <= 0 {
+			l.WarmUp = MultiTurnWarmUp(rate)
+		}
+		if l.Duration <= 0 {
+			l.Duration = l.WarmUp + MultiTurnMeasured
+		}
+		if l.WarmUp >= l.Duration {
+			l.WarmUp = l.Duration / 3
+		}
+	}
 	p.probes++
 	began := time.Now()
+	engine := p.Engine
+	if engine == "" {
+		engine = CapacityDefaultEngine
+	}
 	copts := SimClusterOptions{
 		Binary: p.Binary, GPUs: p.GPUs, Models: []string{l.Model}, Policy: p.Policy, SimSpeed: speed,
-		AgentArgs: []string{"--agent-heartbeat-interval", heartbeatFor(speed).String()},
+		AgentArgs:  []string{"--agent-heartbeat-interval", heartbeatFor(speed).String(), "--sim-engine", engine},
+		EngineLogs: true,
+	}
+	switch l.Workload {
+	case WorkloadMultiTurn:
+		copts.AgentArgs = append(copts.AgentArgs, "--sim-context", strconv.Itoa(MultiTurnContext))
+	case WorkloadMultiModel:
+		// Nothing resident at start; every node keeps one model loaded at a time.
+		copts.Models, copts.Preload = l.Models, []string{}
+		copts.AgentArgs = append(copts.AgentArgs, "--sim-max-loaded-models", strconv.Itoa(MultiModelMaxLoaded))
 	}
 	if p.LogDir != "" {
 		copts.LogDir, copts.KeepLogs = filepath.Join(p.LogDir, fmt.Sprintf("%s-%s-probe%d", sanitize(p.GPUs), p.Policy, p.probes)), true
@@ -167,25 +234,34 @@ func (p *SimProbe) Run(ctx context.Context, rate float64) (*CapacityPoint, error
 	run.Target, run.Label, run.Simulated, run.Events, run.Progress = cl.URL, p.Policy, true, nil, nil
 	run.RPS, run.RampFrom, run.RampTo, run.Concurrency = rate*speed, 0, 0, 0
 	run.Duration = scaleDur(l.Duration, speed)
+	run.WarmUp = scaleDur(l.WarmUp, speed)
 	run.SLOTTFT, run.SLOTPOT = scaleDur(l.SLOTTFT, speed), scaleDur(l.SLOTPOT, speed)
 	run.RequestTimeout = scaleDur(bound, speed) + time.Second
 	run.DrainTimeout = run.RequestTimeout + time.Second
+	runStart := time.Now()
 	r, err := Run(ctx, run)
+	// What the engines did in the measured window, from their own logs (the cluster's log
+	// directory goes with Stop).
+	engineStats, engErr := cl.EngineStats(runStart.Add(run.WarmUp))
 	stopErr := cl.Stop()
 	if err != nil {
 		return nil, fmt.Errorf("probe at %.3g req/s: %w", rate, err)
+	}
+	if engErr != nil {
+		return nil, fmt.Errorf("probe at %.3g req/s: %w", rate, engErr)
 	}
 	if stopErr != nil {
 		progressf(p.Progress, "   stopping the cluster: %v", stopErr)
 	}
 	pt := capacityPoint(r, rate, speed, p.attainment())
+	pt.setEngine(engineStats)
 	pt.WallS = round3(time.Since(began).Seconds())
 	verdict := "FAIL"
 	if pt.Pass {
 		verdict = "pass"
 	}
-	progressf(p.Progress, "   %-14s %-16s %6.3g req/s: %5.1f%% within SLO (%d/%d) %s  [SIMULATED, %.0fs wall]",
-		p.Policy, p.GPUs, rate, 100*pt.Attainment, pt.Good, pt.Requests, verdict, pt.WallS)
+	progressf(p.Progress, "   %-14s %-16s %6.3g req/s: %5.1f%% within SLO (%d/%d) %s  prefill %.0f tok/req, %d loads  [SIMULATED, %.0fs wall]",
+		p.Policy, p.GPUs, rate, 100*pt.Attainment, pt.Good, pt.Requests, verdict, pt.PrefillPerRequest, pt.Engine.ModelLoads, pt.WallS)
 	return pt, nil
 }
 
@@ -242,6 +318,8 @@ func CapacitySearch(ctx context.Context, p *SimProbe, o SearchOptions) (*Capacit
 	if res.Best >= 0 {
 		b := points[res.Best]
 		cr.TokS, cr.ThroughputRPS, cr.Attainment, cr.TTFT, cr.TPOT, cr.Nodes = b.TokS, b.ThroughputRPS, b.Attainment, b.TTFT, b.TPOT, b.Nodes
+		cr.PrefillTokens, cr.CachedTokens, cr.ModelLoads = b.Engine.PrefillTokens, b.Engine.CachedTokens, b.Engine.ModelLoads
+		cr.PrefillPerRequest, cr.LoadsPer1k = b.PrefillPerRequest, b.LoadsPer1k
 	}
 	return cr, err
 }
@@ -261,6 +339,14 @@ type CapacityResult struct {
 	TTFT          Quantiles      `json:"ttft_ms"`
 	TPOT          Quantiles      `json:"tpot_ms"`
 	Nodes         map[string]int `json:"nodes,omitempty"`
+	// PrefillTokens are the prompt tokens the engines evaluated in the measured window of the
+	// probe at CapacityRPS (after their prompt caches), CachedTokens those they reused;
+	// ModelLoads the models they loaded; PrefillPerRequest and LoadsPer1k the same per request.
+	PrefillTokens     int64   `json:"prefill_tokens"`
+	CachedTokens      int64   `json:"cached_tokens"`
+	ModelLoads        int     `json:"model_loads"`
+	PrefillPerRequest float64 `json:"prefill_tokens_per_request"`
+	LoadsPer1k        float64 `json:"model_loads_per_1k_requests"`
 	// Probes are every probe of the search, in the order run.
 	Probes []CapacityPoint `json:"probes"`
 }
@@ -275,11 +361,15 @@ type CapacityRatio struct {
 // CapacityReport is the capacity scenario's result. Every figure is simulated, in simulated
 // units (see SimProbe).
 type CapacityReport struct {
-	Scenario       string           `json:"scenario"`
-	Simulated      bool             `json:"simulated"`
-	GPUs           string           `json:"gpus"`
-	Model          string           `json:"model"`
-	Workload       string           `json:"workload"`
+	Scenario  string  `json:"scenario"`
+	Simulated bool    `json:"simulated"`
+	GPUs      string  `json:"gpus"`
+	Model     string  `json:"model"`
+	Workload  string  `json:"workload"`
+	Engine    string  `json:"engine"`
+	WarmUpS   float64 `json:"warm_up_s,omitempty"`
+	// WarmUpRule says how the warm-up follows the rate when it does (multi-turn).
+	WarmUpRule     string           `json:"warm_up_rule,omitempty"`
 	Stream         bool             `json:"stream"`
 	Seed           uint64           `json:"seed"`
 	SimSpeed       float64          `json:"sim_speed"`
@@ -306,6 +396,9 @@ func runCapacity(ctx context.Context, o ScenarioOptions) (*CapacityReport, error
 	gpus := o.GPUs
 	if gpus == "" {
 		gpus = HeteroDefaultGPUs
+		if o.Load.Workload == WorkloadMultiModel {
+			gpus = MultiModelGPUs
+		}
 	}
 	if len(GPUGroups(gpus)) == 0 {
 		return nil, fmt.Errorf("%w: no GPU groups in %q", ErrBadOptions, gpus)
@@ -319,7 +412,7 @@ func runCapacity(ctx context.Context, o ScenarioOptions) (*CapacityReport, error
 	if !(o.Attainment >= 0 && o.Attainment <= 1) {
 		return nil, fmt.Errorf("%w: attainment %v: want a share in (0, 1]", ErrBadOptions, o.Attainment)
 	}
-	probeTmpl := SimProbe{Binary: o.Binary, GPUs: gpus, SimSpeed: o.SimSpeed, Load: o.Load, Attainment: o.Attainment, LogDir: o.LogDir, Progress: o.Progress}
+	probeTmpl := SimProbe{Binary: o.Binary, GPUs: gpus, SimSpeed: o.SimSpeed, Load: o.Load, Attainment: o.Attainment, LogDir: o.LogDir, Progress: o.Progress, Engine: o.Engine}
 	l := probeTmpl.load()
 	check := l.withDefaults()
 	check.RPS = 1 // the search sets the rates; check the rest of the workload
@@ -333,15 +426,34 @@ func runCapacity(ctx context.Context, o ScenarioOptions) (*CapacityReport, error
 	if so.MaxProbes <= 0 {
 		so.MaxProbes = CapacityDefaultProbes
 	}
+	if so.Min <= 0 && (o.Load.Workload == WorkloadMultiTurn || o.Load.Workload == WorkloadMultiModel) {
+		// These probes are long, and a policy that fails at every rate (the prefill of a cold
+		// 8k-token conversation takes longer than the TTFT SLO on a slow GPU, whatever the load)
+		// should not spend its budget halving down to start ÷ 64.
+		so.Min = so.Start / 8
+	}
 	so, err := so.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	d := l.withDefaults()
+	engine := o.Engine
+	if engine == "" {
+		engine = CapacityDefaultEngine
+	}
+	model := d.Model
+	if d.Workload == WorkloadMultiModel {
+		model = strings.Join(d.Models, ",")
+	}
 	rep := &CapacityReport{
-		Scenario: ScenarioCapacity, Simulated: true, GPUs: gpus, Model: d.Model, Workload: string(d.Workload),
-		Stream: d.Stream, Seed: d.Seed, SimSpeed: probeTmpl.speed(), SLO: SLO{TTFTMs: ms(d.SLOTTFT), TPOTMs: ms(d.SLOTPOT)},
+		Scenario: ScenarioCapacity, Simulated: true, GPUs: gpus, Model: model, Workload: string(d.Workload), Engine: engine,
+		WarmUpS: d.WarmUp.Seconds(),
+		Stream:  d.Stream, Seed: d.Seed, SimSpeed: probeTmpl.speed(), SLO: SLO{TTFTMs: ms(d.SLOTTFT), TPOTMs: ms(d.SLOTPOT)},
 		Attainment: probeTmpl.attainment(), ProbeDurationS: d.Duration.Seconds(), MaxProbes: so.MaxProbes, Tolerance: so.Tolerance,
+	}
+	if d.Workload == WorkloadMultiTurn && o.Load.Duration <= 0 {
+		rep.ProbeDurationS = MultiTurnMeasured.Seconds()
+		rep.WarmUpRule = "one mean think time (48 users ÷ rate), 30–120 s, before the probe's " + MultiTurnMeasured.String() + " measured"
 	}
 	for _, policy := range policies {
 		progressf(o.Progress, "== capacity: policy %s on fresh SIMULATED clusters %s (sim speed %g×, figures in simulated time)", policy, gpus, rep.SimSpeed)
@@ -402,20 +514,23 @@ func capacityText(r CapacityResult) string {
 func (c *CapacityReport) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### Capacity at SLO — SIMULATED cluster %s (every figure is simulated)\n\n", c.GPUs)
-	fmt.Fprintf(&b, "Highest Poisson rate at which ≥ %g%% of requests meet TTFT ≤ %gms and TPOT ≤ %gms; workload %s, model %s, stream %v, seed %d. ",
-		100*c.Attainment, c.SLO.TTFTMs, c.SLO.TPOTMs, c.Workload, c.Model, c.Stream, c.Seed)
+	fmt.Fprintf(&b, "Highest Poisson rate at which ≥ %g%% of requests meet TTFT ≤ %gms and TPOT ≤ %gms; workload %s, model %s, engine %s, stream %v, seed %d, warm-up %gs left out. ",
+		100*c.Attainment, c.SLO.TTFTMs, c.SLO.TPOTMs, c.Workload, c.Model, c.Engine, c.Stream, c.Seed, c.WarmUpS)
 	fmt.Fprintf(&b, "Bisection over fresh clusters, ≤ %d probes of %gs per policy, tolerance %g%%; simulated time (sim speed %g×: rates, tok/s and latencies are in simulated units).\n\n",
 		c.MaxProbes, c.ProbeDurationS, 100*c.Tolerance, c.SimSpeed)
-	b.WriteString("| policy | capacity req/s | tok/s | within SLO | TTFT p50 / p90 / p99 ms | TPOT p50 / p90 / p99 ms | first failing req/s | probes |\n")
-	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	if c.WarmUpRule != "" {
+		fmt.Fprintf(&b, "Warm-up: %s.\n\n", c.WarmUpRule)
+	}
+	b.WriteString("| policy | capacity req/s | tok/s | within SLO | TTFT p50 / p90 / p99 ms | TPOT p50 / p90 / p99 ms | first failing req/s | probes | prefill tok/req | loads / 1k req |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, p := range c.Policies {
 		fail := "-"
 		if p.Bounded {
 			fail = strconv.FormatFloat(p.FailRPS, 'f', 2, 64)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f%% | %.0f / %.0f / %.0f | %.1f / %.1f / %.1f | %s | %d |\n",
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f%% | %.0f / %.0f / %.0f | %.1f / %.1f / %.1f | %s | %d | %.0f | %.1f |\n",
 			p.Policy, capacityText(p), p.TokS, 100*p.Attainment, p.TTFT.P50, p.TTFT.P90, p.TTFT.P99,
-			p.TPOT.P50, p.TPOT.P90, p.TPOT.P99, fail, len(p.Probes))
+			p.TPOT.P50, p.TPOT.P90, p.TPOT.P99, fail, len(p.Probes), p.PrefillPerRequest, p.LoadsPer1k)
 	}
 	if len(c.Ratios) > 0 {
 		b.WriteByte('\n')

@@ -18,13 +18,14 @@ func fixtureCapacity() *CapacityReport {
 	}
 	rr := CapacityResult{Policy: "round_robin", CapacityRPS: 2.5, FailRPS: 3, Bounded: true, TokS: 221, ThroughputRPS: 2.4, Attainment: 0.956,
 		TTFT: Quantiles{P50: 136, P90: 1331, P99: 2341}, TPOT: Quantiles{P50: 14.1, P90: 44.6, P99: 44.7}, Nodes: map[string]int{"sim1-t4": 25},
+		PrefillTokens: 151234, CachedTokens: 98000, ModelLoads: 3, PrefillPerRequest: 1512.3, LoadsPer1k: 30,
 		Probes: []CapacityPoint{pt(2, 1, true), pt(4, 0.6, false), pt(3, 0.85, false), pt(2.5, 0.956, true)}}
 	li := CapacityResult{Policy: "least_inflight", CapacityRPS: 3, FailRPS: 3.5, Bounded: true, TokS: 300, Attainment: 0.93,
 		Probes: []CapacityPoint{pt(2, 1, true), pt(4, 0.7, false), pt(3, 0.93, true), pt(3.5, 0.88, false)}}
 	h := CapacityResult{Policy: "herd", CapacityRPS: 8, TokS: 800, Attainment: 1,
 		Probes: []CapacityPoint{pt(2, 1, true), pt(4, 1, true), pt(8, 0.99, true)}}
 	rep := &CapacityReport{Scenario: ScenarioCapacity, Simulated: true, GPUs: "t4,a40,3090", Model: DefaultModel,
-		Workload: string(WorkloadSharedPrefix), Stream: true, Seed: 1, SimSpeed: 4, SLO: SLO{TTFTMs: 2000, TPOTMs: 100},
+		Workload: string(WorkloadSharedPrefix), Engine: "ollama", Stream: true, Seed: 1, SimSpeed: 4, SLO: SLO{TTFTMs: 2000, TPOTMs: 100},
 		Attainment: 0.9, ProbeDurationS: 30, MaxProbes: 7, Tolerance: 0.1, Policies: []CapacityResult{rr, li, h}}
 	rep.Ratios = capacityRatios(rep.Policies)
 	return rep

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +48,9 @@ type SimClusterOptions struct {
 	ReadyTimeout time.Duration
 	// GatewayArgs and AgentArgs are appended to the processes' command lines.
 	GatewayArgs, AgentArgs []string
+	// EngineLogs gives every agent a --sim-engine-log file in LogDir (SimAgent.EngineLog), from
+	// which ParseEngineLog counts the prefill and the loads each node did.
+	EngineLogs bool
 }
 
 // SimAgent is one simulated node of a Cluster.
@@ -55,6 +59,8 @@ type SimAgent struct {
 	NodeID string
 	GPUs   string
 	URL    string
+	// EngineLog is the node's engine log file (SimClusterOptions.EngineLogs), else empty.
+	EngineLog string
 	*Process
 }
 
@@ -179,11 +185,16 @@ func StartSimCluster(ctx context.Context, o SimClusterOptions) (*Cluster, error)
 			args = append(args, "--sim-preload", strings.Join(o.Preload, ","))
 		}
 		args = append(args, o.AgentArgs...)
+		engineLog := ""
+		if o.EngineLogs {
+			engineLog = filepath.Join(c.LogDir, id+".engine.log")
+			args = append(args, "--sim-engine-log", engineLog)
+		}
 		p, u, err := startListening(ctx, "agent "+id, o.Binary, args, "", c.LogDir, "")
 		if err != nil {
 			return fail(err)
 		}
-		c.Agents = append(c.Agents, &SimAgent{NodeID: id, GPUs: g, URL: u, Process: p})
+		c.Agents = append(c.Agents, &SimAgent{NodeID: id, GPUs: g, URL: u, EngineLog: engineLog, Process: p})
 		ids = append(ids, id)
 	}
 	if err := c.waitNodes(ctx, ids, o.ReadyTimeout); err != nil {
@@ -370,6 +381,22 @@ func (c *Cluster) KillNode(id string) error {
 		return fmt.Errorf("no agent %q in this cluster", id)
 	}
 	return a.Kill()
+}
+
+// EngineStats sums the agents' engine logs (SimClusterOptions.EngineLogs) from since on.
+func (c *Cluster) EngineStats(since time.Time) (EngineStats, error) {
+	var sum EngineStats
+	for _, a := range c.Agents {
+		if a.EngineLog == "" {
+			continue
+		}
+		st, err := ParseEngineLogFile(a.EngineLog, since)
+		if err != nil {
+			return sum, fmt.Errorf("engine log of %s: %w", a.NodeID, err)
+		}
+		sum.Add(st)
+	}
+	return sum, nil
 }
 
 // PIDs returns the process ids of the gateway and the agents, gateway first.

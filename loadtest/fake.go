@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +59,10 @@ type FakeOptions struct {
 	Chunks int
 	// ChunkDelay is slept between streamed chunks (default 0: as fast as the socket goes).
 	ChunkDelay time.Duration
+	// FastModels are streamed with FastChunkDelay instead of ChunkDelay: a probe at a fast
+	// GPU's speed beside slow streams (the streams scenario).
+	FastModels     []string
+	FastChunkDelay time.Duration
 	// Delay is the wait of FaultSlow (default 1s).
 	Delay time.Duration
 	// FailEvery is k of FaultFlaky (default 5).
@@ -292,13 +297,17 @@ func (f *FakeBackend) stream(w http.ResponseWriter, r *http.Request, buf []byte,
 		done = `[{"index":0,"text":"","finish_reason":"` + finish + `"}]}` + "\n\n"
 	}
 	var t *time.Timer
+	delay := f.opts.ChunkDelay
+	if slices.Contains(f.opts.FastModels, req.Model) {
+		delay = f.opts.FastChunkDelay
+	}
 	for i := range n {
-		if f.opts.ChunkDelay > 0 && i > 0 {
+		if delay > 0 && i > 0 {
 			if t == nil {
-				t = time.NewTimer(f.opts.ChunkDelay)
+				t = time.NewTimer(delay)
 				defer t.Stop()
 			} else {
-				t.Reset(f.opts.ChunkDelay)
+				t.Reset(delay)
 			}
 			select {
 			case <-r.Context().Done():

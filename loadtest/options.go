@@ -29,11 +29,21 @@ const (
 	// WorkloadSynthetic is single-turn chat whose prompt and output lengths are drawn from
 	// Options.PromptTokens and Options.OutputTokens (what herd plan verifies a workload with).
 	WorkloadSynthetic Workload = "synthetic"
+	// WorkloadMultiTurn is users in conversation: each user belongs to one of a few presets (a
+	// long system prompt shared by its group), sends a turn, reads the answer, pauses (think
+	// time), and sends the next turn with the whole history, until the conversation is
+	// MultiTurnTurns turns long (over 8k tokens) and a new one begins. The number of users
+	// follows from the rate (rate × think time); see multiturn.go for the pinned parameters.
+	WorkloadMultiTurn Workload = "multi-turn"
+	// WorkloadMultiModel is independent single-turn chats spread over several models with Zipf
+	// popularity (Options.Models, default MultiModelModels); see multimodel.go.
+	WorkloadMultiModel Workload = "multi-model"
 )
 
 // Workloads lists the workloads Run accepts.
 func Workloads() []Workload {
-	return []Workload{WorkloadChatShort, WorkloadChatLong, WorkloadSharedPrefix, WorkloadMixed, WorkloadSynthetic}
+	return []Workload{WorkloadChatShort, WorkloadChatLong, WorkloadSharedPrefix, WorkloadMixed, WorkloadSynthetic,
+		WorkloadMultiTurn, WorkloadMultiModel}
 }
 
 // DefaultModel is the model requests ask for when Options.Model is empty.
@@ -86,6 +96,16 @@ type Options struct {
 	// Conversations is the number of concurrent conversations of shared-prefix (default 16), and
 	// Turns the number of user turns after which a conversation starts over (default 8).
 	Conversations, Turns int
+	// Models are the models of the multi-model workload, most popular first (default
+	// MultiModelModels).
+	Models []string
+	// Users is the multi-turn workload's number of users (default MultiTurnUsers); their mean
+	// think time is Users ÷ RPS.
+	Users int
+	// WarmUp leaves requests sent in the run's first WarmUp out of the report (their caches and
+	// loads are still settling); Duration includes it.
+	WarmUp time.Duration
+
 	// PromptTokens and OutputTokens are the synthetic workload's prompt and output lengths
 	// (defaults 256 and 128 tokens); max_tokens is the drawn output length.
 	PromptTokens, OutputTokens TokenDist
@@ -177,6 +197,12 @@ func (o Options) withDefaults() Options {
 	if o.BatchWait <= 0 {
 		o.BatchWait = 2 * time.Minute
 	}
+	if len(o.Models) == 0 && o.Workload == WorkloadMultiModel {
+		o.Models = MultiModelModels()
+	}
+	if o.Users <= 0 {
+		o.Users = MultiTurnUsers
+	}
 	return o
 }
 
@@ -197,9 +223,15 @@ func (o Options) validate() error {
 		errs = append(errs, fmt.Sprintf("target %q: want an http:// or https:// URL", o.Target))
 	}
 	switch o.Workload {
-	case WorkloadChatShort, WorkloadChatLong, WorkloadSharedPrefix, WorkloadMixed, WorkloadSynthetic:
+	case WorkloadChatShort, WorkloadChatLong, WorkloadSharedPrefix, WorkloadMixed, WorkloadSynthetic, WorkloadMultiTurn, WorkloadMultiModel:
 	default:
-		errs = append(errs, fmt.Sprintf("unknown workload %q (want chat-short, chat-long, shared-prefix, mixed or synthetic)", o.Workload))
+		errs = append(errs, fmt.Sprintf("unknown workload %q (want chat-short, chat-long, shared-prefix, mixed, synthetic, multi-turn or multi-model)", o.Workload))
+	}
+	if o.Workload == WorkloadMultiTurn && o.Concurrency > 0 {
+		errs = append(errs, "multi-turn users pause between turns at the rate's think time: set a rate, not a concurrency")
+	}
+	if o.WarmUp < 0 || (o.WarmUp > 0 && o.WarmUp >= o.Duration) {
+		errs = append(errs, "warm-up must be shorter than the duration")
 	}
 	if o.Concurrency < 0 {
 		errs = append(errs, "concurrency must not be negative")

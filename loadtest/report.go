@@ -42,6 +42,10 @@ type Report struct {
 	OfferedRPS  float64 `json:"offered_rps,omitempty"`
 	Concurrency int     `json:"concurrency,omitempty"`
 	Seed        uint64  `json:"seed"`
+	// Users is the multi-turn workload's number of users; WarmUpS the start of the run left out
+	// of every figure (requests sent before it are not counted).
+	Users   int     `json:"users,omitempty"`
+	WarmUpS float64 `json:"warm_up_s,omitempty"`
 	// DurationS is the wall time from the start to the last request's end.
 	DurationS float64 `json:"duration_s"`
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -21,7 +22,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	var arrivals []time.Duration
-	if o.mode() == ModeOpenLoop {
+	if o.mode() == ModeOpenLoop && o.Workload != WorkloadMultiTurn {
 		from, to := o.RPS, o.RPS
 		if o.ramped() {
 			from, to = o.RampFrom, o.RampTo
@@ -96,7 +97,9 @@ func (r *runner) run(ctx context.Context, arrivals []time.Duration) (*Report, er
 	var samples []Sample
 	var collect func() []Sample
 	var wg sync.WaitGroup
-	if o.mode() == ModeOpenLoop {
+	if o.Workload == WorkloadMultiTurn {
+		collect = r.sessions(ctx, runCtx, epoch, &wg)
+	} else if o.mode() == ModeOpenLoop {
 		samples = make([]Sample, len(arrivals))
 		n := r.openLoop(ctx, runCtx, arrivals, samples, epoch, &wg)
 		collect = func() []Sample { return samples[:n] }
@@ -125,14 +128,26 @@ func (r *runner) run(ctx context.Context, arrivals []time.Duration) (*Report, er
 
 	all := collect()
 	sort.Slice(all, func(i, j int) bool { return all[i].Index < all[j].Index })
+	if o.WarmUp > 0 { // the warm-up's requests are left out; the measured window starts after it
+		all = slices.DeleteFunc(all, func(s Sample) bool { return s.Start < o.WarmUp })
+	}
 	var elapsed time.Duration
 	for i := range all {
-		elapsed = max(elapsed, all[i].Start+all[i].Latency)
+		elapsed = max(elapsed, all[i].Start+all[i].Latency-o.WarmUp)
 	}
 	rep := summarize(all, elapsed, o)
-	if o.mode() == ModeOpenLoop {
-		rep.OfferedRPS = float64(len(arrivals)) / o.Duration.Seconds()
+	switch {
+	case o.Workload == WorkloadMultiTurn: // sent after the warm-up, per second of the window
+		rep.OfferedRPS = float64(len(all)) / (o.Duration - o.WarmUp).Seconds()
+		rep.Users = o.Users
+	case o.mode() == ModeOpenLoop:
+		n := len(arrivals)
+		if o.WarmUp > 0 {
+			n = len(arrivals) - sort.Search(len(arrivals), func(i int) bool { return arrivals[i] >= o.WarmUp })
+		}
+		rep.OfferedRPS = float64(n) / (o.Duration - o.WarmUp).Seconds()
 	}
+	rep.WarmUpS = o.WarmUp.Seconds()
 	r.mu.Lock()
 	rep.Events = append(rep.Events, r.events...)
 	r.mu.Unlock()

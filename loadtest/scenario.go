@@ -44,6 +44,9 @@ var scenarios = []struct {
 	{ScenarioScale, func(ctx context.Context, _ string, o ScenarioOptions) (ScenarioReport, error) {
 		return report(runScale(ctx, o))
 	}},
+	{ScenarioStreams, func(ctx context.Context, _ string, o ScenarioOptions) (ScenarioReport, error) {
+		return report(runStreams(ctx, o))
+	}},
 }
 
 // report returns a scenario's report as a ScenarioReport: nil on error, so a caller never holds
@@ -101,7 +104,8 @@ type ScenarioOptions struct {
 	KillNodeAt time.Duration
 	KillNode   string
 	// Rounds and RoundDuration shape the overhead scenario: each case alternates direct and herd
-	// rounds of RoundDuration, Rounds times (default 3 × 5s).
+	// rounds of RoundDuration, Rounds times (default 3 × 5s). In the streams scenario Rounds is
+	// the probe's rounds a side (default StreamsDefaultProbeRounds).
 	Rounds        int
 	RoundDuration time.Duration
 	// Search bounds the capacity scenario's search per policy (defaults: start at
@@ -109,6 +113,9 @@ type ScenarioOptions struct {
 	Search SearchOptions
 	// Attainment is the share of requests the capacity scenario wants within the SLO (default 0.9).
 	Attainment float64
+	// Engine is the model server the capacity scenario's simulated nodes behave like
+	// (default CapacityDefaultEngine).
+	Engine string
 	// Progress receives progress lines (nil: quiet).
 	Progress io.Writer
 	// LogDir keeps the started processes' logs there (default: a temporary directory, removed).
@@ -117,6 +124,10 @@ type ScenarioOptions struct {
 	// HeartbeatWindow how long it measures heartbeats alone (default ScaleDefaultHeartbeatS).
 	Nodes           []int
 	HeartbeatWindow time.Duration
+	// Streams is how many slow streams the streams scenario holds open (default
+	// StreamsDefaultCount); StreamInterval the pause between two of their tokens (default 1s).
+	Streams        int
+	StreamInterval time.Duration
 	// RedisURL, when set, makes the scale scenario also measure two gateways sharing that Redis.
 	RedisURL string
 }

@@ -237,3 +237,39 @@ func TestScenarioOverheadShort(t *testing.T) {
 	wellFormed(t, svg.Bytes())
 	t.Logf("\n%s", txt.String())
 }
+
+// TestScenarioStreamsShort holds 500 slow streams through a real gateway and agent for a few
+// seconds (about 10 s in all): every stream opens, the probe runs on both sides, and the gateway
+// holds one socket per client stream but only a few towards the agent (h2c multiplexes them).
+func TestScenarioStreamsShort(t *testing.T) {
+	bin := needHerd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n = 500
+	sr, err := RunScenario(ctx, ScenarioStreams, ScenarioOptions{Binary: bin, Streams: n, Rounds: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := sr.(*StreamsReport)
+	if rep.Open != n || rep.Failed != 0 || rep.Probe.Errors != 0 {
+		t.Errorf("open %d failed %d probe errors %d (%v), want %d open", rep.Open, rep.Failed, rep.Probe.Errors, rep.ErrorKinds, n)
+	}
+	// One HTTP/1.1 connection per stream to the agent would add n sockets to the gateway's n.
+	if rep.Gateway.OpenFiles < n || rep.Gateway.OpenFiles > n+64 {
+		t.Errorf("gateway open files %d with %d client streams: gateway↔agent not multiplexed", rep.Gateway.OpenFiles, n)
+	}
+	if rep.Gateway.GoroutinesPerStream <= 0 || rep.Agent.GoroutinesPerStream <= 0 || rep.KiBPerStream <= 0 || rep.Probe.HerdP99Ms <= 0 {
+		t.Errorf("per-stream figures missing: %+v", rep)
+	}
+	var txt, js bytes.Buffer
+	_ = sr.WriteText(&txt)
+	if err := sr.WriteJSON(&js); err != nil || !json.Valid(js.Bytes()) {
+		t.Errorf("JSON report: %v", err)
+	}
+	var svg bytes.Buffer
+	if err := sr.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	wellFormed(t, svg.Bytes())
+	t.Logf("\n%s", txt.String())
+}

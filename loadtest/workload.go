@@ -26,6 +26,10 @@ func defaultMaxTokens(w Workload) int {
 		return 256
 	case WorkloadSharedPrefix:
 		return 128
+	case WorkloadMultiTurn:
+		return MultiTurnMaxTokens
+	case WorkloadMultiModel:
+		return MultiModelMaxTokens
 	default:
 		return 64
 	}
@@ -90,6 +94,11 @@ type generator struct {
 	output    TokenDist
 	// drawOutput is true when max_tokens comes from output (synthetic, no MaxTokens override).
 	drawOutput bool
+	// presets are the multi-turn system prompts; models and zipf the multi-model models and
+	// their cumulative popularity.
+	presets []string
+	models  []string
+	zipf    []float64
 }
 
 func newGenerator(o Options) *generator {
@@ -113,6 +122,19 @@ func newGenerator(o Options) *generator {
 	}
 	if g.turns <= 0 {
 		g.turns = 8
+	}
+	switch o.Workload {
+	case WorkloadMultiTurn:
+		g.presets = g.presetPrompts()
+		if o.MaxTokens <= 0 {
+			g.maxTokens = MultiTurnMaxTokens
+		}
+	case WorkloadMultiModel:
+		g.models = o.Models
+		if len(g.models) == 0 {
+			g.models = MultiModelModels()
+		}
+		g.zipf = zipfCDF(len(g.models), MultiModelZipfS)
 	}
 	if o.Workload == WorkloadSharedPrefix {
 		g.system = "You are the support assistant of a hardware company. Follow these notes. " +
@@ -150,6 +172,14 @@ func (g *generator) messages(i uint64) []chatMessage {
 	case WorkloadChatLong:
 		r := g.rng(2, i)
 		return []chatMessage{{Role: "user", Content: "Summarise the following text in a few paragraphs. " + text(r, longPromptWords-longPromptWords/10+r.IntN(longPromptWords/5))}}
+	case WorkloadMultiModel:
+		r := g.rng(8, i)
+		return []chatMessage{{Role: "user", Content: text(r, MultiModelPromptMinWords+r.IntN(MultiModelPromptMaxWords-MultiModelPromptMinWords+1))}}
+	case WorkloadMultiTurn:
+		// Open-loop use (not the capacity sessions): request i is a turn of user i mod 64.
+		u := int(i % 64)
+		round := int(i / 64)
+		return g.turnMessages(u, round/MultiTurnTurns, round%MultiTurnTurns)
 	case WorkloadSynthetic:
 		r := g.rng(5, i)
 		n := g.prompt.Sample(r)
@@ -214,7 +244,20 @@ func (g *generator) maxOutputTokens() int {
 
 // body returns the JSON body of request i.
 func (g *generator) body(i uint64) []byte {
-	req := chatRequest{Model: g.model, Messages: g.messages(i), MaxTokens: g.outputTokens(i)}
+	return g.chatBody(g.modelOf(i), g.messages(i), g.outputTokens(i))
+}
+
+// modelOf is the model request i asks for: Options.Model, or for multi-model a Zipf draw.
+func (g *generator) modelOf(i uint64) string {
+	if g.zipf == nil {
+		return g.model
+	}
+	return g.models[zipfPick(g.zipf, g.rng(9, i).Float64())]
+}
+
+// chatBody encodes one chat request.
+func (g *generator) chatBody(model string, msgs []chatMessage, maxTokens int) []byte {
+	req := chatRequest{Model: model, Messages: msgs, MaxTokens: maxTokens}
 	if g.stream {
 		req.Stream = true
 		req.StreamOptions = &streamOptions{IncludeUsage: true}

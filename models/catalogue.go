@@ -39,6 +39,18 @@ var catalogue = []ModelSpec{
 		WeightsBytes: 5_440_000_000, Layers: 42, KVHeads: 8, HeadDim: 256, ContextLength: 8192,
 	},
 	{
+		Name: "qwen2.5:3b", Family: "qwen2", ParameterCount: 3.09e9, Quantization: "Q4_K_M",
+		WeightsBytes: 1_900_000_000, Layers: 36, KVHeads: 2, HeadDim: 128, ContextLength: 32768,
+	},
+	{
+		Name: "gemma2:2b", Family: "gemma2", ParameterCount: 2.61e9, Quantization: "Q4_0",
+		WeightsBytes: 1_600_000_000, Layers: 26, KVHeads: 4, HeadDim: 256, ContextLength: 8192,
+	},
+	{
+		Name: "phi3:mini", Aliases: []string{"phi3:3.8b", "phi3"}, Family: "phi3", ParameterCount: 3.82e9, Quantization: "Q4_0",
+		WeightsBytes: 2_200_000_000, Layers: 32, KVHeads: 32, HeadDim: 96, ContextLength: 4096,
+	},
+	{
 		Name: "llama3.1:70b", Family: "llama", ParameterCount: 70.6e9, Quantization: "Q4_K_M",
 		WeightsBytes: 42_500_000_000, Layers: 80, KVHeads: 8, HeadDim: 128, ContextLength: 131072,
 	},

@@ -22,7 +22,22 @@ const (
 	// prompt processing. 0.45 reproduces the RTX 3090's pp1024 of 3865 tok/s on Llama-3-8B Q4_K_M
 	// (model: 3979).
 	DefaultPrefillEfficiency = 0.45
+	// DefaultPCIeGBs is the host link of a profile that names none: PCIe 4.0 x16, one direction.
+	DefaultPCIeGBs = 31.5
+	// pcieEfficiency is the share of the nominal link rate a bulk host-to-device copy reaches
+	// (pinned-memory cudaMemcpy on x16 links measures 12–13 GB/s on Gen3 and 24–26 GB/s on Gen4:
+	// NVIDIA's bandwidthTest sample as commonly reported), about 0.8.
+	pcieEfficiency = 0.8
 )
+
+// PCIeBytesPerSecond is how fast weights cross gpu's host link during a model load.
+func PCIeBytesPerSecond(gpu GPUProfile) float64 {
+	gbs := gpu.PCIeGBs
+	if gbs <= 0 {
+		gbs = DefaultPCIeGBs
+	}
+	return gbs * pcieEfficiency * 1e9
+}
 
 // benchSource names the llama.cpp measurements the speed model is calibrated against.
 const benchSource = "llama.cpp llama-bench, Llama-3-8B Q4_K_M (github.com/XiongjieDai/GPU-Benchmarks-on-LLM-Inference): " +
@@ -36,39 +51,44 @@ var gpuProfiles = []GPUProfile{
 		Key: "t4", Name: "Tesla T4", Aliases: []string{"tesla-t4", "nvidia-t4"},
 		VRAMBytes: 15360 * mib, MemoryBandwidthGBs: 320, FP16TFLOPS: 65,
 		PowerLimitWatts: 70, IdlePowerWatts: 9, BoostClockMHz: 1590, ECC: true,
+		PCIeGBs: 15.75,
 		Source: "NVIDIA T4 datasheet: 16 GB GDDR6, 320 GB/s, 65 TFLOPS FP16 tensor (mixed precision), 70 W, " +
-			"1590 MHz boost; NVML total 15360 MiB. Decode derived from bandwidth at the default efficiency " +
+			"1590 MHz boost, PCIe Gen3 x16 (15.75 GB/s each way); NVML total 15360 MiB. Decode derived from bandwidth at the default efficiency " +
 			"(≈38 tok/s on Llama-3-8B Q4_K_M); " + benchSource,
 	},
 	{
 		Key: "a40", Name: "NVIDIA A40", Aliases: []string{"nvidia-a40"},
 		VRAMBytes: 46068 * mib, MemoryBandwidthGBs: 696, FP16TFLOPS: 149.7,
 		PowerLimitWatts: 300, IdlePowerWatts: 30, BoostClockMHz: 1740, ECC: true,
+		PCIeGBs: 31.5,
 		Source: "NVIDIA A40 datasheet: 48 GB GDDR6 with ECC, 696 GB/s, 149.7 TFLOPS FP16 tensor dense " +
-			"(299.4 sparse), 300 W, 1740 MHz boost; NVML total 46068 MiB; " + benchSource,
+			"(299.4 sparse), 300 W, 1740 MHz boost, PCIe Gen4 x16 (64 GB/s both ways together); NVML total 46068 MiB; " + benchSource,
 	},
 	{
 		Key: "3090", Name: "NVIDIA GeForce RTX 3090", Aliases: []string{"rtx3090", "rtx-3090", "geforce-rtx-3090"},
 		VRAMBytes: 24576 * mib, MemoryBandwidthGBs: 936, FP16TFLOPS: 142,
 		PowerLimitWatts: 350, IdlePowerWatts: 25, BoostClockMHz: 1695, ECC: false,
+		PCIeGBs: 31.5,
 		Source: "NVIDIA Ampere GA102 whitepaper, GeForce RTX 3090: 24 GB GDDR6X, 936 GB/s, 142 TFLOPS FP16 " +
 			"tensor dense with FP16 accumulate (71 with FP32 accumulate; llama.cpp's cuBLAS path accumulates " +
-			"in FP16), 350 W, 1695 MHz boost, no ECC; NVML total 24576 MiB; " + benchSource,
+			"in FP16), 350 W, 1695 MHz boost, no ECC, PCIe 4.0 x16 host interface; NVML total 24576 MiB; " + benchSource,
 	},
 	{
 		Key: "l4", Name: "NVIDIA L4", Aliases: []string{"nvidia-l4"},
 		VRAMBytes: 23034 * mib, MemoryBandwidthGBs: 300, FP16TFLOPS: 121,
 		PowerLimitWatts: 72, IdlePowerWatts: 16, BoostClockMHz: 2040, ECC: true,
+		PCIeGBs: 31.5,
 		Source: "NVIDIA L4 datasheet: 24 GB GDDR6, 300 GB/s, 121 TFLOPS FP16 tensor dense (242 sparse), " +
-			"72 W, 2040 MHz boost; NVML total 23034 MiB. Not benchmarked here: default efficiencies; " + benchSource,
+			"72 W, 2040 MHz boost, PCIe Gen4 x16 (64 GB/s both ways together); NVML total 23034 MiB. Not benchmarked here: default efficiencies; " + benchSource,
 	},
 	{
 		Key: "a100", Name: "NVIDIA A100-SXM4-80GB", Aliases: []string{"a100-80gb", "a100-sxm", "a100-sxm4-80gb"},
 		VRAMBytes: 81920 * mib, MemoryBandwidthGBs: 2039, FP16TFLOPS: 312,
 		PowerLimitWatts: 400, IdlePowerWatts: 60, BoostClockMHz: 1410, ECC: true,
+		PCIeGBs:          31.5,
 		DecodeEfficiency: 0.37, PrefillEfficiency: 0.27,
 		Source: "NVIDIA A100 datasheet (80GB SXM): 80 GB HBM2e, 2039 GB/s, 312 TFLOPS FP16 tensor dense, " +
-			"400 W, 1410 MHz boost; NVML total 81920 MiB. llama.cpp reaches a smaller share of HBM " +
+			"400 W, 1410 MHz boost, PCIe Gen4 host link (64 GB/s both ways together); NVML total 81920 MiB. llama.cpp reaches a smaller share of HBM " +
 			"bandwidth at batch 1: decode efficiency 0.37 from llama.cpp Q4_K_M runs " +
 			"(pavlokhmel.com LLM throughput benchmark on 13 GPUs: Gemma-4-31B 43 tok/s, Qwen3.5-9B 123 tok/s), " +
 			"prefill efficiency 0.27 scaled from the A100/3090 pp ratio of the LLaMA 2 7B runs in " + benchSource,
@@ -77,9 +97,10 @@ var gpuProfiles = []GPUProfile{
 		Key: "h100", Name: "NVIDIA H100 80GB HBM3", Aliases: []string{"h100-sxm", "h100-sxm5", "h100-80gb"},
 		VRAMBytes: 81559 * mib, MemoryBandwidthGBs: 3350, FP16TFLOPS: 989,
 		PowerLimitWatts: 700, IdlePowerWatts: 70, BoostClockMHz: 1980, ECC: true,
+		PCIeGBs:          63,
 		DecodeEfficiency: 0.35, PrefillEfficiency: 0.16,
 		Source: "NVIDIA H100 datasheet (SXM5): 80 GB HBM3, 3.35 TB/s, 989 TFLOPS FP16 tensor dense " +
-			"(1979 sparse), 700 W, 1980 MHz boost; NVML total 81559 MiB. Decode efficiency 0.35 from llama.cpp " +
+			"(1979 sparse), 700 W, 1980 MHz boost, PCIe Gen5 host link (128 GB/s both ways together); NVML total 81559 MiB. Decode efficiency 0.35 from llama.cpp " +
 			"Q4_K_M runs (pavlokhmel.com LLM throughput benchmark on 13 GPUs: Gemma-4-31B 68 tok/s, " +
 			"Qwen3.5-9B 190 tok/s), prefill efficiency 0.16 scaled from the H100 PCIe/3090 pp ratio of the " +
 			"LLaMA 2 7B runs in " + benchSource,

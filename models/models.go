@@ -32,6 +32,10 @@ type GPUProfile struct {
 	// (DefaultDecodeEfficiency, DefaultPrefillEfficiency).
 	DecodeEfficiency  float64 `json:"decode_efficiency,omitempty" yaml:"decode_efficiency,omitempty"`
 	PrefillEfficiency float64 `json:"prefill_efficiency,omitempty" yaml:"prefill_efficiency,omitempty"`
+	// PCIeGBs is the host-to-GPU link's nominal bandwidth in one direction, GB/s (PCIe 3.0 x16
+	// 15.75, 4.0 x16 31.5, 5.0 x16 63); model loads copy the weights over it. 0 means
+	// DefaultPCIeGBs.
+	PCIeGBs float64 `json:"pcie_gbs,omitempty" yaml:"pcie_gbs,omitempty"`
 }
 
 // ModelSpec describes a model well enough to estimate its memory and speed.

@@ -244,6 +244,7 @@ func TestCatalogue(t *testing.T) {
 	want := map[string]bool{
 		"llama3.2:1b": false, "llama3.2:3b": false, "llama3.1:8b": false, "qwen2.5:7b": false,
 		"qwen2.5:14b": false, "mistral:7b": false, "gemma2:9b": false, "llama3.1:70b": false,
+		"qwen2.5:3b": false, "gemma2:2b": false, "phi3:mini": false,
 		"nomic-embed-text:latest": true, "all-minilm:latest": true,
 	}
 	cat := Catalogue()

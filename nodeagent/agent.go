@@ -109,6 +109,8 @@ type modelStats struct {
 	// (EWMA of the mean of the counts at each one's start and end, itself included).
 	conc     float64
 	lastUsed time.Time
+	// prompt and cached count prompt tokens served and the part the backend's cache held.
+	prompt, cached int64
 }
 
 // New returns an agent for backend, reading GPUs from ts (nil: no GPUs). Zero fields of cfg take
@@ -204,11 +206,16 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	serveErr := make(chan error, 1)
 	if a.cfg.Certs != nil {
 		// HTTPS with HTTP/2: a gateway's thousands of streams share a few connections.
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		srv.Protocols = &p
 		srv.TLSConfig = a.cfg.Certs.ServerTLS()
 		srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConn}
 		go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
 	} else {
-		// Plain HTTP/1.1, and HTTP/2 without TLS (h2c) for a client that speaks it.
+		// Plain HTTP/1.1, and HTTP/2 without TLS (h2c) for a client that speaks it (a gateway
+		// with --agent-h2c, or one this agent told so with --h2c).
 		var p http.Protocols
 		p.SetHTTP1(true)
 		p.SetUnencryptedHTTP2(true)
@@ -363,23 +370,25 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	hb := agentapi.Heartbeat{
-		NodeID:         a.cfg.NodeID,
-		InstanceID:     a.instance,
-		Address:        a.advertise,
-		Backend:        a.backend.Kind(),
-		Simulated:      a.backend.Simulated(),
-		Version:        a.cfg.Version,
-		Hostname:       a.hostname,
-		GPUs:           append([]agentapi.GPU(nil), a.gpus...),
-		TelemetryError: a.telErr,
-		Models:         make([]agentapi.Model, 0, len(a.models)),
-		BackendError:   a.backendErr,
-		Draining:       a.draining,
-		Slots:          a.slots,
-		IntervalMS:     a.cfg.HeartbeatInterval.Milliseconds(),
-		SentAt:         now,
-		StartedAt:      a.startedAt,
-		H2C:            a.cfg.H2C && a.cfg.Certs == nil,
+		NodeID:          a.cfg.NodeID,
+		InstanceID:      a.instance,
+		Address:         a.advertise,
+		Backend:         a.backend.Kind(),
+		Engine:          backendEngine(a.backend),
+		MaxLoadedModels: backendMaxLoaded(a.backend),
+		Simulated:       a.backend.Simulated(),
+		Version:         a.cfg.Version,
+		Hostname:        a.hostname,
+		GPUs:            append([]agentapi.GPU(nil), a.gpus...),
+		TelemetryError:  a.telErr,
+		Models:          make([]agentapi.Model, 0, len(a.models)),
+		BackendError:    a.backendErr,
+		Draining:        a.draining,
+		Slots:           a.slots,
+		IntervalMS:      a.cfg.HeartbeatInterval.Milliseconds(),
+		SentAt:          now,
+		StartedAt:       a.startedAt,
+		H2C:             a.cfg.H2C && a.cfg.Certs == nil,
 	}
 	if hb.GPUs == nil {
 		hb.GPUs = []agentapi.GPU{}
@@ -398,6 +407,7 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 			if m.InFlight == 0 {
 				m.InFlight = st.inFlight
 			}
+			m.PromptTokens, m.CachedPromptTokens = st.prompt, st.cached
 			if st.lastUsed.After(m.LastUsed) {
 				m.LastUsed = st.lastUsed
 			}
@@ -413,17 +423,10 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 	return hb
 }
 
-// statsFor finds the agent's measurements for a backend model name; requests may name a model
-// without Ollama's ":latest" tag. The caller holds a.mu.
-func (a *Agent) statsFor(name string) *modelStats {
-	if st := a.stats[name]; st != nil {
-		return st
-	}
-	if base, ok := strings.CutSuffix(name, ":latest"); ok {
-		return a.stats[base]
-	}
-	return nil
-}
+// statsFor finds the agent's measurements for a backend model name. Requests are counted under
+// the backend's name the gateway sends (agentapi.HeaderModel), so no spelling needs mending
+// here. The caller holds a.mu.
+func (a *Agent) statsFor(name string) *modelStats { return a.stats[name] }
 
 // begin counts a request in and returns how many are in flight on its model, itself included.
 func (a *Agent) begin(model string) int {
@@ -460,18 +463,25 @@ func (a *Agent) end(model string, start time.Time, startConc int, m *meterWriter
 	}
 }
 
-// knownModel reports whether the backend's last model list has name (or name:latest). The
-// caller holds a.mu.
+// knownModel reports whether the backend's last model list has name. The caller holds a.mu.
 func (a *Agent) knownModel(name string) bool {
 	for _, m := range a.models {
-		if m.Name == name || m.Name == name+":latest" {
+		if m.Name == name {
 			return true
 		}
 	}
 	return false
 }
 
-// learn folds one response's speed into st and reports whether it measured a decode speed.
+// learn folds one response's speed into st and reports whether it measured a decode speed. It
+// also counts the response's prompt tokens and the part of them the backend's cache held.
+//
+// Prefill speed is learned as the speed of a cold prompt, which is what the gateway's wait
+// model and its prefix scorer divide by: where the backend reports cached tokens, only the
+// uncached part counts; where it does not (Ollama), a prompt read much faster than the cold
+// speed learned so far was mostly a cache hit and is not learned from (the cold speed moves
+// down fast and up only on samples near it), and the hit is estimated as the part of the prompt
+// the cold speed could not have evaluated in the time it took.
 func learn(st *modelStats, start time.Time, m *meterWriter) bool {
 	if m.status/100 != 2 || m.bytes == 0 {
 		return false
@@ -481,16 +491,32 @@ func learn(st *modelStats, start time.Time, m *meterWriter) bool {
 		return false
 	}
 	var tps float64
+	p, pok := m.promptTokens()
+	if pok && p > 0 {
+		cached, cok := m.cachedTokens()
+		d, dok := m.promptEvalSeconds()
+		if !dok && m.stream {
+			// Time to the first token: prefill, plus any wait for a slot.
+			d, dok = m.firstToken().Sub(start).Seconds(), true
+		}
+		if dok && d > 0 {
+			switch {
+			case cok:
+				if u := p - min(cached, p); u > 0 {
+					st.prefillTPS = ewma(st.prefillTPS, float64(u)/d)
+				}
+			default:
+				cached = estimateCached(st, p, d)
+			}
+		}
+		st.prompt += p
+		st.cached += min(max(cached, 0), p)
+	}
 	if m.stream {
 		// Decode speed: the span from the first token to the last byte covers the tokens after
 		// the first; the time to the first token is prefill (plus any wait for a slot).
 		if d := m.lastByte.Sub(m.firstToken()).Seconds(); tokens >= 2 && d > 0 {
 			tps = float64(tokens-1) / d
-		}
-		if p, ok := m.promptTokens(); ok && p > 0 {
-			if d := m.firstToken().Sub(start).Seconds(); d > 0 {
-				st.prefillTPS = ewma(st.prefillTPS, float64(p)/d)
-			}
 		}
 	} else if d := m.lastByte.Sub(start).Seconds(); d > 0 {
 		tps = float64(tokens) / d
@@ -500,6 +526,27 @@ func learn(st *modelStats, start time.Time, m *meterWriter) bool {
 		return true
 	}
 	return false
+}
+
+// hitSpeedup is how much faster than the cold prefill speed a prompt must be read to count as a
+// cache hit rather than a measurement of the cold speed.
+const hitSpeedup = 1.5
+
+// estimateCached is, for a backend that does not report cached tokens, the part of a p-token
+// prompt that its cache must have held for the prompt to take d seconds at st's cold prefill
+// speed; it also learns the cold speed from samples that are not hits.
+func estimateCached(st *modelStats, p int64, d float64) int64 {
+	rate := float64(p) / d
+	switch {
+	case st.prefillTPS == 0 || rate <= st.prefillTPS:
+		st.prefillTPS = ewma(st.prefillTPS, rate)
+		return 0
+	case rate <= hitSpeedup*st.prefillTPS:
+		st.prefillTPS = ewma(st.prefillTPS, rate)
+		return 0
+	}
+	uncached := int64(d * st.prefillTPS)
+	return max(p-uncached, 0)
 }
 
 func ewma(prev, sample float64) float64 {
@@ -661,4 +708,26 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 	}
 	l.failing, l.refused, l.everOK, l.failures = false, false, true, 0
 	return reply, nil
+}
+
+// engineNamer is a Backend that knows the model server behind it (Heartbeat.Engine).
+type engineNamer interface{ Engine() string }
+
+// backendEngine is the engine b names, or "" when it does not say.
+func backendEngine(b Backend) string {
+	if e, ok := b.(engineNamer); ok {
+		return e.Engine()
+	}
+	return ""
+}
+
+// maxLoadedNamer is a Backend that knows how many models it keeps resident at most.
+type maxLoadedNamer interface{ MaxLoadedModels() int }
+
+// backendMaxLoaded is the bound b names, or 0 when it does not say.
+func backendMaxLoaded(b Backend) int {
+	if m, ok := b.(maxLoadedNamer); ok {
+		return max(m.MaxLoadedModels(), 0)
+	}
+	return 0
 }

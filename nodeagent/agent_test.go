@@ -71,6 +71,12 @@ func newTestAgent(t *testing.T, b Backend, ts TelemetrySource, mod func(*Config)
 
 func (ta *testAgent) post(t *testing.T, path, token, body string) *http.Response {
 	t.Helper()
+	return ta.postAs(t, path, token, body, nil)
+}
+
+// postAs posts body with the extra headers h, as the gateway sends its own (the model names).
+func (ta *testAgent) postAs(t *testing.T, path, token, body string, h map[string]string) *http.Response {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ta.srv.URL+path, strings.NewReader(body))
@@ -81,6 +87,9 @@ func (ta *testAgent) post(t *testing.T, path, token, body string) *http.Response
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	for k, v := range h {
+		req.Header.Set(k, v)
+	}
 	resp, err := ta.srv.Client().Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
@@ -108,6 +117,10 @@ func wantOpenAIError(t *testing.T, resp *http.Response, status int, typ string) 
 	}
 	return eb.Error
 }
+
+// gatewayNames are the model headers the gateway sends for a client asking for "llama3" on a
+// node that lists it as "llama3:latest".
+var gatewayNames = map[string]string{agentapi.HeaderModel: "llama3:latest", agentapi.HeaderClientModel: "llama3"}
 
 func sseChunk(content string) string {
 	return `data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"` + content + `"}}]}` + "\n\n"
@@ -296,7 +309,7 @@ func TestInFlightCounting(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() {
-			resp := ta.post(t, agentapi.PathChatCompletions, testToken, `{"model":"llama3","stream":false}`)
+			resp := ta.postAs(t, agentapi.PathChatCompletions, testToken, `{"model":"llama3","stream":false}`, gatewayNames)
 			io.Copy(io.Discard, resp.Body)
 		})
 	}
@@ -449,7 +462,7 @@ func TestTokensPerSecondLearning(t *testing.T) {
 			b.setServe(tc.serve(clock))
 			ta := newTestAgent(t, b, nil, nil, WithClock(clock))
 			ta.Refresh(context.Background())
-			resp := ta.post(t, tc.endpoint, testToken, `{"model":"llama3","stream":true}`)
+			resp := ta.postAs(t, tc.endpoint, testToken, `{"model":"llama3","stream":true}`, gatewayNames)
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			m := ta.Heartbeat(context.Background()).Models[0]
@@ -987,4 +1000,66 @@ func TestHeartbeatFailoverAndRefusal(t *testing.T) {
 	if n := strings.Count(out, "gateway refused this agent"); n != 1 {
 		t.Errorf("refusal logged %d times, want once:\n%s", n, out)
 	}
+}
+
+// TestCachedPromptTokens checks the cache evidence the agent reports: the backend's own
+// cached_tokens where it gives them, else (Ollama) an estimate from a prompt read far faster than
+// the node's cold prefill speed, which that fast read does not move.
+func TestCachedPromptTokens(t *testing.T) {
+	const model = "llama3:latest"
+	t.Run("backend reports cached_tokens", func(t *testing.T) {
+		clock := newFakeClock()
+		b := &fakeBackend{models: []agentapi.Model{{Name: model, Resident: true}}}
+		b.setServe(func(w http.ResponseWriter, _ *http.Request, _ string, _ []byte) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			f := w.(http.Flusher)
+			clock.Advance(100 * time.Millisecond)
+			io.WriteString(w, `data: {"choices":[{"delta":{"content":"a"}}]}`+"\n\n")
+			f.Flush()
+			clock.Advance(10 * time.Millisecond)
+			io.WriteString(w, `data: {"choices":[{"delta":{"content":"b"}}]}`+"\n\n")
+			io.WriteString(w, `data: {"choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":2,"total_tokens":1002,"prompt_tokens_details":{"cached_tokens":800}}}`+"\n\n")
+			io.WriteString(w, "data: [DONE]\n\n")
+		})
+		ta := newTestAgent(t, b, nil, nil, WithClock(clock))
+		ta.Refresh(context.Background())
+		resp := ta.post(t, agentapi.PathChatCompletions, testToken, `{"model":"llama3:latest","stream":true}`)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		m := ta.Heartbeat(context.Background()).Models[0]
+		if m.PromptTokens != 1000 || m.CachedPromptTokens != 800 {
+			t.Fatalf("prompt %d cached %d, want 1000 800", m.PromptTokens, m.CachedPromptTokens)
+		}
+		if math.Abs(m.PrefillTokensPerSecond-2000) > 1e-6 { // the 200 uncached tokens in 100 ms
+			t.Fatalf("prefill %v tokens/s, want 2000 (uncached tokens only)", m.PrefillTokensPerSecond)
+		}
+	})
+	t.Run("estimated from the time the prompt took", func(t *testing.T) {
+		clock := newFakeClock()
+		b := &fakeBackend{models: []agentapi.Model{{Name: model, Resident: true}}}
+		ttft := 200 * time.Millisecond
+		b.setServe(func(w http.ResponseWriter, r *http.Request, p string, body []byte) {
+			streamServe(clock, 3, ttft, 10*time.Millisecond, true, 40)(w, r, p, body)
+		})
+		ta := newTestAgent(t, b, nil, nil, WithClock(clock))
+		ta.Refresh(context.Background())
+		send := func() agentapi.Model {
+			resp := ta.post(t, agentapi.PathChatCompletions, testToken, `{"model":"llama3:latest","stream":true}`)
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return ta.Heartbeat(context.Background()).Models[0]
+		}
+		m := send() // cold: 40 tokens in 200 ms, 200 tokens/s
+		if m.CachedPromptTokens != 0 || math.Abs(m.PrefillTokensPerSecond-200) > 1e-6 {
+			t.Fatalf("cold request: cached %d prefill %v, want 0 and 200", m.CachedPromptTokens, m.PrefillTokensPerSecond)
+		}
+		ttft = 20 * time.Millisecond // a hit: 4 tokens' worth of cold prefill time
+		m = send()
+		if m.PromptTokens != 80 || m.CachedPromptTokens != 36 {
+			t.Fatalf("after a hit: prompt %d cached %d, want 80 and 36", m.PromptTokens, m.CachedPromptTokens)
+		}
+		if math.Abs(m.PrefillTokensPerSecond-200) > 1e-6 {
+			t.Fatalf("a hit moved the cold prefill speed to %v", m.PrefillTokensPerSecond)
+		}
+	})
 }

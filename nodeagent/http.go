@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -17,11 +18,29 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/nodeagent/ollamacompat"
 	"github.com/herd-llm/herd/nodeagent/responses"
 	"github.com/herd-llm/herd/pki"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// PathMetrics serves the agent process's Go runtime and process metrics (go_memstats_*,
+// go_goroutines, process_resident_memory_bytes) in the Prometheus text format, behind the
+// cluster token like every route but /healthz: what a stream costs the agent is measured there
+// (herd loadtest --scenario streams).
+const PathMetrics = "/metrics"
+
+// runtimeMetrics returns the handler of PathMetrics, on a registry of its own (no globals).
+func runtimeMetrics() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
 
 // maxControlBody bounds the JSON bodies of the model-management routes.
 const maxControlBody = 1 << 20
@@ -57,6 +76,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET "+agentapi.PathBlobPrefix+"{digest}", a.serveBlob)
 	mux.HandleFunc("POST "+agentapi.PathModelCopy, a.serveCopy)
 	mux.HandleFunc("POST "+agentapi.PathSimFault, a.serveFault)
+	mux.Handle("GET "+PathMetrics, runtimeMetrics())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, errNotFound, "unknown_route", "", fmt.Sprintf("no route %s %s on this agent", r.Method, r.URL.Path))
 	})
@@ -205,13 +225,21 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, "bad_body", "", "cannot read request body: "+err.Error())
 			return
 		}
-		model := modelFromBody(body)
+		model := requestModel(r.Header, body)
 		if model == "" {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, "missing_model", "model",
 				"you must provide a model parameter")
 			return
 		}
+		cont, body, err := a.continuation(r, body, func(req map[string]json.RawMessage, c *agentapi.Continuation) error {
+			return continueOpenAI(endpoint, req, c)
+		})
+		if err != nil {
+			writeError(w, http.StatusBadRequest, errInvalidRequest, "cannot_continue", "", err.Error())
+			return
+		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
 		if a.backend.Simulated() {
 			w.Header().Set(agentapi.HeaderSimulated, "true")
 		}
@@ -232,13 +260,73 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 				r.ContentLength = int64(len(body))
 			}
 		}
+		var aw *answerWriter
+		if tw == nil {
+			aw = answerFor(w, cont, clientModel(r.Header, model))
+		}
+		if aw != nil {
+			w = aw
+		}
 		a.metered(w, r, endpoint, model, func(mw http.ResponseWriter, r *http.Request) {
+			if a.backend.Simulated() {
+				// The simulator sees a request as an engine would, without herd's own headers,
+				// so that no routing result can come from the simulator knowing herd.
+				r = withoutHerdHeaders(r)
+			}
 			a.backend.ServeInference(mw, r, route, body)
 			if tw != nil {
 				tw.Finish()
 			}
+			if aw != nil {
+				aw.finish()
+			}
 		})
 	}
+}
+
+// continuation takes the continuation out of a request marked with HeaderContinue and rewrites
+// body with apply (the backend's way to continue); unmarked requests pass as they are.
+func (a *Agent) continuation(r *http.Request, body []byte, apply func(map[string]json.RawMessage, *agentapi.Continuation) error) (*agentapi.Continuation, []byte, error) {
+	if r.Header.Get(agentapi.HeaderContinue) == "" {
+		return nil, body, nil
+	}
+	req, c, err := takeContinuation(body)
+	if err == nil {
+		err = apply(req, c)
+	}
+	if err == nil {
+		body, err = json.Marshal(req)
+	}
+	if err != nil {
+		a.log.Warn("cannot continue a broken stream", "request_id", r.Header.Get(agentapi.HeaderRequestID), "path", r.URL.Path, "err", err)
+		return nil, nil, err
+	}
+	sum := sha256.Sum256([]byte(c.Content))
+	a.log.Info("continuing a broken stream", "request_id", r.Header.Get(agentapi.HeaderRequestID), "path", r.URL.Path,
+		"prefix_chars", utf8.RuneCountInString(c.Content), "prefix_sha256", hex.EncodeToString(sum[:]), "tokens_before", c.Tokens)
+	return c, body, nil
+}
+
+// answerFor wraps w to write the client's framing into the answer: a continued stream's (cont),
+// or only the client's model name (name, "" when it is the backend's); nil when nothing needs
+// rewriting.
+func answerFor(w http.ResponseWriter, cont *agentapi.Continuation, name string) *answerWriter {
+	switch {
+	case cont != nil:
+		return &answerWriter{ResponseWriter: w, fix: continuedAnswer(cont, name)}
+	case name != "":
+		return &answerWriter{ResponseWriter: w, fix: renameModel(name)}
+	}
+	return nil
+}
+
+// requestModel is the backend's name of the request's model: the gateway's HeaderModel, else
+// (a caller other than the gateway: a test, curl on the node) the body's "model".
+func requestModel(h http.Header, body []byte) string {
+	if v := h[agentapi.HeaderModel]; len(v) > 0 && v[0] != "" {
+		return v[0]
+	}
+	return modelFromBody(body)
 }
 
 // metered runs serve, an inference for model on endpoint, with its answer metered (and, with
@@ -268,16 +356,16 @@ func (a *Agent) responseID() string {
 	return "resp_" + hex.EncodeToString(b[:])
 }
 
-// serveNative passes a native Ollama request to a backend that speaks Ollama's API. Inference
-// routes are counted, metered and traced like the OpenAI ones (the meter reads NDJSON too);
-// errors are in Ollama's shape ({"error":"..."}), which is what the caller of these routes expects.
+// serveNative serves one of Ollama's native routes. A backend that speaks Ollama's API gets the
+// request unchanged; any other (an OpenAI-compatible server, the simulator) gets its OpenAI
+// translation (package ollamacompat), and the agent writes the answer back in Ollama's format.
+// Inference routes are counted, metered and traced like the OpenAI ones (the meter reads NDJSON
+// too, and on a translated request the backend's OpenAI answer); errors are in Ollama's shape
+// ({"error":"..."}), which is what the caller of these routes expects.
 func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
+	ep := nativeEndpoints[path]
 	return func(w http.ResponseWriter, r *http.Request) {
-		nb, ok := a.backend.(NativeOllama)
-		if !ok {
-			writeOllamaError(w, http.StatusNotFound, fmt.Sprintf("the %s backend on this node does not serve Ollama's native API (%s)", a.backend.Kind(), path))
-			return
-		}
+		nb, native := a.backend.(NativeOllama)
 		body, err := readBody(w, r, a.cfg.MaxBodyBytes)
 		if err != nil {
 			var mbe *http.MaxBytesError
@@ -290,18 +378,120 @@ func (a *Agent) serveNative(path string, inference bool) http.HandlerFunc {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		if !inference {
-			nb.ServeOllama(w, r, path, body)
+			if native {
+				nb.ServeOllama(w, r, path, body)
+			} else {
+				a.serveShow(w, r, body)
+			}
 			return
 		}
-		model := modelFromBody(body)
+		model := requestModel(r.Header, body)
 		if model == "" {
 			writeOllamaError(w, http.StatusBadRequest, "model is required")
 			return
 		}
-		a.metered(w, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
-			nb.ServeOllama(mw, r, path, body)
+		if a.backend.Simulated() {
+			w.Header().Set(agentapi.HeaderSimulated, "true")
+		}
+		if native {
+			cont, body, err := a.continuation(r, body, func(req map[string]json.RawMessage, c *agentapi.Continuation) error {
+				return continueOllama(path, req, c)
+			})
+			if err != nil {
+				writeOllamaError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			aw := answerFor(w, cont, clientModel(r.Header, model))
+			if aw != nil {
+				w = aw
+			}
+			a.metered(w, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
+				nb.ServeOllama(mw, r, path, body)
+				if aw != nil {
+					aw.finish()
+				}
+			})
+			return
+		}
+		// The continuation, if any, is taken out before the translation and applied to it after.
+		var cont *agentapi.Continuation
+		if r.Header.Get(agentapi.HeaderContinue) != "" {
+			req, c, err := takeContinuation(body)
+			if err != nil {
+				writeOllamaError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+			body, _ = json.Marshal(req)
+			cont = c
+		}
+		up, err := ollamacompat.Translate(ep, body)
+		if err != nil {
+			status := http.StatusBadRequest
+			if !ollamacompat.IsBadRequest(err) {
+				status = http.StatusInternalServerError
+			}
+			writeOllamaError(w, status, err.Error())
+			return
+		}
+		if cont != nil {
+			r.Header.Set(agentapi.HeaderContinue, "1")
+			c := *cont
+			if _, up.Body, err = a.continuation(r, withContinuation(up.Body, &c), func(req map[string]json.RawMessage, c *agentapi.Continuation) error {
+				return continueOpenAI(up.Path, req, c)
+			}); err != nil {
+				writeOllamaError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+		}
+		name := r.Header.Get(agentapi.HeaderClientModel)
+		if name == "" {
+			name = modelFromBody(body) // Ollama echoes the name it was asked for
+		}
+		start := a.clock.Now()
+		var out http.ResponseWriter = w
+		aw := answerFor(w, cont, "")
+		if aw != nil {
+			out = aw
+		}
+		tw := ollamacompat.NewWriter(out, ep, up, name, nativeStream(body), start, a.clock.Now)
+		r.Body = io.NopCloser(bytes.NewReader(up.Body))
+		r.ContentLength = int64(len(up.Body))
+		a.metered(tw, r, path, model, func(mw http.ResponseWriter, r *http.Request) {
+			a.backend.ServeInference(mw, r, up.Path, up.Body)
+			tw.Finish()
+			if aw != nil {
+				aw.finish()
+			}
 		})
 	}
+}
+
+// withContinuation puts c back into the JSON object body as its continuation member.
+func withContinuation(body []byte, c *agentapi.Continuation) []byte {
+	var req map[string]json.RawMessage
+	if json.Unmarshal(body, &req) != nil {
+		return body
+	}
+	req[agentapi.ContinueField], _ = json.Marshal(c)
+	b, _ := json.Marshal(req)
+	return b
+}
+
+// nativeEndpoints maps Ollama's native inference routes to their translations' endpoints.
+var nativeEndpoints = map[string]ollamacompat.Endpoint{
+	agentapi.PathOllamaChat: ollamacompat.Chat, agentapi.PathOllamaGenerate: ollamacompat.Generate,
+	agentapi.PathOllamaEmbed: ollamacompat.Embed, agentapi.PathOllamaEmbeddings: ollamacompat.Embeddings,
+}
+
+// nativeStream reports whether a native request streams: Ollama streams unless "stream" is false.
+func nativeStream(body []byte) bool {
+	var v struct {
+		Stream *bool `json:"stream"`
+	}
+	_ = json.Unmarshal(body, &v)
+	return v.Stream == nil || *v.Stream
 }
 
 // writeOllamaError writes Ollama's error shape, {"error":"message"}.
@@ -573,4 +763,17 @@ func (a *Agent) serveFault(w http.ResponseWriter, r *http.Request) {
 	}
 	a.sampleGPUs(r.Context())
 	writeJSON(w, agentapi.Progress{Node: a.cfg.NodeID, Status: "success"})
+}
+
+// withoutHerdHeaders is r with every X-Herd-* header removed (a shallow copy; r is unchanged).
+func withoutHerdHeaders(r *http.Request) *http.Request {
+	h := make(http.Header, len(r.Header))
+	for k, vv := range r.Header {
+		if !strings.HasPrefix(k, "X-Herd-") {
+			h[k] = vv
+		}
+	}
+	out := r.Clone(r.Context())
+	out.Header = h
+	return out
 }

@@ -67,3 +67,10 @@ type TelemetrySource interface {
 	// a GPU that fails to answer is returned with Healthy false.
 	GPUs(ctx context.Context) ([]agentapi.GPU, error)
 }
+
+// ChatTemplater is implemented by backends that can tell a model's chat template (the
+// simulator's own format; a llama.cpp server's /props): the agent's /api/show answer for a backend
+// that does not speak Ollama includes it. ok is false when the template is not known.
+type ChatTemplater interface {
+	ChatTemplate(ctx context.Context, model string) (template string, ok bool)
+}

@@ -215,6 +215,21 @@ func (m *meterWriter) promptTokens() (int64, bool) {
 	return lastIntField(m.window(), "input_tokens") // a Responses answer passed through
 }
 
+// cachedTokens returns the prompt tokens the backend said its cache held
+// (usage.prompt_tokens_details.cached_tokens, or a Responses answer's input_tokens_details).
+func (m *meterWriter) cachedTokens() (int64, bool) {
+	return lastIntField(m.window(), "cached_tokens")
+}
+
+// promptEvalSeconds returns Ollama's prompt_eval_duration (native answers), in seconds.
+func (m *meterWriter) promptEvalSeconds() (float64, bool) {
+	if !m.ndjson && !bytes.Contains(m.window(), []byte(`"prompt_eval_duration"`)) {
+		return 0, false
+	}
+	ns, ok := lastIntField(m.window(), "prompt_eval_duration")
+	return float64(ns) / 1e9, ok
+}
+
 // window is the last tailSize bytes of the body: the same bytes however the backend cut its
 // writes.
 func (m *meterWriter) window() []byte {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 // Config selects a policy, its weights and the constants of the wait model.
@@ -12,7 +13,8 @@ import (
 // configuration file need only name what it changes. Weights left all zero take DefaultWeights;
 // set at least one weight to choose them yourself (a zero weight then switches that scorer off).
 type Config struct {
-	// Policy is PolicyHerd, PolicyRoundRobin or PolicyLeastInflight; empty means PolicyHerd.
+	// Policy is PolicyHerd, PolicyRoundRobin, PolicyLeastInflight or PolicyCHWBL; empty means
+	// PolicyHerd.
 	Policy string `yaml:"policy" json:"policy"`
 	// Weights weigh the herd policy's scorers.
 	Weights Weights `yaml:"weights" json:"weights"`
@@ -55,6 +57,19 @@ type Config struct {
 	// LearnPriorWeight is how many measurements the prior of a node's fit counts as at first
 	// (it decays like them). Default 2.
 	LearnPriorWeight float64 `yaml:"learn_prior_weight" json:"learn_prior_weight"`
+	// PrefixLoadFactor bounds the load of a node that holds a request's prompt (or is its
+	// conversation's home) under the herd policy: past factor × its share of the candidates'
+	// load (share by slots, the new request counted on both sides), the node loses its prefix
+	// and affinity scores and the request spills to the next best node. ≥ 1; default 1.25, the
+	// value of consistent hashing with bounded loads that KubeAI and others ship.
+	PrefixLoadFactor float64 `yaml:"prefix_load_factor" json:"prefix_load_factor"`
+	// CHWBLLoadFactor is the chwbl policy's mean load factor (KubeAI's meanLoadPercentage ÷ 100):
+	// an endpoint is taken while its in-flight requests plus one stay within factor × the mean
+	// (total + 1) ÷ endpoints. ≥ 1; default 1.25.
+	CHWBLLoadFactor float64 `yaml:"chwbl_load_factor" json:"chwbl_load_factor"`
+	// CHWBLReplication is how many points each node has on the chwbl hash ring (KubeAI's
+	// replication). Default 256.
+	CHWBLReplication int `yaml:"chwbl_replication" json:"chwbl_replication"`
 }
 
 // LearnerConfig is the Learner configuration c implies: its learning rate and prior weight, and
@@ -84,16 +99,32 @@ type Weights struct {
 	// Affinity scores 1 on the node a conversation prefix hashes to (KV-cache reuse). Default 1:
 	// enough to keep a conversation on its node against a node up to about a fifth faster.
 	Affinity float64 `yaml:"affinity" json:"affinity"`
+	// Prefix scores the prefill a node's prompt cache would save against its wait cost:
+	// saved ÷ (saved + cost) in seconds, where saved is the cached tokens (Request.Prefix) ÷ the
+	// node's learned prefill speed. Default 2: a node that can skip most of a long prompt wins
+	// against an idle one that must read it all, but not against a long queue.
+	Prefix float64 `yaml:"prefix" json:"prefix"`
+	// Eviction scores how little a load there would evict: 1 where the model is resident or
+	// loading or fits in free memory, else 1 ÷ (1 + harm), where each idle model the load would
+	// evict (least recently used first, until the model fits and the node's bound on resident
+	// models, Node.MaxLoadedModels, allows one more) adds 1, plus 2 when it is the
+	// model's only resident copy in the cluster, plus 1 when it was used in the last
+	// EvictionRecent. Default 1: among nodes that must load, the one whose evictions hurt least.
+	Eviction float64 `yaml:"eviction" json:"eviction"`
 }
 
 // DefaultWeights are the herd policy's weights when none are configured.
 func DefaultWeights() Weights {
-	return Weights{Resident: 1, Wait: 4, VRAM: 0.5, Utilization: 0.5, Throttle: 1, Affinity: 1}
+	return Weights{Resident: 1, Wait: 4, VRAM: 0.5, Utilization: 0.5, Throttle: 1, Affinity: 1, Prefix: 2, Eviction: 1}
 }
 
 func (w Weights) sum() float64 {
-	return w.Resident + w.Wait + w.VRAM + w.Utilization + w.Throttle + w.Affinity
+	return w.Resident + w.Wait + w.VRAM + w.Utilization + w.Throttle + w.Affinity + w.Prefix + w.Eviction
 }
+
+// EvictionRecent is how recently a model must have been used for its eviction to count as
+// harming current work (Weights.Eviction).
+const EvictionRecent = 5 * time.Minute
 
 // DefaultConfig is the configuration the gateway runs with when none is given.
 func DefaultConfig() Config {
@@ -108,6 +139,9 @@ func DefaultConfig() Config {
 		QueueAversion:          2,
 		LearnAlpha:             0.2,
 		LearnPriorWeight:       2,
+		PrefixLoadFactor:       1.25,
+		CHWBLLoadFactor:        1.25,
+		CHWBLReplication:       256,
 	}
 }
 
@@ -144,6 +178,15 @@ func (c Config) withDefaults() Config {
 	if c.LearnPriorWeight == 0 {
 		c.LearnPriorWeight = d.LearnPriorWeight
 	}
+	if c.PrefixLoadFactor == 0 {
+		c.PrefixLoadFactor = d.PrefixLoadFactor
+	}
+	if c.CHWBLLoadFactor == 0 {
+		c.CHWBLLoadFactor = d.CHWBLLoadFactor
+	}
+	if c.CHWBLReplication == 0 {
+		c.CHWBLReplication = d.CHWBLReplication
+	}
 	return c
 }
 
@@ -152,9 +195,9 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	var errs []error
 	switch c.Policy {
-	case "", PolicyHerd, PolicyRoundRobin, PolicyLeastInflight:
+	case "", PolicyHerd, PolicyRoundRobin, PolicyLeastInflight, PolicyCHWBL:
 	default:
-		errs = append(errs, fmt.Errorf("scheduler: unknown policy %q (want %s, %s or %s)", c.Policy, PolicyHerd, PolicyRoundRobin, PolicyLeastInflight))
+		errs = append(errs, fmt.Errorf("scheduler: unknown policy %q (want %s, %s, %s or %s)", c.Policy, PolicyHerd, PolicyRoundRobin, PolicyLeastInflight, PolicyCHWBL))
 	}
 	for _, f := range []struct {
 		name string
@@ -166,6 +209,8 @@ func (c Config) Validate() error {
 		{"weights.utilization", c.Weights.Utilization},
 		{"weights.throttle", c.Weights.Throttle},
 		{"weights.affinity", c.Weights.Affinity},
+		{"weights.prefix", c.Weights.Prefix},
+		{"weights.eviction", c.Weights.Eviction},
 		{"prefill_speedup", c.PrefillSpeedup},
 		{"load_bytes_per_second", c.LoadBytesPerSecond},
 		{"default_tokens_per_second", c.DefaultTokensPerSecond},
@@ -181,6 +226,17 @@ func (c Config) Validate() error {
 	}
 	if !(c.LearnAlpha >= 0 && c.LearnAlpha <= 1) {
 		errs = append(errs, fmt.Errorf("scheduler: learn_alpha must be in [0,1] (0: the default), got %v", c.LearnAlpha))
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"prefix_load_factor", c.PrefixLoadFactor}, {"chwbl_load_factor", c.CHWBLLoadFactor}} {
+		if f.v != 0 && !(f.v >= 1 && !math.IsInf(f.v, 0)) {
+			errs = append(errs, fmt.Errorf("scheduler: %s must be a finite number ≥ 1 (0: the default), got %v", f.name, f.v))
+		}
+	}
+	if c.CHWBLReplication < 0 || c.CHWBLReplication > maxReplication {
+		errs = append(errs, fmt.Errorf("scheduler: chwbl_replication must be in [0,%d] (0: the default), got %d", maxReplication, c.CHWBLReplication))
 	}
 	if c.MaxQueuePerNode < 0 {
 		errs = append(errs, fmt.Errorf("scheduler: max_queue_per_node must be ≥ 0, got %d", c.MaxQueuePerNode))

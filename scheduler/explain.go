@@ -8,6 +8,8 @@ type Scores struct {
 	Utilization float64 `json:"utilization"`
 	Throttle    float64 `json:"throttle"`
 	Affinity    float64 `json:"affinity"`
+	Prefix      float64 `json:"prefix"`
+	Eviction    float64 `json:"eviction"`
 }
 
 // Explanation says why Pick would order the nodes as it does: the gateway serves it at
@@ -47,6 +49,15 @@ type NodeExplanation struct {
 	TokensPerSecond       float64 `json:"tokens_per_second,omitempty"`
 	TokensPerSecondSource string  `json:"tokens_per_second_source,omitempty"`
 	Contention            float64 `json:"contention,omitempty"`
+	// PrefixTokens is how much of the prompt the gateway's prefix index says the node's engine
+	// holds; PrefillSavedSeconds the prefill that spares at the node's prefill speed (herd), and
+	// OverLoadBound whether the node was past the prefix load bound, so its cache did not count.
+	PrefixTokens        int     `json:"prefix_tokens,omitempty"`
+	PrefillSavedSeconds float64 `json:"prefill_saved_seconds,omitempty"`
+	OverLoadBound       bool    `json:"over_load_bound,omitempty"`
+	// EvictionCostSeconds is what the models a load there would evict are expected to cost their
+	// users in reloads, counted in the wait cost (herd).
+	EvictionCostSeconds float64 `json:"eviction_cost_seconds,omitempty"`
 	// Scores are the per-scorer scores (herd policy only).
 	Scores *Scores `json:"scores,omitempty"`
 	// Total is the node's score: the weighted mean of Scores under herd, the policy's own
@@ -91,7 +102,10 @@ func (s *Scheduler) Explain(req *Request, snap *Snapshot) Explanation {
 		ne.TokensPerSecondSource = e.tpsSource.String()
 		ne.Contention = s.contention(&snap.Nodes[c.Node].Models[e.model])
 		ne.Total = c.Score
+		ne.PrefixTokens = e.matched
 		if s.cfg.Policy == PolicyHerd {
+			ne.PrefillSavedSeconds, ne.OverLoadBound = e.saved, e.overBound
+			ne.EvictionCostSeconds = e.harmSec
 			sc := e.scores
 			ne.Scores = &sc
 		}

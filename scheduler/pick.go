@@ -12,6 +12,8 @@ import (
 // Scheduler picks nodes for requests. It holds only configuration and is safe for concurrent use.
 type Scheduler struct {
 	cfg Config
+	// rings memoises the chwbl ring points of each node, a pure function of its ID.
+	rings *rings
 }
 
 // New returns a Scheduler for cfg, with cfg's zero fields taken from DefaultConfig.
@@ -19,7 +21,7 @@ func New(cfg Config) (*Scheduler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Scheduler{cfg: cfg.withDefaults()}, nil
+	return &Scheduler{cfg: cfg.withDefaults(), rings: &rings{}}, nil
 }
 
 // Config returns the configuration the scheduler runs with, defaults filled in.
@@ -75,8 +77,14 @@ func quantise(score float64) float64 {
 
 // nodeEval is what evaluate learned about one eligible node; Explain reports it.
 type nodeEval struct {
-	model     int    // index in Node.Models
-	idHash    uint64 // hashID of the node's ID
+	model     int     // index in Node.Models
+	matched   int     // prompt tokens the node holds in its prompt cache (Request.Prefix)
+	saved     float64 // seconds of prefill those tokens save
+	overBound bool    // the node is past the prefix load bound: no longer anyone's home
+	affKey    float64 // the node's weighted rendezvous key for the request's PrefixHash
+	harm      float64 // the eviction harm of loading the model there (evictionHarm)
+	harmSec   float64 // the reloads that eviction is expected to cost, seconds
+	idHash    uint64  // hashID of the node's ID
 	tps       float64
 	tpsSource tpsSource
 	wait      float64 // seconds until the request completes
@@ -97,7 +105,8 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 	prefix := mix64(req.PrefixHash)
 	median := -1.0 // the cluster median speed, computed on first need
 	minCost := math.Inf(1)
-	affNode, affBest := -1, 0.0
+	anyMatch := false
+	loading := -1 // whether a node is loading the model (1) or not (0); found on first need
 	listed, indexed := snap.nodesWith(req.Model)
 	count := n
 	if indexed {
@@ -117,6 +126,16 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 			continue
 		}
 		m := &node.Models[mi]
+		if s.cfg.Policy == PolicyHerd && !m.Resident && !m.Loading {
+			if loading < 0 {
+				loading = loadingAnywhere(req, snap)
+			}
+			if loading == 1 {
+				// Another node is loading the model: wait for that load rather than start one.
+				d.Rejections = append(d.Rejections, Rejection{Node: i, Reason: ReasonLoadingElsewhere})
+				continue
+			}
+		}
 		h := hashID(node.ID)
 		e := &d.evals[i]
 		*e = nodeEval{model: mi, idHash: h}
@@ -130,22 +149,28 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 				e.tps, e.tpsSource = s.cfg.DefaultTokensPerSecond, tpsDefault
 			}
 		}
+		e.matched = min(prefixTokens(req, node.ID), max(req.PromptTokens, 0))
+		anyMatch = anyMatch || e.matched > 0
 		var queue float64
-		e.wait, queue = s.waitSeconds(req, node, m, e.tps)
+		e.wait, queue, e.saved = s.waitSeconds(req, node, m, e.tps, e.matched)
 		// A request that queues also delays everything that queues behind it later; the cost
 		// counts its queueing QueueAversion times, so work spreads before queues build.
 		e.cost = e.wait + (s.cfg.QueueAversion-1)*queue
+		if s.cfg.Policy == PolicyHerd && !m.Resident && !m.Loading {
+			// A load that evicts a model its users will soon ask for again costs them its reload.
+			e.harm, e.harmSec = s.evictionHarm(snap, node, mi, modelVRAM(req, m), &d.order)
+			e.cost += e.harmSec
+		}
 		minCost = min(minCost, e.cost)
 		if req.PrefixHash != 0 {
-			// Weighted rendezvous hashing: the eligible node with the highest key for this prefix.
-			if k := affinityKey(mix64(h^prefix), s.affinityCapacity(node, m, modelWeights(req, m), e.tps)); affNode < 0 || k > affBest {
-				affNode, affBest = i, k
-			}
+			// Weighted rendezvous hashing: the eligible node with the highest key is the home.
+			e.affKey = affinityKey(mix64(h^prefix), s.affinityCapacity(node, m, modelWeights(req, m), e.tps))
 		}
 		d.Candidates = append(d.Candidates, Candidate{
 			Node:         i,
-			NeedsLoad:    !m.Resident,
+			NeedsLoad:    !m.Resident && !m.Loading,
 			ExpectedWait: seconds(e.wait),
+			PrefixTokens: e.matched,
 			tie:          mix64(seed ^ h),
 		})
 	}
@@ -163,10 +188,14 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 	case PolicyLeastInflight:
 		for ci := range d.Candidates {
 			node := &snap.Nodes[d.Candidates[ci].Node]
-			d.Candidates[ci].Score = quantise(1 / float64(1+max(node.InFlight, 0)+max(node.Queued, 0)))
+			d.Candidates[ci].Score = quantise(1 / float64(1+nodeLoad(node)))
 		}
+	case PolicyCHWBL:
+		s.scoreCHWBL(req, snap, d)
 	default:
-		s.scoreHerd(req, snap, d, minCost, affNode)
+		// When the index knows where the prompt is, the rendezvous home, which only guesses,
+		// yields to it.
+		s.scoreHerd(req, snap, d, minCost, req.PrefixHash != 0 && !anyMatch)
 	}
 }
 
@@ -189,7 +218,7 @@ func (s *Scheduler) filter(req *Request, node *Node, mi int) Reason {
 		return ReasonModelUnavailable
 	}
 	m := &node.Models[mi]
-	if !m.Resident {
+	if !m.Resident && !m.Loading {
 		if !m.OnDisk {
 			return ReasonModelUnavailable
 		}
@@ -294,10 +323,11 @@ func (s *Scheduler) contention(m *NodeModel) float64 {
 }
 
 // waitSeconds is the expected time until req would complete on node at tps tokens/s for one
-// stream: its prefill, its own decode (slowed by the other busy slots), the drain of the queue
-// ahead when every slot is busy, and the model's load time when it is not resident. queue is the
-// part of wait spent queued for a slot.
-func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps float64) (wait, queue float64) {
+// stream: its prefill of the prompt the node's cache does not hold (matched tokens it does), its
+// own decode (slowed by the other busy slots), the drain of the queue ahead when every slot is
+// busy, and the model's load time when it is not resident. queue is the part of wait spent
+// queued for a slot; saved the prefill the cached tokens spare.
+func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps float64, matched int) (wait, queue, saved float64) {
 	own := float64(s.cfg.DefaultMaxTokens)
 	if req.MaxTokens > 0 {
 		own = float64(req.MaxTokens)
@@ -305,11 +335,9 @@ func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps floa
 	own = max(own, 1)
 	prefill := 0.0
 	if req.PromptTokens > 0 {
-		if pre := m.Learned.PrefillTPS; m.Learned.Samples > 0 && validSpeed(pre) {
-			prefill = float64(req.PromptTokens) / pre
-		} else {
-			prefill = float64(req.PromptTokens) / s.cfg.PrefillSpeedup / tps
-		}
+		rate := s.prefillRate(m, tps)
+		prefill = float64(req.PromptTokens-matched) / rate
+		saved = float64(matched) / rate
 	}
 	other := float64(max(s.cfg.DefaultMaxTokens, 1))
 	c := s.contention(m)
@@ -324,13 +352,145 @@ func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps floa
 		wait = queue + prefill + own*full/tps
 	}
 	if !m.Resident {
+		load := float64(unknownLoadSeconds)
 		if b := modelWeights(req, m); b > 0 {
-			wait += float64(b) / s.cfg.LoadBytesPerSecond
-		} else {
-			wait += unknownLoadSeconds
+			load = float64(b) / s.cfg.LoadBytesPerSecond
+		}
+		if m.Loading {
+			load /= 2 // under way: on average half of it is left
+		}
+		wait += load
+	}
+	return wait, queue, saved
+}
+
+// loadingAnywhere is 1 when a node that could serve req (not stale, draining, unhealthy,
+// circuit-open or excluded) is loading its model, else 0.
+func loadingAnywhere(req *Request, snap *Snapshot) int {
+	for i := range snap.Nodes {
+		n := &snap.Nodes[i]
+		if n.Stale || n.Draining || !n.Healthy || n.CircuitOpen || slices.Contains(req.Exclude, n.ID) {
+			continue
+		}
+		if mi := findModel(n, req.Model); mi >= 0 && n.Models[mi].Loading && !n.Models[mi].Resident {
+			return 1
 		}
 	}
-	return wait, queue
+	return 0
+}
+
+// evictionHarm is the harm of loading model mi on node (Weights.Eviction): the idle resident
+// models it must evict, least recently used first, until need bytes fit and the node's bound on
+// resident models allows one more, each counted 1, plus 2 when no other node of snap has it
+// resident, plus 1 when it was used within EvictionRecent. seconds is the same harm in the wait
+// model's terms: each evicted model's load time, times the chance its users ask for it again
+// before it could be reloaded at leisure (e^(−age ÷ EvictionRecent), from when it was last used),
+// a quarter of that when another node has it resident. order is scratch.
+func (s *Scheduler) evictionHarm(snap *Snapshot, node *Node, mi int, need uint64, order *[]int) (harm, seconds float64) {
+	// over is how many resident models must go for the backend's bound on resident models.
+	over := 0
+	if node.MaxLoadedModels > 0 {
+		resident := 0
+		for j := range node.Models {
+			if m := &node.Models[j]; j != mi && (m.Resident || m.Loading) {
+				resident++
+			}
+		}
+		over = resident + 1 - node.MaxLoadedModels
+	}
+	free := satSub(node.VRAMTotalBytes, node.VRAMUsedBytes)
+	if node.VRAMTotalBytes == 0 || need == 0 {
+		free = math.MaxUint64 // unknown sizes fit
+	}
+	if free >= need && over <= 0 {
+		return 0, 0
+	}
+	o := (*order)[:0]
+	for j := range node.Models {
+		if m := &node.Models[j]; j != mi && m.Resident && m.InFlight <= 0 {
+			o = append(o, j)
+		}
+	}
+	slices.SortFunc(o, func(a, b int) int { return node.Models[a].LastUsed.Compare(node.Models[b].LastUsed) })
+	*order = o
+	for _, j := range o {
+		if free >= need && over <= 0 {
+			break
+		}
+		m := &node.Models[j]
+		free = satAdd(free, m.VRAMBytes)
+		over--
+		harm++
+		share := 0.25
+		if !residentElsewhere(snap, node, m.Name) {
+			harm += 2
+			share = 1
+		}
+		age := EvictionRecent // unknown: as if used that long ago
+		if !snap.Now.IsZero() && !m.LastUsed.IsZero() {
+			age = max(snap.Now.Sub(m.LastUsed), 0)
+		}
+		if age < EvictionRecent {
+			harm++
+		}
+		load := float64(unknownLoadSeconds)
+		if b := m.SizeBytes; b > 0 {
+			load = float64(b) / s.cfg.LoadBytesPerSecond
+		}
+		seconds += load * share * math.Exp(-age.Seconds()/EvictionRecent.Seconds())
+	}
+	return harm, seconds
+}
+
+// residentElsewhere reports whether a node of snap other than skip has model resident.
+func residentElsewhere(snap *Snapshot, skip *Node, model string) bool {
+	for i := range snap.Nodes {
+		n := &snap.Nodes[i]
+		if n == skip || n.Stale {
+			continue
+		}
+		if mi := findModel(n, model); mi >= 0 && n.Models[mi].Resident {
+			return true
+		}
+	}
+	return false
+}
+
+// prefillRate is node's prompt-processing speed for model m, tokens/s: learned when measured,
+// else the decode speed tps times PrefillSpeedup.
+func (s *Scheduler) prefillRate(m *NodeModel, tps float64) float64 {
+	if pre := m.Learned.PrefillTPS; m.Learned.Samples > 0 && validSpeed(pre) {
+		return pre
+	}
+	return s.cfg.PrefillSpeedup * tps
+}
+
+// prefixTokens is what req.Prefix says node id holds (0: nothing).
+func prefixTokens(req *Request, id string) int {
+	for i := range req.Prefix {
+		if req.Prefix[i].Node == id {
+			return max(req.Prefix[i].Tokens, 0)
+		}
+	}
+	return 0
+}
+
+// nodeLoad is a node's requests in flight and queued: the load the bounded-load rules count.
+func nodeLoad(node *Node) int { return max(node.InFlight, 0) + max(node.Queued, 0) }
+
+// overLoadBound reports whether a node with the given load and slots is past the bound of
+// consistent hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam, 2018), with
+// capacity in slots: its load, the new request included, would exceed factor times its share
+// of the candidates' total load, the new request included. A node with a free slot is never
+// past it: the request would start at once there, and at low load the bound alone (under one
+// request per node) would refuse every home.
+func overLoadBound(nodeLoad, slots, totalLoad, totalSlots int, factor float64) bool {
+	slots = max(slots, 1)
+	if nodeLoad < slots {
+		return false
+	}
+	share := float64(totalLoad+1) * float64(slots) / float64(max(totalSlots, 1))
+	return float64(nodeLoad+1) > factor*share
 }
 
 // affinityKey is the weighted rendezvous key of a node whose hash for the prefix is h and whose
@@ -366,10 +526,33 @@ func (s *Scheduler) affinityCapacity(node *Node, m *NodeModel, weights uint64, t
 }
 
 // scoreHerd scores the candidates with the weighted scorers, given the lowest wait cost among
-// them and the node the request's prefix hashes to (-1: none).
-func (s *Scheduler) scoreHerd(req *Request, snap *Snapshot, d *Decision, minCost float64, affNode int) {
+// them; with affinity, the candidate with the highest rendezvous key among those within the load
+// bound is the conversation's home.
+//
+// The prefix scorer counts what a node's prompt cache saves, in seconds, against what the node
+// costs: saved ÷ (saved + wait cost), 0 where nothing is cached and near 1 where the cache
+// spares most of an idle node's work. A node past the load bound (Config.PrefixLoadFactor) loses
+// its prefix and affinity scores, so a hot home spills to the next best node instead of
+// queueing everyone who shares its prompt.
+func (s *Scheduler) scoreHerd(req *Request, snap *Snapshot, d *Decision, minCost float64, affinity bool) {
 	w := s.cfg.Weights
 	total := w.sum()
+	totalLoad, totalSlots := 0, 0
+	for ci := range d.Candidates {
+		node := &snap.Nodes[d.Candidates[ci].Node]
+		totalLoad += nodeLoad(node)
+		totalSlots += max(node.Slots, 1)
+	}
+	affNode := -1
+	for ci := range d.Candidates {
+		c := &d.Candidates[ci]
+		node := &snap.Nodes[c.Node]
+		e := &d.evals[c.Node]
+		e.overBound = overLoadBound(nodeLoad(node), node.Slots, totalLoad, totalSlots, s.cfg.PrefixLoadFactor)
+		if affinity && !e.overBound && (affNode < 0 || e.affKey > d.evals[affNode].affKey) {
+			affNode = c.Node
+		}
+	}
 	for ci := range d.Candidates {
 		c := &d.Candidates[ci]
 		node := &snap.Nodes[c.Node]
@@ -379,14 +562,20 @@ func (s *Scheduler) scoreHerd(req *Request, snap *Snapshot, d *Decision, minCost
 		if e.cost > minCost {
 			sc.Wait = minCost / e.cost
 		}
-		if m.Resident {
+		sc.Eviction = 1
+		if m.Resident || m.Loading {
 			sc.Resident = 1
+		} else if w.Eviction > 0 {
+			sc.Eviction = 1 / (1 + e.harm)
 		}
 		if !node.Throttled {
 			sc.Throttle = 1
 		}
 		if c.Node == affNode {
 			sc.Affinity = 1
+		}
+		if e.saved > 0 && !e.overBound {
+			sc.Prefix = e.saved / (e.saved + e.cost)
 		}
 		sc.VRAM = 0.5 // unknown: neutral
 		if node.VRAMTotalBytes > 0 {
@@ -398,7 +587,8 @@ func (s *Scheduler) scoreHerd(req *Request, snap *Snapshot, d *Decision, minCost
 		}
 		e.scores = sc
 		c.Score = quantise((w.Resident*sc.Resident + w.Wait*sc.Wait + w.VRAM*sc.VRAM +
-			w.Utilization*sc.Utilization + w.Throttle*sc.Throttle + w.Affinity*sc.Affinity) / total)
+			w.Utilization*sc.Utilization + w.Throttle*sc.Throttle + w.Affinity*sc.Affinity + w.Prefix*sc.Prefix +
+			w.Eviction*sc.Eviction) / total)
 	}
 }
 
@@ -415,4 +605,11 @@ func satSub(a, b uint64) uint64 {
 		return 0
 	}
 	return a - b
+}
+
+func satAdd(a, b uint64) uint64 {
+	if a > math.MaxUint64-b {
+		return math.MaxUint64
+	}
+	return a + b
 }

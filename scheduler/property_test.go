@@ -144,7 +144,7 @@ func checkDecision(t testing.TB, s *Scheduler, req *Request, snap *Snapshot, d *
 	}
 }
 
-var policies = []string{PolicyHerd, PolicyRoundRobin, PolicyLeastInflight}
+var policies = []string{PolicyHerd, PolicyRoundRobin, PolicyLeastInflight, PolicyCHWBL}
 
 func TestPropertyInvariants(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))

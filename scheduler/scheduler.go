@@ -36,6 +36,17 @@
 //     is usually the node the wait scorer prefers anyway; with equal weights, a third of the
 //     conversations were homed on the slowest GPU, where the wait scorer rarely let them go, and
 //     their KV cache was never reused.
+//     The rendezvous home counts only while no node is known to hold any of the prompt: what the
+//     gateway's prefix index says (Request.Prefix) is better than a guess.
+//   - Prompt caches are compared in seconds: the tokens a node's cache holds ÷ its learned
+//     prefill speed is prefill it will not do, taken off its expected wait and scored as
+//     saved ÷ (saved + wait cost), so a cache wins against an idle node when the saving is worth
+//     more than the queue it joins. A node past PrefixLoadFactor × its share of the load loses
+//     its prefix and affinity scores (consistent hashing with bounded loads), unless it has a
+//     free slot: at low load the bound alone would refuse every home.
+//   - A model loading on one node (NodeModel.Loading) is the only place the herd policy sends
+//     its requests: others would start second loads of a model that will be resident in seconds.
+//     A load elsewhere is scored by what it evicts (evictionHarm).
 //   - Batch requests (Class "batch") are refused by nodes with no free slot, so bulk work only
 //     fills capacity that interactive work leaves free.
 //   - Round robin rotates over the eligible nodes in snapshot order (the registry lists nodes
@@ -57,6 +68,9 @@ const (
 	PolicyRoundRobin = "round_robin"
 	// PolicyLeastInflight prefers the eligible node with the fewest requests in flight.
 	PolicyLeastInflight = "least_inflight"
+	// PolicyCHWBL is KubeAI's PrefixHash strategy: consistent hashing with bounded loads over a
+	// key taken from the first user message (Request.RoutingKey), a baseline for prefix routing.
+	PolicyCHWBL = "chwbl"
 )
 
 // Request classes, as in Request.Class.
@@ -75,8 +89,16 @@ type Request struct {
 	// PromptTokens is an estimate of the prompt's size in tokens; MaxTokens the requested output cap (0: unknown).
 	PromptTokens int
 	MaxTokens    int
-	// PrefixHash identifies the conversation prefix (0: none), for KV-cache affinity.
+	// PrefixHash identifies the conversation's opening (0: none): the rendezvous key that gives a
+	// conversation a home while no node is known to hold any of its prompt.
 	PrefixHash uint64
+	// Prefix says, per node, how many of the prompt's tokens the node's engine is expected to hold
+	// in its prompt cache (the gateway's prefix index, kept outside the scheduler); a node not
+	// listed holds none. The herd policy counts the prefill they save.
+	Prefix []PrefixMatch
+	// RoutingKey is the chwbl policy's key: XXH64 of the first 100 characters of the first user
+	// message (KubeAI's prefix; of the empty string when there is none).
+	RoutingKey uint64
 	// ModelVRAMBytes is the estimated VRAM the model needs when loaded (0: unknown).
 	ModelVRAMBytes uint64
 	// Seq is a per-gateway sequence number; round robin rotates on it.
@@ -86,6 +108,13 @@ type Request struct {
 	Seed uint64
 	// Exclude lists node IDs already tried for this request (failover).
 	Exclude []string
+}
+
+// PrefixMatch is how much of a request's prompt one node holds in its engine's prompt cache.
+type PrefixMatch struct {
+	Node string
+	// Tokens is the estimated number of leading prompt tokens the node would not prefill again.
+	Tokens int
 }
 
 // Snapshot is an immutable view of the cluster. Callers must not modify it after handing it to Pick.
@@ -132,6 +161,10 @@ type Node struct {
 	ID      string
 	Address string
 	Backend string
+	// Engine is the model server behind the backend as the agent names it ("ollama",
+	// "llama.cpp", "vllm"; empty: unknown). The scheduler does not read it; the gateway's prefix
+	// index models each engine's prompt cache.
+	Engine string
 	// Stale is true when the node's heartbeat is older than three intervals.
 	Stale    bool
 	Draining bool
@@ -154,6 +187,10 @@ type Node struct {
 	// Throttled is true when a GPU is in thermal or power slowdown.
 	Throttled bool
 	Models    []NodeModel
+	// MaxLoadedModels is the most models the backend keeps resident (Ollama's
+	// OLLAMA_MAX_LOADED_MODELS); 0: no bound but memory. A load past it evicts the least recently
+	// used idle model even when memory is free.
+	MaxLoadedModels int
 	// MemoryBandwidthGBs is the peak memory bandwidth of the node's fastest GPU (from its models
 	// GPU profile); 0: unknown. It estimates decode speed for a model the node has not measured.
 	MemoryBandwidthGBs float64
@@ -161,8 +198,12 @@ type Node struct {
 
 // NodeModel is one model on a node.
 type NodeModel struct {
-	Name      string
-	Resident  bool
+	Name     string
+	Resident bool
+	// Loading is true while a load of the model is under way on the node: the gateway sent it a
+	// request that needed the load and no heartbeat shows the model resident yet. Requests
+	// arriving meanwhile coalesce behind that load (herd policy) instead of starting others.
+	Loading   bool
 	OnDisk    bool
 	VRAMBytes uint64
 	// TokensPerSecond is the node's measured decode speed for the model (EWMA over its recent
@@ -199,6 +240,7 @@ const (
 	ReasonNoFreeSlotForBatch
 	ReasonCannotLoad
 	ReasonAlreadyResident
+	ReasonLoadingElsewhere
 )
 
 var reasonText = [...]string{
@@ -214,6 +256,7 @@ var reasonText = [...]string{
 	ReasonNoFreeSlotForBatch: "no free slot for batch work",
 	ReasonCannotLoad:         "model not loaded and the backend cannot load it",
 	ReasonAlreadyResident:    "model already resident",
+	ReasonLoadingElsewhere:   "model is loading on another node: requests wait for that load",
 }
 
 var reasonCode = [...]string{
@@ -229,6 +272,7 @@ var reasonCode = [...]string{
 	ReasonNoFreeSlotForBatch: "no_free_slot_for_batch",
 	ReasonCannotLoad:         "cannot_load",
 	ReasonAlreadyResident:    "already_resident",
+	ReasonLoadingElsewhere:   "loading_elsewhere",
 }
 
 // String is the reason in words.
@@ -272,6 +316,8 @@ type Candidate struct {
 	// ExpectedWait is the scheduler's estimate of the time until the request completes there,
 	// load and queue included.
 	ExpectedWait time.Duration
+	// PrefixTokens is the part of the prompt the node holds in its prompt cache (Request.Prefix).
+	PrefixTokens int
 
 	// tie orders candidates of equal score: a hash of the request's seed and the node's ID.
 	tie uint64
@@ -301,6 +347,7 @@ type Decision struct {
 	speeds []float64
 	keys   []uint64
 	tmp    []Candidate
+	order  []int
 }
 
 // Reset empties d, keeping its capacity.

@@ -114,6 +114,10 @@ describe('ollama-js', () => {
     const s = await ollama.show({ model: chatModel });
     assert.ok(s.details.family && s.details.parameter_size, JSON.stringify(s.details));
     assert.ok(s.capabilities.includes('completion'), `capabilities ${s.capabilities}`);
+    // Ollama answers both for its models; for another backend's the agent generates them.
+    assert.equal(typeof s.modelfile, 'string', 'no modelfile');
+    assert.ok(s.modelfile.includes('FROM '), s.modelfile);
+    assert.equal(typeof s.template, 'string', 'no template');
     if (embedModel !== chatModel) {
       const e = await ollama.show({ model: embedModel });
       assert.ok(e.capabilities.includes('embedding'), `capabilities ${e.capabilities}`);

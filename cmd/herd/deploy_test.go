@@ -558,12 +558,19 @@ func TestDeployRoutesAreReal(t *testing.T) {
 	id := regexp.MustCompile(`batch_\S+`).FindString(out)
 	waitFor(t, time.Minute, "the batch", func() bool { return batchStatus(t, c, id).Status == "completed" })
 
-	resp, err := http.Get(c.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	exported, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	// The gateway records a stream's metrics once its last byte is written, which can come a
+	// moment after the client read [DONE]: wait for the stream-only families.
+	var exported []byte
+	waitFor(t, 10*time.Second, "the stream's metrics", func() bool {
+		resp, err := http.Get(c.url + "/metrics")
+		if err != nil {
+			return false
+		}
+		exported, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return bytes.Contains(exported, []byte("\n# TYPE herd_time_per_output_token_seconds ")) &&
+			bytes.Contains(exported, []byte("\n# TYPE herd_time_to_first_token_seconds "))
+	})
 	rules, _ := os.ReadFile(filepath.Join(deployDir, "prometheus", "herd-alerts.yml"))
 	dashboard, _ := os.ReadFile(filepath.Join(deployDir, "grafana", "dashboards", "herd-dashboard.json"))
 	var dash struct {

@@ -31,6 +31,7 @@ func herdVersion() string {
 }
 
 func main() {
+	defaultMemoryLimit(os.Getenv, os.ReadFile)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRootCmd()

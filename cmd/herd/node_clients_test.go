@@ -120,6 +120,8 @@ func runNodeClientFiles(t *testing.T, node, modules, url, chatModel, embedModel 
 		// request for over 35 s after a stream cancelled mid-generation on a loaded 2-core
 		// machine; the abort test runs on the simulated nodes only.
 		"HERD_SKIP_ABORT="+map[bool]string{true: "1"}[mayBeEmpty],
+		// The continuation tests break a simulated node with a GPU fault through the admin API.
+		"HERD_ADMIN_KEY="+map[bool]string{false: jsAdminKey}[mayBeEmpty],
 		// Tool calls and structured output are checked on the simulated nodes; the tiny generated
 		// model behind real Ollama has no tool template.
 		"HERD_SKIP_STRUCTURED="+map[bool]string{true: "1"}[mayBeEmpty],

@@ -60,6 +60,15 @@ type agentSection struct {
 	DataDir  string `yaml:"data_dir"`
 	CAFile   string `yaml:"ca_file"`
 	Insecure bool   `yaml:"insecure"`
+	// SimEngine is the model server the simulated node behaves like (sim.Engines); "" is vllm.
+	SimEngine string `yaml:"sim_engine"`
+	// SimMaxLoadedModels bounds the simulated node's resident models (0: the engine's default).
+	SimMaxLoadedModels int `yaml:"sim_max_loaded_models"`
+	// SimContext is the simulated node's per-slot context window in tokens (0: 4096).
+	SimContext int `yaml:"sim_context"`
+	// SimEngineLog, when set, is a file the simulated node appends its prefill and load lines to
+	// (Ollama's debug-log format), for load tests that count the prefill done.
+	SimEngineLog string `yaml:"sim_engine_log"`
 }
 
 func defaultDocument() document {
@@ -103,7 +112,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	listFlag(fs, &g.TrustedProxies, "trusted-proxies", "addresses or CIDRs of load balancers / reverse proxies whose X-Forwarded-For names the client")
 	fs.StringVar(&g.MetricsToken, "metrics-token", g.MetricsToken, "bearer token that may read /metrics besides admin keys (Prometheus's scrape token)")
 	fs.StringVar(&g.AuditLog, "audit-log", g.AuditLog, "also append audit records (admin actions and refusals) to this file as JSON lines")
-	fs.StringVar(&g.Scheduler.Policy, "policy", g.Scheduler.Policy, "scheduling policy: herd, least_inflight or round_robin")
+	fs.StringVar(&g.Scheduler.Policy, "policy", g.Scheduler.Policy, "scheduling policy: herd, least_inflight, round_robin or chwbl (KubeAI's consistent hashing with bounded loads)")
 	fs.IntVar(&g.MaxAttempts, "max-attempts", g.MaxAttempts, "nodes one request is tried on before the client sees an error")
 	fs.DurationVar(&g.HeartbeatInterval, "heartbeat-interval", g.HeartbeatInterval, "expected agent heartbeat interval (3 missed: node out of the schedule)")
 	fs.IntVar(&g.QueueSize, "queue-size", g.QueueSize, "requests that may wait for a node, per model")
@@ -114,6 +123,9 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.Var(replicasValue{&g.MinReplicas}, "min-replicas", "keep this many resident copies of models warm, e.g. llama3.1:8b=2")
 	fs.DurationVar(&g.FirstByteTimeout, "first-byte-timeout", g.FirstByteTimeout, "longest wait for an agent's response headers before trying another node")
 	fs.DurationVar(&g.StreamIdleTimeout, "stream-idle-timeout", g.StreamIdleTimeout, "longest silence inside an agent's response before it counts as failed")
+	fs.BoolVar(&g.AgentH2C, "agent-h2c", g.AgentH2C, "speak HTTP/2 without TLS (h2c) to agents at http:// URLs: many streams share a few connections")
+	fs.DurationVar(&g.StallTimeout, "stall-timeout", g.StallTimeout, "silence inside a stream after which it counts as failed when the node's heartbeat is late too (then continued on another node)")
+	fs.BoolVar(&g.NoContinuation, "no-continuation", g.NoContinuation, "do not continue a stream on another node when its node fails midway (end it with an error event)")
 	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep the node registry, files metadata, batches, presets, API keys and rate-limit counters in Redis (redis://host:6379/0) so several gateways share them")
 	fs.DurationVar(&g.RegistryOutageGrace, "registry-outage-grace", g.RegistryOutageGrace, "with --redis-url: how long nodes stay scheduled from the last view while Redis is unreachable (0: 30s)")
 	fs.StringVar(&g.GatewayID, "gateway-id", g.GatewayID, "this gateway's name on the batch queue, unique per gateway and stable across restarts (default: host name and listen port)")
@@ -143,6 +155,10 @@ func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 	listFlag(fs, &a.SimPreload, "sim-preload", "models resident on the simulated GPUs at start")
 	fs.Float64Var(&a.SimSpeed, "sim-speed", a.SimSpeed, "simulated time runs this many times faster than real time")
 	fs.Int64Var(&a.SimSeed, "sim-seed", a.SimSeed, "seed of the simulated node's generated text")
+	fs.StringVar(&a.SimEngine, "sim-engine", a.SimEngine, "model server the simulated node behaves like: "+strings.Join(sim.Engines(), " or ")+" (prompt caches, usage, eviction; default vllm)")
+	fs.IntVar(&a.SimMaxLoadedModels, "sim-max-loaded-models", a.SimMaxLoadedModels, "most models the simulated node keeps loaded, as OLLAMA_MAX_LOADED_MODELS (0: the engine's default)")
+	fs.IntVar(&a.SimContext, "sim-context", a.SimContext, "context window per slot of the simulated node, tokens (0: 4096)")
+	fs.StringVar(&a.SimEngineLog, "sim-engine-log", a.SimEngineLog, "append the simulated node's prefill and model-load lines (Ollama's debug-log format) to this file")
 	fs.StringVar(&a.NodeID, "node-id", a.NodeID, "this node's id (default: the hostname)")
 	fs.IntVar(&a.Slots, "slots", a.Slots, "requests the backend serves at once (0: ask the backend)")
 	fs.DurationVar(&a.HeartbeatInterval, "agent-heartbeat-interval", a.HeartbeatInterval, "how often the agent reports to the gateway")
@@ -356,14 +372,25 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeag
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("--sim-gpus: %w", err)
 		}
-		n, err := sim.New(sim.Config{
+		cfg := sim.Config{
 			NodeID: a.NodeID, GPUs: models.ExpandGPUs(groups), Models: a.SimModels, Preload: a.SimPreload,
-			SpeedFactor: a.SimSpeed, Seed: a.SimSeed,
-		})
+			SpeedFactor: a.SimSpeed, Seed: a.SimSeed, Engine: a.SimEngine, MaxLoadedModels: a.SimMaxLoadedModels,
+			ContextLength: a.SimContext,
+		}
+		closeLog := func() {}
+		if a.SimEngineLog != "" {
+			f, err := os.OpenFile(a.SimEngineLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("--sim-engine-log: %w", err)
+			}
+			cfg.EngineLog, closeLog = f, func() { f.Close() }
+		}
+		n, err := sim.New(cfg)
 		if err != nil {
+			closeLog()
 			return nil, nil, nil, fmt.Errorf("sim: %w", err)
 		}
-		return n, n, func() {}, nil
+		return n, n, closeLog, nil
 	case agentapi.BackendOllama:
 		b, err := backend.NewOllama(backend.OllamaConfig{URL: a.OllamaURL, ModelsDir: a.OllamaModelsDir})
 		if err != nil {

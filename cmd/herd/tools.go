@@ -78,7 +78,7 @@ func newSimCmd() *cobra.Command {
 	fs.StringVar(&o.GPUs, "gpus", "2xt4,a40,3090", "simulated GPU groups, one agent per group")
 	listFlag(fs, &o.Models, "models", "models on every agent's disk (default "+strings.Join(simModels, ",")+")")
 	listFlag(fs, &o.Preload, "preload", "models resident at start (default "+strings.Join(simPreload, ",")+"; the rest load on first use)")
-	fs.StringVar(&o.Policy, "policy", "", "scheduling policy: herd, least_inflight or round_robin")
+	fs.StringVar(&o.Policy, "policy", "", "scheduling policy: herd, least_inflight, round_robin or chwbl (KubeAI's consistent hashing with bounded loads)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "gateway address")
 	fs.Float64Var(&o.SimSpeed, "sim-speed", 1, "simulated time runs this many times faster than real time")
 	fs.StringVar(&o.DataDir, "data", "", "gateway data directory (default: a temporary one)")
@@ -102,7 +102,10 @@ type loadtestFlags struct {
 	attainment, capStart, capTolerance                                         float64
 	capProbes, batchLines                                                      int
 	logDir, promptTokens, outputTokens                                         string
+	simEngine                                                                  string
 	nodes                                                                      []int
+	streams                                                                    int
+	streamInterval                                                             time.Duration
 	redisURL                                                                   string
 }
 
@@ -123,13 +126,21 @@ func newLoadtestCmd() *cobra.Command {
 			"                   requests meet --slo-ttft and --slo-tpot (bisection over fresh simulated\n" +
 			"                   clusters, at most --capacity-probes probes of --duration each). Rates,\n" +
 			"                   durations, SLOs and latencies are simulated time (see --sim-speed).\n" +
+			"                   --workload multi-turn (preset users in long conversations, think time\n" +
+			"                   between turns) or multi-model (8 models, Zipf popularity, 4 nodes keeping\n" +
+			"                   one model loaded each) adds, per policy, the prefill the engines did and\n" +
+			"                   their model loads, counted from the simulated engines' logs.\n" +
 			"--scenario batch-mix runs interactive chat-short at --rps alone and then beside a bulk job of\n" +
 			"                   --batch-lines lines, and reports the batch's share of the tokens/s and the\n" +
 			"                   interactive TTFT tail of both runs.\n" +
 			"--scenario scale   runs a fake fleet of --nodes nodes (another process, 1 Hz heartbeats, 8 GPUs and\n" +
 			"                   10 of 200 models a node) against a gateway and reports the gateway's heartbeat\n" +
 			"                   CPU, Pick and snapshot-build times, RSS and /admin/v1/nodes latency per size\n" +
-			"                   (with --redis-url, also two gateways sharing it).",
+			"                   (with --redis-url, also two gateways sharing it).\n" +
+			"--scenario streams holds --streams slow SSE streams (a token a second from a fake backend in a\n" +
+			"                   process of its own) through one gateway and agent (h2c between them) and\n" +
+			"                   reports memory and goroutines per stream, and a full-speed probe's\n" +
+			"                   inter-token latency p50/p99 through herd against the same probe sent direct.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLoadtest(cmd, f) },
 	}
@@ -167,8 +178,11 @@ func newLoadtestCmd() *cobra.Command {
 	fs.StringVar(&f.outputTokens, "output-tokens", "", "synthetic workload: output length distribution, as max_tokens (default 128)")
 	fs.IntVar(&f.batchLines, "batch-lines", 0, "lines of the bulk job of the mixed workload and batch-mix (default 200; batch-mix 2000)")
 	fs.StringVar(&f.logDir, "log-dir", "", "keep the scenario processes' logs in this directory")
+	fs.StringVar(&f.simEngine, "sim-engine", "", "capacity: the model server the simulated nodes behave like, ollama or vllm (default "+loadtest.CapacityDefaultEngine+")")
 	fs.IntSliceVar(&f.nodes, "nodes", nil, "scale: fleet sizes to measure (default 10,100,1000)")
 	fs.StringVar(&f.redisURL, "redis-url", "", "scale: also measure two gateways sharing this Redis")
+	fs.IntVar(&f.streams, "streams", 0, fmt.Sprintf("streams: slow streams held open at once (default %d)", loadtest.StreamsDefaultCount))
+	fs.DurationVar(&f.streamInterval, "stream-interval", 0, "streams: pause between two tokens of a slow stream (default 1s)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines")
 	return cmd
 }
@@ -221,7 +235,8 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 		r, err := loadtest.RunScenario(cmd.Context(), f.scenario, loadtest.ScenarioOptions{
 			Binary: exe, Load: opts, Policies: f.policies, GPUs: f.gpus, SimSpeed: f.simSpeed,
 			KillNodeAt: f.killNodeAt, KillNode: f.killNode, Progress: progress, LogDir: f.logDir,
-			Attainment: f.attainment, Nodes: f.nodes, RedisURL: f.redisURL,
+			Attainment: f.attainment, Engine: f.simEngine, Nodes: f.nodes, RedisURL: f.redisURL,
+			Streams: f.streams, StreamInterval: f.streamInterval,
 			Search: loadtest.SearchOptions{Start: f.capStart, MaxProbes: f.capProbes, Tolerance: f.capTolerance},
 		})
 		if err != nil {
@@ -297,7 +312,11 @@ func newFakeBackendCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&addr, "listen", "127.0.0.1:8000", "address")
 	cmd.Flags().StringVar(&mode, "mode", "ok", "fault mode: ok, error, slow, hang or flaky")
-	cmd.Flags().IntVar(&opts.Chunks, "chunks", 20, "content chunks per response")
+	cmd.Flags().IntVar(&opts.Chunks, "chunks", 20, "content chunks per response (a smaller max_tokens lowers it)")
+	cmd.Flags().DurationVar(&opts.ChunkDelay, "chunk-delay", 0, "pause between streamed chunks (a slow GPU's tokens)")
+	listFlag(cmd.Flags(), &opts.Models, "models", "models /v1/models lists (default "+loadtest.DefaultFakeModel+"; any name is served)")
+	listFlag(cmd.Flags(), &opts.FastModels, "fast-models", "models streamed with --fast-chunk-delay instead of --chunk-delay")
+	cmd.Flags().DurationVar(&opts.FastChunkDelay, "fast-chunk-delay", 0, "pause between streamed chunks of --fast-models")
 	return cmd
 }
 

@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -78,6 +79,14 @@ type History interface {
 	History() api.History
 }
 
+// Requests reads an inference request body as the request path does, into the scheduler's
+// request: the model, prompt size, output cap, the prefix each node's engine holds of its prompt
+// (the gateway's prefix index) and the policies' keys. It returns the client's error for a body
+// the request path would refuse.
+type Requests interface {
+	ExplainRequest(body []byte, snap *scheduler.Snapshot, req *scheduler.Request) *apierr.Error
+}
+
 // Handlers serve the admin API.
 type Handlers struct {
 	reg    Registry
@@ -91,6 +100,7 @@ type Handlers struct {
 	interval time.Duration
 	queue    Queue
 	history  History
+	requests Requests
 }
 
 // New returns the admin handlers over reg, sched and agents; log nil means slog.Default().
@@ -114,6 +124,12 @@ func (h *Handlers) WithQueue(q Queue, hist History) *Handlers {
 	return h
 }
 
+// WithRequests lets POST /explain take an inference request body, read by r. It returns h.
+func (h *Handlers) WithRequests(r Requests) *Handlers {
+	h.requests = r
+	return h
+}
+
 // Register mounts /admin/v1's nodes, drain, faults, models and explain routes on g. The caller
 // puts admin authentication in front of g.
 func (h *Handlers) Register(g *gin.RouterGroup) {
@@ -130,6 +146,9 @@ func (h *Handlers) Register(g *gin.RouterGroup) {
 	// Model names may contain slashes ("hf.co/org/repo:q4"), hence the catch-all.
 	g.DELETE("/models/*name", h.handleDeleteModel)
 	g.GET("/explain", h.handleExplain)
+	if h.requests != nil {
+		g.POST("/explain", h.handleExplain)
+	}
 	if h.queue != nil {
 		g.GET("/queue", func(c *gin.Context) { c.JSON(http.StatusOK, h.queue.Queue()) })
 	}
@@ -195,6 +214,7 @@ func toAdminNode(v registry.NodeView) api.Node {
 			Name: registry.ModelName(hb.Backend, m.Name), Resident: m.Resident, OnDisk: m.OnDisk,
 			VRAMBytes: m.VRAMBytes, SizeBytes: m.SizeBytes, TokensPerSecond: m.TokensPerSecond,
 			InFlight: m.InFlight, ParameterSize: m.ParameterSize, Quantization: m.Quantization,
+			PromptTokens: m.PromptTokens, CachedPromptTokens: m.CachedPromptTokens,
 		})
 	}
 	slices.SortFunc(n.Models, func(a, b api.NodeModel) int { return strings.Compare(a.Name, b.Name) })
@@ -592,14 +612,32 @@ func (h *Handlers) handleDeleteModel(c *gin.Context) {
 // ---- explain ----
 
 // handleExplain shows how the scheduler would place a request for ?model= now: each node's
-// filter reason or score breakdown. Optional: class, prompt_tokens, max_tokens, seed.
+// filter reason or score breakdown. Optional: class, prompt_tokens, max_tokens, seed. A POST
+// takes the inference request itself as its body (an OpenAI chat, completion or Responses body,
+// presets not applied): then each node's explanation also shows how much of its prompt the
+// node's engine holds (prefix_tokens) and the prefill that saves.
 func (h *Handlers) handleExplain(c *gin.Context) {
-	model := strings.TrimSpace(c.Query("model"))
-	if model == "" {
-		apierr.Abort(c, apierr.BadRequest("missing_model", "model", "model query parameter is required"))
-		return
+	var req scheduler.Request
+	snap := h.reg.Snapshot()
+	if c.Request.Method == http.MethodPost {
+		body, err := io.ReadAll(io.LimitReader(c.Request.Body, 64<<20))
+		if err != nil {
+			apierr.Abort(c, apierr.BadRequest("invalid_body", "", "reading the body: %v", err))
+			return
+		}
+		if e := h.requests.ExplainRequest(body, snap, &req); e != nil {
+			apierr.Abort(c, e)
+			return
+		}
+	} else {
+		model := strings.TrimSpace(c.Query("model"))
+		if model == "" {
+			apierr.Abort(c, apierr.BadRequest("missing_model", "model", "model query parameter is required"))
+			return
+		}
+		req.Model = snapshotName(snap, model)
 	}
-	req := scheduler.Request{Model: snapshotName(h.reg.Snapshot(), model), Class: scheduler.ClassInteractive}
+	req.Class = scheduler.ClassInteractive
 	if cl := c.Query("class"); cl != "" {
 		if cl != scheduler.ClassInteractive && cl != scheduler.ClassBatch {
 			apierr.Abort(c, apierr.BadRequest("invalid_class", "class", "class must be %q or %q", scheduler.ClassInteractive, scheduler.ClassBatch))
@@ -629,7 +667,6 @@ func (h *Handlers) handleExplain(c *gin.Context) {
 		req.Seed = n
 	}
 	// As on the request path, the model's size is the most VRAM any node reports for it.
-	snap := h.reg.Snapshot()
 	for i := range snap.Nodes {
 		for _, m := range snap.Nodes[i].Models {
 			if m.Name == req.Model {

@@ -122,6 +122,11 @@ type NodeModel struct {
 	InFlight        int     `json:"in_flight"`
 	ParameterSize   string  `json:"parameter_size"`
 	Quantization    string  `json:"quantization"`
+	// PromptTokens counts the prompt tokens the node served for the model since its agent
+	// started, and CachedPromptTokens the part its engine's prompt cache held (prefill saved):
+	// the backend's cached_tokens, or the agent's estimate from prefill time (Ollama).
+	PromptTokens       int64 `json:"prompt_tokens,omitempty"`
+	CachedPromptTokens int64 `json:"cached_prompt_tokens,omitempty"`
 }
 
 // ModelList is GET /admin/v1/models: every model in the cluster and where it is.

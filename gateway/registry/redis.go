@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,19 +21,49 @@ import (
 // Layout (every key under the prefix, "herd:" by default):
 //
 //	nodes             zset  node ID → when it was last seen (ms, Redis server clock)
-//	node:<id>         hash  hb (Heartbeat JSON), inst (instance ID), addr, seen (ms), stale (ms);
-//	                        expires after the node's forget window of silence
+//	node:<id>         hash  hb (Heartbeat JSON), inst (instance ID), addr, seen (ms), stale (ms),
+//	                        by (the writing gateway's RedisShared); expires after the node's
+//	                        forget window of silence
+//	nodes:seq         string a counter bumped by every write of a heartbeat
+//	nodes:changes     zset  node ID → the nodes:seq value of its latest write
 //	nodes:draining    set   drained node IDs
 //	nodes:epoch       string a random value written when the table is first used: a gateway that
 //	                        finds it changed knows Redis lost its data
 //
-// Times are Redis's own (TIME inside the scripts), so every gateway judges a node's age on one
-// clock. The identity check and the write are one script: two agents racing for one ID through
-// two gateways cannot both win.
+// Times are Redis's own (its TIME, read in the same step as the data), so every gateway judges
+// a node's age on one clock. The identity check and the write are one script: two agents racing
+// for one ID through two gateways cannot both win.
+//
+// Load reads only what changed: the nodes whose nodes:changes score passed the seq of this
+// RedisShared's previous Load, less the ones this RedisShared wrote itself (its gateway recorded
+// those in memory when it accepted them). At 1,000 nodes on two gateways that is the heartbeats
+// the other gateway accepted, not the whole table, once per interval: one round trip to learn
+// what changed, and one more, pipelined, to read it when anything did. The
+// changes set holds one entry per node, so a gateway that fell behind loses nothing: it reads
+// each node changed since, once. A full read (every node, every writer) happens on the first
+// Load, after a failed one, when the epoch changed or the counter went back (Redis lost its
+// data), and every fullReadEvery Loads, which also sweeps expired nodes out of the sets.
+// Every gateway sharing the table must write this layout: the writes of an older gateway bump
+// no counter, so the others would see them only at their full reads.
 type RedisShared struct {
 	c      *redis.Client
 	prefix string
+	// writer tags this RedisShared's writes (the hash's by field), so that its Loads skip them.
+	writer string
+
+	mu sync.Mutex // guards the cursor below, which only Load uses
+	// epoch and seq are where the previous Load left off; loads counts Loads since the last full
+	// read; full forces the next Load to read everything.
+	epoch string
+	seq   int64
+	loads int
+	full  bool
 }
+
+// fullReadEvery is how many Loads (heartbeat intervals) pass between two full reads: a safety
+// net that also removes nodes forgotten by Redis (their hash expired) from the sets, which
+// reads of changes alone never visit again.
+const fullReadEvery = 300
 
 var _ Shared = (*RedisShared)(nil)
 
@@ -55,7 +86,9 @@ func OpenRedis(ctx context.Context, url, prefix string) (*RedisShared, error) {
 		o.DialTimeout = time.Second
 	}
 	o.ReadTimeout, o.WriteTimeout = time.Second, time.Second
-	r := &RedisShared{c: redis.NewClient(o), prefix: prefix}
+	w := make([]byte, 8)
+	_, _ = rand.Read(w)
+	r := &RedisShared{c: redis.NewClient(o), prefix: prefix, writer: hex.EncodeToString(w), full: true}
 	if err := r.c.Ping(ctx).Err(); err != nil {
 		_ = r.c.Close()
 		return nil, fmt.Errorf("registry: redis: %w", err)
@@ -68,7 +101,8 @@ func (r *RedisShared) Close() error { return r.c.Close() }
 
 func (r *RedisShared) k(parts ...string) string { return r.prefix + strings.Join(parts, ":") }
 
-// putScript: KEYS node hash, nodes zset; ARGV id, hb JSON, instance, address, stale ms, forget ms.
+// putScript: KEYS node hash, nodes zset, nodes:seq, nodes:changes; ARGV id, hb JSON, instance,
+// address, stale ms, forget ms, writer.
 // Returns {1} when written, {0, holder instance, holder address, holder age ms, holder stale ms}
 // when refused: the holder is another instance, or the same one at another address, and fresh
 // (the rule of the in-memory registry, see the package doc). The holder's instance goes no
@@ -81,9 +115,10 @@ if cur[3] and (cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4]) then
   local age = now - tonumber(cur[3])
   if age <= tonumber(cur[4]) then return {0, cur[1] or '', cur[2] or '', age, tonumber(cur[4])} end
 end
-redis.call('HSET', KEYS[1], 'hb', ARGV[2], 'inst', ARGV[3], 'addr', ARGV[4], 'seen', now, 'stale', ARGV[5])
+redis.call('HSET', KEYS[1], 'hb', ARGV[2], 'inst', ARGV[3], 'addr', ARGV[4], 'seen', now, 'stale', ARGV[5], 'by', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[3]), ARGV[1])
 return {1}`)
 
 // Put implements Shared.
@@ -92,8 +127,8 @@ func (r *RedisShared) Put(ctx context.Context, hb agentapi.Heartbeat, staleAfter
 	if err != nil {
 		return fmt.Errorf("registry: encode heartbeat: %w", err)
 	}
-	res, err := putScript.Run(ctx, r.c, []string{r.k("node", hb.NodeID), r.k("nodes")},
-		hb.NodeID, data, hb.InstanceID, hb.Address, staleAfter.Milliseconds(), max(forgetAfter, staleAfter).Milliseconds()).Slice()
+	res, err := putScript.Run(ctx, r.c, []string{r.k("node", hb.NodeID), r.k("nodes"), r.k("nodes", "seq"), r.k("nodes", "changes")},
+		hb.NodeID, data, hb.InstanceID, hb.Address, staleAfter.Milliseconds(), max(forgetAfter, staleAfter).Milliseconds(), r.writer).Slice()
 	if err != nil {
 		return fmt.Errorf("registry: redis: %w", err)
 	}
@@ -111,48 +146,100 @@ func (r *RedisShared) Put(ctx context.Context, hb agentapi.Heartbeat, staleAfter
 	return nil
 }
 
-// Load implements Shared: two round trips whatever the size of the cluster.
+// loadScript finds what a Load must read, in one round trip. KEYS nodes, nodes:changes,
+// nodes:seq, nodes:epoch, nodes:draining; ARGV the node hash key prefix, the epoch and seq the
+// previous Load left off at, "1" for a full read, a fresh epoch (written when there is none),
+// this writer. Returns {epoch, seq, full (0/1), drained IDs, IDs to read}: every node for a full
+// read, else the nodes changed since whose latest write is not this writer's. The heartbeats
+// themselves are read afterwards, pipelined, not by the script: a script blocks Redis while it
+// runs, and a thousand 6 KB heartbeats would make it a long one. The node hashes are named from
+// ARGV[1], not KEYS, since their IDs are known only once the script runs (the table lives in a
+// standalone Redis, not a cluster).
+var loadScript = redis.NewScript(`
+redis.call('SETNX', KEYS[4], ARGV[5])
+local epoch = redis.call('GET', KEYS[4])
+local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
+local since = tonumber(ARGV[3])
+local full = ARGV[4] == '1' or epoch ~= ARGV[2] or seq < since
+local ids
+if full then
+  ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+else
+  local changed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. since, '+inf')
+  ids = {}
+  for _, id in ipairs(changed) do
+    if redis.call('HGET', ARGV[1] .. id, 'by') ~= ARGV[6] then ids[#ids + 1] = id end
+  end
+end
+return {epoch, seq, full and 1 or 0, redis.call('SMEMBERS', KEYS[5]), ids}`)
+
+// Load implements Shared: one round trip when no other gateway wrote anything since the
+// previous Load, two otherwise (whatever the size of the cluster), returning the nodes other
+// gateways wrote since (see the type's doc).
 func (r *RedisShared) Load(ctx context.Context) (SharedTable, error) {
 	tab := SharedTable{Draining: map[string]bool{}}
 	fresh := make([]byte, 8)
 	_, _ = rand.Read(fresh)
-	var (
-		tm     *redis.TimeCmd
-		ids    *redis.StringSliceCmd
-		drain  *redis.StringSliceCmd
-		epoch  *redis.StringCmd
-		newEpo = hex.EncodeToString(fresh)
-	)
-	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		tm = p.Time(ctx)
-		ids = p.ZRange(ctx, r.k("nodes"), 0, -1)
-		drain = p.SMembers(ctx, r.k("nodes", "draining"))
-		// The existing epoch, or a fresh one written now.
-		p.SetNX(ctx, r.k("nodes", "epoch"), newEpo, 0)
-		epoch = p.Get(ctx, r.k("nodes", "epoch"))
-		return nil
-	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	full := r.full || r.loads%fullReadEvery == 0
+	res, err := loadScript.Run(ctx, r.c,
+		[]string{r.k("nodes"), r.k("nodes", "changes"), r.k("nodes", "seq"), r.k("nodes", "epoch"), r.k("nodes", "draining")},
+		r.k("node", ""), r.epoch, r.seq, boolArg(full), hex.EncodeToString(fresh), r.writer).Slice()
+	if err == nil && len(res) != 5 {
+		err = fmt.Errorf("load returned %d values", len(res))
+	}
 	if err != nil {
+		r.full = true // whatever changed meanwhile, the next Load reads it all
 		return tab, fmt.Errorf("registry: redis: %w", err)
 	}
-	tab.Epoch = epoch.Val()
-	for _, id := range drain.Val() {
-		tab.Draining[id] = true
+	tab.Epoch, _ = res[0].(string)
+	seq, _ := res[1].(int64)
+	wasFull, _ := res[2].(int64)
+	tab.Full = wasFull == 1
+	drained, _ := res[3].([]any)
+	for _, id := range drained {
+		if s, ok := id.(string); ok {
+			tab.Draining[s] = true
+		}
 	}
-	now := tm.Val()
-	if len(ids.Val()) == 0 {
-		return tab, nil
+	list, _ := res[4].([]any)
+	ids := make([]string, 0, len(list))
+	for _, id := range list {
+		if s, ok := id.(string); ok {
+			ids = append(ids, s)
+		}
 	}
-	cmds := make([]*redis.SliceCmd, len(ids.Val()))
-	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids.Val() {
+	if len(ids) > 0 {
+		if err := r.readNodes(ctx, ids, &tab); err != nil {
+			r.full = true
+			return SharedTable{Draining: map[string]bool{}}, err
+		}
+	}
+	r.epoch, r.seq, r.full = tab.Epoch, seq, false
+	if tab.Full {
+		r.loads = 0
+	}
+	r.loads++
+	return tab, nil
+}
+
+// readNodes reads the heartbeats of ids into tab, their ages by Redis's clock, and drops the
+// nodes whose hash expired (forgotten) from the sets.
+func (r *RedisShared) readNodes(ctx context.Context, ids []string, tab *SharedTable) error {
+	var tm *redis.TimeCmd
+	cmds := make([]*redis.SliceCmd, len(ids))
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		tm = p.Time(ctx)
+		for i, id := range ids {
 			cmds[i] = p.HMGet(ctx, r.k("node", id), "hb", "seen")
 		}
 		return nil
 	})
 	if err != nil {
-		return tab, fmt.Errorf("registry: redis: %w", err)
+		return fmt.Errorf("registry: redis: %w", err)
 	}
+	now := tm.Val()
 	var gone []any
 	for i, cmd := range cmds {
 		vals := cmd.Val()
@@ -160,22 +247,33 @@ func (r *RedisShared) Load(ctx context.Context) (SharedTable, error) {
 		seenStr, _ := vals[1].(string)
 		seen, perr := strconv.ParseInt(seenStr, 10, 64)
 		if data == "" || perr != nil {
-			gone = append(gone, ids.Val()[i]) // forgotten: its hash expired
+			gone = append(gone, ids[i]) // forgotten: its hash expired
 			continue
 		}
 		var hb agentapi.Heartbeat
-		if err := json.Unmarshal([]byte(data), &hb); err != nil || hb.NodeID != ids.Val()[i] {
-			gone = append(gone, ids.Val()[i])
+		if err := json.Unmarshal([]byte(data), &hb); err != nil || hb.NodeID != ids[i] {
+			gone = append(gone, ids[i])
 			continue
 		}
 		age := max(time.Duration(now.UnixMilli()-seen)*time.Millisecond, 0)
 		tab.Nodes = append(tab.Nodes, SharedNode{Heartbeat: hb, Age: age})
 	}
 	if len(gone) > 0 {
-		// Best effort: the next Load tries again.
-		_ = r.c.ZRem(ctx, r.k("nodes"), gone...).Err()
+		// Best effort: the next full read tries again.
+		_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZRem(ctx, r.k("nodes"), gone...)
+			p.ZRem(ctx, r.k("nodes", "changes"), gone...)
+			return nil
+		})
 	}
-	return tab, nil
+	return nil
+}
+
+func boolArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // SetDraining implements Shared.

@@ -58,8 +58,9 @@
 // Several gateways (Share, Accept, RunShared): with a Shared table (Redis) the registry stays
 // an in-memory cache that the scheduler reads without I/O, and the table is the truth:
 //   - Accept writes each heartbeat to the table (which checks the identity cluster-wide, on the
-//     table's clock, in one atomic step) and then records it here; RunShared reads the whole
-//     table back every heartbeat interval, so a node that heartbeats to another gateway is
+//     table's clock, in one atomic step) and then records it here; RunShared reads back, every
+//     heartbeat interval, the nodes other gateways changed since its last read (the whole
+//     table now and then, see RedisShared), so a node that heartbeats to another gateway is
 //     known here within about one interval. A record no newer than the one held is ignored.
 //   - In-flight counts stay heartbeat-carried (the rule above): no Redis traffic per request.
 //     Another gateway's work reaches this one with the heartbeat, up to about two intervals late
@@ -261,6 +262,9 @@ type node struct {
 	lastSeen     time.Time
 	interval     time.Duration
 	draining     bool
+	// loads are the models this gateway made the node load (a request sent while the model was
+	// not resident there), until a heartbeat shows them resident or LoadGrace passes.
+	loads map[string]time.Time
 
 	cmu       sync.Mutex // guards the circuit fields below
 	state     circuitState
@@ -464,6 +468,11 @@ func (r *Registry) recordLocked(n *node, hb agentapi.Heartbeat, seen time.Time) 
 		r.modelsVer++
 	}
 	r.learner.Learn(&n.base)
+	for j := range n.base.Models {
+		if m := &n.base.Models[j]; m.Resident {
+			delete(n.loads, m.Name)
+		}
+	}
 	// This gateway's requests the heartbeat can have counted are at most those in flight now.
 	busy := max(hb.InFlight, 0) + max(hb.Queued, 0)
 	other := max(0, busy-int(n.local.Load()))
@@ -630,6 +639,9 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		sn.InFlight, sn.Queued = n.load(int(n.local.Load()))
 		sn.Draining = n.draining
 		sn.Stale = r.staleLocked(n, now)
+		if until := markLoading(sn, n.loads, now); !until.IsZero() && until.Before(expires) {
+			expires = until
+		}
 		// The first instant strictly past the threshold.
 		if staleAt := r.staleAtLocked(n, now); !sn.Stale && staleAt.Before(expires) {
 			expires = staleAt
@@ -657,6 +669,68 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 	nb.expires = expires
 	r.cur.Store(nb)
 	return snap
+}
+
+// LoadGrace is how long a load this gateway started (StartLoad) counts as under way without a
+// heartbeat showing the model resident: long enough for a large model from a slow disk.
+const LoadGrace = 2 * time.Minute
+
+// StartLoad records that this gateway sent nodeID a request for model, which is not resident
+// there, so the node is loading it. Until a heartbeat shows the model resident, or LoadGrace
+// passes, snapshots mark the model Loading on the node, and the scheduler (herd policy) sends
+// the model's requests to wait for that load rather than start another one elsewhere.
+func (r *Registry) StartLoad(nodeID, model string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.lookup(nodeID)
+	if n == nil {
+		return
+	}
+	if n.loads == nil {
+		n.loads = map[string]time.Time{}
+	}
+	n.loads[model] = r.clock.Now().Add(LoadGrace)
+	r.structVer.Add(1)
+}
+
+// EndLoad forgets a load StartLoad recorded (the request that started it failed).
+func (r *Registry) EndLoad(nodeID, model string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := r.lookup(nodeID); n != nil && n.loads != nil {
+		if _, ok := n.loads[model]; ok {
+			delete(n.loads, model)
+			r.structVer.Add(1)
+		}
+	}
+}
+
+// markLoading sets Loading on the models of sn with a load under way at now (loads: model →
+// deadline), copying sn.Models first so the registry's base stays untouched, drops expired loads,
+// and returns the earliest deadline still ahead (zero: none).
+func markLoading(sn *scheduler.Node, loads map[string]time.Time, now time.Time) time.Time {
+	var next time.Time
+	copied := false
+	for model, until := range loads {
+		if !now.Before(until) {
+			delete(loads, model)
+			continue
+		}
+		for j := range sn.Models {
+			if sn.Models[j].Name != model || sn.Models[j].Resident {
+				continue
+			}
+			if !copied {
+				sn.Models = slices.Clone(sn.Models)
+				copied = true
+			}
+			sn.Models[j].Loading = true
+			if next.IsZero() || until.Before(next) {
+				next = until
+			}
+		}
+	}
+	return next
 }
 
 // sameModelNames reports whether a and b list the same model names in the same order (what the
@@ -882,9 +956,12 @@ func baseNode(hb *agentapi.Heartbeat) scheduler.Node {
 		ID:      hb.NodeID,
 		Address: hb.Address,
 		Backend: hb.Backend,
-		Healthy: true,
-		CanLoad: hb.Backend == agentapi.BackendOllama || hb.Backend == agentapi.BackendSim,
-		Slots:   hb.Slots,
+		Engine:  hb.Engine,
+		// A load past the backend's bound on resident models evicts one whatever memory is free.
+		MaxLoadedModels: hb.MaxLoadedModels,
+		Healthy:         true,
+		CanLoad:         hb.Backend == agentapi.BackendOllama || hb.Backend == agentapi.BackendSim,
+		Slots:           hb.Slots,
 	}
 	var util float64
 	for _, g := range hb.GPUs {

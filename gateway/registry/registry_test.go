@@ -720,3 +720,40 @@ func TestModelIndexFollowsModels(t *testing.T) {
 		t.Errorf("index after a join: %v", got)
 	}
 }
+
+// TestStartLoad: a load this gateway started shows as Loading until a heartbeat reports the
+// model resident, or LoadGrace passes.
+func TestStartLoad(t *testing.T) {
+	clock := fakeclock.New(time.Unix(1_700_000_000, 0))
+	r := New(Config{HeartbeatInterval: time.Hour}, clock)
+	hb := agentapi.Heartbeat{NodeID: "a", Address: "http://a:9090", Backend: agentapi.BackendOllama, Slots: 1,
+		Models: []agentapi.Model{{Name: "x:latest", OnDisk: true}}}
+	if _, err := r.Observe(hb); err != nil {
+		t.Fatal(err)
+	}
+	loading := func() bool { return r.Snapshot().Nodes[0].Models[0].Loading }
+	if loading() {
+		t.Fatal("loading before any load")
+	}
+	r.StartLoad("a", "x:latest")
+	if !loading() {
+		t.Fatal("StartLoad did not mark the model loading")
+	}
+	clock.Advance(LoadGrace + time.Second)
+	if loading() {
+		t.Fatal("still loading past LoadGrace")
+	}
+	r.StartLoad("a", "x:latest")
+	r.EndLoad("a", "x:latest")
+	if loading() {
+		t.Fatal("still loading after EndLoad")
+	}
+	r.StartLoad("a", "x:latest")
+	hb.Models[0].Resident = true
+	if _, err := r.Observe(hb); err != nil {
+		t.Fatal(err)
+	}
+	if m := r.Snapshot().Nodes[0].Models[0]; m.Loading || !m.Resident {
+		t.Fatalf("after a heartbeat with the model resident: %+v", m)
+	}
+}

@@ -17,7 +17,9 @@ type Shared interface {
 	// within its stale window, Put records nothing and returns a *ConflictError. staleAfter is hb's stale window; the record
 	// is dropped after forgetAfter of silence.
 	Put(ctx context.Context, hb agentapi.Heartbeat, staleAfter, forgetAfter time.Duration) error
-	// Load returns the whole table.
+	// Load returns the nodes other writers changed since this Shared's previous Load (the
+	// caller's own Puts are already in its memory), or the whole table, saying so with Full.
+	// A failed Load loses nothing: the next one returns every change since the last success.
 	Load(ctx context.Context) (SharedTable, error)
 	// SetDraining drains (on) or undrains a node for every gateway.
 	SetDraining(ctx context.Context, id string, on bool) error
@@ -25,10 +27,15 @@ type Shared interface {
 	Restore(ctx context.Context, draining []string) error
 }
 
-// SharedTable is the shared node table as Load returns it.
+// SharedTable is the shared node table, or its changes, as Load returns it.
 type SharedTable struct {
-	// Nodes holds every node's latest heartbeat with its age by the table's clock.
+	// Nodes holds the latest heartbeat, with its age by the table's clock, of every node changed
+	// since the previous Load, or of every node when Full.
 	Nodes []SharedNode
+	// Full says Nodes holds the whole table (the first Load, or one after the table lost its
+	// data). Nodes a Load leaves out are unchanged, not gone: either way the registry keeps them
+	// and ages them by their last heartbeat.
+	Full bool
 	// Draining holds the IDs of drained nodes.
 	Draining map[string]bool
 	// Epoch changes when the table lost its data (an empty Redis after a restart): the gateway
@@ -48,8 +55,8 @@ type SharedNode struct {
 var ErrSharedUnavailable = errors.New("registry: shared registry unavailable")
 
 // Share makes the registry keep its nodes in s as well as in memory: Accept writes heartbeats
-// to s, SetDraining writes drains to it, and RunShared (which the caller must run) reads it back
-// every heartbeat interval. Call it before the registry is used.
+// to s, SetDraining writes drains to it, and RunShared (which the caller must run) reads other
+// gateways' changes back every heartbeat interval. Call it before the registry is used.
 func (r *Registry) Share(s Shared) { r.shared = s }
 
 // Accept records a heartbeat an agent sent to this gateway: in the shared table (which checks
@@ -146,9 +153,10 @@ func (r *Registry) sharedFailed(err error) {
 		"view_from", r.holdFrom, "hold_until", r.holdUntil)
 }
 
-// applyShared merges a table read from the shared registry into memory. A record no newer than
-// what this gateway already has (its own heartbeats come back this way) changes nothing; nodes
-// the table lacks are kept (an emptied Redis refills with the next heartbeats) and age as usual.
+// applyShared merges a table (or its changes) read from the shared registry into memory. A
+// record no newer than what this gateway already has changes nothing; nodes the table lacks are
+// kept (unchanged ones, and those of an emptied Redis, which refills with the next heartbeats)
+// and age as usual.
 func (r *Registry) applyShared(ctx context.Context, tab SharedTable) {
 	now := r.clock.Now()
 	var restore []string

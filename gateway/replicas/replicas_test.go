@@ -164,3 +164,65 @@ func (l *slowLog) wrote(msg string) bool {
 	defer l.mu.Unlock()
 	return slices.Contains(l.msgs, msg)
 }
+
+// TestScaleByDemand: a model whose requests outnumber its replica's slots gets a second replica
+// at once; an idle surplus replica is unloaded only after DropAfter passes asking for it.
+func TestScaleByDemand(t *testing.T) {
+	var mu sync.Mutex
+	var calls []string
+	done := make(chan struct{}, 8)
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req agentapi.ModelRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		mu.Lock()
+		calls = append(calls, r.URL.Path+" "+req.Model)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{}`))
+		done <- struct{}{}
+	}))
+	defer agent.Close()
+	node := func(id string, resident bool, inFlight int) scheduler.Node {
+		return scheduler.Node{ID: id, Address: agent.URL, Healthy: true, CanLoad: true, Slots: 2, VRAMTotalBytes: 24 << 30,
+			Models: []scheduler.NodeModel{{Name: "m:latest", Resident: resident, OnDisk: true, VRAMBytes: 4 << 30, SizeBytes: 4 << 30, InFlight: inFlight}}}
+	}
+	reg := &fakeRegistry{
+		snap:  &scheduler.Snapshot{Now: time.Unix(1000, 0), Nodes: []scheduler.Node{node("a", true, 2), node("b", false, 0)}},
+		views: map[string]registry.NodeView{"a": {}, "b": {}},
+	}
+	sched, err := scheduler.New(scheduler.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := 3
+	c := New(reg, sched, fakeAgents{agent.URL}, slog.New(slog.DiscardHandler), nil, 0).
+		WithDemand(map[string]scheduler.ReplicaBounds{"m": {Min: 1, Max: 2}}, func() map[string]int { return map[string]int{"m:latest": waiting} }, nil)
+	var pending sync.Map
+	plans := c.Reconcile(context.Background(), &pending)
+	if len(plans) != 1 || plans[0].Node != "b" {
+		t.Fatalf("plans %+v, want a second replica on b", plans)
+	}
+	<-done
+	// Demand gone, both resident and idle: the drop waits DropAfter passes.
+	reg.snap = &scheduler.Snapshot{Now: time.Unix(2000, 0), Nodes: []scheduler.Node{node("a", true, 0), node("b", true, 0)}}
+	waiting = 0
+	for pass := 1; pass <= DropAfter; pass++ {
+		c.Reconcile(context.Background(), &pending)
+		mu.Lock()
+		n := len(calls)
+		mu.Unlock()
+		if pass < DropAfter && n != 1 {
+			t.Fatalf("pass %d: %d agent calls, want the drop held", pass, n)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second): // a guard against a hang, not a timing assertion
+		t.Fatal("no unload after DropAfter passes")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 || calls[1] != agentapi.PathModelUnload+" m:latest" {
+		t.Fatalf("agent calls %v, want a load then one unload of m:latest", calls)
+	}
+}

@@ -74,7 +74,40 @@ const (
 	HeaderClass = "X-Herd-Class"
 	// HeaderSimulated is "true" on responses produced by a simulated GPU node.
 	HeaderSimulated = "X-Herd-Simulated"
+	// HeaderModel carries, on an inference request, the backend's name of the model the gateway
+	// resolved the request to (as the node lists it): the agent counts and meters the request
+	// under it and does not read the body for it.
+	HeaderModel = "X-Herd-Model"
+	// HeaderClientModel carries the name the client asked for (a preset's, an Ollama spelling):
+	// the agent writes it into the answer's "model" where it differs from HeaderModel.
+	HeaderClientModel = "X-Herd-Client-Model"
+	// HeaderContinue ("1") marks a continuation: the body is the client's request with a
+	// top-level "herd_continue" member (Continuation) that the agent takes out, asking it to
+	// continue that partial answer instead of starting one.
+	HeaderContinue = "X-Herd-Continue"
+	// HeaderNoContinue ("1"), sent by a client, asks the gateway not to continue a broken stream
+	// on another node: it ends with an error event, as a single server's would.
+	HeaderNoContinue = "X-Herd-No-Continue"
 )
+
+// ContinueField is the body member that carries a Continuation.
+const ContinueField = "herd_continue"
+
+// Continuation is a stream the gateway asks an agent to continue after the node that started it
+// failed: the answer so far, and the framing the client already has, which the agent's answer
+// keeps (one id, one created time, usage counting the tokens of both nodes).
+type Continuation struct {
+	// ID and Created are the stream's, as the client has them (OpenAI streams; 0 and "" for
+	// Ollama's, which carry neither).
+	ID      string `json:"id,omitempty"`
+	Created int64  `json:"created,omitempty"`
+	// Tokens counts the completion tokens the client already has (the text events relayed: one
+	// token per event); the answer's usage adds them, and the output cap is lowered by them.
+	Tokens int `json:"tokens"`
+	// Content and Reasoning are the answer's text and reasoning text so far.
+	Content   string `json:"content"`
+	Reasoning string `json:"reasoning,omitempty"`
+}
 
 // Request classes.
 const (
@@ -107,6 +140,13 @@ type Heartbeat struct {
 	// Address is the URL the gateway uses to reach the agent (its advertise URL).
 	Address string `json:"address"`
 	Backend string `json:"backend"`
+	// Engine is the model server behind the backend when the agent knows it ("ollama",
+	// "llama.cpp", "vllm"): the gateway models its prompt cache accordingly.
+	Engine string `json:"engine,omitempty"`
+	// MaxLoadedModels is the most models the backend keeps resident at once (Ollama's
+	// OLLAMA_MAX_LOADED_MODELS) when the agent knows it; 0: unknown or no bound but memory. A
+	// load past it evicts a resident model however much memory is free.
+	MaxLoadedModels int `json:"max_loaded_models,omitempty"`
 	// Simulated is true when the GPUs and the backend are nodeagent/sim models, not hardware.
 	Simulated bool   `json:"simulated"`
 	Version   string `json:"version"`
@@ -211,6 +251,13 @@ type Model struct {
 	// included) while the requests behind TokensPerSecond decoded (EWMA); 0 if unmeasured. With
 	// it the gateway separates the single-stream speed from the slowdown of sharing the GPU.
 	Concurrency float64 `json:"concurrency,omitempty"`
+	// PromptTokens counts the prompt tokens of the requests the agent served for this model since
+	// it started, and CachedPromptTokens the part of them the backend did not evaluate again
+	// because its prompt cache held it: usage.prompt_tokens_details.cached_tokens where the
+	// backend reports it, else (Ollama) estimated from the time the prompt took against the
+	// node's learned prefill speed. The gateway turns them into hit ratios and prefill saved.
+	PromptTokens       int64 `json:"prompt_tokens,omitempty"`
+	CachedPromptTokens int64 `json:"cached_prompt_tokens,omitempty"`
 }
 
 // HeartbeatReply is the gateway's answer to a heartbeat.

@@ -146,6 +146,10 @@ func (o *Ollama) Kind() string { return agentapi.BackendOllama }
 // Simulated is false: this is a real server.
 func (o *Ollama) Simulated() bool { return false }
 
+// Engine is "ollama": Ollama's runner keeps one prompt per parallel slot, which the gateway's
+// prefix index models.
+func (o *Ollama) Engine() string { return "ollama" }
+
 // ServesResponses reports whether this Ollama serves /v1/responses itself (0.13.3 and later).
 func (o *Ollama) ServesResponses(ctx context.Context) bool { return o.proxy.servesResponses(ctx) }
 

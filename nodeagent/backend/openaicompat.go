@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/herd-llm/herd/nodeagent"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -188,4 +189,36 @@ func errorMessage(data []byte) string {
 		s = s[:max] + "…"
 	}
 	return s
+}
+
+var _ nodeagent.ChatTemplater = (*OpenAICompat)(nil)
+
+// ChatTemplate asks a llama.cpp server for its chat template (GET /props, "chat_template"): one
+// model per server, so the model does not matter. vLLM and other servers have no such route: the
+// template is then not known.
+func (b *OpenAICompat) ChatTemplate(ctx context.Context, _ string) (string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpointURL(b.base, "/props").String(), nil)
+	if err != nil {
+		return "", false
+	}
+	if b.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+b.apiKey)
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return "", false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", false
+	}
+	var props struct {
+		ChatTemplate string `json:"chat_template"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, maxListBytes)).Decode(&props) != nil || props.ChatTemplate == "" {
+		return "", false
+	}
+	return props.ChatTemplate, true
 }

@@ -37,10 +37,12 @@ func NewTransport() *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
-		// Each pooled connection holds both buffers: with hundreds of them, 64 KiB each was most
-		// of the agent's memory. A write or read larger than its buffer bypasses it anyway.
-		WriteBufferSize: 8 << 10,
-		ReadBufferSize:  16 << 10,
+		// Each connection holds both buffers for as long as it lives, and a stream holds its
+		// connection: with hundreds of connections 64 KiB each was most of the agent's memory,
+		// with thousands of slow streams 24 KiB still was. A write or read larger than its
+		// buffer bypasses it anyway, so 4 KiB (Go's default) costs no throughput on big bodies.
+		WriteBufferSize: 4 << 10,
+		ReadBufferSize:  4 << 10,
 	}
 }
 
@@ -92,8 +94,14 @@ func newProxy(kind string, base *url.URL, transport http.RoundTripper, apiKey st
 	return p
 }
 
+// copyBufferSize is the buffer responses are copied through. A stream holds it for its whole
+// life (it waits in Read between tokens), so with thousands of slow streams it is per-stream
+// memory: 32 KiB each was most of the agent's cost of a stream. A token's SSE event is well
+// under 1 KiB, and a larger non-streamed body only takes a few more reads.
+const copyBufferSize = 8 << 10
+
 // copyBuffers are the buffers responses are copied through.
-var copyBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+var copyBuffers = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
 
 // dropRequestHeaders are the client's request headers the backend does not get: hop-by-hop
 // headers (RFC 9110 7.6.1), the caller's credentials, and forwarding headers (the backend is
@@ -162,7 +170,7 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request, endpoint string, b
 	flush := sse || resp.ContentLength < 0
 	fl, _ := w.(http.Flusher)
 
-	buf := copyBuffers.Get().(*[32 << 10]byte)
+	buf := copyBuffers.Get().(*[copyBufferSize]byte)
 	defer copyBuffers.Put(buf)
 	for {
 		n, rerr := src.Read(buf[:])

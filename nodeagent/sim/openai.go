@@ -60,6 +60,10 @@ type chatRequest struct {
 	ToolChoice        json.RawMessage `json:"tool_choice"`
 	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
 	ResponseFormat    *responseFormat `json:"response_format"`
+	// ContinueFinalMessage and AddGenerationPrompt are vLLM's: with the first true (and the
+	// second false) a trailing assistant message is left open and the answer continues it.
+	ContinueFinalMessage bool  `json:"continue_final_message"`
+	AddGenerationPrompt  *bool `json:"add_generation_prompt"`
 }
 
 type completionRequest struct {
@@ -91,6 +95,9 @@ type request struct {
 	// promptTokens its estimate, or the exact count when the client sent token ids.
 	prompt       string
 	promptTokens int
+	// continues is the text the answer continues (an open assistant message, or a completion
+	// prompt's end), so that its first word is spaced from it; "" for a fresh answer.
+	continues string
 	// inputs are the embedding inputs, one text each (token-id inputs rendered as text).
 	inputs         []string
 	inputTokens    []int
@@ -135,8 +142,17 @@ func parseRequest(endpoint string, body []byte) (*request, *openaierr.Error) {
 		if len(*cr.Messages) == 0 {
 			return nil, invalid("messages", "empty_array", "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.")
 		}
+		msgs := *cr.Messages
+		if cr.ContinueFinalMessage {
+			if cr.AddGenerationPrompt == nil || *cr.AddGenerationPrompt {
+				return nil, invalid("add_generation_prompt", "invalid_value", "continue_final_message and add_generation_prompt cannot both be true.")
+			}
+			if msgs[len(msgs)-1].Role != "assistant" {
+				return nil, invalid("messages", "invalid_value", "continue_final_message is set, but the last message is not an assistant message.")
+			}
+		}
 		var b strings.Builder
-		for i, m := range *cr.Messages {
+		for i, m := range msgs {
 			if m.Role == "" {
 				return nil, invalid(fmt.Sprintf("messages[%d].role", i), "missing_required_parameter", "Missing required parameter: 'messages[%d].role'.", i)
 			}
@@ -152,13 +168,22 @@ func parseRequest(endpoint string, body []byte) (*request, *openaierr.Error) {
 				return nil, e
 			}
 			// A chat template of the usual shape; its bytes count toward the prompt like a real one.
+			if cr.ContinueFinalMessage && i == len(msgs)-1 {
+				// Left open: the answer goes on from the partial text, which the generated text
+				// therefore depends on (it is part of the prompt the text is drawn from).
+				b.WriteString("<|" + m.Role + "|>\n" + text)
+				req.continues = text
+				break
+			}
 			b.WriteString("<|" + m.Role + "|>\n" + text + "\n")
 			for _, tc := range m.ToolCalls {
 				b.WriteString("<|tool_call|>" + tc.Function.Name + " " + tc.Function.Arguments + "\n")
 			}
 			req.afterTool = m.Role == "tool" || m.Role == "function"
 		}
-		b.WriteString("<|assistant|>\n")
+		if !cr.ContinueFinalMessage {
+			b.WriteString("<|assistant|>\n")
+		}
 		req.prompt = b.String()
 		req.promptTokens = estimateTokens(req.prompt)
 		return req, nil
@@ -187,6 +212,7 @@ func parseRequest(endpoint string, body []byte) (*request, *openaierr.Error) {
 		}
 		req.prompt = texts[0]
 		req.promptTokens = max(counts[0], 1)
+		req.continues = req.prompt
 		return req, nil
 
 	case agentapi.PathEmbeddings:

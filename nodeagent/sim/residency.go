@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +19,8 @@ import (
 
 // Disk and network figures of the simulated machine.
 const (
-	// diskBytesPerSecond is how fast weights load from disk into VRAM (an NVMe drive, ~2 GB/s).
+	// diskBytesPerSecond is how fast weights are read from disk (an NVMe drive, ~2 GB/s); they
+	// then cross the GPU's host link (models.PCIeBytesPerSecond).
 	diskBytesPerSecond = 2e9
 	// loadFixedSeconds is the fixed cost of starting a runner (CUDA context, graph reservation).
 	loadFixedSeconds = 1.0
@@ -70,6 +73,12 @@ type modelState struct {
 	keepForever    bool
 	expiresAt      time.Time
 	unloadWhenIdle bool
+	// draining (EngineOllama) marks a busy model chosen to make room for another: it takes no new
+	// requests and unloads when its last one ends, as Ollama's scheduler waits for the runner it
+	// will unload.
+	draining bool
+	// slots are the per-slot prompt caches of a resident model (EngineOllama).
+	slots []cacheSlot
 
 	decodeEWMA  float64
 	prefillEWMA float64
@@ -132,11 +141,20 @@ func (n *Node) placeLocked(m *modelState) error {
 		return fmt.Errorf("%w: %s needs %.1f GiB, the healthy GPUs have %.1f GiB", ErrModelTooLarge, m.spec.Name, gib(m.vram), gib(capacity))
 	}
 	for {
+		if n.maxLoaded > 0 && n.loadedLocked(m) >= n.maxLoaded {
+			victim := n.victimLocked(m, false)
+			if victim == nil {
+				return fmt.Errorf("%w: %s: %d models loaded (the most this node keeps) and all are busy", ErrInsufficientVRAM, m.spec.Name, n.maxLoaded)
+			}
+			n.log.Info("simulated eviction", "model", victim.spec.Name, "for", m.spec.Name, "reason", "max loaded models")
+			n.unloadLocked(victim)
+			continue
+		}
 		if p := n.tryPlaceLocked(m.vram); p != nil {
 			m.placement = p
 			return nil
 		}
-		victim := n.lruIdleLocked(m)
+		victim := n.victimLocked(m, false)
 		if victim == nil {
 			return fmt.Errorf("%w: %s needs %.1f GiB", ErrInsufficientVRAM, m.spec.Name, gib(m.vram))
 		}
@@ -189,27 +207,79 @@ func (n *Node) tryPlaceLocked(need uint64) []share {
 	return p
 }
 
-// lruIdleLocked picks the resident model with no requests that was used longest ago.
-func (n *Node) lruIdleLocked(except *modelState) *modelState {
-	var victim *modelState
+// loadedLocked counts the models resident or loading, except one.
+func (n *Node) loadedLocked(except *modelState) int {
+	c := 0
 	for _, m := range n.models {
-		if m == except || m.state != stateResident || m.inFlight > 0 {
-			continue
-		}
-		if victim == nil || m.lastUsed.Before(victim.lastUsed) ||
-			(m.lastUsed.Equal(victim.lastUsed) && m.spec.Name < victim.spec.Name) {
-			victim = m
+		if m != except && m.state != stateIdle {
+			c++
 		}
 	}
-	return victim
+	return c
+}
+
+// victimLocked picks the resident model to unload for another: an idle one, or with busy also a
+// busy one when none is idle. EngineVLLM: least recently used first. EngineOllama: as Ollama
+// 0.17.4's findRunnerToUnload (server/sched.go) does, the runners sorted by keep-alive (shortest
+// first), then by model path (the weights blob, named by its digest), the first idle one; when
+// none is idle, the first of them.
+func (n *Node) victimLocked(except *modelState, busy bool) *modelState {
+	var cands []*modelState
+	for _, m := range n.models {
+		if m != except && m.state == stateResident {
+			cands = append(cands, m)
+		}
+	}
+	if n.engine == EngineOllama {
+		slices.SortFunc(cands, func(a, b *modelState) int {
+			if c := cmp.Compare(n.sessionLocked(a), n.sessionLocked(b)); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.digest, b.digest)
+		})
+	} else {
+		slices.SortFunc(cands, func(a, b *modelState) int {
+			if c := a.lastUsed.Compare(b.lastUsed); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.spec.Name, b.spec.Name)
+		})
+	}
+	for _, m := range cands {
+		if m.inFlight == 0 {
+			return m
+		}
+	}
+	if busy && len(cands) > 0 {
+		return cands[0]
+	}
+	return nil
+}
+
+// sessionLocked is m's keep-alive as Ollama sorts runners by it (unsigned: forever is last).
+func (n *Node) sessionLocked(m *modelState) uint64 {
+	if m.keepForever {
+		return math.MaxUint64
+	}
+	ka := n.keepAlive
+	if m.keepAlive > 0 {
+		ka = m.keepAlive
+	}
+	if ka <= 0 {
+		return math.MaxUint64
+	}
+	return uint64(ka)
 }
 
 // unloadLocked frees m's GPU memory.
 func (n *Node) unloadLocked(m *modelState) {
 	m.state = stateIdle
 	m.placement = nil
+	m.slots = nil
 	m.expiresAt = time.Time{}
 	m.unloadWhenIdle = false
+	m.draining = false
+	n.notifyLocked()
 }
 
 // loseLocked tears m down under its requests, as when its GPU falls off the bus.
@@ -226,26 +296,65 @@ func (n *Node) loseLocked(m *modelState) {
 	n.unloadLocked(m)
 }
 
-// loadDuration is how long loading spec takes on this node.
-func (n *Node) loadDuration(spec models.ModelSpec) time.Duration {
-	return seconds((float64(spec.WeightsBytes)/diskBytesPerSecond + loadFixedSeconds) / n.speed)
+// loadDuration is how long loading spec onto placement takes: the weights read from disk, then
+// copied over the host link of each GPU its share lands on (one after the other, as llama.cpp
+// uploads tensor by tensor), plus the runner's fixed start-up.
+func (n *Node) loadDuration(spec models.ModelSpec, placement []share) time.Duration {
+	secs := float64(spec.WeightsBytes)/diskBytesPerSecond + loadFixedSeconds
+	var total uint64
+	for _, s := range placement {
+		total += s.bytes
+	}
+	for _, s := range placement {
+		part := float64(spec.WeightsBytes) * float64(s.bytes) / float64(max(total, 1))
+		secs += part / models.PCIeBytesPerSecond(n.gpus[s.gpu].profile)
+	}
+	return seconds(secs / n.speed)
 }
 
 // ensureLoaded makes m resident, loading it (once, however many callers wait) if needed. The load
-// itself runs on its own: a caller that gives up does not cancel it, as with Ollama.
+// itself runs on its own: a caller that gives up does not cancel it, as with Ollama. The caller
+// has counted itself in m.inFlight (begin). With EngineOllama a load that finds every loaded
+// model busy waits for one to go idle (marking it to drain) instead of failing, and a draining
+// model takes no new request until it has been unloaded and loaded again.
 func (n *Node) ensureLoaded(ctx context.Context, m *modelState) error {
 	n.mu.Lock()
-	for range 8 {
+	interrupted := 0
+	for {
 		switch m.state {
 		case stateResident:
-			n.mu.Unlock()
-			return nil
+			if !m.draining {
+				n.mu.Unlock()
+				return nil
+			}
+			// Wait for the drain without holding it up: this request is not running yet.
+			m.inFlight--
+			n.idleLocked(m)
+			if err := n.waitChangeLocked(ctx); err != nil {
+				m.inFlight++
+				n.mu.Unlock()
+				return err
+			}
+			m.inFlight++
+			continue
 		case stateIdle:
 			if !m.onDisk {
 				n.mu.Unlock()
 				return n.notFound(m.spec.Name)
 			}
-			if err := n.placeLocked(m); err != nil {
+			err := n.placeLocked(m)
+			if err != nil && n.engine == EngineOllama && errors.Is(err, ErrInsufficientVRAM) {
+				if v := n.victimLocked(m, true); v != nil && !v.draining {
+					n.log.Info("simulated eviction pending", "model", v.spec.Name, "for", m.spec.Name)
+					v.draining, v.unloadWhenIdle = true, true
+				}
+				if err := n.waitChangeLocked(ctx); err != nil {
+					n.mu.Unlock()
+					return err
+				}
+				continue
+			}
+			if err != nil {
 				n.mu.Unlock()
 				return err
 			}
@@ -255,7 +364,7 @@ func (n *Node) ensureLoaded(ctx context.Context, m *modelState) error {
 			m.lost = make(chan struct{})
 			op := &loadOp{done: make(chan struct{})}
 			m.load = op
-			d := n.loadDuration(m.spec)
+			d := n.loadDuration(m.spec, m.placement)
 			n.log.Info("simulated model load", "model", m.spec.Name, "duration", d, "placement", fmt.Sprint(m.placement))
 			go n.finishLoad(m, op, d)
 		}
@@ -270,9 +379,38 @@ func (n *Node) ensureLoaded(ctx context.Context, m *modelState) error {
 			return op.err
 		}
 		n.mu.Lock()
+		if interrupted++; interrupted > 8 {
+			n.mu.Unlock()
+			return fmt.Errorf("model %s: load kept being interrupted", m.spec.Name)
+		}
 	}
+}
+
+// waitChangeLocked waits, with n.mu released, until the node's models change or ctx ends; it
+// returns with n.mu held.
+func (n *Node) waitChangeLocked(ctx context.Context) error {
+	ch := n.changed
 	n.mu.Unlock()
-	return fmt.Errorf("model %s: load kept being interrupted", m.spec.Name)
+	var err error
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	n.mu.Lock()
+	return err
+}
+
+// idleLocked unloads m if it has gone idle while marked to unload, and wakes waiters.
+func (n *Node) idleLocked(m *modelState) {
+	if m.inFlight > 0 {
+		return
+	}
+	if m.unloadWhenIdle && m.state == stateResident {
+		n.unloadLocked(m)
+		return
+	}
+	n.notifyLocked()
 }
 
 func (n *Node) finishLoad(m *modelState, op *loadOp, d time.Duration) {
@@ -291,8 +429,12 @@ func (n *Node) finishLoad(m *modelState, op *loadOp, d time.Duration) {
 	}
 	now := n.clock.Now()
 	m.state = stateResident
+	m.slots = make([]cacheSlot, n.Slots())
 	m.lastUsed = now
 	n.touchExpiryLocked(m, now)
+	n.elog.printf(now, "INFO", "server.go:1388", fmt.Sprintf("llama runner started in %0.2f seconds", d.Seconds()*n.speed), "model=%s", m.spec.Name)
+	n.elog.printf(now, "INFO", "sched.go:566", "loaded runners", "count=%d model=%s", n.loadedLocked(nil), m.spec.Name)
+	n.notifyLocked()
 	close(op.done)
 }
 

@@ -145,9 +145,7 @@ func (n *Node) end(m *modelState) {
 	m.lastUsed = now
 	if m.state == stateResident {
 		n.touchExpiryLocked(m, now)
-		if m.inFlight == 0 && m.unloadWhenIdle {
-			n.unloadLocked(m)
-		}
+		n.idleLocked(m)
 	}
 }
 
@@ -162,6 +160,9 @@ type run struct {
 	prompt  int
 	cached  int
 	prefill time.Duration
+	// text is the rendered prompt; slot the Ollama engine's cache slot it runs in (-1: none).
+	text string
+	slot int
 }
 
 // startRun registers a request as busy on its model's GPUs and looks its prompt up in the prefix
@@ -172,22 +173,46 @@ func (n *Node) startRun(m *modelState, prompt string, promptTokens int) (*run, e
 	if m.state != stateResident || len(m.placement) == 0 {
 		return nil, errGPULost
 	}
-	r := &run{n: n, m: m, gen: m.gen, lost: m.lost, prompt: promptTokens}
+	r := &run{n: n, m: m, gen: m.gen, lost: m.lost, prompt: promptTokens, text: prompt, slot: -1}
 	for _, s := range m.placement {
 		r.gpus = append(r.gpus, s.gpu)
 		n.heatLocked(n.gpus[s.gpu])
 		n.gpus[s.gpu].active++
 	}
-	if prompt != "" {
-		r.keys = prefixKeys(m.gen, prompt)
-		r.cached = min(n.prefix.match(r.keys)*prefixBlockTokens, max(promptTokens-1, 0))
+	if prompt == "" {
+		return r, nil
 	}
+	now := n.clock.Now()
+	if n.engine == EngineOllama {
+		// Ollama's LoadCacheSlot: the free slot with the longest common prefix; its cache keeps
+		// that prefix and the rest is evaluated (at least one token, to sample from).
+		i, common := pickSlotLocked(m.slots, prompt)
+		if i >= 0 {
+			r.slot = i
+			held := estimateTokens(m.slots[i].prompt)
+			if m.slots[i].prompt == "" {
+				held = 0
+			}
+			r.cached = min(common/bytesPerToken, max(promptTokens-1, 0))
+			m.slots[i].inUse = true
+			m.slots[i].prompt = prompt[:common]
+			n.elog.printf(now, "DEBUG", "cache.go:104", "loading cache slot", "id=%d cache=%d prompt=%d used=%d remaining=%d",
+				i, held, promptTokens, r.cached, promptTokens-r.cached)
+		}
+		return r, nil
+	}
+	r.keys = prefixKeys(m.gen, prompt)
+	r.cached = min(n.prefix.match(r.keys)*prefixBlockTokens, max(promptTokens-1, 0))
+	n.elog.printf(now, "DEBUG", "sim", "prefix cache", "prompt=%d used=%d remaining=%d", promptTokens, r.cached, promptTokens-r.cached)
 	return r, nil
 }
 
 func (r *run) finish() {
 	r.n.mu.Lock()
 	defer r.n.mu.Unlock()
+	if r.slot >= 0 && r.m.gen == r.gen && r.slot < len(r.m.slots) {
+		r.m.slots[r.slot].inUse = false
+	}
 	for _, g := range r.gpus {
 		r.n.heatLocked(r.n.gpus[g])
 		r.n.gpus[g].active--
@@ -237,6 +262,9 @@ func (r *run) doPrefill(ctx context.Context) error {
 	r.n.mu.Lock()
 	defer r.n.mu.Unlock()
 	if r.m.gen == r.gen {
+		if r.slot >= 0 && r.slot < len(r.m.slots) {
+			r.m.slots[r.slot].prompt = r.text
+		}
 		r.n.prefix.add(r.keys)
 		if uncached > 0 && r.prefill > 0 {
 			r.m.prefillEWMA = ewma(r.m.prefillEWMA, float64(uncached)/r.prefill.Seconds())
@@ -338,8 +366,11 @@ func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *
 	}
 	fp := n.fingerprint(spec.Name)
 	use := func(produced int) usage {
-		return usage{PromptTokens: req.promptTokens, CompletionTokens: produced, TotalTokens: req.promptTokens + produced,
-			PromptTokensDetails: &promptTokensDetails{CachedTokens: r.cached}}
+		u := usage{PromptTokens: req.promptTokens, CompletionTokens: produced, TotalTokens: req.promptTokens + produced}
+		if n.engine == EngineVLLM { // Ollama's OpenAI endpoints say nothing of cached tokens
+			u.PromptTokensDetails = &promptTokensDetails{CachedTokens: r.cached}
+		}
+		return u
 	}
 
 	if !req.stream {

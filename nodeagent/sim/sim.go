@@ -18,11 +18,16 @@
 //     (InFlight reports both counts);
 //  2. loads its model if it is not resident: the model is placed on the healthy GPU with the most
 //     free memory, or split across GPUs when no single one can hold it (llama.cpp's layer split),
-//     after evicting least-recently-used idle models if memory is short. Its footprint is
+//     after evicting idle models if memory is short or MaxLoadedModels are loaded (least recently
+//     used first; EngineOllama: in Ollama's order, see victimLocked). Its footprint is
 //     models.EstimateVRAM at the node's per-slot context for SlotsPerGPU slots. Loading takes
-//     weights ÷ 2 GB/s (disk) + 1 s. A model bigger than all healthy GPUs together, or one that
-//     cannot fit while the other models are busy, fails with a 503;
-//  3. prefills its prompt at models.PrefillTokensPerSecond, skipping the part of the prompt whose
+//     weights ÷ 2 GB/s (disk) + weights ÷ the GPU's PCIe link (models.PCIeBytesPerSecond) + 1 s.
+//     A model bigger than all healthy GPUs together fails with a 503; one that cannot fit while
+//     the other models are busy fails with a 503 (EngineVLLM) or waits for one to finish
+//     (EngineOllama);
+//  3. prefills its prompt at models.PrefillTokensPerSecond, skipping the part its engine has
+//     cached: EngineOllama, the longest common prefix with the last prompt of the free slot it
+//     takes (one prompt per slot and loaded model, as Ollama's runner keeps them); EngineVLLM, the
 //     64-token blocks this node has seen before for the same loaded model (a KV prefix cache,
 //     least recently used blocks evicted beyond slots × ContextLength tokens: the KV memory the
 //     node allocates);
@@ -51,9 +56,14 @@
 //     2 sequences 1.73×, 4 sequences 2.84× at a 512-token context, 2.61× at 4k); 0.6 sits in the
 //     middle of that range at chat contexts. maxBatchGain 8 (compute bound beyond it) is never
 //     reached at the default 4 slots per GPU (4^0.6 ≈ 2.3).
-//   - Model load: weights ÷ 2 GB/s (a PCIe 3/4 NVMe drive's sequential read) + 1 s (CUDA context
-//     and graph reservation, as llama.cpp runners take on start); pulls at 100 MB/s (a gigabit
-//     link, roughly): modelling choices, not measurements.
+//   - Model load: weights ÷ 2 GB/s (a PCIe 3/4 NVMe drive's sequential read) + weights over the
+//     GPU's host link (the datasheets' PCIe generation, 80% of its nominal rate) + 1 s (CUDA
+//     context and graph reservation, as llama.cpp runners take on start); pulls at 100 MB/s (a
+//     gigabit link, roughly): modelling choices, not measurements.
+//   - Ollama's prompt cache and eviction: runner/llamarunner/cache.go (LoadCacheSlot,
+//     findLongestCacheSlot) and server/sched.go (findRunnerToUnload, defaultModelsPerGPU) of
+//     Ollama 0.17.4, and its behaviour measured with OLLAMA_DEBUG=1 (sequential requests reuse
+//     slot 0; prompt_eval_count stays the whole prompt on a hit).
 //   - Thermal slowdown halves the speed: NVML documents thermal HW slowdown as "reducing core
 //     clocks by a factor of 2 or more" (nvml.h, NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN).
 //   - KV prefix cache in 64-token blocks: vLLM's prefix caching works in KV blocks (16 tokens by
@@ -82,6 +92,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"slices"
@@ -147,6 +158,16 @@ type Config struct {
 	SpeedFactor float64
 	// Logger receives load, eviction and fault events. Default: discarded.
 	Logger *slog.Logger
+	// Engine is the model server the node behaves like: EngineOllama or EngineVLLM (default,
+	// the block cache this simulator always had). See their docs.
+	Engine string
+	// MaxLoadedModels bounds the resident models (Ollama's OLLAMA_MAX_LOADED_MODELS). 0 means
+	// Ollama's automatic 3 × GPUs for EngineOllama and no bound but VRAM for EngineVLLM.
+	MaxLoadedModels int
+	// EngineLog, when set, receives a line per prefill and per model load in the format of
+	// Ollama's debug log (see engineLog), from which a load test counts the prefill the node
+	// really did and the loads it made.
+	EngineLog io.Writer
 }
 
 // Node is a simulated GPU node. Its methods are safe for concurrent use.
@@ -173,6 +194,13 @@ type Node struct {
 	seq       uint64
 	gen       uint64
 	prefix    *prefixCache
+
+	engine    string
+	maxLoaded int
+	elog      *engineLog
+	// changed is closed (and replaced) whenever a model goes idle, loads or unloads: requests
+	// waiting for room (EngineOllama) look again.
+	changed chan struct{}
 }
 
 var (
@@ -218,6 +246,19 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Models == nil {
 		cfg.Models = DefaultModels()
 	}
+	switch cfg.Engine {
+	case "":
+		cfg.Engine = EngineVLLM
+	case EngineOllama, EngineVLLM:
+	default:
+		return nil, fmt.Errorf("sim: unknown engine %q (want %s or %s)", cfg.Engine, EngineOllama, EngineVLLM)
+	}
+	if cfg.MaxLoadedModels < 0 {
+		return nil, fmt.Errorf("sim: MaxLoadedModels %d < 0", cfg.MaxLoadedModels)
+	}
+	if cfg.MaxLoadedModels == 0 && cfg.Engine == EngineOllama {
+		cfg.MaxLoadedModels = defaultModelsPerGPU * len(cfg.GPUs)
+	}
 	stop, stopFunc := context.WithCancel(context.Background())
 	n := &Node{
 		id: cfg.NodeID, clock: cfg.Clock, speed: cfg.SpeedFactor, seed: cfg.Seed,
@@ -227,6 +268,10 @@ func New(cfg Config) (*Node, error) {
 		models:    map[string]*modelState{},
 		freeSlots: cfg.SlotsPerGPU * len(cfg.GPUs),
 		prefix:    newPrefixCache(prefixCacheBlocks(cfg.SlotsPerGPU*len(cfg.GPUs), cfg.ContextLength)),
+		engine:    cfg.Engine,
+		maxLoaded: cfg.MaxLoadedModels,
+		elog:      &engineLog{w: cfg.EngineLog},
+		changed:   make(chan struct{}),
 	}
 	for i, g := range cfg.GPUs {
 		n.gpus = append(n.gpus, &gpuState{index: i, profile: g, temp: idleTempC, tempAt: n.startedAt})
@@ -254,6 +299,7 @@ func New(cfg Config) (*Node, error) {
 		n.gen++
 		m.gen = n.gen
 		m.state = stateResident
+		m.slots = make([]cacheSlot, n.Slots())
 		m.lost = make(chan struct{})
 		m.lastUsed = n.startedAt
 		n.touchExpiryLocked(m, n.startedAt)
@@ -265,6 +311,19 @@ func New(cfg Config) (*Node, error) {
 func (n *Node) Close() error {
 	n.stopFunc()
 	return nil
+}
+
+// Engine is the model server the node behaves like (EngineOllama or EngineVLLM).
+func (n *Node) Engine() string { return n.engine }
+
+// MaxLoadedModels is the most models the node keeps resident (0: no bound but VRAM), reported
+// in heartbeats so that the gateway counts the evictions a load forces.
+func (n *Node) MaxLoadedModels() int { return n.maxLoaded }
+
+// notifyLocked wakes every request waiting for the node's models to change.
+func (n *Node) notifyLocked() {
+	close(n.changed)
+	n.changed = make(chan struct{})
 }
 
 // Kind implements nodeagent.Backend.
@@ -339,4 +398,19 @@ func (n *Node) releaseLocked() {
 	}
 	n.active--
 	n.freeSlots++
+}
+
+// chatTemplate is the simulator's chat format (parseRequest renders it), in Go's template syntax
+// as Ollama writes templates: each message under its role's tag, then the assistant's tag.
+const chatTemplate = `{{- range .Messages }}<|{{ .Role }}|>
+{{ .Content }}
+{{ end }}<|assistant|>
+`
+
+// ChatTemplate returns the simulator's chat format, the same for every chat model it serves.
+func (n *Node) ChatTemplate(_ context.Context, model string) (string, bool) {
+	if s, ok := models.LookupModel(model); ok && s.Embedding {
+		return "", false
+	}
+	return chatTemplate, true
 }

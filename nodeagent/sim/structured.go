@@ -120,6 +120,9 @@ func (n *Node) compose(req *request, room int, seed uint64, seq uint64) (reply, 
 		out, finish = room, "length"
 	}
 	toks := words(seed, out)
+	if len(toks) > 0 && req.continues != "" && !strings.HasSuffix(req.continues, " ") && !strings.HasSuffix(req.continues, "\n") {
+		toks[0] = " " + toks[0] // the first word follows the text it continues
+	}
 	if t, ok := stopAt(toks, req.stop); ok {
 		toks, finish = t, "stop"
 	}

@@ -38,6 +38,19 @@ PARAMETER num_ctx 2048
 PARAMETER num_thread 1
 `
 
+// ContinuableModelfile is TinyModelfile with a template that leaves the last assistant turn open
+// when the conversation ends with one (as the library's llama3.x templates do with $last), so that
+// Ollama continues a trailing assistant message instead of starting a new turn: what a stream
+// continued on this node needs. TinyModelfile, recorded as it is, closes every message.
+const ContinuableModelfile = `FROM ./tiny.gguf
+TEMPLATE """{{- if .System }}<|system|>{{ .System }}
+{{ end }}{{- range $i, $_ := .Messages }}{{- $last := eq (len (slice $.Messages $i)) 1 }}<|{{ .Role }}|>{{ .Content }}{{ if or (ne .Role "assistant") (not $last) }}
+{{ end }}{{- if and (ne .Role "assistant") $last }}<|assistant|>{{ end }}{{ end }}"""
+PARAMETER num_predict 64
+PARAMETER num_ctx 2048
+PARAMETER num_thread 1
+`
+
 // Bounds on the harness's waits, generous for a slow shared machine; none is a timed assertion.
 const (
 	startTimeout  = 60 * time.Second
@@ -56,6 +69,8 @@ type Options struct {
 	NoModel bool
 	// Env adds KEY=VALUE settings to the environment of `ollama serve`.
 	Env []string
+	// Modelfile is the Modelfile the model is created with; empty means TinyModelfile.
+	Modelfile string
 }
 
 // Server is a running `ollama serve` owned by one test.
@@ -73,10 +88,15 @@ type Server struct {
 	// PID is the serve process's id; it leads its own process group, which holds its runners.
 	PID int
 
-	dir     string
-	home    string
-	logPath string
+	dir       string
+	home      string
+	logPath   string
+	modelfile string
 }
+
+// Kill ends serve and its runners at once (SIGKILL to the process group), as a crash of the
+// machine would.
+func (s *Server) Kill() error { return signalGroup(s.PID, sigKill) }
 
 // Binary returns the ollama binary the harness uses: $HERD_OLLAMA_BIN, or the path
 // scripts/build-ollama.sh builds to. The second result says whether that file exists and can run.
@@ -164,6 +184,7 @@ func Start(t testing.TB, opts Options) *Server {
 		if name == "" {
 			name = "tiny"
 		}
+		s.modelfile = opts.Modelfile
 		s.Create(t, name, opts.Seed)
 		s.Model = name
 	}
@@ -262,7 +283,7 @@ func (s *Server) env() []string {
 	)
 }
 
-// Create writes the tiny model for seed and a Modelfile (TinyModelfile) and runs
+// Create writes the tiny model for seed and a Modelfile (Options.Modelfile, else TinyModelfile) and runs
 // `ollama create NAME -f Modelfile` against this server.
 func (s *Server) Create(t testing.TB, name string, seed int64) {
 	t.Helper()
@@ -281,7 +302,11 @@ func (s *Server) Create(t testing.TB, name string, seed int64) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "Modelfile"), []byte(TinyModelfile), 0o644); err != nil {
+	mf := TinyModelfile
+	if s.modelfile != "" {
+		mf = s.modelfile
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Modelfile"), []byte(mf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), createTimeout)

@@ -2,7 +2,7 @@
 // /api/embed, /api/embeddings) and the OpenAI API that herd's OpenAI-compatible backends and the
 // simulated GPU node speak. It is the one place where that translation lives, both ways: requests
 // (Ollama → OpenAI) here, responses (OpenAI → Ollama, streamed or not) in response.go. It does no
-// I/O; the gateway feeds it bodies and events and writes what it returns.
+// I/O beyond the Writer the agent hands a backend; the agent feeds it bodies and events.
 //
 // Wire structs are github.com/ollama/ollama/api's own types, so the JSON is Ollama's exactly.
 //
