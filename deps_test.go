@@ -109,6 +109,8 @@ func TestRulesOfDirection(t *testing.T) {
 		"nodeagent/agentapi": {"openaierr"},
 		"atomicfile":         nil,
 		"jsonspan":           nil,
+		// The cluster CA's crypto and files: no network, nothing of the engines.
+		"pki": {"atomicfile"},
 		// The translations between Ollama's API, the Responses API and chat completions are
 		// pure functions over bytes (and the ResponseWriters the agent hands its backend).
 		"nodeagent/ollamacompat": nil,

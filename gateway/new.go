@@ -206,6 +206,13 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		// The first read fills the registry before the first request is served.
 		reg.SyncShared(context.Background())
 	}
+	if err := s.initTLS(context.Background(), o.clock.Now); err != nil {
+		s.closeShared()
+		return nil, err
+	}
+	if tc := s.agentClientTLS(); tc != nil {
+		s.agents.SetHTTPClient(agentapi.HTTPClient(tc))
+	}
 	s.core = core{
 		clock:       o.clock,
 		transport:   o.transport,
@@ -218,9 +225,12 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		chwbl:       sched.Config().Policy == scheduler.PolicyCHWBL,
 	}
 	if s.core.transport == nil {
-		s.core.transport = newAgentTransport()
-		if cfg.AgentH2C {
-			s.core.transport = withAgentH2C(s.core.transport.(*http.Transport))
+		if cfg.AgentH2C && s.pki == nil {
+			// Every plain-HTTP agent over h2c (the gateway's own switch).
+			s.core.transport = withAgentH2C(newAgentTransport())
+		} else {
+			s.h2cHosts = &sync.Map{}
+			s.core.transport = newAgentRoundTripper(s.agentClientTLS(), s.h2cHosts)
 		}
 	}
 	s.core.adm = admission.New(reg, timing.timed(sched.Pick), o.clock, admission.Config{
@@ -275,6 +285,9 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.registry.RunShared(ctx) })
 	wg.Go(func() { s.recordHistory(ctx) })
 	wg.Go(func() { s.core.keys.keep(ctx, s.log) })
+	if s.pki != nil {
+		wg.Go(func() { s.pki.Run(ctx) })
+	}
 	s.runBulk(ctx)
 	wg.Wait()
 	s.closeShared()
@@ -296,6 +309,10 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeShared() {
+	if s.pki != nil {
+		_ = s.pki.Close()
+		s.pki = nil
+	}
 	if s.sharedReg != nil {
 		_ = s.sharedReg.Close()
 		s.sharedReg = nil
@@ -386,8 +403,9 @@ func (s *Server) routes() *gin.Engine {
 	presets.NewHandlers(s.presets, s.core.clock.Now).Register(adminGroup)
 	s.registerKeyRoutes(adminGroup)
 
-	internal := e.Group("/internal/v1", s.clusterAuth())
+	internal := e.Group("/internal/v1", s.nodeAuth())
 	s.registerInternalRoutes(internal)
+	s.registerPKIRoutes(e, internal, adminGroup)
 	return e
 }
 

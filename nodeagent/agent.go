@@ -136,7 +136,14 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 	for _, o := range opts {
 		o(a)
 	}
-	a.hc = agentapi.DefaultHTTPClient()
+	switch {
+	case cfg.Certs != nil:
+		a.hc = agentapi.HTTPClient(cfg.Certs.ClientTLS())
+	case cfg.GatewayTLS != nil:
+		a.hc = agentapi.HTTPClient(cfg.GatewayTLS)
+	default:
+		a.hc = agentapi.DefaultHTTPClient()
+	}
 	a.log = a.log.With("component", "agent", "node", cfg.NodeID)
 	a.hostname, _ = os.Hostname()
 	a.startedAt = a.clock.Now()
@@ -152,7 +159,7 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 	}
 	a.advertise = strings.TrimRight(cfg.Advertise, "/")
 	if a.advertise == "" {
-		a.advertise = deriveAdvertise(cfg.Listen)
+		a.advertise = a.schemed(deriveAdvertise(cfg.Listen))
 	}
 	a.handler = a.routes()
 	return a, nil
@@ -185,7 +192,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	}
 	a.mu.Lock()
 	if a.advertise == "" {
-		a.advertise = deriveAdvertise(ln.Addr().String())
+		a.advertise = a.schemed(deriveAdvertise(ln.Addr().String()))
 	}
 	advertise := a.advertise
 	a.mu.Unlock()
@@ -196,15 +203,26 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	// Plain HTTP/1.1, and HTTP/2 without TLS (h2c) for a client that speaks it (a gateway with
-	// --agent-h2c): its thousands of streams then share a few connections.
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv.Protocols = &p
-	srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConn}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	if a.cfg.Certs != nil {
+		// HTTPS with HTTP/2: a gateway's thousands of streams share a few connections.
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		srv.Protocols = &p
+		srv.TLSConfig = a.cfg.Certs.ServerTLS()
+		srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConn}
+		go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		// Plain HTTP/1.1, and HTTP/2 without TLS (h2c) for a client that speaks it (a gateway
+		// with --agent-h2c, or one this agent told so with --h2c).
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		srv.Protocols = &p
+		srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConn}
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
 	a.log.Info("agent serving", "addr", ln.Addr().String(), "advertise", advertise,
 		"backend", a.backend.Kind(), "simulated", a.backend.Simulated(), "slots", a.slots, "gateways", a.cfg.GatewayURLs)
 	if len(a.cfg.GatewayURLs) == 0 {
@@ -222,6 +240,11 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		inner.Go(func() { a.sampleLoop(loops, a.sampleModels) })
 		if len(a.cfg.GatewayURLs) > 0 {
 			inner.Go(func() { a.heartbeatLoop(loops) })
+			if a.cfg.Certs != nil {
+				inner.Go(func() {
+					a.cfg.Certs.renewLoop(loops, a.hc, a.cfg.GatewayURLs, advertise, a.clock.Now, a.log)
+				})
+			}
 		}
 		inner.Wait()
 	})
@@ -365,6 +388,7 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 		IntervalMS:      a.cfg.HeartbeatInterval.Milliseconds(),
 		SentAt:          now,
 		StartedAt:       a.startedAt,
+		H2C:             a.cfg.H2C && a.cfg.Certs == nil,
 	}
 	if hb.GPUs == nil {
 		hb.GPUs = []agentapi.GPU{}
@@ -536,6 +560,16 @@ func ewma(prev, sample float64) float64 {
 // (Go's default is 250): far above a node's slots, so one connection holds a gateway's queue.
 const maxStreamsPerConn = 4096
 
+// schemed turns a derived http:// advertise URL into https:// when the agent serves TLS.
+func (a *Agent) schemed(u string) string {
+	if a.cfg.Certs != nil {
+		if rest, ok := strings.CutPrefix(u, "http://"); ok {
+			return "https://" + rest
+		}
+	}
+	return u
+}
+
 // newInstanceID returns 16 random bytes in hex; the fallback keeps an agent without entropy
 // distinct from its previous start.
 func newInstanceID() string {
@@ -555,6 +589,7 @@ type gatewayLink struct {
 	url                 string
 	failing, everOK     bool
 	refused             bool
+	revoked             bool
 	failures            int
 	lastRefusalLoggedAt time.Time
 }
@@ -628,7 +663,11 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 	timeout := min(max(2*a.cfg.HeartbeatInterval, time.Second), 10*time.Second)
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	reply, err := agentapi.SendHeartbeat(sctx, a.hc, l.url, a.cfg.ClusterToken, hb)
+	token := a.cfg.ClusterToken
+	if a.cfg.Certs != nil {
+		token = "" // the client certificate says who this node is
+	}
+	reply, err := agentapi.SendHeartbeat(sctx, a.hc, l.url, token, hb)
 	if err != nil {
 		if ctx.Err() != nil {
 			return reply, err
@@ -642,6 +681,14 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 				l.lastRefusalLoggedAt = now
 			}
 			l.refused = true
+			return reply, err
+		}
+		var ae *agentapi.APIError
+		if errors.As(err, &ae) && ae.Code == agentapi.CodeNodeRevoked {
+			if !l.revoked {
+				log.Error("this node's certificates were revoked: gateways refuse it; remove the --data folder and join again with a new join token", "err", err)
+			}
+			l.revoked = true
 			return reply, err
 		}
 		l.failures++

@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -45,8 +46,20 @@ type Config struct {
 	// Tracing configures OpenTelemetry traces (off unless an endpoint is set here or in the
 	// OTEL_* environment); the process sets the provider up and passes it with WithTracerProvider.
 	Tracing tracing.Config `yaml:"tracing"`
+	// H2C announces in heartbeats that the plain-HTTP listener speaks HTTP/2 without TLS, so a
+	// gateway on loopback proxies to it over h2c. Off by default: measured on loopback it cost
+	// more CPU per request than HTTP/1.1, and a real-Ollama streaming test failed under load
+	// with it on (see docs/DESIGN.md). The listener accepts h2c either way.
+	H2C bool `yaml:"h2c"`
 	// Version is reported in heartbeats.
 	Version string `yaml:"-"`
+	// Certs, when set, are the node's certificates from joining (certs.go): the agent then serves
+	// HTTPS, admits gateways by their client certificates, and reaches gateways with its own; the
+	// cluster token is not needed.
+	Certs *NodeCerts `yaml:"-"`
+	// GatewayTLS, without Certs (the token lab mode), is the TLS client configuration for
+	// https gateways, e.g. trusting their cluster CA (--ca-file); nil: the system's roots.
+	GatewayTLS *tls.Config `yaml:"-"`
 }
 
 // DefaultConfig returns the configuration an agent runs with when nothing is set. The cluster
@@ -108,8 +121,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway url: %w", err))
 		}
 	}
-	if c.ClusterToken == "" {
-		errs = append(errs, errors.New("cluster token is empty"))
+	if c.ClusterToken == "" && c.Certs == nil {
+		errs = append(errs, errors.New("cluster token is empty (or join the cluster: herd agent --join URL --token TOKEN)"))
 	}
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, fmt.Errorf("heartbeat interval %v is not positive", c.HeartbeatInterval))

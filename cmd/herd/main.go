@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		newAgentCmd(),
 		newUpCmd(),
 		newVersionCmd(),
+		newCACmd(),
 	)
 	root.AddCommand(newClientCmds()...)
 	root.AddCommand(newToolCmds()...)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -51,6 +52,14 @@ type agentSection struct {
 	SimPreload       []string `yaml:"sim_preload"`
 	SimSpeed         float64  `yaml:"sim_speed"`
 	SimSeed          int64    `yaml:"sim_seed"`
+	// Join is the gateway URL to join the closed cluster through, with Token (a join token);
+	// DataDir keeps the node's key and certificates; CAFile adds roots for reaching gateways in
+	// token mode; Insecure allows plain HTTP on a non-loopback listener (lab mode).
+	Join     string `yaml:"join"`
+	Token    string `yaml:"token"`
+	DataDir  string `yaml:"data_dir"`
+	CAFile   string `yaml:"ca_file"`
+	Insecure bool   `yaml:"insecure"`
 	// SimEngine is the model server the simulated node behaves like (sim.Engines); "" is vllm.
 	SimEngine string `yaml:"sim_engine"`
 	// SimMaxLoadedModels bounds the simulated node's resident models (0: the engine's default).
@@ -74,6 +83,7 @@ func defaultDocument() document {
 			SimPreload: []string{"llama3.2:1b"},
 			SimSpeed:   1,
 			SimSeed:    1,
+			DataDir:    "./herd-agent-data",
 		},
 		Log: logSection{Level: "info", Format: "text"},
 	}
@@ -88,7 +98,7 @@ func commonFlags(fs *pflag.FlagSet, doc *document) {
 func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.StringVar(&g.Listen, "listen", g.Listen, "address to serve the OpenAI API on")
 	fs.StringVar(&g.DataDir, "data", g.DataDir, "data directory (files, batches, embedded store)")
-	fs.StringVar(&g.ClusterToken, "cluster-token", g.ClusterToken, "shared secret between gateway and agents")
+	fs.StringVar(&g.ClusterToken, "cluster-token", g.ClusterToken, "shared secret between gateway and agents: the weaker lab mode (with TLS, agents join with herd nodes join-token instead)")
 	listFlag(fs, &g.APIKeys, "api-keys", "client API keys ('Authorization: Bearer KEY'): tenants with scopes inference and batch, not admin")
 	listFlag(fs, &g.AdminKeys, "admin-keys", "admin API keys: tenants with scopes inference, batch and admin (/admin/v1)")
 	fs.Int64Var(&g.MaxBodyBytes, "max-body-bytes", g.MaxBodyBytes, "largest request body accepted on the inference routes (and batch input line)")
@@ -125,6 +135,13 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.IntVar(&g.Batch.Concurrency, "batch-concurrency", g.Batch.Concurrency, "batch lines in flight at once (0: 8)")
 	fs.DurationVar(&g.Batch.ModelGrace, "batch-model-grace", g.Batch.ModelGrace, "after the gateway starts, how long a batch naming a model no node has reported waits for nodes to report in before it fails validation (0: 10s or 3 heartbeat intervals, whichever is longer; negative: no wait)")
 	tracingFlags(fs, &g.Tracing)
+	fs.BoolVar(&g.TLS, "tls", g.TLS, "serve HTTPS with a certificate from the cluster CA even on loopback (any other address serves HTTPS unless --insecure)")
+	fs.StringVar(&g.TLSCert, "tls-cert", g.TLSCert, "certificate file for the client front (PEM; reloaded when it changes); default: one from the cluster CA")
+	fs.StringVar(&g.TLSKey, "tls-key", g.TLSKey, "private key file of --tls-cert (PEM)")
+	listFlag(fs, &g.TLSHosts, "tls-hosts", "extra host names and addresses for the gateway's certificate from the cluster CA")
+	fs.BoolVar(&g.Insecure, "insecure", g.Insecure, "serve plain HTTP on a non-loopback address: API keys, tokens and prompts cross the network in the clear")
+	fs.StringVar(&g.CASecret, "ca-secret", g.CASecret, "with --redis-url: the secret that seals the cluster CA's key in Redis (same on every gateway, at least 16 characters)")
+	fs.DurationVar(&g.NodeCertTTL, "node-cert-ttl", g.NodeCertTTL, "life of the certificates joining nodes get (0: 720h); agents renew at two thirds")
 }
 
 func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
@@ -149,7 +166,13 @@ func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 		fs.StringVar(&a.Listen, "listen", a.Listen, "address the agent serves on")
 		fs.StringVar(&a.Advertise, "advertise", a.Advertise, "URL the gateway uses to reach this agent (default: from --listen)")
 		listFlag(fs, &a.GatewayURLs, "gateway", "gateway URL(s) to heartbeat to, tried in order (one load-balanced URL also works)")
-		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents")
+		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents (the weaker lab mode; see --join)")
+		fs.StringVar(&a.Join, "join", a.Join, "join the closed cluster through this gateway (https URL) with --token; later starts use the certificates in --data")
+		fs.StringVar(&a.Token, "token", a.Token, "join token from herd nodes join-token (pins the cluster CA by its fingerprint)")
+		fs.StringVar(&a.DataDir, "data", a.DataDir, "agent data directory: the node's private key (0600) and certificates")
+		fs.StringVar(&a.CAFile, "ca-file", a.CAFile, "token mode: extra CA certificate (PEM) to trust for https gateways")
+		fs.BoolVar(&a.H2C, "h2c", a.H2C, "plain HTTP on loopback: let the gateway proxy to this agent over HTTP/2 without TLS (off: HTTP/1.1)")
+		fs.BoolVar(&a.Insecure, "insecure", a.Insecure, "serve plain HTTP on a non-loopback address (the cluster token and prompts cross the network in the clear)")
 		tracingFlags(fs, &a.Tracing)
 	}
 }
@@ -209,7 +232,14 @@ func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready
 		return fmt.Errorf("gateway: %w", err)
 	}
 	addr := ln.Addr().String()
-	log.Info("gateway listening", "url", "http://"+addr+"/v1", "policy", cfg.Scheduler.Policy, "data", cfg.DataDir)
+	scheme := "http"
+	if cfg.TLSEnabled() {
+		scheme = "https"
+		log.Info("TLS on: clients and agents reach this gateway over HTTPS; agents join with herd nodes join-token", "ca_fingerprint", srv.CAFingerprint(), "cluster_token_mode", cfg.ClusterToken != "")
+	} else if !isLoopback(cfg.Listen) {
+		log.Warn("INSECURE: serving plain HTTP on a non-loopback address (--insecure): API keys, the cluster token and every prompt and answer cross the network in the clear", "listen", addr)
+	}
+	log.Info("gateway listening", "url", scheme+"://"+addr+"/v1", "policy", cfg.Scheduler.Policy, "data", cfg.DataDir)
 	if ready != nil {
 		ready <- addr
 	}
@@ -265,6 +295,9 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 		a.NodeID = h
 	}
 	a.Version = herdVersion()
+	if err := checkAgentModes(a); err != nil {
+		return err
+	}
 	b, ts, closeFn, err := buildBackend(ctx, a, log)
 	if err != nil {
 		return err
@@ -274,18 +307,38 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	certs, err := agentCerts(ctx, &a, ln, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if certs == nil && !a.Insecure && !isLoopback(ln.Addr().String()) {
+		ln.Close()
+		return fmt.Errorf("agent: refusing plain HTTP on non-loopback %s: join the cluster (--join URL --token TOKEN) for TLS, or pass --insecure for the lab mode (the cluster token and prompts then cross the network in the clear)", ln.Addr())
+	}
+	if certs == nil && a.Insecure && !isLoopback(ln.Addr().String()) {
+		log.Warn("INSECURE: agent serving plain HTTP on a non-loopback address (--insecure): the cluster token and every prompt and answer cross the network in the clear", "listen", ln.Addr().String())
+	}
 	if host, _, err := net.SplitHostPort(ln.Addr().String()); a.Advertise == "" && err == nil && !net.ParseIP(host).IsUnspecified() {
 		a.Advertise = "http://" + ln.Addr().String()
+		if certs != nil {
+			a.Advertise = "https://" + ln.Addr().String()
+		}
 	}
 	// With an unspecified listen host (":9090") and no --advertise, the agent advertises the
 	// machine's first LAN address itself.
 	cfg := a.Config
+	cfg.Certs = certs
 	tp, stopTracing, err := setupTracing(ctx, cfg.Tracing, "herd-agent", log, attribute.String("herd.node", cfg.NodeID))
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer stopTracing()
+	if cfg.GatewayTLS, err = tokenModeTLS(a); err != nil {
+		ln.Close()
+		return err
+	}
 	ag, err := nodeagent.New(cfg, b, ts, nodeagent.WithLogger(log), nodeagent.WithTracerProvider(tp.TracerProvider()))
 	if err != nil {
 		ln.Close()
@@ -414,6 +467,14 @@ func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ W
 	a.Listen = "127.0.0.1:0"
 	a.ClusterToken = doc.Gateway.ClusterToken
 	a.GatewayURLs = []string{"http://" + gwAddr}
+	scheme := "http"
+	if doc.Gateway.TLSEnabled() {
+		// The local agent stays in token mode on loopback and trusts the cluster CA for the
+		// gateway's HTTPS.
+		scheme = "https"
+		a.GatewayURLs = []string{"https://" + gwAddr}
+		a.CAFile = filepath.Join(doc.Gateway.DataDir, "pki", "ca.crt")
+	}
 	if a.NodeID == "" {
 		if h, err := os.Hostname(); err == nil {
 			a.NodeID = h
@@ -423,13 +484,18 @@ func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ W
 	g.Go(func() error { return runAgent(gctx, a, log.With("role", "agent"), agReady) })
 	select {
 	case r := <-agReady:
-		fmt.Fprintf(out, "\nherd is up: point the OpenAI SDK at  http://%s/v1\n", gwAddr)
+		fmt.Fprintf(out, "\nherd is up: point the OpenAI SDK at  %s://%s/v1\n", scheme, gwAddr)
 		if r.simulated {
 			fmt.Fprintf(out, "  backend: SIMULATED GPU node (%s) — no Ollama answered on %s; text is generated, figures are simulated\n", a.SimGPUs, a.OllamaURL)
 		} else {
 			fmt.Fprintf(out, "  backend: %s\n", r.backend)
 		}
-		fmt.Fprintf(out, "  dashboard: http://%s/   metrics: http://%s/metrics\n  curl http://%s/v1/models\n  herd nodes --url http://%s\n\n", gwAddr, gwAddr, gwAddr, gwAddr)
+		if scheme == "https" {
+			ca := filepath.Join(doc.Gateway.DataDir, "pki", "ca.crt")
+			fmt.Fprintf(out, "  dashboard: https://%[1]s/   metrics: https://%[1]s/metrics   (trust %[2]s)\n  curl --cacert %[2]s https://%[1]s/v1/models\n  herd nodes --url https://%[1]s --ca-file %[2]s\n\n", gwAddr, ca)
+		} else {
+			fmt.Fprintf(out, "  dashboard: http://%[1]s/   metrics: http://%[1]s/metrics\n  curl http://%[1]s/v1/models\n  herd nodes --url http://%[1]s\n\n", gwAddr)
+		}
 	case <-gctx.Done():
 	}
 	return g.Wait()

@@ -169,6 +169,9 @@ type Heartbeat struct {
 	IntervalMS int64     `json:"interval_ms"`
 	SentAt     time.Time `json:"sent_at"`
 	StartedAt  time.Time `json:"started_at"`
+	// H2C says the agent's plain-HTTP listener also speaks HTTP/2 without TLS (prior knowledge):
+	// a gateway reaching it on loopback then carries its streams on one connection.
+	H2C bool `json:"h2c,omitempty"`
 }
 
 // GPU is one GPU's telemetry sample.
