@@ -61,6 +61,7 @@ func newRootCmd() *cobra.Command {
 		newAgentCmd(),
 		newUpCmd(),
 		newVersionCmd(),
+		newDoctorCmd(),
 	)
 	root.AddCommand(newClientCmds()...)
 	root.AddCommand(newToolCmds()...)

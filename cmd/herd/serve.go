@@ -98,6 +98,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.DurationVar(&g.FirstByteTimeout, "first-byte-timeout", g.FirstByteTimeout, "longest wait for an agent's response headers before trying another node")
 	fs.DurationVar(&g.StreamIdleTimeout, "stream-idle-timeout", g.StreamIdleTimeout, "longest silence inside an agent's response before it counts as failed")
 	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep the node registry, files metadata, batches, presets, API keys and rate-limit counters in Redis (redis://host:6379/0) so several gateways share them")
+	fs.StringVar(&g.FilesURL, "files-url", g.FilesURL, "keep bulk file contents in S3-compatible storage (s3://bucket/prefix?endpoint=http://host:9000; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) instead of the data dir, so several gateways need no shared filesystem")
 	fs.DurationVar(&g.RegistryOutageGrace, "registry-outage-grace", g.RegistryOutageGrace, "with --redis-url: how long nodes stay scheduled from the last view while Redis is unreachable (0: 30s)")
 	fs.StringVar(&g.GatewayID, "gateway-id", g.GatewayID, "this gateway's name on the batch queue, unique per gateway and stable across restarts (default: host name and listen port)")
 	fs.DurationVar(&g.Batch.ClaimTimeout, "batch-claim-timeout", g.Batch.ClaimTimeout, "how long a batch claim may go unrenewed before another gateway takes the batch over (0: 30s)")
@@ -244,7 +245,7 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 		a.NodeID = h
 	}
 	a.Version = herdVersion()
-	b, ts, closeFn, err := buildBackend(ctx, a, log)
+	b, ts, closeFn, err := buildBackend(ctx, a, log, nvml.New())
 	if err != nil {
 		return err
 	}
@@ -282,8 +283,8 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 }
 
 // buildBackend constructs the backend and its telemetry source. Real backends read GPUs through
-// NVML (no driver: no GPUs, said once); the simulated node is its own telemetry source.
-func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeagent.Backend, nodeagent.TelemetrySource, func(), error) {
+// NVML (no driver: no GPUs, said once) from lib; the simulated node is its own telemetry source.
+func buildBackend(ctx context.Context, a agentSection, log *slog.Logger, lib nvml.Interface) (nodeagent.Backend, nodeagent.TelemetrySource, func(), error) {
 	kind := a.Backend
 	if kind == "auto" {
 		if kind = backend.Detect(ctx, nil, a.OllamaURL); kind == agentapi.BackendOllama {
@@ -311,7 +312,7 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeag
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		ts := telemetry.NewNVML(nvml.New(), log)
+		ts := telemetry.NewNVML(lib, log)
 		return b, ts, func() { ts.Close() }, nil
 	case agentapi.BackendOpenAI:
 		if a.OpenAIURL == "" {
@@ -321,7 +322,7 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeag
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		ts := telemetry.NewNVML(nvml.New(), log)
+		ts := telemetry.NewNVML(lib, log)
 		return b, ts, func() { ts.Close() }, nil
 	}
 	return nil, nil, nil, fmt.Errorf("unknown backend %q (want auto, ollama, openai or sim)", a.Backend)
