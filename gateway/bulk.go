@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/herd-llm/herd/gateway/batch"
 	"github.com/herd-llm/herd/gateway/presets"
+	"github.com/herd-llm/herd/gateway/s3files"
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -43,7 +45,18 @@ func (s *Server) initBulk(ctx context.Context) error {
 		_ = st.Close()
 		return fmt.Errorf("gateway: %w", err)
 	}
+	var contents batch.Contents
+	if s.cfg.FilesURL != "" {
+		// Downloads are staged in the data dir's files/, which batch.New makes.
+		s3, err := s3files.Open(ctx, s.cfg.FilesURL, filepath.Join(s.cfg.DataDir, "files"))
+		if err != nil {
+			_ = st.Close()
+			return fmt.Errorf("gateway: %w", err)
+		}
+		contents = s3
+	}
 	svc, err := batch.New(batch.Options{
+		Contents:   contents,
 		Store:      st,
 		Dir:        s.cfg.DataDir,
 		Dispatcher: s.dispatcher(),
