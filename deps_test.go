@@ -106,7 +106,9 @@ func TestRulesOfDirection(t *testing.T) {
 		"nodeagent/agentapi": nil,
 		"atomicfile":         nil,
 		"jsonspan":           nil,
-		"gateway/api":        {"models", "nodeagent/agentapi"},
+		// The cluster CA's crypto and files: no network, nothing of the engines.
+		"pki":         {"atomicfile"},
+		"gateway/api": {"models", "nodeagent/agentapi"},
 		// Admission is given its pick function, capacity source and clock.
 		"gateway/admission": {"scheduler", "models"},
 	}

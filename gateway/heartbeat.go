@@ -35,6 +35,10 @@ func (s *Server) handleHeartbeat(c *gin.Context) {
 		abortWithError(c, err)
 		return
 	}
+	if err := s.checkClaim(c, &hb); err != nil {
+		abortWithError(c, err)
+		return
+	}
 	reply, err := s.registry.Accept(c.Request.Context(), hb)
 	var conflict *registry.ConflictError
 	if errors.As(err, &conflict) {

@@ -183,6 +183,13 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		// The first read fills the registry before the first request is served.
 		reg.SyncShared(context.Background())
 	}
+	if err := s.initTLS(context.Background(), o.clock.Now); err != nil {
+		s.closeShared()
+		return nil, err
+	}
+	if tc := s.agentClientTLS(); tc != nil {
+		s.agents.SetHTTPClient(agentapi.HTTPClient(tc))
+	}
 	s.core = core{
 		clock:       o.clock,
 		transport:   o.transport,
@@ -193,7 +200,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		tracer:      tracerFrom(o.tracerProvider),
 	}
 	if s.core.transport == nil {
-		s.core.transport = newAgentTransport()
+		s.core.transport = withAgentTLS(newAgentTransport(), s.agentClientTLS())
 	}
 	s.core.adm = admission.New(reg, sched.Pick, o.clock, admission.Config{
 		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),
@@ -222,6 +229,9 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.registry.RunShared(ctx) })
 	wg.Go(func() { s.recordHistory(ctx) })
 	wg.Go(func() { s.core.keys.keep(ctx, s.log) })
+	if s.pki != nil {
+		wg.Go(func() { s.pki.Run(ctx) })
+	}
 	s.runBulk(ctx)
 	wg.Wait()
 	s.closeShared()
@@ -239,6 +249,10 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeShared() {
+	if s.pki != nil {
+		_ = s.pki.Close()
+		s.pki = nil
+	}
 	if s.sharedReg != nil {
 		_ = s.sharedReg.Close()
 		s.sharedReg = nil
@@ -328,8 +342,9 @@ func (s *Server) routes() *gin.Engine {
 	presets.NewHandlers(s.presets, s.core.clock.Now).Register(adminGroup)
 	s.registerKeyRoutes(adminGroup)
 
-	internal := e.Group("/internal/v1", s.clusterAuth())
+	internal := e.Group("/internal/v1", s.nodeAuth())
 	s.registerInternalRoutes(internal)
+	s.registerPKIRoutes(e, internal, adminGroup)
 	return e
 }
 

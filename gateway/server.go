@@ -5,14 +5,17 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/herd-llm/herd/gateway/agents"
+	"github.com/herd-llm/herd/gateway/clusterpki"
 
 	"github.com/gin-gonic/gin"
 
@@ -32,8 +35,29 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// DataDir holds files, batches and the embedded store.
 	DataDir string `yaml:"data_dir"`
-	// ClusterToken authenticates agents to the gateway and the gateway to agents.
+	// ClusterToken authenticates agents to the gateway and the gateway to agents: the weaker lab
+	// mode. With TLS on, agents join with a join token instead and are known by their
+	// certificates (tls.go); the token may then be left empty, which closes the cluster to it.
 	ClusterToken string `yaml:"cluster_token"`
+	// TLS serves HTTPS with certificates from the cluster CA even on a loopback address. A
+	// gateway on any other address serves HTTPS unless Insecure says otherwise.
+	TLS bool `yaml:"tls"`
+	// TLSCert and TLSKey are files of the certificate the client front serves (reloaded when they
+	// change); empty: a certificate issued by the cluster CA.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// TLSHosts are extra names and addresses of the gateway for its certificate from the cluster
+	// CA (the listen address, this host's addresses and name, and localhost are always in it).
+	TLSHosts []string `yaml:"tls_hosts"`
+	// Insecure serves plain HTTP on a non-loopback address: tokens and prompts cross the network
+	// in the clear. The gateway says so loudly at start.
+	Insecure bool `yaml:"insecure"`
+	// CASecret seals the cluster CA's private key in Redis (with RedisURL and TLS); the same on
+	// every gateway, at least 16 characters. It never goes to Redis.
+	CASecret string `yaml:"ca_secret"`
+	// NodeCertTTL is the life of the certificates nodes get when they join (0: 30 days); agents
+	// renew at two thirds of it.
+	NodeCertTTL time.Duration `yaml:"node_cert_ttl"`
 	// Tenants are the API keys clients send as "Authorization: Bearer KEY", each with a name,
 	// scopes and rate limits (see tenants.go). With no key at all (here, APIKeys, AdminKeys or
 	// stored through /admin/v1/keys) the gateway is open, and only listens on loopback.
@@ -133,8 +157,8 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is empty"))
 	}
-	if c.ClusterToken == "" {
-		errs = append(errs, errors.New("cluster token is empty"))
+	if err := c.validateTLS(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.FilesURL != "" {
 		if _, err := s3files.ParseURL(c.FilesURL); err != nil {
@@ -215,6 +239,13 @@ type Server struct {
 	history *history.Ring
 	// agents caches one agent client per node address, for admin and the replica controller.
 	agents *agents.Pool
+	// pki is the cluster CA and the node certificates' checks (nil: TLS off, tls.go).
+	pki *clusterpki.Authority
+	// frontTLS is the client front's TLS configuration (nil: plain HTTP).
+	frontTLS *tls.Config
+	// certNodes holds the node IDs this gateway has seen heartbeat with a certificate: the
+	// cluster token cannot claim them.
+	certNodes sync.Map
 
 	// Owned by bulk generation and presets.
 	presets   *presets.Book
@@ -235,7 +266,13 @@ func (s *Server) Handler() http.Handler { return withBodyDeadline(s.engine, s.cf
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if s.frontTLS != nil {
+		srv.TLSConfig = s.frontTLS
+		// ServeTLS adds HTTP/2 to what the handshake offers.
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
 		return err

@@ -145,6 +145,9 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 	}
 	if a.hc == nil {
 		a.hc = agentapi.DefaultHTTPClient()
+		if cfg.Certs != nil {
+			a.hc = agentapi.HTTPClient(cfg.Certs.ClientTLS())
+		}
 	}
 	a.log = a.log.With("component", "agent", "node", cfg.NodeID)
 	a.hostname, _ = os.Hostname()
@@ -161,7 +164,7 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 	}
 	a.advertise = strings.TrimRight(cfg.Advertise, "/")
 	if a.advertise == "" {
-		a.advertise = deriveAdvertise(cfg.Listen)
+		a.advertise = a.schemed(deriveAdvertise(cfg.Listen))
 	}
 	a.handler = a.routes()
 	return a, nil
@@ -194,7 +197,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	}
 	a.mu.Lock()
 	if a.advertise == "" {
-		a.advertise = deriveAdvertise(ln.Addr().String())
+		a.advertise = a.schemed(deriveAdvertise(ln.Addr().String()))
 	}
 	advertise := a.advertise
 	a.mu.Unlock()
@@ -206,7 +209,20 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	if a.cfg.Certs != nil {
+		// HTTPS with HTTP/2: a gateway's thousands of streams share a few connections.
+		srv.TLSConfig = a.cfg.Certs.ServerTLS()
+		srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConn}
+		go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		// Plain HTTP/1.1, and HTTP/2 without TLS (h2c) for a client that speaks it.
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		srv.Protocols = &p
+		srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConn}
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
 	a.log.Info("agent serving", "addr", ln.Addr().String(), "advertise", advertise,
 		"backend", a.backend.Kind(), "simulated", a.backend.Simulated(), "slots", a.slots, "gateways", a.cfg.GatewayURLs)
 	if len(a.cfg.GatewayURLs) == 0 {
@@ -224,6 +240,11 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		inner.Go(func() { a.sampleLoop(loops, a.sampleModels) })
 		if len(a.cfg.GatewayURLs) > 0 {
 			inner.Go(func() { a.heartbeatLoop(loops) })
+			if a.cfg.Certs != nil {
+				inner.Go(func() {
+					a.cfg.Certs.renewLoop(loops, a.hc, a.cfg.GatewayURLs, advertise, a.clock.Now, a.log)
+				})
+			}
 		}
 		inner.Wait()
 	})
@@ -494,6 +515,20 @@ func ewma(prev, sample float64) float64 {
 	return prev + ewmaAlpha*(sample-prev)
 }
 
+// maxStreamsPerConn is how many requests one gateway connection may carry at once over HTTP/2
+// (Go's default is 250): far above a node's slots, so one connection holds a gateway's queue.
+const maxStreamsPerConn = 4096
+
+// schemed turns a derived http:// advertise URL into https:// when the agent serves TLS.
+func (a *Agent) schemed(u string) string {
+	if a.cfg.Certs != nil {
+		if rest, ok := strings.CutPrefix(u, "http://"); ok {
+			return "https://" + rest
+		}
+	}
+	return u
+}
+
 // newInstanceID returns 16 random bytes in hex; the fallback keeps an agent without entropy
 // distinct from its previous start.
 func newInstanceID() string {
@@ -586,7 +621,11 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 	timeout := min(max(2*a.cfg.HeartbeatInterval, time.Second), 10*time.Second)
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	reply, err := agentapi.SendHeartbeat(sctx, a.hc, l.url, a.cfg.ClusterToken, hb)
+	token := a.cfg.ClusterToken
+	if a.cfg.Certs != nil {
+		token = "" // the client certificate says who this node is
+	}
+	reply, err := agentapi.SendHeartbeat(sctx, a.hc, l.url, token, hb)
 	if err != nil {
 		if ctx.Err() != nil {
 			return reply, err

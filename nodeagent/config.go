@@ -47,6 +47,10 @@ type Config struct {
 	Tracing tracing.Config `yaml:"tracing"`
 	// Version is reported in heartbeats.
 	Version string `yaml:"-"`
+	// Certs, when set, are the node's certificates from joining (certs.go): the agent then serves
+	// HTTPS, admits gateways by their client certificates, and reaches gateways with its own; the
+	// cluster token is not needed.
+	Certs *NodeCerts `yaml:"-"`
 }
 
 // DefaultConfig returns the configuration an agent runs with when nothing is set. The cluster
@@ -108,8 +112,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway url: %w", err))
 		}
 	}
-	if c.ClusterToken == "" {
-		errs = append(errs, errors.New("cluster token is empty"))
+	if c.ClusterToken == "" && c.Certs == nil {
+		errs = append(errs, errors.New("cluster token is empty (or join the cluster: herd agent --join URL --token TOKEN)"))
 	}
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, fmt.Errorf("heartbeat interval %v is not positive", c.HeartbeatInterval))

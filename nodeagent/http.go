@@ -20,6 +20,7 @@ import (
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/nodeagent/responses"
+	"github.com/herd-llm/herd/pki"
 )
 
 // maxControlBody bounds the JSON bodies of the model-management routes.
@@ -88,6 +89,14 @@ func (a *Agent) authenticate(next http.Handler) http.Handler {
 		if id := r.Header[agentapi.HeaderRequestID]; len(id) > 0 && id[0] != "" {
 			h[agentapi.HeaderRequestID] = id[:1:1]
 		}
+		if a.cfg.Certs != nil {
+			if err := certAllows(r); err != nil {
+				writeError(w, http.StatusUnauthorized, errAuthentication, agentapi.CodeClientCertRequired, "", err.Error())
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			writeError(w, http.StatusUnauthorized, errAuthentication, "invalid_cluster_token", "",
@@ -96,6 +105,26 @@ func (a *Agent) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// certAllows admits, on a joined agent, a gateway's client certificate of the cluster to every
+// route, and another node's to the routes a model copy reads (export and blobs).
+func certAllows(r *http.Request) error {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return errors.New("a client certificate of this cluster is required")
+	}
+	id, err := pki.IdentityOf(r.TLS.VerifiedChains[0][0])
+	if err != nil {
+		return errors.New("the client certificate names no herd gateway or node")
+	}
+	switch {
+	case id.Role == pki.RoleGateway:
+		return nil
+	case id.Role == pki.RoleNode && r.Method == http.MethodGet &&
+		(r.URL.Path == agentapi.PathModelExport || strings.HasPrefix(r.URL.Path, agentapi.PathBlobPrefix)):
+		return nil
+	}
+	return fmt.Errorf("%s may not call %s %s on a node", id, r.Method, r.URL.Path)
 }
 
 // writeError writes the OpenAI error shape.

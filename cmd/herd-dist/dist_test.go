@@ -219,7 +219,7 @@ func TestLintian(t *testing.T) {
 	lintian := need(t, "lintian")
 	for _, arch := range []string{"amd64", "arm64"} {
 		deb := built(t, "deb-"+arch+"-"+newVersion)
-		out, err := exec.Command(lintian, "--fail-on", "error,warning", "--show-overrides", deb).CombinedOutput()
+		out, err := exec.Command(lintian, "--fail-on", "error,warning", deb).CombinedOutput()
 		t.Logf("lintian %s:\n%s", arch, out)
 		if err != nil {
 			t.Errorf("lintian %s: %v", arch, err)
@@ -404,12 +404,12 @@ func TestMaintainerScripts(t *testing.T) {
 
 	// The operator's settings and the gateway's data survive an upgrade, and from here on the
 	// scripts take their systemd branch.
-	r.must("echo HERD_CLUSTER_TOKEN=kept-across-upgrades >> /etc/herd/agent.env")
+	r.must("echo HERD_TOKEN=kept-across-upgrades >> /etc/herd/agent.env")
 	r.must("echo batch-output > /var/lib/herd/keep && chown herd:herd /var/lib/herd/keep")
 	r.must("mkdir -p /run/systemd/system")
 	r.must("dpkg -i " + newIn)
 	checkInstalled("0.1.1-1")
-	if got := r.must("grep HERD_CLUSTER_TOKEN= /etc/herd/agent.env"); got != "HERD_CLUSTER_TOKEN=kept-across-upgrades" {
+	if got := r.must("grep ^HERD_TOKEN= /etc/herd/agent.env"); got != "HERD_TOKEN=kept-across-upgrades" {
 		t.Errorf("agent.env after upgrade: %q", got)
 	}
 	if got := r.must("cat /var/lib/herd/keep"); got != "batch-output" {
@@ -424,9 +424,11 @@ func TestMaintainerScripts(t *testing.T) {
 	if out, err := r.sh("test ! -e /usr/bin/herd && test ! -e /usr/lib/systemd/system/herd-agent.service && test -f /etc/herd/agent.env && test -f /var/lib/herd/keep"); err != nil {
 		t.Errorf("after remove: binary and units should be gone, config and data kept: %v %s", err, out)
 	}
+	// What systemd's StateDirectory= made for the agent (its key and certificates) goes too.
+	r.must("mkdir -p /var/lib/herd-agent && echo key > /var/lib/herd-agent/node.key")
 	r.must("dpkg -P herd")
-	if out, err := r.sh("test ! -e /etc/herd && test ! -e /var/lib/herd && getent passwd herd >/dev/null"); err != nil {
-		t.Errorf("after purge: /etc/herd and /var/lib/herd should be gone, the user kept: %v %s", err, out)
+	if out, err := r.sh("test ! -e /etc/herd && test ! -e /var/lib/herd && test ! -e /var/lib/herd-agent && getent passwd herd >/dev/null"); err != nil {
+		t.Errorf("after purge: /etc/herd, /var/lib/herd and /var/lib/herd-agent should be gone, the user kept: %v %s", err, out)
 	}
 	if out, err := r.sh("dpkg-query -W herd 2>/dev/null | grep -q herd"); err == nil {
 		t.Errorf("dpkg still knows herd after purge: %s", out)

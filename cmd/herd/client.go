@@ -18,8 +18,9 @@ import (
 
 // clientFlags binds --url and --api-key (HERD_URL, HERD_API_KEY) for the operator commands.
 type clientFlags struct {
-	url string
-	key string
+	url    string
+	key    string
+	caFile string
 }
 
 // defaultURL is the gateway the client commands talk to without --url or HERD_URL.
@@ -28,9 +29,29 @@ const defaultURL = "http://127.0.0.1:8080"
 func (f *clientFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.url, "url", envOr("HERD_URL", defaultURL), "gateway URL (HERD_URL)")
 	fs.StringVar(&f.key, "api-key", os.Getenv("HERD_API_KEY"), "API key (HERD_API_KEY)")
+	fs.StringVar(&f.caFile, "ca-file", os.Getenv("HERD_CA_FILE"), "CA certificate to trust for an https gateway, e.g. DATA/pki/ca.crt (HERD_CA_FILE)")
 }
 
-func (f *clientFlags) client() *api.Client { return api.NewClient(f.url, f.key) }
+// client returns the API client; a --ca-file that cannot be read leaves the system's roots
+// (the call then fails with the certificate error).
+func (f *clientFlags) client() *api.Client {
+	c, _ := f.tlsClient()
+	if c == nil {
+		return api.NewClient(f.url, f.key)
+	}
+	return c
+}
+
+// tlsClient returns the API client trusting --ca-file, or the error reading it.
+func (f *clientFlags) tlsClient() (*api.Client, error) {
+	hc, err := clientHTTP(f.caFile)
+	if err != nil {
+		return nil, err
+	}
+	c := api.NewClient(f.url, f.key)
+	c.HTTP = hc
+	return c, nil
+}
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -108,6 +129,7 @@ func newNodesCmd() *cobra.Command {
 	}
 	cf.bind(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
+	cmd.AddCommand(newJoinTokenCmd(), newRevokeCmd())
 	return cmd
 }
 

@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		newUpCmd(),
 		newVersionCmd(),
 		newDoctorCmd(),
+		newCACmd(),
 	)
 	root.AddCommand(newClientCmds()...)
 	root.AddCommand(newToolCmds()...)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,13 @@ const (
 // the checks that a reply has text (HERD_REPLIES_MAY_BE_EMPTY).
 func runNodeClients(t *testing.T, node, modules, url, chatModel, embedModel string, mayBeEmpty bool) {
 	t.Helper()
+	runNodeClientFiles(t, node, modules, url, chatModel, embedModel, mayBeEmpty, nil, nil)
+}
+
+// runNodeClientFiles is runNodeClients for the test files named in only (nil: all), with env
+// added to the suite's environment.
+func runNodeClientFiles(t *testing.T, node, modules, url, chatModel, embedModel string, mayBeEmpty bool, only, env []string) {
+	t.Helper()
 	// The test files run from a scratch folder beside a link to the cached node_modules, so
 	// imports resolve to the pinned packages and nothing is written into the repository.
 	run := t.TempDir()
@@ -89,7 +97,7 @@ func runNodeClients(t *testing.T, node, modules, url, chatModel, embedModel stri
 	var tests []string
 	for _, f := range append(files, filepath.Join(clientsDir, "package.json")) {
 		copyFile(t, f, filepath.Join(run, filepath.Base(f)))
-		if strings.HasSuffix(f, ".test.js") {
+		if strings.HasSuffix(f, ".test.js") && (only == nil || slices.Contains(only, filepath.Base(f))) {
 			tests = append(tests, filepath.Base(f))
 		}
 	}
@@ -114,6 +122,7 @@ func runNodeClients(t *testing.T, node, modules, url, chatModel, embedModel stri
 		"HERD_SKIP_ABORT="+map[bool]string{true: "1"}[mayBeEmpty],
 		"NO_COLOR=1", "FORCE_COLOR=0", "NODE_OPTIONS=",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.CombinedOutput()
 	t.Logf("node --test %s\n%s", strings.Join(tests, " "), out)
 	if ctx.Err() != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -51,6 +52,14 @@ type agentSection struct {
 	SimPreload       []string `yaml:"sim_preload"`
 	SimSpeed         float64  `yaml:"sim_speed"`
 	SimSeed          int64    `yaml:"sim_seed"`
+	// Join is the gateway URL to join the closed cluster through, with Token (a join token);
+	// DataDir keeps the node's key and certificates; CAFile adds roots for reaching gateways in
+	// token mode; Insecure allows plain HTTP on a non-loopback listener (lab mode).
+	Join     string `yaml:"join"`
+	Token    string `yaml:"token"`
+	DataDir  string `yaml:"data_dir"`
+	CAFile   string `yaml:"ca_file"`
+	Insecure bool   `yaml:"insecure"`
 }
 
 func defaultDocument() document {
@@ -65,6 +74,7 @@ func defaultDocument() document {
 			SimPreload: []string{"llama3.2:1b"},
 			SimSpeed:   1,
 			SimSeed:    1,
+			DataDir:    "./herd-agent-data",
 		},
 		Log: logSection{Level: "info", Format: "text"},
 	}
@@ -106,6 +116,13 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.IntVar(&g.Batch.MaxFileLines, "max-file-lines", g.Batch.MaxFileLines, "most lines in a bulk file (0: 50,000)")
 	fs.IntVar(&g.Batch.Concurrency, "batch-concurrency", g.Batch.Concurrency, "batch lines in flight at once (0: 8)")
 	tracingFlags(fs, &g.Tracing)
+	fs.BoolVar(&g.TLS, "tls", g.TLS, "serve HTTPS with a certificate from the cluster CA even on loopback (any other address serves HTTPS unless --insecure)")
+	fs.StringVar(&g.TLSCert, "tls-cert", g.TLSCert, "certificate file for the client front (PEM; reloaded when it changes); default: one from the cluster CA")
+	fs.StringVar(&g.TLSKey, "tls-key", g.TLSKey, "private key file of --tls-cert (PEM)")
+	listFlag(fs, &g.TLSHosts, "tls-hosts", "extra host names and addresses for the gateway's certificate from the cluster CA")
+	fs.BoolVar(&g.Insecure, "insecure", g.Insecure, "serve plain HTTP on a non-loopback address: API keys, tokens and prompts cross the network in the clear")
+	fs.StringVar(&g.CASecret, "ca-secret", g.CASecret, "with --redis-url: the secret that seals the cluster CA's key in Redis (same on every gateway, at least 16 characters)")
+	fs.DurationVar(&g.NodeCertTTL, "node-cert-ttl", g.NodeCertTTL, "life of the certificates joining nodes get (0: 720h); agents renew at two thirds")
 }
 
 func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
@@ -126,7 +143,12 @@ func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 		fs.StringVar(&a.Listen, "listen", a.Listen, "address the agent serves on")
 		fs.StringVar(&a.Advertise, "advertise", a.Advertise, "URL the gateway uses to reach this agent (default: from --listen)")
 		listFlag(fs, &a.GatewayURLs, "gateway", "gateway URL(s) to heartbeat to, tried in order (one load-balanced URL also works)")
-		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents")
+		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents (the weaker lab mode; see --join)")
+		fs.StringVar(&a.Join, "join", a.Join, "join the closed cluster through this gateway (https URL) with --token; later starts use the certificates in --data")
+		fs.StringVar(&a.Token, "token", a.Token, "join token from herd nodes join-token (pins the cluster CA by its fingerprint)")
+		fs.StringVar(&a.DataDir, "data", a.DataDir, "agent data directory: the node's private key (0600) and certificates")
+		fs.StringVar(&a.CAFile, "ca-file", a.CAFile, "token mode: extra CA certificate (PEM) to trust for https gateways")
+		fs.BoolVar(&a.Insecure, "insecure", a.Insecure, "serve plain HTTP on a non-loopback address (the cluster token and prompts cross the network in the clear)")
 		tracingFlags(fs, &a.Tracing)
 	}
 }
@@ -189,7 +211,14 @@ func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready
 	if len(cfg.APIKeys) == 0 && len(cfg.AdminKeys) == 0 && len(cfg.Tenants) == 0 {
 		log.Warn("no API key configured: serving without authentication, on loopback only, until a key is created through /admin/v1/keys", "listen", addr)
 	}
-	log.Info("gateway listening", "url", "http://"+addr+"/v1", "policy", cfg.Scheduler.Policy, "data", cfg.DataDir)
+	scheme := "http"
+	if cfg.TLSEnabled() {
+		scheme = "https"
+		log.Info("TLS on: clients and agents reach this gateway over HTTPS; agents join with herd nodes join-token", "ca_fingerprint", srv.CAFingerprint(), "cluster_token_mode", cfg.ClusterToken != "")
+	} else if !isLoopback(cfg.Listen) {
+		log.Warn("INSECURE: serving plain HTTP on a non-loopback address (--insecure): API keys, the cluster token and every prompt and answer cross the network in the clear", "listen", addr)
+	}
+	log.Info("gateway listening", "url", scheme+"://"+addr+"/v1", "policy", cfg.Scheduler.Policy, "data", cfg.DataDir)
 	if ready != nil {
 		ready <- addr
 	}
@@ -245,6 +274,9 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 		a.NodeID = h
 	}
 	a.Version = herdVersion()
+	if err := checkAgentModes(a); err != nil {
+		return err
+	}
 	b, ts, closeFn, err := buildBackend(ctx, a, log, nvml.New())
 	if err != nil {
 		return err
@@ -254,19 +286,42 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	certs, err := agentCerts(ctx, &a, ln, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if certs == nil && !a.Insecure && !isLoopback(ln.Addr().String()) {
+		ln.Close()
+		return fmt.Errorf("agent: refusing plain HTTP on non-loopback %s: join the cluster (--join URL --token TOKEN) for TLS, or pass --insecure for the lab mode (the cluster token and prompts then cross the network in the clear)", ln.Addr())
+	}
+	if certs == nil && a.Insecure && !isLoopback(ln.Addr().String()) {
+		log.Warn("INSECURE: agent serving plain HTTP on a non-loopback address (--insecure): the cluster token and every prompt and answer cross the network in the clear", "listen", ln.Addr().String())
+	}
 	if host, _, err := net.SplitHostPort(ln.Addr().String()); a.Advertise == "" && err == nil && !net.ParseIP(host).IsUnspecified() {
 		a.Advertise = "http://" + ln.Addr().String()
+		if certs != nil {
+			a.Advertise = "https://" + ln.Addr().String()
+		}
 	}
 	// With an unspecified listen host (":9090") and no --advertise, the agent advertises the
 	// machine's first LAN address itself.
 	cfg := a.Config
+	cfg.Certs = certs
 	tp, stopTracing, err := setupTracing(ctx, cfg.Tracing, "herd-agent", log, attribute.String("herd.node", cfg.NodeID))
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer stopTracing()
-	ag, err := nodeagent.New(cfg, b, ts, nodeagent.WithLogger(log), nodeagent.WithTracerProvider(tp.TracerProvider()))
+	opts := []nodeagent.Option{nodeagent.WithLogger(log), nodeagent.WithTracerProvider(tp.TracerProvider())}
+	if hc, err := tokenModeClient(a); err != nil {
+		ln.Close()
+		return err
+	} else if hc != nil {
+		opts = append(opts, nodeagent.WithHTTPClient(hc))
+	}
+	ag, err := nodeagent.New(cfg, b, ts, opts...)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("agent config: %w", err)
@@ -383,6 +438,14 @@ func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ W
 	a.Listen = "127.0.0.1:0"
 	a.ClusterToken = doc.Gateway.ClusterToken
 	a.GatewayURLs = []string{"http://" + gwAddr}
+	scheme := "http"
+	if doc.Gateway.TLSEnabled() {
+		// The local agent stays in token mode on loopback and trusts the cluster CA for the
+		// gateway's HTTPS.
+		scheme = "https"
+		a.GatewayURLs = []string{"https://" + gwAddr}
+		a.CAFile = filepath.Join(doc.Gateway.DataDir, "pki", "ca.crt")
+	}
 	if a.NodeID == "" {
 		if h, err := os.Hostname(); err == nil {
 			a.NodeID = h
@@ -392,13 +455,13 @@ func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ W
 	g.Go(func() error { return runAgent(gctx, a, log.With("role", "agent"), agReady) })
 	select {
 	case r := <-agReady:
-		fmt.Fprintf(out, "\nherd is up: point the OpenAI SDK at  http://%s/v1\n", gwAddr)
+		fmt.Fprintf(out, "\nherd is up: point the OpenAI SDK at  %s://%s/v1\n", scheme, gwAddr)
 		if r.simulated {
 			fmt.Fprintf(out, "  backend: SIMULATED GPU node (%s) — no Ollama answered on %s; text is generated, figures are simulated\n", a.SimGPUs, a.OllamaURL)
 		} else {
 			fmt.Fprintf(out, "  backend: %s\n", r.backend)
 		}
-		fmt.Fprintf(out, "  dashboard: http://%s/   metrics: http://%s/metrics\n  curl http://%s/v1/models\n  herd nodes --url http://%s\n\n", gwAddr, gwAddr, gwAddr, gwAddr)
+		fmt.Fprintf(out, "  dashboard: %[1]s://%[2]s/   metrics: %[1]s://%[2]s/metrics\n  curl %[1]s://%[2]s/v1/models\n  herd nodes --url %[1]s://%[2]s\n\n", scheme, gwAddr)
 	case <-gctx.Done():
 	}
 	return g.Wait()

@@ -32,6 +32,14 @@ func NewPool(token string, nodes func() []registry.NodeView) *Pool {
 	return &Pool{token: token, nodes: nodes}
 }
 
+// SetHTTPClient sets the client every agent client of the pool uses (mutual TLS to agents);
+// call it before the pool is used. Default: agentapi.DefaultHTTPClient().
+func (p *Pool) SetHTTPClient(hc *http.Client) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hc = hc
+}
+
 // For returns the agent client of node v, creating it on first use.
 func (p *Pool) For(v registry.NodeView) *agentapi.Client {
 	return p.get(v.Heartbeat.Address)
