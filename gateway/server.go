@@ -106,6 +106,9 @@ type Config struct {
 	// gateways need no shared filesystem. Credentials come from AWS_ACCESS_KEY_ID and
 	// AWS_SECRET_ACCESS_KEY. Empty: the data dir.
 	FilesURL string `yaml:"files_url"`
+	// MDNS announces the gateway on the LAN over mDNS/DNS-SD (_herd._tcp, with the cluster CA's
+	// fingerprint), so that agents started with --join auto find it (discovery package).
+	MDNS bool `yaml:"mdns"`
 	// HistoryInterval and HistoryWindow size the in-process history the dashboard charts (one
 	// sample per interval, window long).
 	HistoryInterval time.Duration `yaml:"history_interval"`

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/herd-llm/herd/discovery"
 	"github.com/herd-llm/herd/gateway"
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent"
@@ -108,6 +109,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.DurationVar(&g.FirstByteTimeout, "first-byte-timeout", g.FirstByteTimeout, "longest wait for an agent's response headers before trying another node")
 	fs.DurationVar(&g.StreamIdleTimeout, "stream-idle-timeout", g.StreamIdleTimeout, "longest silence inside an agent's response before it counts as failed")
 	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep the node registry, files metadata, batches, presets, API keys and rate-limit counters in Redis (redis://host:6379/0) so several gateways share them")
+	fs.BoolVar(&g.MDNS, "mdns", g.MDNS, "announce this gateway on the LAN over mDNS (_herd._tcp, with the cluster CA's fingerprint) so that agents started with --join auto find it")
 	fs.StringVar(&g.FilesURL, "files-url", g.FilesURL, "keep bulk file contents in S3-compatible storage (s3://bucket/prefix?endpoint=http://host:9000; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) instead of the data dir, so several gateways need no shared filesystem")
 	fs.DurationVar(&g.RegistryOutageGrace, "registry-outage-grace", g.RegistryOutageGrace, "with --redis-url: how long nodes stay scheduled from the last view while Redis is unreachable (0: 30s)")
 	fs.StringVar(&g.GatewayID, "gateway-id", g.GatewayID, "this gateway's name on the batch queue, unique per gateway and stable across restarts (default: host name and listen port)")
@@ -144,7 +146,7 @@ func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 		fs.StringVar(&a.Advertise, "advertise", a.Advertise, "URL the gateway uses to reach this agent (default: from --listen)")
 		listFlag(fs, &a.GatewayURLs, "gateway", "gateway URL(s) to heartbeat to, tried in order (one load-balanced URL also works)")
 		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents (the weaker lab mode; see --join)")
-		fs.StringVar(&a.Join, "join", a.Join, "join the closed cluster through this gateway (https URL) with --token; later starts use the certificates in --data")
+		fs.StringVar(&a.Join, "join", a.Join, "join the closed cluster through this gateway (https URL, or auto: find it on the LAN by mDNS) with --token; later starts use the certificates in --data")
 		fs.StringVar(&a.Token, "token", a.Token, "join token from herd nodes join-token (pins the cluster CA by its fingerprint)")
 		fs.StringVar(&a.DataDir, "data", a.DataDir, "agent data directory: the node's private key (0600) and certificates")
 		fs.StringVar(&a.CAFile, "ca-file", a.CAFile, "token mode: extra CA certificate (PEM) to trust for https gateways")
@@ -219,6 +221,19 @@ func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready
 		log.Warn("INSECURE: serving plain HTTP on a non-loopback address (--insecure): API keys, the cluster token and every prompt and answer cross the network in the clear", "listen", addr)
 	}
 	log.Info("gateway listening", "url", scheme+"://"+addr+"/v1", "policy", cfg.Scheduler.Policy, "data", cfg.DataDir)
+	if cfg.MDNS {
+		fp := ""
+		if cfg.TLSEnabled() {
+			fp = srv.CAFingerprint()
+		}
+		if ann, err := announceGateway(cfg, addr, scheme, fp); err != nil {
+			// Discovery is a convenience: agents can still be given the URL.
+			log.Warn("mDNS announcement failed: agents must be given this gateway's URL", "err", err)
+		} else {
+			defer ann.Close()
+			log.Info("announced on the LAN over mDNS", "service", discovery.ServiceType, "ca_fingerprint", fp)
+		}
+	}
 	if ready != nil {
 		ready <- addr
 	}
@@ -275,6 +290,9 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 	}
 	a.Version = herdVersion()
 	if err := checkAgentModes(a); err != nil {
+		return err
+	}
+	if err := resolveJoinAuto(ctx, &a, log); err != nil {
 		return err
 	}
 	b, ts, closeFn, err := buildBackend(ctx, a, log, nvml.New())
