@@ -1,15 +1,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/cobra"
 
+	"github.com/herd-llm/herd/nodeagent"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/nodeagent/doctor"
 )
@@ -44,7 +49,29 @@ func newDoctorCmd() *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			cfg := doctor.Config{Backend: b, GPUs: ts, Gateways: a.GatewayURLs}
+			cfg := doctor.Config{Backend: b, GPUs: ts, Gateways: a.GatewayURLs,
+				Membership: &doctor.Membership{Dir: a.DataDir, Join: a.Join, ClusterToken: a.ClusterToken != ""}}
+			// The gateway is reached as the agent would: with the node's certificates when it
+			// joined (they trust the cluster CA), at --join's gateway when no --gateway is given.
+			if certs, err := nodeagent.LoadNodeCerts(a.DataDir); err == nil {
+				cfg.Membership.NodeID, cfg.Membership.NotAfter = certs.NodeID(), certs.ClientLeaf().NotAfter
+				cfg.HTTP = agentapi.HTTPClient(certs.ClientTLS())
+				cfg.HTTP.Timeout = 5 * time.Second
+			} else if !errors.Is(err, os.ErrNotExist) {
+				cfg.Membership.LoadErr = err
+			}
+			if a.Join == "auto" {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 3*browseTimeout)
+				err := resolveJoinAuto(ctx, &a, log)
+				cancel()
+				if err != nil {
+					fmt.Fprintln(cmd.ErrOrStderr(), "herd doctor:", err)
+				}
+				cfg.Gateways = a.GatewayURLs
+			}
+			if len(cfg.Gateways) == 0 && a.Join != "" && a.Join != "auto" {
+				cfg.Gateways = []string{a.Join}
+			}
 			switch b.Kind() {
 			case agentapi.BackendOllama:
 				cfg.BackendURL = a.OllamaURL

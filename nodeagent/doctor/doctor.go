@@ -101,6 +101,9 @@ type Config struct {
 	// Agent, when set, is this node's running agent: its GPU readings since it started (XID
 	// events are only seen by a process watching when they happen) join the doctor's own.
 	Agent *agentapi.Client
+	// Membership is the node's place in the cluster (closed-cluster certificates or the lab
+	// mode's token); nil: not checked.
+	Membership *Membership
 	// MinFreeBytes is the free disk below which the models directory is a warning (0: 20 GiB).
 	MinFreeBytes uint64
 	// MaxSkew is the clock offset from the gateway above which it is a warning (0: 2s; the
@@ -148,8 +151,60 @@ func Run(ctx context.Context, cfg Config) Report {
 	checkGPUs(ctx, cfg, add)
 	checkBackend(ctx, cfg, add)
 	checkModelsDir(cfg, add)
+	checkMembership(cfg, add)
 	checkGateway(ctx, cfg, add)
 	return r
+}
+
+// Membership is what the node holds to take part in the cluster.
+type Membership struct {
+	// Dir is the agent's data dir, where a join leaves the node's key and certificates.
+	Dir string
+	// NodeID and NotAfter describe the client certificate; empty NodeID: none was found.
+	NodeID   string
+	NotAfter time.Time
+	// LoadErr is why the certificates in Dir could not be read (other than their absence).
+	LoadErr error
+	// Join is the --join setting (a gateway URL or auto); ClusterToken whether the lab mode's
+	// shared token is set.
+	Join         string
+	ClusterToken bool
+}
+
+// renewSoon is the certificate life left under which the doctor warns: the agent renews at two
+// thirds of the life, so a certificate this close to its end was not renewed.
+const renewSoon = 72 * time.Hour
+
+// checkMembership: TLS and join state.
+func checkMembership(cfg Config, add func(Finding)) {
+	m := cfg.Membership
+	if m == nil {
+		return
+	}
+	switch {
+	case m.LoadErr != nil:
+		add(Finding{Check: "tls", Status: Fail, Detail: "the node's certificates in " + m.Dir + " cannot be read: " + m.LoadErr.Error(),
+			Fix: "check the directory's owner and mode (the agent's user reads it), or move it away and join again with a new token (herd nodes join-token)"})
+	case m.NodeID != "":
+		left := m.NotAfter.Sub(cfg.Now())
+		f := Finding{Check: "tls", Status: OK, Detail: fmt.Sprintf("joined as %s; certificate valid until %s (%s left)", m.NodeID, m.NotAfter.UTC().Format(time.RFC3339), left.Round(time.Hour))}
+		switch {
+		case left <= 0:
+			f.Status, f.Fix = Fail, "the certificate expired: join again with a new token (herd nodes join-token on the gateway; start the agent with --join and --token)"
+		case left < renewSoon:
+			f.Status, f.Fix = Warn, "the agent renews at two thirds of the certificate's life: start it (systemctl start herd-agent) so that it renews, and check it can reach a gateway"
+		}
+		add(f)
+	case m.Join != "":
+		add(Finding{Check: "tls", Status: Warn, Detail: "not joined yet: no certificates in " + m.Dir,
+			Fix: "make a join token on the gateway (herd nodes join-token) and start the agent with --join " + m.Join + " --token TOKEN"})
+	case m.ClusterToken:
+		add(Finding{Check: "tls", Status: Warn, Detail: "lab mode: plain HTTP with a shared cluster token",
+			Fix: "the token and every prompt cross the network in the clear: join the closed cluster instead (herd nodes join-token, then --join URL --token TOKEN)"})
+	default:
+		add(Finding{Check: "tls", Status: Fail, Detail: "neither joined nor given a cluster token: no gateway will accept this node",
+			Fix: "join the cluster: herd nodes join-token on the gateway, then herd agent --join URL (or auto) --token TOKEN"})
+	}
 }
 
 // checkGPUs: the driver and NVML, then each GPU as the agent's telemetry reads it.

@@ -2,6 +2,7 @@ package doctor_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -269,5 +270,33 @@ func TestGatewayUnreachable(t *testing.T) {
 	if len(g) != 1 || g[0].Status != doctor.Fail || !strings.Contains(g[0].Fix, "firewall") || len(find(r, "clock")) != 0 {
 		dump(t, r)
 		t.Errorf("gateway finding %+v", g)
+	}
+}
+
+func TestMembership(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		m      doctor.Membership
+		status doctor.Status
+		detail string
+		fix    string
+	}{
+		{"joined", doctor.Membership{Dir: "/d", NodeID: "n1", NotAfter: now.Add(500 * time.Hour)}, doctor.OK, "joined as n1", ""},
+		{"renewal overdue", doctor.Membership{Dir: "/d", NodeID: "n1", NotAfter: now.Add(10 * time.Hour)}, doctor.Warn, "10h0m0s left", "renews at two thirds"},
+		{"expired", doctor.Membership{Dir: "/d", NodeID: "n1", NotAfter: now.Add(-time.Hour)}, doctor.Fail, "joined as n1", "join again with a new token"},
+		{"not joined yet", doctor.Membership{Dir: "/d", Join: "auto"}, doctor.Warn, "not joined yet", "--join auto --token TOKEN"},
+		{"lab mode", doctor.Membership{Dir: "/d", ClusterToken: true}, doctor.Warn, "lab mode", "in the clear"},
+		{"nothing", doctor.Membership{Dir: "/d"}, doctor.Fail, "no gateway will accept", "herd nodes join-token"},
+		{"unreadable", doctor.Membership{Dir: "/d", LoadErr: errors.New("permission denied")}, doctor.Fail, "cannot be read: permission denied", "owner and mode"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := doctor.Run(context.Background(), doctor.Config{Membership: &tc.m, Now: func() time.Time { return now }})
+			f := find(r, "tls")
+			if len(f) != 1 || f[0].Status != tc.status || !strings.Contains(f[0].Detail, tc.detail) || !strings.Contains(f[0].Fix, tc.fix) {
+				t.Errorf("%+v, want %s %q fix %q", f, tc.status, tc.detail, tc.fix)
+			}
+		})
 	}
 }
