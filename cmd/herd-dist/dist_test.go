@@ -41,10 +41,10 @@ func need(t *testing.T, tool string) string {
 }
 
 var (
-	artefactsOnce sync.Once
-	artefactsDir  string
-	artefacts     = map[string]string{} // "bin-amd64", "deb-amd64-0.1.0", ...
-	artefactsErr  error
+	binsOnce, debsOnce sync.Once
+	artefactsDir       string
+	artefacts          = map[string]string{} // "bin-amd64", "deb-amd64-v0.1.0", ...
+	binsErr, debsErr   error
 )
 
 // The versions the tests package: an install, and an upgrade to the next.
@@ -53,14 +53,15 @@ const (
 	newVersion = "v0.1.1"
 )
 
-// built builds the binaries and packages once per test run and returns the one named.
+// built builds the binaries once per test run and, when a package is asked for, the packages
+// once; it returns the one named.
 func built(t *testing.T, name string) string {
 	t.Helper()
 	need(t, "dpkg-deb")
 	need(t, crossCC["arm64"])
-	artefactsOnce.Do(func() {
-		artefactsDir, artefactsErr = os.MkdirTemp("", "herd-dist-test-")
-		if artefactsErr != nil {
+	binsOnce.Do(func() {
+		artefactsDir, binsErr = os.MkdirTemp("", "herd-dist-test-")
+		if binsErr != nil {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -68,31 +69,40 @@ func built(t *testing.T, name string) string {
 		for _, arch := range []string{"amd64", "arm64"} {
 			bin := filepath.Join(artefactsDir, "herd-linux-"+arch)
 			start := time.Now()
-			if artefactsErr = Build(ctx, BuildOptions{Repo: repoRoot, Arch: arch, Version: newVersion, Output: bin}); artefactsErr != nil {
+			if binsErr = Build(ctx, BuildOptions{Repo: repoRoot, Arch: arch, Version: newVersion, Output: bin}); binsErr != nil {
 				return
 			}
 			t.Logf("built %s in %s", bin, time.Since(start).Round(time.Millisecond))
 			artefacts["bin-"+arch] = bin
-			versions := []string{newVersion}
-			if arch == runtime.GOARCH {
-				versions = append(versions, oldVersion) // the upgrade test installs both
-			}
-			for _, v := range versions {
-				start := time.Now()
-				deb, err := Package(PackageOptions{Repo: repoRoot, Arch: arch, Version: v, Binary: bin, OutDir: artefactsDir,
-					// gzip: xz takes about a minute per package on a loaded 2-core machine.
-					Compression: "gzip", Date: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)})
-				if err != nil {
-					artefactsErr = err
-					return
-				}
-				t.Logf("packaged %s in %s", deb, time.Since(start).Round(time.Millisecond))
-				artefacts["deb-"+arch+"-"+v] = deb
-			}
 		}
 	})
-	if artefactsErr != nil {
-		t.Fatal(artefactsErr)
+	if binsErr != nil {
+		t.Fatal(binsErr)
+	}
+	if strings.HasPrefix(name, "deb-") {
+		debsOnce.Do(func() {
+			for _, arch := range []string{"amd64", "arm64"} {
+				versions := []string{newVersion}
+				if arch == runtime.GOARCH {
+					versions = append(versions, oldVersion) // the upgrade test installs both
+				}
+				for _, v := range versions {
+					start := time.Now()
+					deb, err := Package(PackageOptions{Repo: repoRoot, Arch: arch, Version: v, Binary: artefacts["bin-"+arch], OutDir: artefactsDir,
+						// gzip: xz takes about a minute per package on a loaded 2-core machine.
+						Compression: "gzip", Date: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)})
+					if err != nil {
+						debsErr = err
+						return
+					}
+					t.Logf("packaged %s in %s", deb, time.Since(start).Round(time.Millisecond))
+					artefacts["deb-"+arch+"-"+v] = deb
+				}
+			}
+		})
+		if debsErr != nil {
+			t.Fatal(debsErr)
+		}
 	}
 	p, ok := artefacts[name]
 	if !ok {
