@@ -100,7 +100,7 @@ func newDoctorCmd() *cobra.Command {
 	commonFlags(cmd.Flags(), &doc)
 	agentFlags(cmd.Flags(), &doc.Agent, true)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the findings as JSON")
-	cmd.Flags().StringVar(&agentURL, "agent", "", "this node's running agent (http://127.0.0.1:9090): its XID event counts since it started join the checks")
+	cmd.Flags().StringVar(&agentURL, "agent", "", "this node's running agent in the lab mode (http://127.0.0.1:9090, with --cluster-token): its XID event counts since it started join the checks (a joined agent admits only gateways' certificates)")
 	return cmd
 }
 

@@ -2,6 +2,7 @@ package doctor_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
+	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/nodeagent/backend"
 	"github.com/herd-llm/herd/nodeagent/backend/ollamatest"
 	"github.com/herd-llm/herd/nodeagent/doctor"
@@ -298,5 +300,37 @@ func TestMembership(t *testing.T) {
 				t.Errorf("%+v, want %s %q fix %q", f, tc.status, tc.detail, tc.fix)
 			}
 		})
+	}
+}
+
+// TestXIDFromRunningAgent: XID events are seen only by a process watching when they happen; the
+// running agent's counts (its /agent/v1/info, the heartbeat's wire type) fail the GPU.
+func TestXIDFromRunningAgent(t *testing.T) {
+	fake := ollamatest.NewFake(t)
+	lib := healthyGPUs(t, nil)
+	uuid, _ := lib.Devices[4].GetUUID()
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != agentapi.PathInfo || r.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		json.NewEncoder(w).Encode(agentapi.Heartbeat{NodeID: "n", GPUs: []agentapi.GPU{{Index: 4, UUID: uuid, XIDEvents: 2, LastXID: 79, Healthy: false}}})
+	}))
+	defer agent.Close()
+	cfg := newNode(t, lib, fake.URL, fake.ModelsDir)
+	cfg.Agent = agentapi.NewClient(agent.URL, "tok", nil)
+	r := doctor.Run(context.Background(), cfg)
+	g := find(r, "gpu 4")
+	if len(g) != 1 || g[0].Status != doctor.Fail || !strings.Contains(g[0].Detail, "2 critical XID event(s), last XID 79") || !strings.Contains(g[0].Fix, "XID 79") {
+		dump(t, r)
+		t.Fatalf("gpu 4: %+v", g)
+	}
+	if g := find(r, "gpu 3"); len(g) != 1 || g[0].Status != doctor.OK {
+		t.Errorf("gpu 3: %+v", g)
+	}
+	// An agent that does not answer is a warning: XID counts are then unknown.
+	cfg.Agent = agentapi.NewClient(agent.URL, "wrong", nil)
+	if a := find(doctor.Run(context.Background(), cfg), "agent"); len(a) != 1 || a[0].Status != doctor.Warn {
+		t.Errorf("agent finding with a wrong token: %+v", a)
 	}
 }
