@@ -278,22 +278,34 @@ func TestUnitsVerify(t *testing.T) {
 // throwawayRoot is a mount namespace in which an overlay of this machine's / (lower, read-only)
 // with a tmpfs on top is mounted as a root to chroot into. dpkg, adduser and the maintainer
 // scripts run there for real; everything they write lands on the tmpfs and goes with the
-// namespace. Needs root (mount and chroot); the host's own files are never written.
+// namespace. Needs root (mount and chroot), or sudo without a password (as CI has); the host's
+// own files are never written.
 type throwawayRoot struct {
 	t    *testing.T
 	pid  int
 	root string
+	sudo []string // "sudo -n" when the test is not root
+}
+
+// command runs args as root: directly, or through sudo.
+func (r *throwawayRoot) command(args ...string) *exec.Cmd {
+	args = append(append([]string{}, r.sudo...), args...)
+	return exec.Command(args[0], args[1:]...)
 }
 
 func newThrowawayRoot(t *testing.T) *throwawayRoot {
 	t.Helper()
 	need(t, "unshare")
 	need(t, "nsenter")
+	r := &throwawayRoot{t: t}
 	if os.Geteuid() != 0 {
-		if os.Getenv("HERD_REQUIRE_DIST") != "" {
-			t.Fatal("HERD_REQUIRE_DIST is set but the maintainer-script test needs root (mount namespaces, overlayfs, chroot)")
+		if exec.Command("sudo", "-n", "true").Run() != nil {
+			if os.Getenv("HERD_REQUIRE_DIST") != "" {
+				t.Fatal("HERD_REQUIRE_DIST is set but the maintainer-script test needs root or sudo without a password (mount namespaces, overlayfs, chroot)")
+			}
+			t.Skip("the maintainer-script test needs root or sudo without a password (mount namespaces, overlayfs, chroot)")
 		}
-		t.Skip("the maintainer-script test needs root (mount namespaces, overlayfs, chroot)")
+		r.sudo = []string{"sudo", "-n"}
 	}
 	dir := t.TempDir()
 	script := `set -e
@@ -306,9 +318,9 @@ mount -t proc proc "$d/root/proc"
 mount --rbind /dev "$d/root/dev"
 mount -t tmpfs tmpfs "$d/root/run"
 mount -t tmpfs tmpfs "$d/root/tmp"
-echo ready
+echo "ready $$"
 exec sleep 900`
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir)
+	cmd := r.command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -318,22 +330,28 @@ exec sleep 900`
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &throwawayRoot{t: t, pid: cmd.Process.Pid, root: filepath.Join(dir, "root")}
+	r.root = filepath.Join(dir, "root")
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	pid, perr := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "ready ")))
+	// The shell that holds the namespace says its PID (sudo's child, when through sudo), and
+	// execs sleep in place: that process ends, and the namespace and its mounts with it.
 	t.Cleanup(func() {
-		cmd.Process.Kill() // the namespace, and its mounts, end with it
+		if perr == nil {
+			r.command("kill", "-KILL", strconv.Itoa(pid)).Run()
+		}
 		cmd.Wait()
 	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || line != "ready\n" {
+	if err != nil || perr != nil || !strings.HasPrefix(line, "ready ") {
 		t.Fatalf("throwaway root: %q %v\n%s", line, err, stderr.String())
 	}
+	r.pid = pid
 	return r
 }
 
 // copyIn copies a host file into the throwaway root's /tmp.
 func (r *throwawayRoot) copyIn(host string) string {
 	r.t.Helper()
-	out, err := exec.Command("nsenter", "-t", strconv.Itoa(r.pid), "-m", "cp", host, filepath.Join(r.root, "tmp")).CombinedOutput()
+	out, err := r.command("nsenter", "-t", strconv.Itoa(r.pid), "-m", "cp", host, filepath.Join(r.root, "tmp")).CombinedOutput()
 	if err != nil {
 		r.t.Fatalf("copy %s in: %v\n%s", host, err, out)
 	}
@@ -342,8 +360,8 @@ func (r *throwawayRoot) copyIn(host string) string {
 
 // sh runs a shell command chrooted into the throwaway root, with no terminal and no stdin.
 func (r *throwawayRoot) sh(cmdline string) (string, error) {
-	cmd := exec.Command("nsenter", "-t", strconv.Itoa(r.pid), "-m", "chroot", r.root, "/bin/sh", "-ec", cmdline)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"}
+	cmd := r.command("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C",
+		"nsenter", "-t", strconv.Itoa(r.pid), "-m", "chroot", r.root, "/bin/sh", "-ec", cmdline)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
