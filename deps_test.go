@@ -101,9 +101,12 @@ func TestRulesOfDirection(t *testing.T) {
 		}
 	}
 
-	// Leaves: wire and file packages everyone may use, which use nothing of herd's engines.
+	// Leaves: wire and file packages everyone may use, which use nothing of herd's engines. The
+	// OpenAI error shape (openaierr) and the clock interface (clock) are declared once, there.
 	leaves := map[string][]string{
-		"nodeagent/agentapi": nil,
+		"openaierr":          nil,
+		"clock":              nil,
+		"nodeagent/agentapi": {"openaierr"},
 		"atomicfile":         nil,
 		"jsonspan":           nil,
 		// The cluster CA's crypto and files: no network, nothing of the engines.
@@ -111,9 +114,9 @@ func TestRulesOfDirection(t *testing.T) {
 		"discovery":       nil,
 		"gateway/s3files": nil,
 		"cmd/herd-dist":   nil,
-		"gateway/api":     {"models", "nodeagent/agentapi"},
+		"gateway/api":     {"models", "nodeagent/agentapi", "openaierr"},
 		// Admission is given its pick function, capacity source and clock.
-		"gateway/admission": {"scheduler", "models"},
+		"gateway/admission": {"scheduler", "models", "clock", "openaierr"},
 	}
 	for pkg, allowed := range leaves {
 		p := must(pkg)
@@ -129,7 +132,7 @@ func TestRulesOfDirection(t *testing.T) {
 	// reads the admin API from the browser.
 	bounded := map[string][]string{
 		"gateway/store":     {"models"},
-		"gateway/presets":   {"models", "nodeagent/agentapi", "gateway/api", "gateway/apierr", "gateway/store"},
+		"gateway/presets":   {"models", "nodeagent/agentapi", "gateway/api", "gateway/apierr", "gateway/store", "openaierr"},
 		"gateway/dashboard": nil,
 	}
 	for pkg, allowed := range bounded {

@@ -31,9 +31,6 @@ func newStepClock() *stepClock {
 	return &stepClock{fakeclock.New(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))}
 }
 
-// AfterFunc implements Clock with the fake clock's timers.
-func (c *stepClock) AfterFunc(d time.Duration, f func()) Timer { return c.Clock.AfterFunc(d, f) }
-
 // Test keys.
 const (
 	testAPIKey       = "sk-test-0123456789abcdef"

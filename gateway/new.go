@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herd-llm/herd/clock"
 	"github.com/herd-llm/herd/gateway/admin"
 	"github.com/herd-llm/herd/gateway/agents"
 	"github.com/herd-llm/herd/gateway/dashboard"
@@ -74,17 +75,11 @@ type options struct {
 // each; failed attempts and 5xx at Warn.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
-// Clock tells the time and runs timers; tests inject a fake one. It is the clock of the registry
-// and of admission deadlines.
-type Clock = admission.Clock
+// Clock is the gateway's time source (herd's one clock.Clock); tests inject a fake one. It is
+// the clock of the registry and of admission deadlines.
+type Clock = clock.Clock
 
-// Timer is a timer started by Clock.AfterFunc.
-type Timer = admission.Timer
-
-var (
-	_ registry.Clock   = Clock(nil)
-	_ admission.Source = (*registry.Registry)(nil)
-)
+var _ admission.Source = (*registry.Registry)(nil)
 
 // WithClock sets the clock of the registry and of admission deadlines (default: the system clock).
 func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
@@ -155,7 +150,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: config: %w", err)
 	}
-	o := options{log: slog.Default(), clock: admission.SystemClock{}}
+	o := options{log: slog.Default(), clock: clock.System{}}
 	for _, opt := range opts {
 		opt(&o)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-llm/herd/openaierr"
 )
 
 func post(t *testing.T, ctx context.Context, url, body string) (*http.Response, []byte) {
@@ -149,7 +151,7 @@ func TestFakeBackendOK(t *testing.T) {
 		} {
 			resp, b := post(t, ctx, srv.URL+c.path, c.body)
 			var e struct {
-				Error *apiError `json:"error"`
+				Error *openaierr.Detail `json:"error"`
 			}
 			if resp.StatusCode < 400 || json.Unmarshal(b, &e) != nil || e.Error == nil || e.Error.Message == "" {
 				t.Errorf("%s %s: status %d body %s", c.path, c.body, resp.StatusCode, b)

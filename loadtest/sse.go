@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/herd-llm/herd/openaierr"
 )
 
 // maxSSELine bounds one line of an event stream; a longer one is a broken stream, not a reason
@@ -20,13 +22,6 @@ type usage struct {
 	CompletionTokens int `json:"completion_tokens"`
 }
 
-// apiError is the OpenAI error shape's inner object.
-type apiError struct {
-	Message string `json:"message"`
-	Type    string `json:"type"`
-	Code    any    `json:"code"`
-}
-
 // streamChunk is the part of a chat.completion.chunk (or text_completion chunk) the generator reads.
 type streamChunk struct {
 	Choices []struct {
@@ -36,8 +31,8 @@ type streamChunk struct {
 		} `json:"delta"`
 		Text string `json:"text"`
 	} `json:"choices"`
-	Usage *usage    `json:"usage"`
-	Error *apiError `json:"error"`
+	Usage *usage            `json:"usage"`
+	Error *openaierr.Detail `json:"error"`
 }
 
 // streamStats is what one SSE response told: when content arrived and how much.
@@ -168,14 +163,14 @@ type completion struct {
 		} `json:"message"`
 		Text string `json:"text"`
 	} `json:"choices"`
-	Usage *usage    `json:"usage"`
-	Error *apiError `json:"error"`
+	Usage *usage            `json:"usage"`
+	Error *openaierr.Detail `json:"error"`
 }
 
 // errorMessage extracts error.message from an OpenAI error body, or returns the start of the body.
 func errorMessage(body []byte) string {
 	var e struct {
-		Error *apiError `json:"error"`
+		Error *openaierr.Detail `json:"error"`
 	}
 	if json.Unmarshal(body, &e) == nil && e.Error != nil && e.Error.Message != "" {
 		return e.Error.Message

@@ -46,17 +46,9 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/herd-llm/herd/clock"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
-
-// Clock tells the time. Tests pass a fake one to make measured speeds exact.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
 
 // ewmaAlpha weighs a new tokens/s sample against the history: recent enough to follow a node
 // getting busier, smooth enough that one odd request does not swing the scheduler.
@@ -75,8 +67,9 @@ type Option func(*Agent)
 // WithLogger sets the agent's logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(a *Agent) { a.log = l } }
 
-// WithClock sets the clock used for timings (default the system clock).
-func WithClock(c Clock) Option { return func(a *Agent) { a.clock = c } }
+// WithClock sets the clock used for timings (default the system clock); tests pass a fake one
+// to make measured speeds exact.
+func WithClock(c clock.Clock) Option { return func(a *Agent) { a.clock = c } }
 
 // WithHTTPClient sets the client used for heartbeats and peer copies (default
 // agentapi.DefaultHTTPClient()).
@@ -88,7 +81,7 @@ type Agent struct {
 	backend   Backend
 	ts        TelemetrySource
 	log       *slog.Logger
-	clock     Clock
+	clock     clock.Clock
 	hc        *http.Client
 	tracer    trace.Tracer // nil: tracing off (tracing.go)
 	slots     int
@@ -135,7 +128,7 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 		backend: b,
 		ts:      ts,
 		log:     slog.Default(),
-		clock:   systemClock{},
+		clock:   clock.System{},
 		stats:   map[string]*modelStats{},
 		gpus:    []agentapi.GPU{},
 		models:  []agentapi.Model{},

@@ -16,8 +16,6 @@ import (
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
 
-var _ Clock = (*fakeclock.Clock)(nil)
-
 func newFakeClock() *fakeclock.Clock {
 	return fakeclock.New(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))
 }

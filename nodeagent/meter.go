@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/herd-llm/herd/clock"
 )
 
 // tailSize is how much of the end of a response the meter keeps to find usage in. Usage is the
@@ -21,7 +23,7 @@ const maxLineSize = 256 << 10
 // that carry generated text, so the agent can learn tokens per second.
 type meterWriter struct {
 	http.ResponseWriter
-	clock Clock
+	clock clock.Clock
 
 	status    int
 	stream    bool
@@ -41,7 +43,7 @@ type meterWriter struct {
 
 var _ http.Flusher = (*meterWriter)(nil)
 
-func newMeterWriter(w http.ResponseWriter, clock Clock) *meterWriter {
+func newMeterWriter(w http.ResponseWriter, clock clock.Clock) *meterWriter {
 	return &meterWriter{ResponseWriter: w, clock: clock}
 }
 
@@ -52,7 +54,7 @@ var meters = sync.Pool{New: func() any { return new(meterWriter) }}
 // maxPooledBuffer bounds the buffers a pooled meter keeps: a rare huge line is not worth holding.
 const maxPooledBuffer = 4 * tailSize
 
-func getMeterWriter(w http.ResponseWriter, clock Clock) *meterWriter {
+func getMeterWriter(w http.ResponseWriter, clock clock.Clock) *meterWriter {
 	m := meters.Get().(*meterWriter)
 	m.ResponseWriter, m.clock = w, clock
 	return m

@@ -44,3 +44,33 @@ export function assertTokens(n, max = Infinity, what = 'output tokens') {
 export function assertParts(n, min, what = 'parts') {
   assert.ok(n >= (mayBeEmpty ? 1 : min), `${n} ${what}`);
 }
+
+/**
+ * Why the tool-call and structured-output checks are skipped, or false where they run. The
+ * simulated node answers tools, tool_choice and response_format for real; the tiny generated model
+ * behind the real-Ollama run has no tool template and chooses nothing, so that run sets
+ * HERD_SKIP_STRUCTURED=1.
+ */
+export const skipStructured = process.env.HERD_SKIP_STRUCTURED === '1' &&
+  'the tiny generated model behind real Ollama cannot call tools or fill a schema; checked on simulated nodes';
+
+/** The JSON Schema of the weather tool the tool-call checks declare (strict-mode shape). */
+export const weatherParameters = {
+  type: 'object',
+  properties: {
+    city: { type: 'string', minLength: 1, description: 'City name' },
+    unit: { type: 'string', enum: ['celsius', 'fahrenheit'] },
+    days: { type: 'integer', minimum: 1, maximum: 7 },
+  },
+  required: ['city', 'unit', 'days'],
+  additionalProperties: false,
+};
+
+/** Asserts a weather tool call's arguments fit weatherParameters. */
+export function assertWeatherArgs(args) {
+  assert.equal(typeof args, 'object', JSON.stringify(args));
+  assert.deepEqual(Object.keys(args).sort(), ['city', 'days', 'unit'], JSON.stringify(args));
+  assert.ok(typeof args.city === 'string' && args.city.length > 0, JSON.stringify(args));
+  assert.ok(['celsius', 'fahrenheit'].includes(args.unit), JSON.stringify(args));
+  assert.ok(Number.isInteger(args.days) && args.days >= 1 && args.days <= 7, JSON.stringify(args));
+}

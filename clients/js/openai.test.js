@@ -2,7 +2,12 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI, { toFile } from 'openai';
-import { base, apiKey, chatModel, embedModel, testTimeout, clientTimeout, assertText, assertTokens, assertParts, mayBeEmpty } from './env.js';
+import { zodResponseFormat } from 'openai/helpers/zod';
+import { z } from 'zod';
+import {
+  base, apiKey, chatModel, embedModel, testTimeout, clientTimeout, assertText, assertTokens, assertParts, mayBeEmpty,
+  skipStructured, weatherParameters, assertWeatherArgs,
+} from './env.js';
 
 const client = new OpenAI({ baseURL: `${base}/v1`, apiKey, timeout: clientTimeout, maxRetries: 0 });
 const opts = { timeout: testTimeout };
@@ -294,6 +299,129 @@ describe('openai-node', () => {
         assert.equal(err.code, 'model_not_found');
         return true;
       });
+    });
+  });
+
+  describe('tools and structured output', { skip: skipStructured }, () => {
+    const weatherTool = { type: 'function', function: { name: 'get_weather', description: 'The weather in a city', parameters: weatherParameters, strict: true } };
+    const ask = [{ role: 'user', content: 'What is the weather in Oslo?' }];
+
+    test('chat.completions.create: tool_choice required, then the tool result answered', opts, async () => {
+      const r = await client.chat.completions.create({ model: chatModel, messages: ask, tools: [weatherTool], tool_choice: 'required' });
+      const [c] = r.choices;
+      assert.equal(c.finish_reason, 'tool_calls');
+      assert.equal(c.message.content, null);
+      assert.equal(c.message.tool_calls.length, 1);
+      const call = c.message.tool_calls[0];
+      assert.equal(call.type, 'function');
+      assert.equal(call.function.name, 'get_weather');
+      assert.match(call.id, /^call_/);
+      assertWeatherArgs(JSON.parse(call.function.arguments));
+      // The conversation goes on with the tool's result: the model answers in text.
+      const r2 = await client.chat.completions.create({
+        model: chatModel, tools: [weatherTool], max_tokens: 16,
+        messages: [...ask, c.message, { role: 'tool', tool_call_id: call.id, content: '{"temperature":12}' }],
+      });
+      assert.equal(r2.choices[0].message.tool_calls, undefined);
+      assertText(r2.choices[0].message.content);
+    });
+
+    test('chat.completions.create stream: a named function\'s call in OpenAI\'s pieces', opts, async () => {
+      const noise = { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: {} } } };
+      const stream = await client.chat.completions.create({
+        model: chatModel, messages: ask, tools: [noise, weatherTool], stream: true,
+        tool_choice: { type: 'function', function: { name: 'get_weather' } },
+      });
+      let head = null, args = '', deltas = 0, finish = null;
+      for await (const chunk of stream) {
+        const ch = chunk.choices[0];
+        if (!ch) continue;
+        finish = ch.finish_reason ?? finish;
+        for (const tc of ch.delta.tool_calls ?? []) {
+          assert.equal(tc.index, 0);
+          if (tc.id) {
+            assert.equal(head, null, 'a second call head');
+            head = tc;
+          }
+          args += tc.function?.arguments ?? '';
+          deltas++;
+        }
+      }
+      assert.ok(head, 'no tool call head');
+      assert.match(head.id, /^call_/);
+      assert.equal(head.type, 'function');
+      assert.equal(head.function.name, 'get_weather');
+      assert.ok(deltas >= 2, `${deltas} tool call deltas`);
+      assert.equal(finish, 'tool_calls');
+      assertWeatherArgs(JSON.parse(args));
+    });
+
+    test('chat.completions.runTools: the SDK\'s agent loop calls the tool, then gets an answer', opts, async () => {
+      const calls = [];
+      const runner = client.chat.completions.runTools({
+        model: chatModel, messages: ask,
+        tools: [{ type: 'function', function: { name: 'get_weather', parameters: weatherParameters, parse: JSON.parse, function: (args) => { calls.push(args); return { temperature: 12 }; } } }],
+      });
+      const content = await runner.finalContent();
+      assert.equal(calls.length, 1, JSON.stringify(calls));
+      assertWeatherArgs(calls[0]);
+      assertText(content);
+    });
+
+    const Event = z.object({
+      name: z.string(),
+      priority: z.enum(['low', 'high']),
+      attendees: z.number().int().min(1).max(50),
+      participants: z.array(z.string()),
+      location: z.object({ city: z.string(), indoor: z.boolean() }),
+      note: z.string().nullable(),
+    });
+
+    test('chat.completions.parse with zodResponseFormat (json_schema)', opts, async () => {
+      const r = await client.chat.completions.parse({
+        model: chatModel, messages: [{ role: 'user', content: 'Plan an event.' }], response_format: zodResponseFormat(Event, 'event'),
+      });
+      const [c] = r.choices;
+      assert.equal(c.finish_reason, 'stop');
+      assert.ok(c.message.parsed, c.message.content);
+      assert.deepEqual(Event.parse(c.message.parsed), c.message.parsed);
+    });
+
+    test('chat.completions.create stream with response_format json_schema and json_object', opts, async () => {
+      const schema = { type: 'object', properties: { answer: { type: 'string' }, score: { type: 'number', minimum: 0, maximum: 1 } }, required: ['answer', 'score'], additionalProperties: false };
+      for (const response_format of [{ type: 'json_schema', json_schema: { name: 'scored', strict: true, schema } }, { type: 'json_object' }]) {
+        const stream = await client.chat.completions.create({ model: chatModel, messages: [{ role: 'user', content: 'Answer in JSON.' }], response_format, stream: true });
+        let text = '';
+        for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+        const v = JSON.parse(text);
+        assert.equal(typeof v, 'object', text);
+        if (response_format.type === 'json_schema') {
+          assert.equal(typeof v.answer, 'string', text);
+          assert.ok(v.score >= 0 && v.score <= 1, text);
+        }
+      }
+    });
+
+    test('responses.create with a function tool', opts, async () => {
+      const r = await client.responses.create({
+        model: chatModel, input: 'What is the weather in Oslo?', tool_choice: 'required',
+        tools: [{ type: 'function', name: 'get_weather', parameters: weatherParameters, strict: true }],
+      });
+      const calls = r.output.filter((it) => it.type === 'function_call');
+      assert.equal(calls.length, 1, JSON.stringify(r.output));
+      assert.equal(calls[0].name, 'get_weather');
+      assert.ok(calls[0].call_id);
+      assertWeatherArgs(JSON.parse(calls[0].arguments));
+    });
+
+    test('bad parameters: BadRequestError naming the param', opts, async () => {
+      for (const [extra, param] of [[{ temperature: 'hot' }, 'temperature'], [{ temperature: 99 }, 'temperature'], [{ top_p: 'x' }, 'top_p'], [{ stop: 5 }, 'stop'], [{ tools: 'x' }, 'tools']]) {
+        await assert.rejects(client.chat.completions.create({ model: chatModel, messages: ask, ...extra }), (err) => {
+          assert.ok(err instanceof OpenAI.BadRequestError, `${JSON.stringify(extra)}: ${err?.constructor?.name}: ${err}`);
+          assert.equal(err.param, param, `${JSON.stringify(extra)}: ${err.message}`);
+          return true;
+        });
+      }
     });
   });
 });

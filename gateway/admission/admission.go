@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herd-llm/herd/clock"
+	"github.com/herd-llm/herd/openaierr"
 	"github.com/herd-llm/herd/scheduler"
 )
 
@@ -55,52 +57,19 @@ type Source interface {
 	Changed() <-chan struct{}
 }
 
-// Clock tells the time and runs timers; tests inject a fake one. It is also the registry's clock.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d has passed.
-	AfterFunc(d time.Duration, f func()) Timer
-}
-
-// Timer is a timer started by Clock.AfterFunc.
-type Timer interface {
-	// Stop prevents the timer from firing; it reports false when it already fired or was stopped.
-	Stop() bool
-}
-
-// SystemClock is the real clock.
-type SystemClock struct{}
-
-// Now implements Clock.
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// AfterFunc implements Clock.
-func (SystemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
-
-var _ Clock = SystemClock{}
-
 // PickFunc ranks the nodes of a snapshot for a request into a decision: the scheduler's Pick.
 type PickFunc func(*scheduler.Request, *scheduler.Snapshot, *scheduler.Decision)
 
-// Error types and codes, as the OpenAI error shape reports them.
+// Error types, as the OpenAI error shape reports them.
 const (
-	TypeRateLimit   = "rate_limit_error"
-	TypeUnavailable = "service_unavailable"
+	TypeRateLimit   = openaierr.TypeRateLimit
+	TypeUnavailable = openaierr.TypeUnavailable
 )
 
 // Error is a refusal the client must see: queue full (429), queue timeout or no node able to
-// serve the model (503). Status is the HTTP status; RetryAfter, when positive, the seconds to
-// send in Retry-After.
-type Error struct {
-	Status     int
-	Type       string
-	Code       string
-	Message    string
-	RetryAfter int
-}
-
-// Error implements error.
-func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message) }
+// serve the model (503), as herd's one OpenAI error (RetryAfter, when positive, the seconds to
+// send in Retry-After).
+type Error = openaierr.Error
 
 func unavailable(format string, args ...any) *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: "no_node_available", Message: fmt.Sprintf(format, args...), RetryAfter: 1}
@@ -178,7 +147,7 @@ type Admission struct {
 	// snapshot lags this gateway's own count; only MaxQueuePerNode is read. It must match the
 	// configuration of pick's scheduler (the zero value matches the default).
 	queue   scheduler.Config
-	clock   Clock
+	clock   clock.Clock
 	size    int
 	timeout time.Duration
 	// poll bounds a wait for a change, for the transitions time alone makes (a circuit turning
@@ -220,7 +189,7 @@ type Config struct {
 }
 
 // New returns an admission over src's capacity, ranking with pick, timing with clock.
-func New(src Source, pick PickFunc, clock Clock, cfg Config) *Admission {
+func New(src Source, pick PickFunc, clock clock.Clock, cfg Config) *Admission {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}

@@ -5,20 +5,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-llm/herd/clock"
 	"github.com/herd-llm/herd/internal/fakeclock"
 )
 
 // stepClock is a Clock that moves only when told to (Advance), over the shared fake clock.
 type stepClock struct{ *fakeclock.Clock }
 
-var _ Clock = (*stepClock)(nil)
+var _ clock.Clock = (*stepClock)(nil)
 
 func newStepClock() *stepClock {
 	return &stepClock{fakeclock.New(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))}
 }
-
-// AfterFunc implements Clock with the fake clock's timers.
-func (c *stepClock) AfterFunc(d time.Duration, f func()) Timer { return c.Clock.AfterFunc(d, f) }
 
 // eventually polls cond until it holds; the bound guards against a hang, it is not a timing
 // assertion.

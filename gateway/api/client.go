@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/herd-llm/herd/models"
+	"github.com/herd-llm/herd/openaierr"
 )
 
 // Client talks to a gateway's HTTP API the way any client would. Every call takes a context;
@@ -64,20 +65,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body io.Reader, co
 }
 
 // newError reads an error answer, in the OpenAI shape when it is one.
-func newError(status int, data []byte) *Error {
-	e := &Error{Status: status, Message: strings.TrimSpace(string(data))}
-	var eb ErrorBody
-	if json.Unmarshal(data, &eb) == nil && eb.Error.Message != "" {
-		e.Message, e.Type = eb.Error.Message, eb.Error.Type
-		if eb.Error.Code != nil {
-			e.Code = *eb.Error.Code
-		}
-		if eb.Error.Param != nil {
-			e.Param = *eb.Error.Param
-		}
-	}
-	return e
-}
+func newError(status int, data []byte) *Error { return openaierr.Parse(status, data) }
 
 // GetJSON GETs path and decodes the answer into out (a json.RawMessage keeps it as sent).
 func (c *Client) GetJSON(ctx context.Context, path string, out any) error {

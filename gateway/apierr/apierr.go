@@ -13,46 +13,30 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/gateway/store"
+	"github.com/herd-llm/herd/openaierr"
 )
 
-// OpenAI error types, as the API reports them in error.type.
+// The OpenAI error types, as openaierr declares them.
 const (
-	TypeInvalidRequest = "invalid_request_error"
-	TypeAuthentication = "authentication_error"
-	TypePermission     = "permission_error"
-	TypeNotFound       = "not_found_error"
-	TypeRateLimit      = "rate_limit_error"
-	TypeServer         = "server_error"
-	TypeUnavailable    = "service_unavailable"
+	TypeInvalidRequest = openaierr.TypeInvalidRequest
+	TypeAuthentication = openaierr.TypeAuthentication
+	TypePermission     = openaierr.TypePermission
+	TypeNotFound       = openaierr.TypeNotFound
+	TypeRateLimit      = openaierr.TypeRateLimit
+	TypeServer         = openaierr.TypeServer
+	TypeUnavailable    = openaierr.TypeUnavailable
 )
 
-// Error is an error a client sees, in the OpenAI error shape, with its HTTP status.
-type Error struct {
-	Status  int
-	Type    string
-	Code    string
-	Param   string
-	Message string
-	// RetryAfter, when positive, is sent as the Retry-After header in seconds.
-	RetryAfter int
-}
+// Error is herd's one OpenAI error (openaierr.Error), named here for the gateway's handlers.
+type Error = openaierr.Error
 
-// Error implements error.
-func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message) }
-
-// Body is e in the OpenAI error shape.
-func (e *Error) Body() api.ErrorBody {
-	return api.ErrorBody{Error: api.ErrorDetail{Message: e.Message, Type: e.Type, Param: strOrNil(e.Param), Code: strOrNil(e.Code)}}
-}
-
-func strOrNil(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
+// BadRequest is a 400 invalid_request_error; NotFound a 404 invalid_request_error (OpenAI's type
+// for an unknown object).
+var (
+	BadRequest = openaierr.BadRequest
+	NotFound   = openaierr.NotFound
+)
 
 // Abort writes err in the OpenAI error shape and stops the handler chain. An error that is not
 // an *Error is mapped by FromError.
@@ -90,16 +74,6 @@ func Storage(err error) *Error {
 	}
 	return &Error{Status: http.StatusInsufficientStorage, Type: TypeServer, Code: "insufficient_storage", RetryAfter: 30,
 		Message: "The gateway's data directory is full; nothing was stored. Please retry later."}
-}
-
-// BadRequest is a 400 invalid_request_error.
-func BadRequest(code, param, format string, args ...any) *Error {
-	return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Code: code, Param: param, Message: fmt.Sprintf(format, args...)}
-}
-
-// NotFound is a 404 invalid_request_error (OpenAI's type for an unknown object).
-func NotFound(code, param, format string, args ...any) *Error {
-	return &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: code, Param: param, Message: fmt.Sprintf(format, args...)}
 }
 
 // Unavailable is a 503 no_node_available with Retry-After: 1.

@@ -11,11 +11,13 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/herd-llm/herd/gateway/api"
 	"github.com/herd-llm/herd/gateway/store"
+	"github.com/herd-llm/herd/openaierr"
 )
 
 // Why a running batch stops before all its lines are done.
@@ -528,11 +530,7 @@ func fillResponse(res *store.LineResult, resp Response) {
 				ReasoningTokens int `json:"reasoning_tokens"`
 			} `json:"output_tokens_details"`
 		} `json:"usage"`
-		Error *struct {
-			Message string `json:"message"`
-			Type    string `json:"type"`
-			Code    any    `json:"code"`
-		} `json:"error"`
+		Error *openaierr.Detail `json:"error"`
 	}
 	_ = json.Unmarshal(resp.Body, &parsed) // best effort: an unparseable body leaves zeros
 	if parsed.Model != "" {
@@ -550,8 +548,9 @@ func fillResponse(res *store.LineResult, resp Response) {
 	res.ErrorCode = fmt.Sprintf("http_%d", resp.StatusCode)
 	res.ErrorMessage = http.StatusText(resp.StatusCode)
 	if parsed.Error != nil {
-		if c, ok := parsed.Error.Code.(string); ok && c != "" {
-			res.ErrorCode = c
+		// A numeric code (vLLM echoes the HTTP status) says less than the type.
+		if c := parsed.Error.Code; c != nil && *c != "" && strings.Trim(*c, "0123456789") != "" {
+			res.ErrorCode = *c
 		} else if parsed.Error.Type != "" {
 			res.ErrorCode = parsed.Error.Type
 		}

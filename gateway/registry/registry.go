@@ -83,6 +83,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	herdclock "github.com/herd-llm/herd/clock"
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 	"github.com/herd-llm/herd/scheduler"
@@ -116,17 +117,6 @@ func (e *ConflictError) Error() string {
 
 // Is makes errors.Is(err, ErrNodeIDConflict) true.
 func (e *ConflictError) Is(target error) bool { return target == ErrNodeIDConflict }
-
-// Clock tells the time; tests inject a fake one.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-var _ Clock = systemClock{}
 
 // Circuit-breaker states as NodeView.Circuit reports them.
 const (
@@ -304,7 +294,7 @@ type built struct {
 // Registry holds every node the gateway has heard from. It is safe for concurrent use.
 type Registry struct {
 	cfg   Config
-	clock Clock
+	clock herdclock.Clock
 	log   *slog.Logger
 
 	// byID is copy-on-write so Acquire/Release find a node without a lock.
@@ -341,9 +331,9 @@ type Registry struct {
 
 // New returns an empty registry. Zero fields of cfg take DefaultConfig's values; a nil clock is
 // the system clock.
-func New(cfg Config, clock Clock) *Registry {
+func New(cfg Config, clock herdclock.Clock) *Registry {
 	if clock == nil {
-		clock = systemClock{}
+		clock = herdclock.System{}
 	}
 	r := &Registry{cfg: cfg.withDefaults(), clock: clock, log: slog.Default(), refusals: map[string]time.Time{},
 		learner: scheduler.NewLearner(cfg.Learner)}

@@ -15,8 +15,6 @@ import (
 	"github.com/herd-llm/herd/internal/fakeclock"
 )
 
-var _ Clock = (*fakeclock.Clock)(nil)
-
 func newFakeClock() *fakeclock.Clock {
 	return fakeclock.New(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 }

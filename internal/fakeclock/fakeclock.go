@@ -2,13 +2,14 @@
 // that fire as it passes them: code that waits, times out or measures runs the same on a loaded
 // machine as on an idle one, and a minute of it takes microseconds.
 //
-// Each package declares the clock interface it uses; a test adapts *Clock to it where a method
-// must return that package's own timer type (Go matches method results by type).
+// It implements clock.Clock, herd's one clock interface.
 package fakeclock
 
 import (
 	"sync"
 	"time"
+
+	"github.com/herd-llm/herd/clock"
 )
 
 // Clock is a fake clock. It is safe for concurrent use.
@@ -40,7 +41,7 @@ func (c *Clock) Now() time.Time {
 
 // AfterFunc calls f, in its own goroutine as time.AfterFunc does, once the clock has been
 // advanced d past now.
-func (c *Clock) AfterFunc(d time.Duration, f func()) *Timer {
+func (c *Clock) AfterFunc(d time.Duration, f func()) clock.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := &Timer{c: c, at: c.now.Add(d), f: f}
@@ -79,3 +80,5 @@ func (c *Clock) Advance(d time.Duration) {
 		go t.f()
 	}
 }
+
+var _ clock.Clock = (*Clock)(nil)

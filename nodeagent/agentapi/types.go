@@ -4,7 +4,11 @@
 // never the agent itself, so the two processes only share this contract.
 package agentapi
 
-import "time"
+import (
+	"time"
+
+	"github.com/herd-llm/herd/openaierr"
+)
 
 // Route paths. Agents serve the inference routes in the OpenAI wire format, unchanged, so the
 // gateway can proxy bytes; everything else lives under /agent/v1.
@@ -287,15 +291,9 @@ type Blob struct {
 	Size   int64  `json:"size"`
 }
 
-// ErrorBody is the error shape of the agent's own routes (the inference routes use OpenAI's).
-type ErrorBody struct {
-	Error ErrorDetail `json:"error"`
-}
+// ErrorBody is the error shape of the agent's own routes, OpenAI's as the inference routes
+// answer it (openaierr.Body).
+type ErrorBody = openaierr.Body
 
 // ErrorDetail is the OpenAI error object: message, type, param, code.
-type ErrorDetail struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
-}
+type ErrorDetail = openaierr.Detail

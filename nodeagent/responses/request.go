@@ -32,22 +32,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
+
+	"github.com/herd-llm/herd/openaierr"
 )
 
-// Error is a request the translation refuses, with what OpenAI's error object needs.
-type Error struct {
-	Status  int
-	Param   string
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Message }
+// Error is a request the translation refuses, as herd's one OpenAI error.
+type Error = openaierr.Error
 
 func invalid(param, code, format string, args ...any) *Error {
-	return &Error{Status: http.StatusBadRequest, Param: param, Code: code, Message: fmt.Sprintf(format, args...)}
+	return openaierr.BadRequest(code, param, format, args...)
 }
 
 // wireRequest is a Responses request as far as the translation reads it.
@@ -309,7 +303,12 @@ func ToChat(body []byte) ([]byte, *Request, *Error) {
 		if e != nil {
 			return nil, nil, e
 		}
-		chat.ToolChoice, out.ToolChoice = tc, r.ToolChoice
+		out.ToolChoice = r.ToolChoice
+		// Chat completions refuse a tool_choice without tools (OpenAI, and the simulator, answer
+		// 400); the Responses API takes one, so it goes only with tools.
+		if len(chat.Tools) > 0 {
+			chat.ToolChoice = tc
+		}
 	}
 	if r.Text != nil && !isNull(r.Text.Format) {
 		rf, e := chatResponseFormat(r.Text.Format)

@@ -6,36 +6,9 @@ import (
 	"time"
 )
 
-// Clock is the simulation's time source. Every simulated duration (model load, prefill, each
-// decoded token, a pull) is waited for on it, so a test can hand the node a fake clock and run a
-// minute of simulated work in microseconds.
-type Clock interface {
-	Now() time.Time
-	// NewTimer returns a timer that fires once, d from now.
-	NewTimer(d time.Duration) Timer
-}
-
-// Timer is a one-shot timer made by a Clock.
-type Timer interface {
-	// C delivers the time once when the timer fires.
-	C() <-chan time.Time
-	// Stop prevents the timer from firing; it reports whether it stopped it.
-	Stop() bool
-}
-
-// realClock is the wall clock.
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-
-func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
-
-type realTimer struct{ t *time.Timer }
-
-func (t realTimer) C() <-chan time.Time { return t.t.C }
-func (t realTimer) Stop() bool          { return t.t.Stop() }
-
-var _ Clock = realClock{}
+// The simulation's time source is the node's clock.Clock: every simulated duration (model load,
+// prefill, each decoded token, a pull) is waited for on it, so a test can hand the node a fake
+// clock and run a minute of simulated work in microseconds.
 
 // seconds converts simulated seconds to a Duration, rounding up so that waiting the result never
 // leaves a fraction of a token owed.
@@ -63,10 +36,11 @@ func (n *Node) sleep(ctx context.Context, lost <-chan struct{}, d time.Duration)
 			return nil
 		}
 	}
-	t := n.clock.NewTimer(d)
+	fired := make(chan struct{})
+	t := n.clock.AfterFunc(d, func() { close(fired) })
 	defer t.Stop()
 	select {
-	case <-t.C():
+	case <-fired:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

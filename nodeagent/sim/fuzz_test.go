@@ -10,6 +10,7 @@ import (
 
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/openaierr"
 )
 
 var fuzzEndpoints = []string{agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings}
@@ -27,6 +28,11 @@ func fuzzSeeds(f *testing.F) {
 		{0, `{"model":1}`},
 		{0, `null`},
 		{0, `{"model":"llama3.2:1b","messages":[{"role":"user","content":{"x":1}}]}`},
+		{0, `{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"}],"temperature":0.5,"top_p":1,"stop":["a"],"logit_bias":{"1":2},"presence_penalty":-1}`},
+		{0, `{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"integer","minimum":1}},"required":["a"]}}}],"tool_choice":"required","stream":true}`},
+		{0, `{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"1"}],"tools":[{"type":"function","function":{"name":"f"}}]}`},
+		{0, `{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"array","items":{"enum":[1,"a"]}}}}}`},
+		{0, `{"model":"llama3.2:1b","messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"},"max_tokens":2}`},
 		{1, `{"model":"llama3.2:1b","prompt":"once","max_tokens":4}`},
 		{1, `{"model":"llama3.2:1b","prompt":[1,2,3]}`},
 		{1, `{"model":"llama3.2:1b","prompt":[[1,2,3]],"stream":true}`},
@@ -54,11 +60,11 @@ func FuzzParseRequest(f *testing.F) {
 			if req != nil {
 				t.Fatal("request and error")
 			}
-			if e.status != http.StatusBadRequest && e.status != http.StatusNotFound {
-				t.Fatalf("status %d", e.status)
+			if e.Status != http.StatusBadRequest && e.Status != http.StatusNotFound {
+				t.Fatalf("status %d", e.Status)
 			}
-			b, err := json.Marshal(e.body())
-			if err != nil || e.message == "" || e.typ != typeInvalidRequest || !json.Valid(b) {
+			b, err := json.Marshal(e.Body())
+			if err != nil || e.Message == "" || e.Type != openaierr.TypeInvalidRequest || !json.Valid(b) {
 				t.Fatalf("bad error %+v: %v", e, err)
 			}
 			return

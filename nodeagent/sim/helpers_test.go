@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-llm/herd/clock"
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
@@ -29,7 +30,7 @@ type fakeClock struct {
 type fakeTimer struct {
 	c     *fakeClock
 	at    time.Time
-	ch    chan time.Time
+	f     func()
 	fired bool
 }
 
@@ -44,21 +45,21 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
-func (c *fakeClock) NewTimer(d time.Duration) Timer {
+// AfterFunc starts a timer; f runs when it fires (at once, in auto mode). The fake calls f on the
+// goroutine that moves the clock: the node's f only closes a channel.
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) clock.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now.Add(d), ch: make(chan time.Time, 1)}
+	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
 	if c.auto {
 		c.now = t.at
 		t.fired = true
-		t.ch <- c.now
+		f()
 		return t
 	}
 	c.timers = append(c.timers, t)
 	return t
 }
-
-func (t *fakeTimer) C() <-chan time.Time { return t.ch }
 
 func (t *fakeTimer) Stop() bool {
 	t.c.mu.Lock()
@@ -104,7 +105,7 @@ func (c *fakeClock) fireLocked() {
 			return false
 		}
 		t.fired = true
-		t.ch <- c.now
+		t.f()
 		return true
 	})
 }
@@ -116,7 +117,7 @@ func (c *fakeClock) Pending() int {
 	return len(c.timers)
 }
 
-var _ Clock = (*fakeClock)(nil)
+var _ clock.Clock = (*fakeClock)(nil)
 
 // eventually polls cond until it holds, failing the test after a generous real-time bound.
 func eventually(t *testing.T, what string, cond func() bool) {

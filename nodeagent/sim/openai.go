@@ -10,52 +10,12 @@ import (
 	"strings"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/openaierr"
 )
 
-// apiError is an error in the OpenAI shape with its HTTP status.
-type apiError struct {
-	status     int
-	typ        string
-	code       string
-	param      string
-	message    string
-	retryAfter int
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.status, e.typ, e.message) }
-
-func strPtr(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func (e *apiError) body() agentapi.ErrorBody {
-	return agentapi.ErrorBody{Error: agentapi.ErrorDetail{
-		Message: e.message, Type: e.typ, Param: strPtr(e.param), Code: strPtr(e.code),
-	}}
-}
-
-const (
-	typeInvalidRequest = "invalid_request_error"
-	typeServer         = "server_error"
-	typeUnavailable    = "service_unavailable"
-)
-
-func invalid(param, code, format string, args ...any) *apiError {
-	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, param: param, code: code, message: fmt.Sprintf(format, args...)}
-}
-
-func writeError(w http.ResponseWriter, e *apiError) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	if e.retryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(e.retryAfter))
-	}
-	w.WriteHeader(e.status)
-	b, _ := json.Marshal(e.body())
-	w.Write(append(b, '\n'))
+// invalid is a 400 invalid_request_error naming param.
+func invalid(param, code, format string, args ...any) *openaierr.Error {
+	return openaierr.BadRequest(code, param, format, args...)
 }
 
 // --- requests ---
@@ -64,30 +24,51 @@ type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
-// common holds the fields every generation endpoint shares.
+// common holds the fields every generation endpoint shares. The sampling parameters do not
+// change what the simulator says, but they are checked as OpenAI checks them (params.go).
 type common struct {
-	Model               string         `json:"model"`
-	Stream              bool           `json:"stream"`
-	StreamOptions       *streamOptions `json:"stream_options"`
-	MaxTokens           *int           `json:"max_tokens"`
-	MaxCompletionTokens *int           `json:"max_completion_tokens"`
-	N                   *int           `json:"n"`
-	Seed                *int64         `json:"seed"`
+	Model               string             `json:"model"`
+	Stream              bool               `json:"stream"`
+	StreamOptions       *streamOptions     `json:"stream_options"`
+	MaxTokens           *int               `json:"max_tokens"`
+	MaxCompletionTokens *int               `json:"max_completion_tokens"`
+	N                   *int               `json:"n"`
+	Seed                *int64             `json:"seed"`
+	Temperature         *float64           `json:"temperature"`
+	TopP                *float64           `json:"top_p"`
+	PresencePenalty     *float64           `json:"presence_penalty"`
+	FrequencyPenalty    *float64           `json:"frequency_penalty"`
+	LogitBias           map[string]float64 `json:"logit_bias"`
+	Stop                json.RawMessage    `json:"stop"`
+	User                *string            `json:"user"`
 }
 
 type chatMessage struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
+	Role       string          `json:"role"`
+	Content    json.RawMessage `json:"content"`
+	Name       *string         `json:"name"`
+	ToolCalls  []toolCall      `json:"tool_calls"`
+	ToolCallID *string         `json:"tool_call_id"`
 }
 
 type chatRequest struct {
 	common
-	Messages *[]chatMessage `json:"messages"`
+	Messages          *[]chatMessage  `json:"messages"`
+	Logprobs          *bool           `json:"logprobs"`
+	TopLogprobs       *int            `json:"top_logprobs"`
+	Tools             []toolDef       `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+	ResponseFormat    *responseFormat `json:"response_format"`
 }
 
 type completionRequest struct {
 	common
-	Prompt json.RawMessage `json:"prompt"`
+	Prompt   json.RawMessage `json:"prompt"`
+	Logprobs *int            `json:"logprobs"`
+	Echo     *bool           `json:"echo"`
+	BestOf   *int            `json:"best_of"`
+	Suffix   *string         `json:"suffix"`
 }
 
 type embeddingRequest struct {
@@ -116,6 +97,15 @@ type request struct {
 	base64         bool
 	dimensions     int
 	wantsEmbedding bool
+	// stop are the stop sequences: the text ends before the first of them.
+	stop []string
+	// tools are the declared function tools; toolChoice what the client allows of them.
+	tools      []tool
+	toolChoice toolChoice
+	// format is the response_format: the reply is JSON (fitting format.schema where set).
+	format outputFormat
+	// afterTool is whether the conversation ends with a tool result.
+	afterTool bool
 }
 
 // Maximum number of inputs in one embeddings request, as OpenAI limits it.
@@ -125,7 +115,7 @@ var chatRoles = map[string]bool{"system": true, "developer": true, "user": true,
 
 // parseRequest decodes and validates a request body for endpoint. It returns an OpenAI-shaped
 // error for anything a client got wrong.
-func parseRequest(endpoint string, body []byte) (*request, *apiError) {
+func parseRequest(endpoint string, body []byte) (*request, *openaierr.Error) {
 	switch endpoint {
 	case agentapi.PathChatCompletions:
 		var cr chatRequest
@@ -134,6 +124,9 @@ func parseRequest(endpoint string, body []byte) (*request, *apiError) {
 		}
 		req, e := parseCommon(endpoint, cr.common)
 		if e != nil {
+			return nil, e
+		}
+		if e := parseChatOptions(req, &cr); e != nil {
 			return nil, e
 		}
 		if cr.Messages == nil {
@@ -155,8 +148,15 @@ func parseRequest(endpoint string, body []byte) (*request, *apiError) {
 			if e != nil {
 				return nil, e
 			}
+			if e := checkToolMessage(i, m); e != nil {
+				return nil, e
+			}
 			// A chat template of the usual shape; its bytes count toward the prompt like a real one.
 			b.WriteString("<|" + m.Role + "|>\n" + text + "\n")
+			for _, tc := range m.ToolCalls {
+				b.WriteString("<|tool_call|>" + tc.Function.Name + " " + tc.Function.Arguments + "\n")
+			}
+			req.afterTool = m.Role == "tool" || m.Role == "function"
 		}
 		b.WriteString("<|assistant|>\n")
 		req.prompt = b.String()
@@ -170,6 +170,9 @@ func parseRequest(endpoint string, body []byte) (*request, *apiError) {
 		}
 		req, e := parseCommon(endpoint, cr.common)
 		if e != nil {
+			return nil, e
+		}
+		if e := checkCompletionOptions(&cr); e != nil {
 			return nil, e
 		}
 		if isNull(cr.Prompt) {
@@ -228,13 +231,13 @@ func parseRequest(endpoint string, body []byte) (*request, *apiError) {
 		}
 		return req, nil
 	}
-	return nil, &apiError{status: http.StatusNotFound, typ: typeInvalidRequest, code: "unknown_url",
-		message: fmt.Sprintf("Unknown request URL: POST %s. The simulated backend serves %s, %s and %s.", endpoint,
+	return nil, &openaierr.Error{Status: http.StatusNotFound, Type: openaierr.TypeInvalidRequest, Code: "unknown_url",
+		Message: fmt.Sprintf("Unknown request URL: POST %s. The simulated backend serves %s, %s and %s.", endpoint,
 			agentapi.PathChatCompletions, agentapi.PathCompletions, agentapi.PathEmbeddings)}
 }
 
 // decodeBody unmarshals a JSON object, translating decoding failures into OpenAI's messages.
-func decodeBody(body []byte, v any) *apiError {
+func decodeBody(body []byte, v any) *openaierr.Error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return invalid("", "", "We could not parse the JSON body of your request: the body is empty. The API expects a JSON payload.")
 	}
@@ -242,7 +245,7 @@ func decodeBody(body []byte, v any) *apiError {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
 			field := strings.TrimPrefix(te.Field, "common.") // the embedded struct is not part of the API
-			return invalid(field, "invalid_type", "Invalid type for '%s': expected %s, but got %s instead.", field, jsonKind(te.Type.Kind().String()), te.Value)
+			return invalid(field, "invalid_type", "Invalid type for '%s': expected %s, but got %s instead.", field, jsonKind(te.Type.Kind().String()), gotKind(te.Value))
 		}
 		return invalid("", "", "We could not parse the JSON body of your request: %v. The API expects a JSON payload.", err)
 	}
@@ -255,8 +258,10 @@ func jsonKind(goKind string) string {
 		return "a string"
 	case "bool":
 		return "a boolean"
-	case "int", "int64", "float64":
-		return "a number"
+	case "int", "int64":
+		return "an integer"
+	case "float64":
+		return "a decimal"
 	case "slice":
 		return "an array"
 	case "struct", "map", "ptr":
@@ -265,7 +270,7 @@ func jsonKind(goKind string) string {
 	return goKind
 }
 
-func parseCommon(endpoint string, c common) (*request, *apiError) {
+func parseCommon(endpoint string, c common) (*request, *openaierr.Error) {
 	if strings.TrimSpace(c.Model) == "" {
 		return nil, invalid("model", "missing_required_parameter", "Missing required parameter: 'model'.")
 	}
@@ -286,14 +291,25 @@ func parseCommon(endpoint string, c common) (*request, *apiError) {
 		req.maxTokens = *p.v // max_completion_tokens, checked last, wins as in OpenAI's API
 	}
 	if c.N != nil && *c.N != 1 {
-		if *c.N < 1 {
-			return nil, invalid("n", "integer_below_min_value", "Invalid 'n': integer below minimum value. Expected a value >= 1, but got %d instead.", *c.N)
+		if e := intRange("n", *c.N, 1, maxN); e != nil {
+			return nil, e
 		}
 		return nil, invalid("n", "unsupported_value", "Unsupported value: 'n' must be 1 on the simulated backend, got %d.", *c.N)
 	}
 	if c.Seed != nil {
 		req.seed = *c.Seed
 	}
+	if c.StreamOptions != nil && !c.Stream {
+		return nil, invalid("stream_options", "invalid_value", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+	}
+	if e := checkSampling(c); e != nil {
+		return nil, e
+	}
+	stop, e := parseStop(c.Stop)
+	if e != nil {
+		return nil, e
+	}
+	req.stop = stop
 	return req, nil
 }
 
@@ -304,7 +320,7 @@ func isNull(raw json.RawMessage) bool {
 
 // messageText extracts the text of a chat message's content: a string, null (an assistant turn
 // with tool calls), or an array of content parts of which the text parts count.
-func messageText(i int, raw json.RawMessage) (string, *apiError) {
+func messageText(i int, raw json.RawMessage) (string, *openaierr.Error) {
 	param := fmt.Sprintf("messages[%d].content", i)
 	if isNull(raw) {
 		return "", nil
@@ -337,7 +353,7 @@ func messageText(i int, raw json.RawMessage) (string, *apiError) {
 // parseTextsOrTokens reads what OpenAI accepts as a prompt or an embedding input: a string, an
 // array of strings, an array of token ids, or an array of token-id arrays. It returns one text and
 // one token count per item; token ids are rendered as text so they hash like text.
-func parseTextsOrTokens(param string, raw json.RawMessage) ([]string, []int, *apiError) {
+func parseTextsOrTokens(param string, raw json.RawMessage) ([]string, []int, *openaierr.Error) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
 		return []string{s}, []int{estimateTokens(s)}, nil
@@ -395,10 +411,13 @@ type usage struct {
 	PromptTokensDetails *promptTokensDetails `json:"prompt_tokens_details,omitempty"`
 }
 
+// assistantMessage is the answer of a chat completion: text in Content, or (Content null) tool
+// calls.
 type assistantMessage struct {
-	Role    string  `json:"role"`
-	Content string  `json:"content"`
-	Refusal *string `json:"refusal"`
+	Role      string        `json:"role"`
+	Content   *string       `json:"content"`
+	Refusal   *string       `json:"refusal"`
+	ToolCalls []toolCallOut `json:"tool_calls,omitempty"`
 }
 
 type chatChoice struct {

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"net/http"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/openaierr"
 )
 
 const (
@@ -44,7 +44,7 @@ func (n *Node) ServeInference(w http.ResponseWriter, r *http.Request, endpoint s
 	w.Header().Set(agentapi.HeaderSimulated, "true")
 	req, apiErr := parseRequest(endpoint, body)
 	if apiErr != nil {
-		writeError(w, apiErr)
+		apiErr.Write(w)
 		return
 	}
 	n.mu.Lock()
@@ -58,12 +58,11 @@ func (n *Node) ServeInference(w http.ResponseWriter, r *http.Request, endpoint s
 	}
 	n.mu.Unlock()
 	if !ok {
-		writeError(w, &apiError{status: http.StatusNotFound, typ: typeInvalidRequest, param: "model", code: "model_not_found",
-			message: fmt.Sprintf("The model `%s` does not exist on simulated node %s.", req.model, n.id)})
+		openaierr.NotFound("model_not_found", "model", "The model `%s` does not exist on simulated node %s.", req.model, n.id).Write(w)
 		return
 	}
 	if e := n.checkFit(req, spec); e != nil {
-		writeError(w, e)
+		e.Write(w)
 		return
 	}
 
@@ -77,7 +76,7 @@ func (n *Node) ServeInference(w http.ResponseWriter, r *http.Request, endpoint s
 	defer n.end(m)
 	if err := n.ensureLoaded(ctx, m); err != nil {
 		if ctx.Err() == nil {
-			writeError(w, runError(err))
+			runError(err).Write(w)
 		}
 		return
 	}
@@ -90,7 +89,7 @@ func (n *Node) ServeInference(w http.ResponseWriter, r *http.Request, endpoint s
 
 // checkFit refuses a request the model cannot take: the wrong kind of model, a prompt longer than
 // the context window, more embedding dimensions than the model has.
-func (n *Node) checkFit(req *request, spec models.ModelSpec) *apiError {
+func (n *Node) checkFit(req *request, spec models.ModelSpec) *openaierr.Error {
 	if req.wantsEmbedding && !spec.Embedding {
 		return invalid("model", "", "The model `%s` is not an embedding model and does not support %s.", spec.Name, agentapi.PathEmbeddings)
 	}
@@ -117,18 +116,18 @@ func (n *Node) contextFor(spec models.ModelSpec) int {
 }
 
 // runError maps a failure to run a request to its OpenAI-shaped error.
-func runError(err error) *apiError {
+func runError(err error) *openaierr.Error {
 	switch {
 	case errors.Is(err, ErrModelNotFound):
-		return &apiError{status: http.StatusNotFound, typ: typeInvalidRequest, param: "model", code: "model_not_found", message: err.Error()}
+		return &openaierr.Error{Status: http.StatusNotFound, Type: openaierr.TypeInvalidRequest, Param: "model", Code: "model_not_found", Message: err.Error()}
 	case errors.Is(err, ErrModelTooLarge):
-		return &apiError{status: http.StatusServiceUnavailable, typ: typeUnavailable, code: "model_does_not_fit", message: err.Error()}
+		return &openaierr.Error{Status: http.StatusServiceUnavailable, Type: openaierr.TypeUnavailable, Code: "model_does_not_fit", Message: err.Error()}
 	case errors.Is(err, ErrInsufficientVRAM):
-		return &apiError{status: http.StatusServiceUnavailable, typ: typeUnavailable, code: "insufficient_vram", message: err.Error(), retryAfter: 1}
+		return &openaierr.Error{Status: http.StatusServiceUnavailable, Type: openaierr.TypeUnavailable, Code: "insufficient_vram", Message: err.Error(), RetryAfter: 1}
 	case errors.Is(err, errGPULost):
-		return &apiError{status: http.StatusServiceUnavailable, typ: typeUnavailable, code: "gpu_lost", message: "The simulated GPU serving this model failed: " + err.Error(), retryAfter: 1}
+		return &openaierr.Error{Status: http.StatusServiceUnavailable, Type: openaierr.TypeUnavailable, Code: "gpu_lost", Message: "The simulated GPU serving this model failed: " + err.Error(), RetryAfter: 1}
 	}
-	return &apiError{status: http.StatusInternalServerError, typ: typeServer, code: "internal_error", message: "simulated backend error: " + err.Error()}
+	return &openaierr.Error{Status: http.StatusInternalServerError, Type: openaierr.TypeServer, Code: "internal_error", Message: "simulated backend error: " + err.Error()}
 }
 
 func (n *Node) begin(m *modelState) {
@@ -312,24 +311,22 @@ func (r *run) decode(ctx context.Context, total int, emit func(k int) error) (in
 func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *request, m *modelState, seq uint64, created int64) {
 	spec := m.spec
 	textSeed := hashStrings("herd-sim-text", u64(uint64(n.seed)), u64(uint64(req.seed)), spec.Name, req.prompt)
-	out, finish := naturalLength(textSeed), "stop"
-	if req.maxTokens > 0 {
-		out, finish = req.maxTokens, "length"
+	rep, apiErr := n.compose(req, n.contextFor(spec)-req.promptTokens, textSeed, seq)
+	if apiErr != nil {
+		apiErr.Write(w)
+		return
 	}
-	if room := n.contextFor(spec) - req.promptTokens; out > room {
-		out, finish = room, "length"
-	}
-	toks := words(textSeed, out)
+	toks, finish, out := rep.tokens, rep.finish, len(rep.tokens)
 
 	r, err := n.startRun(m, req.prompt, req.promptTokens)
 	if err != nil {
-		writeError(w, runError(err))
+		runError(err).Write(w)
 		return
 	}
 	defer r.finish()
 	if err := r.doPrefill(ctx); err != nil {
 		if ctx.Err() == nil {
-			writeError(w, runError(err))
+			runError(err).Write(w)
 		}
 		return
 	}
@@ -348,15 +345,19 @@ func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *
 	if !req.stream {
 		if _, err := r.decode(ctx, out, nil); err != nil {
 			if ctx.Err() == nil {
-				writeError(w, runError(err))
+				runError(err).Write(w)
 			}
 			return
 		}
 		text := strings.Join(toks, "")
 		var v any
 		if chat {
+			msg := assistantMessage{Role: "assistant", Content: &text}
+			if rep.call != nil {
+				msg = assistantMessage{Role: "assistant", ToolCalls: []toolCallOut{*rep.call}}
+			}
 			v = chatCompletion{ID: id, Object: "chat.completion", Created: created, Model: spec.Name, SystemFingerprint: fp,
-				Choices: []chatChoice{{Message: assistantMessage{Role: "assistant", Content: text}, FinishReason: finish}},
+				Choices: []chatChoice{{Message: msg, FinishReason: finish}},
 				Usage:   use(out)}
 		} else {
 			v = textCompletion{ID: id, Object: "text_completion", Created: created, Model: spec.Name, SystemFingerprint: fp,
@@ -364,7 +365,7 @@ func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *
 		}
 		b, err := json.Marshal(v)
 		if err != nil {
-			writeError(w, runError(err))
+			runError(err).Write(w)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -391,6 +392,14 @@ func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *
 		for ; k > 0; k-- {
 			var err error
 			switch {
+			case rep.call != nil && next == 0:
+				c := rep.call
+				err = chatEvent(firstToolDelta{Role: "assistant", ToolCalls: []toolCallDelta{{ID: c.ID, Type: c.Type, Function: functionDelta{Name: c.Function.Name}}}}, nil)
+				if err == nil {
+					err = chatEvent(toolArgsDelta{ToolCalls: []toolCallDelta{{Function: functionDelta{Arguments: toks[next]}}}}, nil)
+				}
+			case rep.call != nil:
+				err = chatEvent(toolArgsDelta{ToolCalls: []toolCallDelta{{Function: functionDelta{Arguments: toks[next]}}}}, nil)
 			case chat && next == 0:
 				if err = chatEvent(firstChunkDelta{Role: "assistant"}, nil); err == nil {
 					err = chatEvent(chunkDelta{Content: &toks[next]}, nil)
@@ -413,13 +422,19 @@ func (n *Node) serveGeneration(ctx context.Context, w http.ResponseWriter, req *
 		}
 		ae := runError(err)
 		if !s.started {
-			writeError(w, ae)
+			ae.Write(w)
 			return
 		}
 		// Mid-stream: an error event the OpenAI SDKs raise, and no [DONE].
-		b, _ := json.Marshal(ae.body())
+		b, _ := json.Marshal(ae.Body())
 		s.data(b)
 		return
+	}
+	if chat && next == 0 {
+		// Nothing was said (a stop sequence at the very start): the role still opens the answer.
+		if err = chatEvent(firstChunkDelta{Role: "assistant"}, nil); err != nil {
+			return
+		}
 	}
 	if chat {
 		err = chatEvent(chunkDelta{}, &finish)
@@ -453,13 +468,13 @@ func (n *Node) serveEmbeddings(ctx context.Context, w http.ResponseWriter, req *
 	}
 	r, err := n.startRun(m, "", total)
 	if err != nil {
-		writeError(w, runError(err))
+		runError(err).Write(w)
 		return
 	}
 	defer r.finish()
 	if err := r.doPrefill(ctx); err != nil {
 		if ctx.Err() == nil {
-			writeError(w, runError(err))
+			runError(err).Write(w)
 		}
 		return
 	}
@@ -485,7 +500,7 @@ func (n *Node) serveEmbeddings(ctx context.Context, w http.ResponseWriter, req *
 	}
 	b, err := json.Marshal(resp)
 	if err != nil {
-		writeError(w, runError(err))
+		runError(err).Write(w)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -5,6 +5,10 @@
 // NVML-like samples). Everything it produces is labelled simulated: the X-Herd-Simulated response
 // header, GPU.Simulated, Backend.Simulated.
 //
+// It checks requests as OpenAI does (params.go) and honours what changes an answer's shape: stop
+// sequences, tools with tool_choice, and response_format, with tool-call arguments and JSON
+// generated to fit the declared JSON Schema (structured.go, schema.go).
+//
 // # The model
 //
 // Figures come from package models: VRAM, memory bandwidth and FP16 throughput per GPU profile,
@@ -84,6 +88,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herd-llm/herd/clock"
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -135,7 +140,7 @@ type Config struct {
 	// KeepAlive unloads a model idle this long; 0 keeps models until evicted or unloaded.
 	KeepAlive time.Duration
 	// Clock is the time source. Default the wall clock.
-	Clock Clock
+	Clock clock.Clock
 	// Seed varies the generated text between nodes that should not agree.
 	Seed int64
 	// SpeedFactor > 1 makes everything proportionally faster. Default 1.
@@ -147,7 +152,7 @@ type Config struct {
 // Node is a simulated GPU node. Its methods are safe for concurrent use.
 type Node struct {
 	id        string
-	clock     Clock
+	clock     clock.Clock
 	speed     float64
 	seed      int64
 	slotsPer  int
@@ -205,7 +210,7 @@ func New(cfg Config) (*Node, error) {
 		cfg.NodeID = "sim"
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = realClock{}
+		cfg.Clock = clock.System{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
