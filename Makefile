@@ -11,7 +11,7 @@ PKGS ?= ./...
 # go-nvml is cgo; its headers use deprecated declarations that only add noise to every build.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build dist run test test-short deps lint bench sim loadtest-hetero loadtest-overhead loadtest-capacity loadtest-batch-mix plan clean
+.PHONY: help build dist run test test-short deps lint bench sim loadtest-hetero loadtest-overhead loadtest-capacity loadtest-batch-mix loadtest-scale plan clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ loadtest-capacity: build ## capacity at SLO per policy (bisection over fresh sim
 
 loadtest-batch-mix: build ## interactive load alone and beside a large batch on a simulated cluster: batch share of tok/s, interactive TTFT tail
 	$(BIN) loadtest --scenario batch-mix --json bench-batch-mix.json --svg bench-batch-mix.svg
+
+loadtest-scale: build ## the gateway's cost at 10, 100 and 1,000 fake nodes (1 Hz heartbeats): heartbeat CPU, Pick and snapshot times, RSS, /admin/v1/nodes latency
+	$(BIN) loadtest --scenario scale --nodes 10,100,1000 --json bench-scale.json
 
 plan: build ## herd plan for the default workload: ranked, costed cluster options, the cheapest verified on simulated clusters
 	$(BIN) plan --json plan.json --svg plan.svg

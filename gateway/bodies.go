@@ -21,10 +21,16 @@ import (
 //     past what came plus the limit check): the Content-Length a client announces is only
 //     checked against MaxBodyBytes, never allocated. So a client announcing 1 MiB and sending
 //     nothing holds 16 KiB at most, however many such clients there are.
-//   - Every body read has a deadline, BodyReadTimeout after the last data arrived (an idle
-//     timeout, so a large upload on a slow link still goes through, while a client that stops
-//     sending is cut). The deadline is lifted as soon as the body is read, so it never cuts a
-//     long streamed answer.
+//   - Every body read has a deadline, the earliest of three (bodyLimits): BodyReadTimeout after
+//     the last data arrived (idle: a client that stops sending is cut); BodyReadTimeout plus
+//     the time the bytes received so far take at BodyMinRate, counted from the end of the
+//     headers (min_rate: a deadline that only grows as fast as data comes, so a client
+//     trickling a byte now and then — which renews an idle timeout forever — is cut within
+//     BodyReadTimeout / (1 − its rate / BodyMinRate), about BodyReadTimeout for a trickle); and
+//     BodyMaxDuration after the headers (max_duration: no body, however steady, holds a
+//     connection longer). A large upload on a slow but honest link stays well above the
+//     minimum rate. The deadline is lifted as soon as the body is read, so it never cuts a long
+//     streamed answer. Each cut is counted by its reason (herd_request_bodies_cut_total).
 //   - A body that breaks off (the client closed the connection, a deadline passed, a truncated
 //     chunked or multipart body) is a 400 to a client that can still hear it, logged as 499 when
 //     it is gone; never a 500.
@@ -33,21 +39,61 @@ import (
 // deadline (what http.ResponseController calls, without allocating one per request).
 type readDeadliner interface{ SetReadDeadline(time.Time) error }
 
-// deadlineBody renews the connection's read deadline before each read of a request body and
+// Reasons a body was cut, for herd_request_bodies_cut_total.
+const (
+	cutIdle        = "idle"
+	cutMinRate     = "min_rate"
+	cutMaxDuration = "max_duration"
+)
+
+// bodyLimits are the three deadlines of a request body (see the decisions above); a zero or
+// negative minRate or maxDuration turns that one off.
+type bodyLimits struct {
+	idle        time.Duration
+	minRate     int64
+	maxDuration time.Duration
+	// cut, when set, counts a body cut by a deadline, by reason.
+	cut func(reason string)
+}
+
+// deadline is the deadline for the next read of a body whose headers ended at start, of which
+// read bytes have arrived, at now; and which of the limits set it.
+func (l bodyLimits) deadline(start, now time.Time, read int64) (time.Time, string) {
+	dl, why := now.Add(l.idle), cutIdle
+	if l.minRate > 0 {
+		// read/minRate seconds, in nanoseconds without overflowing for any body size.
+		earned := time.Duration(float64(read) / float64(l.minRate) * float64(time.Second))
+		if r := start.Add(l.idle + earned); r.Before(dl) {
+			dl, why = r, cutMinRate
+		}
+	}
+	if l.maxDuration > 0 {
+		if m := start.Add(l.maxDuration); m.Before(dl) {
+			dl, why = m, cutMaxDuration
+		}
+	}
+	return dl, why
+}
+
+// deadlineBody sets the connection's read deadline before each read of a request body and
 // clears it at the end of the body.
 type deadlineBody struct {
-	body    io.ReadCloser
-	rc      readDeadliner
-	timeout time.Duration
-	done    bool
+	body   io.ReadCloser
+	rc     readDeadliner
+	limits bodyLimits
+	start  time.Time
+	read   int64
+	done   bool
 }
 
 func (d *deadlineBody) Read(p []byte) (int, error) {
 	if d.done {
 		return d.body.Read(p)
 	}
-	_ = d.rc.SetReadDeadline(time.Now().Add(d.timeout))
+	dl, why := d.limits.deadline(d.start, time.Now(), d.read)
+	_ = d.rc.SetReadDeadline(dl)
 	n, err := d.body.Read(p)
+	d.read += int64(n)
 	switch {
 	case err == io.EOF:
 		// The body is over: lift the deadline, or the server's background read of the
@@ -59,24 +105,29 @@ func (d *deadlineBody) Read(p []byte) (int, error) {
 		// drain of the rest of the body (before it writes the answer) does not wait forever.
 		_ = d.rc.SetReadDeadline(time.Now())
 		d.done = true
+		if isTimeout(err) && d.limits.cut != nil {
+			d.limits.cut(why)
+		}
 	}
 	return n, err
 }
 
 func (d *deadlineBody) Close() error { return d.body.Close() }
 
-// withBodyDeadline wraps h so that request bodies are read under Config.BodyReadTimeout. A
-// ResponseWriter that cannot set deadlines (a test recorder) leaves the body as it is.
-func withBodyDeadline(h http.Handler, timeout time.Duration) http.Handler {
-	if timeout <= 0 {
+// withBodyDeadline wraps h so that request bodies are read under limits. A ResponseWriter that
+// cannot set deadlines (a test recorder) leaves the body as it is.
+func withBodyDeadline(h http.Handler, limits bodyLimits) http.Handler {
+	if limits.idle <= 0 {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 			// Set now too: a handler that answers without reading the body (401, 413) leaves it
 			// to the server to drain, and that drain must not wait on a stalled client either.
-			if rd, ok := w.(readDeadliner); ok && rd.SetReadDeadline(time.Now().Add(timeout)) == nil {
-				r.Body = &deadlineBody{body: r.Body, rc: rd, timeout: timeout}
+			start := time.Now()
+			dl, _ := limits.deadline(start, start, 0)
+			if rd, ok := w.(readDeadliner); ok && rd.SetReadDeadline(dl) == nil {
+				r.Body = &deadlineBody{body: r.Body, rc: rd, limits: limits, start: start}
 			}
 		}
 		h.ServeHTTP(w, r)

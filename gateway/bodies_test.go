@@ -34,6 +34,12 @@ import (
 // timeouts), until the test ends.
 func serveGW(t *testing.T, edit func(*Config)) (*Server, string) {
 	t.Helper()
+	return serveGWWith(t, edit, nil)
+}
+
+// serveGWWith is serveGW with a hook that adjusts the built server before it serves.
+func serveGWWith(t *testing.T, edit func(*Config), adjust func(*Server)) (*Server, string) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir, cfg.ClusterToken = t.TempDir(), testClusterToken
 	if edit != nil {
@@ -42,6 +48,9 @@ func serveGW(t *testing.T, edit func(*Config)) (*Server, string) {
 	s, err := New(cfg, WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if adjust != nil {
+		adjust(s)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

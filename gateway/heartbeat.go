@@ -1,9 +1,12 @@
 package gateway
 
 import (
-	"encoding/json"
+	"bytes"
+	"sync"
+
 	"errors"
 	"fmt"
+	jsonv2 "github.com/go-json-experiment/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -52,6 +55,7 @@ func (s *Server) handleHeartbeat(c *gin.Context) {
 		abortWithError(c, err)
 		return
 	}
+	s.timing.heartbeat()
 	c.JSON(http.StatusOK, reply)
 }
 
@@ -59,23 +63,27 @@ func (s *Server) handleHeartbeat(c *gin.Context) {
 // *APIError (400, or 413 past the size limit).
 func decodeHeartbeat(r io.Reader) (agentapi.Heartbeat, error) {
 	var hb agentapi.Heartbeat
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(&hb); err != nil {
+	buf := heartbeatBufs.Get().(*bytes.Buffer)
+	defer heartbeatBufs.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
 		return hb, heartbeatDecodeError(err)
 	}
-	// Exactly one object: anything after it but white space is a broken sender.
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); err != io.EOF {
-		if err != nil {
-			return hb, heartbeatDecodeError(err)
-		}
-		return hb, badRequest("invalid_json", "", "heartbeat has trailing data after the JSON object")
+	// A heartbeat arrives from every node every second: at a thousand nodes encoding/json's
+	// reflection was most of the gateway's heartbeat CPU, so it is decoded with the json v2
+	// implementation (several times faster). Exactly one object: trailing data but white space is
+	// an error; names match exactly, as agents write them; unknown ones are ignored.
+	if err := jsonv2.Unmarshal(buf.Bytes(), &hb); err != nil {
+		return hb, heartbeatDecodeError(err)
 	}
 	if err := validateHeartbeat(&hb); err != nil {
 		return hb, err
 	}
 	return hb, nil
 }
+
+// heartbeatBufs recycles the buffers heartbeats are read into.
+var heartbeatBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func heartbeatDecodeError(err error) *APIError {
 	var tooBig *http.MaxBytesError

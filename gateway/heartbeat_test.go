@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -72,32 +73,46 @@ func TestHeartbeatRoute(t *testing.T) {
 	}
 }
 
-// TestHeartbeatNodeIDConflict: a second live agent claiming a node ID is refused with 409 in
-// the OpenAI error shape, and the node keeps its first agent's address.
+// TestHeartbeatNodeIDConflict: while the holder of a node ID is fresh, every other claim — a
+// second agent elsewhere, a new instance at the holder's address, the holder's own instance ID
+// from another address — is refused with 409 in the OpenAI error shape, which names the holder's
+// address but no instance ID; the node keeps its first agent. Once the holder is stale, a
+// restarted agent takes the ID.
 func TestHeartbeatNodeIDConflict(t *testing.T) {
 	env := newAdminEnv(t)
 	first := nodeBeat("dup", nil)
-	first.InstanceID, first.Address = "instance-1", "http://10.1.0.1:9090"
+	first.InstanceID, first.Address = "instance-1-secret", "http://10.1.0.1:9090"
 	second := first
-	second.InstanceID, second.Address = "instance-2", "http://10.1.0.2:9090"
+	second.InstanceID, second.Address = "instance-2-secret", "http://10.1.0.2:9090"
 	restarted := first
-	restarted.InstanceID = "instance-1b"
+	restarted.InstanceID = "instance-1b-secret"
+	sniffed := first
+	sniffed.Address = second.Address
 	for _, tc := range []struct {
-		name   string
-		hb     agentapi.Heartbeat
-		status int
+		name      string
+		hb        agentapi.Heartbeat
+		waitStale bool
+		status    int
 	}{
-		{"first agent", first, 200},
-		{"second agent elsewhere", second, 409},
-		{"first agent again", first, 200},
-		{"first agent restarted at its address", restarted, 200},
-		{"second agent still refused", second, 409},
+		{"first agent", first, false, 200},
+		{"second agent elsewhere", second, false, 409},
+		{"first agent again", first, false, 200},
+		{"a new instance at the holder's address", restarted, false, 409},
+		{"the holder's instance from another address", sniffed, false, 409},
+		{"restarted agent once the holder is stale", restarted, true, 200},
+		{"second agent still refused", second, false, 409},
 	} {
+		if tc.waitStale {
+			env.clock.Advance(4 * time.Second)
+		}
 		status, body := env.do(http.MethodPost, agentapi.PathHeartbeat, mustJSON(t, tc.hb))
 		if tc.status != 200 {
 			wantError(t, status, body, tc.status, agentapi.CodeNodeIDConflict)
-			if !bytes.Contains(body, []byte(first.Address)) || !bytes.Contains(body, []byte(`"param":"node_id"`)) {
+			if !bytes.Contains(body, []byte(`"param":"node_id"`)) || !bytes.Contains(body, []byte("is held by a live agent at http://10.1.0.1:9090")) {
 				t.Errorf("%s: the refusal does not name the holder: %s", tc.name, body)
+			}
+			if bytes.Contains(body, []byte("-secret")) {
+				t.Errorf("%s: the refusal reveals an instance ID: %s", tc.name, body)
 			}
 			continue
 		}
@@ -105,11 +120,16 @@ func TestHeartbeatNodeIDConflict(t *testing.T) {
 			t.Fatalf("%s: %d %s", tc.name, status, body)
 		}
 	}
-	if v, _ := env.reg.Node("dup"); v.Heartbeat.Address != first.Address || v.Heartbeat.InstanceID != "instance-1b" {
-		t.Fatalf("node dup is %s (%s), want the first agent", v.Heartbeat.Address, v.Heartbeat.InstanceID)
+	if v, _ := env.reg.Node("dup"); v.Heartbeat.Address != first.Address || v.Heartbeat.InstanceID != restarted.InstanceID {
+		t.Fatalf("node dup is %s (%s), want the restarted first agent", v.Heartbeat.Address, v.Heartbeat.InstanceID)
 	}
-	if _, body := env.do(http.MethodGet, "/metrics", ""); !bytes.Contains(body, []byte(`herd_heartbeats_refused_total{node="dup"} 2`)) {
-		t.Errorf("/metrics does not count the two refusals")
+	for _, path := range []string{"/admin/v1/nodes", "/admin/v1/nodes/dup", "/metrics"} {
+		if _, body := env.do(http.MethodGet, path, ""); bytes.Contains(body, []byte("-secret")) {
+			t.Errorf("%s reveals an instance ID: %s", path, body)
+		}
+	}
+	if _, body := env.do(http.MethodGet, "/metrics", ""); !bytes.Contains(body, []byte(`herd_heartbeats_refused_total{node="dup"} 4`)) {
+		t.Errorf("/metrics does not count the four refusals")
 	}
 }
 

@@ -36,6 +36,8 @@ const (
 	testAPIKey       = "sk-test-0123456789abcdef"
 	testAdminKey     = "sk-admin-0123456789abcdef"
 	testClusterToken = "cluster-secret-token"
+	// testMetricsToken is newCoreGW's scrape token (Config.MetricsToken).
+	testMetricsToken = "metrics-scrape-token-0123"
 	testModel        = "llama3.1:8b"
 )
 
@@ -242,6 +244,7 @@ func newCoreGW(t testing.TB, edit func(*Config)) *coreGW {
 	cfg.DataDir = t.TempDir()
 	cfg.ClusterToken = testClusterToken
 	cfg.APIKeys = []string{testAPIKey}
+	cfg.MetricsToken = testMetricsToken
 	cfg.HeartbeatInterval = time.Hour
 	cfg.FirstByteTimeout = 10 * time.Second
 	cfg.StreamIdleTimeout = 10 * time.Second

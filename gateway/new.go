@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -46,6 +47,8 @@ type core struct {
 	keys        *keyring
 	limiter     rateLimiter
 	clusterKeys keySet
+	// metricsKeys holds the scrape token (Config.MetricsToken), if any.
+	metricsKeys keySet
 	// agentAuth is the Authorization header the gateway sends agents (shared, read-only).
 	agentAuth []string
 
@@ -109,6 +112,18 @@ func (c Config) withDefaults() Config {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = d.IdleTimeout
 	}
+	if c.BodyMinRate == 0 {
+		c.BodyMinRate = d.BodyMinRate
+	}
+	if c.BodyMaxDuration == 0 {
+		c.BodyMaxDuration = d.BodyMaxDuration
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = d.MaxConnections
+	}
+	if c.MaxConnectionsPerClient == 0 {
+		c.MaxConnectionsPerClient = d.MaxConnectionsPerClient
+	}
 	if c.Batch.MaxLineBytes == 0 {
 		c.Batch.MaxLineBytes = c.MaxBodyBytes
 	}
@@ -166,6 +181,8 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	reg := registry.New(rcfg, o.clock)
 	reg.SetLogger(o.log.With("component", "registry"))
+	timing := newSchedTiming()
+	reg.SetBuildObserver(timing.observeSnapshot)
 
 	s := &Server{cfg: cfg, log: o.log, registry: reg, sched: sched, agents: agents.NewPool(cfg.ClusterToken, reg.Nodes)}
 	if cfg.RedisURL != "" {
@@ -195,20 +212,41 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		tracer:      tracerFrom(o.tracerProvider),
 	}
 	if s.core.transport == nil {
-		s.core.transport = withAgentTLS(newAgentTransport(), s.agentClientTLS())
+		s.h2cHosts = &sync.Map{}
+		s.core.transport = newAgentRoundTripper(s.agentClientTLS(), s.h2cHosts)
 	}
-	s.core.adm = admission.New(reg, sched.Pick, o.clock, admission.Config{
+	s.core.adm = admission.New(reg, timing.timed(sched.Pick), o.clock, admission.Config{
 		QueueSize: cfg.QueueSize, QueueTimeout: cfg.QueueTimeout, Poll: cfg.HeartbeatInterval, Scheduler: sched.Config(),
 	})
 	s.metrics = newMetrics(reg, s.core.adm, o.clock.Now)
+	s.metrics.reg.MustRegister(timing.collectors()...)
+	s.timing = timing
+	if s.conns, err = newConnLimits(cfg, o.log); err != nil {
+		s.closeShared()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s.proxied = &proxied{l: s.conns, in: map[netip.Addr]int{}}
+	s.metrics.reg.MustRegister(s.conns.collectors()...)
+	if s.audit, err = openAuditLog(cfg.AuditLog, o.log, s.conns); err != nil {
+		s.closeShared()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s.core.metricsKeys = newKeySet([]string{cfg.MetricsToken})
 	s.history = history.New(cfg.HistoryInterval, cfg.HistoryWindow)
 	if err := s.initBulk(context.Background()); err != nil {
 		s.closeShared()
+		_ = s.audit.Close()
 		return nil, err
 	}
 	if err := s.initTenants(context.Background(), o.clock); err != nil {
 		_ = s.closeBulk()
+		_ = s.audit.Close()
 		return nil, err
+	}
+	if s.core.keys.table().noKeys() && !isLoopbackListen(cfg.Listen) {
+		_ = s.Close()
+		return nil, fmt.Errorf("gateway: no API key configured or stored: refusing to listen on non-loopback address %q "+
+			"(set tenants, api_keys or admin_keys (HERD_API_KEYS, HERD_ADMIN_KEYS), or create an admin key through /admin/v1/keys on a loopback listener first)", cfg.Listen)
 	}
 	s.engine = s.routes()
 	return s, nil
@@ -230,6 +268,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.runBulk(ctx)
 	wg.Wait()
 	s.closeShared()
+	_ = s.audit.Close()
 	if err := s.closeBulk(); err != nil {
 		return fmt.Errorf("gateway: close store: %w", err)
 	}
@@ -240,6 +279,9 @@ func (s *Server) Run(ctx context.Context) error {
 // never called; after Run it does nothing.
 func (s *Server) Close() error {
 	s.closeShared()
+	if s.audit != nil {
+		_ = s.audit.Close()
+	}
 	return s.closeBulk()
 }
 
@@ -308,7 +350,7 @@ func (s *Server) routes() *gin.Engine {
 
 	e.GET("/healthz", s.accessLog(), s.handleHealthz)
 	e.GET("/readyz", s.accessLog(), s.handleReadyz)
-	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
+	e.GET("/metrics", s.metricsAuth(), gin.WrapH(s.metrics.handler()))
 	dashboard.Register(e, handleOllamaRoot)
 
 	v1 := e.Group("/v1")
@@ -329,7 +371,7 @@ func (s *Server) routes() *gin.Engine {
 	s.registerBatchRoutes(v1.Group("", s.accessLog(), s.requireScope(scopeBatch)))
 	s.registerOllamaRoutes(e)
 
-	adminGroup := e.Group("/admin/v1", s.accessLog(), s.requireScope(scopeAdmin))
+	adminGroup := e.Group("/admin/v1", s.accessLog(), s.audit.middleware(), s.requireScope(scopeAdmin))
 	admin.New(s.registry, s.sched, s.agents, s.log).
 		WithClock(s.core.clock.Now, s.cfg.HeartbeatInterval).
 		WithQueue(queueView{s.core.adm}, s.history).

@@ -331,6 +331,18 @@ func (k *call) scan(scan func([]byte, *bodyInfo) *APIError) *APIError {
 func findModel(snap *scheduler.Snapshot, name []byte, ollamaOnly bool) (string, uint64, bool) {
 	var found string
 	var vram uint64
+	if snap.ByModel != nil {
+		// The index is keyed by string; the conversion does not allocate in a map lookup.
+		for _, ref := range snap.ByModel[string(name)] {
+			n := &snap.Nodes[ref.Node]
+			if ollamaOnly && n.Backend == agentapi.BackendOpenAI {
+				continue
+			}
+			m := &n.Models[ref.Model]
+			found, vram = m.Name, max(vram, m.VRAMBytes)
+		}
+		return found, vram, found != ""
+	}
 	for i := range snap.Nodes {
 		if ollamaOnly && snap.Nodes[i].Backend == agentapi.BackendOpenAI {
 			continue

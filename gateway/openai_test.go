@@ -642,7 +642,7 @@ func TestQueueOverHTTP(t *testing.T) {
 	qbody, _ := io.ReadAll(qresp.Body)
 	qresp.Body.Close()
 	checkGolden(t, "admin_queue.golden.json", qbody)
-	mresp := g.get(t, "/metrics", "")
+	mresp := g.get(t, "/metrics", testAdminKey)
 	mbody, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
 	for _, line := range []string{
@@ -691,7 +691,7 @@ func TestMetricsCountRequests(t *testing.T) {
 	resp := g.post(t, "/v1/embeddings", `{"model":"llama3.1:8b","input":"x"}`)
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	resp = g.get(t, "/metrics", "")
+	resp = g.get(t, "/metrics", testMetricsToken)
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	want := `herd_requests_total{model="llama3.1:8b",node="a",status="200"} 1`

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	openai "github.com/sashabaranov/go-openai"
 )
@@ -79,6 +80,9 @@ func TestOpenAISDK(t *testing.T) {
 
 	// A stream that breaks midway surfaces as an error in the SDK, not as a silent end.
 	a2 := newWireAgent(t, "b", wireMidStream)
+	// Node a moves to the new agent's address only once its heartbeats went stale (3 intervals
+	// of an hour here): a live node's ID is never taken over.
+	g.clock.Advance(4 * time.Hour)
 	g.beat("a", a2.srv.URL, 4, testModel)
 	stream, err = client.CreateChatCompletionStream(ctx, openai.ChatCompletionRequest{Model: testModel, Messages: msgs, Stream: true})
 	if err != nil {

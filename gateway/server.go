@@ -75,8 +75,34 @@ type Config struct {
 	// long and the request is cut (400). It is renewed as data arrives, so large uploads on
 	// slow links still go through.
 	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
+	// BodyMinRate (bytes/s) is the least average rate a request body must arrive at after its
+	// first BodyReadTimeout: the body's deadline is BodyReadTimeout plus the time its bytes so far
+	// take at this rate, from the end of the headers, so a client trickling bytes cannot renew the
+	// idle timeout forever. 0: the default (1024); negative: no minimum rate.
+	BodyMinRate int64 `yaml:"body_min_rate"`
+	// BodyMaxDuration bounds the whole time a request body may take (400 past it). 0: the default
+	// (15 minutes); negative: no bound.
+	BodyMaxDuration time.Duration `yaml:"body_max_duration"`
 	// IdleTimeout closes a keep-alive connection that carries no request for that long.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConnections caps the client connections the gateway holds at once; one more is closed
+	// at once. 0: the default (8192); negative: no cap.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerClient caps the connections one client address holds at once (and, behind
+	// a trusted proxy, the requests one forwarded client has in flight: 429 past it). 0: the
+	// default (256); negative: no cap.
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
+	// TrustedProxies are the addresses or CIDRs of load balancers and reverse proxies in front of
+	// the gateway: their X-Forwarded-For names the client (anyone else's is ignored) and their own
+	// connections are not capped per address.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MetricsToken, when set, is a bearer token that may read /metrics (a Prometheus scrape token)
+	// besides admin keys. /metrics needs one of them as soon as any API key exists; with no key at
+	// all (a loopback-only open gateway) it is open like everything else.
+	MetricsToken string `yaml:"metrics_token"`
+	// AuditLog, when set, is a file that audit records (admin actions and refusals, audit.go) are
+	// appended to as JSON lines, besides the gateway's log.
+	AuditLog string `yaml:"audit_log"`
 	// HeartbeatInterval is the interval agents are expected to beat at; 3 missed ones make a node stale.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// Scheduler chooses the policy.
@@ -133,21 +159,25 @@ type Config struct {
 // DefaultConfig returns the configuration the gateway runs with when nothing is set.
 func DefaultConfig() Config {
 	return Config{
-		Listen:            "127.0.0.1:8080",
-		DataDir:           "./herd-data",
-		MaxBodyBytes:      32 << 20,
-		ReadHeaderTimeout: 10 * time.Second,
-		BodyReadTimeout:   30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		HeartbeatInterval: time.Second,
-		Scheduler:         scheduler.DefaultConfig(),
-		MaxAttempts:       3,
-		FirstByteTimeout:  120 * time.Second,
-		StreamIdleTimeout: 60 * time.Second,
-		QueueSize:         256,
-		QueueTimeout:      60 * time.Second,
-		HistoryInterval:   5 * time.Second,
-		HistoryWindow:     10 * time.Minute,
+		Listen:                  "127.0.0.1:8080",
+		DataDir:                 "./herd-data",
+		MaxBodyBytes:            32 << 20,
+		ReadHeaderTimeout:       10 * time.Second,
+		BodyReadTimeout:         30 * time.Second,
+		IdleTimeout:             2 * time.Minute,
+		BodyMinRate:             1024,
+		BodyMaxDuration:         15 * time.Minute,
+		MaxConnections:          8192,
+		MaxConnectionsPerClient: 256,
+		HeartbeatInterval:       time.Second,
+		Scheduler:               scheduler.DefaultConfig(),
+		MaxAttempts:             3,
+		FirstByteTimeout:        120 * time.Second,
+		StreamIdleTimeout:       60 * time.Second,
+		QueueSize:               256,
+		QueueTimeout:            60 * time.Second,
+		HistoryInterval:         5 * time.Second,
+		HistoryWindow:           10 * time.Minute,
 	}
 }
 
@@ -196,6 +226,9 @@ func (c Config) Validate() error {
 	if c.ReadHeaderTimeout < 0 || c.BodyReadTimeout < 0 || c.IdleTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
 	}
+	if _, err := parseTrustedProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
 	names := map[string]bool{}
 	for _, t := range c.Tenants {
 		if err := t.validate(); err != nil {
@@ -205,9 +238,8 @@ func (c Config) Validate() error {
 		}
 		names[t.Name] = true
 	}
-	if len(c.APIKeys) == 0 && len(c.AdminKeys) == 0 && len(c.Tenants) == 0 && !isLoopbackListen(c.Listen) {
-		errs = append(errs, fmt.Errorf("no API key configured: refusing to listen on non-loopback address %q (set tenants, api_keys or HERD_API_KEYS)", c.Listen))
-	}
+	// A non-loopback listener needs a key; keys stored through /admin/v1/keys count too, so New
+	// checks that once it has read the store.
 	return errors.Join(errs...)
 }
 
@@ -237,8 +269,16 @@ type Server struct {
 	sched     *scheduler.Scheduler
 	core      core
 
+	// conns caps client connections (conns.go); proxied caps requests through trusted proxies.
+	conns   *connLimits
+	proxied *proxied
+	// audit writes the audit records (audit.go).
+	audit *auditLog
+
 	// Owned by admin/metrics.
 	metrics *metrics
+	// timing times Pick and snapshot builds and counts heartbeats (what the fleet costs).
+	timing  *schedTiming
 	history *history.Ring
 	// agents caches one agent client per node address, for admin and the replica controller.
 	agents *agents.Pool
@@ -249,6 +289,11 @@ type Server struct {
 	// certNodes holds the node IDs this gateway has seen heartbeat with a certificate: the
 	// cluster token cannot claim them.
 	certNodes sync.Map
+	// refusalLogged rate-limits the log lines of refused nodes (key → time.Time).
+	refusalLogged sync.Map
+	// h2cHosts holds the host:port of loopback agents that speak HTTP/2 without TLS (nil when the
+	// transport to agents was given with WithTransport).
+	h2cHosts *sync.Map
 
 	// Owned by bulk generation and presets.
 	presets   *presets.Book
@@ -259,14 +304,22 @@ type Server struct {
 }
 
 // Handler returns the gateway's HTTP handler: the routes, with request bodies read under
-// BodyReadTimeout.
-func (s *Server) Handler() http.Handler { return withBodyDeadline(s.engine, s.cfg.BodyReadTimeout) }
+// BodyReadTimeout, BodyMinRate and BodyMaxDuration, and the per-client cap on requests through
+// trusted proxies.
+func (s *Server) Handler() http.Handler {
+	limits := bodyLimits{idle: s.cfg.BodyReadTimeout, minRate: s.cfg.BodyMinRate, maxDuration: s.cfg.BodyMaxDuration,
+		cut: func(reason string) { s.conns.cut.WithLabelValues(reason).Inc() }}
+	return s.proxied.wrap(withBodyDeadline(s.engine, limits))
+}
 
 // Serve serves on ln until ctx is done, then shuts down gracefully, letting in-flight requests finish.
-// Headers must arrive within ReadHeaderTimeout, bodies keep BodyReadTimeout (Handler), and idle
+// Headers must arrive within ReadHeaderTimeout, bodies keep their deadlines (Handler), and idle
 // keep-alive connections are closed after IdleTimeout. There is no whole-request ReadTimeout or
-// WriteTimeout: a streamed answer may rightly take minutes.
+// WriteTimeout: a streamed answer may rightly take minutes. ln should be the raw TCP listener
+// (TLS, if any, on top of what Serve makes of it): the connection caps count its connections.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.logAuth(ln.Addr().String())
+	ln = s.conns.listener(ln)
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout}
 	errc := make(chan error, 1)
 	if s.frontTLS != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -36,8 +37,22 @@ import (
 //     right one. The table is rebuilt after every change made here and every keyRefreshInterval
 //     (keys created or deleted through another gateway sharing Redis take that long to show).
 //   - With no tenant at all (no key configured, none stored), the gateway is open: every request
-//     is the anonymous tenant with every scope. Config.Validate only allows that on a loopback
-//     listener. Creating the first key through the admin API closes it.
+//     is the anonymous tenant with every scope. That only ever happens on a loopback listener:
+//     New refuses another address without a key, configured or stored, and a gateway on another
+//     address whose store later loses its keys (an emptied Redis) refuses every request instead
+//     of opening. Creating the first key through the admin API closes it, so the first key must
+//     hold the admin scope: a non-admin first key is refused (409 first_key_not_admin, saying
+//     why and what to run instead), since it would leave nobody able to reach /admin/v1. For
+//     the same reason the last admin key cannot be deleted (409 last_admin_key) while it is the
+//     only way in. What remains is a configuration that declares no admin key beside stored
+//     non-admin ones; the start-up log then warns and names the way back (--admin-keys,
+//     HERD_ADMIN_KEYS), which always works since configured keys need no store.
+//   - Comparisons: a key is looked up by its SHA-256 digest in a map. What the lookup's timing
+//     could reveal is how much of a digest matched, which says nothing usable about the key
+//     (finding a key with a chosen digest prefix is a preimage search); the key itself is never
+//     compared byte by byte with anything. The cluster token and the metrics token are compared
+//     as digests with crypto/subtle (auth.go). Keys never reach a log: records name tenants and
+//     key IDs; a wrong key is echoed to its sender only, redacted as OpenAI does.
 //   - Scopes: inference for /v1/chat/completions, /v1/completions, /v1/embeddings; batch for
 //     /v1/files and /v1/batches; either for /v1/models; admin for /admin/v1. A key lacking the
 //     scope gets 403 permission_error, naming the missing scope.
@@ -207,9 +222,17 @@ type tenantTable struct {
 	byName map[string]*tenant
 	// ordered lists the tenants by name, for the admin API.
 	ordered []*tenant
+	// mayOpen is true when the gateway listens on loopback only, where no key means open.
+	mayOpen bool
 }
 
-func (t *tenantTable) open() bool { return len(t.bySum) == 0 }
+// open reports whether the gateway serves everyone: no key at all, on a loopback listener. A
+// gateway on another address with no key (its store lost the keys it started with) is not
+// open: it refuses every request until a key is configured.
+func (t *tenantTable) open() bool { return len(t.bySum) == 0 && t.mayOpen }
+
+// noKeys reports whether no key exists at all.
+func (t *tenantTable) noKeys() bool { return len(t.bySum) == 0 }
 
 // lookup returns the tenant of token.
 func (t *tenantTable) lookup(token string) *tenant {
@@ -235,6 +258,8 @@ type keyring struct {
 	static map[[sha256.Size]byte]*tenant
 	st     store.Keys
 	cur    atomic.Pointer[tenantTable]
+	// mayOpen: the listener is loopback-only, so an empty table means an open gateway.
+	mayOpen bool
 	// mu serialises reloads, so an older generation never replaces a newer one.
 	mu sync.Mutex
 }
@@ -244,7 +269,7 @@ func shortSum(sum [sha256.Size]byte) string { return hex.EncodeToString(sum[:4])
 
 // newKeyring reads the configured tenants; cfg has been validated.
 func newKeyring(cfg Config, st store.Keys) (*keyring, error) {
-	r := &keyring{static: map[[sha256.Size]byte]*tenant{}, st: st}
+	r := &keyring{static: map[[sha256.Size]byte]*tenant{}, st: st, mayOpen: isLoopbackListen(cfg.Listen)}
 	names := map[string]bool{}
 	add := func(sum [sha256.Size]byte, t *tenant) error {
 		if prev, ok := r.static[sum]; ok {
@@ -299,7 +324,7 @@ func newKeyring(cfg Config, st store.Keys) (*keyring, error) {
 // build makes a new table from the static tenants and the stored keys and swaps it in. A stored
 // key whose name or digest a configured tenant already has is left out (the configuration wins).
 func (r *keyring) build(stored []store.APIKey) {
-	t := &tenantTable{bySum: make(map[[sha256.Size]byte]*tenant, len(r.static)+len(stored)), byName: map[string]*tenant{}}
+	t := &tenantTable{bySum: make(map[[sha256.Size]byte]*tenant, len(r.static)+len(stored)), byName: map[string]*tenant{}, mayOpen: r.mayOpen}
 	for sum, tn := range r.static {
 		t.bySum[sum] = tn
 		t.byName[tn.name] = tn
@@ -407,11 +432,12 @@ func (s *Server) requireScope(need scopeSet) gin.HandlerFunc {
 		if t == nil {
 			return
 		}
+		// Set before the check, so that the audit log names who was refused.
+		c.Set(tenantKey, t)
 		if !t.has(need) {
 			abortWithError(c, errScope(need))
 			return
 		}
-		c.Set(tenantKey, t)
 	}
 }
 
@@ -510,6 +536,10 @@ func (s *Server) handleCreateKey(c *gin.Context) {
 		abortWithError(c, errKeyNameTaken(body.Name))
 		return
 	}
+	if s.core.keys.table().noKeys() && scopes&scopeAdmin == 0 {
+		abortWithError(c, errFirstKeyNotAdmin(body.Name))
+		return
+	}
 	secret, err := newSecret()
 	if err != nil {
 		abortWithError(c, err)
@@ -535,10 +565,40 @@ func (s *Server) handleCreateKey(c *gin.Context) {
 		s.log.Warn("API keys reload after create failed", "err", err)
 	}
 	s.log.Info("API key created", "name", k.Name, "id", k.ID, "scopes", k.Scopes)
+	auditDetail(c, slog.String("key_id", k.ID), slog.String("key_name", k.Name), slog.Any("key_scopes", k.Scopes))
 	obj := newKeyObject(&tenant{id: k.ID, name: k.Name, scopes: scopes, rpm: k.RequestsPerMinute, tpm: k.TokensPerMinute,
 		source: sourceAPI, redacted: k.Redacted, created: k.CreatedAt})
 	obj.Value = secret
 	c.JSON(http.StatusCreated, obj)
+}
+
+// errFirstKeyNotAdmin refuses a first key without the admin scope: it would close the open
+// gateway to everyone without leaving a way to manage it.
+func errFirstKeyNotAdmin(name string) *APIError {
+	return &APIError{Status: http.StatusConflict, Type: errInvalidRequest, Code: "first_key_not_admin", Param: "scopes",
+		Message: fmt.Sprintf("No API key exists yet, so %q would be the first: it would close the gateway to callers without a key, "+
+			"and without the admin scope nobody could then manage keys, nodes or the dashboard. Create an admin key first "+
+			"(herd keys create ops --scopes admin,inference,batch, and keep its secret), then %q with that key.", name, name)}
+}
+
+// errLastAdminKey refuses to delete the only admin key: that would lock every admin out.
+func errLastAdminKey(name string) *APIError {
+	return &APIError{Status: http.StatusConflict, Type: errInvalidRequest, Code: "last_admin_key", Param: "id",
+		Message: fmt.Sprintf("API key %q is the only key with the admin scope: deleting it would leave nobody able to manage the gateway. "+
+			"Create another admin key first.", name)}
+}
+
+// lastAdmin reports whether t is the only tenant with the admin scope.
+func (tab *tenantTable) lastAdmin(t *tenant) bool {
+	if !t.has(scopeAdmin) {
+		return false
+	}
+	for _, o := range tab.ordered {
+		if o != t && o.has(scopeAdmin) {
+			return false
+		}
+	}
+	return true
 }
 
 func errKeyNameTaken(name string) *APIError {
@@ -548,9 +608,17 @@ func errKeyNameTaken(name string) *APIError {
 
 func (s *Server) handleDeleteKey(c *gin.Context) {
 	id := c.Param("id")
-	if t := s.findKey(id); t != nil && t.source == sourceConfig {
+	t := s.findKey(id)
+	if t != nil && t.source == sourceConfig {
 		abortWithError(c, badRequest("key_from_config", "id", "API key %q comes from the configuration; remove it there.", t.name))
 		return
+	}
+	if t != nil {
+		auditDetail(c, slog.String("key_id", t.id), slog.String("key_name", t.name))
+		if s.core.keys.table().lastAdmin(t) {
+			abortWithError(c, errLastAdminKey(t.name))
+			return
+		}
 	}
 	if err := s.bulkStore.DeleteKey(c.Request.Context(), id); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -566,4 +634,68 @@ func (s *Server) handleDeleteKey(c *gin.Context) {
 	}
 	s.log.Info("API key deleted", "id", id)
 	c.JSON(http.StatusOK, gin.H{"id": id, "object": "api_key.deleted", "deleted": true})
+}
+
+// logAuth says at start, truthfully, how the gateway authenticates: open (no key anywhere), or
+// keys required, with how many are configured and stored and how many can administer; and warns
+// when no admin key exists, naming the way back.
+func (s *Server) logAuth(listen string) {
+	tab := s.core.keys.table()
+	switch {
+	case tab.open():
+		s.log.Warn("no API key configured or stored: serving without authentication, on loopback only, until a key is created "+
+			"through /admin/v1/keys (the first must be an admin key)", "listen", listen)
+		return
+	case tab.noKeys():
+		s.log.Error("no API key configured or stored on a non-loopback listener: every request is refused (401) until one is; "+
+			"restart with --admin-keys KEY (or HERD_ADMIN_KEYS=KEY)", "listen", listen)
+		return
+	}
+	var configured, stored, admins int
+	for _, t := range tab.ordered {
+		if t.source == sourceConfig {
+			configured++
+		} else {
+			stored++
+		}
+		if t.has(scopeAdmin) {
+			admins++
+		}
+	}
+	metricsAuth := "admin keys"
+	if !s.core.metricsKeys.empty() {
+		metricsAuth = "admin keys or the metrics token"
+	}
+	s.log.Info("API keys required", "listen", listen, "configured_keys", configured, "stored_keys", stored, "admin_keys", admins,
+		"metrics_readable_with", metricsAuth)
+	if admins == 0 {
+		s.log.Warn("no key has the admin scope: /admin/v1 (herd nodes, herd keys, the dashboard) refuses every key; " +
+			"restart the gateway with --admin-keys KEY (or HERD_ADMIN_KEYS=KEY) to get an admin key back")
+	}
+}
+
+// metricsAuth guards /metrics: open while the gateway is (no key at all); otherwise the caller
+// must show the metrics token (Prometheus's bearer token) or a key with the admin scope.
+func (s *Server) metricsAuth() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		tab := s.core.keys.table()
+		if tab.open() {
+			return
+		}
+		token, ok := bearer(c.GetHeader("Authorization"))
+		if !ok {
+			abortWithError(c, errNoKey())
+			return
+		}
+		if !s.core.metricsKeys.empty() && s.core.metricsKeys.match(token) {
+			return
+		}
+		t := tab.lookup(token)
+		switch {
+		case t == nil:
+			abortWithError(c, errBadKey(token))
+		case !t.has(scopeAdmin):
+			abortWithError(c, errScope(scopeAdmin))
+		}
+	}
 }

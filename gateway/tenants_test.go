@@ -8,6 +8,10 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -380,7 +384,7 @@ func TestRateLimits(t *testing.T) {
 	if status != 200 || h.Get("X-Ratelimit-Remaining-Tokens") != strconv.Itoa(100-8-est) {
 		t.Fatalf("second: %d remaining %s, want %d (usage 8 settled)", status, h.Get("X-Ratelimit-Remaining-Tokens"), 100-8-est)
 	}
-	_, _, metricsText := g.do(t, "GET", "/metrics", "", "", nil)
+	_, _, metricsText := g.do(t, "GET", "/metrics", testAdminKey, "", nil)
 	for _, want := range []string{`herd_rate_limited_total{limit="requests",tenant="rpm"} 1`, `herd_tenant_tokens_total{tenant="tpm"} 16`} {
 		if !strings.Contains(string(metricsText), want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -429,6 +433,68 @@ func TestOllamaRoutesTenants(t *testing.T) {
 		}
 		if status == 429 && (h.Get("Retry-After") == "" || h.Get("X-Ratelimit-Remaining-Requests") != "0") {
 			t.Errorf("429 headers: %v", h)
+		}
+	}
+}
+
+// TestScopeTableMatchesREADME reads the scope table of the README and checks it against the
+// routes: a key holding only one scope is let through (neither 401 nor 403) on every route its
+// row lists, and refused (403) on every route listed only in other rows. So the table a batch
+// user reads (the model listings, /api/tags included, next to files and batches) is what the
+// gateway does.
+func TestScopeTableMatchesREADME(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{}
+	for line := range strings.Lines(string(readme)) {
+		for _, scope := range []string{ScopeInference, ScopeBatch, ScopeAdmin} {
+			prefix := "| `" + scope + "` |"
+			if !strings.HasPrefix(line, prefix) {
+				continue
+			}
+			for _, m := range regexp.MustCompile("`(/[^`]*)`").FindAllStringSubmatch(line[len(prefix):], -1) {
+				path := strings.Replace(m[1], "/*", "/nodes", 1) // /admin/v1/* → one admin route
+				rows[scope] = append(rows[scope], path)
+			}
+		}
+	}
+	if len(rows[ScopeInference]) < 8 || len(rows[ScopeBatch]) < 3 || len(rows[ScopeAdmin]) < 1 {
+		t.Fatalf("the README's scope table was not found or is short: %v", rows)
+	}
+	const adminOnly = "sk-adminonly-0123456789ab"
+	g := tenantGW(t, func(c *Config) {
+		c.Tenants = append(c.Tenants, TenantConfig{Name: "admin-only", Key: adminOnly, Scopes: []string{ScopeAdmin}})
+	})
+	keys := map[string]string{ScopeInference: inferKey, ScopeBatch: bobKey, ScopeAdmin: adminOnly}
+	gets := []string{"/v1/models", "/api/tags", "/api/ps", "/v1/files", "/v1/batches", "/admin/v1/nodes"}
+	call := func(key, path string) int {
+		method, body := http.MethodPost, io.Reader(strings.NewReader("{}"))
+		if slices.Contains(gets, path) {
+			method, body = http.MethodGet, nil
+		}
+		status, _, _ := g.do(t, method, path, key, "application/json", body)
+		return status
+	}
+	for scope, paths := range rows {
+		for _, path := range paths {
+			if status := call(keys[scope], path); status == http.StatusUnauthorized || status == http.StatusForbidden {
+				t.Errorf("a %s key on %s (its row in the README): %d", scope, path, status)
+			}
+		}
+		for other, otherPaths := range rows {
+			if other == scope {
+				continue
+			}
+			for _, path := range otherPaths {
+				if slices.Contains(paths, path) {
+					continue
+				}
+				if status := call(keys[scope], path); status != http.StatusForbidden {
+					t.Errorf("a %s key on %s (listed only for %s): %d, want 403", scope, path, other, status)
+				}
+			}
 		}
 	}
 }

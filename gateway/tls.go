@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -132,7 +134,9 @@ func (s *Server) nodeAuth() gin.HandlerFunc {
 			node, err := s.pki.PeerNode(c.Request.TLS)
 			switch {
 			case errors.Is(err, clusterpki.ErrRevoked):
-				s.log.Warn("refused a revoked node", "node", node, "remote", c.Request.RemoteAddr, "path", c.Request.URL.Path)
+				if s.firstInMinute(node, time.Now()) {
+					s.log.Warn("refused a revoked node (logged once a minute per node)", "node", node, "remote", c.Request.RemoteAddr, "path", c.Request.URL.Path)
+				}
 				abortWithError(c, &APIError{Status: http.StatusForbidden, Type: errPermission, Code: agentapi.CodeNodeRevoked,
 					Message: "This node's certificate was revoked; join again with a new join token."})
 			case err != nil:
@@ -152,9 +156,20 @@ func (s *Server) nodeAuth() gin.HandlerFunc {
 	}
 }
 
+// firstInMinute reports whether key was not seen in the last minute, and notes it: refusals
+// repeat every heartbeat, their log lines need not.
+func (s *Server) firstInMinute(key string, now time.Time) bool {
+	if v, ok := s.refusalLogged.Load(key); ok && now.Sub(v.(time.Time)) < time.Minute {
+		return false
+	}
+	s.refusalLogged.Store(key, now)
+	return true
+}
+
 // checkClaim refuses a heartbeat whose node ID (or address) is not its certificate's, and a
 // token-authenticated heartbeat for a node ID that has a certificate. Refusals are logged.
 func (s *Server) checkClaim(c *gin.Context, hb *agentapi.Heartbeat) error {
+	s.noteH2C(hb)
 	node := c.GetString(ctxCertNode)
 	if node == "" {
 		if _, ok := s.certNodes.Load(hb.NodeID); ok {
@@ -165,8 +180,10 @@ func (s *Server) checkClaim(c *gin.Context, hb *agentapi.Heartbeat) error {
 		return nil
 	}
 	if hb.NodeID != node {
-		s.log.Warn("refused a heartbeat: its certificate names another node",
-			"claimed", hb.NodeID, "certificate", node, "remote", c.Request.RemoteAddr)
+		if s.firstInMinute("claim:"+node+">"+hb.NodeID, time.Now()) {
+			s.log.Warn("refused a heartbeat: its certificate names another node",
+				"claimed", hb.NodeID, "certificate", node, "remote", c.Request.RemoteAddr)
+		}
 		return identityMismatch("This certificate belongs to node %q, not %q.", node, hb.NodeID)
 	}
 	host, err := clusterpki.AdvertisedHost(hb.Address)
@@ -329,6 +346,49 @@ func (s *Server) handleRevoke(c *gin.Context) {
 	}
 	s.log.Warn("admin revoked a node", "node", id, "remote", c.Request.RemoteAddr)
 	c.JSON(http.StatusOK, api.Revocation{Node: id, Revoked: true})
+}
+
+// noteH2C records an agent on loopback whose plain-HTTP listener speaks HTTP/2 without TLS, for
+// the request path's transport (agentRoundTripper).
+func (s *Server) noteH2C(hb *agentapi.Heartbeat) {
+	if !hb.H2C || s.h2cHosts == nil {
+		return
+	}
+	u, err := url.Parse(hb.Address)
+	if err != nil || u.Scheme != "http" {
+		return
+	}
+	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() {
+		s.h2cHosts.Store(u.Host, struct{}{})
+	}
+}
+
+// agentRoundTripper is the request path's transport to agents: HTTP/2 with mutual TLS to
+// joined agents (base, see withAgentTLS), HTTP/2 without TLS (h2c) to agents on loopback that
+// said in their heartbeat that they speak it, and HTTP/1.1 to any other plain-HTTP agent.
+type agentRoundTripper struct {
+	base  *http.Transport
+	h2c   *http.Transport
+	hosts *sync.Map
+}
+
+// RoundTrip implements http.RoundTripper.
+func (rt *agentRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme == "http" {
+		if _, ok := rt.hosts.Load(r.URL.Host); ok {
+			return rt.h2c.RoundTrip(r)
+		}
+	}
+	return rt.base.RoundTrip(r)
+}
+
+// newAgentRoundTripper builds the transport to agents; hosts fills as loopback agents announce h2c.
+func newAgentRoundTripper(tlsConf *tls.Config, hosts *sync.Map) *agentRoundTripper {
+	h2c := newAgentTransport()
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h2c.Protocols = &p
+	return &agentRoundTripper{base: withAgentTLS(newAgentTransport(), tlsConf), h2c: h2c, hosts: hosts}
 }
 
 // withAgentTLS gives the request path's transport to agents the cluster's client TLS and

@@ -6,9 +6,12 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,4 +223,117 @@ func FuzzJoinEndpoint(f *testing.F) {
 			t.Fatalf("status %d for %q: %s", w.Code, body, w.Body)
 		}
 	})
+}
+
+// The request path's transport to agents speaks HTTP/2 over TLS, many streams on one connection.
+func TestAgentTransportIsHTTP2(t *testing.T) {
+	s := newTLSServer(t)
+	var conns atomic.Int32
+	agent := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = w.Write([]byte(r.Proto))
+	}))
+	agent.EnableHTTP2 = true
+	agent.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	agent.StartTLS()
+	defer agent.Close()
+	conf := s.agentClientTLS()
+	conf.RootCAs = x509.NewCertPool()
+	conf.RootCAs.AddCert(agent.Certificate())
+	conf.VerifyConnection = nil // httptest's certificate is not a node's
+	rt := withAgentTLS(newAgentTransport(), conf)
+	// One request opens the connection (concurrent first requests each dial one, as net/http
+	// does); the next 50 at once share it.
+	if req, _ := http.NewRequest(http.MethodGet, agent.URL, nil); true {
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodGet, agent.URL, nil)
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				t.Errorf("proto %s", resp.Proto)
+			}
+		})
+	}
+	wg.Wait()
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("51 requests (50 at once) took %d connections, want 1", n)
+	}
+}
+
+// A loopback agent that announces h2c gets HTTP/2 without TLS, on one connection; one that does
+// not, or one off loopback, gets HTTP/1.1.
+func TestAgentRoundTripperH2C(t *testing.T) {
+	var conns atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(r.Proto)) })}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv.Protocols = &p
+	srv.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	s := &Server{h2cHosts: &sync.Map{}}
+	rt := newAgentRoundTripper(nil, s.h2cHosts)
+	addr := "http://" + ln.Addr().String()
+	proto := func() string {
+		req, _ := http.NewRequest(http.MethodGet, addr, nil)
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.Proto
+	}
+	if got := proto(); got != "HTTP/1.1" {
+		t.Fatalf("before the agent announced h2c: %s", got)
+	}
+	s.noteH2C(&agentapi.Heartbeat{Address: "http://10.0.0.9:9090", H2C: true}) // not loopback: ignored
+	s.noteH2C(&agentapi.Heartbeat{Address: "https://127.0.0.1:1", H2C: true})  // TLS: ignored
+	s.noteH2C(&agentapi.Heartbeat{Address: addr, H2C: true})
+	if got := proto(); got != "HTTP/2.0" {
+		t.Fatalf("after the agent announced h2c: %s", got)
+	}
+	before := conns.Load()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if got := proto(); got != "HTTP/2.0" {
+				t.Errorf("after the agent announced h2c: %s", got)
+			}
+		})
+	}
+	wg.Wait()
+	if n := conns.Load() - before; n != 0 {
+		t.Fatalf("20 h2c requests at once on a warm connection opened %d more", n)
+	}
+	n := 0
+	s.h2cHosts.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Fatalf("%d hosts recorded, want only the loopback one", n)
+	}
 }

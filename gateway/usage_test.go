@@ -283,7 +283,7 @@ func TestRequestMetering(t *testing.T) {
 	io.Copy(io.Discard, br)
 	resp.Body.Close()
 
-	mresp := g.get(t, "/metrics", "")
+	mresp := g.get(t, "/metrics", testMetricsToken)
 	text, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
 	// The key's tenant, as --api-keys names it.

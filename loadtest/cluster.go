@@ -160,6 +160,11 @@ func StartSimCluster(ctx context.Context, o SimClusterOptions) (*Cluster, error)
 	if o.Policy != "" {
 		gwArgs = append(gwArgs, "--policy", o.Policy)
 	}
+	if o.Listen != "" {
+		// A simulated cluster's gateway on a LAN address stays plain HTTP (its agents are on
+		// loopback); the gateway warns that it is.
+		gwArgs = append(gwArgs, "--insecure")
+	}
 	gwArgs = append(gwArgs, o.GatewayArgs...)
 	if c.Gateway, c.URL, err = startListening(ctx, "gateway", o.Binary, gwArgs, o.Listen, c.LogDir, "/healthz"); err != nil {
 		return fail(err)

@@ -41,6 +41,9 @@ var scenarios = []struct {
 	{ScenarioBatchMix, func(ctx context.Context, _ string, o ScenarioOptions) (ScenarioReport, error) {
 		return report(runBatchMix(ctx, o))
 	}},
+	{ScenarioScale, func(ctx context.Context, _ string, o ScenarioOptions) (ScenarioReport, error) {
+		return report(runScale(ctx, o))
+	}},
 }
 
 // report returns a scenario's report as a ScenarioReport: nil on error, so a caller never holds
@@ -110,6 +113,12 @@ type ScenarioOptions struct {
 	Progress io.Writer
 	// LogDir keeps the started processes' logs there (default: a temporary directory, removed).
 	LogDir string
+	// Nodes are the fleet sizes the scale scenario measures (default ScaleDefaultNodes), and
+	// HeartbeatWindow how long it measures heartbeats alone (default ScaleDefaultHeartbeatS).
+	Nodes           []int
+	HeartbeatWindow time.Duration
+	// RedisURL, when set, makes the scale scenario also measure two gateways sharing that Redis.
+	RedisURL string
 }
 
 // ScenarioReport is a scenario's result, printable in three forms.

@@ -91,6 +91,17 @@ func cloneGPU(p GPUProfile) GPUProfile {
 	return p
 }
 
+// GPUProfileNamed finds a built-in profile by the name NVML reports ("Tesla T4"), case-insensitively,
+// copying only the one found: the gateway asks for every GPU of every heartbeat.
+func GPUProfileNamed(name string) (GPUProfile, bool) {
+	for i := range gpuProfiles {
+		if strings.EqualFold(gpuProfiles[i].Name, name) {
+			return cloneGPU(gpuProfiles[i]), true
+		}
+	}
+	return GPUProfile{}, false
+}
+
 // GPUProfiles returns the built-in GPU profiles, a fresh copy each call, in a stable order.
 func GPUProfiles() []GPUProfile {
 	out := make([]GPUProfile, len(gpuProfiles))

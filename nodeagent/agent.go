@@ -23,10 +23,12 @@
 //     that its registry is shared (Redis: every gateway reads it). A gateway whose registry is
 //     its own (embedded, or Redis unreachable) answers "local", and the agent then sends the
 //     heartbeat to every other gateway in its list as well.
-//   - Each start of the agent has its own instance ID, sent in every heartbeat. A gateway refuses
-//     (409 node_id_conflict) an instance claiming a node ID another live instance at another
-//     address holds; the agent then logs an error naming the holder and keeps trying every
-//     interval, so it takes the ID over once the holder stops. It does not exit: a supervisor
+//   - Each start of the agent has its own instance ID, sent in every heartbeat and logged only
+//     as agentapi.InstanceFingerprint. A gateway refuses (409 node_id_conflict) an instance
+//     claiming a node ID another live instance holds (at any address, so a restarted agent too
+//     waits until its previous start has been silent for the stale window); the agent then logs
+//     an error naming the holder and keeps trying every interval, so it takes the ID over once
+//     the holder stops. It does not exit: a supervisor
 //     would only restart it into the same refusal.
 package nodeagent
 
@@ -379,6 +381,7 @@ func (a *Agent) Heartbeat(ctx context.Context) agentapi.Heartbeat {
 		IntervalMS:     a.cfg.HeartbeatInterval.Milliseconds(),
 		SentAt:         now,
 		StartedAt:      a.startedAt,
+		H2C:            a.cfg.Certs == nil,
 	}
 	if hb.GPUs == nil {
 		hb.GPUs = []agentapi.GPU{}
@@ -541,6 +544,7 @@ type gatewayLink struct {
 	url                 string
 	failing, everOK     bool
 	refused             bool
+	revoked             bool
 	failures            int
 	lastRefusalLoggedAt time.Time
 }
@@ -628,10 +632,18 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 			if !l.refused || now.Sub(l.lastRefusalLoggedAt) >= time.Minute {
 				log.Error("gateway refused this agent: its node id is held by another live agent; "+
 					"this node gets no work until that agent stops (retrying every interval) or this one gets another --node-id",
-					"instance", a.instance, "err", err)
+					"instance_fp", agentapi.InstanceFingerprint(a.instance), "err", err)
 				l.lastRefusalLoggedAt = now
 			}
 			l.refused = true
+			return reply, err
+		}
+		var ae *agentapi.APIError
+		if errors.As(err, &ae) && ae.Code == agentapi.CodeNodeRevoked {
+			if !l.revoked {
+				log.Error("this node's certificates were revoked: gateways refuse it; remove the --data folder and join again with a new join token", "err", err)
+			}
+			l.revoked = true
 			return reply, err
 		}
 		l.failures++
@@ -643,7 +655,7 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 	}
 	switch {
 	case l.refused:
-		log.Info("node id acquired: heartbeat accepted", "instance", a.instance)
+		log.Info("node id acquired: heartbeat accepted", "instance_fp", agentapi.InstanceFingerprint(a.instance))
 	case l.failing:
 		log.Info("heartbeat accepted again", "failed_beats", l.failures)
 	case !l.everOK:

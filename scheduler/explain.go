@@ -58,6 +58,12 @@ type NodeExplanation struct {
 // or its scores. It allocates; it is for operators, not the request path.
 func (s *Scheduler) Explain(req *Request, snap *Snapshot) Explanation {
 	var d Decision
+	if snap != nil && snap.ByModel != nil {
+		// An operator wants every node's own reason, which only a scan of every node gives.
+		full := *snap
+		full.ByModel = nil
+		snap = &full
+	}
 	s.Pick(req, snap, &d)
 	ex := Explanation{Policy: s.cfg.Policy, Weights: s.cfg.Weights, Order: []string{}, Nodes: []NodeExplanation{}}
 	if req == nil || snap == nil {

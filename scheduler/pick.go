@@ -98,9 +98,20 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 	median := -1.0 // the cluster median speed, computed on first need
 	minCost := math.Inf(1)
 	affNode, affBest := -1, 0.0
-	for i := range snap.Nodes {
+	listed, indexed := snap.nodesWith(req.Model)
+	count := n
+	if indexed {
+		count = len(listed)
+		d.Unlisted = n - len(listed)
+	}
+	for k := range count {
+		var i, mi int
+		if indexed {
+			i, mi = int(listed[k].Node), int(listed[k].Model)
+		} else {
+			i, mi = k, findModel(&snap.Nodes[k], req.Model)
+		}
 		node := &snap.Nodes[i]
-		mi := findModel(node, req.Model)
 		if r := s.filter(req, node, mi); r != ReasonNone {
 			d.Rejections = append(d.Rejections, Rejection{Node: i, Reason: r})
 			continue
@@ -112,7 +123,7 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 		e.tps, e.tpsSource = nodeSpeed(node, mi, modelWeights(req, m))
 		if e.tps == 0 {
 			if median < 0 {
-				median = clusterMedianSpeed(snap, req.Model, &d.speeds)
+				median = clusterMedianSpeed(snap, req.Model, listed, indexed, &d.speeds)
 			}
 			e.tps, e.tpsSource = median, tpsCluster
 			if median == 0 {

@@ -143,7 +143,8 @@ func (s *Scheduler) Plan(req PlacementRequest, snap *Snapshot) PlacementPlan {
 	for i := range opts {
 		if opts[i].tps == 0 {
 			if median == 0 {
-				if median = clusterMedianSpeed(snap, req.Model, &buf); median == 0 {
+				listed, indexed := snap.nodesWith(req.Model)
+				if median = clusterMedianSpeed(snap, req.Model, listed, indexed, &buf); median == 0 {
 					median = s.cfg.DefaultTokensPerSecond
 				}
 			}

@@ -92,6 +92,39 @@ type Request struct {
 type Snapshot struct {
 	Now   time.Time
 	Nodes []Node
+	// ByModel, when set, lists for each model name the nodes whose Models name it (ascending by
+	// node), so that a request looks only at the nodes that could serve it: in a fleet of many
+	// models that is a fraction of the nodes. A nil ByModel makes Pick look at every node. Build
+	// it with IndexByModel.
+	ByModel map[string][]ModelRef
+}
+
+// ModelRef is one node's listing of a model: Snapshot.Nodes[Node].Models[Model].
+type ModelRef struct {
+	Node, Model int32
+}
+
+// IndexByModel builds the ByModel index of nodes. A name a node lists twice refers to its first.
+func IndexByModel(nodes []Node) map[string][]ModelRef {
+	idx := make(map[string][]ModelRef)
+	for i := range nodes {
+		for j := range nodes[i].Models {
+			name := nodes[i].Models[j].Name
+			if l := idx[name]; len(l) == 0 || l[len(l)-1].Node != int32(i) {
+				idx[name] = append(l, ModelRef{Node: int32(i), Model: int32(j)})
+			}
+		}
+	}
+	return idx
+}
+
+// nodesWith returns the nodes that list model when the snapshot is indexed; ok is false when it
+// is not (every node must then be looked at).
+func (s *Snapshot) nodesWith(model string) (idx []ModelRef, ok bool) {
+	if s.ByModel == nil {
+		return nil, false
+	}
+	return s.ByModel[model], true
 }
 
 // Node is one node as the scheduler sees it.
@@ -254,6 +287,10 @@ type Rejection struct {
 type Decision struct {
 	Candidates []Candidate
 	Rejections []Rejection
+	// Unlisted counts the nodes of an indexed snapshot (Snapshot.ByModel) that do not list the
+	// model at all: Pick does not look at them, so they are not in Rejections one by one (their
+	// reason is ReasonModelUnavailable).
+	Unlisted int
 	// Policy is the policy that made the decision.
 	Policy string
 
@@ -270,6 +307,7 @@ type Decision struct {
 func (d *Decision) Reset() {
 	d.Candidates = d.Candidates[:0]
 	d.Rejections = d.Rejections[:0]
+	d.Unlisted = 0
 	d.Policy = ""
 }
 

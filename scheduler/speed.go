@@ -80,15 +80,27 @@ func nodeSpeed(node *Node, mi int, weights uint64) (float64, tpsSource) {
 }
 
 // clusterMedianSpeed is the median measured speed of model over the snapshot's nodes that are
-// not stale, or 0 when none measured it. buf is reused scratch.
-func clusterMedianSpeed(snap *Snapshot, model string, buf *[]float64) float64 {
+// not stale, or 0 when none measured it; with indexed, only the listed nodes can know it. buf is
+// reused scratch.
+func clusterMedianSpeed(snap *Snapshot, model string, listed []ModelRef, indexed bool, buf *[]float64) float64 {
 	v := (*buf)[:0]
-	for i := range snap.Nodes {
-		n := &snap.Nodes[i]
+	count := len(snap.Nodes)
+	if indexed {
+		count = len(listed)
+	}
+	for k := range count {
+		var n *Node
+		var mi int
+		if indexed {
+			n, mi = &snap.Nodes[listed[k].Node], int(listed[k].Model)
+		} else {
+			n = &snap.Nodes[k]
+			mi = findModel(n, model)
+		}
 		if n.Stale {
 			continue
 		}
-		if mi := findModel(n, model); mi >= 0 && validSpeed(n.Models[mi].TokensPerSecond) {
+		if mi >= 0 && validSpeed(n.Models[mi].TokensPerSecond) {
 			v = append(v, n.Models[mi].TokensPerSecond)
 		}
 	}

@@ -185,7 +185,7 @@ func imageTagged(image string) bool {
 // unauthenticatedRoutes are the GET routes each herd server answers without a key, which probes
 // may use; TestDeployRoutesAreReal checks them against the running binaries.
 var unauthenticatedRoutes = map[string][]string{
-	"gateway": {"/healthz", "/readyz", "/metrics"},
+	"gateway": {"/healthz", "/readyz"},
 	"agent":   {"/healthz"},
 }
 
@@ -511,7 +511,12 @@ func TestDeployAlertRules(t *testing.T) {
 			data, _ := os.ReadFile(filepath.Join(dir, "prometheus.yml"))
 			abs, _ := filepath.Abs(filepath.Join(dir, "herd-alerts.yml"))
 			tmp := filepath.Join(t.TempDir(), "prometheus.yml")
-			os.WriteFile(tmp, bytes.ReplaceAll(data, []byte("/etc/prometheus/herd-alerts.yml"), []byte(abs)), 0o644)
+			data = bytes.ReplaceAll(data, []byte("/etc/prometheus/herd-alerts.yml"), []byte(abs))
+			// and the scrape token's secret file to one that exists (promtool checks it).
+			token := filepath.Join(t.TempDir(), "herd_metrics_token")
+			os.WriteFile(token, []byte("scrape-token\n"), 0o600)
+			data = bytes.ReplaceAll(data, []byte("/run/secrets/herd_metrics_token"), []byte(token))
+			os.WriteFile(tmp, data, 0o644)
 			args[2] = tmp
 		}
 		cmd := exec.Command(bin, args...)

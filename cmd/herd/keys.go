@@ -42,7 +42,11 @@ func newKeysCmd() *cobra.Command {
 	create := &cobra.Command{
 		Use:   "create NAME --scopes inference,batch [--rpm N] [--tpm N]",
 		Short: "Create an API key; its secret is printed this once",
-		Args:  cobra.ExactArgs(1),
+		Long: "Create an API key; its secret is printed this once.\n\n" +
+			"On a gateway with no key yet the first key closes it to callers without a key, so it must have the admin scope\n" +
+			"(herd keys create ops --scopes admin,inference,batch); the gateway refuses a non-admin first key. Lost every\n" +
+			"admin key? Restart the gateway with HERD_ADMIN_KEYS=KEY (or --admin-keys) and use that key.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Name = args[0]
 			k, err := cf.client().CreateKey(cmd.Context(), req)

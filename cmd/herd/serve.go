@@ -90,13 +90,20 @@ func commonFlags(fs *pflag.FlagSet, doc *document) {
 func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.StringVar(&g.Listen, "listen", g.Listen, "address to serve the OpenAI API on")
 	fs.StringVar(&g.DataDir, "data", g.DataDir, "data directory (files, batches, embedded store)")
-	fs.StringVar(&g.ClusterToken, "cluster-token", g.ClusterToken, "shared secret between gateway and agents")
+	fs.StringVar(&g.ClusterToken, "cluster-token", g.ClusterToken, "shared secret between gateway and agents: the weaker lab mode (with TLS, agents join with herd nodes join-token instead)")
 	listFlag(fs, &g.APIKeys, "api-keys", "client API keys ('Authorization: Bearer KEY'): tenants with scopes inference and batch, not admin")
 	listFlag(fs, &g.AdminKeys, "admin-keys", "admin API keys: tenants with scopes inference, batch and admin (/admin/v1)")
 	fs.Int64Var(&g.MaxBodyBytes, "max-body-bytes", g.MaxBodyBytes, "largest request body accepted on the inference routes (and batch input line)")
 	fs.DurationVar(&g.BodyReadTimeout, "body-read-timeout", g.BodyReadTimeout, "longest a client may pause while sending a request body (400 past it)")
 	fs.DurationVar(&g.ReadHeaderTimeout, "read-header-timeout", g.ReadHeaderTimeout, "longest wait for a request's headers")
 	fs.DurationVar(&g.IdleTimeout, "idle-timeout", g.IdleTimeout, "idle keep-alive connections are closed after this long")
+	fs.Int64Var(&g.BodyMinRate, "body-min-rate", g.BodyMinRate, "least average rate (bytes/s) a request body must keep after its first --body-read-timeout (400 below it; negative: none)")
+	fs.DurationVar(&g.BodyMaxDuration, "body-max-duration", g.BodyMaxDuration, "longest a request body may take in all (400 past it; negative: no bound)")
+	fs.IntVar(&g.MaxConnections, "max-connections", g.MaxConnections, "client connections held at once; more are closed at once (negative: no cap)")
+	fs.IntVar(&g.MaxConnectionsPerClient, "max-connections-per-client", g.MaxConnectionsPerClient, "connections one client address holds at once (behind --trusted-proxies: requests in flight per forwarded client; negative: no cap)")
+	listFlag(fs, &g.TrustedProxies, "trusted-proxies", "addresses or CIDRs of load balancers / reverse proxies whose X-Forwarded-For names the client")
+	fs.StringVar(&g.MetricsToken, "metrics-token", g.MetricsToken, "bearer token that may read /metrics besides admin keys (Prometheus's scrape token)")
+	fs.StringVar(&g.AuditLog, "audit-log", g.AuditLog, "also append audit records (admin actions and refusals) to this file as JSON lines")
 	fs.StringVar(&g.Scheduler.Policy, "policy", g.Scheduler.Policy, "scheduling policy: herd, least_inflight or round_robin")
 	fs.IntVar(&g.MaxAttempts, "max-attempts", g.MaxAttempts, "nodes one request is tried on before the client sees an error")
 	fs.DurationVar(&g.HeartbeatInterval, "heartbeat-interval", g.HeartbeatInterval, "expected agent heartbeat interval (3 missed: node out of the schedule)")
@@ -210,9 +217,6 @@ func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready
 		return fmt.Errorf("gateway: %w", err)
 	}
 	addr := ln.Addr().String()
-	if len(cfg.APIKeys) == 0 && len(cfg.AdminKeys) == 0 && len(cfg.Tenants) == 0 {
-		log.Warn("no API key configured: serving without authentication, on loopback only, until a key is created through /admin/v1/keys", "listen", addr)
-	}
 	scheme := "http"
 	if cfg.TLSEnabled() {
 		scheme = "https"
@@ -479,7 +483,12 @@ func runUp(ctx context.Context, doc document, log *slog.Logger, out interface{ W
 		} else {
 			fmt.Fprintf(out, "  backend: %s\n", r.backend)
 		}
-		fmt.Fprintf(out, "  dashboard: %[1]s://%[2]s/   metrics: %[1]s://%[2]s/metrics\n  curl %[1]s://%[2]s/v1/models\n  herd nodes --url %[1]s://%[2]s\n\n", scheme, gwAddr)
+		if scheme == "https" {
+			ca := filepath.Join(doc.Gateway.DataDir, "pki", "ca.crt")
+			fmt.Fprintf(out, "  dashboard: https://%[1]s/   metrics: https://%[1]s/metrics   (trust %[2]s)\n  curl --cacert %[2]s https://%[1]s/v1/models\n  herd nodes --url https://%[1]s --ca-file %[2]s\n\n", gwAddr, ca)
+		} else {
+			fmt.Fprintf(out, "  dashboard: http://%[1]s/   metrics: http://%[1]s/metrics\n  curl http://%[1]s/v1/models\n  herd nodes --url http://%[1]s\n\n", gwAddr)
+		}
 	case <-gctx.Done():
 	}
 	return g.Wait()

@@ -16,7 +16,7 @@ import (
 )
 
 func newToolCmds() []*cobra.Command {
-	return []*cobra.Command{newSimCmd(), newLoadtestCmd(), newFakeBackendCmd(), newPlanCmd()}
+	return []*cobra.Command{newSimCmd(), newLoadtestCmd(), newFakeBackendCmd(), newFakeFleetCmd(), newPlanCmd()}
 }
 
 // The models of a `herd sim` cluster: the README's quickstart models (the same as `herd up`'s
@@ -102,6 +102,8 @@ type loadtestFlags struct {
 	attainment, capStart, capTolerance                                         float64
 	capProbes, batchLines                                                      int
 	logDir, promptTokens, outputTokens                                         string
+	nodes                                                                      []int
+	redisURL                                                                   string
 }
 
 func newLoadtestCmd() *cobra.Command {
@@ -123,7 +125,11 @@ func newLoadtestCmd() *cobra.Command {
 			"                   durations, SLOs and latencies are simulated time (see --sim-speed).\n" +
 			"--scenario batch-mix runs interactive chat-short at --rps alone and then beside a bulk job of\n" +
 			"                   --batch-lines lines, and reports the batch's share of the tokens/s and the\n" +
-			"                   interactive TTFT tail of both runs.",
+			"                   interactive TTFT tail of both runs.\n" +
+			"--scenario scale   runs a fake fleet of --nodes nodes (another process, 1 Hz heartbeats, 8 GPUs and\n" +
+			"                   10 of 200 models a node) against a gateway and reports the gateway's heartbeat\n" +
+			"                   CPU, Pick and snapshot-build times, RSS and /admin/v1/nodes latency per size\n" +
+			"                   (with --redis-url, also two gateways sharing it).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLoadtest(cmd, f) },
 	}
@@ -161,6 +167,8 @@ func newLoadtestCmd() *cobra.Command {
 	fs.StringVar(&f.outputTokens, "output-tokens", "", "synthetic workload: output length distribution, as max_tokens (default 128)")
 	fs.IntVar(&f.batchLines, "batch-lines", 0, "lines of the bulk job of the mixed workload and batch-mix (default 200; batch-mix 2000)")
 	fs.StringVar(&f.logDir, "log-dir", "", "keep the scenario processes' logs in this directory")
+	fs.IntSliceVar(&f.nodes, "nodes", nil, "scale: fleet sizes to measure (default 10,100,1000)")
+	fs.StringVar(&f.redisURL, "redis-url", "", "scale: also measure two gateways sharing this Redis")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no progress lines")
 	return cmd
 }
@@ -213,8 +221,8 @@ func runLoadtest(cmd *cobra.Command, f loadtestFlags) error {
 		r, err := loadtest.RunScenario(cmd.Context(), f.scenario, loadtest.ScenarioOptions{
 			Binary: exe, Load: opts, Policies: f.policies, GPUs: f.gpus, SimSpeed: f.simSpeed,
 			KillNodeAt: f.killNodeAt, KillNode: f.killNode, Progress: progress, LogDir: f.logDir,
-			Attainment: f.attainment,
-			Search:     loadtest.SearchOptions{Start: f.capStart, MaxProbes: f.capProbes, Tolerance: f.capTolerance},
+			Attainment: f.attainment, Nodes: f.nodes, RedisURL: f.redisURL,
+			Search: loadtest.SearchOptions{Start: f.capStart, MaxProbes: f.capProbes, Tolerance: f.capTolerance},
 		})
 		if err != nil {
 			return err
@@ -290,6 +298,33 @@ func newFakeBackendCmd() *cobra.Command {
 	cmd.Flags().StringVar(&addr, "listen", "127.0.0.1:8000", "address")
 	cmd.Flags().StringVar(&mode, "mode", "ok", "fault mode: ok, error, slow, hang or flaky")
 	cmd.Flags().IntVar(&opts.Chunks, "chunks", 20, "content chunks per response")
+	return cmd
+}
+
+func newFakeFleetCmd() *cobra.Command {
+	var gateways string
+	var o loadtest.FleetOptions
+	cmd := &cobra.Command{
+		Use:   "fake-fleet",
+		Short: "Serve a fleet of fake nodes that heartbeat to a gateway (for the scale benchmark)",
+		Long: "fake-fleet pretends to be --nodes agents in one process: each heartbeats to --gateway every\n" +
+			"--interval with 8 GPUs and 10 of 200 models (Zipf popularity), and answers inference with the\n" +
+			"fake backend under its own path prefix. No GPU and no model: it measures the gateway's cost.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Gateways = splitList(gateways)
+			return loadtest.ServeFleet(cmd.Context(), o, func(url string) {
+				fmt.Fprintf(cmd.OutOrStdout(), "fake fleet of %d nodes serving on %s\n", o.Nodes, url)
+			})
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&gateways, "gateway", "http://127.0.0.1:8080", "gateway URL(s), comma-separated")
+	fs.StringVar(&o.Token, "cluster-token", os.Getenv("HERD_CLUSTER_TOKEN"), "cluster token")
+	fs.IntVar(&o.Nodes, "nodes", 100, "how many nodes")
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:0", "inference listener")
+	fs.DurationVar(&o.Interval, "interval", loadtest.FleetDefaultInterval, "heartbeat interval of each node")
+	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the fleet's layout")
 	return cmd
 }
 

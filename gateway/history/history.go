@@ -32,10 +32,33 @@ type Ring struct {
 	tokens atomic.Int64
 
 	mu         sync.Mutex
-	ring       []api.HistorySample
+	ring       []sample
 	next, n    int
 	lastTokens int64
 	lastTime   time.Time
+	// ids interns node IDs: each heartbeat decodes a fresh copy of its node's ID, and the ring
+	// would otherwise keep one per sample.
+	ids map[string]string
+}
+
+// sample is one HistorySample stored compactly: at a thousand nodes the ring holds 120 points per
+// node, and the API's shape (four pointers, four small allocations a point) cost about 10 KiB a
+// node; Samples converts on the way out.
+type sample struct {
+	time              time.Time
+	tokensPerSecond   float64
+	queuedInteractive int
+	queuedBatch       int
+	inFlight          int
+	nodes             []point
+}
+
+// point is one node in a sample; the figures mean something only when up and hasGPUs.
+type point struct {
+	id                  string
+	up, sim, hasGPUs    bool
+	gpuUtil, powerW     float64
+	vramUsed, vramTotal uint64
 }
 
 // New returns a ring of one sample per interval over window (at least one sample).
@@ -44,7 +67,7 @@ func New(interval, window time.Duration) *Ring {
 	if interval > 0 {
 		size = min(max(int(window/interval), 1), MaxSamples)
 	}
-	return &Ring{interval: interval, ring: make([]api.HistorySample, size)}
+	return &Ring{interval: interval, ring: make([]sample, size), ids: map[string]string{}}
 }
 
 // Interval is how often the ring expects a sample.
@@ -59,41 +82,50 @@ func (r *Ring) AddTokens(n int64) {
 
 // Sample records the cluster as nodes and queue show it at now.
 func (r *Ring) Sample(now time.Time, nodes []registry.NodeView, queue []admission.QueueDepth) {
-	s := api.HistorySample{Time: now.UTC(), Nodes: make([]api.HistoryNodePoint, 0, len(nodes))}
+	s := sample{time: now.UTC(), nodes: make([]point, 0, len(nodes))}
 	for _, q := range queue {
 		if q.Class == scheduler.ClassBatch {
-			s.QueuedBatch += q.Waiting
+			s.queuedBatch += q.Waiting
 		} else {
-			s.QueuedInteractive += q.Waiting
+			s.queuedInteractive += q.Waiting
 		}
 	}
 	for _, v := range nodes {
 		hb := &v.Heartbeat
-		p := api.HistoryNodePoint{ID: hb.NodeID, Up: !v.Stale, Simulated: hb.Simulated}
-		if p.Up {
-			s.InFlight += v.InFlight // the scheduler's figure
+		p := point{id: hb.NodeID, up: !v.Stale, sim: hb.Simulated}
+		if p.up {
+			s.inFlight += v.InFlight // the scheduler's figure
 			if len(hb.GPUs) > 0 {
-				var util, power float64
-				var used, total uint64
+				p.hasGPUs = true
 				for _, g := range hb.GPUs {
-					util += g.UtilizationRatio
-					power += g.PowerWatts
-					used += g.MemoryUsedBytes
-					total += g.MemoryTotalBytes
-					p.Simulated = p.Simulated || g.Simulated
+					p.gpuUtil += g.UtilizationRatio
+					p.powerW += g.PowerWatts
+					p.vramUsed += g.MemoryUsedBytes
+					p.vramTotal += g.MemoryTotalBytes
+					p.sim = p.sim || g.Simulated
 				}
-				util /= float64(len(hb.GPUs))
-				p.GPUUtil, p.PowerW, p.VRAMUsed, p.VRAMTotal = &util, &power, &used, &total
+				p.gpuUtil /= float64(len(hb.GPUs))
 			}
 		}
-		s.Nodes = append(s.Nodes, p)
+		s.nodes = append(s.nodes, p)
 	}
 	tokens := r.tokens.Load()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.ids) > 4*len(nodes)+64 { // nodes come and go: start over rather than grow forever
+		clear(r.ids)
+	}
+	for i := range s.nodes {
+		id := s.nodes[i].id
+		if in, ok := r.ids[id]; ok {
+			s.nodes[i].id = in
+		} else {
+			r.ids[id] = id
+		}
+	}
 	if !r.lastTime.IsZero() {
 		if d := now.Sub(r.lastTime).Seconds(); d > 0 {
-			s.TokensPerSecond = float64(tokens-r.lastTokens) / d
+			s.tokensPerSecond = float64(tokens-r.lastTokens) / d
 		}
 	}
 	r.lastTokens, r.lastTime = tokens, now
@@ -109,7 +141,23 @@ func (r *Ring) Samples() []api.HistorySample {
 	out := make([]api.HistorySample, 0, r.n)
 	start := (r.next - r.n + len(r.ring)) % len(r.ring)
 	for i := range r.n {
-		out = append(out, r.ring[(start+i)%len(r.ring)])
+		out = append(out, r.ring[(start+i)%len(r.ring)].api())
+	}
+	return out
+}
+
+// api is s in the admin API's shape.
+func (s *sample) api() api.HistorySample {
+	out := api.HistorySample{Time: s.time, TokensPerSecond: s.tokensPerSecond, QueuedInteractive: s.queuedInteractive,
+		QueuedBatch: s.queuedBatch, InFlight: s.inFlight, Nodes: make([]api.HistoryNodePoint, len(s.nodes))}
+	for i := range s.nodes {
+		p := &s.nodes[i]
+		ap := api.HistoryNodePoint{ID: p.id, Up: p.up, Simulated: p.sim}
+		if p.up && p.hasGPUs {
+			util, power, used, total := p.gpuUtil, p.powerW, p.vramUsed, p.vramTotal
+			ap.GPUUtil, ap.PowerW, ap.VRAMUsed, ap.VRAMTotal = &util, &power, &used, &total
+		}
+		out.Nodes[i] = ap
 	}
 	return out
 }

@@ -69,14 +69,17 @@ func (r *RedisShared) Close() error { return r.c.Close() }
 func (r *RedisShared) k(parts ...string) string { return r.prefix + strings.Join(parts, ":") }
 
 // putScript: KEYS node hash, nodes zset; ARGV id, hb JSON, instance, address, stale ms, forget ms.
-// Returns {1} when written, {0, holder instance, holder address, holder age ms} when refused.
+// Returns {1} when written, {0, holder instance, holder address, holder age ms, holder stale ms}
+// when refused: the holder is another instance, or the same one at another address, and fresh
+// (the rule of the in-memory registry, see the package doc). The holder's instance goes no
+// further than Put, which keeps only its fingerprint.
 var putScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cur = redis.call('HMGET', KEYS[1], 'inst', 'addr', 'seen', 'stale')
-if cur[3] and cur[1] ~= ARGV[3] and cur[2] ~= ARGV[4] then
+if cur[3] and (cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4]) then
   local age = now - tonumber(cur[3])
-  if age <= tonumber(cur[4]) then return {0, cur[1], cur[2], age} end
+  if age <= tonumber(cur[4]) then return {0, cur[1] or '', cur[2] or '', age, tonumber(cur[4])} end
 end
 redis.call('HSET', KEYS[1], 'hb', ARGV[2], 'inst', ARGV[3], 'addr', ARGV[4], 'seen', now, 'stale', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -94,13 +97,15 @@ func (r *RedisShared) Put(ctx context.Context, hb agentapi.Heartbeat, staleAfter
 	if err != nil {
 		return fmt.Errorf("registry: redis: %w", err)
 	}
-	if len(res) == 4 {
+	if len(res) == 5 {
 		if ok, _ := res[0].(int64); ok == 0 {
 			inst, _ := res[1].(string)
 			addr, _ := res[2].(string)
 			age, _ := res[3].(int64)
-			return &ConflictError{NodeID: hb.NodeID, HolderInstance: inst, HolderAddress: addr, HolderAge: time.Duration(age) * time.Millisecond,
-				ClaimantInstance: hb.InstanceID, ClaimantAddress: hb.Address}
+			stale, _ := res[4].(int64)
+			return &ConflictError{NodeID: hb.NodeID, HolderFingerprint: agentapi.InstanceFingerprint(inst), HolderAddress: addr,
+				HolderAge: time.Duration(age) * time.Millisecond, HolderStaleAfter: time.Duration(stale) * time.Millisecond,
+				ClaimantFingerprint: agentapi.InstanceFingerprint(hb.InstanceID), ClaimantAddress: hb.Address}
 		}
 	}
 	return nil

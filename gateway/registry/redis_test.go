@@ -102,8 +102,8 @@ func TestRedisSharedEveryGatewaySeesEveryNode(t *testing.T) {
 }
 
 // TestRedisSharedNodeIDTakeover: a second agent claiming a live node's ID through the other
-// gateway is refused; the same address under a new instance (a restart) is not; once the holder
-// is stale, another agent may take the ID.
+// gateway is refused, and so is a new instance at the holder's address (a restart waits for
+// the stale window); once the holder is stale, another agent may take the ID.
 func TestRedisSharedNodeIDTakeover(t *testing.T) {
 	p := newSharedPair(t, storetest.StartRedis(t), "take:")
 	ctx := context.Background()
@@ -118,7 +118,7 @@ func TestRedisSharedNodeIDTakeover(t *testing.T) {
 	if !errors.As(err, &ce) || !errors.Is(err, ErrNodeIDConflict) {
 		t.Fatalf("second agent accepted or wrong error: %v", err)
 	}
-	if ce.HolderAddress != holder.Address || ce.HolderInstance != "first" || ce.ClaimantAddress != claimant.Address {
+	if ce.HolderAddress != holder.Address || ce.HolderFingerprint != agentapi.InstanceFingerprint("first") || ce.ClaimantAddress != claimant.Address {
 		t.Fatalf("conflict names the wrong agents: %+v", ce)
 	}
 	p.b.SyncShared(ctx)
@@ -128,7 +128,9 @@ func TestRedisSharedNodeIDTakeover(t *testing.T) {
 
 	restarted := beatOf("gpu1", "first-restarted", holder.Address)
 	restarted.IntervalMS = 50
-	mustAccept(t, p.b, restarted)
+	if _, err := p.b.Accept(ctx, restarted); !errors.Is(err, ErrNodeIDConflict) {
+		t.Fatalf("a new instance at the live holder's address was not refused: %v", err)
+	}
 
 	// The holder goes silent: past its stale window (measured by Redis) the claimant gets the ID.
 	time.Sleep(200 * time.Millisecond)
@@ -231,7 +233,9 @@ func TestObserveNodeIDConflict(t *testing.T) {
 	}{
 		{"same instance", 0, first, false, "http://a:1"},
 		{"another instance elsewhere, holder fresh", time.Second, beatOf("n", "two", "http://b:1"), true, "http://a:1"},
-		{"the holder restarted at its address", 0, beatOf("n", "one-again", "http://a:1"), false, "http://a:1"},
+		{"a new instance at the holder's address, holder fresh", 0, beatOf("n", "one-again", "http://a:1"), true, "http://a:1"},
+		{"the holder's instance from elsewhere", 0, beatOf("n", "one", "http://b:1"), true, "http://a:1"},
+		{"the holder beats", 0, first, false, "http://a:1"},
 		{"refused again just inside the stale window", 3 * time.Second, beatOf("n", "two", "http://b:1"), true, "http://a:1"},
 		{"holder stale: taken over", time.Millisecond, beatOf("n", "two", "http://b:1"), false, "http://b:1"},
 		{"the old holder is refused now", 0, beatOf("n", "one-again", "http://a:1"), true, "http://b:1"},

@@ -43,12 +43,17 @@
 //   - A node without GPUs (no driver, CPU backend) is healthy; a node is unhealthy as soon as one
 //     of its GPUs is.
 //   - Drain is gateway-side state: it survives heartbeats and is echoed in HeartbeatReply.
-//   - Node identity: a node ID is bound to the agent instance (Heartbeat.InstanceID, new at every
-//     agent start) whose heartbeat was recorded last. A heartbeat from another instance at
-//     another address while that one is fresh is refused with a *ConflictError (the HTTP layer
-//     answers 409 node_id_conflict) and logged once a minute per claimant; the record is left
-//     as it was, so two agents on one ID never flap. Another instance at the same address is the
-//     agent restarted and takes the ID at once; once the holder is stale anyone may take it.
+//   - Node identity (the token-only lab mode: every agent holds the one cluster token): a node
+//     ID is bound to the agent instance (Heartbeat.InstanceID, new at every agent start) and the
+//     address whose heartbeat was recorded last. A heartbeat with another instance, or the same
+//     instance from another address, while the holder is fresh is refused with a
+//     *ConflictError (the HTTP layer answers 409 node_id_conflict), counted, and logged once a
+//     minute per claimant; the record is left as it was, so two live claimants never alternate.
+//     That holds for a new instance at the holder's own address too: a restarted agent takes its
+//     ID back once its previous start has been silent for the stale window (3 intervals), never
+//     at once, since "same address" is only what the claimant says. Once the holder is stale any
+//     instance may take the ID. The instance ID is what proves a claim, so nothing this package
+//     writes (error texts, logs) contains one: they show agentapi.InstanceFingerprint.
 //
 // Several gateways (Share, Accept, RunShared): with a Shared table (Redis) the registry stays
 // an in-memory cache that the scheduler reads without I/O, and the table is the truth:
@@ -96,23 +101,28 @@ var ErrUnknownNode = errors.New("registry: unknown node")
 // another live agent holds its node ID.
 var ErrNodeIDConflict = errors.New("registry: node id held by another live agent")
 
-// ConflictError is a heartbeat refused because its node ID is bound to another agent instance, at
-// another address, whose heartbeats are still fresh.
+// ConflictError is a heartbeat refused because its node ID is bound to another agent instance
+// (or to the same instance at another address) whose heartbeats are still fresh. It holds no
+// instance ID, only fingerprints: its text goes back to the claimant and into logs.
 type ConflictError struct {
 	NodeID string
-	// HolderInstance and HolderAddress identify the agent that holds the ID.
-	HolderInstance, HolderAddress string
-	// HolderAge is how long ago the holder's last heartbeat arrived.
-	HolderAge time.Duration
-	// ClaimantInstance and ClaimantAddress identify the refused agent.
-	ClaimantInstance, ClaimantAddress string
+	// HolderFingerprint (agentapi.InstanceFingerprint) and HolderAddress identify the agent that
+	// holds the ID.
+	HolderFingerprint, HolderAddress string
+	// HolderAge is how long ago the holder's last heartbeat arrived; HolderStaleAfter is the
+	// holder's stale window: the claim can succeed once the holder has been silent that long.
+	HolderAge, HolderStaleAfter time.Duration
+	// ClaimantFingerprint and ClaimantAddress identify the refused agent.
+	ClaimantFingerprint, ClaimantAddress string
 }
 
 // Error implements error.
 func (e *ConflictError) Error() string {
-	return fmt.Sprintf("node id %q is held by another live agent at %s (instance %s, last heartbeat %s ago); "+
-		"the agent at %s (instance %s) is refused until that one stops heartbeating for its stale window: give one of them another --node-id",
-		e.NodeID, e.HolderAddress, e.HolderInstance, e.HolderAge.Round(time.Millisecond), e.ClaimantAddress, e.ClaimantInstance)
+	return fmt.Sprintf("node id %q is held by a live agent at %s (instance fingerprint %s, last heartbeat %s ago); "+
+		"the claim from %s (instance fingerprint %s) is refused until the holder has been silent for %s: "+
+		"a restarted agent takes its id back then; two different agents need different --node-id values",
+		e.NodeID, e.HolderAddress, e.HolderFingerprint, e.HolderAge.Round(time.Millisecond),
+		e.ClaimantAddress, e.ClaimantFingerprint, e.HolderStaleAfter)
 }
 
 // Is makes errors.Is(err, ErrNodeIDConflict) true.
@@ -287,6 +297,8 @@ type built struct {
 	snap      scheduler.Snapshot
 	structVer uint64
 	loadVer   uint64
+	// modelsVer is the registry's modelsVer the snapshot's ByModel index was built at.
+	modelsVer uint64
 	// expires is the first instant at which time alone changes the snapshot.
 	expires time.Time
 }
@@ -308,6 +320,10 @@ type Registry struct {
 	structVer atomic.Uint64
 	loadVer   atomic.Uint64
 	cur       atomic.Pointer[built]
+	// modelsVer counts changes to which node lists which model (a node joined or was forgotten,
+	// or its model names changed; guarded by mu): telemetry moves every second, the model index
+	// rarely, so a snapshot build reuses the last index while modelsVer holds still.
+	modelsVer uint64
 
 	// changed is closed and replaced to broadcast a change; waited says someone holds it.
 	changed atomic.Pointer[chan struct{}]
@@ -327,6 +343,10 @@ type Registry struct {
 	refusals map[string]time.Time
 	// learner fits each node's speeds to its heartbeats' measurements (scheduler.Learner).
 	learner *scheduler.Learner
+	// lastForget is when forgetLocked last scanned (guarded by mu).
+	lastForget time.Time
+	// onBuild, when set (SetBuildObserver), is told how long each full snapshot build took.
+	onBuild func(time.Duration)
 }
 
 // New returns an empty registry. Zero fields of cfg take DefaultConfig's values; a nil clock is
@@ -350,6 +370,11 @@ func (r *Registry) SetLogger(l *slog.Logger) {
 		r.log = l
 	}
 }
+
+// SetBuildObserver has f told the duration of every full snapshot build (not the cheap reuse
+// that only refreshes in-flight counters), so the gateway can export what its fleet costs. Call
+// it before the registry is used; f must be fast and safe for concurrent use.
+func (r *Registry) SetBuildObserver(f func(time.Duration)) { r.onBuild = f }
 
 // Changed returns a channel that is closed at the next change that may free capacity: a
 // heartbeat (Observe), a Release, an undrain, a circuit closing, a node being forgotten. Use it
@@ -380,8 +405,8 @@ func (r *Registry) lookup(id string) *node {
 
 // Observe records a heartbeat in this gateway's registry only and returns the gateway's reply.
 // The caller has checked that hb.NodeID and hb.Address are set; hb's slices are copied. A
-// heartbeat from another instance, at another address, of a node whose heartbeats are fresh is
-// refused with a *ConflictError. Gateways with a shared registry call Accept instead.
+// heartbeat from another instance, or from the holder's instance at another address, of a node
+// whose heartbeats are fresh is refused with a *ConflictError. Gateways with a shared registry call Accept instead.
 func (r *Registry) Observe(hb agentapi.Heartbeat) (agentapi.HeartbeatReply, error) {
 	return r.observe(hb, true)
 }
@@ -392,20 +417,22 @@ func (r *Registry) observe(hb agentapi.Heartbeat, checkID bool) (agentapi.Heartb
 	hb = cloneHeartbeat(hb)
 	r.mu.Lock()
 	n := r.lookup(hb.NodeID)
-	if n != nil && n.hb.InstanceID != hb.InstanceID {
-		if checkID && n.hb.Address != hb.Address && !r.staleLocked(n, now) {
+	if n != nil && (n.hb.InstanceID != hb.InstanceID || n.hb.Address != hb.Address) {
+		if checkID && !r.staleLocked(n, now) {
 			err := &ConflictError{
-				NodeID: hb.NodeID, HolderInstance: n.hb.InstanceID, HolderAddress: n.hb.Address, HolderAge: now.Sub(n.lastSeen),
-				ClaimantInstance: hb.InstanceID, ClaimantAddress: hb.Address,
+				NodeID: hb.NodeID, HolderFingerprint: agentapi.InstanceFingerprint(n.hb.InstanceID), HolderAddress: n.hb.Address,
+				HolderAge: now.Sub(n.lastSeen), HolderStaleAfter: r.staleAfter(n),
+				ClaimantFingerprint: agentapi.InstanceFingerprint(hb.InstanceID), ClaimantAddress: hb.Address,
 			}
 			r.mu.Unlock()
 			r.logRefusal(err)
 			return agentapi.HeartbeatReply{}, err
 		}
-		// The same address under a new instance is the agent restarted; a new address after the
-		// old instance went stale is the ID moving to another agent.
-		r.log.Info("node id taken by a new agent instance", "node", hb.NodeID, "address", hb.Address, "instance", hb.InstanceID,
-			"previous_address", n.hb.Address, "previous_instance", n.hb.InstanceID)
+		// The holder went stale (or the shared table, which checked, says so): the ID moves to
+		// the new instance, a restarted agent or another one.
+		r.log.Info("node id taken by a new agent instance", "node", hb.NodeID, "address", hb.Address,
+			"instance_fp", agentapi.InstanceFingerprint(hb.InstanceID),
+			"previous_address", n.hb.Address, "previous_instance_fp", agentapi.InstanceFingerprint(n.hb.InstanceID))
 	}
 	if n == nil {
 		n = &node{id: hb.NodeID}
@@ -415,7 +442,11 @@ func (r *Registry) observe(hb agentapi.Heartbeat, checkID bool) (agentapi.Heartb
 	}
 	r.recordLocked(n, hb, now)
 	reply := agentapi.HeartbeatReply{Draining: n.draining, Registry: agentapi.RegistryLocal}
-	r.forgetLocked(now)
+	// A scan of every node on every heartbeat grows with the square of the fleet; once a second
+	// is enough to drop the silent ones (a snapshot build scans anyway).
+	if now.Sub(r.lastForget) >= time.Second {
+		r.forgetLocked(now)
+	}
 	r.structVer.Add(1)
 	r.mu.Unlock()
 	r.notify()
@@ -427,7 +458,11 @@ func (r *Registry) recordLocked(n *node, hb agentapi.Heartbeat, seen time.Time) 
 	n.hb = hb
 	n.lastSeen = seen
 	n.interval = r.intervalOf(&hb)
+	prev := n.base.Models
 	n.base = baseNode(&hb)
+	if !sameModelNames(prev, n.base.Models) {
+		r.modelsVer++
+	}
 	r.learner.Learn(&n.base)
 	// This gateway's requests the heartbeat can have counted are at most those in flight now.
 	busy := max(hb.InFlight, 0) + max(hb.Queued, 0)
@@ -445,7 +480,7 @@ func (r *Registry) intervalOf(hb *agentapi.Heartbeat) time.Duration {
 
 // logRefusal logs a refused claimant at Warn, once a minute per claimant instance.
 func (r *Registry) logRefusal(e *ConflictError) {
-	key := e.NodeID + "\x00" + e.ClaimantInstance + "\x00" + e.ClaimantAddress
+	key := e.NodeID + "\x00" + e.ClaimantFingerprint + "\x00" + e.ClaimantAddress
 	now := r.clock.Now()
 	r.mu.Lock()
 	last, seen := r.refusals[key]
@@ -459,14 +494,15 @@ func (r *Registry) logRefusal(e *ConflictError) {
 	r.refusals[key] = now
 	r.mu.Unlock()
 	r.log.Warn("heartbeat refused: node id held by another live agent", "node", e.NodeID,
-		"holder_address", e.HolderAddress, "holder_instance", e.HolderInstance, "holder_last_heartbeat_age", e.HolderAge,
-		"claimant_address", e.ClaimantAddress, "claimant_instance", e.ClaimantInstance)
+		"holder_address", e.HolderAddress, "holder_instance_fp", e.HolderFingerprint, "holder_last_heartbeat_age", e.HolderAge,
+		"claimant_address", e.ClaimantAddress, "claimant_instance_fp", e.ClaimantFingerprint)
 }
 
 // addLocked inserts n into the sorted list and the lookup map; r.mu must be held.
 func (r *Registry) addLocked(n *node) {
 	i, _ := slices.BinarySearchFunc(r.nodes, n.id, func(a *node, id string) int { return strings.Compare(a.id, id) })
 	r.nodes = slices.Insert(r.nodes, i, n)
+	r.modelsVer++
 	r.storeMapLocked()
 }
 
@@ -480,6 +516,7 @@ func (r *Registry) storeMapLocked() {
 
 // forgetLocked drops nodes silent for longer than ForgetAfter; r.mu must be held.
 func (r *Registry) forgetLocked(now time.Time) {
+	r.lastForget = now
 	kept := r.nodes[:0]
 	var dropped bool
 	for _, n := range r.nodes {
@@ -496,6 +533,7 @@ func (r *Registry) forgetLocked(now time.Time) {
 	}
 	clear(r.nodes[len(kept):])
 	r.nodes = kept
+	r.modelsVer++
 	r.storeMapLocked()
 	r.structVer.Add(1)
 	// Waking waiters lets them fail fast instead of waiting for a node that is gone.
@@ -569,7 +607,8 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		}
 		// Only in-flight counters moved: nothing else about the nodes can have changed (that
 		// would have bumped structVer, and nothing time-driven is due before prev.expires).
-		nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: slices.Clone(prev.snap.Nodes)}, structVer: sv, loadVer: lv, expires: prev.expires}
+		nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: slices.Clone(prev.snap.Nodes), ByModel: prev.snap.ByModel},
+			structVer: sv, loadVer: lv, modelsVer: prev.modelsVer, expires: prev.expires}
 		for i, n := range r.nodes {
 			sn := &nb.snap.Nodes[i]
 			sn.InFlight, sn.Queued = n.load(int(n.local.Load()))
@@ -577,8 +616,13 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		r.cur.Store(nb)
 		return &nb.snap
 	}
+	if r.onBuild != nil {
+		// Wall time, not the injected clock: this measures the build's own cost.
+		start := time.Now()
+		defer func() { r.onBuild(time.Since(start)) }()
+	}
 	expires := now.Add(r.cfg.HeartbeatInterval) // bounds how old Snapshot.Now can get
-	nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}, structVer: sv, loadVer: lv}
+	nb := &built{snap: scheduler.Snapshot{Now: now, Nodes: make([]scheduler.Node, len(r.nodes))}, structVer: sv, loadVer: lv, modelsVer: r.modelsVer}
 	snap := &nb.snap
 	for i, n := range r.nodes {
 		sn := &snap.Nodes[i]
@@ -605,9 +649,20 @@ func (r *Registry) rebuildLocked(now time.Time) *scheduler.Snapshot {
 		}
 		n.cmu.Unlock()
 	}
+	if prev != nil && prev.modelsVer == r.modelsVer && prev.snap.ByModel != nil {
+		snap.ByModel = prev.snap.ByModel
+	} else {
+		snap.ByModel = scheduler.IndexByModel(snap.Nodes)
+	}
 	nb.expires = expires
 	r.cur.Store(nb)
 	return snap
+}
+
+// sameModelNames reports whether a and b list the same model names in the same order (what the
+// snapshot's ByModel index refers to).
+func sameModelNames(a, b []scheduler.NodeModel) bool {
+	return slices.EqualFunc(a, b, func(x, y scheduler.NodeModel) bool { return x.Name == y.Name })
 }
 
 // Acquire counts one more request this gateway sent to nodeID. Pair every Acquire with a Release.
@@ -813,10 +868,8 @@ func gpuProfile(name string) (models.GPUProfile, bool) {
 	if name == "" {
 		return models.GPUProfile{}, false
 	}
-	for _, p := range models.GPUProfiles() {
-		if strings.EqualFold(p.Name, name) {
-			return p, true
-		}
+	if p, ok := models.GPUProfileNamed(name); ok {
+		return p, true
 	}
 	return models.LookupGPU(name)
 }

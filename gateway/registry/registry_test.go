@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -489,6 +490,12 @@ func deepCopySnapshot(s *scheduler.Snapshot) *scheduler.Snapshot {
 		n.Models = append([]scheduler.NodeModel(nil), n.Models...)
 		c.Nodes[i] = n
 	}
+	if s.ByModel != nil {
+		c.ByModel = make(map[string][]scheduler.ModelRef, len(s.ByModel))
+		for k, v := range s.ByModel {
+			c.ByModel[k] = slices.Clone(v)
+		}
+	}
 	return c
 }
 
@@ -680,4 +687,36 @@ func BenchmarkSnapshotUnchanged(b *testing.B) {
 			_ = r.Snapshot()
 		}
 	})
+}
+
+// TestModelIndexFollowsModels holds that the snapshot's model index is reused while only
+// telemetry moves, and rebuilt when a node's models change or a node joins.
+func TestModelIndexFollowsModels(t *testing.T) {
+	r, _ := newTestRegistry(t)
+	r.Observe(beat("a"))
+	r.Observe(beat("b"))
+	s1 := r.Snapshot()
+	if got := s1.ByModel["llama3.1:8b"]; len(got) != 2 {
+		t.Fatalf("index of llama3.1:8b: %v, want both nodes", got)
+	}
+	hb := beat("a")
+	hb.GPUs[0].UtilizationRatio = 0.9
+	r.Observe(hb)
+	s2 := r.Snapshot()
+	if s2 == s1 {
+		t.Fatal("a heartbeat did not rebuild the snapshot")
+	}
+	if reflect.ValueOf(s2.ByModel).UnsafePointer() != reflect.ValueOf(s1.ByModel).UnsafePointer() {
+		t.Error("a telemetry-only heartbeat rebuilt the model index")
+	}
+	hb.Models = append(hb.Models, agentapi.Model{Name: "qwen2.5:7b", OnDisk: true})
+	r.Observe(hb)
+	s3 := r.Snapshot()
+	if got := s3.ByModel["qwen2.5:7b"]; len(got) != 1 || s3.Nodes[got[0].Node].ID != "a" {
+		t.Errorf("index after a new model: %v", s3.ByModel)
+	}
+	r.Observe(beat("c"))
+	if got := r.Snapshot().ByModel["llama3.1:8b"]; len(got) != 3 {
+		t.Errorf("index after a join: %v", got)
+	}
 }

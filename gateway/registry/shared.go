@@ -12,9 +12,9 @@ import (
 // Shared is a node table that every gateway of a cluster reads and writes, so that a heartbeat
 // accepted by one gateway is seen by all (RedisShared is the implementation).
 type Shared interface {
-	// Put records hb as seen now by the table's clock, bound to hb.InstanceID. When another
-	// instance at another address holds hb.NodeID and was seen within its stale window, Put
-	// records nothing and returns a *ConflictError. staleAfter is hb's stale window; the record
+	// Put records hb as seen now by the table's clock, bound to hb.InstanceID and hb.Address.
+	// When another instance, or the same one at another address, holds hb.NodeID and was seen
+	// within its stale window, Put records nothing and returns a *ConflictError. staleAfter is hb's stale window; the record
 	// is dropped after forgetAfter of silence.
 	Put(ctx context.Context, hb agentapi.Heartbeat, staleAfter, forgetAfter time.Duration) error
 	// Load returns the whole table.

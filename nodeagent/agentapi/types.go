@@ -5,6 +5,8 @@
 package agentapi
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"time"
 
 	"github.com/herd-llm/herd/openaierr"
@@ -97,8 +99,10 @@ const (
 type Heartbeat struct {
 	NodeID string `json:"node_id"`
 	// InstanceID is generated afresh each time an agent starts. A gateway binds a node ID to the
-	// instance that first claimed it and refuses (409 node_id_conflict) a different instance at a
-	// different address while the first one's heartbeats are fresh.
+	// instance (and address) that holds it and refuses (409 node_id_conflict) any other instance,
+	// or the same one from another address, while the holder's heartbeats are fresh. It is what
+	// lets an agent keep its node ID, so the gateway never shows or logs it: logs carry
+	// InstanceFingerprint instead.
 	InstanceID string `json:"instance_id,omitempty"`
 	// Address is the URL the gateway uses to reach the agent (its advertise URL).
 	Address string `json:"address"`
@@ -125,6 +129,9 @@ type Heartbeat struct {
 	IntervalMS int64     `json:"interval_ms"`
 	SentAt     time.Time `json:"sent_at"`
 	StartedAt  time.Time `json:"started_at"`
+	// H2C says the agent's plain-HTTP listener also speaks HTTP/2 without TLS (prior knowledge):
+	// a gateway reaching it on loopback then carries its streams on one connection.
+	H2C bool `json:"h2c,omitempty"`
 }
 
 // GPU is one GPU's telemetry sample.
@@ -297,3 +304,14 @@ type ErrorBody = openaierr.Body
 
 // ErrorDetail is the OpenAI error object: message, type, param, code.
 type ErrorDetail = openaierr.Detail
+
+// InstanceFingerprint is what logs and error texts show of an agent instance ID: the first 6
+// bytes of its SHA-256, in hex. It tells two instances apart in a log without revealing the ID,
+// which would let a reader heartbeat as that instance.
+func InstanceFingerprint(instanceID string) string {
+	if instanceID == "" {
+		return "none"
+	}
+	sum := sha256.Sum256([]byte(instanceID))
+	return hex.EncodeToString(sum[:6])
+}
