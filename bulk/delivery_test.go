@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herd-llm/herd/gateway/api"
 )
@@ -157,4 +158,184 @@ func compact(t *testing.T, raw json.RawMessage) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// TestFileNameForLongAndOddIDs: any custom_id gives a valid, distinct file name of bounded length.
+func TestFileNameForLongAndOddIDs(t *testing.T) {
+	used := map[string]bool{"manifest.json": true}
+	long := strings.Repeat("z", 240)
+	ids := []string{long, long + "y", strings.Repeat("é", 200), "A", "a", "con", "\x00\n", strings.Repeat(".", 300) + "x"}
+	names := map[string]string{}
+	for _, id := range ids {
+		name := FileNameFor(id, "txt", used)
+		if len(name) > 120 || strings.ContainsAny(name, "/\x00\n") || strings.HasPrefix(name, ".") {
+			t.Errorf("FileNameFor(%.20q…) = %q: too long or not a safe name", id, name)
+		}
+		if prev, dup := names[strings.ToLower(name)]; dup {
+			t.Errorf("%.20q and %.20q both get %q", prev, id, name)
+		}
+		names[strings.ToLower(name)] = id
+	}
+	// Long ids that differ only at the end differ in their hash.
+	a, b := FileNameFor(long+"1", "txt", map[string]bool{}), FileNameFor(long+"2", "txt", map[string]bool{})
+	if a == b {
+		t.Errorf("two long ids share the name %q", a)
+	}
+}
+
+// deliveryServer serves a finished batch's files; failErrors makes the error file's download
+// fail after the output files were written.
+func deliveryServer(t *testing.T, input, out, errs string, failErrors bool) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/files/file-in/content", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(input)) })
+	mux.HandleFunc("GET /v1/files/file-out/content", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(out)) })
+	mux.HandleFunc("GET /v1/files/file-err/content", func(w http.ResponseWriter, _ *http.Request) {
+		if failErrors {
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte(`{"error":{"message":"disk on fire","type":"server_error"}}`))
+			return
+		}
+		_, _ = w.Write([]byte(errs))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestDeliverAllOrNothing: a delivery that fails half-way leaves no directory (and no temporary
+// one); one that succeeds replaces an earlier delivery of the same batch but never mixes into a
+// directory holding something else. The manifest says which prompt each file answers.
+func TestDeliverAllOrNothing(t *testing.T) {
+	long := strings.Repeat("z", 240)
+	input := `{"custom_id":"line-00001","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"system","content":"sys"},{"role":"user","content":"autumn leaves"}]}}
+
+{"custom_id":"line-00003","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"` + strings.Repeat("w", 300) + `"}]}]}}
+{"custom_id":"` + long + `","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"long one"}]}}
+`
+	resp := func(id, text string) string {
+		return `{"id":"r","custom_id":"` + id + `","response":{"status_code":200,"request_id":"q","body":{"model":"m","choices":[{"message":{"content":"` + text + `"}}]}},"error":null}` + "\n"
+	}
+	out := resp("line-00001", "one") + resp(long, "two")
+	errs := `{"id":"r3","custom_id":"line-00003","response":null,"error":{"code":"model_not_found","message":"no"}}` + "\n"
+	inID, outID, errID := "file-in", "file-out", "file-err"
+	b := api.BatchObject{ID: "batch_1", Status: "completed", Endpoint: "/v1/chat/completions", InputFileID: inID,
+		OutputFileID: &outID, ErrorFileID: &errID, Metadata: map[string]string{"source_file": "p.txt", "source_format": "txt"}}
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "out")
+	now := time.Now()
+
+	broken := deliveryServer(t, input, out, errs, true)
+	if _, _, err := Deliver(context.Background(), api.NewClient(broken.URL, ""), b, dir, "txt", now); err == nil {
+		t.Fatal("Deliver succeeded though the error file could not be read")
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+		t.Fatalf("a failed delivery left %v behind", ents)
+	}
+
+	srv := deliveryServer(t, input, out, errs, false)
+	c := api.NewClient(srv.URL, "")
+	for range 2 { // the second delivery replaces the first
+		if files, failed, err := Deliver(context.Background(), c, b, dir, "txt", now); err != nil || files != 2 || failed != 1 {
+			t.Fatalf("Deliver = %d, %d, %v", files, failed, err)
+		}
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+		t.Fatalf("parent holds %v, want only out/", ents)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man DeliveryManifest
+	if err := json.Unmarshal(data, &man); err != nil {
+		t.Fatal(err)
+	}
+	if man.SourceFile != "p.txt" || len(man.Files) != 2 || len(man.Failed) != 1 {
+		t.Fatalf("manifest %+v", man)
+	}
+	f0, f1, x := man.Files[0], man.Files[1], man.Failed[0]
+	if f0.InputLine != 1 || f0.SourceLine != 1 || f0.Prompt != "autumn leaves" {
+		t.Errorf("first file's prompt reference %+v", f0.PromptRef)
+	}
+	if f1.CustomID != long || f1.InputLine != 4 || f1.SourceLine != 0 || f1.Prompt != "long one" || len(f1.File) > 120 {
+		t.Errorf("long id's file %q, prompt reference %+v", f1.File, f1.PromptRef)
+	}
+	if content, err := os.ReadFile(filepath.Join(dir, f1.File)); err != nil || string(content) != "two\n" {
+		t.Errorf("long id's file: %q %v", content, err)
+	}
+	if x.InputLine != 3 || x.SourceLine != 3 || utf8.RuneCountInString(x.Prompt) != PromptPreviewRunes || !strings.HasSuffix(x.Prompt, "…") {
+		t.Errorf("failed line's prompt reference %+v", x.PromptRef)
+	}
+
+	other := filepath.Join(parent, "other")
+	if err := os.MkdirAll(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(other, "keep.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Deliver(context.Background(), c, b, other, "txt", now); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("delivery into a directory of other files: %v", err)
+	}
+	if ents, _ := os.ReadDir(other); len(ents) != 1 {
+		t.Fatalf("the refused directory now holds %v", ents)
+	}
+
+	// A batch that failed validation: no files, and the manifest says why.
+	line, param := 2, "body.model"
+	invalid := api.BatchObject{ID: "batch_2", Status: "failed", Endpoint: "/v1/chat/completions",
+		Errors: &api.BatchErrors{Object: "list", Data: []api.BatchErrorItem{{Code: "model_not_found", Message: "no such model", Param: &param, Line: &line}}}}
+	failedDir := filepath.Join(parent, "failed")
+	if files, failed, err := Deliver(context.Background(), c, invalid, failedDir, "txt", now); err != nil || files != 0 || failed != 0 {
+		t.Fatalf("Deliver of a batch that failed validation = %d, %d, %v", files, failed, err)
+	}
+	if m := readManifestFile(t, failedDir); len(m.ValidationErrors) != 1 || *m.ValidationErrors[0].Line != 2 || m.ValidationErrors[0].Code != "model_not_found" {
+		t.Fatalf("validation errors in the manifest: %+v", m.ValidationErrors)
+	}
+}
+
+func readManifestFile(t *testing.T, dir string) DeliveryManifest {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man DeliveryManifest
+	if err := json.Unmarshal(data, &man); err != nil {
+		t.Fatal(err)
+	}
+	return man
+}
+
+// FuzzFileNameFor: whatever a custom_id holds, its file name is one safe, bounded path element.
+func FuzzFileNameFor(f *testing.F) {
+	f.Add("line-00001", "")
+	f.Add(strings.Repeat("z", 300), "../x")
+	f.Add("\x00/\\..", "ü")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		used := map[string]bool{"manifest.json": true}
+		na, nb := FileNameFor(a, "txt", used), FileNameFor(b, "txt", used)
+		for _, n := range []string{na, nb} {
+			if n == "" || len(n) > 130 || strings.ContainsAny(n, "/\\\x00") || strings.HasPrefix(n, ".") || n == "manifest.json" {
+				t.Fatalf("unsafe name %q", n)
+			}
+		}
+		if strings.EqualFold(na, nb) {
+			t.Fatalf("%q and %q share the name %q", a, b, na)
+		}
+	})
+}
+
+// FuzzPromptRefs: any input file gives prompt references of bounded length, without a panic.
+func FuzzPromptRefs(f *testing.F) {
+	f.Add([]byte(`{"custom_id":"line-00002","body":{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}}`), "/v1/chat/completions")
+	f.Add([]byte(`{"custom_id":"a","body":{"input":[{"role":"user","content":[{"type":"input_text","text":"x"}]}]}}`+"\n\n{"), "/v1/responses")
+	f.Add([]byte(`{"custom_id":"a","body":{"prompt":["p","q"]}}`), "/v1/completions")
+	f.Fuzz(func(t *testing.T, input []byte, endpoint string) {
+		for id, ref := range PromptRefs(input, endpoint, true) {
+			if id == "" || ref.InputLine < 1 || utf8.RuneCountInString(ref.Prompt) > PromptPreviewRunes {
+				t.Fatalf("%q: %+v", id, ref)
+			}
+		}
+	})
 }

@@ -3,6 +3,7 @@ package bulk
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -233,4 +234,109 @@ func TestPromptsBOM(t *testing.T) {
 	if err != nil || len(rows) != 1 || rows[0]["topic"] != "sea" {
 		t.Fatalf("CSV with a BOM: %v %v", rows, err)
 	}
+}
+
+// TestCSVColumnErrors: a CSV file's column problems are reported as the file's, naming the columns
+// it has, the likely misspelling, and how to say what makes the prompt (--template).
+func TestCSVColumnErrors(t *testing.T) {
+	cols := []string{"product", "audience"}
+	tests := []struct {
+		name, tmpl string
+		want       []string // all in the message
+		ok         bool
+	}{
+		{"misspelt", "Describe {{.prodcut}} for {{.audience}}", []string{`{{.prodcut}}`, `no column "prodcut"`, "product, audience", `did you mean {{.product}}`}, false},
+		{"unknown", "{{.colour}}", []string{`no column "colour"`, "product, audience"}, false},
+		{"index form", `{{index . "prodct"}}`, []string{`no column "prodct"`}, false},
+		{"inside if", `{{if .audience}}{{.prodcut}}{{end}}`, []string{`no column "prodcut"`}, false},
+		{"dollar", `{{$.prodcut}}`, []string{`no column "prodcut"`}, false},
+		{"good", "Describe {{.product}} for {{.audience}}", nil, true},
+		{"range keeps its own dot", `{{range $k, $v := .}}{{$k}}{{end}}{{.product}}`, nil, true},
+		{"bad syntax", "{{", []string{"--template"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckTemplate(tc.tmpl, "products.csv", cols)
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+	err := MissingColumnError("products.csv", "prompt", cols)
+	for _, w := range []string{`products.csv has no column "prompt"`, "its columns: product, audience", "--template", "{{.product}}", "--prompt-column"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+	if err := MissingColumnError("f.csv", "Product", []string{"product", "unit price"}); !strings.Contains(err.Error(), `did you mean "product"`) ||
+		!strings.Contains(err.Error(), `{{index . "unit price"}}`) {
+		t.Errorf("error %q: want a case-insensitive suggestion and a template that can name a column with a space", err)
+	}
+}
+
+// TestSourceLines: text prompts keep their line numbers (blank lines counted), and custom_ids
+// made from them name the line.
+func TestSourceLines(t *testing.T) {
+	prompts, lines, err := ParseTextPromptLines(strings.NewReader("a\n\n  \nb\r\nc"))
+	if err != nil || len(prompts) != 3 || !slices.Equal(lines, []int{1, 4, 5}) {
+		t.Fatalf("prompts %q lines %v err %v", prompts, lines, err)
+	}
+	f, err := ParseCSV(strings.NewReader("title,body\nA,\"two\nlines\"\n,\nB,x\n"), "title")
+	if err != nil || !slices.Equal(f.Lines, []int{2, 5}) || !slices.Equal(f.Header, []string{"title", "body"}) {
+		t.Fatalf("csv %+v %v", f, err)
+	}
+	var buf bytes.Buffer
+	if _, err := BuildJSONL(&buf, TextRows(prompts), BuildOptions{Model: "m", SourceLines: lines}); err != nil {
+		t.Fatal(err)
+	}
+	got, errs, _ := batch.ValidateInput(&buf, "/v1/chat/completions", 10, 10)
+	if errs != nil || len(got) != 3 || got[1].CustomID != "line-00004" || SourceLineOf(got[1].CustomID) != 4 {
+		t.Fatalf("lines %+v errs %v", got, errs)
+	}
+	// Each request sits on its prompt's line: what validation reports is the prompt file's line.
+	for i, l := range got {
+		if l.Line != lines[i] {
+			t.Errorf("request %d on JSONL line %d, its prompt on line %d", i, l.Line, lines[i])
+		}
+	}
+	if _, err := BuildJSONL(&bytes.Buffer{}, TextRows(prompts), BuildOptions{Model: "m", SourceLines: []int{1, 4, 4}}); err == nil {
+		t.Error("source lines out of order accepted")
+	}
+	for _, id := range []string{"line-4", "line-00000", "x-00004", "line-0000a", "line-000004"} {
+		if n := SourceLineOf(id); n != 0 {
+			t.Errorf("SourceLineOf(%q) = %d, want 0", id, n)
+		}
+	}
+	if n := SourceLineOf("line-123456"); n != 123456 {
+		t.Errorf("SourceLineOf(line-123456) = %d", n)
+	}
+}
+
+// FuzzCheckTemplate: any --template is either refused with an error or names only known columns.
+func FuzzCheckTemplate(f *testing.F) {
+	f.Add("Describe {{.product}} for {{.audience}}")
+	f.Add(`{{if .a}}{{index . "b c"}}{{else}}{{$.x}}{{end}}{{range .}}{{.y}}{{end}}`)
+	f.Add("{{")
+	f.Fuzz(func(t *testing.T, tmpl string) {
+		cols := []string{"product", "audience"}
+		if CheckTemplate(tmpl, "f.csv", cols) != nil {
+			return
+		}
+		// Accepted: it runs on a row with those columns without a missing-key error.
+		_, err := BuildJSONL(&bytes.Buffer{}, []map[string]string{{"product": "p", "audience": "a"}}, BuildOptions{Model: "m", Template: tmpl})
+		if err != nil && strings.Contains(err.Error(), "map has no entry") {
+			t.Fatalf("template %q accepted but names a missing column: %v", tmpl, err)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package bulk
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/herd-llm/herd/gateway/api"
@@ -117,23 +119,41 @@ func Submit(ctx context.Context, c *api.Client, path string, o SubmitOptions) (a
 			return api.BatchObject{}, errors.New("text and CSV files need --model or --preset")
 		}
 		meta["model"] = model
+		meta["source_format"] = format
 		opts := BuildOptions{Endpoint: o.Endpoint, Model: model, Params: params, Template: o.Template, PromptColumn: o.PromptColumn}
+		name := filepath.Base(path)
 		var buf bytes.Buffer
 		if format == "txt" {
-			prompts, err := ParseTextPrompts(f)
+			prompts, lines, err := ParseTextPromptLines(f)
 			if err != nil {
 				return api.BatchObject{}, fmt.Errorf("%s: %w", path, err)
 			}
+			if o.Template != "" {
+				// A text file's one column is the line: {{.prompt}}.
+				if err := CheckTemplate(o.Template, "text file "+name+" (one prompt a line)", []string{"prompt"}); err != nil {
+					return api.BatchObject{}, fmt.Errorf("text: %w", err)
+				}
+			}
+			opts.SourceLines = lines
 			if err := BuildJSONLFromPrompts(&buf, prompts, opts); err != nil {
 				return api.BatchObject{}, err
 			}
 		} else {
-			rows, err := ParseCSVRows(f)
+			file, err := ParseCSV(f, "")
 			if err != nil {
-				return api.BatchObject{}, fmt.Errorf("%s: %w", path, err)
+				return api.BatchObject{}, fmt.Errorf("csv: %s: %w", path, err)
 			}
-			if err := BuildJSONLFromRows(&buf, rows, opts); err != nil {
-				return api.BatchObject{}, err
+			switch col := cmp.Or(o.PromptColumn, "prompt"); {
+			case o.Template != "":
+				if err := CheckTemplate(o.Template, name, file.Header); err != nil {
+					return api.BatchObject{}, fmt.Errorf("csv: %w", err)
+				}
+			case !slices.Contains(file.Header, col):
+				return api.BatchObject{}, fmt.Errorf("csv: %w", MissingColumnError(name, col, file.Header))
+			}
+			opts.SourceLines = file.Lines
+			if err := BuildJSONLFromRows(&buf, file.Rows, opts); err != nil {
+				return api.BatchObject{}, fmt.Errorf("csv: %s: %w", path, err)
 			}
 		}
 		jsonl = buf.Bytes()

@@ -48,10 +48,49 @@ func (s span) present() bool { return s.end > s.start }
 // msgBadJSON is OpenAI's wording for a body that is not JSON.
 const msgBadJSON = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The API expects a JSON payload, but what was sent was not valid JSON.)"
 
+// maxJSONDepth is how deeply encoding/json (json.Valid, and so the gateway) lets arrays and
+// objects nest; deeper JSON is refused by it whatever else is right.
+const maxJSONDepth = 10000
+
+// errTooDeep is the 400 for JSON nested deeper than maxJSONDepth: a body that is otherwise
+// well-formed must not be told it "was not valid JSON" with a hint about the HTTP library.
+func errTooDeep() *APIError {
+	return badRequest("invalid_json", "", "The JSON body is nested too deep: arrays and objects may nest at most %d levels.", maxJSONDepth)
+}
+
+// nestedTooDeep reports whether b opens more than maxJSONDepth arrays and objects at once
+// (outside strings); it is asked only of a body json.Valid refused, to say why.
+func nestedTooDeep(b []byte) bool {
+	depth, inString := 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			if depth++; depth > maxJSONDepth {
+				return true
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return false
+}
+
 // scanBody fills info from the JSON request body b, or returns the 400 a client must see.
 func scanBody(b []byte, info *bodyInfo) *APIError {
 	*info = bodyInfo{}
 	if !json.Valid(b) {
+		if nestedTooDeep(b) {
+			return errTooDeep()
+		}
 		return badRequest("", "", msgBadJSON)
 	}
 	i := jsonspan.SkipWS(b, 0)

@@ -37,6 +37,8 @@ func TestScanBody(t *testing.T) {
 		{name: "empty", body: ``, wantErr: true},
 		{name: "trailing garbage", body: `{"model":"m"} x`, wantErr: true},
 		{name: "array body", body: `[1]`, wantErr: true, errCode: "invalid_type"},
+		{name: "nested too deep", body: `{"model":"m","messages":` + strings.Repeat("[", 20001) + strings.Repeat("]", 20001) + `}`, wantErr: true, errCode: "invalid_json"},
+		{name: "deep but allowed", body: `{"model":"m","x":` + strings.Repeat("[", 9000) + strings.Repeat("]", 9000) + `}`, model: "m"},
 		{name: "missing model", body: `{"messages":[]}`, wantErr: true, errParam: "model", errCode: "missing_required_parameter"},
 		{name: "null model", body: `{"model":null}`, wantErr: true, errParam: "model", errCode: "missing_required_parameter"},
 		{name: "empty model", body: `{"model":""}`, wantErr: true, errParam: "model", errCode: "missing_required_parameter"},
@@ -74,6 +76,26 @@ func TestScanBody(t *testing.T) {
 				t.Errorf("info = %+v, want %+v", got, want)
 			}
 		})
+	}
+}
+
+// TestScanBodyTooDeep: JSON nested deeper than encoding/json allows is refused with a message
+// that says so, not with the hint that the HTTP library is misused.
+func TestScanBodyTooDeep(t *testing.T) {
+	for _, body := range []string{
+		strings.Repeat("[", 20000) + strings.Repeat("]", 20000),
+		`{"model":"m","messages":[{"content":"[[[ {{{ \"[["}],"x":` + strings.Repeat(`{"a":`, 10001) + "1" + strings.Repeat("}", 10001) + "}",
+	} {
+		var info bodyInfo
+		err := scanBody([]byte(body), &info)
+		if err == nil || err.Status != 400 || !strings.Contains(err.Message, "nested too deep") || strings.Contains(err.Message, "HTTP library") {
+			t.Fatalf("scanBody(%.40q…) = %+v, want a 400 saying the nesting is too deep", body, err)
+		}
+	}
+	// Brackets inside strings are text, and a broken body is still "not valid JSON".
+	var info bodyInfo
+	if err := scanBody([]byte(`{"model":"`+strings.Repeat("[", 20000)+`"`), &info); err == nil || err.Message != msgBadJSON {
+		t.Fatalf("unterminated body with brackets in a string: %+v, want the not-valid-JSON message", err)
 	}
 }
 
@@ -184,4 +206,15 @@ func BenchmarkScanBody(b *testing.B) {
 	if !bytes.Equal(info.model, []byte("llama3.1:8b")) {
 		b.Fatalf("model = %q", info.model)
 	}
+}
+
+// FuzzNestedTooDeep: JSON that encoding/json accepts is never called too deep.
+func FuzzNestedTooDeep(f *testing.F) {
+	f.Add([]byte(`{"a":[[{"b":"[[["}]]]}`))
+	f.Add([]byte(strings.Repeat("[", 10001)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if json.Valid(b) && nestedTooDeep(b) {
+			t.Fatalf("valid JSON %q called too deep", b)
+		}
+	})
 }

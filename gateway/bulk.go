@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/herd-llm/herd/gateway/batch"
 	"github.com/herd-llm/herd/gateway/presets"
 	"github.com/herd-llm/herd/gateway/s3files"
 	"github.com/herd-llm/herd/gateway/store"
+	"github.com/herd-llm/herd/models"
 )
 
 // gatewayID is Config.GatewayID, else the host name and the listen port: unique per gateway of a
@@ -55,12 +57,17 @@ func (s *Server) initBulk(ctx context.Context) error {
 		}
 		contents = s3
 	}
+	bcfg := s.cfg.Batch
+	if bcfg.ModelGrace == 0 {
+		bcfg.ModelGrace = max(10*time.Second, 3*s.cfg.HeartbeatInterval)
+	}
 	svc, err := batch.New(batch.Options{
 		Contents:   contents,
 		Store:      st,
 		Dir:        s.cfg.DataDir,
 		Dispatcher: s.dispatcher(),
-		Config:     s.cfg.Batch,
+		Config:     bcfg,
+		Models:     batchModels{s},
 		Logger:     s.log.With("component", "batch"),
 		Observer:   batchObserver{s.metrics},
 		SharedDir:  s.cfg.RedisURL != "",
@@ -73,6 +80,35 @@ func (s *Server) initBulk(ctx context.Context) error {
 	}
 	s.bulkStore, s.presets, s.batches = st, book, svc
 	return nil
+}
+
+// batchModels tells the batch validator whether a line's model can run: the request path's own
+// resolution (a model some node, fresh or stale, serves or has on disk, under its name or its
+// Ollama spelling; else a preset whose base model is such a model), without a request.
+type batchModels struct{ s *Server }
+
+var _ batch.Models = batchModels{}
+
+// CheckModel implements batch.Models.
+func (m batchModels) CheckModel(model string) string {
+	snap := m.s.registry.Snapshot()
+	known := func(name string) bool {
+		if _, _, ok := findModel(snap, []byte(name), false); ok {
+			return true
+		}
+		_, _, ok := findModel(snap, []byte(models.NormalizeName(name)), true)
+		return ok
+	}
+	if known(model) {
+		return ""
+	}
+	if p, ok := m.s.presets.Lookup(model); ok {
+		if known(p.Model) {
+			return ""
+		}
+		return fmt.Sprintf("preset `%s` runs on model `%s`, which no node serves or has on disk", p.Name, p.Model)
+	}
+	return fmt.Sprintf("The model `%s` does not exist: no node serves it or has it on disk, and no preset has that name.", model)
 }
 
 // runBulk runs the batch runner (which first resumes batches a crash left unfinished) and keeps

@@ -255,10 +255,14 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 // Run does the gateway's background work (the batch runner, preset refresh) until ctx is done,
 // then closes the store. Serve may run before, during and after it.
 func (s *Server) Run(ctx context.Context) error {
-	if len(s.cfg.MinReplicas) > 0 {
-		go replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
-	}
 	var wg sync.WaitGroup
+	if len(s.cfg.MinReplicas) > 0 {
+		// Joined like the rest: Run returns (and the store closes) only after the controller and
+		// the loads it started have stopped.
+		wg.Go(func() {
+			replicas.New(s.registry, s.sched, s.agents, s.log, s.cfg.MinReplicas, s.cfg.ReplicaInterval).Run(ctx)
+		})
+	}
 	wg.Go(func() { s.registry.RunShared(ctx) })
 	wg.Go(func() { s.recordHistory(ctx) })
 	wg.Go(func() { s.core.keys.keep(ctx, s.log) })

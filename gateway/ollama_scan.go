@@ -18,6 +18,9 @@ func scanOllamaBody(b []byte, info *bodyInfo) *APIError {
 		return badRequest("missing_body", "", "missing request body")
 	}
 	if !json.Valid(b) {
+		if nestedTooDeep(b) {
+			return badRequest("invalid_json", "", "invalid JSON: nested too deep (arrays and objects may nest at most %d levels)", maxJSONDepth)
+		}
 		var v any
 		err := json.Unmarshal(b, &v)
 		return badRequest("invalid_json", "", "%v", err)

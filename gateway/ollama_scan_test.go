@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -73,4 +74,13 @@ func FuzzScanOllamaBody(f *testing.F) {
 			t.Fatalf("%q: stream %v, json says %v", b, info.stream, want)
 		}
 	})
+}
+
+// TestScanOllamaBodyTooDeep: Ollama's routes say too-deep nesting in their own words.
+func TestScanOllamaBodyTooDeep(t *testing.T) {
+	var info bodyInfo
+	body := `{"model":"m","x":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`
+	if err := scanOllamaBody([]byte(body), &info); err == nil || err.Status != 400 || !strings.Contains(err.Message, "nested too deep") {
+		t.Fatalf("scanOllamaBody = %+v, want a 400 saying the nesting is too deep", err)
+	}
 }

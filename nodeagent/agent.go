@@ -73,10 +73,6 @@ func WithLogger(l *slog.Logger) Option { return func(a *Agent) { a.log = l } }
 // to make measured speeds exact.
 func WithClock(c clock.Clock) Option { return func(a *Agent) { a.clock = c } }
 
-// WithHTTPClient sets the client used for heartbeats and peer copies (default
-// agentapi.DefaultHTTPClient()).
-func WithHTTPClient(hc *http.Client) Option { return func(a *Agent) { a.hc = hc } }
-
 // Agent is one node's agent. Create it with New, serve it with Run (or mount Handler yourself).
 type Agent struct {
 	cfg       Config
@@ -138,11 +134,13 @@ func New(cfg Config, b Backend, ts TelemetrySource, opts ...Option) (*Agent, err
 	for _, o := range opts {
 		o(a)
 	}
-	if a.hc == nil {
+	switch {
+	case cfg.Certs != nil:
+		a.hc = agentapi.HTTPClient(cfg.Certs.ClientTLS())
+	case cfg.GatewayTLS != nil:
+		a.hc = agentapi.HTTPClient(cfg.GatewayTLS)
+	default:
 		a.hc = agentapi.DefaultHTTPClient()
-		if cfg.Certs != nil {
-			a.hc = agentapi.HTTPClient(cfg.Certs.ClientTLS())
-		}
 	}
 	a.log = a.log.With("component", "agent", "node", cfg.NodeID)
 	a.hostname, _ = os.Hostname()

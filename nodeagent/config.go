@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -51,6 +52,9 @@ type Config struct {
 	// HTTPS, admits gateways by their client certificates, and reaches gateways with its own; the
 	// cluster token is not needed.
 	Certs *NodeCerts `yaml:"-"`
+	// GatewayTLS, without Certs (the token lab mode), is the TLS client configuration for
+	// https gateways, e.g. trusting their cluster CA (--ca-file); nil: the system's roots.
+	GatewayTLS *tls.Config `yaml:"-"`
 }
 
 // DefaultConfig returns the configuration an agent runs with when nothing is set. The cluster

@@ -91,20 +91,22 @@ func gib(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
 
 func gb(b uint64) string { return fmt.Sprintf("%.0f GB", float64(b)/1e9) }
 
+// nodeState is a node's state in the words the README, the dashboard and /metrics use: up, late
+// or down (by its heartbeat), then what else keeps it from work: "up, draining".
 func nodeState(n api.Node) string {
 	switch {
-	case n.Status == "down" || n.Stale:
+	case n.Status == api.NodeDown || n.Stale:
 		return "down " + ago(n.LastSeenSeconds)
-	case n.Status == "late":
+	case n.Status == api.NodeLate:
 		return "late (seen " + ago(n.LastSeenSeconds) + ")"
 	case n.Draining:
-		return "draining"
+		return "up, draining"
 	case !n.Healthy:
-		return "unhealthy"
+		return "up, unhealthy"
 	case n.Circuit == "open":
-		return "circuit-open"
+		return "up, circuit open"
 	}
-	return "ready"
+	return "up"
 }
 
 func newNodesCmd() *cobra.Command {
@@ -133,8 +135,12 @@ func newNodesCmd() *cobra.Command {
 	return cmd
 }
 
-func printNodes(w io.Writer, nodes []api.Node) {
-	tw := newTable(w)
+func printNodes(w io.Writer, nodes []api.Node) { printNodesWidth(w, nodes, 0) }
+
+// printNodesWidth is printNodes with every line cut to width columns (0: no limit), the cut
+// marked "…": the resident models, last, are what a narrow terminal loses first.
+func printNodesWidth(w io.Writer, nodes []api.Node, width int) {
+	tw := newTable(&fitWriter{w: w, width: width})
 	tw.row("NODE", "STATE", "BACKEND", "GPU", "VRAM USED/TOTAL", "UTIL", "TEMP", "POWER", "IN-FLIGHT", "RESIDENT MODELS")
 	for _, n := range nodes {
 		backend := n.Backend
@@ -407,10 +413,13 @@ func newTopCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "herd top — %s — %s\n", c.BaseURL, time.Now().Format(time.TimeOnly))
-				printQueue(cmd.OutOrStdout(), q)
-				fmt.Fprintln(cmd.OutOrStdout())
-				printNodes(cmd.OutOrStdout(), nodes)
+				// Every line fits the terminal (a refreshed view that wraps is unreadable).
+				width := terminalWidth(cmd.OutOrStdout())
+				fw := &fitWriter{w: cmd.OutOrStdout(), width: width}
+				fmt.Fprintf(fw, "herd top — %s — %s\n", c.BaseURL, time.Now().Format(time.TimeOnly))
+				printQueue(fw, q)
+				fmt.Fprintln(fw)
+				printNodesWidth(fw, nodes, width)
 			}
 			return nil
 		},

@@ -102,9 +102,35 @@ func TestDashboardDrainClicks(t *testing.T) {
 			until(fmt.Sprintf(`document.querySelector("#key").value === %q`, key)))
 	}
 
+	// A batch with one good line and two the gateway refuses (400): its bar must show the
+	// failures as failures.
+	batchID := submitMixedBatch(t, c.url, clickAdminKey)
+
 	step("open the dashboard", chromedp.Navigate(c.url+"/dashboard"), chromedp.WaitVisible(chromedp.ID("key")))
-	// Without a key the admin API refuses the page, and the page says so.
-	step("the page to show that it cannot read without a key", until(`document.querySelector("#err").textContent.includes("cannot read /admin/v1/nodes")`))
+	// Without a key the gateway refuses every read (401), and the page asks for a key once: one
+	// sentence, not one per refused read; no "loading…" left; the key box no longer claims none
+	// is needed.
+	step("the page to ask for a key, once",
+		until(`document.querySelector("#err").textContent.startsWith("This gateway needs an API key")`),
+		until(`Number(document.body.dataset.refreshed) > 0`))
+	type pageState struct {
+		Err         string `json:"err"`
+		Summary     string `json:"summary"`
+		Placeholder string `json:"placeholder"`
+		Needed      bool   `json:"needed"`
+	}
+	readCtx, cancelRead := context.WithTimeout(ctx, 10*time.Second)
+	noKey, err := chromedp.Run(readCtx, chromedp.Evaluate[pageState](`({err: document.querySelector("#err").textContent, summary: document.querySelector("#summary").textContent,
+		placeholder: document.querySelector("#key").placeholder, needed: document.querySelector("#key").classList.contains("needed")})`))
+	cancelRead()
+	if err != nil {
+		fail("read the page without a key", err)
+	}
+	if strings.Count(noKey.Err, "key") != 2 || strings.Contains(noKey.Err, "/admin/v1") || strings.Contains(noKey.Err, "401") ||
+		noKey.Summary == "loading…" || strings.Contains(noKey.Placeholder, "none") || !noKey.Needed {
+		t.Errorf("dashboard without a key: err %q, summary %q, key placeholder %q, key box marked %v; want one prompt for a key, no loading…, no \"none\" placeholder",
+			noKey.Err, noKey.Summary, noKey.Placeholder, noKey.Needed)
+	}
 
 	step("paste the admin key and see both nodes",
 		pasteKey(clickAdminKey),
@@ -112,21 +138,27 @@ func TestDashboardDrainClicks(t *testing.T) {
 		until(card("click-t4")+`.dataset.draining === "false"`),
 		chromedp.WaitVisible(button("click-t4", "drain")))
 
+	// The batch: 1 done (blue), 2 failed (red), never a full bar of progress.
+	row := fmt.Sprintf(`document.querySelector('#batches tr.batch[data-batch=%q]')`, batchID)
+	step("the batch's bar to show its failures",
+		until(row+` && `+row+`.querySelector(".progress").textContent.includes("1 done, 2 failed of 3")`),
+		until(row+`.querySelector(".bar .completed").style.width === "33%" && `+row+`.querySelector(".bar .failed").style.width === "67%"`))
+
 	step("click drain on click-t4", chromedp.Click(button("click-t4", "drain")))
 	waitFor(t, 20*time.Second, "the admin API to show click-t4 draining", func() bool { return draining(t, c, "click-t4") == 1 })
 	if draining(t, c, "click-a40") != 0 {
 		t.Fatal("drain on click-t4 drained click-a40 too")
 	}
 	step("the page to show click-t4 draining",
-		until(card("click-t4")+`.dataset.draining === "true" && `+card("click-t4")+`.querySelector(".node-state").textContent === "draining"`),
+		until(card("click-t4")+`.dataset.draining === "true" && `+card("click-t4")+`.querySelector(".node-state").textContent === "up, draining"`),
 		chromedp.WaitVisible(button("click-t4", "undrain")),
 		until(card("click-a40")+`.dataset.draining === "false"`),
 		until(`document.querySelector("#action-error").textContent === "" && document.querySelector("#err").textContent === ""`))
 
 	step("click undrain on click-t4", chromedp.Click(button("click-t4", "undrain")))
 	waitFor(t, 20*time.Second, "the admin API to show click-t4 undrained", func() bool { return draining(t, c, "click-t4") == 0 })
-	step("the page to show click-t4 ready again",
-		until(card("click-t4")+`.dataset.draining === "false" && `+card("click-t4")+`.querySelector(".node-state").textContent === "ready"`),
+	step("the page to show click-t4 up again",
+		until(card("click-t4")+`.dataset.draining === "false" && `+card("click-t4")+`.querySelector(".node-state").textContent === "up"`),
 		chromedp.WaitVisible(button("click-t4", "drain")))
 
 	// A client key: the page can no longer read the nodes, so their cards stay but are marked as
@@ -161,6 +193,36 @@ func TestDashboardDrainClicks(t *testing.T) {
 	if ex := exceptions.list(); len(ex) > 0 {
 		t.Errorf("the page threw: %v", ex)
 	}
+}
+
+// submitMixedBatch starts a batch of three lines, two of which the gateway refuses (a negative
+// max_tokens), and waits for it to complete; it returns the batch's ID.
+func submitMixedBatch(t *testing.T, url, key string) string {
+	t.Helper()
+	lines := `{"custom_id":"ok","method":"POST","url":"/v1/chat/completions","body":{"model":"llama3.2:1b","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}}
+{"custom_id":"bad-1","method":"POST","url":"/v1/chat/completions","body":{"model":"llama3.2:1b","max_tokens":-1,"messages":[{"role":"user","content":"hi"}]}}
+{"custom_id":"bad-2","method":"POST","url":"/v1/chat/completions","body":{"model":"llama3.2:1b","max_tokens":-1,"messages":[{"role":"user","content":"hi"}]}}
+`
+	c := api.NewClient(url, key)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f, err := c.UploadFile(ctx, "mixed.jsonl", "batch", []byte(lines))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.CreateBatch(ctx, api.CreateBatchRequest{InputFileID: f.ID, Endpoint: "/v1/chat/completions", CompletionWindow: "24h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the mixed batch to complete", func() bool {
+		got, err := c.Batch(ctx, b.ID)
+		return err == nil && got.Status == "completed"
+	})
+	got, _ := c.Batch(ctx, b.ID)
+	if rc := got.RequestCounts; rc.Completed != 1 || rc.Failed != 2 {
+		t.Fatalf("mixed batch counts %+v, want 1 completed and 2 failed", rc)
+	}
+	return b.ID
 }
 
 // draining returns 1 when the admin API shows node id draining, 0 when not, and fails the test

@@ -93,7 +93,7 @@ func TestOperatorViewsTellTheTruth(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !regexp.MustCompile(`sim2-a40\s+down [0-9.]+s ago`).MatchString(nodesOut) || !strings.Contains(nodesOut, "[") ||
-		!regexp.MustCompile(`sim1-t4\s+(ready|late)`).MatchString(nodesOut) {
+		!regexp.MustCompile(`sim1-t4\s+(up|late)`).MatchString(nodesOut) {
 		t.Errorf("herd nodes does not show the dead node as down with old figures:\n%s", nodesOut)
 	}
 	topOut, err := runCLI(t, "top", "-n", "1", "--url", c.url)
@@ -270,7 +270,7 @@ func checkDashboardInChromium(t *testing.T, url, batchID string) {
 		regexp.MustCompile(`data-chart="gpu"[^>]*>[\s\S]*?<path d="M[0-9.]+ [0-9.]+ L`),
 		regexp.MustCompile(`data-chart="queue"`),
 		regexp.MustCompile(`class="batch" data-batch="` + regexp.QuoteMeta(batchID) + `"`),
-		regexp.MustCompile(`2 / 2`),
+		regexp.MustCompile(`2 done of 2`),
 		regexp.MustCompile(`class="preset"><td>poet</td><td>v5</td>`),
 		regexp.MustCompile(`id="queue-interactive">0<`),
 		regexp.MustCompile(`class="drain" data-node="sim1-t4" data-action="drain"`),

@@ -95,9 +95,9 @@ func urlScheme(s string) (string, error) {
 	return s[:i], nil
 }
 
-// tokenModeClient is the agent's HTTP client in token mode when --ca-file asks to trust another
-// CA for https gateways (nil: the default client).
-func tokenModeClient(a agentSection) (*http.Client, error) {
+// tokenModeTLS is the agent's TLS client configuration in token mode when --ca-file asks to
+// trust another CA for https gateways (nil: the system's roots).
+func tokenModeTLS(a agentSection) (*tls.Config, error) {
 	if a.CAFile == "" {
 		return nil, nil
 	}
@@ -112,7 +112,7 @@ func tokenModeClient(a agentSection) (*http.Client, error) {
 	if !pool.AppendCertsFromPEM(data) {
 		return nil, fmt.Errorf("agent: --ca-file %s holds no PEM certificate", a.CAFile)
 	}
-	return agentapi.HTTPClient(agentapi.ClientTLS(pool, nil)), nil
+	return agentapi.ClientTLS(pool, nil), nil
 }
 
 // clientHTTP is the client commands' HTTP client: the system's roots plus caFile's.

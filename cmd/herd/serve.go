@@ -124,6 +124,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.Int64Var(&g.Batch.MaxFileBytes, "max-file-bytes", g.Batch.MaxFileBytes, "largest bulk file accepted (0: 200 MB)")
 	fs.IntVar(&g.Batch.MaxFileLines, "max-file-lines", g.Batch.MaxFileLines, "most lines in a bulk file (0: 50,000)")
 	fs.IntVar(&g.Batch.Concurrency, "batch-concurrency", g.Batch.Concurrency, "batch lines in flight at once (0: 8)")
+	fs.DurationVar(&g.Batch.ModelGrace, "batch-model-grace", g.Batch.ModelGrace, "after the gateway starts, how long a batch naming a model no node has reported waits for nodes to report in before it fails validation (0: 10s or 3 heartbeat intervals, whichever is longer; negative: no wait)")
 	tracingFlags(fs, &g.Tracing)
 	fs.BoolVar(&g.TLS, "tls", g.TLS, "serve HTTPS with a certificate from the cluster CA even on loopback (any other address serves HTTPS unless --insecure)")
 	fs.StringVar(&g.TLSCert, "tls-cert", g.TLSCert, "certificate file for the client front (PEM; reloaded when it changes); default: one from the cluster CA")
@@ -336,14 +337,11 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 		return fmt.Errorf("agent: %w", err)
 	}
 	defer stopTracing()
-	opts := []nodeagent.Option{nodeagent.WithLogger(log), nodeagent.WithTracerProvider(tp.TracerProvider())}
-	if hc, err := tokenModeClient(a); err != nil {
+	if cfg.GatewayTLS, err = tokenModeTLS(a); err != nil {
 		ln.Close()
 		return err
-	} else if hc != nil {
-		opts = append(opts, nodeagent.WithHTTPClient(hc))
 	}
-	ag, err := nodeagent.New(cfg, b, ts, opts...)
+	ag, err := nodeagent.New(cfg, b, ts, nodeagent.WithLogger(log), nodeagent.WithTracerProvider(tp.TracerProvider()))
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("agent config: %w", err)

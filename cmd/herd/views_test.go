@@ -90,3 +90,29 @@ func TestProgressLineRates(t *testing.T) {
 		}
 	}
 }
+
+// TestFitLine: `herd top` cuts each line to the terminal's width, marking the cut.
+func TestFitLine(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		width int
+		want  string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"a longer line here", 10, "a longer…"},
+		{"°C °C °C °C", 5, "°C °…"},
+		{"trailing    ", 8, "trailing"},
+	} {
+		if got := string(fitLine([]byte(tc.line), tc.width)); got != tc.want {
+			t.Errorf("fitLine(%q, %d) = %q, want %q", tc.line, tc.width, got, tc.want)
+		}
+	}
+	var b bytes.Buffer
+	fw := &fitWriter{w: &b, width: 6}
+	fw.Write([]byte("abc"))
+	fw.Write([]byte("defgh\nxy\n"))
+	if b.String() != "abcde…\nxy\n" {
+		t.Errorf("fitWriter wrote %q", b.String())
+	}
+}

@@ -93,6 +93,11 @@ type Config struct {
 	ClaimTimeout time.Duration `yaml:"claim_timeout"`
 	// MaxValidationErrors bounds errors.data of a batch that failed validation.
 	MaxValidationErrors int `yaml:"max_validation_errors"`
+	// ModelGrace is how long after the runner starts (the gateway's start) a batch naming a model
+	// no node has reported waits in "validating" rather than fail: nodes are still reporting in.
+	// Past it such a batch fails validation (model_not_found, with its lines). The gateway sets
+	// it to 10s or three heartbeat intervals, whichever is longer, when zero.
+	ModelGrace time.Duration `yaml:"model_grace"`
 }
 
 // DefaultConfig returns OpenAI's limits and a runner tuned for a small cluster.
@@ -109,6 +114,7 @@ func DefaultConfig() Config {
 		PollInterval:        time.Second,
 		ClaimTimeout:        30 * time.Second,
 		MaxValidationErrors: 100,
+		ModelGrace:          10 * time.Second,
 	}
 }
 
@@ -143,6 +149,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ClaimTimeout <= 0 {
 		c.ClaimTimeout = d.ClaimTimeout
+	}
+	if c.ModelGrace == 0 {
+		c.ModelGrace = d.ModelGrace
 	}
 	if c.MaxValidationErrors <= 0 {
 		c.MaxValidationErrors = d.MaxValidationErrors

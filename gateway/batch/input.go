@@ -23,6 +23,10 @@ const (
 	CodeEmptyFile         = "empty_file"
 	CodeTooManyRequests   = "too_many_requests"
 	CodeLineTooLarge      = "line_too_large"
+	// CodeModelNotFound: the line's model (or preset) is served by no node and on no node's disk
+	// (Options.Models); CodeMissingModel: the line's body names no model.
+	CodeModelNotFound = "model_not_found"
+	CodeMissingModel  = "missing_required_parameter"
 )
 
 // RequestLine is one request of a batch input file.
@@ -79,6 +83,8 @@ type InputLine struct {
 	// Line is the 1-based physical line number.
 	Line     int
 	CustomID string
+	// Model is the body's "model" when it is a string ("" otherwise).
+	Model string
 	// Offset and Length locate the line's bytes (without the newline) in the file.
 	Offset int64
 	Length int
@@ -113,6 +119,7 @@ func ValidateInputLimits(r io.Reader, endpoint string, lim InputLimits) ([]Input
 		offset  int64
 		lineNo  int
 		seen    = make(map[string]int)
+		names   = make(map[string]string) // one copy of each model name for all the lines
 		tooMany bool
 		buf     []byte
 		addErr  = func(e store.BatchError) {
@@ -196,7 +203,11 @@ func ValidateInputLimits(r io.Reader, endpoint string, lim InputLimits) ([]Input
 			seen[rl.CustomID] = lineNo
 		}
 		if !tooMany {
-			lines = append(lines, InputLine{Index: len(lines), Line: lineNo, CustomID: rl.CustomID, Offset: start, Length: len(content)})
+			model := ""
+			if err == nil {
+				model = bodyModel(rl.Body, names)
+			}
+			lines = append(lines, InputLine{Index: len(lines), Line: lineNo, CustomID: rl.CustomID, Model: model, Offset: start, Length: len(content)})
 		}
 		if readErr != nil {
 			break
@@ -209,6 +220,22 @@ func ValidateInputLimits(r io.Reader, endpoint string, lim InputLimits) ([]Input
 		return nil, errs, nil
 	}
 	return lines, nil, nil
+}
+
+// bodyModel is body's "model" when it is a string, else ""; names interns it.
+func bodyModel(body json.RawMessage, names map[string]string) string {
+	var b struct {
+		Model json.RawMessage `json:"model"`
+	}
+	var model string
+	if json.Unmarshal(body, &b) != nil || json.Unmarshal(b.Model, &model) != nil {
+		return ""
+	}
+	if m, ok := names[model]; ok {
+		return m
+	}
+	names[model] = model
+	return model
 }
 
 // readBody reads the body of a validated line back from the input file.

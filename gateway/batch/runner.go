@@ -304,6 +304,11 @@ func (s *Service) validate(ctx context.Context, b store.Batch) error {
 	if f != nil {
 		f.Close()
 	}
+	if len(verrs) == 0 && s.models != nil {
+		if verrs, err = s.checkModels(ctx, b.ID, lines); err != nil {
+			return err
+		}
+	}
 	failed := false
 	_, err = s.st.UpdateBatch(ctx, b.ID, func(b *store.Batch) error {
 		failed = false
@@ -323,6 +328,60 @@ func (s *Service) validate(ctx context.Context, b store.Batch) error {
 		s.obs.BatchFinished(store.StatusFailed)
 	}
 	return err
+}
+
+// modelRecheck is how often a batch waiting out Config.ModelGrace asks about its models again.
+const modelRecheck = 250 * time.Millisecond
+
+// checkModels returns a validation error for each line (up to MaxValidationErrors) whose model
+// cannot run anywhere, or that names none. While the runner is younger than Config.ModelGrace,
+// a model not yet known is waited for rather than failed: after a gateway start the nodes are
+// still reporting in. An error means ctx ended while waiting.
+func (s *Service) checkModels(ctx context.Context, id string, lines []InputLine) ([]store.BatchError, error) {
+	for {
+		problems := map[string]string{}
+		unknown := false
+		for _, l := range lines {
+			if _, done := problems[l.Model]; done {
+				continue
+			}
+			p := ""
+			if l.Model == "" {
+				p = "the request body names no model (body.model is required)"
+			} else if p = s.models.CheckModel(l.Model); p != "" {
+				unknown = true
+			}
+			problems[l.Model] = p
+		}
+		if wait := s.started.Add(s.cfg.ModelGrace).Sub(s.now()); unknown && wait > 0 {
+			s.log.Info("batch names a model no node has reported yet; waiting for nodes to report in", "batch", id, "grace_left", wait.Round(time.Millisecond))
+			// Look again soon: a node that reports the model ends the wait.
+			t := time.NewTimer(min(wait, modelRecheck))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
+		var errs []store.BatchError
+		for _, l := range lines {
+			p := problems[l.Model]
+			if p == "" {
+				continue
+			}
+			if len(errs) == s.cfg.MaxValidationErrors {
+				break
+			}
+			code := CodeModelNotFound
+			if l.Model == "" {
+				code = CodeMissingModel
+			}
+			errs = append(errs, store.BatchError{Code: code, Param: "body.model", Line: l.Line, Message: p})
+		}
+		return errs, nil
+	}
 }
 
 // runLines runs every line of the batch that has no recorded result, with at most
@@ -447,7 +506,7 @@ func (s *Service) runLine(ctx context.Context, b store.Batch, f io.ReaderAt, l I
 			}
 			continue
 		}
-		fillResponse(&res, resp)
+		fillResponse(&res, resp, s.now())
 		break
 	}
 	res.FinishedAt = s.now().UnixMilli()
@@ -493,8 +552,9 @@ func withoutStreaming(body []byte) ([]byte, error) {
 }
 
 // fillResponse records the backend's answer: the body (as JSON; a non-JSON body becomes a JSON
-// string), usage and, for a non-2xx answer, the error it carries.
-func fillResponse(res *store.LineResult, resp Response) {
+// string), usage and, for a non-2xx answer, the error it carries. now (the service's clock) dates
+// the request ID made for an answer that came without one.
+func fillResponse(res *store.LineResult, resp Response, now time.Time) {
 	res.StatusCode = resp.StatusCode
 	res.Node, res.Simulated = resp.Node, resp.Simulated
 	if len(resp.Parameters) > 0 && json.Valid(resp.Parameters) {
@@ -502,7 +562,7 @@ func fillResponse(res *store.LineResult, resp Response) {
 	}
 	res.RequestID = resp.RequestID
 	if res.RequestID == "" {
-		res.RequestID = store.NewID("req_", time.Now())
+		res.RequestID = store.NewID("req_", now)
 	}
 	if json.Valid(resp.Body) {
 		res.Body = json.RawMessage(resp.Body)

@@ -297,12 +297,35 @@ func TestFillResponseUsage(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var res store.LineResult
-			fillResponse(&res, Response{StatusCode: tc.status, Body: []byte(tc.body)})
+			fillResponse(&res, Response{StatusCode: tc.status, Body: []byte(tc.body)}, time.Now())
 			if res.PromptTokens != tc.prompt || res.CompletionTokens != tc.completion || res.CachedTokens != tc.cached || res.ReasoningTokens != tc.reason {
 				t.Fatalf("tokens = %d/%d cached %d reasoning %d, want %d/%d cached %d reasoning %d",
 					res.PromptTokens, res.CompletionTokens, res.CachedTokens, res.ReasoningTokens, tc.prompt, tc.completion, tc.cached, tc.reason)
 			}
 		})
+	}
+}
+
+// TestRequestIDFromInjectedClock: a line whose answer came without a request ID gets one made on
+// the service's clock, not the machine's (IDs begin with their time in big-endian nanoseconds).
+func TestRequestIDFromInjectedClock(t *testing.T) {
+	dir := t.TempDir()
+	st := openBolt(t, dir)
+	defer st.Close()
+	clk := newClock()
+	h := start(t, dir, st, dispatchFunc(echo), testConfig(), func(o *Options) { o.Now = clk.Now })
+	b := h.create(h.upload(chatLines(1)).ID)
+	waitFor(t, st, b.ID, "completed", status(store.StatusCompleted))
+	var ids []string
+	if err := st.Lines(context.Background(), b.ID, func(r store.LineResult) error {
+		ids = append(ids, r.RequestID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := store.NewID("req_", clk.Now())[:len("req_")+16]
+	if len(ids) != 1 || !strings.HasPrefix(ids[0], want) {
+		t.Fatalf("request IDs %v, want one beginning %s (the injected clock's time)", ids, want)
 	}
 }
 
@@ -723,5 +746,88 @@ func TestRedisRestartedGatewayResumesOwnClaims(t *testing.T) {
 	done := waitFor(t, again.st, b.ID, "completed", status(store.StatusCompleted))
 	if done.RequestCounts != (store.RequestCounts{Total: 10, Completed: 10}) {
 		t.Fatalf("counts %+v", done.RequestCounts)
+	}
+}
+
+// modelSet is a Models that knows a fixed, changeable set of models.
+type modelSet struct {
+	mu    sync.Mutex
+	known map[string]bool
+	asked int
+}
+
+func (m *modelSet) CheckModel(model string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.asked++
+	if m.known[model] {
+		return ""
+	}
+	return "no node has model `" + model + "`"
+}
+
+func (m *modelSet) add(model string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.known[model] = true
+}
+
+// TestValidationUnknownModel: a batch naming a model no node has fails validation with the
+// lines that name it (OpenAI's model_not_found, param body.model), and nothing is dispatched.
+func TestValidationUnknownModel(t *testing.T) {
+	dir := t.TempDir()
+	st := openBolt(t, dir)
+	defer st.Close()
+	var calls atomic.Int64
+	cfg := testConfig()
+	cfg.ModelGrace = -1 // no grace: the nodes have long reported
+	h := start(t, dir, st, dispatchFunc(func(ctx context.Context, req Request) (Response, error) {
+		calls.Add(1)
+		return echo(ctx, req)
+	}), cfg, func(o *Options) { o.Models = &modelSet{known: map[string]bool{"m": true}} })
+	input := `{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}
+
+{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"model":"nope","messages":[]}}
+{"custom_id":"c","method":"POST","url":"/v1/chat/completions","body":{"messages":[]}}
+{"custom_id":"d","method":"POST","url":"/v1/chat/completions","body":{"model":"nope","messages":[]}}
+`
+	b := h.create(h.upload(input).ID)
+	got := waitFor(t, st, b.ID, "failed", status(store.StatusFailed))
+	want := []store.BatchError{
+		{Code: CodeModelNotFound, Param: "body.model", Line: 3, Message: "no node has model `nope`"},
+		{Code: CodeMissingModel, Param: "body.model", Line: 4, Message: "the request body names no model (body.model is required)"},
+		{Code: CodeModelNotFound, Param: "body.model", Line: 5, Message: "no node has model `nope`"},
+	}
+	if fmt.Sprint(got.Errors) != fmt.Sprint(want) || got.InProgressAt != 0 {
+		t.Fatalf("errors %+v (in progress at %d), want %+v", got.Errors, got.InProgressAt, want)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d lines dispatched from a batch that failed validation", n)
+	}
+}
+
+// TestValidationWaitsForNodesAfterStart: right after the start, a model no node has reported yet
+// is waited for until the grace ends; a node reporting it meanwhile lets the batch run.
+func TestValidationWaitsForNodesAfterStart(t *testing.T) {
+	dir := t.TempDir()
+	st := openBolt(t, dir)
+	defer st.Close()
+	cfg := testConfig()
+	cfg.ModelGrace = 30 * time.Second
+	models := &modelSet{known: map[string]bool{}}
+	h := start(t, dir, st, dispatchFunc(echo), cfg, func(o *Options) { o.Models = models })
+	b := h.create(h.upload(chatLines(2)).ID)
+	waitFor(t, st, b.ID, "the model asked about", func(store.Batch) bool {
+		models.mu.Lock()
+		defer models.mu.Unlock()
+		return models.asked > 0
+	})
+	if got, _ := st.GetBatch(context.Background(), b.ID); got.Status != store.StatusValidating {
+		t.Fatalf("status %s within the grace, want validating", got.Status)
+	}
+	models.add("m") // a node with the model reports in
+	got := waitFor(t, st, b.ID, "completed", status(store.StatusCompleted))
+	if got.RequestCounts.Completed != 2 {
+		t.Fatalf("counts %+v", got.RequestCounts)
 	}
 }

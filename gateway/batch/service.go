@@ -43,6 +43,17 @@ type Options struct {
 	CreateTemp func(dir, pattern string) (TempFile, error)
 	// Tracer makes a span per batch run and per line (runner.go); nil: no spans.
 	Tracer trace.Tracer
+	// Models, when not nil, is asked at validation whether each line's model can run anywhere;
+	// a batch naming one that cannot fails validation (Config.ModelGrace says when).
+	Models Models
+}
+
+// Models says whether a model can run: the gateway knows it from its nodes' heartbeats and its
+// presets.
+type Models interface {
+	// CheckModel returns "" when some node serves model, has it on disk, or model is a preset
+	// whose base model is such a model; otherwise why not, in words for the batch's owner.
+	CheckModel(model string) string
 }
 
 // Observer is told what the runner finished. Calls come from the runner's goroutines and must
@@ -72,6 +83,9 @@ type Service struct {
 	obs      Observer
 	mkTemp   func(dir, pattern string) (TempFile, error)
 	tracer   trace.Tracer
+	models   Models
+	// started is when New ran: Config.ModelGrace counts from it.
+	started time.Time
 
 	// slots bounds the lines in flight over all batches (Config.Concurrency).
 	slots chan struct{}
@@ -107,6 +121,7 @@ func New(o Options) (*Service, error) {
 		obs:      o.Observer,
 		mkTemp:   o.CreateTemp,
 		tracer:   o.Tracer,
+		models:   o.Models,
 		wake:     make(chan struct{}, 1),
 		slots:    make(chan struct{}, o.Config.withDefaults().Concurrency),
 		active:   make(map[string]func()),
@@ -123,6 +138,7 @@ func New(o Options) (*Service, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.started = s.now()
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}

@@ -45,6 +45,9 @@ type Controller struct {
 	// min is the wanted count of resident copies by model; every the pass interval.
 	min   map[string]int
 	every time.Duration
+	// loads are the load goroutines Reconcile started; Run waits for them before it returns, so
+	// that a gateway shutting down has no load still talking to an agent.
+	loads sync.WaitGroup
 }
 
 // New returns a controller keeping min[model] resident copies, checking every interval (10s when
@@ -62,7 +65,10 @@ func New(reg Registry, plan Planner, agents Agents, log *slog.Logger, min map[st
 // Run keeps the replicas warm until ctx is done. Each pass asks the placement planner (scheduler.Replicas) which nodes should load which
 // model and what idle models they must evict first. Loads go only to nodes that already have the
 // weights: a warm replica must never turn into a multi-gigabyte download nobody asked for.
+// When ctx is done it returns once the loads it started have ended (their requests are made
+// under ctx, so they end promptly).
 func (s *Controller) Run(ctx context.Context) {
+	defer s.loads.Wait()
 	var pending sync.Map // "node/model" → struct{}: a load under way, not yet in a heartbeat
 	t := time.NewTicker(s.every)
 	defer t.Stop()
@@ -106,7 +112,7 @@ func (s *Controller) Reconcile(ctx context.Context, pending *sync.Map) []schedul
 			continue
 		}
 		client := s.agents.For(view)
-		go func() {
+		s.loads.Go(func() {
 			defer pending.Delete(key)
 			lctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 			defer cancel()
@@ -121,7 +127,7 @@ func (s *Controller) Reconcile(ctx context.Context, pending *sync.Map) []schedul
 				return
 			}
 			s.log.Info("min_replicas: replica loaded", "node", plan.Node, "model", plan.Model, "evicted", len(plan.Evict))
-		}()
+		})
 		done = append(done, plan)
 	}
 	return done

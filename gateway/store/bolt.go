@@ -32,24 +32,15 @@ type Bolt struct {
 
 var _ Store = (*Bolt)(nil)
 
-// BoltOption configures OpenBolt.
-type BoltOption func(*Bolt)
-
-// WithBoltClock sets the clock the queue measures claim idleness with.
-func WithBoltClock(now func() time.Time) BoltOption { return func(b *Bolt) { b.now = now } }
-
 // OpenBolt opens (creating it if needed) the bbolt file at path. It fails after a few seconds if
 // another process holds the file. Claims left on the work queue by the previous holder are
 // released: that process is gone, since it no longer holds the file lock.
-func OpenBolt(path string, opts ...BoltOption) (*Bolt, error) {
+func OpenBolt(path string) (*Bolt, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	b := &Bolt{db: db, now: time.Now}
-	for _, o := range opts {
-		o(b)
-	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketFiles, bucketBatches, bucketLines, bucketQueue, bucketPresets, bucketKeys} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {

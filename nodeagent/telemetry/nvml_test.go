@@ -525,20 +525,6 @@ func TestNVMLWithoutEvents(t *testing.T) {
 	}
 }
 
-func TestNone(t *testing.T) {
-	n := NewNone("telemetry disabled")
-	gpus, err := n.GPUs(context.Background())
-	if err != nil || gpus == nil || len(gpus) != 0 {
-		t.Fatalf("GPUs = %v, %v", gpus, err)
-	}
-	if n.Reason() != "telemetry disabled" {
-		t.Errorf("Reason = %q", n.Reason())
-	}
-	if NewNone("").Reason() == "" {
-		t.Error("empty reason not defaulted")
-	}
-}
-
 // TestNVMLSystemLibrary uses the machine's real NVML. Without a driver (CI) it checks the
 // no-driver path end to end (dlopen fails, one line, no GPUs); on a GPU machine it checks that
 // every GPU reads sanely. `go test -v -run TestNVMLSystemLibrary ./nodeagent/telemetry/` prints

@@ -1,6 +1,7 @@
-// Package telemetry reads a node's GPUs for the herd agent: NVML (through
-// github.com/NVIDIA/go-nvml) on machines with an NVIDIA driver, and None for machines without a
-// GPU or where GPU telemetry is switched off.
+// Package telemetry reads a node's GPUs for the herd agent through NVML
+// (github.com/NVIDIA/go-nvml). A machine without an NVIDIA driver gets the same source, which then
+// reports no GPUs and says why; there is no separate "telemetry off" source (and no flag for one):
+// a node with a driver always reports its GPUs, since the scheduler and the dashboard rely on them.
 //
 // Decisions:
 //   - No driver is not an error. A source that finds no NVML library, or whose nvml.Init fails,
@@ -13,32 +14,3 @@
 //     slowdown (hardware or software) makes a GPU unhealthy. Power capping and idle clocks do not.
 //   - The NVML source needs cgo (go-nvml loads libnvidia-ml.so with dlopen).
 package telemetry
-
-import (
-	"context"
-
-	"github.com/herd-llm/herd/nodeagent"
-	"github.com/herd-llm/herd/nodeagent/agentapi"
-)
-
-// None is the telemetry source of a node without GPU telemetry: it reports no GPUs and says why.
-type None struct {
-	reason string
-}
-
-var _ nodeagent.TelemetrySource = (*None)(nil)
-
-// NewNone returns a source with no GPUs; reason (e.g. "telemetry disabled by --telemetry=none")
-// is what Reason reports.
-func NewNone(reason string) *None {
-	if reason == "" {
-		reason = "no GPU telemetry source configured"
-	}
-	return &None{reason: reason}
-}
-
-// GPUs returns no GPUs.
-func (n *None) GPUs(context.Context) ([]agentapi.GPU, error) { return []agentapi.GPU{}, nil }
-
-// Reason says why there are no GPUs.
-func (n *None) Reason() string { return n.reason }
