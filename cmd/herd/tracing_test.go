@@ -233,7 +233,12 @@ func TestTracingAcrossGatewayAndAgent(t *testing.T) {
 	}
 	const clientSpan = "00f067aa0ba902b7"
 	for _, r := range reqs {
-		body := fmt.Sprintf(`{"model":%q,"max_tokens":8,"stream":%v,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, r.model, r.stream)
+		// stream_options only with stream, as OpenAI (and the simulated node) require.
+		opts := ""
+		if r.stream {
+			opts = `"stream_options":{"include_usage":true},`
+		}
+		body := fmt.Sprintf(`{"model":%q,"max_tokens":8,"stream":%v,%s"messages":[{"role":"user","content":"hi"}]}`, r.model, r.stream, opts)
 		if r.path == responses {
 			body = fmt.Sprintf(`{"model":%q,"max_output_tokens":8,"stream":%v,"input":"hi"}`, r.model, r.stream)
 		}
