@@ -11,13 +11,16 @@ PKGS ?= ./...
 # go-nvml is cgo; its headers use deprecated declarations that only add noise to every build.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build run test test-short deps lint bench sim loadtest-hetero loadtest-overhead loadtest-streams loadtest-capacity loadtest-capacity-multi-turn loadtest-capacity-multi-model bench-real-ollama loadtest-batch-mix loadtest-scale plan clean
+.PHONY: help build dist run test test-short deps lint bench sim loadtest-hetero loadtest-overhead loadtest-streams loadtest-capacity loadtest-capacity-multi-turn loadtest-capacity-multi-model bench-real-ollama loadtest-batch-mix loadtest-scale plan clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 build: ## build bin/herd
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/herd
+
+dist: ## linux/amd64 and linux/arm64 binaries and .deb packages in dist/ (arm64 needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross)
+	$(GO) run ./cmd/herd-dist --out dist --version "$(VERSION)"
 
 run: build ## gateway + a local agent (real Ollama on 127.0.0.1:11434 if one answers, else a simulated GPU)
 	$(BIN) up --listen $(LISTEN) --data $(DATA)
@@ -26,8 +29,8 @@ deps: ## install what the tests need: redis-server, chromium, promtool, nodejs/n
 	@scripts/test-deps.sh
 
 test: deps ## all tests with -race: real redis-server, real Ollama, the dashboard in headless Chromium, promtool on the alert rules, the JS client suite
-	HERD_OLLAMA_BIN="$$(scripts/build-ollama.sh)" HERD_REQUIRE_OLLAMA=1 HERD_REQUIRE_REDIS=1 HERD_BIN=build \
-		HERD_REQUIRE_CHROMIUM=1 HERD_REQUIRE_PROMTOOL=1 HERD_REQUIRE_NODE_CLIENTS=1 \
+	HERD_OLLAMA_BIN="$$(scripts/build-ollama.sh)" HERD_VERSITYGW_BIN="$$(scripts/build-versitygw.sh)" HERD_REQUIRE_OLLAMA=1 HERD_REQUIRE_REDIS=1 HERD_BIN=build \
+		HERD_REQUIRE_CHROMIUM=1 HERD_REQUIRE_PROMTOOL=1 HERD_REQUIRE_NODE_CLIENTS=1 HERD_REQUIRE_DIST=1 \
 		$(GO) test -race -timeout 20m -count=1 $(PKGS)
 
 test-short: ## unit tests only (no processes, no Ollama)
@@ -76,4 +79,4 @@ plan: build ## herd plan for the default workload: ranked, costed cluster option
 	$(BIN) plan --json plan.json --svg plan.svg
 
 clean: ## remove build outputs
-	rm -rf bin
+	rm -rf bin dist

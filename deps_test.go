@@ -110,7 +110,10 @@ func TestRulesOfDirection(t *testing.T) {
 		"atomicfile":         nil,
 		"jsonspan":           nil,
 		// The cluster CA's crypto and files: no network, nothing of the engines.
-		"pki": {"atomicfile"},
+		"pki":             {"atomicfile"},
+		"discovery":       nil,
+		"gateway/s3files": nil,
+		"cmd/herd-dist":   nil,
 		// The translations between Ollama's API, the Responses API and chat completions are
 		// pure functions over bytes (and the ResponseWriters the agent hands its backend).
 		"nodeagent/ollamacompat": nil,
@@ -174,6 +177,13 @@ func TestRulesOfDirection(t *testing.T) {
 			if under(pkg, "bulk") && under(d, "gateway") && d != "gateway/api" {
 				t.Errorf("%s imports %s: bulk may use only gateway/api of the gateway", pkg, d)
 			}
+		}
+	}
+
+	// The packaging tool's library stays out of the binary it packages.
+	for _, d := range must("cmd/herd").deps {
+		if strings.HasPrefix(d, "github.com/goreleaser/nfpm") {
+			t.Errorf("cmd/herd depends on %s: packaging belongs to cmd/herd-dist alone", d)
 		}
 	}
 

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/herd-llm/herd/gateway/batch"
 	"github.com/herd-llm/herd/gateway/presets"
+	"github.com/herd-llm/herd/gateway/s3files"
 	"github.com/herd-llm/herd/gateway/store"
 	"github.com/herd-llm/herd/models"
 )
@@ -45,11 +47,22 @@ func (s *Server) initBulk(ctx context.Context) error {
 		_ = st.Close()
 		return fmt.Errorf("gateway: %w", err)
 	}
+	var contents batch.Contents
+	if s.cfg.FilesURL != "" {
+		// Downloads are staged in the data dir's files/, which batch.New makes.
+		s3, err := s3files.Open(ctx, s.cfg.FilesURL, filepath.Join(s.cfg.DataDir, "files"))
+		if err != nil {
+			_ = st.Close()
+			return fmt.Errorf("gateway: %w", err)
+		}
+		contents = s3
+	}
 	bcfg := s.cfg.Batch
 	if bcfg.ModelGrace == 0 {
 		bcfg.ModelGrace = max(10*time.Second, 3*s.cfg.HeartbeatInterval)
 	}
 	svc, err := batch.New(batch.Options{
+		Contents:   contents,
 		Store:      st,
 		Dir:        s.cfg.DataDir,
 		Dispatcher: s.dispatcher(),

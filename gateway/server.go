@@ -24,6 +24,7 @@ import (
 	"github.com/herd-llm/herd/gateway/history"
 	"github.com/herd-llm/herd/gateway/presets"
 	"github.com/herd-llm/herd/gateway/registry"
+	"github.com/herd-llm/herd/gateway/s3files"
 	"github.com/herd-llm/herd/gateway/store"
 	"github.com/herd-llm/herd/scheduler"
 	"github.com/herd-llm/herd/tracing"
@@ -144,9 +145,17 @@ type Config struct {
 	// PresetsFile is an optional YAML file of presets loaded at start.
 	PresetsFile string `yaml:"presets_file"`
 	// RedisURL ("redis://host:6379/0"), when set, keeps files metadata, batches and presets in
-	// Redis so several gateways share them (file contents stay in DataDir: make it a shared volume).
-	// Empty: an embedded bbolt file in DataDir.
+	// Redis so several gateways share them (file contents stay in DataDir, a shared volume,
+	// unless FilesURL puts them in object storage). Empty: an embedded bbolt file in DataDir.
 	RedisURL string `yaml:"redis_url"`
+	// FilesURL ("s3://bucket/prefix?endpoint=http://host:9000"), when set, keeps bulk file
+	// contents in S3-compatible storage (gateway/s3files) instead of DataDir/files, so several
+	// gateways need no shared filesystem. Credentials come from AWS_ACCESS_KEY_ID and
+	// AWS_SECRET_ACCESS_KEY. Empty: the data dir.
+	FilesURL string `yaml:"files_url"`
+	// MDNS announces the gateway on the LAN over mDNS/DNS-SD (_herd._tcp, with the cluster CA's
+	// fingerprint), so that agents started with --join auto find it (discovery package).
+	MDNS bool `yaml:"mdns"`
 	// HistoryInterval and HistoryWindow size the in-process history the dashboard charts (one
 	// sample per interval, window long).
 	HistoryInterval time.Duration `yaml:"history_interval"`
@@ -205,6 +214,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateTLS(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.FilesURL != "" {
+		if _, err := s3files.ParseURL(c.FilesURL); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("max body bytes must be positive"))

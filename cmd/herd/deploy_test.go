@@ -439,10 +439,29 @@ func TestDeploySystemdUnits(t *testing.T) {
 	}
 	for _, u := range units {
 		args := unitExecStart(t, u)
-		if args[0] != "/usr/local/bin/herd" {
+		if args[0] != "/usr/bin/herd" { // where the .deb (cmd/herd-dist) installs it
 			t.Errorf("%s runs %s", u, args[0])
 		}
 		checkHerdArgs(t, filepath.Base(u), args[1:])
+	}
+	// The package's environment files (deploy/debian) name only variables the services read,
+	// commented-out examples included.
+	for file, sub := range map[string]string{"agent.env": "agent", "gateway.env": "gateway"} {
+		data, err := os.ReadFile(filepath.Join(deployDir, "debian", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for line := range strings.Lines(string(data)) {
+			name, _, ok := strings.Cut(strings.TrimPrefix(strings.TrimSpace(line), "#"), "=")
+			if ok && strings.HasPrefix(name, "HERD_") && !strings.Contains(name, " ") {
+				checkHerdEnv(t, file, sub, name)
+				n++
+			}
+		}
+		if n < 3 {
+			t.Errorf("%s names %d HERD_* variables", file, n)
+		}
 	}
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil || testing.Short() {
@@ -457,7 +476,7 @@ func TestDeploySystemdUnits(t *testing.T) {
 	for _, u := range units {
 		data, _ := os.ReadFile(u)
 		c := filepath.Join(dir, filepath.Base(u))
-		os.WriteFile(c, bytes.ReplaceAll(data, []byte("/usr/local/bin/herd"), []byte(bin)), 0o644)
+		os.WriteFile(c, bytes.ReplaceAll(data, []byte("/usr/bin/herd"), []byte(bin)), 0o644)
 		copies = append(copies, c)
 	}
 	out, err := exec.Command(analyze, append([]string{"verify"}, copies...)...).CombinedOutput()

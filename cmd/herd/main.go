@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		newAgentCmd(),
 		newUpCmd(),
 		newVersionCmd(),
+		newDoctorCmd(),
 		newCACmd(),
 	)
 	root.AddCommand(newClientCmds()...)

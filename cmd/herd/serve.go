@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/herd-llm/herd/discovery"
 	"github.com/herd-llm/herd/gateway"
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent"
@@ -127,6 +128,8 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 	fs.DurationVar(&g.StallTimeout, "stall-timeout", g.StallTimeout, "silence inside a stream after which it counts as failed when the node's heartbeat is late too (then continued on another node)")
 	fs.BoolVar(&g.NoContinuation, "no-continuation", g.NoContinuation, "do not continue a stream on another node when its node fails midway (end it with an error event)")
 	fs.StringVar(&g.RedisURL, "redis-url", g.RedisURL, "keep the node registry, files metadata, batches, presets, API keys and rate-limit counters in Redis (redis://host:6379/0) so several gateways share them")
+	fs.BoolVar(&g.MDNS, "mdns", g.MDNS, "announce this gateway on the LAN over mDNS (_herd._tcp, with the cluster CA's fingerprint) so that agents started with --join auto find it")
+	fs.StringVar(&g.FilesURL, "files-url", g.FilesURL, "keep bulk file contents in S3-compatible storage (s3://bucket/prefix?endpoint=http://host:9000; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) instead of the data dir, so several gateways need no shared filesystem")
 	fs.DurationVar(&g.RegistryOutageGrace, "registry-outage-grace", g.RegistryOutageGrace, "with --redis-url: how long nodes stay scheduled from the last view while Redis is unreachable (0: 30s)")
 	fs.StringVar(&g.GatewayID, "gateway-id", g.GatewayID, "this gateway's name on the batch queue, unique per gateway and stable across restarts (default: host name and listen port)")
 	fs.DurationVar(&g.Batch.ClaimTimeout, "batch-claim-timeout", g.Batch.ClaimTimeout, "how long a batch claim may go unrenewed before another gateway takes the batch over (0: 30s)")
@@ -167,7 +170,7 @@ func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 		fs.StringVar(&a.Advertise, "advertise", a.Advertise, "URL the gateway uses to reach this agent (default: from --listen)")
 		listFlag(fs, &a.GatewayURLs, "gateway", "gateway URL(s) to heartbeat to, tried in order (one load-balanced URL also works)")
 		fs.StringVar(&a.ClusterToken, "cluster-token", a.ClusterToken, "shared secret between gateway and agents (the weaker lab mode; see --join)")
-		fs.StringVar(&a.Join, "join", a.Join, "join the closed cluster through this gateway (https URL) with --token; later starts use the certificates in --data")
+		fs.StringVar(&a.Join, "join", a.Join, "join the closed cluster through this gateway (https URL, or auto: find it on the LAN by mDNS) with --token; later starts use the certificates in --data")
 		fs.StringVar(&a.Token, "token", a.Token, "join token from herd nodes join-token (pins the cluster CA by its fingerprint)")
 		fs.StringVar(&a.DataDir, "data", a.DataDir, "agent data directory: the node's private key (0600) and certificates")
 		fs.StringVar(&a.CAFile, "ca-file", a.CAFile, "token mode: extra CA certificate (PEM) to trust for https gateways")
@@ -240,6 +243,19 @@ func runGateway(ctx context.Context, cfg gateway.Config, log *slog.Logger, ready
 		log.Warn("INSECURE: serving plain HTTP on a non-loopback address (--insecure): API keys, the cluster token and every prompt and answer cross the network in the clear", "listen", addr)
 	}
 	log.Info("gateway listening", "url", scheme+"://"+addr+"/v1", "policy", cfg.Scheduler.Policy, "data", cfg.DataDir)
+	if cfg.MDNS {
+		fp := ""
+		if cfg.TLSEnabled() {
+			fp = srv.CAFingerprint()
+		}
+		if ann, err := announceGateway(cfg, addr, scheme, fp); err != nil {
+			// Discovery is a convenience: agents can still be given the URL.
+			log.Warn("mDNS announcement failed: agents must be given this gateway's URL", "err", err)
+		} else {
+			defer ann.Close()
+			log.Info("announced on the LAN over mDNS", "service", discovery.ServiceType, "ca_fingerprint", fp)
+		}
+	}
 	if ready != nil {
 		ready <- addr
 	}
@@ -298,7 +314,10 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 	if err := checkAgentModes(a); err != nil {
 		return err
 	}
-	b, ts, closeFn, err := buildBackend(ctx, a, log)
+	if err := resolveJoinAuto(ctx, &a, log); err != nil {
+		return err
+	}
+	b, ts, closeFn, err := buildBackend(ctx, a, log, nvml.New())
 	if err != nil {
 		return err
 	}
@@ -356,8 +375,8 @@ func runAgent(ctx context.Context, a agentSection, log *slog.Logger, ready chan<
 }
 
 // buildBackend constructs the backend and its telemetry source. Real backends read GPUs through
-// NVML (no driver: no GPUs, said once); the simulated node is its own telemetry source.
-func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeagent.Backend, nodeagent.TelemetrySource, func(), error) {
+// NVML (no driver: no GPUs, said once) from lib; the simulated node is its own telemetry source.
+func buildBackend(ctx context.Context, a agentSection, log *slog.Logger, lib nvml.Interface) (nodeagent.Backend, nodeagent.TelemetrySource, func(), error) {
 	kind := a.Backend
 	if kind == "auto" {
 		if kind = backend.Detect(ctx, nil, a.OllamaURL); kind == agentapi.BackendOllama {
@@ -396,7 +415,7 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeag
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		ts := telemetry.NewNVML(nvml.New(), log)
+		ts := telemetry.NewNVML(lib, log)
 		return b, ts, func() { ts.Close() }, nil
 	case agentapi.BackendOpenAI:
 		if a.OpenAIURL == "" {
@@ -406,7 +425,7 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger) (nodeag
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		ts := telemetry.NewNVML(nvml.New(), log)
+		ts := telemetry.NewNVML(lib, log)
 		return b, ts, func() { ts.Close() }, nil
 	}
 	return nil, nil, nil, fmt.Errorf("unknown backend %q (want auto, ollama, openai or sim)", a.Backend)

@@ -14,7 +14,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/herd-llm/herd/atomicfile"
 	"github.com/herd-llm/herd/gateway/store"
 )
 
@@ -207,15 +206,11 @@ func (f *StagedFile) Commit(ctx context.Context, filename, purpose string) (stor
 		ID: store.NewID("file-", s.now()), Bytes: f.bytes, CreatedAt: s.now().Unix(),
 		Filename: cleanFilename(filename), Purpose: purpose, Status: "processed", Lines: f.lines, Owner: f.Owner,
 	}
-	if err := os.Rename(f.tmp, s.filePath(meta.ID)); err != nil {
-		f.Discard()
+	if err := s.contents.Commit(ctx, meta.ID, f.tmp); err != nil {
 		return store.File{}, fmt.Errorf("batch: store upload: %w", err)
 	}
-	if err := atomicfile.SyncDir(s.filesDir); err != nil {
-		return store.File{}, err
-	}
 	if err := s.st.PutFile(ctx, meta); err != nil {
-		os.Remove(s.filePath(meta.ID))
+		s.contents.Remove(ctx, meta.ID)
 		return store.File{}, fmt.Errorf("batch: %w", err)
 	}
 	return meta, nil
@@ -243,10 +238,6 @@ func cleanFilename(name string) string {
 	}
 	return name
 }
-
-// filePath is where a file's content lives. IDs are made by NewID (hex), so they are safe names;
-// anything else is refused by validID before it gets here.
-func (s *Service) filePath(id string) string { return filepath.Join(s.filesDir, id) }
 
 // validID reports whether id could be one of ours: a prefix and hex digits, nothing path-like.
 func validID(id, prefix string) bool {
@@ -280,7 +271,7 @@ func (s *Service) OpenFile(ctx context.Context, id string) (store.File, *os.File
 	if err != nil {
 		return store.File{}, nil, err
 	}
-	f, err := os.Open(s.filePath(id))
+	f, err := s.contents.Open(ctx, id)
 	if errors.Is(err, os.ErrNotExist) {
 		return store.File{}, nil, notFound("file_id", "the content of file %s is gone", id)
 	}
@@ -306,18 +297,43 @@ func (s *Service) DeleteFile(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("batch: %w", err)
 	}
-	if err := os.Remove(s.filePath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("batch: %w", err)
-	}
-	return nil
+	return s.contents.Remove(ctx, id)
 }
 
-// writeFileAtomic writes a file's content through write, atomically and durably, so readers see
-// the whole file or none of it. Stored files are private to the gateway (0600).
-func (s *Service) writeFileAtomic(id string, write func(w io.Writer) error) (int64, error) {
-	n, err := atomicfile.WriteFunc(s.filePath(id), 0o600, write)
+// writeFileAtomic writes a file's content through write to a temporary file, synced, then
+// commits it to the contents, so readers see the whole file or none of it. Stored files are
+// private to the gateway (0600, os.CreateTemp's mode).
+func (s *Service) writeFileAtomic(ctx context.Context, id string, write func(w io.Writer) error) (int64, error) {
+	tmp, err := s.createTemp(".out-*")
 	if err != nil {
 		return 0, fmt.Errorf("batch: write %s: %w", id, err)
 	}
-	return n, nil
+	cw := &countingWriter{w: tmp}
+	err = write(cw)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return 0, fmt.Errorf("batch: write %s: %w", id, err)
+	}
+	if err := s.contents.Commit(ctx, id, tmp.Name()); err != nil {
+		return 0, fmt.Errorf("batch: write %s: %w", id, err)
+	}
+	return cw.n, nil
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

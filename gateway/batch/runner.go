@@ -278,8 +278,8 @@ func (s *Service) drive(ctx, linesCtx context.Context, id string, log *slog.Logg
 }
 
 // openInput opens and validates the batch's input file.
-func (s *Service) openInput(b store.Batch) (*os.File, []InputLine, []store.BatchError, error) {
-	f, err := os.Open(s.filePath(b.InputFileID))
+func (s *Service) openInput(ctx context.Context, b store.Batch) (*os.File, []InputLine, []store.BatchError, error) {
+	f, err := s.contents.Open(ctx, b.InputFileID)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, []store.BatchError{{Code: "input_file_missing", Param: "input_file_id",
 			Message: fmt.Sprintf("input file %s no longer exists", b.InputFileID)}}, nil
@@ -297,7 +297,7 @@ func (s *Service) openInput(b store.Batch) (*os.File, []InputLine, []store.Batch
 
 // validate checks the input file: a bad file fails the batch, a good one starts it.
 func (s *Service) validate(ctx context.Context, b store.Batch) error {
-	f, lines, verrs, err := s.openInput(b)
+	f, lines, verrs, err := s.openInput(ctx, b)
 	if err != nil {
 		return err
 	}
@@ -388,7 +388,7 @@ func (s *Service) checkModels(ctx context.Context, id string, lines []InputLine)
 // Config.Concurrency lines in flight over all batches. It returns when all are recorded, or when
 // ctx is done (lines in flight are then abandoned).
 func (s *Service) runLines(ctx context.Context, b store.Batch) error {
-	f, lines, verrs, err := s.openInput(b)
+	f, lines, verrs, err := s.openInput(ctx, b)
 	if err != nil {
 		return err
 	}
@@ -642,7 +642,7 @@ func (s *Service) finalize(ctx context.Context, b store.Batch, final string) err
 	// cancelled or expired before that has none, and its request counts stay zero.
 	var unrun []InputLine
 	if final != store.StatusCompleted && b.InProgressAt != 0 {
-		f, lines, _, err := s.openInput(b)
+		f, lines, _, err := s.openInput(ctx, b)
 		if err != nil {
 			return err
 		}
@@ -668,13 +668,13 @@ func (s *Service) finalize(ctx context.Context, b store.Batch, final string) err
 	}
 
 	var okLines, errLines int
-	outBytes, err := s.writeFileAtomic(b.PlannedOutputFileID, func(w io.Writer) error {
+	outBytes, err := s.writeFileAtomic(ctx, b.PlannedOutputFileID, func(w io.Writer) error {
 		return s.writeLines(ctx, w, b.ID, true, nil, "", "", &okLines)
 	})
 	if err != nil {
 		return err
 	}
-	errBytes, err := s.writeFileAtomic(b.PlannedErrorFileID, func(w io.Writer) error {
+	errBytes, err := s.writeFileAtomic(ctx, b.PlannedErrorFileID, func(w io.Writer) error {
 		return s.writeLines(ctx, w, b.ID, false, unrun, unrunCode, unrunMsg, &errLines)
 	})
 	if err != nil {
@@ -691,8 +691,8 @@ func (s *Service) finalize(ctx context.Context, b store.Batch, final string) err
 		{b.PlannedErrorFileID, "error", errLines, errBytes, &errorID},
 	} {
 		if o.lines == 0 { // OpenAI leaves the ID null rather than point at an empty file
-			if err := os.Remove(s.filePath(o.id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("batch: %w", err)
+			if err := s.contents.Remove(ctx, o.id); err != nil {
+				return err
 			}
 			continue
 		}

@@ -36,6 +36,8 @@ type Options struct {
 	// SharedDir says other gateways use Dir too (Redis): New then removes only temporary files
 	// not written to for an hour, not every one, since another gateway may be writing it now.
 	SharedDir bool
+	// Contents keeps the files' contents; nil: the files/ directory under Dir.
+	Contents Contents
 	// CreateTemp makes the temporary files uploads and outputs are written to (os.CreateTemp
 	// when nil); tests inject failing files here.
 	CreateTemp func(dir, pattern string) (TempFile, error)
@@ -72,6 +74,7 @@ const staleTempAge = time.Hour
 type Service struct {
 	st       store.Store
 	filesDir string
+	contents Contents
 	disp     Dispatcher
 	cfg      Config
 	log      *slog.Logger
@@ -109,6 +112,7 @@ func New(o Options) (*Service, error) {
 	s := &Service{
 		st:       o.Store,
 		filesDir: filesDir,
+		contents: o.Contents,
 		disp:     o.Dispatcher,
 		cfg:      o.Config.withDefaults(),
 		log:      o.Logger,
@@ -124,6 +128,9 @@ func New(o Options) (*Service, error) {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.contents == nil {
+		s.contents = dirContents{dir: filesDir}
 	}
 	if s.tracer == nil {
 		s.tracer = noop.NewTracerProvider().Tracer("")

@@ -156,6 +156,15 @@ func (o *Ollama) ServesResponses(ctx context.Context) bool { return o.proxy.serv
 // ModelsDir is the models directory the backend exports from.
 func (o *Ollama) ModelsDir() string { return o.modelsDir }
 
+// Version asks Ollama for its version (GET /api/version); herd doctor reports it.
+func (o *Ollama) Version(ctx context.Context) (string, error) {
+	v, err := o.api.Version(ctx)
+	if err != nil {
+		return "", fmt.Errorf("ollama version: %w", err)
+	}
+	return v, nil
+}
+
 // ServeInference proxies the request to Ollama's own OpenAI-compatible route, so what the client
 // gets is what Ollama writes, with one defect of its Responses stream mended (see mendingWriter).
 func (o *Ollama) ServeInference(w http.ResponseWriter, r *http.Request, endpoint string, body []byte) {
