@@ -2,8 +2,6 @@ package loadtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -136,13 +134,9 @@ func runOverhead(ctx context.Context, o ScenarioOptions) (*OverheadReport, error
 	if roundDur <= 0 {
 		roundDur = OverheadDefaultRoundDuration
 	}
-	bin := o.Binary
-	if bin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("finding the herd binary: %w", err)
-		}
-		bin = exe
+	bin, err := binaryOf(o)
+	if err != nil {
+		return nil, err
 	}
 	fake, err := StartFake("127.0.0.1:0", FaultOK, FakeOptions{})
 	if err != nil {
@@ -150,23 +144,12 @@ func runOverhead(ctx context.Context, o ScenarioOptions) (*OverheadReport, error
 	}
 	defer fake.Close()
 
-	tmp, err := os.MkdirTemp("", "herd-overhead-")
+	sc, err := newScratch(o, "overhead", "overhead")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	logDir := filepath.Join(tmp, "logs")
-	if o.LogDir != "" {
-		logDir = filepath.Join(o.LogDir, "overhead")
-	}
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return nil, err
-	}
-	var tok [16]byte
-	if _, err := rand.Read(tok[:]); err != nil {
-		return nil, err
-	}
-	token := hex.EncodeToString(tok[:])
+	defer sc.remove()
+	tmp, logDir, token := sc.dir, sc.logDir, sc.token
 	progressf(o.Progress, "== overhead: fake backend at %s; starting a herd gateway and an agent in front of it", fake.URL)
 	gw, gwURL, err := startListening(ctx, "gateway", bin, []string{"gateway", "--data", filepath.Join(tmp, "data"),
 		"--cluster-token", token, "--log-level", "warn"}, "", logDir, "/healthz")

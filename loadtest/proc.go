@@ -2,6 +2,8 @@ package loadtest
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -211,3 +213,49 @@ func parseStatusRSS(b []byte) (uint64, error) {
 	}
 	return 0, errors.New("/proc status: no VmRSS")
 }
+
+// binaryOf is the herd binary a scenario starts its processes from: o.Binary, else this
+// executable.
+func binaryOf(o ScenarioOptions) (string, error) {
+	if o.Binary != "" {
+		return o.Binary, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding the herd binary: %w", err)
+	}
+	return exe, nil
+}
+
+// scratch is what a scenario run keeps on disk and shares between its processes: a temporary
+// directory (data dirs go under it), where the processes' logs go, and a fresh cluster token.
+type scratch struct {
+	dir, logDir, token string
+}
+
+// newScratch makes a scratch directory named after the scenario; logs go to o.LogDir/sub when
+// the caller keeps them, else under the scratch directory (removed with it).
+func newScratch(o ScenarioOptions, scenario, sub string) (*scratch, error) {
+	dir, err := os.MkdirTemp("", "herd-"+scenario+"-")
+	if err != nil {
+		return nil, err
+	}
+	sc := &scratch{dir: dir, logDir: filepath.Join(dir, "logs")}
+	if o.LogDir != "" {
+		sc.logDir = filepath.Join(o.LogDir, sub)
+	}
+	var tok [16]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		sc.remove()
+		return nil, err
+	}
+	sc.token = hex.EncodeToString(tok[:])
+	if err := os.MkdirAll(sc.logDir, 0o755); err != nil {
+		sc.remove()
+		return nil, err
+	}
+	return sc, nil
+}
+
+// remove deletes the scratch directory (kept logs under o.LogDir stay).
+func (s *scratch) remove() { _ = os.RemoveAll(s.dir) }

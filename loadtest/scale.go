@@ -4,14 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -144,36 +141,16 @@ func runScale(ctx context.Context, o ScenarioOptions) (*ScaleReport, error) {
 	return rep, nil
 }
 
-func binaryOf(o ScenarioOptions) (string, error) {
-	if o.Binary != "" {
-		return o.Binary, nil
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return "", fmt.Errorf("finding the herd binary: %w", err)
-	}
-	return exe, nil
-}
-
 // scaleFleet starts gws gateways (on Redis when more than one) and a fleet of n nodes, and
 // measures them.
 func scaleFleet(ctx context.Context, bin string, o ScenarioOptions, n, gws int, hbWin, loadWin time.Duration, conc int) (ScaleFleet, error) {
 	res := ScaleFleet{Nodes: n, Gateways: gws}
-	tmp, err := os.MkdirTemp("", "herd-scale-")
+	sc, err := newScratch(o, "scale", fmt.Sprintf("scale-%d-%d", n, gws))
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(tmp)
-	logDir := filepath.Join(tmp, "logs")
-	if o.LogDir != "" {
-		logDir = filepath.Join(o.LogDir, fmt.Sprintf("scale-%d-%d", n, gws))
-	}
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return res, err
-	}
-	var tok [16]byte
-	_, _ = rand.Read(tok[:])
-	token := hex.EncodeToString(tok[:])
+	defer sc.remove()
+	tmp, logDir, token := sc.dir, sc.logDir, sc.token
 	var urls []string
 	var pids []int
 	for i := range gws {

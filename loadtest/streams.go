@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -149,29 +147,16 @@ func runStreams(ctx context.Context, o ScenarioOptions) (*StreamsReport, error) 
 	if err != nil {
 		return nil, err
 	}
-	bin := o.Binary
-	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
-			return nil, fmt.Errorf("finding the herd binary: %w", err)
-		}
-	}
-	tmp, err := os.MkdirTemp("", "herd-streams-")
+	bin, err := binaryOf(o)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	logDir := filepath.Join(tmp, "logs")
-	if o.LogDir != "" {
-		logDir = filepath.Join(o.LogDir, "streams")
-	}
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
+	sc, err := newScratch(o, "streams", "streams")
+	if err != nil {
 		return nil, err
 	}
-	var tok [16]byte
-	if _, err := rand.Read(tok[:]); err != nil {
-		return nil, err
-	}
-	token := hex.EncodeToString(tok[:])
+	defer sc.remove()
+	tmp, logDir, token := sc.dir, sc.logDir, sc.token
 
 	// The fake backend runs in a process of its own: it holds a socket per stream, and so does
 	// the load generator; together they would pass the open-files limit.
