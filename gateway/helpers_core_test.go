@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/herd-llm/herd/internal/logbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -241,25 +242,7 @@ type coreGW struct {
 	s     *Server
 	clock *stepClock
 	srv   *httptest.Server
-	log   *syncBuffer
-}
-
-// syncBuffer collects log output safely across goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log   *logbuf.Buffer
 }
 
 // newCoreGW builds a gateway with a fake clock (so no heartbeat goes stale unless a test
@@ -278,7 +261,7 @@ func newCoreGW(t testing.TB, edit func(*Config)) *coreGW {
 		edit(&cfg)
 	}
 	clock := newStepClock()
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := New(cfg, WithClock(clock), WithLogger(log))
 	if err != nil {

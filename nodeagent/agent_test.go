@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/herd-llm/herd/internal/logbuf"
 	"io"
 	"log/slog"
 	"math"
@@ -26,29 +27,11 @@ import (
 
 const testToken = "cluster-secret"
 
-// syncBuffer is a log sink the agent's goroutines and the test can share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testAgent struct {
 	*Agent
 	srv    *httptest.Server
 	client *agentapi.Client
-	logs   *syncBuffer
+	logs   *logbuf.Buffer
 }
 
 // newTestAgent serves an agent over httptest on 127.0.0.1.
@@ -58,7 +41,7 @@ func newTestAgent(t *testing.T, b Backend, ts TelemetrySource, mod func(*Config)
 	if mod != nil {
 		mod(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	opts = append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, nil)))}, opts...)
 	a, err := New(cfg, b, ts, opts...)
 	if err != nil {
@@ -613,7 +596,7 @@ func TestRunSendsHeartbeats(t *testing.T) {
 	bad := newGateway(t, http.StatusServiceUnavailable, false)
 	src := &fakeSource{gpus: []agentapi.GPU{{Index: 0, Name: "A40", Healthy: true}}}
 	b := &fakeBackend{models: []agentapi.Model{{Name: "m", Resident: true}}}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	a, err := New(Config{
 		NodeID: "node-a", ClusterToken: testToken, Listen: "127.0.0.1:0",
 		GatewayURLs:       []string{good.srv.URL, bad.srv.URL},
@@ -957,7 +940,7 @@ func newSharedGateway(t *testing.T) *sharedGateway {
 // keeps trying.
 func TestHeartbeatFailoverAndRefusal(t *testing.T) {
 	g1, g2 := newSharedGateway(t), newSharedGateway(t)
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	a, err := New(Config{
 		NodeID: "node-a", ClusterToken: testToken, Listen: "127.0.0.1:0",
 		GatewayURLs:       []string{g1.srv.URL, g2.srv.URL},

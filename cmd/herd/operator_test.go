@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/herd-llm/herd/internal/logbuf"
 	"io"
 	"net/http"
 	"os"
@@ -12,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -167,7 +167,7 @@ func checkWatchInterrupt(t *testing.T, c *cluster, dir string) {
 	prompts := filepath.Join(dir, "many.txt")
 	os.WriteFile(prompts, []byte(strings.Repeat("write a long story\n", 200)), 0o644)
 	cmd := exec.Command(herdBinary(t), "batch", "submit", prompts, "--model", "llama3.1:8b", "--max-tokens", "400", "--watch", "--url", c.url)
-	var stdout, stderr lockedBuilder
+	var stdout, stderr logbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -201,24 +201,6 @@ func checkWatchInterrupt(t *testing.T, c *cluster, dir string) {
 		t.Fatalf("herd batch cancel: %v %s", err, out)
 	}
 	waitFor(t, time.Minute, "the batch to be cancelled", func() bool { return batchStatus(t, c, id).Status == "cancelled" })
-}
-
-// lockedBuilder is a strings.Builder safe for a process's writes and the test's reads.
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // chromiumBinary finds a headless Chromium: HERD_CHROMIUM, else chromium or chromium-browser on

@@ -1,8 +1,8 @@
 package sim
 
 import (
-	"bytes"
 	"context"
+	"github.com/herd-llm/herd/internal/logbuf"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,24 +13,6 @@ import (
 	"github.com/herd-llm/herd/models"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
-
-// syncBuffer is an io.Writer safe for the node's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var slotLine = regexp.MustCompile(`msg="loading cache slot" id=(\d+) cache=(\d+) prompt=(\d+) used=(\d+) remaining=(\d+)`)
 
@@ -76,7 +58,7 @@ func TestPickSlot(t *testing.T) {
 // one runs; usage never reports cached tokens; the engine log says what was reused.
 func TestOllamaEngineSlotCache(t *testing.T) {
 	clk := newAutoClock()
-	var log syncBuffer
+	var log logbuf.Buffer
 	n := newNode(t, Config{GPUs: []models.GPUProfile{gpu(t, "t4")}, Clock: clk, Engine: EngineOllama, EngineLog: &log,
 		Models: []string{"llama3.1:8b"}, Preload: []string{"llama3.1:8b"}})
 	a := strings.Repeat("You are a careful assistant. ", 100)
@@ -122,7 +104,7 @@ func TestOllamaEngineSlotCache(t *testing.T) {
 // Two overlapping requests take two slots; each then hits in its own slot.
 func TestOllamaEngineConcurrentSlots(t *testing.T) {
 	clk := newManualClock()
-	var log syncBuffer
+	var log logbuf.Buffer
 	n := newNode(t, Config{GPUs: []models.GPUProfile{gpu(t, "3090")}, Clock: clk, Engine: EngineOllama, EngineLog: &log,
 		SlotsPerGPU: 2, Models: []string{"llama3.2:1b"}, Preload: []string{"llama3.2:1b"}})
 	prompts := []string{strings.Repeat("first conversation ", 60), strings.Repeat("second talk ", 90)}
@@ -162,7 +144,7 @@ func TestOllamaEngineConcurrentSlots(t *testing.T) {
 // loads take weights ÷ disk + weights ÷ the GPU's host link + the runner's start.
 func TestOllamaEngineMaxLoadedModels(t *testing.T) {
 	clk := newAutoClock()
-	var log syncBuffer
+	var log logbuf.Buffer
 	n := newNode(t, Config{GPUs: []models.GPUProfile{gpu(t, "a40")}, Clock: clk, Engine: EngineOllama, EngineLog: &log,
 		MaxLoadedModels: 1, Models: []string{"llama3.2:1b", "qwen2.5:7b"}})
 	for i, m := range []string{"llama3.2:1b", "qwen2.5:7b", "qwen2.5:7b", "llama3.2:1b"} {

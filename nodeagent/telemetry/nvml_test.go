@@ -1,14 +1,13 @@
 package telemetry
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/herd-llm/herd/internal/logbuf"
 	"log/slog"
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,26 +20,8 @@ import (
 	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
 
-// syncBuffer is a log sink safe for the watcher goroutine and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testLogger() (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLogger() (*slog.Logger, *logbuf.Buffer) {
+	buf := &logbuf.Buffer{}
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
@@ -128,7 +109,7 @@ func healthyA100s(t *testing.T) (*server.Server, *fakeEvents, *atomic.Int32) {
 
 func device(s *server.Server, i int) *server.Device { return s.Devices[i].(*server.Device) }
 
-func openNVML(t *testing.T, lib nvml.Interface) (*NVML, *syncBuffer) {
+func openNVML(t *testing.T, lib nvml.Interface) (*NVML, *logbuf.Buffer) {
 	t.Helper()
 	log, buf := testLogger()
 	n := NewNVML(lib, log)
