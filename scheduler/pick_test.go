@@ -110,9 +110,10 @@ func TestHerdOrders(t *testing.T) {
 			want:  []string{"3090", "a40", "t4"},
 		},
 		{
+			// The load costs more than the resident node's wait: herd refuses it (wait_cheaper).
 			name:  "resident beats a load on an idle node",
 			nodes: []Node{with(n("cold"), notResident), with(n("warm"), load(2, 0))},
-			want:  []string{"warm", "cold"},
+			want:  []string{"warm"},
 		},
 		{
 			name:  "badly overloaded resident node loses to a load",
@@ -363,8 +364,8 @@ func TestExpectedWait(t *testing.T) {
 		{name: "two busy slots", node: with(gpuNode("n"), load(2, 0)), want: 2.56 * 1.5},
 		// All 4 slots busy and 2 queued: 3 requests drain at 4×100/1.75 tok/s, then 256 at 100/1.75.
 		{name: "queued", node: with(gpuNode("n"), load(4, 2)), want: 3*256/(400/1.75) + 256*1.75/100},
-		// Load 5 GiB at 2 GB/s first.
-		{name: "not resident", node: with(gpuNode("n"), notResident), want: 2.56 + 5*gib/2e9},
+		// Load 5 GiB at 2 GB/s and start the runner (1 s) first.
+		{name: "not resident", node: with(gpuNode("n"), notResident), want: 2.56 + 5*gib/2e9 + 1},
 		// Unmeasured: the node's other model does 200 tok/s on 2.5 GiB, so 5 GiB runs at 100.
 		{name: "node estimate", node: with(gpuNode("n"), speed(0), func(n *Node) {
 			n.Models = append(n.Models, NodeModel{Name: "small", Resident: true, SizeBytes: gib * 5 / 2, TokensPerSecond: 200})

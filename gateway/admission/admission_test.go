@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -46,6 +47,23 @@ func (f *fakeCapacity) Acquire(id string) {
 	f.mu.Lock()
 	f.running[id]++
 	f.mu.Unlock()
+}
+
+// StartLoad marks model loading on node id, as the registry does.
+func (f *fakeCapacity) StartLoad(id, model string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.nodes {
+		if f.nodes[i].ID != id {
+			continue
+		}
+		f.nodes[i].Models = slices.Clone(f.nodes[i].Models)
+		for j := range f.nodes[i].Models {
+			if m := &f.nodes[i].Models[j]; m.Name == model && !m.Resident {
+				m.Loading = true
+			}
+		}
+	}
 }
 
 func (f *fakeCapacity) Release(id string) {
