@@ -176,7 +176,9 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 		e.cost = e.wait + (s.cfg.QueueAversion-1)*queue
 		if s.cfg.Policy == PolicyHerd && needsLoad {
 			// A load that evicts a model its users will soon ask for again costs them its reload.
-			e.harm, e.harmSec = s.evictionHarm(req, snap, node, mi, modelVRAM(req, m), &d.order)
+			// The evicted models stay until the node has drained (queue): they are away for
+			// the load and this request's run, and then their own reload.
+			e.harm, e.harmSec = s.evictionHarm(req, snap, node, mi, modelVRAM(req, m), e.wait-queue, &d.order)
 			e.cost += e.harmSec
 		}
 		minCost = min(minCost, e.cost)
@@ -408,11 +410,14 @@ func loadingAnywhere(req *Request, snap *Snapshot) int {
 // ones and models loading there — each counted 1, plus 2 when no other node of snap has it
 // resident, plus 1 when it was used within EvictionRecent. seconds is the same harm in the wait
 // model's terms: with the gateway's demand rates (Request.Demand), demandHarm of each evicted
-// model, away for the new model's load and its own reload; without them, each evicted model's
+// model, away until this request is done (wait seconds after the node has drained) and the model
+// is loaded again;
+// without them, each evicted model's
 // load time times the chance its users ask for it again before it could be reloaded at leisure
-// (e^(−age ÷ EvictionRecent), from when it was last used). Either is a quarter when another node
-// keeps the evicted model resident. order is scratch.
-func (s *Scheduler) evictionHarm(req *Request, snap *Snapshot, node *Node, mi int, need uint64, order *[]int) (harm, seconds float64) {
+// (e^(−age ÷ EvictionRecent), from when it was last used). Either is weighed by the evicted
+// copy's share of the model's serving capacity (replicaShare): all of it for the only copy, a
+// small part for a slow copy beside a fast one. order is scratch.
+func (s *Scheduler) evictionHarm(req *Request, snap *Snapshot, node *Node, mi int, need uint64, wait float64, order *[]int) (harm, seconds float64) {
 	// over is how many loaded models must go for the backend's bound on resident models.
 	over := 0
 	if node.MaxLoadedModels > 0 {
@@ -456,7 +461,6 @@ func (s *Scheduler) evictionHarm(req *Request, snap *Snapshot, node *Node, mi in
 		return ma.LastUsed.Compare(mb.LastUsed)
 	})
 	*order = o
-	loadNew := s.loadSeconds(req, &node.Models[mi])
 	for _, j := range o {
 		if free >= need && over <= 0 {
 			break
@@ -468,10 +472,9 @@ func (s *Scheduler) evictionHarm(req *Request, snap *Snapshot, node *Node, mi in
 		free = satAdd(free, m.VRAMBytes)
 		over--
 		harm++
-		share := 0.25
-		if !residentElsewhere(snap, node, m.Name) {
+		share := s.replicaShare(req, snap, node, j)
+		if share >= 1 {
 			harm += 2
-			share = 1
 		}
 		age := EvictionRecent // unknown: as if used that long ago
 		if !snap.Now.IsZero() && !m.LastUsed.IsZero() {
@@ -482,7 +485,7 @@ func (s *Scheduler) evictionHarm(req *Request, snap *Snapshot, node *Node, mi in
 		}
 		load := s.loadSeconds(req, m)
 		if req.Demand != nil {
-			seconds += share * demandHarm(req.Demand[m.Name], load, loadNew+load)
+			seconds += share * demandHarm(req.Demand[m.Name], load, wait+load)
 			continue
 		}
 		recent := math.Exp(-age.Seconds() / EvictionRecent.Seconds())
@@ -494,18 +497,36 @@ func (s *Scheduler) evictionHarm(req *Request, snap *Snapshot, node *Node, mi in
 	return harm, seconds
 }
 
-// residentElsewhere reports whether a node of snap other than skip has model resident.
-func residentElsewhere(snap *Snapshot, skip *Node, model string) bool {
+// replicaShare is the share of model j's serving capacity that node's copy gives (1 when no other
+// node that is not stale keeps it resident): its decode rate with every slot busy over the sum of
+// the copies'. Evicting a copy costs the model's users that share of its capacity: the fast copy
+// of a model resident on a fast and a slow node carries most of its requests.
+func (s *Scheduler) replicaShare(req *Request, snap *Snapshot, node *Node, j int) float64 {
+	m := &node.Models[j]
+	capacity := func(n *Node, mi int) float64 {
+		o := &n.Models[mi]
+		tps, _ := nodeSpeed(n, mi, modelWeights(req, o))
+		if !validSpeed(tps) {
+			tps = s.cfg.DefaultTokensPerSecond
+		}
+		slots := float64(max(n.Slots, 1))
+		return tps * slots / (1 + s.contention(o)*(slots-1))
+	}
+	own := capacity(node, j)
+	total := own
 	for i := range snap.Nodes {
 		n := &snap.Nodes[i]
-		if n == skip || n.Stale {
+		if n == node || n.Stale {
 			continue
 		}
-		if mi := findModel(n, model); mi >= 0 && effectivelyResident(n, mi) {
-			return true
+		if mi := findModel(n, m.Name); mi >= 0 && effectivelyResident(n, mi) {
+			total += capacity(n, mi)
 		}
 	}
-	return false
+	if !(total > own) {
+		return 1
+	}
+	return own / total
 }
 
 // prefillRate is node's prompt-processing speed for model m, tokens/s: learned when measured,

@@ -142,14 +142,16 @@ func drainSeconds(ahead float64, slots int, other, tps, c float64) float64 {
 
 // demandHarm is what evicting a model with demand rate lambda (requests/s) and load time load
 // costs its users, in seconds: the reload, if a request comes within EvictionRecent, plus the
-// waits of the requests expected while it is away (away seconds: until the new model has loaded
-// and the evicted one could be loaded again), each waiting half of it on average.
+// waits of the requests expected while it is away (away seconds: until the request that evicts
+// it is done and it is loaded again). Each of those waits about half of away for the reload and
+// about as long again in the backlog they form behind it, so the expected lambda × away requests
+// wait away each (the same doubling QueueAversion gives a queue).
 func demandHarm(lambda, load, away float64) float64 {
 	if !(lambda > 0) {
 		return 0
 	}
 	p := 1 - math.Exp(-lambda*EvictionRecent.Seconds())
-	return p*load + lambda*away*away/2
+	return p*load + lambda*away*away
 }
 
 // holders counts the nodes that could serve req whose copy of its model is resident (and stays)
