@@ -46,9 +46,6 @@ type agentSection struct {
 	Backend          string   `yaml:"backend"`
 	OllamaURL        string   `yaml:"ollama_url"`
 	OllamaModelsDir  string   `yaml:"ollama_models_dir"`
-	// OllamaMaxLoadedModels is the Ollama server's OLLAMA_MAX_LOADED_MODELS (0: unknown), which
-	// its API does not report: the gateway's scheduler needs it to know that a load evicts.
-	OllamaMaxLoadedModels int `yaml:"ollama_max_loaded_models"`
 	OpenAIURL        string   `yaml:"openai_url"`
 	OpenAIKey        string   `yaml:"openai_key"`
 	SimGPUs          string   `yaml:"sim_gpus"`
@@ -73,6 +70,9 @@ type agentSection struct {
 	// SimEngineLog, when set, is a file the simulated node appends its prefill and load lines to
 	// (Ollama's debug-log format), for load tests that count the prefill done.
 	SimEngineLog string `yaml:"sim_engine_log"`
+	// OllamaMaxLoadedModels is the Ollama server's OLLAMA_MAX_LOADED_MODELS (0: unknown), which
+	// its API does not report: the gateway's scheduler needs it to know that a load evicts.
+	OllamaMaxLoadedModels int `yaml:"ollama_max_loaded_models"`
 }
 
 func defaultDocument() document {
