@@ -110,10 +110,9 @@ func TestHerdOrders(t *testing.T) {
 			want:  []string{"3090", "a40", "t4"},
 		},
 		{
-			// The load costs more than the resident node's wait: herd refuses it (wait_cheaper).
 			name:  "resident beats a load on an idle node",
 			nodes: []Node{with(n("cold"), notResident), with(n("warm"), load(2, 0))},
-			want:  []string{"warm"},
+			want:  []string{"warm", "cold"},
 		},
 		{
 			name:  "badly overloaded resident node loses to a load",

@@ -20,8 +20,9 @@ import (
 //     per-model demand the gateway measured (Request.Demand) it is the reload, weighted by the
 //     chance of a request within EvictionRecent, plus the waits of the requests expected while
 //     the model is away (demandHarm).
-//   - Under the herd policy a load is taken only when nothing is cheaper: a load candidate whose
-//     cost (wait plus eviction harm) is above another candidate's — a busy node holding the
+//   - Under the herd policy a load that evicts is taken only when nothing is cheaper: a load
+//     candidate that evicts a model and whose cost (wait plus eviction harm) is above another
+//     candidate's — a busy node holding the
 //     model, with the model's backlog in the gateway counted in its queue, or a cheaper load —
 //     is refused with ReasonWaitCheaper, a capacity reason, so the request waits in the gateway
 //     for the cheaper node instead of starting a load on whichever node has a free slot
@@ -187,10 +188,12 @@ func holders(req *Request, snap *Snapshot, listed []ModelRef, indexed bool) int 
 //     engine would serve the node's requests in arrival order, a load between each change of
 //     model, where the gateway can hold the request and send it, with every other request for
 //     its model, once the node has served the model it is loading (coalescing by model);
-//   - a candidate that needs a load while another candidate costs less (a swapping node
-//     included: it is worth waiting for) is refused with ReasonWaitCheaper, so the request goes
-//     to the cheaper node or waits in the gateway for it, instead of loading the model on
-//     whichever node has a free slot.
+//   - a candidate whose load evicts a model, while another candidate costs less (a swapping
+//     node included: it is worth waiting for), is refused with ReasonWaitCheaper, so the request
+//     goes to the cheaper node or waits in the gateway for it, instead of loading the model on
+//     whichever node has a free slot. A load into free room evicts nothing and stays allowed: it
+//     adds a copy of the model, which serves the requests after this one too, and which a
+//     comparison of this request's own wait would never pay for.
 func (s *Scheduler) preferWaiting(d *Decision) {
 	minCost := math.Inf(1)
 	loads := 0
@@ -208,7 +211,7 @@ func (s *Scheduler) preferWaiting(d *Decision) {
 		switch e := &d.evals[c.Node]; {
 		case c.NeedsLoad && e.swapping:
 			d.Rejections = append(d.Rejections, Rejection{Node: c.Node, Reason: ReasonSwapping})
-		case c.NeedsLoad && e.cost > minCost:
+		case c.NeedsLoad && e.harm > 0 && e.cost > minCost:
 			d.Rejections = append(d.Rejections, Rejection{Node: c.Node, Reason: ReasonWaitCheaper})
 		default:
 			kept = append(kept, c)
