@@ -592,6 +592,8 @@ type gatewayLink struct {
 	revoked             bool
 	failures            int
 	lastRefusalLoggedAt time.Time
+	// beats sends the heartbeats, as deltas once the gateway holds the full one.
+	beats agentapi.HeartbeatLink
 }
 
 // heartbeatLoop sends a heartbeat every interval until ctx is done: to the gateway that accepted
@@ -600,11 +602,12 @@ type gatewayLink struct {
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	links := make([]*gatewayLink, len(a.cfg.GatewayURLs))
 	for i, g := range a.cfg.GatewayURLs {
-		links[i] = &gatewayLink{url: g}
+		links[i] = &gatewayLink{url: g, beats: agentapi.HeartbeatLink{URL: g, HC: a.hc}}
 	}
 	primary := 0
 	beat := func() {
 		hb := a.Heartbeat(ctx)
+		hb.StaticHash = agentapi.StaticHash(&hb) // once for every gateway it goes to
 		for i := range links {
 			j := (primary + i) % len(links)
 			reply, err := a.sendHeartbeat(ctx, links[j], hb)
@@ -667,7 +670,7 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 	if a.cfg.Certs != nil {
 		token = "" // the client certificate says who this node is
 	}
-	reply, err := agentapi.SendHeartbeat(sctx, a.hc, l.url, token, hb)
+	reply, err := l.beats.Send(sctx, token, hb)
 	if err != nil {
 		if ctx.Err() != nil {
 			return reply, err
