@@ -98,6 +98,7 @@ func (s *Server) handleHeartbeatDelta(c *gin.Context) {
 		return
 	}
 	s.timing.heartbeat()
+	s.metrics.deltas.Inc()
 	reply.DeltaVersion = agentapi.DeltaVersion
 	writeHeartbeatReply(c, reply)
 }
