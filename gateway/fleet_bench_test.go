@@ -93,6 +93,11 @@ func benchmarkHeartbeatFleet(b *testing.B, deltas bool) {
 	if deltas {
 		beats, ct = deltaBeats, agentapi.ContentTypeHeartbeatDelta
 	}
+	size := 0
+	for _, body := range beats {
+		size += len(body)
+	}
+	b.ReportMetric(float64(size)/float64(len(beats)), "body-bytes")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {

@@ -23,6 +23,11 @@
 //     that its registry is shared (Redis: every gateway reads it). A gateway whose registry is
 //     its own (embedded, or Redis unreachable) answers "local", and the agent then sends the
 //     heartbeat to every other gateway in its list as well.
+//   - Heartbeats go out whole (JSON) only when their static part changed (agentapi.StaticHash:
+//     identity, backend facts, GPU names and sizes, the model list) or the gateway does not hold
+//     it yet; otherwise as a telemetry-only agentapi.HeartbeatDelta (agentapi.HeartbeatLink, one
+//     per gateway). A gateway that holds no base answers 412 and gets the full heartbeat at once;
+//     one that does not announce deltas (older) gets full heartbeats only.
 //   - Each start of the agent has its own instance ID, sent in every heartbeat and logged only
 //     as agentapi.InstanceFingerprint. A gateway refuses (409 node_id_conflict) an instance
 //     claiming a node ID another live instance holds (at any address, so a restarted agent too

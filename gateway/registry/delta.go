@@ -18,7 +18,7 @@ var ErrNoBase = errors.New("registry: no full heartbeat held for this delta")
 // AcceptDelta records a delta heartbeat (agentapi.HeartbeatDelta): it is applied onto the node's
 // latest heartbeat held here, which must be of the same agent instance and static part, and
 // the result is accepted exactly as a full heartbeat (Accept: identity, the shared table, the
-// reply). A base read from the shared table serves as well as one this gateway accepted: a
+// reply), except that the shared table stores the delta as it came when it holds the base. A base read from the shared table serves as well as one this gateway accepted: a
 // delta carries the whole dynamic part, so applied onto any copy of its base it gives the same
 // heartbeat. d is not retained.
 func (r *Registry) AcceptDelta(ctx context.Context, d *agentapi.HeartbeatDelta) (agentapi.HeartbeatReply, error) {
@@ -40,7 +40,7 @@ func (r *Registry) AcceptDelta(ctx context.Context, d *agentapi.HeartbeatDelta) 
 	if err != nil {
 		return agentapi.HeartbeatReply{}, fmt.Errorf("%w: node %q: %w", ErrNoBase, d.NodeID, err)
 	}
-	return r.Accept(ctx, *hb)
+	return r.accept(ctx, *hb, d)
 }
 
 // mergedBeats recycles the scratch heartbeats AcceptDelta merges deltas into.

@@ -3,8 +3,11 @@ package registry
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/herd-llm/herd/gateway/store/storetest"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -119,15 +122,49 @@ func TestAcceptDeltaShared(t *testing.T) {
 		t.Fatalf("gateway a reads back %+v", v.Heartbeat)
 	}
 
-	// A gateway that restarts reads the table first: the agent's deltas go on being applied.
+	// The table holds the delta as it came beside the full heartbeat it applies to.
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	rec, err := rc.HGetAll(ctx, "delta:node:n1").Result()
+	if err != nil || rec["tel"] == "" || rec["sh"] != full.StaticHash || !strings.Contains(rec["hb"], `"utilization_ratio":0.5`) {
+		t.Fatalf("record after a delta: %v (%v)", rec, err)
+	}
+
+	// A gateway that restarts reads the table first (the base decoded, the delta applied onto
+	// it): it sees the telemetry, and the agent's deltas go on being applied.
 	restarted := newSharedPair(t, url, "delta:").a
 	restarted.SyncShared(ctx)
+	if v, _ := restarted.Node("n1"); v.Heartbeat.GPUs[0].UtilizationRatio != 0.7 || v.Heartbeat.InFlight != 2 ||
+		v.Heartbeat.Hostname != full.Hostname || v.Heartbeat.Models[0].Name != full.Models[0].Name {
+		t.Fatalf("a restarted gateway reads %+v", v.Heartbeat)
+	}
 	if _, err := restarted.AcceptDelta(ctx, telemetry(full, 0.3, 0)); err != nil {
 		t.Fatalf("restarted gateway: %v", err)
 	}
 
-	// Another instance cannot ride on the holder's base.
-	if _, err := p.a.AcceptDelta(ctx, telemetry(fullBeat("n1", "i2"), 0.1, 0)); !errors.Is(err, ErrNoBase) {
-		t.Fatalf("another instance's delta: %v, want ErrNoBase", err)
+	// A full heartbeat replaces the record whole.
+	changed := full
+	changed.Slots = 8
+	changed.StaticHash = agentapi.StaticHash(&changed)
+	mustAccept(t, p.b, changed)
+	if rec, _ := rc.HGetAll(ctx, "delta:node:n1").Result(); rec["tel"] != "" || rec["sh"] != changed.StaticHash {
+		t.Fatalf("record after a full heartbeat: %v", rec)
+	}
+
+	// Redis lost its data: a delta onto the base a gateway holds is written merged, in full.
+	if err := rc.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p.b.SyncShared(ctx)
+	if _, err := p.b.AcceptDelta(ctx, telemetry(changed, 0.4, 1)); err != nil {
+		t.Fatalf("delta after Redis lost its data: %v", err)
+	}
+	if rec, _ := rc.HGetAll(ctx, "delta:node:n1").Result(); rec["tel"] != "" || rec["sh"] != changed.StaticHash ||
+		!strings.Contains(rec["hb"], `"utilization_ratio":0.4`) || !strings.Contains(rec["hb"], `"slots":8`) {
+		t.Fatalf("record written after Redis lost its data: %v", rec)
 	}
 }
