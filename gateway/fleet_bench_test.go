@@ -97,10 +97,10 @@ func benchmarkHeartbeatFleet(b *testing.B, deltas bool) {
 	for _, body := range beats {
 		size += len(body)
 	}
-	b.ReportMetric(float64(size)/float64(len(beats)), "body-bytes")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
 		post(beats[i%len(beats)])
 	}
+	b.ReportMetric(float64(size)/float64(len(beats)), "body-bytes")
 }
