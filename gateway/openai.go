@@ -227,6 +227,9 @@ type progress struct {
 	// events counts the SSE events a Responses stream passed to the client, so that an error
 	// event after a failure carries the next sequence_number.
 	events int
+	// respEnded is true once a Responses stream's last event (response.completed, ...) was
+	// relayed, for a stream that may be continued.
+	respEnded bool
 	// committed is true once the client (or memory) has the answer's status and headers, frame
 	// how the answer is cut into events.
 	committed bool

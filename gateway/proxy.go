@@ -482,7 +482,11 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 			// A backend's error event is a failure like a cut connection when the stream can be
 			// continued: the events before it go out, it does not.
 			failed, errMsg := -1, ""
-			if k.cont.keep && fr != framePlain {
+			switch {
+			case !k.cont.keep || fr == framePlain:
+			case k.path == agentapi.PathResponses:
+				failed, errMsg = responsesErrorEvent(out)
+			default:
 				failed, errMsg = errorEvent(out, fr)
 			}
 			if failed >= 0 {
@@ -503,7 +507,7 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 		switch {
 		case rerr == nil:
 			continue
-		case rerr == io.EOF && k.cont.keep && !streamEnded(fr, k.mt.window()):
+		case rerr == io.EOF && k.cont.keep && !k.answerEnded(fr):
 			// The agent ended the stream cleanly but the answer did not end: its backend died
 			// under it. That is a break like any other.
 			return k.broken(n, w, fr, true, "the stream ended before the answer did")
@@ -514,6 +518,14 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 		}
 		return k.broken(n, w, fr, wrote, wd.cause(rerr))
 	}
+}
+
+// answerEnded reports whether the stream relayed so far in framing fr ended its answer.
+func (k *call) answerEnded(fr framing) bool {
+	if k.path == agentapi.PathResponses {
+		return k.respEnded || endsResponses(k.mt.window())
+	}
+	return streamEnded(fr, k.mt.window())
 }
 
 // streamEnded reports whether tail, the end of a stream in framing fr, is the end of an answer:
@@ -540,6 +552,7 @@ func (k *call) sent(out []byte, fr framing) {
 	k.cont.note(out)
 	if fr == frameSSE && k.path == agentapi.PathResponses {
 		k.events += bytes.Count(out, sseEventEnd)
+		k.respEnded = k.respEnded || (k.cont.keep && endsResponses(out))
 	}
 	k.mt.events(out, fr.sep(), k.s.core.clock.Now())
 }
