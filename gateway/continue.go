@@ -27,9 +27,8 @@ import (
 //     created and model, usage with both nodes' tokens. The gateway relays it after what the
 //     client already has, so no text is repeated or missing.
 //   - Routes: streamed chat, legacy completions and Responses (continue_responses.go) on /v1,
-//     /api/chat and /api/generate on the Ollama front. Not (yet) batch lines, which still start
-//     over on another node when theirs fails (their answers are held in memory, so nothing is
-//     lost or doubled either way).
+//     /api/chat and /api/generate on the Ollama front, and batch lines, which the gateway runs
+//     as streams internally to that end (batch_stream.go).
 //   - Not continued, the stream ends with an error event as before, saying why: a tool call
 //     under way (no backend herd drives can resume one mid-arguments), several choices (n > 1),
 //     an answer longer than maxKept, continuation turned off (--no-continuation, or the client's
@@ -66,7 +65,7 @@ func (c *continuation) reset() {
 // that can be, with continuation on in the config and not refused by the client (h).
 func (k *call) continuable(h http.Header) {
 	switch {
-	case !k.info.stream || k.held != nil:
+	case !(k.info.stream || k.inner) || (k.held != nil && !k.inner):
 		return
 	case k.path != agentapi.PathChatCompletions && k.path != agentapi.PathCompletions &&
 		k.path != agentapi.PathOllamaChat && k.path != agentapi.PathOllamaGenerate &&

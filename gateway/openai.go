@@ -181,6 +181,9 @@ type inbound struct {
 	// held, when set, is where the answer goes until it is complete (a batch line, a non-streamed
 	// /api answer): a failure midway is taken back and fails over.
 	held *memSink
+	// inner is true for a batch line run as a stream internally (batch_stream.go), so that it
+	// can be continued.
+	inner bool
 
 	// tenant is the caller; reserved the tokens its rate limit was charged up front (charged),
 	// settled against what mt reads from the response's usage.

@@ -112,6 +112,9 @@ func (k *call) run(w sink) result {
 				return result{clientGone: true}
 			}
 			ae := admissionError(err)
+			if k.committed && k.held != nil {
+				k.restart() // a batch line's answer that no node could continue: start over later
+			}
 			if k.committed {
 				return k.endStream(w, "upstream node "+k.node+" failed mid-stream, and no node could continue it: "+ae.Message)
 			}
@@ -128,6 +131,12 @@ func (k *call) run(w sink) result {
 		case outcomeAbort:
 			return result{abort: true}
 		case outcomeError:
+			if k.committed && k.held != nil {
+				// A batch line's node refused to continue it: the line starts over elsewhere.
+				k.fail(id, "could not continue: %s", k.agentErr.Message)
+				k.restart()
+				break
+			}
 			if k.committed {
 				return k.endStream(w, "upstream node "+id+" could not continue the stream: "+k.agentErr.Message)
 			}
@@ -135,6 +144,9 @@ func (k *call) run(w sink) result {
 		}
 		k.req.Exclude = append(k.req.Exclude, id)
 		if k.attempts >= s.cfg.MaxAttempts {
+			if k.committed && k.held != nil {
+				k.restart()
+			}
 			if k.committed {
 				return k.endStream(w, fmt.Sprintf("the stream could not be continued: all %d attempts failed: %s", k.attempts, strings.Join(k.failures, "; ")))
 			}
@@ -475,7 +487,8 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 			if !k.committed {
 				k.commit(w, resp, n.ID, fr)
 				k.ttft = s.core.clock.Now().Sub(k.start)
-				if fr != framePlain {
+				if fr != framePlain && !k.inner {
+					// A batch line streamed internally is no stream of a client's: no ITL.
 					k.mt.itl = s.metrics.itl.WithLabelValues(k.metricsLabel(), n.ID)
 				}
 			}
@@ -567,15 +580,19 @@ func (k *call) broken(n *scheduler.Node, w sink, fr framing, wrote bool, cause s
 	if !wrote {
 		return outcomeRetry
 	}
-	if k.held != nil {
-		k.held.reset()
-		k.committed, k.status, k.ttft = false, 0, 0
-		k.mt.reset()
+	if k.held != nil && !k.inner {
+		k.restart()
 		return outcomeRetry
 	}
 	o, why := k.tryContinue(n.ID, fr, w)
 	if why == "" {
 		return o
+	}
+	if k.held != nil {
+		// A batch line's stream that cannot be continued starts over, as it did before lines
+		// were continued: no client has any of it.
+		k.restart()
+		return outcomeRetry
 	}
 	msg := fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause)
 	if fr != framePlain {
@@ -585,6 +602,16 @@ func (k *call) broken(n *scheduler.Node, w sink, fr framing, wrote bool, cause s
 		return outcomeAbort
 	}
 	return outcomeDone
+}
+
+// restart forgets an answer held in memory that broke off, so that the next attempt starts it
+// afresh: what was held, the meter, and what a continuation would have read.
+func (k *call) restart() {
+	k.held.reset()
+	k.committed, k.status, k.ttft = false, 0, 0
+	k.events, k.respEnded = 0, false
+	k.mt.reset()
+	k.cont.kept, k.cont.body = k.cont.kept[:0], nil
 }
 
 // writeNDJSONError ends a broken NDJSON stream as Ollama does: one last line {"error":"..."}.
