@@ -1,0 +1,137 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herd-llm/herd/gateway/api"
+	"github.com/herd-llm/herd/nodeagent/backend/ollamatest"
+)
+
+// TestRealOllamaKilledMidStream: two real `ollama serve` behind herd, each with the endless tiny
+// model (its answers run until num_predict, so they are still running when the kill lands), the
+// second drained so that both streams go to the first. clients/js/kill.test.js streams a chat
+// with the openai npm SDK (/v1, Ollama's OpenAI API) and one with ollama-js (/api/chat, native)
+// and, once both have text, asks this test to kill: it undrains the second node and kills the
+// first node's Ollama, serve and runner, with SIGKILL to its process group (its agent lives on and
+// sees its backend vanish). Both streams must complete on the second node without an error, with
+// a finish reason and tokens counted over both nodes. About 25 s.
+func TestRealOllamaKilledMidStream(t *testing.T) {
+	herdBinary(t)
+	node, npm := nodeTools(t)
+	modules := installNodeClients(t, npm)
+	opts := ollamatest.Options{Modelfile: ollamatest.EndlessModelfile, Endless: true, Env: []string{"OLLAMA_NUM_PARALLEL=2"}}
+	first := ollamatest.Start(t, opts)
+	second := ollamatest.Start(t, opts)
+	c := startGateway(t, "--api-keys", jsClientKey, "--admin-keys", jsAdminKey)
+	c.addAgent("ollama-a", "--backend", "ollama", "--ollama-url", first.URL, "--ollama-models", first.ModelsDir)
+	c.addAgent("ollama-b", "--backend", "ollama", "--ollama-url", second.URL, "--ollama-models", second.ModelsDir)
+	waitFor(t, 60*time.Second, "2 nodes registered", func() bool { return healthyNodes(c, jsAdminKey) >= 2 })
+	adminCall(t, c, http.MethodPost, "/admin/v1/nodes/ollama-b/drain")
+
+	var mu sync.Mutex
+	inFlight, kills := -1, 0
+	var killedAt time.Time
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		var nodes struct {
+			Nodes []api.Node `json:"nodes"`
+		}
+		b, err := adminDo(c, http.MethodGet, "/admin/v1/nodes")
+		if err == nil {
+			err = json.Unmarshal(b, &nodes)
+		}
+		if err == nil {
+			_, err = adminDo(c, http.MethodPost, "/admin/v1/nodes/ollama-b/undrain")
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		for _, n := range nodes.Nodes {
+			if n.ID == "ollama-a" {
+				inFlight = n.GatewayInFlight
+			}
+		}
+		if err := first.Kill(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		kills++
+		killedAt = time.Now()
+		fmt.Fprintf(w, `{"node":"ollama-a","in_flight":%d}`, inFlight)
+	}))
+	defer hook.Close()
+
+	start := time.Now()
+	model := normalized(first.Model)
+	runNodeClientFiles(t, node, modules, c.url, model, model, true, []string{"kill.test.js"},
+		[]string{"HERD_KILL_HOOK=" + hook.URL, "HERD_KILL_NUM_PREDICT=" + strconv.Itoa(killNumPredict)})
+	mu.Lock()
+	defer mu.Unlock()
+	if kills != 1 || inFlight != 2 {
+		t.Fatalf("killed %d times, with %d streams in flight on the node", kills, inFlight)
+	}
+	if n := metricSum(t, c, "herd_stream_continuations_total", `outcome="continued"`); n < 2 {
+		t.Fatalf("%d streams continued per the gateway's metrics, want 2", n)
+	}
+	if logs := c.agents["ollama-b"].output(); strings.Count(logs, "continuing a broken stream") != 2 {
+		t.Fatalf("the second node's agent did not continue both streams:\n%s", logs)
+	}
+	t.Logf("both streams continued after the kill (%s into the run); the suite took %s", killedAt.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
+
+// killNumPredict is the output cap of the streams TestRealOllamaKilledMidStream kills under:
+// long enough that both still run when the kill lands, short enough for the prompt and the
+// partial answer to fit the continuing node's context (ollamatest.EndlessContext).
+const killNumPredict = 1500
+
+// adminCall makes an admin API call on c with the JS suite's admin key and returns the body; a
+// status other than 200 fails the test.
+func adminCall(t *testing.T, c *cluster, method, path string) []byte {
+	t.Helper()
+	b, err := adminDo(c, method, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// adminDo is adminCall for goroutines other than the test's: it returns the failure.
+func adminDo(c *cluster, method, path string) ([]byte, error) {
+	req, _ := http.NewRequest(method, c.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+jsAdminKey)
+	resp, err := httpClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	return b, nil
+}
+
+// metricSum sums the samples of metric on c's /metrics whose labels contain match.
+func metricSum(t *testing.T, c *cluster, metric, match string) int {
+	t.Helper()
+	total := 0
+	for line := range strings.Lines(string(adminCall(t, c, http.MethodGet, "/metrics"))) {
+		if strings.HasPrefix(line, metric+"{") && strings.Contains(line, match) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			total += int(v)
+		}
+	}
+	return total
+}
