@@ -133,8 +133,9 @@ func readResponsesPartial(kept []byte, events int) (p *partial, why string) {
 }
 
 // responsesErrorEvent finds the first event in out (whole SSE events of a Responses stream) that
-// reports a failure (an "error" event, or response.failed): it returns where that event starts
-// and the error's message, or -1.
+// reports a failure (an "error" event, response.failed, or an OpenAI error object, which an
+// agent's proxy writes when a backend's stream breaks): it returns where that event starts and
+// the error's message, or -1.
 func responsesErrorEvent(out []byte) (int, string) {
 	if !bytes.Contains(out, []byte(`error`)) && !bytes.Contains(out, []byte(`response.failed`)) {
 		return -1, ""
@@ -152,8 +153,11 @@ func responsesErrorEvent(out []byte) (int, string) {
 					continue
 				}
 				var e struct {
-					Type     string `json:"type"`
-					Message  string `json:"message"`
+					Type    string          `json:"type"`
+					Message string          `json:"message"`
+					Error   json.RawMessage `json:"error"`
+					// An agent's proxy ends a backend's broken stream with an OpenAI error object
+					// ({"error": {...}}) whatever the route: a failure too.
 					Response *struct {
 						Error *struct {
 							Message string `json:"message"`
@@ -164,6 +168,8 @@ func responsesErrorEvent(out []byte) (int, string) {
 					continue
 				}
 				switch {
+				case len(e.Error) > 0 && string(e.Error) != "null":
+					return at, "the backend sent an error event: " + errorMessageOf(e.Error)
 				case e.Type == "error":
 					return at, "the backend sent an error event: " + e.Message
 				case e.Type == "response.failed":

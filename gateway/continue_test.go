@@ -123,6 +123,10 @@ func TestResponsesErrorEvent(t *testing.T) {
 	if at, msg := responsesErrorEvent([]byte(ok + bad)); at != len(ok) || !strings.Contains(msg, "boom") {
 		t.Fatalf("at %d msg %q", at, msg)
 	}
+	cut := "data: {\"error\":{\"message\":\"the ollama backend stream broke\",\"type\":\"server_error\"}}\n\n"
+	if at, msg := responsesErrorEvent([]byte(ok + cut)); at != len(ok) || !strings.Contains(msg, "stream broke") {
+		t.Fatalf("proxy's error: at %d msg %q", at, msg)
+	}
 	if at, _ := responsesErrorEvent([]byte(ok)); at != -1 {
 		t.Fatalf("no error: at %d", at)
 	}

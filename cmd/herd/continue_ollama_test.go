@@ -18,17 +18,18 @@ import (
 
 // TestRealOllamaKilledMidStream: two real `ollama serve` behind herd, each with the endless tiny
 // model (its answers run until num_predict, so they are still running when the kill lands), the
-// second drained so that both streams go to the first. clients/js/kill.test.js streams a chat
-// with the openai npm SDK (/v1, Ollama's OpenAI API) and one with ollama-js (/api/chat, native)
-// and, once both have text, asks this test to kill: it undrains the second node and kills the
+// second drained so that every stream goes to the first. clients/js/kill.test.js streams a chat
+// with the openai npm SDK (/v1/chat/completions: Ollama's OpenAI API), a Responses answer with it
+// (/v1/responses: Ollama's own Responses API) and a chat with ollama-js (/api/chat, native) and,
+// once all three have text, asks this test to kill: it undrains the second node and kills the
 // first node's Ollama, serve and runner, with SIGKILL to its process group (its agent lives on and
-// sees its backend vanish). Both streams must complete on the second node without an error, with
-// a finish reason and tokens counted over both nodes. About 25 s.
+// sees its backend vanish). All three streams must complete on the second node without an error,
+// cut by the output cap, with tokens counted over both nodes. About 30 s.
 func TestRealOllamaKilledMidStream(t *testing.T) {
 	herdBinary(t)
 	node, npm := nodeTools(t)
 	modules := installNodeClients(t, npm)
-	opts := ollamatest.Options{Modelfile: ollamatest.EndlessModelfile, Endless: true, Env: []string{"OLLAMA_NUM_PARALLEL=2"}}
+	opts := ollamatest.Options{Modelfile: ollamatest.EndlessModelfile, Endless: true, Env: []string{"OLLAMA_NUM_PARALLEL=3"}}
 	first := ollamatest.Start(t, opts)
 	second := ollamatest.Start(t, opts)
 	c := startGateway(t, "--api-keys", jsClientKey, "--admin-keys", jsAdminKey)
@@ -78,16 +79,16 @@ func TestRealOllamaKilledMidStream(t *testing.T) {
 		[]string{"HERD_KILL_HOOK=" + hook.URL, "HERD_KILL_NUM_PREDICT=" + strconv.Itoa(killNumPredict)})
 	mu.Lock()
 	defer mu.Unlock()
-	if kills != 1 || inFlight != 2 {
+	if kills != 1 || inFlight != 3 {
 		t.Fatalf("killed %d times, with %d streams in flight on the node", kills, inFlight)
 	}
-	if n := metricSum(t, c, "herd_stream_continuations_total", `outcome="continued"`); n < 2 {
-		t.Fatalf("%d streams continued per the gateway's metrics, want 2", n)
+	if n := metricSum(t, c, "herd_stream_continuations_total", `outcome="continued"`); n < 3 {
+		t.Fatalf("%d streams continued per the gateway's metrics, want 3", n)
 	}
-	if logs := c.agents["ollama-b"].output(); strings.Count(logs, "continuing a broken stream") != 2 {
-		t.Fatalf("the second node's agent did not continue both streams:\n%s", logs)
+	if logs := c.agents["ollama-b"].output(); strings.Count(logs, "continuing a broken stream") != 3 {
+		t.Fatalf("the second node's agent did not continue the three streams:\n%s", logs)
 	}
-	t.Logf("both streams continued after the kill (%s into the run); the suite took %s", killedAt.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	t.Logf("the three streams continued after the kill (%s into the run); the suite took %s", killedAt.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
 
 // killNumPredict is the output cap of the streams TestRealOllamaKilledMidStream kills under:
