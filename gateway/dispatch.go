@@ -87,7 +87,8 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 		status = http.StatusOK
 	}
 	body := m.buf.Bytes()
-	if k.inner && status == http.StatusOK {
+	if k.inner && status == http.StatusOK && k.frame == frameSSE {
+		// (A backend that answered the stream with one JSON body gave the answer itself.)
 		b, err := lineAnswer(req.Endpoint, body)
 		if err != nil {
 			return batch.Response{}, fmt.Errorf("gateway: dispatch on node %s: %w", k.node, err)
