@@ -3,6 +3,7 @@
 // whole process group), and all three complete on the other node without an error. cmd/herd's TestRealOllamaKilledMidStream
 // starts the cluster (its model's answers run until num_predict) and kills the node when this
 // suite asks at HERD_KILL_HOOK; elsewhere the test skips.
+import { writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
@@ -11,6 +12,9 @@ import { base, apiKey, chatModel, testTimeout, clientTimeout } from './env.js';
 
 const hook = process.env.HERD_KILL_HOOK;
 const numPredict = Number(process.env.HERD_KILL_NUM_PREDICT);
+// Where the streams' texts are written, for the Go test to check each against the prefix its
+// continuing agent was given.
+const resultsFile = process.env.HERD_KILL_RESULTS;
 const skip = !hook && 'needs HERD_KILL_HOOK: run by cmd/herd TestRealOllamaKilledMidStream';
 // Pieces each stream reads before the kill is asked for.
 const piecesBefore = 5;
@@ -89,6 +93,8 @@ test('openai-node chat and Responses and ollama-js streams complete after their 
   console.log(JSON.stringify({ killed, openai: { before: o.before, after: o.after, finish: o.finish, usage: o.usage, chars: o.text.length },
     ollama: { before: l.before, after: l.after, done_reason: l.last?.done_reason, eval_count: l.last?.eval_count, chars: l.text.length },
     responses: { before: p.before, after: p.after, status: p.final.status, usage: p.final.usage, chars: p.text.length } }));
+
+  if (resultsFile) writeFileSync(resultsFile, JSON.stringify({ openai: o.text, ollama: l.text, responses: p.text }));
 
   assert.ok(killed, 'the node was never killed');
   assert.equal(killed.in_flight, 3, `streams in flight on ${killed.node} when it was killed: ${killed.in_flight}`);

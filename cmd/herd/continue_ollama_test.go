@@ -1,11 +1,15 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,8 +79,9 @@ func TestRealOllamaKilledMidStream(t *testing.T) {
 
 	start := time.Now()
 	model := normalized(first.Model)
+	results := filepath.Join(t.TempDir(), "texts.json")
 	runNodeClientFiles(t, node, modules, c.url, model, model, true, []string{"kill.test.js"},
-		[]string{"HERD_KILL_HOOK=" + hook.URL, "HERD_KILL_NUM_PREDICT=" + strconv.Itoa(killNumPredict)})
+		[]string{"HERD_KILL_HOOK=" + hook.URL, "HERD_KILL_NUM_PREDICT=" + strconv.Itoa(killNumPredict), "HERD_KILL_RESULTS=" + results})
 	mu.Lock()
 	defer mu.Unlock()
 	if kills != 1 || inFlight != 3 {
@@ -85,10 +90,43 @@ func TestRealOllamaKilledMidStream(t *testing.T) {
 	if n := metricSum(t, c, "herd_stream_continuations_total", `outcome="continued"`); n < 3 {
 		t.Fatalf("%d streams continued per the gateway's metrics, want 3", n)
 	}
-	if logs := c.agents["ollama-b"].output(); strings.Count(logs, "continuing a broken stream") != 3 {
+	logs := c.agents["ollama-b"].output()
+	if strings.Count(logs, "continuing a broken stream") != 3 {
 		t.Fatalf("the second node's agent did not continue the three streams:\n%s", logs)
 	}
+	// Each client's text is the prefix a continuing request carried (the text the first node
+	// had streamed) followed by the continuation: nothing repeated, nothing missing.
+	b, err := os.ReadFile(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts map[string]string
+	if err := json.Unmarshal(b, &texts); err != nil || len(texts) != 3 {
+		t.Fatalf("texts %s: %v", b, err)
+	}
+	for client, text := range texts {
+		if chars := continuedPrefix(logs, text); chars <= 0 || chars >= len([]rune(text)) {
+			t.Errorf("%s: its text (%d characters) does not start with a prefix a continuing request carried (%d)", client, len([]rune(text)), chars)
+		}
+	}
 	t.Logf("the three streams continued after the kill (%s into the run); the suite took %s", killedAt.Sub(start).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
+
+// continuedPrefix returns the length, in characters, of the prefix of text that one of the
+// agent's continuations (its "continuing a broken stream" log lines) was given, or -1.
+func continuedPrefix(logs, text string) int {
+	runes := []rune(text)
+	for _, p := range continuedPrefixes(logs) {
+		chars, _ := strconv.Atoi(p[0])
+		if chars > len(runes) {
+			continue
+		}
+		sum := sha256.Sum256([]byte(string(runes[:chars])))
+		if hex.EncodeToString(sum[:]) == p[1] {
+			return chars
+		}
+	}
+	return -1
 }
 
 // killNumPredict is the output cap of the streams TestRealOllamaKilledMidStream kills under:
