@@ -59,8 +59,10 @@ type Registry struct {
 	clock herdclock.Clock
 	log   *slog.Logger
 
-	// byID is copy-on-write so Acquire/Release find a node without a lock.
-	byID atomic.Pointer[map[string]*node]
+	// byID finds a node by ID without a lock (Acquire, Release); written under mu. A sync.Map,
+	// not a copy-on-write map: copying the map at every join made a whole fleet joining at once
+	// (a gateway restarted under 1,000 agents) cost the square of the fleet.
+	byID sync.Map // string → *node
 
 	mu    sync.Mutex // guards node fields marked so, nodes, live, snaps.modelsVer, epoch, and rebuilds
 	nodes []*node    // sorted by id
@@ -91,8 +93,6 @@ func New(cfg Config, clock herdclock.Clock) *Registry {
 	cfg = cfg.withDefaults()
 	r := &Registry{cfg: cfg, clock: clock, log: slog.Default(), live: liveness{cfg: cfg},
 		learner: scheduler.NewLearner(cfg.Learner)}
-	m := map[string]*node{}
-	r.byID.Store(&m)
 	ch := make(chan struct{})
 	r.changed.Store(&ch)
 	return r
@@ -134,7 +134,10 @@ func (r *Registry) notify() {
 }
 
 func (r *Registry) lookup(id string) *node {
-	return (*r.byID.Load())[id]
+	if v, ok := r.byID.Load(id); ok {
+		return v.(*node)
+	}
+	return nil
 }
 
 // Observe records a heartbeat in this gateway's registry only and returns the gateway's reply.
@@ -200,15 +203,7 @@ func (r *Registry) addLocked(n *node) {
 	i, _ := slices.BinarySearchFunc(r.nodes, n.id, func(a *node, id string) int { return strings.Compare(a.id, id) })
 	r.nodes = slices.Insert(r.nodes, i, n)
 	r.snaps.modelsChanged()
-	r.storeMapLocked()
-}
-
-func (r *Registry) storeMapLocked() {
-	m := make(map[string]*node, len(r.nodes))
-	for _, n := range r.nodes {
-		m[n.id] = n
-	}
-	r.byID.Store(&m)
+	r.byID.Store(n.id, n)
 }
 
 // forgetLocked drops nodes silent for longer than their forget window; r.mu must be held.
@@ -220,6 +215,7 @@ func (r *Registry) forgetLocked(now time.Time) {
 		if r.live.forgotten(n.seen, now) {
 			r.log.Warn("node forgotten after silence", "node", n.id, "last_heartbeat", n.seen.at)
 			r.learner.Forget(n.id)
+			r.byID.CompareAndDelete(n.id, n)
 			dropped = true
 			continue
 		}
@@ -231,7 +227,6 @@ func (r *Registry) forgetLocked(now time.Time) {
 	clear(r.nodes[len(kept):])
 	r.nodes = kept
 	r.snaps.modelsChanged()
-	r.storeMapLocked()
 	r.snaps.structChanged()
 	// Waking waiters lets them fail fast instead of waiting for a node that is gone.
 	r.notify()
