@@ -19,7 +19,10 @@ import (
 //   - own: changes, every node accepted by this gateway (none is read back);
 //   - others: changes, every node accepted by the other gateway (all are read);
 //   - others-deltas: the same, every node's heartbeat a delta heartbeat (agentapi.HeartbeatDelta)
-//     after its first: the table holds the deltas as they came, read without decoding the JSON.
+//     after its first: the table holds the deltas as they came, read without decoding the JSON,
+//     by a reader that holds none of their bases (it reads the stored JSON of each);
+//   - others-deltas-held: the same, by a reader that holds every base (as a gateway that has
+//     read the table once does): the stored JSON is not read.
 func BenchmarkRedisLoad(b *testing.B) {
 	url := storetest.StartRedis(b)
 	const nodes = 1000
@@ -50,7 +53,9 @@ func BenchmarkRedisLoad(b *testing.B) {
 		full   bool
 		own    bool
 		deltas bool
-	}{{"full", true, false, false}, {"own", false, true, false}, {"others", false, false, false}, {"others-deltas", false, false, true}} {
+		held   bool
+	}{{"full", true, false, false, false}, {"own", false, true, false, false}, {"others", false, false, false, false},
+		{"others-deltas", false, false, true, false}, {"others-deltas-held", false, false, true, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			prefix := tc.name + ":"
 			reader, other := openSharedB(b, url, prefix), openSharedB(b, url, prefix)
@@ -61,6 +66,13 @@ func BenchmarkRedisLoad(b *testing.B) {
 			putAll(b, writer, putScript, ids, hbs, hashes)
 			if _, err := reader.Load(context.Background()); err != nil {
 				b.Fatal(err)
+			}
+			if tc.held {
+				bases := make(map[string]string, nodes)
+				for i, id := range ids {
+					bases[id] = "inst-" + id[len("node-"):] + "\x00" + hashes[i]
+				}
+				reader.SetHeld(func(id string) string { return bases[id] })
 			}
 			script, payload := putScript, hbs
 			if tc.deltas {

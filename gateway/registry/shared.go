@@ -74,6 +74,11 @@ func (sn *SharedNode) Resolve(held *agentapi.Heartbeat) (agentapi.Heartbeat, err
 	if held != nil && sn.Delta.ApplyTo(held, &hb) == nil {
 		return hb, nil
 	}
+	if sn.base == "" {
+		// Read without its base, which this gateway held then and no longer does (a full
+		// heartbeat changed it meanwhile): the node's next write is read whole.
+		return hb, fmt.Errorf("registry: the delta of %q applies to a base no longer held", sn.Heartbeat.NodeID)
+	}
 	var base agentapi.Heartbeat
 	if err := json.Unmarshal([]byte(sn.base), &base); err != nil {
 		return hb, fmt.Errorf("registry: stored heartbeat of %q: %w", sn.Heartbeat.NodeID, err)
@@ -94,7 +99,24 @@ var ErrSharedUnavailable = errors.New("registry: shared registry unavailable")
 // Share makes the registry keep its nodes in s as well as in memory: Accept writes heartbeats
 // to s, SetDraining writes drains to it, and RunShared (which the caller must run) reads other
 // gateways' changes back every heartbeat interval. Call it before the registry is used.
-func (r *Registry) Share(s Shared) { r.shared = s }
+func (r *Registry) Share(s Shared) {
+	r.shared = s
+	if h, ok := s.(interface{ SetHeld(func(id string) string) }); ok {
+		h.SetHeld(r.heldBase)
+	}
+}
+
+// heldBase is the base this registry holds for node id, "instance\x00static hash" ("" when it
+// holds none): the shared table's reads leave out the stored JSON of a delta onto it.
+func (r *Registry) heldBase(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.lookup(id)
+	if n == nil || n.hb.StaticHash == "" {
+		return ""
+	}
+	return n.hb.InstanceID + "\x00" + n.hb.StaticHash
+}
 
 // Accept records a heartbeat an agent sent to this gateway: in the shared table (which checks
 // the node's identity cluster-wide) and in memory. When the shared table cannot be reached the
