@@ -38,6 +38,9 @@ type h1Transport struct {
 
 	mu   sync.Mutex
 	idle map[string][]*h1Conn // by host:port, most recently used last
+	// reaper closes connections idle longer than idleTimeout (armed while any are idle), so a
+	// backend's closed keep-alive connections do not linger here when no request comes.
+	reaper *time.Timer
 
 	writers sync.Pool // *bufio.Writer
 }
@@ -124,6 +127,9 @@ func (t *h1Transport) put(addr string, c *h1Conn) {
 	t.mu.Lock()
 	if len(t.idle[addr]) < t.maxIdle {
 		t.idle[addr] = append(t.idle[addr], c)
+		if t.reaper == nil {
+			t.reaper = time.AfterFunc(t.idleTimeout, t.reap)
+		}
 		t.mu.Unlock()
 		return
 	}
@@ -131,11 +137,44 @@ func (t *h1Transport) put(addr string, c *h1Conn) {
 	c.Close()
 }
 
+// reap closes the connections idle for idleTimeout or longer (the oldest are first in each
+// list) and looks again later while any are left.
+func (t *h1Transport) reap() {
+	now := t.now()
+	var old []*h1Conn
+	t.mu.Lock()
+	for addr, list := range t.idle {
+		n := 0
+		for n < len(list) && now.Sub(list[n].idleSince) >= t.idleTimeout {
+			n++
+		}
+		old = append(old, list[:n]...)
+		if n == len(list) {
+			delete(t.idle, addr)
+		} else if n > 0 {
+			t.idle[addr] = append([]*h1Conn(nil), list[n:]...)
+		}
+	}
+	if len(t.idle) > 0 {
+		t.reaper.Reset(t.idleTimeout)
+	} else {
+		t.reaper = nil
+	}
+	t.mu.Unlock()
+	for _, c := range old {
+		c.Close()
+	}
+}
+
 // CloseIdleConnections closes the idle connections, its own and next's.
 func (t *h1Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = map[string][]*h1Conn{}
+	if t.reaper != nil {
+		t.reaper.Stop()
+		t.reaper = nil
+	}
 	t.mu.Unlock()
 	for _, list := range idle {
 		for _, c := range list {

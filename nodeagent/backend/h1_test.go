@@ -250,3 +250,38 @@ func TestH1FallsBack(t *testing.T) {
 		t.Fatalf("fallback got %v, want both requests", next.urls)
 	}
 }
+
+// TestH1ClosesIdleConnections: a connection idle for the idle timeout is closed without another
+// request coming.
+func TestH1ClosesIdleConnections(t *testing.T) {
+	closed := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	tr := newH1Transport(failTransport{t})
+	tr.idleTimeout = 20 * time.Millisecond
+	t.Cleanup(tr.CloseIdleConnections)
+	resp, err := tr.RoundTrip(postTo(context.Background(), t, srv.URL+"/v1/embeddings", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the idle connection was not closed")
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.idle) != 0 || tr.reaper != nil {
+		t.Errorf("after the reap: %d addresses idle, reaper %v", len(tr.idle), tr.reaper != nil)
+	}
+}
