@@ -186,6 +186,9 @@ type inbound struct {
 	// held, when set, is where the answer goes until it is complete (a batch line, a non-streamed
 	// /api answer): a failure midway is taken back and fails over.
 	held *memSink
+	// inner is true for a batch line run as a stream internally (batch_stream.go), so that it
+	// can be continued.
+	inner bool
 
 	// tenant is the caller; reserved the tokens its rate limit was charged up front (charged),
 	// settled against what mt reads from the response's usage.
@@ -232,6 +235,9 @@ type progress struct {
 	// events counts the SSE events a Responses stream passed to the client, so that an error
 	// event after a failure carries the next sequence_number.
 	events int
+	// respEnded is true once a Responses stream's last event (response.completed, ...) was
+	// relayed, for a stream that may be continued.
+	respEnded bool
 	// committed is true once the client (or memory) has the answer's status and headers, frame
 	// how the answer is cut into events.
 	committed bool

@@ -112,6 +112,9 @@ func (k *call) run(w sink) result {
 				return result{clientGone: true}
 			}
 			ae := admissionError(err)
+			if k.committed && k.held != nil {
+				k.restart() // a batch line's answer that no node could continue: start over later
+			}
 			if k.committed {
 				return k.endStream(w, "upstream node "+k.node+" failed mid-stream, and no node could continue it: "+ae.Message)
 			}
@@ -128,6 +131,12 @@ func (k *call) run(w sink) result {
 		case outcomeAbort:
 			return result{abort: true}
 		case outcomeError:
+			if k.committed && k.held != nil {
+				// A batch line's node refused to continue it: the line starts over elsewhere.
+				k.fail(id, "could not continue: %s", k.agentErr.Message)
+				k.restart()
+				break
+			}
 			if k.committed {
 				return k.endStream(w, "upstream node "+id+" could not continue the stream: "+k.agentErr.Message)
 			}
@@ -135,6 +144,9 @@ func (k *call) run(w sink) result {
 		}
 		k.req.Exclude = append(k.req.Exclude, id)
 		if k.attempts >= s.cfg.MaxAttempts {
+			if k.committed && k.held != nil {
+				k.restart()
+			}
 			if k.committed {
 				return k.endStream(w, fmt.Sprintf("the stream could not be continued: all %d attempts failed: %s", k.attempts, strings.Join(k.failures, "; ")))
 			}
@@ -493,14 +505,19 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 			if !k.committed {
 				k.commit(w, resp, n.ID, fr)
 				k.ttft = s.core.clock.Now().Sub(k.start)
-				if fr != framePlain {
+				if fr != framePlain && !k.inner {
+					// A batch line streamed internally is no stream of a client's: no ITL.
 					k.mt.itl = s.metrics.itl.WithLabelValues(k.metricsLabel(), n.ID)
 				}
 			}
 			// A backend's error event is a failure like a cut connection when the stream can be
 			// continued: the events before it go out, it does not.
 			failed, errMsg := -1, ""
-			if k.cont.keep && fr != framePlain {
+			switch {
+			case !k.cont.keep || fr == framePlain:
+			case k.path == agentapi.PathResponses:
+				failed, errMsg = responsesErrorEvent(out)
+			default:
 				failed, errMsg = errorEvent(out, fr)
 			}
 			if failed >= 0 {
@@ -521,7 +538,7 @@ func (k *call) relay(n *scheduler.Node, resp *http.Response, w sink, wd *watchdo
 		switch {
 		case rerr == nil:
 			continue
-		case rerr == io.EOF && k.cont.keep && !streamEnded(fr, k.mt.window()):
+		case rerr == io.EOF && k.cont.keep && !k.answerEnded(fr):
 			// The agent ended the stream cleanly but the answer did not end: its backend died
 			// under it. That is a break like any other.
 			return k.broken(n, w, fr, true, "the stream ended before the answer did")
@@ -569,6 +586,14 @@ func (k *call) dropBig() {
 	}
 }
 
+// answerEnded reports whether the stream relayed so far in framing fr ended its answer.
+func (k *call) answerEnded(fr framing) bool {
+	if k.path == agentapi.PathResponses {
+		return k.respEnded || endsResponses(k.mt.window())
+	}
+	return streamEnded(fr, k.mt.window())
+}
+
 // streamEnded reports whether tail, the end of a stream in framing fr, is the end of an answer:
 // SSE's [DONE], or Ollama's last line with "done": true.
 func streamEnded(fr framing, tail []byte) bool {
@@ -593,6 +618,7 @@ func (k *call) sent(out []byte, fr framing) {
 	k.cont.note(out)
 	if fr == frameSSE && k.path == agentapi.PathResponses {
 		k.events += bytes.Count(out, sseEventEnd)
+		k.respEnded = k.respEnded || (k.cont.keep && endsResponses(out))
 	}
 	k.mt.events(out, fr.sep(), k.s.core.clock.Now())
 }
@@ -607,15 +633,19 @@ func (k *call) broken(n *scheduler.Node, w sink, fr framing, wrote bool, cause s
 	if !wrote {
 		return outcomeRetry
 	}
-	if k.held != nil {
-		k.held.reset()
-		k.committed, k.status, k.ttft = false, 0, 0
-		k.mt.reset()
+	if k.held != nil && !k.inner {
+		k.restart()
 		return outcomeRetry
 	}
 	o, why := k.tryContinue(n.ID, fr, w)
 	if why == "" {
 		return o
+	}
+	if k.held != nil {
+		// A batch line's stream that cannot be continued starts over, as it did before lines
+		// were continued: no client has any of it.
+		k.restart()
+		return outcomeRetry
 	}
 	msg := fmt.Sprintf("upstream node %s failed mid-stream: %s", n.ID, cause)
 	if fr != framePlain {
@@ -625,6 +655,16 @@ func (k *call) broken(n *scheduler.Node, w sink, fr framing, wrote bool, cause s
 		return outcomeAbort
 	}
 	return outcomeDone
+}
+
+// restart forgets an answer held in memory that broke off, so that the next attempt starts it
+// afresh: what was held, the meter, and what a continuation would have read.
+func (k *call) restart() {
+	k.held.reset()
+	k.committed, k.status, k.ttft = false, 0, 0
+	k.events, k.respEnded = 0, false
+	k.mt.reset()
+	k.cont.kept, k.cont.body = k.cont.kept[:0], nil
 }
 
 // writeNDJSONError ends a broken NDJSON stream as Ollama does: one last line {"error":"..."}.

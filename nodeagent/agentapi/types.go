@@ -107,6 +107,36 @@ type Continuation struct {
 	// Content and Reasoning are the answer's text and reasoning text so far.
 	Content   string `json:"content"`
 	Reasoning string `json:"reasoning,omitempty"`
+	// Responses is, on /v1/responses, the stream's state as its client has it: the continuing
+	// agent writes events that follow it (ID is the response's id, Created its created_at).
+	Responses *ResponsesState `json:"responses,omitempty"`
+}
+
+// ResponsesState is what the client of a broken Responses API stream has: the continuing
+// agent numbers its events from Seq, keeps the output items (ids, output_index) and, in
+// response.completed, lists them whole.
+type ResponsesState struct {
+	// Seq is the next sequence_number.
+	Seq int64 `json:"seq"`
+	// Model is the response's model as the client has it.
+	Model string `json:"model,omitempty"`
+	// Items are the output items the client has, in output_index order.
+	Items []ResponsesItem `json:"items,omitempty"`
+}
+
+// ResponsesItem is one output item of a broken Responses stream: a message or a reasoning item
+// (a stream with a function call is not continued).
+type ResponsesItem struct {
+	ID string `json:"id"`
+	// Type is "message" or "reasoning".
+	Type string `json:"type"`
+	// Text is the item's text so far (a message's output_text, a reasoning item's
+	// reasoning_text).
+	Text string `json:"text"`
+	// Open is true while the item is not done (output_item.done not sent); PartOpen, for a
+	// message, that its content part was added and is not done.
+	Open     bool `json:"open,omitempty"`
+	PartOpen bool `json:"part_open,omitempty"`
 }
 
 // Request classes.
