@@ -69,9 +69,9 @@ func (r *Registry) Accept(ctx context.Context, hb agentapi.Heartbeat) (agentapi.
 		// wait for Redis to time out.
 		return r.observe(hb, true)
 	}
-	stale := time.Duration(r.cfg.StaleAfterBeats) * r.intervalOf(&hb)
+	s := seen{interval: r.live.intervalOf(&hb)}
 	pctx, cancel := context.WithTimeout(ctx, putTimeout)
-	err := r.shared.Put(pctx, hb, stale, max(r.cfg.ForgetAfter, 2*stale))
+	err := r.shared.Put(pctx, hb, r.live.staleAfter(s), r.live.forgetAfter(s))
 	cancel()
 	var conflict *ConflictError
 	switch {
@@ -94,7 +94,7 @@ const putTimeout = 500 * time.Millisecond
 func (r *Registry) inOutage() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.outage
+	return r.live.outage
 }
 
 // RunShared reads the shared table every heartbeat interval into memory until ctx is done. The
@@ -137,20 +137,15 @@ func (r *Registry) SyncShared(ctx context.Context) {
 func (r *Registry) sharedFailed(err error) {
 	now := r.clock.Now()
 	r.mu.Lock()
-	if r.outage {
+	if !r.live.startOutage(now) {
 		r.mu.Unlock()
 		return
 	}
-	r.outage = true
-	r.holdFrom = r.lastLoad
-	if r.holdFrom.IsZero() || r.holdFrom.After(now) {
-		r.holdFrom = now
-	}
-	r.holdUntil = r.holdFrom.Add(r.cfg.OutageGrace)
-	r.structVer.Add(1)
+	from, until := r.live.holdFrom, r.live.holdUntil
+	r.snaps.structChanged()
 	r.mu.Unlock()
 	r.log.Warn("shared registry unreachable: holding the last view of the cluster", "err", err,
-		"view_from", r.holdFrom, "hold_until", r.holdUntil)
+		"view_from", from, "hold_until", until)
 }
 
 // applyShared merges a table (or its changes) read from the shared registry into memory. A
@@ -159,48 +154,30 @@ func (r *Registry) sharedFailed(err error) {
 // and age as usual.
 func (r *Registry) applyShared(ctx context.Context, tab SharedTable) {
 	now := r.clock.Now()
-	var restore []string
 	r.mu.Lock()
-	if r.outage {
-		r.outage = false
-		// Agents that heartbeat to other gateways reach the table again once those gateways have
-		// read it too (a poll), within a heartbeat, and this gateway reads them a poll later:
-		// keep holding that long, so that they do not blink out meanwhile.
-		if r.holdingLocked(now) {
-			r.holdUntil = now.Add(max(time.Duration(r.cfg.StaleAfterBeats+2)*r.cfg.HeartbeatInterval, 2*time.Second))
-		}
-		r.log.Info("shared registry reachable again", "nodes", len(tab.Nodes), "hold_until", r.holdUntil)
+	if r.live.loaded(now) {
+		r.log.Info("shared registry reachable again", "nodes", len(tab.Nodes), "hold_until", r.live.holdUntil)
 	}
-	r.lastLoad = now
 	lostData := r.epoch != "" && tab.Epoch != r.epoch
 	r.epoch = tab.Epoch
 	added := false
 	for _, sn := range tab.Nodes {
 		hb := sn.Heartbeat
-		seen := now.Add(-sn.Age)
+		at := now.Add(-sn.Age)
 		n := r.lookup(hb.NodeID)
 		if n == nil {
 			n = &node{id: hb.NodeID}
-			n.circuitClean.Store(true)
 			r.addLocked(n)
 			added = true
 			r.log.Info("node joined", "node", hb.NodeID, "address", hb.Address, "backend", hb.Backend, "simulated", hb.Simulated, "via", "shared registry")
-		} else if !seen.After(n.lastSeen) {
+		} else if !at.After(n.seen.at) {
 			continue
 		}
-		r.recordLocked(n, hb, seen)
+		r.recordLocked(n, hb, at)
 	}
-	for _, n := range r.nodes {
-		switch on := tab.Draining[n.id]; {
-		case lostData && n.draining && !on:
-			restore = append(restore, n.id)
-		case n.draining != on:
-			r.log.Info("node drain changed", "node", n.id, "draining", on, "via", "shared registry")
-			n.draining = on
-		}
-	}
+	restore := r.applySharedDrainsLocked(tab.Draining, lostData)
 	r.forgetLocked(now)
-	r.structVer.Add(1)
+	r.snaps.structChanged()
 	r.mu.Unlock()
 	if added || len(tab.Nodes) > 0 {
 		r.notify()
