@@ -26,10 +26,9 @@ import (
 //     message in the backend's own way and writes the answer in the client's framing: same id,
 //     created and model, usage with both nodes' tokens. The gateway relays it after what the
 //     client already has, so no text is repeated or missing.
-//   - Routes: streamed chat and legacy completions on /v1, /api/chat and /api/generate on the
-//     Ollama front. Not (yet) /v1/responses streams, nor batch lines, which still start over on
-//     another node when theirs fails (their answers are held in memory, so nothing is lost or
-//     doubled either way).
+//   - Routes: streamed chat, legacy completions and Responses (continue_responses.go) on /v1,
+//     /api/chat and /api/generate on the Ollama front, and batch lines, which the gateway runs
+//     as streams internally to that end (batch_stream.go).
 //   - Not continued, the stream ends with an error event as before, saying why: a tool call
 //     under way (no backend herd drives can resume one mid-arguments), several choices (n > 1),
 //     an answer longer than maxKept, continuation turned off (--no-continuation, or the client's
@@ -66,10 +65,11 @@ func (c *continuation) reset() {
 // that can be, with continuation on in the config and not refused by the client (h).
 func (k *call) continuable(h http.Header) {
 	switch {
-	case !k.info.stream || k.held != nil:
+	case !(k.info.stream || k.inner) || (k.held != nil && !k.inner):
 		return
 	case k.path != agentapi.PathChatCompletions && k.path != agentapi.PathCompletions &&
-		k.path != agentapi.PathOllamaChat && k.path != agentapi.PathOllamaGenerate:
+		k.path != agentapi.PathOllamaChat && k.path != agentapi.PathOllamaGenerate &&
+		k.path != agentapi.PathResponses:
 		k.cont.refused = "continuation is not supported on " + k.path
 	case k.s.cfg.NoContinuation:
 		k.cont.refused = "continuation is off on this gateway"
@@ -101,6 +101,9 @@ type partial struct {
 	reasoning strings.Builder
 	// finished is true when the answer's end (finish_reason, Ollama's done) reached the client.
 	finished bool
+	// resp is a Responses stream's state (readResponsesPartial); tokens counts its text events.
+	resp   *agentapi.ResponsesState
+	tokens int
 }
 
 // readPartial reads the kept events of a stream in framing fr. why says what makes the answer
@@ -209,9 +212,13 @@ func (p *partial) add(fr framing, data []byte) string {
 // continueBody is the continuing request's body: the client's request with the continuation
 // member put first (the body is a JSON object: the scan checked it).
 func (k *call) continueBody(p *partial) []byte {
+	tokens := k.mt.textEvents
+	if p.resp != nil {
+		tokens = p.tokens
+	}
 	c, _ := json.Marshal(agentapi.Continuation{
-		ID: p.id, Created: p.created, Tokens: k.mt.textEvents,
-		Content: p.content.String(), Reasoning: p.reasoning.String(),
+		ID: p.id, Created: p.created, Tokens: tokens,
+		Content: p.content.String(), Reasoning: p.reasoning.String(), Responses: p.resp,
 	})
 	body := bytes.TrimSpace(k.body)
 	out := make([]byte, 0, len(body)+len(c)+len(agentapi.ContinueField)+4)
@@ -238,9 +245,20 @@ func (k *call) tryContinue(node string, fr framing, w sink) (outcome, string) {
 	if k.attempts >= k.s.cfg.MaxAttempts {
 		return outcomeDone, fmt.Sprintf("all %d attempts (--max-attempts) are used", k.attempts)
 	}
-	p, why := readPartial(fr, k.cont.kept)
+	var p *partial
+	var why string
+	if k.path == agentapi.PathResponses {
+		p, why = readResponsesPartial(k.cont.kept, k.events)
+	} else {
+		p, why = readPartial(fr, k.cont.kept)
+	}
 	if why != "" {
 		return outcomeDone, why
+	}
+	if p.finished && k.path == agentapi.PathResponses {
+		// response.completed (or incomplete) reached the client: nothing follows it.
+		k.status = http.StatusOK
+		return outcomeFinished, ""
 	}
 	if p.finished {
 		if fr == frameSSE {

@@ -42,6 +42,7 @@ func TestReadPartial(t *testing.T) {
 func FuzzReadPartial(f *testing.F) {
 	f.Add([]byte("data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n"), true)
 	f.Add([]byte("{\"message\":{\"content\":\"x\"},\"done\":false}\n"), false)
+	f.Add([]byte("event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"r\"}}\n\n"), true)
 	f.Fuzz(func(t *testing.T, kept []byte, sse bool) {
 		fr := frameNDJSON
 		if sse {
@@ -49,6 +50,8 @@ func FuzzReadPartial(f *testing.F) {
 		}
 		readPartial(fr, kept)
 		errorEvent(kept, fr)
+		readResponsesPartial(kept, 0)
+		responsesErrorEvent(kept)
 	})
 }
 
@@ -67,5 +70,67 @@ func TestContinueBody(t *testing.T) {
 	k.body = []byte(`{}`)
 	if got := string(k.continueBody(p)); !strings.HasSuffix(got, `"}}`) || strings.Contains(got, ",}") {
 		t.Fatalf("empty body: %s", got)
+	}
+}
+
+// TestReadResponsesPartial reads the state a Responses stream's client has: the response's id,
+// created_at and model, the next sequence number, the items with their text, and why one
+// cannot be continued.
+func TestReadResponsesPartial(t *testing.T) {
+	ev := func(typ, data string) string {
+		return "event: " + typ + "\ndata: " + data + "\n\n"
+	}
+	head := ev("response.created", `{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","created_at":42,"model":"m","error":null}}`) +
+		ev("response.in_progress", `{"type":"response.in_progress","sequence_number":1,"response":{"id":"resp_1","created_at":42,"model":"m"}}`)
+	reasoning := ev("response.output_item.added", `{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"rs_1","type":"reasoning"}}`) +
+		ev("response.reasoning_text.delta", `{"type":"response.reasoning_text.delta","sequence_number":3,"item_id":"rs_1","output_index":0,"content_index":0,"delta":"hm"}`) +
+		ev("response.output_item.done", `{"type":"response.output_item.done","sequence_number":4,"output_index":0,"item":{"id":"rs_1","type":"reasoning"}}`)
+	msg := ev("response.output_item.added", `{"type":"response.output_item.added","sequence_number":5,"output_index":1,"item":{"id":"msg_1","type":"message"}}`) +
+		ev("response.content_part.added", `{"type":"response.content_part.added","sequence_number":6,"item_id":"msg_1","output_index":1,"content_index":0}`) +
+		ev("response.output_text.delta", `{"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_1","output_index":1,"content_index":0,"delta":"Hel"}`) +
+		ev("response.output_text.delta", `{"type":"response.output_text.delta","sequence_number":8,"item_id":"msg_1","output_index":1,"content_index":0,"delta":"lo"}`)
+
+	p, why := readResponsesPartial([]byte(head+reasoning+msg), 9)
+	if why != "" || p.id != "resp_1" || p.created != 42 || p.content.String() != "Hello" || p.reasoning.String() != "hm" || p.tokens != 3 {
+		t.Fatalf("why %q, %+v", why, p)
+	}
+	st := p.resp
+	if st.Seq != 9 || st.Model != "m" || len(st.Items) != 2 || st.Items[0].Open || !st.Items[1].Open || !st.Items[1].PartOpen || st.Items[1].Text != "Hello" {
+		t.Fatalf("state %+v", st)
+	}
+	done := ev("response.completed", `{"type":"response.completed","sequence_number":9,"response":{"id":"resp_1"}}`)
+	if p, why := readResponsesPartial([]byte(head+msg+done), 10); why != "" || !p.finished {
+		t.Fatalf("completed: why %q finished %v", why, p.finished)
+	}
+	for _, tt := range []struct{ name, kept, why string }{
+		{"function call", head + ev("response.output_item.added", `{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"fc_1","type":"function_call"}}`), "function_call item"},
+		{"no created", msg, "no response.created"},
+		{"closed message", head + msg + ev("response.output_item.done", `{"type":"response.output_item.done","sequence_number":9,"output_index":1,"item":{"id":"msg_1","type":"message"}}`), "did not follow"},
+		{"summary", head + ev("response.reasoning_summary_text.delta", `{"type":"response.reasoning_summary_text.delta","sequence_number":2}`), "summary"},
+		{"not JSON", "data: {x\n\n", "not JSON"},
+	} {
+		if _, why := readResponsesPartial([]byte(tt.kept), 3); !strings.Contains(why, tt.why) {
+			t.Errorf("%s: why %q, want %q", tt.name, why, tt.why)
+		}
+	}
+}
+
+// TestResponsesErrorEvent finds the event a Responses stream's failure starts with.
+func TestResponsesErrorEvent(t *testing.T) {
+	ok := "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"error\":null}}\n\n"
+	bad := "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"boom\"}\n\n" +
+		"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"message\":\"boom\"}}}\n\n"
+	if at, msg := responsesErrorEvent([]byte(ok + bad)); at != len(ok) || !strings.Contains(msg, "boom") {
+		t.Fatalf("at %d msg %q", at, msg)
+	}
+	cut := "data: {\"error\":{\"message\":\"the ollama backend stream broke\",\"type\":\"server_error\"}}\n\n"
+	if at, msg := responsesErrorEvent([]byte(ok + cut)); at != len(ok) || !strings.Contains(msg, "stream broke") {
+		t.Fatalf("proxy's error: at %d msg %q", at, msg)
+	}
+	if at, _ := responsesErrorEvent([]byte(ok)); at != -1 {
+		t.Fatalf("no error: at %d", at)
+	}
+	if !endsResponses([]byte("event: response.completed\ndata: {}\n\n")) || endsResponses([]byte(ok)) {
+		t.Fatal("endsResponses")
 	}
 }

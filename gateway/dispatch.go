@@ -59,6 +59,12 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 		res.err = err
 	} else {
 		k.held = &m
+		if !s.cfg.NoContinuation {
+			if body, ok := streamedLine(req.Endpoint, k.body); ok {
+				k.body, k.inner = body, true
+				k.continuable(nil)
+			}
+		}
 		res = k.run(&m)
 	}
 	k.finish(res)
@@ -80,7 +86,16 @@ func (d dispatcher) Dispatch(ctx context.Context, req batch.Request) (batch.Resp
 	if status == 0 {
 		status = http.StatusOK
 	}
-	resp := batch.Response{StatusCode: status, Body: m.buf.Bytes(), Node: k.node, RequestID: k.reqID, Parameters: samplingParameters(k.body)}
+	body := m.buf.Bytes()
+	if k.inner && status == http.StatusOK && k.frame == frameSSE {
+		// (A backend that answered the stream with one JSON body gave the answer itself.)
+		b, err := lineAnswer(req.Endpoint, body)
+		if err != nil {
+			return batch.Response{}, fmt.Errorf("gateway: dispatch on node %s: %w", k.node, err)
+		}
+		body = b
+	}
+	resp := batch.Response{StatusCode: status, Body: body, Node: k.node, RequestID: k.reqID, Parameters: samplingParameters(k.body)}
 	if v, ok := s.registry.Node(k.node); ok {
 		resp.Simulated = v.Heartbeat.Simulated
 	}

@@ -156,6 +156,20 @@ func (a *wireAgent) serve(w http.ResponseWriter, r *http.Request) {
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler)
 	}
+	if r.URL.Path == agentapi.PathResponses && req.Stream && mode == wireOK {
+		// A Responses stream in brief: created, the text, completed with the whole output.
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i, ev := range []string{
+			`{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","created_at":1,"model":"m","status":"in_progress","output":[]}}`,
+			`{"type":"response.output_item.added","sequence_number":1,"output_index":0,"item":{"id":"msg_1","type":"message"}}`,
+			`{"type":"response.output_text.delta","sequence_number":2,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"hello from ` + a.id + `"}`,
+			`{"type":"response.completed","sequence_number":3,"response":{"id":"resp_1","created_at":1,"model":"m","status":"completed","output":[{"id":"msg_1","type":"message","content":[{"type":"output_text","text":"hello from ` + a.id + `"}]}]}}`,
+		} {
+			typ := []string{"response.created", "response.output_item.added", "response.output_text.delta", "response.completed"}[i]
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", typ, ev)
+		}
+		return
+	}
 	if !req.Stream {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"hello from %s"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}`, req.Model, a.id)

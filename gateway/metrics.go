@@ -37,6 +37,9 @@ type metrics struct {
 	tenantTokens *prometheus.CounterVec
 	// refused counts heartbeats refused because another live agent holds the node ID.
 	refused *prometheus.CounterVec
+	// deltas counts delta heartbeats accepted (agentapi.HeartbeatDelta); herd_heartbeats_total
+	// counts every heartbeat, full or delta.
+	deltas prometheus.Counter
 	// continuations counts streams broken mid-way, by what the gateway did (continue.go).
 	continuations *prometheus.CounterVec
 	// predicted counts the prompt tokens the prefix index expected the serving node to hold.
@@ -109,12 +112,14 @@ func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metric
 		refused: counterVec("herd_heartbeats_refused_total",
 			"Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
 			"node"),
+		deltas: prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_heartbeat_deltas_total",
+			Help: "Delta heartbeats (telemetry only, applied onto the node's last full heartbeat) this gateway accepted."}),
 		continuations: counterVec("herd_stream_continuations_total",
 			"Streams whose node failed after the first byte, by model, the failed node and outcome: continued (sent to another node to continue), or failed (ended with an error event: continuation off, impossible, or no node left).",
 			"model", "node", "outcome"),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused,
+		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused, m.deltas,
 		m.rateLimited, m.tenantTokens, m.continuations, m.predicted,
 		newClusterCollector(reg, queue, now),
 		collectors.NewGoCollector(),

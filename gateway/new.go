@@ -63,6 +63,9 @@ type core struct {
 	tracer trace.Tracer
 	// calls pools per-request state (*call).
 	calls sync.Pool
+	// bigBufs pools the relay's large copy buffers (*[relayBig]byte), taken only while an
+	// answer arrives faster than a call's small buffer holds (proxy.go).
+	bigBufs sync.Pool
 	// prefix models what each node's engine holds in its prompt cache: matched before every
 	// Pick, told where every request went.
 	prefix *prefixcache.Index

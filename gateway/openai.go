@@ -142,7 +142,7 @@ func (k *call) metricsLabel() string {
 }
 
 // call is one inference request on its way through the gateway. Calls are pooled: the scheduler
-// request, its decision and the copy buffer are reused, which keeps the hot path low on
+// request, its decision and the small copy buffer are reused, which keeps the hot path low on
 // allocations. Its state is grouped by concern, each group reset as a whole when the call goes
 // back to the pool.
 type call struct {
@@ -159,7 +159,12 @@ type call struct {
 	// rate limits' settlement and the request span.
 	mt meter
 
-	buf [32 << 10]byte
+	// small is the relay's copy buffer while the answer comes a little at a time: what an open
+	// stream holds while it waits for its next token (proxy.go's relay takes a pooled large
+	// buffer only while reads fill this one).
+	small [relaySmall]byte
+	// big is the pooled large copy buffer while the relay holds one (nil otherwise).
+	big *[relayBig]byte
 }
 
 // inbound is what the client asked and who asked it.
@@ -181,6 +186,9 @@ type inbound struct {
 	// held, when set, is where the answer goes until it is complete (a batch line, a non-streamed
 	// /api answer): a failure midway is taken back and fails over.
 	held *memSink
+	// inner is true for a batch line run as a stream internally (batch_stream.go), so that it
+	// can be continued.
+	inner bool
 
 	// tenant is the caller; reserved the tokens its rate limit was charged up front (charged),
 	// settled against what mt reads from the response's usage.
@@ -227,6 +235,9 @@ type progress struct {
 	// events counts the SSE events a Responses stream passed to the client, so that an error
 	// event after a failure carries the next sequence_number.
 	events int
+	// respEnded is true once a Responses stream's last event (response.completed, ...) was
+	// relayed, for a stream that may be continued.
+	respEnded bool
 	// committed is true once the client (or memory) has the answer's status and headers, frame
 	// how the answer is cut into events.
 	committed bool

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"github.com/herd-llm/herd/nodeagent/responses"
 )
 
 // Continuation: when a node fails in the middle of a stream, the gateway sends the client's
@@ -125,6 +126,45 @@ func continueOllama(path string, req map[string]json.RawMessage, c *agentapi.Con
 		req["options"], _ = json.Marshal(opts)
 	}
 	return nil
+}
+
+// continueResponses turns req, a Responses request, into the chat completions request that
+// continues c (req's members are replaced by the chat request's), and returns the Responses
+// request the answer is written for. The partial text is the open message's; the stream's
+// state (c.Responses) is required.
+func continueResponses(req map[string]json.RawMessage, c *agentapi.Continuation) (*responses.Request, error) {
+	if c.Responses == nil || c.ID == "" {
+		return nil, fmt.Errorf("%w: a Responses stream's continuation needs its id and state", errCannotContinue)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errCannotContinue, err)
+	}
+	chat, rreq, e := responses.ToChat(body)
+	if e != nil {
+		return nil, fmt.Errorf("%w: %s", errCannotContinue, e.Message)
+	}
+	if !rreq.Stream {
+		return nil, fmt.Errorf("%w: only a streamed Responses answer is continued", errCannotContinue)
+	}
+	clear(req)
+	if err := json.Unmarshal(chat, &req); err != nil {
+		return nil, fmt.Errorf("%w: %v", errCannotContinue, err)
+	}
+	if err := continueOpenAI(agentapi.PathChatCompletions, req, c); err != nil {
+		return nil, err
+	}
+	return rreq, nil
+}
+
+// resumeOf is the Responses writer's view of a continued stream's state.
+func resumeOf(c *agentapi.Continuation) *responses.Resume {
+	st := c.Responses
+	r := &responses.Resume{Seq: st.Seq, Created: c.Created, Model: st.Model, Tokens: int64(c.Tokens)}
+	for _, it := range st.Items {
+		r.Items = append(r.Items, responses.ResumeItem{ID: it.ID, Kind: it.Type, Text: it.Text, Open: it.Open, PartOpen: it.PartOpen})
+	}
+	return r
 }
 
 // appendPrompt appends text to req's prompt, which must be one string.

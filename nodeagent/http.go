@@ -231,7 +231,15 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 				"you must provide a model parameter")
 			return
 		}
+		// rreq is a continued Responses request, translated to chat completions by the
+		// continuation (continueResponses).
+		var rreq *responses.Request
 		cont, body, err := a.continuation(r, body, func(req map[string]json.RawMessage, c *agentapi.Continuation) error {
+			if endpoint == agentapi.PathResponses {
+				var err error
+				rreq, err = continueResponses(req, c)
+				return err
+			}
 			return continueOpenAI(endpoint, req, c)
 		})
 		if err != nil {
@@ -245,7 +253,12 @@ func (a *Agent) serveInference(endpoint string) http.HandlerFunc {
 		}
 		var tw *responses.Writer
 		route := endpoint // per request: a translated Responses request goes to chat completions
-		if endpoint == agentapi.PathResponses {
+		if rreq != nil {
+			// A continued Responses stream is always translated: no backend's own Responses
+			// API continues a partial answer. The writer follows the events the client has.
+			tw = responses.NewWriter(w, rreq, responses.Options{ID: cont.ID, Now: a.clock.Now, Resume: resumeOf(cont)})
+			w, route = tw, agentapi.PathChatCompletions
+		} else if endpoint == agentapi.PathResponses {
 			if rs, ok := a.backend.(ResponsesServer); !ok || !rs.ServesResponses(r.Context()) {
 				// The backend gets a chat completions request; tw writes its answer to the client
 				// in the Responses format. The meter sits between, so it reads chat usage as usual.

@@ -160,3 +160,101 @@ func TestResponsesToolsOnSimAgent(t *testing.T) {
 		t.Errorf("text %q: %v", r.Output[0].Content[0].Text, err)
 	}
 }
+
+// TestResponsesContinuedOnSimAgent: a Responses stream continued on this node follows the events
+// its client has: no second response.created, sequence numbers from the state's, the open
+// message continued under its item id and output_index, and response.completed with the
+// stream's id, created_at and model, the whole text (prefix and continuation) and usage counting
+// the first node's output tokens too.
+func TestResponsesContinuedOnSimAgent(t *testing.T) {
+	t4, _ := models.LookupGPU("t4")
+	node, err := sim.New(sim.Config{NodeID: "s", GPUs: []models.GPUProfile{t4}, Models: []string{"llama3.2:1b"}, Preload: []string{"llama3.2:1b"}, SpeedFactor: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := nodeagent.New(nodeagent.Config{NodeID: "s", ClusterToken: "tok", Listen: "127.0.0.1:0"}, node, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+	cont := `{"id":"resp_first","created":42,"tokens":3,"content":"Once upon a","reasoning":"hm",` +
+		`"responses":{"seq":9,"model":"my-preset","items":[{"id":"rs_first_0","type":"reasoning","text":"hm"},` +
+		`{"id":"msg_first_1","type":"message","text":"Once upon a","open":true,"part_open":true}]}}`
+	body := `{"herd_continue":` + cont + `,"model":"llama3.2:1b","input":"Tell a story","max_output_tokens":40,"stream":true}`
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/responses", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer tok")
+	req.Header.Set("X-Herd-Continue", "1")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, out)
+	}
+	seq := int64(9)
+	var deltas strings.Builder
+	var final struct {
+		Response struct {
+			ID        string `json:"id"`
+			CreatedAt int64  `json:"created_at"`
+			Model     string `json:"model"`
+			Output    []struct {
+				ID      string `json:"id"`
+				Type    string `json:"type"`
+				Content []struct {
+					Text string `json:"text"`
+				} `json:"content"`
+			} `json:"output"`
+			Usage struct {
+				OutputTokens int `json:"output_tokens"`
+				TotalTokens  int `json:"total_tokens"`
+				InputTokens  int `json:"input_tokens"`
+			} `json:"usage"`
+		} `json:"response"`
+	}
+	for line := range strings.Lines(string(out)) {
+		data, ok := strings.CutPrefix(strings.TrimSpace(line), "data: ")
+		if !ok {
+			continue
+		}
+		var ev struct {
+			Type        string `json:"type"`
+			Seq         int64  `json:"sequence_number"`
+			ItemID      string `json:"item_id"`
+			OutputIndex int    `json:"output_index"`
+			Delta       string `json:"delta"`
+		}
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			t.Fatalf("%q: %v", data, err)
+		}
+		if ev.Seq != seq {
+			t.Fatalf("event %s has sequence_number %d, want %d\n%s", ev.Type, ev.Seq, seq, out)
+		}
+		seq++
+		switch ev.Type {
+		case "response.created", "response.in_progress", "response.output_item.added", "error", "response.failed":
+			t.Fatalf("a continued stream sent %s:\n%s", ev.Type, out)
+		case "response.output_text.delta":
+			if ev.ItemID != "msg_first_1" || ev.OutputIndex != 1 {
+				t.Fatalf("delta for %s at %d", ev.ItemID, ev.OutputIndex)
+			}
+			deltas.WriteString(ev.Delta)
+		case "response.completed", "response.incomplete":
+			_ = json.Unmarshal([]byte(data), &final)
+		}
+	}
+	r := final.Response
+	if r.ID != "resp_first" || r.CreatedAt != 42 || r.Model != "my-preset" || len(r.Output) != 2 ||
+		r.Output[0].ID != "rs_first_0" || r.Output[1].ID != "msg_first_1" || len(r.Output[1].Content) != 1 {
+		t.Fatalf("final response %+v\n%s", r, out)
+	}
+	if text := r.Output[1].Content[0].Text; text != "Once upon a"+deltas.String() || deltas.Len() == 0 {
+		t.Fatalf("text %q, deltas %q", text, deltas.String())
+	}
+	if r.Usage.OutputTokens < 4 || r.Usage.TotalTokens != r.Usage.InputTokens+r.Usage.OutputTokens {
+		t.Fatalf("usage %+v", r.Usage)
+	}
+}

@@ -1,5 +1,7 @@
 package scheduler
 
+import "math"
+
 // Scores are the herd policy's per-scorer scores of one node, each in [0,1].
 type Scores struct {
 	Resident    float64 `json:"resident"`
@@ -22,7 +24,8 @@ type Explanation struct {
 	Seed   uint64 `json:"seed"`
 	// Weights are the herd policy's weights (also reported under the other policies, unused).
 	Weights Weights `json:"weights"`
-	// Order lists the eligible node IDs, best first: Pick's candidates.
+	// Order lists every eligible node ID, best first: Pick's candidates, all of them ranked
+	// (Pick ranks the best RankedCandidates and leaves the rest in snapshot order).
 	Order []string `json:"order"`
 	// Nodes has one entry per snapshot node, in snapshot order.
 	Nodes []NodeExplanation `json:"nodes"`
@@ -75,7 +78,8 @@ func (s *Scheduler) Explain(req *Request, snap *Snapshot) Explanation {
 		full.ByModel = nil
 		snap = &full
 	}
-	s.Pick(req, snap, &d)
+	// Every candidate ranked: an operator reads the whole order (Pick ranks the best few).
+	s.pick(req, snap, &d, math.MaxInt)
 	ex := Explanation{Policy: s.cfg.Policy, Weights: s.cfg.Weights, Order: []string{}, Nodes: []NodeExplanation{}}
 	if req == nil || snap == nil {
 		return ex

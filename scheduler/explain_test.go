@@ -36,7 +36,7 @@ func TestExplainGolden(t *testing.T) {
 			// The explanation's order is Pick's order.
 			var d Decision
 			s.Pick(req, explainSnapshot(), &d)
-			for i, c := range d.Candidates {
+			for i, c := range d.Candidates[:d.Ranked] {
 				if ex.Order[i] != explainSnapshot().Nodes[c.Node].ID {
 					t.Fatalf("explain order %v disagrees with pick at %d", ex.Order, i)
 				}

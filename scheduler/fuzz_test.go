@@ -40,7 +40,7 @@ func FuzzPick(f *testing.F) {
 			if len(ex.Order) != len(d.Candidates) || len(ex.Nodes) != len(snap.Nodes) {
 				t.Fatalf("explain has %d/%d, pick %d/%d", len(ex.Order), len(ex.Nodes), len(d.Candidates), len(snap.Nodes))
 			}
-			for i, c := range d.Candidates {
+			for i, c := range d.Candidates[:d.Ranked] {
 				if ex.Order[i] != snap.Nodes[c.Node].ID || ex.Nodes[c.Node].Rank != i+1 || !ex.Nodes[c.Node].Eligible {
 					t.Fatalf("explain disagrees with pick at rank %d", i+1)
 				}

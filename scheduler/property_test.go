@@ -125,9 +125,18 @@ func checkDecision(t testing.TB, s *Scheduler, req *Request, snap *Snapshot, d *
 		if c.ExpectedWait <= 0 {
 			t.Fatalf("candidate %s expected wait %v", n.ID, c.ExpectedWait)
 		}
-		if i > 0 && d.Candidates[i-1].Score < c.Score {
-			t.Fatalf("candidates not sorted by score: %v", d.Candidates)
+		if i > 0 && i < d.Ranked && d.Candidates[i-1].Score < c.Score {
+			t.Fatalf("ranked candidates not sorted by score: %v", d.Candidates)
 		}
+		if i >= d.Ranked && c.Score > d.Candidates[d.Ranked-1].Score {
+			t.Fatalf("unranked candidate %s scores above the last ranked one: %v", n.ID, d.Candidates)
+		}
+		if i > d.Ranked && d.Candidates[i-1].Node > c.Node {
+			t.Fatalf("unranked candidates not in snapshot order: %v", d.Candidates)
+		}
+	}
+	if want := min(len(d.Candidates), RankedCandidates); d.Ranked != want {
+		t.Fatalf("%d of %d candidates ranked, want %d", d.Ranked, len(d.Candidates), want)
 	}
 	for i, k := range seen {
 		if k != 1 {
@@ -205,7 +214,7 @@ func TestPropertyRoundRobinFair(t *testing.T) {
 		rng.Shuffle(len(nodes), func(i, j int) { nodes[i], nodes[j] = nodes[j], nodes[i] })
 		snap := &Snapshot{Nodes: nodes}
 		// Over any k consecutive requests each eligible node is tried first exactly once, and
-		// at each position of the failover order exactly once.
+		// at each ranked position exactly once (Pick ranks the best RankedCandidates).
 		start := rng.Uint64() >> 1
 		atPos := make([]map[string]int, k)
 		for i := range atPos {
@@ -222,7 +231,7 @@ func TestPropertyRoundRobinFair(t *testing.T) {
 				atPos[pos][id]++
 			}
 		}
-		for pos, m := range atPos {
+		for pos, m := range atPos[:min(k, RankedCandidates)] {
 			if len(m) != k {
 				t.Fatalf("position %d: %d distinct nodes over %d requests, want each once: %v", pos, len(m), k, m)
 			}

@@ -319,7 +319,7 @@ func (r *Reason) UnmarshalText(b []byte) error {
 	return fmt.Errorf("scheduler: unknown reason %q", b)
 }
 
-// Candidate is one eligible node, best first in Decision.Candidates.
+// Candidate is one eligible node of Decision.Candidates.
 type Candidate struct {
 	// Node indexes Snapshot.Nodes.
 	Node int
@@ -345,7 +345,12 @@ type Rejection struct {
 
 // Decision is the outcome of Pick. Reuse one across calls to avoid allocations.
 type Decision struct {
+	// Candidates are the eligible nodes: Candidates[:Ranked] best first, then the others (a
+	// large fleet's; see RankedCandidates), none scored better than Candidates[Ranked-1], in
+	// snapshot order.
 	Candidates []Candidate
+	// Ranked is how many of Candidates are in order: all of them, or RankedCandidates.
+	Ranked     int
 	Rejections []Rejection
 	// Unlisted counts the nodes of an indexed snapshot (Snapshot.ByModel) that do not list the
 	// model at all: Pick does not look at them, so they are not in Rejections one by one (their
@@ -354,12 +359,13 @@ type Decision struct {
 	// Policy is the policy that made the decision.
 	Policy string
 
-	// evals is per-node scratch, indexed like Snapshot.Nodes; speeds, keys and tmp are scratch
-	// for the cluster median and the sort. All are kept between calls so that a reused Decision
-	// makes Pick allocation-free.
+	// evals is per-node scratch, indexed like Snapshot.Nodes; speeds, keys, top and tmp are
+	// scratch for the cluster median and the ranking. All are kept between calls so that a reused
+	// Decision makes Pick allocation-free.
 	evals  []nodeEval
 	speeds []float64
 	keys   []uint64
+	top    []uint64
 	tmp    []Candidate
 	order  []int
 }
@@ -367,6 +373,7 @@ type Decision struct {
 // Reset empties d, keeping its capacity.
 func (d *Decision) Reset() {
 	d.Candidates = d.Candidates[:0]
+	d.Ranked = 0
 	d.Rejections = d.Rejections[:0]
 	d.Unlisted = 0
 	d.Policy = ""

@@ -97,6 +97,24 @@ describe('continued streams', () => {
     assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
   });
 
+  test('openai-node: Responses stream, one response completed with the whole text and usage', opts, async () => {
+    const client = new OpenAI({ baseURL: `${base}/v1`, apiKey, timeout: clientTimeout, maxRetries: 0 });
+    const stream = client.responses.stream({ model: chatModel, input: 'Tell me a long story', max_output_tokens: maxTokens });
+    const types = new Set();
+    const text = await readBreaking((async function* () {
+      for await (const ev of stream) {
+        types.add(ev.type);
+        if (ev.type === 'response.output_text.delta') yield ev.delta;
+      }
+    })());
+    const final = await stream.finalResponse();
+    assert.ok(!types.has('error') && !types.has('response.failed'), [...types].join(' '));
+    assert.ok(['completed', 'incomplete'].includes(final.status), final.status);
+    assert.equal(final.output_text, text);
+    assert.ok(final.usage && final.usage.output_tokens > 5 && final.usage.output_tokens <= maxTokens, JSON.stringify(final.usage));
+    assert.equal(final.usage.total_tokens, final.usage.input_tokens + final.usage.output_tokens);
+  });
+
   test('ollama-js: chat stream ends with done', opts, async () => {
     const ollama = new Ollama({ host: base, headers: { Authorization: `Bearer ${apiKey}` } });
     const stream = await ollama.chat({ model: chatModel, messages: [{ role: 'user', content: 'Tell me a long story' }], stream: true, options: { num_predict: maxTokens } });

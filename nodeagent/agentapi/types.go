@@ -107,6 +107,36 @@ type Continuation struct {
 	// Content and Reasoning are the answer's text and reasoning text so far.
 	Content   string `json:"content"`
 	Reasoning string `json:"reasoning,omitempty"`
+	// Responses is, on /v1/responses, the stream's state as its client has it: the continuing
+	// agent writes events that follow it (ID is the response's id, Created its created_at).
+	Responses *ResponsesState `json:"responses,omitempty"`
+}
+
+// ResponsesState is what the client of a broken Responses API stream has: the continuing
+// agent numbers its events from Seq, keeps the output items (ids, output_index) and, in
+// response.completed, lists them whole.
+type ResponsesState struct {
+	// Seq is the next sequence_number.
+	Seq int64 `json:"seq"`
+	// Model is the response's model as the client has it.
+	Model string `json:"model,omitempty"`
+	// Items are the output items the client has, in output_index order.
+	Items []ResponsesItem `json:"items,omitempty"`
+}
+
+// ResponsesItem is one output item of a broken Responses stream: a message or a reasoning item
+// (a stream with a function call is not continued).
+type ResponsesItem struct {
+	ID string `json:"id"`
+	// Type is "message" or "reasoning".
+	Type string `json:"type"`
+	// Text is the item's text so far (a message's output_text, a reasoning item's
+	// reasoning_text).
+	Text string `json:"text"`
+	// Open is true while the item is not done (output_item.done not sent); PartOpen, for a
+	// message, that its content part was added and is not done.
+	Open     bool `json:"open,omitempty"`
+	PartOpen bool `json:"part_open,omitempty"`
 }
 
 // Request classes.
@@ -172,6 +202,9 @@ type Heartbeat struct {
 	// H2C says the agent's plain-HTTP listener also speaks HTTP/2 without TLS (prior knowledge):
 	// a gateway reaching it on loopback then carries its streams on one connection.
 	H2C bool `json:"h2c,omitempty"`
+	// StaticHash is StaticHash of this heartbeat's static part, set by agents that send delta
+	// heartbeats (HeartbeatDelta): the deltas that follow name it. Empty from older agents.
+	StaticHash string `json:"static_hash,omitempty"`
 }
 
 // GPU is one GPU's telemetry sample.
@@ -269,6 +302,9 @@ type HeartbeatReply struct {
 	// from an older gateway) means only this gateway saw it, so the agent also sends it to every
 	// other gateway it knows.
 	Registry string `json:"registry,omitempty"`
+	// DeltaVersion is the HeartbeatDelta version this gateway reads (DeltaVersion); 0, from an
+	// older gateway: send it full heartbeats only.
+	DeltaVersion int `json:"delta_version,omitempty"`
 }
 
 // HeartbeatReply.Registry values.

@@ -40,8 +40,9 @@ type OllamaConfig struct {
 	// Empty means $OLLAMA_MODELS, else ~/.ollama/models. A system install keeps it elsewhere
 	// (/usr/share/ollama/.ollama/models on Linux): set it to match the server.
 	ModelsDir string
-	// HTTPClient talks to Ollama, for inference and for the API. Nil means a client on
-	// NewTransport(). Its Timeout should be zero: pulls and streams are bounded by contexts.
+	// HTTPClient talks to Ollama, for inference and for the API. Nil means a client on the
+	// agent's own HTTP/1.1 transport (h1.go) over NewTransport(). Its Timeout should be zero:
+	// pulls and streams are bounded by contexts.
 	HTTPClient *http.Client
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -105,7 +106,7 @@ func NewOllama(cfg OllamaConfig) (*Ollama, error) {
 		}
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Transport: NewTransport()}
+		cfg.HTTPClient = &http.Client{Transport: newH1Transport(NewTransport())}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

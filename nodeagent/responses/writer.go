@@ -14,6 +14,31 @@ type Options struct {
 	ID string
 	// Now is the clock for created_at and completed_at.
 	Now func() time.Time
+	// Resume, when set, makes the Writer continue a stream that another one began (a stream
+	// continued on another node after its first node failed): see Resume.
+	Resume *Resume
+}
+
+// Resume is what the client of a broken stream has, for the Writer that continues it: it sends
+// no response.created or response.in_progress, numbers its events from Seq, keeps the client's
+// items (their ids, output_index and text, an open one continued with the backend's deltas) and
+// lists them whole in response.completed, whose usage adds Tokens (the first node's output) to
+// the backend's.
+type Resume struct {
+	Seq     int64
+	Created int64
+	// Model is the response's model as the client has it ("" keeps the request's).
+	Model  string
+	Items  []ResumeItem
+	Tokens int64
+}
+
+// ResumeItem is one output item the client has: Kind "message" or "reasoning", its text so
+// far, whether it is still open and, for a message, whether its content part is open.
+type ResumeItem struct {
+	ID, Kind       string
+	Text           string
+	Open, PartOpen bool
 }
 
 // maxBody bounds a non-streamed chat answer the Writer buffers; maxLine one SSE line.
@@ -57,6 +82,10 @@ type Writer struct {
 	finish    string
 	usage     *chatUsage
 	itemCount int
+	// prior is the output tokens of the node that began a resumed stream; model the model
+	// name its client has ("" for the request's).
+	prior int64
+	model string
 }
 
 var _ http.Flusher = (*Writer)(nil)
@@ -77,7 +106,36 @@ func NewWriter(w http.ResponseWriter, req *Request, opts Options) *Writer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Writer{w: w, req: req, opts: opts, hdr: http.Header{}, calls: map[int]*item{}}
+	t := &Writer{w: w, req: req, opts: opts, hdr: http.Header{}, calls: map[int]*item{}}
+	if r := opts.Resume; r != nil {
+		t.resume(r)
+	}
+	return t
+}
+
+// resume sets the Writer up to continue r's stream. A message whose content part the client
+// does not have yet gets it first.
+func (t *Writer) resume(r *Resume) {
+	t.started, t.created, t.seq, t.prior, t.model = true, r.Created, r.Seq, r.Tokens, r.Model
+	for _, ri := range r.Items {
+		it := &item{index: len(t.output), id: ri.ID, kind: ri.Kind, done: !ri.Open}
+		it.text.WriteString(ri.Text)
+		t.output = append(t.output, it)
+		if !ri.Open {
+			continue
+		}
+		switch ri.Kind {
+		case "message":
+			t.text = it
+			if !ri.PartOpen {
+				t.event("response.content_part.added", map[string]any{"item_id": it.id, "output_index": it.index, "content_index": 0,
+					"part": outputTextPart("")})
+			}
+		case "reasoning":
+			t.reasoning = it
+		}
+	}
+	t.itemCount = len(t.output)
 }
 
 // Header is the backend's header map; only some of it reaches the client.
@@ -602,7 +660,7 @@ func (t *Writer) object(status string, output []any) map[string]any {
 	return map[string]any{
 		"id": t.opts.ID, "object": "response", "created_at": t.created, "completed_at": completedAt,
 		"status": status, "error": nil, "incomplete_details": incomplete,
-		"model": r.Model, "instructions": r.Instructions, "output": output,
+		"model": t.modelName(), "instructions": r.Instructions, "output": output,
 		"max_output_tokens": maxOut, "parallel_tool_calls": r.ParallelToolCalls,
 		"previous_response_id": nil, "reasoning": r.Reasoning, "store": false,
 		"temperature": r.Temperature, "top_p": r.TopP, "text": map[string]any{"format": r.TextFormat},
@@ -612,10 +670,28 @@ func (t *Writer) object(status string, output []any) map[string]any {
 	}
 }
 
+// modelName is the response's model: a resumed stream's as its client has it, else the
+// request's.
+func (t *Writer) modelName() string {
+	if t.model != "" {
+		return t.model
+	}
+	return t.req.Model
+}
+
 func (t *Writer) usageJSON() any {
 	u := t.usage
 	if u == nil {
 		return nil
+	}
+	if t.prior > 0 {
+		// A resumed stream counts the output of the node that began it too.
+		c := *u
+		c.CompletionTokens += t.prior
+		if c.TotalTokens != 0 {
+			c.TotalTokens += t.prior
+		}
+		u = &c
 	}
 	var cached, reasoning int64
 	if u.PromptTokensDetails != nil {

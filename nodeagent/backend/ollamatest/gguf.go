@@ -75,7 +75,8 @@ type tinyVocab struct {
 	bias   []float32
 }
 
-func buildTinyVocab() tinyVocab {
+// buildTinyVocab lays out the vocabulary; eos is end-of-sequence's output bias.
+func buildTinyVocab(eos float32) tinyVocab {
 	var v tinyVocab
 	seen := map[string]bool{}
 	add := func(tok string, score float32, typ int32, bias float32) {
@@ -90,7 +91,7 @@ func buildTinyVocab() tinyVocab {
 	}
 	add("<unk>", 0, tokenUnknown, biasHidden)
 	add("<s>", 0, tokenControl, biasHidden)
-	add("</s>", 0, tokenControl, biasEOS)
+	add("</s>", 0, tokenControl, eos)
 	for b := 0; b < 256; b++ {
 		add(fmt.Sprintf("<0x%02X>", b), 0, tokenByte, biasHidden)
 	}
@@ -124,7 +125,28 @@ type tensor struct {
 // matrix into a per-token bias: only printable tokens are sampled and end-of-sequence comes now and
 // then. Tests can rely on structure, streaming, token counts and done reasons, never on the text.
 func WriteTinyModel(w io.Writer, seed int64) error {
-	v := buildTinyVocab()
+	return writeTinyModel(w, seed, biasEOS, tinyContext)
+}
+
+// EndlessContext is the context length WriteEndlessModel's model is made for (and
+// EndlessModelfile sets as num_ctx): room for a long answer and, after a continuation, the prompt
+// plus that answer again.
+const EndlessContext = 8192
+
+// WriteEndlessModel writes the tiny model of WriteTinyModel with one change that makes its
+// answers run until num_predict: end-of-sequence gets the output bias of the hidden tokens (a
+// logit about 40 below every printable token), so it is never among the top_k candidates Ollama
+// samples from (top_k 40 by default, and there are over a hundred printable tokens) and never
+// ends an answer. Its context length is EndlessContext. For tests that need a generation still
+// running when something happens to it (a node killed mid-stream).
+func WriteEndlessModel(w io.Writer, seed int64) error {
+	return writeTinyModel(w, seed, biasHidden, EndlessContext)
+}
+
+// writeTinyModel writes the tiny model with end-of-sequence's output bias eos and context
+// length ctx.
+func writeTinyModel(w io.Writer, seed int64, eos float32, ctx uint32) error {
+	v := buildTinyVocab(eos)
 	nVocab := len(v.tokens)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x6865726421)) //nolint:gosec // test weights, not secrets
 
@@ -189,7 +211,7 @@ func WriteTinyModel(w io.Writer, seed int64) error {
 		func() { gw.kvString("general.name", "herd-tiny") },
 		func() { gw.kvUint32("general.alignment", ggufAlignment) },
 		func() { gw.kvUint32("general.file_type", 0) }, // all F32
-		func() { gw.kvUint32("llama.context_length", tinyContext) },
+		func() { gw.kvUint32("llama.context_length", ctx) },
 		func() { gw.kvUint32("llama.embedding_length", tinyEmbd) },
 		func() { gw.kvUint32("llama.block_count", tinyLayers) },
 		func() { gw.kvUint32("llama.feed_forward_length", tinyFF) },

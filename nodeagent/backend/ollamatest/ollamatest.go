@@ -51,6 +51,18 @@ PARAMETER num_ctx 2048
 PARAMETER num_thread 1
 `
 
+// EndlessModelfile is ContinuableModelfile for WriteEndlessModel's model (Options.Endless): its
+// answers never end by themselves, so num_predict (here a default of 4096, which a request may
+// change) ends them, and num_ctx is the model's EndlessContext.
+const EndlessModelfile = `FROM ./tiny.gguf
+TEMPLATE """{{- if .System }}<|system|>{{ .System }}
+{{ end }}{{- range $i, $_ := .Messages }}{{- $last := eq (len (slice $.Messages $i)) 1 }}<|{{ .Role }}|>{{ .Content }}{{ if or (ne .Role "assistant") (not $last) }}
+{{ end }}{{- if and (ne .Role "assistant") $last }}<|assistant|>{{ end }}{{ end }}"""
+PARAMETER num_predict 4096
+PARAMETER num_ctx 8192
+PARAMETER num_thread 1
+`
+
 // Bounds on the harness's waits, generous for a slow shared machine; none is a timed assertion.
 const (
 	startTimeout  = 60 * time.Second
@@ -71,6 +83,9 @@ type Options struct {
 	Env []string
 	// Modelfile is the Modelfile the model is created with; empty means TinyModelfile.
 	Modelfile string
+	// Endless creates the model from WriteEndlessModel (answers that run until num_predict)
+	// instead of WriteTinyModel; use it with EndlessModelfile.
+	Endless bool
 }
 
 // Server is a running `ollama serve` owned by one test.
@@ -92,6 +107,7 @@ type Server struct {
 	home      string
 	logPath   string
 	modelfile string
+	endless   bool
 }
 
 // Kill ends serve and its runners at once (SIGKILL to the process group), as a crash of the
@@ -184,7 +200,7 @@ func Start(t testing.TB, opts Options) *Server {
 		if name == "" {
 			name = "tiny"
 		}
-		s.modelfile = opts.Modelfile
+		s.modelfile, s.endless = opts.Modelfile, opts.Endless
 		s.Create(t, name, opts.Seed)
 		s.Model = name
 	}
@@ -283,7 +299,8 @@ func (s *Server) env() []string {
 	)
 }
 
-// Create writes the tiny model for seed and a Modelfile (Options.Modelfile, else TinyModelfile) and runs
+// Create writes the tiny model for seed (the endless one with Options.Endless) and a Modelfile
+// (Options.Modelfile, else TinyModelfile) and runs
 // `ollama create NAME -f Modelfile` against this server.
 func (s *Server) Create(t testing.TB, name string, seed int64) {
 	t.Helper()
@@ -295,7 +312,11 @@ func (s *Server) Create(t testing.TB, name string, seed int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteTinyModel(f, seed); err != nil {
+	write := WriteTinyModel
+	if s.endless {
+		write = WriteEndlessModel
+	}
+	if err := write(f, seed); err != nil {
 		f.Close()
 		t.Fatal(err)
 	}

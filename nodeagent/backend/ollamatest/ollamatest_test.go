@@ -70,7 +70,7 @@ func TestWriteTinyModelDecodes(t *testing.T) {
 		t.Errorf("architecture %q", got)
 	}
 	tokens := kv.Strings("tokenizer.ggml.tokens")
-	v := buildTinyVocab()
+	v := buildTinyVocab(biasEOS)
 	if len(tokens) != len(v.tokens) {
 		t.Fatalf("%d tokens, want %d", len(tokens), len(v.tokens))
 	}
@@ -107,7 +107,7 @@ func TestWriteTinyModelDecodes(t *testing.T) {
 
 // TestVocabBiases checks the output-bias plan: only printable tokens (and EOS) can win.
 func TestVocabBiases(t *testing.T) {
-	v := buildTinyVocab()
+	v := buildTinyVocab(biasEOS)
 	for i, tok := range v.tokens {
 		printable := v.types[i] == tokenNormal
 		switch {
