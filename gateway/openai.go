@@ -375,6 +375,9 @@ func (k *call) prepare(h http.Header) *APIError {
 	if k.s.core.chwbl {
 		k.req.RoutingKey = chwblKey(k.body, k.info.firstUser)
 	}
+	if k.s.core.herd {
+		k.req.Demand = k.s.core.demand.observe(name, k.s.core.clock.Now())
+	}
 	return nil
 }
 

@@ -48,6 +48,9 @@ type OllamaConfig struct {
 	Logger *slog.Logger
 	// UnloadWait bounds how long Unload waits for the model to leave memory; 0 means 30s.
 	UnloadWait time.Duration
+	// MaxLoadedModels is the server's OLLAMA_MAX_LOADED_MODELS, which its API does not tell:
+	// reported in heartbeats so the gateway knows that a load there evicts; 0 means unknown.
+	MaxLoadedModels int
 }
 
 // Ollama is a local Ollama server.
@@ -59,6 +62,7 @@ type Ollama struct {
 	proxy      *proxy
 	log        *slog.Logger
 	unloadWait time.Duration
+	maxLoaded  int
 
 	mu   sync.Mutex
 	info map[string]modelInfo // by manifest digest: what Show said about that exact model
@@ -126,9 +130,14 @@ func NewOllama(cfg OllamaConfig) (*Ollama, error) {
 		proxy:      p,
 		log:        cfg.Logger,
 		unloadWait: cfg.UnloadWait,
+		maxLoaded:  max(cfg.MaxLoadedModels, 0),
 		info:       map[string]modelInfo{},
 	}, nil
 }
+
+// MaxLoadedModels is the most models the server keeps loaded, as configured
+// (OllamaConfig.MaxLoadedModels); 0: unknown.
+func (o *Ollama) MaxLoadedModels() int { return o.maxLoaded }
 
 func defaultModelsDir() (string, error) {
 	if d := os.Getenv("OLLAMA_MODELS"); d != "" {
