@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -165,10 +166,25 @@ func FuzzDecodeHeartbeat(f *testing.F) {
 		if s := reg.Snapshot(); len(s.Nodes) != 1 || s.Nodes[0].ID != hb.NodeID {
 			t.Fatalf("snapshot %+v", s)
 		}
+		// Its series parse, and are the ones the client_golang collector exported.
 		pr := prometheus.NewPedanticRegistry()
-		pr.MustRegister(newClusterCollector(reg, nil, nil))
-		if _, err := pr.Gather(); err != nil {
+		pr.MustRegister(newRefClusterCollector(reg, nil, nil))
+		ref, err := pr.Gather()
+		if err != nil {
 			t.Fatalf("metrics of an accepted heartbeat do not gather: %v", err)
+		}
+		var out bytes.Buffer
+		if _, err := newClusterWriter(reg, nil, nil).write(&out, nil); err != nil {
+			t.Fatal(err)
+		}
+		want, got := samplesOf(t, ref), samplesOf(t, parseText(t, out.Bytes()))
+		if len(got) != len(want) {
+			t.Fatalf("%d samples written, the collector's %d", len(got), len(want))
+		}
+		for k, v := range want {
+			if g, ok := got[k]; !ok || (g != v && !(math.IsNaN(g) && math.IsNaN(v))) {
+				t.Fatalf("%s = %v (%v), want %v", k, g, ok, v)
+			}
 		}
 	})
 }
