@@ -166,15 +166,18 @@ func FuzzDecodeHeartbeat(f *testing.F) {
 		if s := reg.Snapshot(); len(s.Nodes) != 1 || s.Nodes[0].ID != hb.NodeID {
 			t.Fatalf("snapshot %+v", s)
 		}
-		// Its series parse, and are the ones the client_golang collector exported.
+		// Its series parse, and are the ones the client_golang collector exported (both read
+		// the same instant, for herd_node_last_seen_seconds).
+		at := time.Now()
+		now := func() time.Time { return at }
 		pr := prometheus.NewPedanticRegistry()
-		pr.MustRegister(newRefClusterCollector(reg, nil, nil))
+		pr.MustRegister(newRefClusterCollector(reg, nil, now))
 		ref, err := pr.Gather()
 		if err != nil {
 			t.Fatalf("metrics of an accepted heartbeat do not gather: %v", err)
 		}
 		var out bytes.Buffer
-		if _, err := newClusterWriter(reg, nil, nil).write(&out, nil); err != nil {
+		if _, err := newClusterWriter(reg, nil, now).write(&out, nil); err != nil {
 			t.Fatal(err)
 		}
 		want, got := samplesOf(t, ref), samplesOf(t, parseText(t, out.Bytes()))

@@ -13,10 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/herd-llm/herd/nodeagent/agentapi"
-
 	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/gateway/registry"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
 
 // metrics holds the gateway's Prometheus collectors, in a registry of its own (never the global
@@ -193,6 +192,8 @@ func (m *metrics) observeBatch(status string) { m.batches.WithLabelValues(status
 // after them by clusterWriter, without gathering.
 func (m *metrics) handler() http.Handler { return http.HandlerFunc(m.serveMetrics) }
 
+// serveMetrics answers one scrape. An error after the first byte cannot change the status any
+// more: it is counted (promhttp_metric_handler_errors_total{cause="encoding"}) and the answer cut.
 func (m *metrics) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	mfs, err := m.reg.Gather()
 	if err != nil {

@@ -35,11 +35,12 @@ type clusterWriter struct {
 // clusterFamily is one metric family of the cluster series.
 type clusterFamily struct {
 	name, help, typ string
-	// gpu, node or queue appends the family's samples for one GPU, one node or one queue;
-	// exactly one is set.
-	gpu   func(g *gpuView) (float64, bool)
+	// Exactly one of gpu, node, model and queue says what the family has a sample for: gpu,
+	// node and queue give the sample's value (node's false: this node has none), model marks
+	// herd_model_resident (one sample per model of a node).
+	gpu   func(g *gpuView) float64
 	node  func(n *nodeView) (float64, bool)
-	model bool // herd_model_resident: one sample per model of a node
+	model bool
 	queue func(q *admission.QueueDepth) float64
 }
 
@@ -53,12 +54,10 @@ type nodeView struct {
 // gpuView is one GPU of a node.
 type gpuView struct {
 	n                                                *nodeView
-	index                                            int
-	simulated                                        bool
-	healthy                                          bool
-	throttled                                        bool
-	util, memUsed, memTotal, temp, power, powerLimit float64
 	name                                             string
+	index                                            int
+	util, memUsed, memTotal, temp, power, powerLimit float64
+	simulated, healthy, throttled                    bool
 }
 
 // flushSize is how much of the response the writer gathers before handing it to the connection.
@@ -66,7 +65,7 @@ const flushSize = 32 << 10
 
 func newClusterWriter(nodes nodeLister, queue queueSource, now func() time.Time) *clusterWriter {
 	gpu := func(name, help string, v func(g *gpuView) float64) clusterFamily {
-		return clusterFamily{name: name, help: help, typ: "gauge", gpu: func(g *gpuView) (float64, bool) { return v(g), true }}
+		return clusterFamily{name: name, help: help, typ: "gauge", gpu: v}
 	}
 	node := func(name, help string, v func(n *nodeView) float64) clusterFamily {
 		return clusterFamily{name: name, help: help, typ: "gauge", node: func(n *nodeView) (float64, bool) { return v(n), true }}
@@ -181,7 +180,7 @@ func (c *clusterWriter) write(w io.Writer, buf []byte) ([]byte, error) {
 		case f.gpu != nil:
 			for j := range gpuList {
 				g := &gpuList[j]
-				v, _ := f.gpu(g)
+				v := f.gpu(g)
 				buf = append(buf, f.name...)
 				buf = append(buf, `{gpu="`...)
 				buf = strconv.AppendInt(buf, int64(g.index), 10)

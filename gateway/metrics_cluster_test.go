@@ -100,7 +100,9 @@ func samplesOf(t *testing.T, mfs []*dto.MetricFamily) sampleSet {
 	return out
 }
 
-func strconvQuote(s string) string { return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"` }
+func strconvQuote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
+}
 
 // parseText parses a text exposition, failing the test on what the format forbids: a
 // family whose HELP, TYPE or samples appear twice or apart, or a line the parser refuses.
@@ -264,5 +266,26 @@ func TestMetricsScrapeIsValidText(t *testing.T) {
 	cmd.Stdin = f
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for _, tc := range []struct {
+		header []string
+		want   bool
+	}{
+		{nil, false},
+		{[]string{""}, false},
+		{[]string{"gzip"}, true},
+		{[]string{"GZIP"}, true},
+		{[]string{"identity"}, false},
+		{[]string{"br, gzip;q=0.5"}, true},
+		{[]string{"zstd,gzip; q=0"}, false},
+		{[]string{"deflate", "gzip"}, true},
+		{[]string{"gzipx"}, false},
+	} {
+		if got := acceptsGzip(tc.header); got != tc.want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", tc.header, got, tc.want)
+		}
 	}
 }
