@@ -4,6 +4,10 @@ GO ?= go
 BIN := bin/herd
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+# nomsgpack leaves gin's MessagePack binding (github.com/ugorji/go/codec) out of the binary: herd
+# speaks no MessagePack, and the codec's tables were 9 MB of every gateway's and agent's mapped
+# pages (docs/BENCHMARKS.md, "Memory under the overhead scenario's c50 load").
+TAGS := nomsgpack
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 LISTEN ?= 127.0.0.1:8080
 DATA ?= ./herd-data
@@ -17,7 +21,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 build: ## build bin/herd
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/herd
+	$(GO) build -tags $(TAGS) -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/herd
 
 dist: ## linux/amd64 and linux/arm64 binaries and .deb packages in dist/ (arm64 needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross)
 	$(GO) run ./cmd/herd-dist --out dist --version "$(VERSION)"

@@ -4,7 +4,9 @@ package herd_test
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -192,6 +194,57 @@ func TestRulesOfDirection(t *testing.T) {
 	for _, d := range herdDeps(must("cmd/herd").imports) {
 		if d == "gateway/batch" || under(d, "gateway/store") || d == "gateway/registry" {
 			t.Errorf("cmd/herd imports %s directly: the CLI uses gateway/api (and gateway to serve)", d)
+		}
+	}
+}
+
+// TestHotBinaryLinks keeps out of cmd/herd (the one binary every gateway and agent runs) what
+// doubled its size before (docs/BENCHMARKS.md, "Memory under the overhead scenario's c50
+// load"): gRPC, whose golang.org/x/net/trace executes html/template, and text/template's
+// executor in herd's own code. Either makes the linker keep every exported method of every
+// type, because the executor looks methods up by name; every process maps the result.
+// Built as shipped (the Makefile's tags), gin's MessagePack codec is out too.
+func TestHotBinaryLinks(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "-tags", "nomsgpack", "-f", "{{.ImportPath}}|{{join .Imports \" \"}}", "./cmd/herd")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.String())
+	}
+	banned := []string{"google.golang.org/grpc", "golang.org/x/net/trace", "github.com/ugorji/go/codec",
+		"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc", "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"}
+	seen := 0
+	for line := range strings.Lines(string(out)) {
+		pkg, imports, _ := strings.Cut(strings.TrimSpace(line), "|")
+		seen++
+		if slices.Contains(banned, pkg) {
+			t.Errorf("cmd/herd links %s", pkg)
+		}
+		if pkg != module && !strings.HasPrefix(pkg, module+"/") {
+			continue
+		}
+		for _, imp := range strings.Fields(imports) {
+			// bulk parses --template with text/template and evaluates it itself (rowtemplate.go).
+			if (imp == "text/template" && pkg != module+"/bulk") || imp == "html/template" {
+				t.Errorf("%s imports %s: its executor would stop the linker from dropping unused methods", pkg, imp)
+			}
+		}
+	}
+	if seen < 50 {
+		t.Fatalf("go list listed %d packages: output not understood", seen)
+	}
+	files, err := filepath.Glob("bulk/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("bulk's files: %v", err)
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(f, "_test.go") && bytes.Contains(src, []byte(".Execute(")) {
+			t.Errorf("%s calls an Execute: a --template runs through rowTemplate.Apply, not text/template's executor", f)
 		}
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/template"
 	"text/template/parse"
 	"unicode"
 	"unicode/utf8"
@@ -149,7 +148,8 @@ type BuildOptions struct {
 	// System, when set, is sent as a system message (chat only; a preset brings its own).
 	System string
 	// Template is a text/template executed on each row (its columns are the fields:
-	// {{.title}}); a column the row lacks is an error. Default: the PromptColumn's value.
+	// {{.title}}; rowtemplate.go says what of the language a row can use); a column the row
+	// lacks is an error. Default: the PromptColumn's value.
 	Template string
 	// PromptColumn names the row's prompt when there is no template; default "prompt".
 	PromptColumn string
@@ -232,11 +232,11 @@ func isIdent(s string) bool {
 // {{index . "name"}}) is one of columns, so that a misspelt name is reported once, naming the
 // columns there are, rather than on every row. what names the file in the message.
 func CheckTemplate(tmpl, what string, columns []string) error {
-	t, err := template.New("prompt").Option("missingkey=error").Parse(tmpl)
+	t, err := parseRowTemplate(tmpl)
 	if err != nil {
 		return fmt.Errorf("--template: %w", err)
 	}
-	for _, f := range templateFields(t.Tree.Root) {
+	for _, f := range templateFields(t.tree.Root) {
 		if !slices.Contains(columns, f) {
 			msg := fmt.Sprintf("--template uses {{.%s}}, but %s has no column %q (its columns: %s)", f, what, f, strings.Join(columns, ", "))
 			if near := nearest(f, columns); near != "" {
@@ -371,10 +371,10 @@ func BuildJSONL(w io.Writer, rows []map[string]string, opts BuildOptions) (int, 
 			return 0, fmt.Errorf("jsonl: parameter %q is set by the prompt file, not by params", k)
 		}
 	}
-	var tmpl *template.Template
+	var tmpl *rowTemplate
 	if opts.Template != "" {
 		var err error
-		tmpl, err = template.New("prompt").Option("missingkey=error").Parse(opts.Template)
+		tmpl, err = parseRowTemplate(opts.Template)
 		if err != nil {
 			return 0, fmt.Errorf("jsonl: template: %w", err)
 		}
@@ -398,7 +398,7 @@ func BuildJSONL(w io.Writer, rows []map[string]string, opts BuildOptions) (int, 
 		var prompt string
 		if tmpl != nil {
 			buf.Reset()
-			if err := tmpl.Execute(&buf, row); err != nil {
+			if err := tmpl.Apply(&buf, row); err != nil {
 				return i, fmt.Errorf("jsonl: row %d: %w", i+1, err)
 			}
 			prompt = buf.String()

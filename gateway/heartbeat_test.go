@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"math"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -166,28 +163,7 @@ func FuzzDecodeHeartbeat(f *testing.F) {
 		if s := reg.Snapshot(); len(s.Nodes) != 1 || s.Nodes[0].ID != hb.NodeID {
 			t.Fatalf("snapshot %+v", s)
 		}
-		// Its series parse, and are the ones the client_golang collector exported (both read
-		// the same instant, for herd_node_last_seen_seconds).
-		at := time.Now()
-		now := func() time.Time { return at }
-		pr := prometheus.NewPedanticRegistry()
-		pr.MustRegister(newRefClusterCollector(reg, nil, now))
-		ref, err := pr.Gather()
-		if err != nil {
-			t.Fatalf("metrics of an accepted heartbeat do not gather: %v", err)
-		}
-		var out bytes.Buffer
-		if _, err := newClusterWriter(reg, nil, now).write(&out, nil); err != nil {
-			t.Fatal(err)
-		}
-		want, got := samplesOf(t, ref), samplesOf(t, parseText(t, out.Bytes()))
-		if len(got) != len(want) {
-			t.Fatalf("%d samples written, the collector's %d", len(got), len(want))
-		}
-		for k, v := range want {
-			if g, ok := got[k]; !ok || (g != v && !(math.IsNaN(g) && math.IsNaN(v))) {
-				t.Fatalf("%s = %v (%v), want %v", k, g, ok, v)
-			}
-		}
+		// Its series parse, and are the ones the client_golang collector exported.
+		checkClusterMatchesCollector(t, reg)
 	})
 }

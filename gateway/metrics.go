@@ -41,6 +41,9 @@ type metrics struct {
 	tenantTokens *prometheus.CounterVec
 	// refused counts heartbeats refused because another live agent holds the node ID.
 	refused *prometheus.CounterVec
+	// deltas counts delta heartbeats accepted (agentapi.HeartbeatDelta); herd_heartbeats_total
+	// counts every heartbeat, full or delta.
+	deltas prometheus.Counter
 	// continuations counts streams broken mid-way, by what the gateway did (continue.go).
 	continuations *prometheus.CounterVec
 	// predicted counts the prompt tokens the prefix index expected the serving node to hold.
@@ -124,12 +127,14 @@ func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metric
 		scrapeErrors: counterVec("promhttp_metric_handler_errors_total",
 			"Total number of internal errors encountered by the promhttp metric handler.",
 			"cause"),
+		deltas: prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_heartbeat_deltas_total",
+			Help: "Delta heartbeats (telemetry only, applied onto the node's last full heartbeat) this gateway accepted."}),
 		continuations: counterVec("herd_stream_continuations_total",
 			"Streams whose node failed after the first byte, by model, the failed node and outcome: continued (sent to another node to continue), or failed (ended with an error event: continuation off, impossible, or no node left).",
 			"model", "node", "outcome"),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused,
+		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused, m.deltas,
 		m.rateLimited, m.tenantTokens, m.continuations, m.predicted, m.scrapeErrors,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

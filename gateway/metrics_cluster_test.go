@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -286,6 +287,33 @@ func TestAcceptsGzip(t *testing.T) {
 	} {
 		if got := acceptsGzip(tc.header); got != tc.want {
 			t.Errorf("acceptsGzip(%q) = %v, want %v", tc.header, got, tc.want)
+		}
+	}
+}
+
+// checkClusterMatchesCollector fails t unless the direct writer's samples for nodes are the
+// client_golang collector's, read at the same instant, and parse as the text format.
+func checkClusterMatchesCollector(t *testing.T, nodes nodeLister) {
+	t.Helper()
+	at := time.Now()
+	now := func() time.Time { return at }
+	pr := prometheus.NewPedanticRegistry()
+	pr.MustRegister(newRefClusterCollector(nodes, nil, now))
+	ref, err := pr.Gather()
+	if err != nil {
+		t.Fatalf("the collector's series do not gather: %v", err)
+	}
+	var out bytes.Buffer
+	if _, err := newClusterWriter(nodes, nil, now).write(&out, nil); err != nil {
+		t.Fatal(err)
+	}
+	want, got := samplesOf(t, ref), samplesOf(t, parseText(t, out.Bytes()))
+	if len(got) != len(want) {
+		t.Fatalf("%d samples written, the collector's %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if g, ok := got[k]; !ok || (g != v && !(math.IsNaN(g) && math.IsNaN(v))) {
+			t.Fatalf("%s = %v (%v), want %v", k, g, ok, v)
 		}
 	}
 }

@@ -33,7 +33,8 @@ func BenchmarkMetricsScrapeFleet(b *testing.B) {
 	go func() { _ = gw.Serve(ctx, ln) }()
 	base := "http://" + ln.Addr().String()
 	hc := agentapi.DefaultHTTPClient()
-	for _, body := range fleetBeats(1000) {
+	full, _ := fleetBeats(1000)
+	for _, body := range full {
 		req, _ := http.NewRequest(http.MethodPost, base+agentapi.PathHeartbeat, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+e2eToken)
 		req.Header.Set("Content-Type", "application/json")

@@ -63,11 +63,18 @@ type core struct {
 	tracer trace.Tracer
 	// calls pools per-request state (*call).
 	calls sync.Pool
+	// bigBufs pools the relay's large copy buffers (*[relayBig]byte), taken only while an
+	// answer arrives faster than a call's small buffer holds (proxy.go).
+	bigBufs sync.Pool
 	// prefix models what each node's engine holds in its prompt cache: matched before every
 	// Pick, told where every request went.
 	prefix *prefixcache.Index
 	// chwbl is true under the chwbl policy, whose key the request path then computes.
 	chwbl bool
+	// herd is true under the herd policy, which weighs evictions by the models' demand, measured
+	// by demand.
+	herd   bool
+	demand demandMeter
 	// tpb learns each model's prompt tokens per byte of request JSON from the answers' usage.
 	tpb tokensPerByte
 }
@@ -223,6 +230,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		tracer:      tracerFrom(o.tracerProvider),
 		prefix:      prefixcache.New(cfg.PrefixCache),
 		chwbl:       sched.Config().Policy == scheduler.PolicyCHWBL,
+		herd:        sched.Config().Policy == scheduler.PolicyHerd,
 	}
 	if s.core.transport == nil {
 		if cfg.AgentH2C && s.pki == nil {

@@ -142,7 +142,7 @@ func (k *call) metricsLabel() string {
 }
 
 // call is one inference request on its way through the gateway. Calls are pooled: the scheduler
-// request, its decision and the copy buffer are reused, which keeps the hot path low on
+// request, its decision and the small copy buffer are reused, which keeps the hot path low on
 // allocations. Its state is grouped by concern, each group reset as a whole when the call goes
 // back to the pool.
 type call struct {
@@ -159,7 +159,12 @@ type call struct {
 	// rate limits' settlement and the request span.
 	mt meter
 
-	buf [32 << 10]byte
+	// small is the relay's copy buffer while the answer comes a little at a time: what an open
+	// stream holds while it waits for its next token (proxy.go's relay takes a pooled large
+	// buffer only while reads fill this one).
+	small [relaySmall]byte
+	// big is the pooled large copy buffer while the relay holds one (nil otherwise).
+	big *[relayBig]byte
 }
 
 // inbound is what the client asked and who asked it.
@@ -369,6 +374,9 @@ func (k *call) prepare(h http.Header) *APIError {
 	k.req.Prefix = k.prefix
 	if k.s.core.chwbl {
 		k.req.RoutingKey = chwblKey(k.body, k.info.firstUser)
+	}
+	if k.s.core.herd {
+		k.req.Demand = k.s.core.demand.observe(name, k.s.core.clock.Now())
 	}
 	return nil
 }

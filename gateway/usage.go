@@ -34,9 +34,13 @@ import (
 //     first. Both exist only for streams; so does time to first token (a non-streamed answer's
 //     first byte is its last, which says nothing about the first token).
 
-// usageTail is how much of the end of a body the meter keeps to find usage in: as much as the
-// span's scan of the response model and finish reasons reads.
-const usageTail = tracing.TailSize
+// usageTail is how much of the end of a body the meter keeps to find usage in (and the span's
+// scan the response model and finish reasons): the usage object and the last events of a
+// stream are a few hundred bytes. It is half of tracing.TailSize, what the agent's span scan
+// keeps, because every open stream holds the meter's buffer (twice the tail) in its call: at
+// 8 KiB it was 16 KiB of the gateway's 56 KiB per stream (docs/BENCHMARKS.md, "Ten thousand
+// slow streams").
+const usageTail = tracing.TailSize / 2
 
 // meter is the per-request metering state, part of the pooled call.
 type meter struct {

@@ -205,6 +205,18 @@ func (p *SimProbe) Run(ctx context.Context, rate float64) (*CapacityPoint, error
 		AgentArgs:  []string{"--agent-heartbeat-interval", heartbeatFor(speed).String(), "--sim-engine", engine},
 		EngineLogs: true,
 	}
+	if speed != 1 {
+		// The gateway's prior of how fast a node loads a model is in real seconds; the
+		// simulated nodes load speed times faster (their disk is simLoadBytesPerSecond, their
+		// runners start in simLoadStartSeconds, both in simulated time). Tell it, as an operator
+		// configures the disks of a real cluster: the scheduler weighs a load against a wait.
+		cfgFile, err := gatewayLoadConfig("", speed)
+		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(cfgFile)
+		copts.GatewayArgs = append(copts.GatewayArgs, "--config", cfgFile)
+	}
 	switch l.Workload {
 	case WorkloadMultiTurn:
 		copts.AgentArgs = append(copts.AgentArgs, "--sim-context", strconv.Itoa(MultiTurnContext))
@@ -267,6 +279,33 @@ func (p *SimProbe) Run(ctx context.Context, rate float64) (*CapacityPoint, error
 
 // heartbeatFor is the agents' heartbeat interval at a time scale: a simulated second, but never
 // under 100ms of wall time.
+// The simulated nodes' load speed (nodeagent/sim: weights from a 2 GB/s disk, then the runner's
+// start of about a second), as the gateway's scheduler configuration names it.
+const (
+	simLoadBytesPerSecond = 2e9
+	simLoadStartSeconds   = 1.0
+)
+
+// gatewayLoadConfig writes a gateway configuration file whose scheduler load prior matches
+// simulated nodes running speed times faster than real time, and returns its path (in dir, or
+// the system's temporary directory when dir is empty).
+func gatewayLoadConfig(dir string, speed float64) (string, error) {
+	f, err := os.CreateTemp(dir, "herd-gateway-*.yaml")
+	if err != nil {
+		return "", err
+	}
+	_, err = fmt.Fprintf(f, "gateway:\n  scheduler:\n    load_bytes_per_second: %g\n    load_start_seconds: %g\n",
+		simLoadBytesPerSecond*speed, simLoadStartSeconds/speed)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
 func heartbeatFor(speed float64) time.Duration {
 	return max(scaleDur(time.Second, speed).Round(time.Millisecond), 100*time.Millisecond)
 }

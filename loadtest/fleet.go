@@ -50,6 +50,9 @@ type FleetOptions struct {
 	Seed uint64
 	// Listen is the address of the fleet's health listener (default a free loopback port).
 	Listen string
+	// FullHeartbeats makes every heartbeat a full one, as agents before delta heartbeats sent
+	// (agentapi.HeartbeatDelta); by default the fleet sends deltas to gateways that read them.
+	FullHeartbeats bool
 }
 
 func (o FleetOptions) withDefaults() FleetOptions {
@@ -182,6 +185,10 @@ func ServeFleet(ctx context.Context, o FleetOptions, ready func(url string)) err
 				TokensPerSecond: 60, PrefillTokensPerSecond: 2000, Concurrency: 1,
 			})
 		}
+		if !o.FullHeartbeats {
+			// The fleet's static part never changes: hashed once, not every second.
+			n.hb.StaticHash = agentapi.StaticHash(&n.hb)
+		}
 		list = append(list, n)
 		srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			n.inFlight.Add(1)
@@ -220,6 +227,10 @@ func ServeFleet(ctx context.Context, o FleetOptions, ready func(url string)) err
 // beat sends n's heartbeat every interval, starting after offset, until ctx ends.
 func (n *fleetNode) beat(ctx context.Context, hc *http.Client, o FleetOptions, offset time.Duration) {
 	r := mrand.New(mrand.NewPCG(o.Seed, uint64(len(n.hb.NodeID))+uint64(offset)))
+	links := make([]agentapi.HeartbeatLink, len(o.Gateways))
+	for i, gw := range o.Gateways {
+		links[i] = agentapi.HeartbeatLink{URL: gw, HC: hc}
+	}
 	t := time.NewTimer(offset)
 	defer t.Stop()
 	for {
@@ -240,9 +251,15 @@ func (n *fleetNode) beat(ctx context.Context, hc *http.Client, o FleetOptions, o
 		}
 		hb.InFlight = int(n.inFlight.Load())
 		hb.SentAt = time.Now()
-		for _, gw := range o.Gateways {
+		for i, gw := range o.Gateways {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			reply, err := agentapi.SendHeartbeat(cctx, hc, gw, o.Token, hb)
+			var reply agentapi.HeartbeatReply
+			var err error
+			if o.FullHeartbeats {
+				reply, err = agentapi.SendHeartbeat(cctx, hc, gw, o.Token, hb)
+			} else {
+				reply, err = links[i].Send(cctx, o.Token, hb)
+			}
 			cancel()
 			if err == nil && reply.Registry == agentapi.RegistryShared {
 				break

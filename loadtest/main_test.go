@@ -51,7 +51,7 @@ func resolveHerdBin(v string) (string, func(), error) {
 }
 
 func buildHerd(out string) error {
-	cmd := exec.Command("go", "build", "-o", out, "github.com/herd-llm/herd/cmd/herd")
+	cmd := exec.Command("go", "build", "-tags", "nomsgpack", "-o", out, "github.com/herd-llm/herd/cmd/herd")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build cmd/herd: %w\n%s", err, b)
 	}

@@ -196,6 +196,9 @@ func startRealHerd(t testing.TB, bin, policy string, engines []*ollamatest.Serve
 		id := fmt.Sprintf("ollama%d", i+1)
 		p, _, err := startListening(ctx, "agent "+id, bin, []string{"agent", "--gateway", url, "--cluster-token", token,
 			"--node-id", id, "--backend", "ollama", "--ollama-url", e.URL, "--slots", fmt.Sprint(realModelParallel),
+			// The engines run with OLLAMA_MAX_LOADED_MODELS=1 (realEngines), which Ollama's API
+			// does not tell: the agent is told, as its operator would tell it.
+			"--ollama-max-loaded-models", "1",
 			"--agent-heartbeat-interval", "250ms", "--log-level", "warn"}, "", dir, "")
 		if err != nil {
 			h.stop()
@@ -546,6 +549,18 @@ func BenchmarkRealOllamaRouting(b *testing.B) {
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return strings.SplitN(rows[i], "|", 3)[1] < strings.SplitN(rows[j], "|", 3)[1] })
 	table := realTableHead + "\n" + strings.Join(rows, "\n") + "\n"
+	for _, w := range workloads {
+		if w.name == "multi-model" {
+			var seq []string
+			for _, round := range w.rounds {
+				for _, r := range round {
+					seq = append(seq, r.model)
+				}
+			}
+			table += fmt.Sprintf("\nmulti-model: the fewest loads any placement could make for this request order on %d nodes keeping one model each: %d (Belady's MIN; the first load of each model included)\n",
+				len(engines), minLoads(seq, len(engines)))
+		}
+	}
 	b.Logf("real Ollama 0.17.4 behind herd:\n%s", table)
 	if out := os.Getenv("HERD_REAL_OLLAMA_OUT"); out != "" {
 		if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
@@ -564,4 +579,57 @@ func needHerdB(b *testing.B) string {
 		b.Skip("needs the herd binary: set HERD_BIN=build (or HERD_BIN=/path/to/herd)")
 	}
 	return herdBin
+}
+
+// minLoads is the fewest model loads that serving seq in order can take on nodes keeping one
+// model each (a cache of `slots` models), the first load of each model included: Belady's MIN,
+// which on a miss evicts the model asked for again furthest in the future. No policy that sees
+// requests one at a time can do better; it bounds what the multi-model workload lets a router
+// save.
+func minLoads(seq []string, slots int) int {
+	loaded := map[string]bool{}
+	loads := 0
+	for i, m := range seq {
+		if loaded[m] {
+			continue
+		}
+		loads++
+		if len(loaded) >= slots {
+			victim, far := "", -1
+			for k := range loaded {
+				next := len(seq) // never again
+				for j := i + 1; j < len(seq); j++ {
+					if seq[j] == k {
+						next = j
+						break
+					}
+				}
+				if next > far || next == far && k < victim {
+					victim, far = k, next
+				}
+			}
+			delete(loaded, victim)
+		}
+		loaded[m] = true
+	}
+	return loads
+}
+
+func TestMinLoads(t *testing.T) {
+	for _, tc := range []struct {
+		seq   string
+		slots int
+		want  int
+	}{
+		{"aaaa", 1, 1},
+		{"abab", 1, 4},
+		{"abab", 2, 2},
+		// Three slots, four models: d evicts the one asked for furthest ahead (c), not a or b.
+		{"abcdabdab", 3, 4},
+		{"abcdcab", 3, 5},
+	} {
+		if got := minLoads(strings.Split(tc.seq, ""), tc.slots); got != tc.want {
+			t.Errorf("minLoads(%q, %d) = %d, want %d", tc.seq, tc.slots, got, tc.want)
+		}
+	}
 }

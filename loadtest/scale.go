@@ -106,7 +106,7 @@ func runScale(ctx context.Context, o ScenarioOptions) (*ScaleReport, error) {
 	}
 	rep := &ScaleReport{Scenario: ScenarioScale, CPUs: runtime.NumCPU(), HeartbeatS: hbWin.Seconds(),
 		LoadS: loadWin.Seconds(), Concurrency: conc,
-		Backend: fmt.Sprintf("fake fleet in its own process: %d GPUs a node (fixed telemetry with noise), %d of %d models a node by Zipf popularity (s=%g), fake OpenAI answers; no model runs",
+		Backend: fmt.Sprintf("fake fleet in its own process: %d GPUs a node (fixed telemetry with noise; full heartbeat first, then deltas), %d of %d models a node by Zipf popularity (s=%g), fake OpenAI answers; no model runs",
 			FleetDefaultGPUs, FleetDefaultModelsPerNode, FleetDefaultModels, FleetDefaultZipfS)}
 	gateways := []int{1}
 	if o.RedisURL != "" {

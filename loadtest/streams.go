@@ -171,7 +171,9 @@ func runStreams(ctx context.Context, o ScenarioOptions) (*StreamsReport, error) 
 	progressf(o.Progress, "== streams: fake backend (a token every %s) at %s; starting a gateway (--agent-h2c) and an agent", interval, fakeURL)
 	gw, gwURL, err := startListening(ctx, "gateway", bin, []string{"gateway", "--data", filepath.Join(tmp, "data"),
 		"--cluster-token", token, "--log-level", "warn", "--agent-h2c",
-		"--queue-size", strconv.Itoa(n + 100), "--stream-idle-timeout", (10*interval + time.Minute).String()}, "", logDir, "/healthz")
+		"--queue-size", strconv.Itoa(n + 100), "--stream-idle-timeout", (10*interval + time.Minute).String(),
+		// Every stream is a client connection of the one generator: above the default caps.
+		"--max-connections", strconv.Itoa(n + 256), "--max-connections-per-client", "-1"}, "", logDir, "/healthz")
 	if err != nil {
 		return nil, fmt.Errorf("starting the gateway: %w", err)
 	}

@@ -23,6 +23,11 @@
 //     that its registry is shared (Redis: every gateway reads it). A gateway whose registry is
 //     its own (embedded, or Redis unreachable) answers "local", and the agent then sends the
 //     heartbeat to every other gateway in its list as well.
+//   - Heartbeats go out whole (JSON) only when their static part changed (agentapi.StaticHash:
+//     identity, backend facts, GPU names and sizes, the model list) or the gateway does not hold
+//     it yet; otherwise as a telemetry-only agentapi.HeartbeatDelta (agentapi.HeartbeatLink, one
+//     per gateway). A gateway that holds no base answers 412 and gets the full heartbeat at once;
+//     one that does not announce deltas (older) gets full heartbeats only.
 //   - Each start of the agent has its own instance ID, sent in every heartbeat and logged only
 //     as agentapi.InstanceFingerprint. A gateway refuses (409 node_id_conflict) an instance
 //     claiming a node ID another live instance holds (at any address, so a restarted agent too
@@ -592,6 +597,8 @@ type gatewayLink struct {
 	revoked             bool
 	failures            int
 	lastRefusalLoggedAt time.Time
+	// beats sends the heartbeats, as deltas once the gateway holds the full one.
+	beats agentapi.HeartbeatLink
 }
 
 // heartbeatLoop sends a heartbeat every interval until ctx is done: to the gateway that accepted
@@ -600,11 +607,12 @@ type gatewayLink struct {
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	links := make([]*gatewayLink, len(a.cfg.GatewayURLs))
 	for i, g := range a.cfg.GatewayURLs {
-		links[i] = &gatewayLink{url: g}
+		links[i] = &gatewayLink{url: g, beats: agentapi.HeartbeatLink{URL: g, HC: a.hc}}
 	}
 	primary := 0
 	beat := func() {
 		hb := a.Heartbeat(ctx)
+		hb.StaticHash = agentapi.StaticHash(&hb) // once for every gateway it goes to
 		for i := range links {
 			j := (primary + i) % len(links)
 			reply, err := a.sendHeartbeat(ctx, links[j], hb)
@@ -667,7 +675,7 @@ func (a *Agent) sendHeartbeat(ctx context.Context, l *gatewayLink, hb agentapi.H
 	if a.cfg.Certs != nil {
 		token = "" // the client certificate says who this node is
 	}
-	reply, err := agentapi.SendHeartbeat(sctx, a.hc, l.url, token, hb)
+	reply, err := l.beats.Send(sctx, token, hb)
 	if err != nil {
 		if ctx.Err() != nil {
 			return reply, err

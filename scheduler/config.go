@@ -41,6 +41,10 @@ type Config struct {
 	// LoadBytesPerSecond is how fast a node loads a model from disk into GPU memory, for the load
 	// time of a model that is not resident. Default 2e9 (2 GB/s).
 	LoadBytesPerSecond float64 `yaml:"load_bytes_per_second" json:"load_bytes_per_second"`
+	// LoadStartSeconds is the fixed part of a model load, added to its weights ÷
+	// LoadBytesPerSecond: starting the runner (Ollama logs it as "llama runner started in …").
+	// Default 1.
+	LoadStartSeconds float64 `yaml:"load_start_seconds" json:"load_start_seconds"`
 	// DefaultTokensPerSecond is the decode speed assumed when nothing in the snapshot says more.
 	// Default 20.
 	DefaultTokensPerSecond float64 `yaml:"default_tokens_per_second" json:"default_tokens_per_second"`
@@ -135,6 +139,7 @@ func DefaultConfig() Config {
 		PrefillSpeedup:         20,
 		SlotContention:         0.25,
 		LoadBytesPerSecond:     2e9,
+		LoadStartSeconds:       1,
 		DefaultTokensPerSecond: 20,
 		QueueAversion:          2,
 		LearnAlpha:             0.2,
@@ -165,6 +170,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LoadBytesPerSecond == 0 {
 		c.LoadBytesPerSecond = d.LoadBytesPerSecond
+	}
+	if c.LoadStartSeconds == 0 {
+		c.LoadStartSeconds = d.LoadStartSeconds
 	}
 	if c.DefaultTokensPerSecond == 0 {
 		c.DefaultTokensPerSecond = d.DefaultTokensPerSecond
@@ -213,6 +221,7 @@ func (c Config) Validate() error {
 		{"weights.eviction", c.Weights.Eviction},
 		{"prefill_speedup", c.PrefillSpeedup},
 		{"load_bytes_per_second", c.LoadBytesPerSecond},
+		{"load_start_seconds", c.LoadStartSeconds},
 		{"default_tokens_per_second", c.DefaultTokensPerSecond},
 		{"queue_aversion", c.QueueAversion},
 		{"learn_prior_weight", c.LearnPriorWeight},

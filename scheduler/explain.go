@@ -92,6 +92,12 @@ func (s *Scheduler) Explain(req *Request, snap *Snapshot) Explanation {
 	for _, r := range d.Rejections {
 		ne := &ex.Nodes[r.Node]
 		ne.Reason, ne.ReasonCode = r.Reason.String(), r.Reason.Code()
+		if r.Reason == ReasonWaitCheaper || r.Reason == ReasonSwapping {
+			// Refused on its cost: show the cost, so the comparison can be read.
+			e := &d.evals[r.Node]
+			ne.NeedsLoad = true
+			ne.ExpectedWaitSeconds, ne.WaitCostSeconds, ne.EvictionCostSeconds = e.wait, e.cost, e.harmSec
+		}
 	}
 	for rank, c := range d.Candidates {
 		ex.Order = append(ex.Order, snap.Nodes[c.Node].ID)

@@ -110,3 +110,131 @@ func TestLeastHarmfulEviction(t *testing.T) {
 		t.Fatalf("a node whose models are all busy was offered for a load: %+v", d)
 	}
 }
+
+// TestSwappingNodeWaits: a node loading another model in place of the one it holds is no place
+// for a third model's load (the engine would queue it behind the first), nor for the model it
+// is evicting, which is no longer resident there in effect.
+func TestSwappingNodeWaits(t *testing.T) {
+	a := maxLoaded(fleetNode("a", []string{"x"}, "y", "z"))
+	a.Models[1].Loading = true // y is loading in place of x
+	b := maxLoaded(fleetNode("b", []string{"w"}, "x", "z"))
+	snap := &Snapshot{Now: t0, Nodes: []Node{a, b}}
+	s := mustNew(t, DefaultConfig())
+	var d Decision
+	for _, model := range []string{"x", "z"} {
+		req := Request{Model: model, MaxTokens: 100}
+		s.Pick(&req, snap, &d)
+		if got := rejected(snap, &d)["a"]; got != ReasonSwapping {
+			t.Fatalf("%s: a refused for %v, want %v: %+v", model, got, ReasonSwapping, s.Explain(&req, snap).Nodes)
+		}
+		if c, ok := d.Best(); !ok || snap.Nodes[c.Node].ID != "b" || !c.NeedsLoad {
+			t.Fatalf("%s: best %+v, want a load on b", model, d.Candidates)
+		}
+	}
+	// y, the model loading on a, waits for that load.
+	req := Request{Model: "y", MaxTokens: 100}
+	s.Pick(&req, snap, &d)
+	if got := order(snap, &d); len(got) != 1 || got[0] != "a" || d.Candidates[0].NeedsLoad {
+		t.Fatalf("y: candidates %v, want a (loading)", got)
+	}
+}
+
+// TestWaitForResidentCopy: a request for a model resident on a busy node waits for it rather
+// than load the model where that evicts a model in demand, until the model's backlog in the
+// gateway makes the wait cost more than the load.
+func TestWaitForResidentCopy(t *testing.T) {
+	a := maxLoaded(fleetNode("a", []string{"x"}))
+	a.InFlight, a.Models[0].InFlight = 2, 2 // both slots busy
+	b := maxLoaded(fleetNode("b", []string{"z"}, "x"))
+	b.Models[0].LastUsed = t0
+	snap := &Snapshot{Now: t0, Nodes: []Node{a, b}}
+	s := mustNew(t, DefaultConfig())
+	var d Decision
+	req := Request{Model: "x", MaxTokens: 100, Demand: map[string]float64{"x": 1, "z": 0.5}}
+	s.Pick(&req, snap, &d)
+	if got := order(snap, &d); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("candidates %v, want only a (busy, resident)", got)
+	}
+	if got := rejected(snap, &d)["b"]; got != ReasonWaitCheaper {
+		t.Fatalf("b refused for %v, want %v", got, ReasonWaitCheaper)
+	}
+	// Least inflight knows nothing of loads: b, idle, is its first choice.
+	mustNew(t, policy(PolicyLeastInflight)).Pick(&req, snap, &d)
+	if got := order(snap, &d); len(got) != 2 || got[0] != "b" {
+		t.Fatalf("least_inflight %v, want b first", got)
+	}
+	// Forty requests for x waiting: a second copy on b is worth its load.
+	req.Waiting = 40
+	s.Pick(&req, snap, &d)
+	if c, ok := d.Best(); !ok || snap.Nodes[c.Node].ID != "b" || !c.NeedsLoad {
+		t.Fatalf("with a backlog, candidates %+v rejections %+v; want a load on b first", d.Candidates, d.Rejections)
+	}
+}
+
+// TestDemandWeighsEvictions: with the gateway's demand rates, a model resident nowhere evicts
+// the model asked for least, not the least recently used one.
+func TestDemandWeighsEvictions(t *testing.T) {
+	hot := maxLoaded(fleetNode("hot", []string{"h"}, "x"))
+	cold := maxLoaded(fleetNode("cold", []string{"c"}, "x"))
+	warm := maxLoaded(fleetNode("warm", []string{"w"}, "x"))
+	hot.Models[0].LastUsed = t0.Add(-time.Minute) // the least recently used
+	cold.Models[0].LastUsed, warm.Models[0].LastUsed = t0, t0
+	snap := &Snapshot{Now: t0, Nodes: []Node{hot, cold, warm}}
+	s := mustNew(t, DefaultConfig())
+	req := Request{Model: "x", MaxTokens: 100}
+	var d Decision
+	s.Pick(&req, snap, &d)
+	if c, _ := d.Best(); snap.Nodes[c.Node].ID != "hot" {
+		t.Fatalf("without demand, best %s; want hot (least recently used)", snap.Nodes[c.Node].ID)
+	}
+	req.Demand = map[string]float64{"h": 2, "w": 0.3, "c": 0.01}
+	s.Pick(&req, snap, &d)
+	if got := order(snap, &d); len(got) != 1 || got[0] != "cold" {
+		t.Fatalf("with demand, candidates %v; want only cold: %+v", got, s.Explain(&req, snap).Nodes)
+	}
+}
+
+// TestSwapWaitsForDrain: a load that must evict a busy model waits for its requests to finish
+// (the engine unloads only an idle runner), and the wait model counts that drain.
+func TestSwapWaitsForDrain(t *testing.T) {
+	idle := maxLoaded(fleetNode("n", []string{"z"}, "x"))
+	busy := idle
+	busy.Models = append([]NodeModel(nil), idle.Models...)
+	busy.InFlight, busy.Models[0].InFlight = 2, 2
+	s := mustNew(t, DefaultConfig())
+	req := Request{Model: "x", MaxTokens: 100}
+	wait := func(n Node) float64 {
+		var d Decision
+		s.Pick(&req, &Snapshot{Now: t0, Nodes: []Node{n}}, &d)
+		if len(d.Candidates) != 1 || !d.Candidates[0].NeedsLoad {
+			t.Fatalf("candidates %+v, want one load", d.Candidates)
+		}
+		return d.Candidates[0].ExpectedWait.Seconds()
+	}
+	tps, _ := nodeSpeed(&idle, 1, idle.Models[1].SizeBytes)
+	// Two requests of 256 tokens on two slots, each slowed by the other.
+	drain := 256 * (1 + 0.25) / tps
+	if got, want := wait(busy)-wait(idle), drain; got < want*0.999 || got > want*1.001 {
+		t.Fatalf("busy node adds %.3fs, want the drain %.3fs", got, want)
+	}
+}
+
+// TestEvictTheSlowCopy: of a model resident on a fast and a slow node, a load evicts the slow
+// copy, which carries the smaller share of the model's requests.
+func TestEvictTheSlowCopy(t *testing.T) {
+	fast := maxLoaded(fleetNode("fast", []string{"x"}, "y"))
+	slow := maxLoaded(fleetNode("slow", []string{"x"}, "y"))
+	slow.MemoryBandwidthGBs = 300
+	other := maxLoaded(fleetNode("other", []string{"z"}, "y"))
+	for _, n := range []*Node{&fast, &slow, &other} {
+		n.Models[0].LastUsed = t0
+	}
+	snap := &Snapshot{Now: t0, Nodes: []Node{fast, slow, other}}
+	req := Request{Model: "y", MaxTokens: 100, Demand: map[string]float64{"x": 1, "z": 1}}
+	var d Decision
+	s := mustNew(t, DefaultConfig())
+	s.Pick(&req, snap, &d)
+	if c, ok := d.Best(); !ok || snap.Nodes[c.Node].ID != "slow" {
+		t.Fatalf("candidates %+v; want slow first: %+v", d.Candidates, s.Explain(&req, snap).Nodes)
+	}
+}

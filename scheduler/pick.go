@@ -151,6 +151,8 @@ type nodeEval struct {
 	affKey    float64 // the node's weighted rendezvous key for the request's PrefixHash
 	harm      float64 // the eviction harm of loading the model there (evictionHarm)
 	harmSec   float64 // the reloads that eviction is expected to cost, seconds
+	resident  bool    // the model is resident there and stays (effectivelyResident)
+	swapping  bool    // a load there would queue behind another model's load (swap.swapping)
 	idHash    uint64  // hashID of the node's ID
 	tps       float64
 	tpsSource tpsSource
@@ -174,6 +176,7 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 	minCost := math.Inf(1)
 	anyMatch := false
 	loading := -1 // whether a node is loading the model (1) or not (0); found on first need
+	holding := -1 // how many nodes hold the model resident or loading; found on first need
 	listed, indexed := snap.nodesWith(req.Model)
 	count := n
 	if indexed {
@@ -193,7 +196,8 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 			continue
 		}
 		m := &node.Models[mi]
-		if s.cfg.Policy == PolicyHerd && !m.Resident && !m.Loading {
+		resident := effectivelyResident(node, mi)
+		if s.cfg.Policy == PolicyHerd && !resident && !m.Loading {
 			if loading < 0 {
 				loading = loadingAnywhere(req, snap)
 			}
@@ -205,7 +209,7 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 		}
 		h := hashID(node.ID)
 		e := &d.evals[i]
-		*e = nodeEval{model: mi, idHash: h}
+		*e = nodeEval{model: mi, idHash: h, resident: resident}
 		e.tps, e.tpsSource = nodeSpeed(node, mi, modelWeights(req, m))
 		if e.tps == 0 {
 			if median < 0 {
@@ -218,14 +222,30 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 		}
 		e.matched = min(prefixTokens(req, node.ID), max(req.PromptTokens, 0))
 		anyMatch = anyMatch || e.matched > 0
+		needsLoad := !resident && !m.Loading
+		var sw swap
+		if needsLoad {
+			sw = s.swapOf(req, node, mi)
+		}
+		e.swapping = sw.swapping()
+		backlog := 0.0
+		if req.Waiting > 0 && !needsLoad {
+			// The model's requests waiting in the gateway queue for the nodes that hold it.
+			if holding < 0 {
+				holding = holders(req, snap, listed, indexed)
+			}
+			backlog = float64(req.Waiting) / float64(max(holding, 1))
+		}
 		var queue float64
-		e.wait, queue, e.saved = s.waitSeconds(req, node, m, e.tps, e.matched)
+		e.wait, queue, e.saved = s.waitSeconds(req, node, m, e.tps, e.matched, resident, backlog, sw)
 		// A request that queues also delays everything that queues behind it later; the cost
 		// counts its queueing QueueAversion times, so work spreads before queues build.
 		e.cost = e.wait + (s.cfg.QueueAversion-1)*queue
-		if s.cfg.Policy == PolicyHerd && !m.Resident && !m.Loading {
+		if s.cfg.Policy == PolicyHerd && needsLoad {
 			// A load that evicts a model its users will soon ask for again costs them its reload.
-			e.harm, e.harmSec = s.evictionHarm(snap, node, mi, modelVRAM(req, m), &d.order)
+			// The evicted models stay until the node has drained (queue): they are away for
+			// the load and this request's run, and then their own reload.
+			e.harm, e.harmSec = s.evictionHarm(req, snap, node, mi, modelVRAM(req, m), e.wait-queue, &d.order)
 			e.cost += e.harmSec
 		}
 		minCost = min(minCost, e.cost)
@@ -235,7 +255,7 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 		}
 		d.Candidates = append(d.Candidates, Candidate{
 			Node:         i,
-			NeedsLoad:    !m.Resident && !m.Loading,
+			NeedsLoad:    needsLoad,
 			ExpectedWait: seconds(e.wait),
 			PrefixTokens: e.matched,
 			tie:          mix64(seed ^ h),
@@ -260,6 +280,7 @@ func (s *Scheduler) evaluate(req *Request, snap *Snapshot, d *Decision) {
 	case PolicyCHWBL:
 		s.scoreCHWBL(req, snap, d)
 	default:
+		s.preferWaiting(d)
 		// When the index knows where the prompt is, the rendezvous home, which only guesses,
 		// yields to it.
 		s.scoreHerd(req, snap, d, minCost, req.PrefixHash != 0 && !anyMatch)
@@ -285,7 +306,7 @@ func (s *Scheduler) filter(req *Request, node *Node, mi int) Reason {
 		return ReasonModelUnavailable
 	}
 	m := &node.Models[mi]
-	if !m.Resident && !m.Loading {
+	if !m.Loading && !effectivelyResident(node, mi) {
 		if !m.OnDisk {
 			return ReasonModelUnavailable
 		}
@@ -392,9 +413,12 @@ func (s *Scheduler) contention(m *NodeModel) float64 {
 // waitSeconds is the expected time until req would complete on node at tps tokens/s for one
 // stream: its prefill of the prompt the node's cache does not hold (matched tokens it does), its
 // own decode (slowed by the other busy slots), the drain of the queue ahead when every slot is
-// busy, and the model's load time when it is not resident. queue is the part of wait spent
-// queued for a slot; saved the prefill the cached tokens spare.
-func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps float64, matched int) (wait, queue, saved float64) {
+// busy (backlog more requests of the model waiting in the gateway counted ahead), and the
+// model's load time when it is not resident (half of it while loading). A load that must first
+// drain the node (sw.drain: the engine evicts only an idle model) waits for everything on it to
+// finish, and for another model's load under way there, and then runs alone. queue is the part
+// of wait spent waiting for a slot or a drain; saved the prefill the cached tokens spare.
+func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps float64, matched int, resident bool, backlog float64, sw swap) (wait, queue, saved float64) {
 	own := float64(s.cfg.DefaultMaxTokens)
 	if req.MaxTokens > 0 {
 		own = float64(req.MaxTokens)
@@ -409,20 +433,21 @@ func (s *Scheduler) waitSeconds(req *Request, node *Node, m *NodeModel, tps floa
 	other := float64(max(s.cfg.DefaultMaxTokens, 1))
 	c := s.contention(m)
 	slots := max(node.Slots, 1)
-	ahead := max(node.InFlight, 0) + max(node.Queued, 0)
-	if ahead < slots {
-		wait = prefill + own*(1+c*float64(ahead))/tps
-	} else {
+	ahead := float64(max(node.InFlight, 0)+max(node.Queued, 0)) + max(backlog, 0)
+	switch {
+	case sw.drain:
+		queue = sw.otherLoad + drainSeconds(ahead, slots, other, tps, c)
+		wait = queue + prefill + own/tps
+	case ahead < float64(slots):
+		wait = prefill + own*(1+c*ahead)/tps
+	default:
 		full := 1 + c*float64(slots-1)
 		aggregate := float64(slots) * tps / full
-		queue = float64(ahead-slots+1) * other / aggregate
+		queue = (ahead - float64(slots) + 1) * other / aggregate
 		wait = queue + prefill + own*full/tps
 	}
-	if !m.Resident {
-		load := float64(unknownLoadSeconds)
-		if b := modelWeights(req, m); b > 0 {
-			load = float64(b) / s.cfg.LoadBytesPerSecond
-		}
+	if !resident {
+		load := s.loadSeconds(req, m)
 		if m.Loading {
 			load /= 2 // under way: on average half of it is left
 		}
@@ -446,15 +471,21 @@ func loadingAnywhere(req *Request, snap *Snapshot) int {
 	return 0
 }
 
-// evictionHarm is the harm of loading model mi on node (Weights.Eviction): the idle resident
-// models it must evict, least recently used first, until need bytes fit and the node's bound on
-// resident models allows one more, each counted 1, plus 2 when no other node of snap has it
+// evictionHarm is the harm of loading model mi on node (Weights.Eviction): the models it must
+// evict until need bytes fit and the node's bound on resident models allows one more — idle
+// resident ones least recently used first, then (for the bound, once the node has drained) busy
+// ones and models loading there — each counted 1, plus 2 when no other node of snap has it
 // resident, plus 1 when it was used within EvictionRecent. seconds is the same harm in the wait
-// model's terms: each evicted model's load time, times the chance its users ask for it again
-// before it could be reloaded at leisure (e^(−age ÷ EvictionRecent), from when it was last used),
-// a quarter of that when another node has it resident. order is scratch.
-func (s *Scheduler) evictionHarm(snap *Snapshot, node *Node, mi int, need uint64, order *[]int) (harm, seconds float64) {
-	// over is how many resident models must go for the backend's bound on resident models.
+// model's terms: with the gateway's demand rates (Request.Demand), demandHarm of each evicted
+// model, away until this request is done (wait seconds after the node has drained) and the model
+// is loaded again;
+// without them, each evicted model's
+// load time times the chance its users ask for it again before it could be reloaded at leisure
+// (e^(−age ÷ EvictionRecent), from when it was last used). Either is weighed by the evicted
+// copy's share of the model's serving capacity (replicaShare): all of it for the only copy, a
+// small part for a slow copy beside a fast one. order is scratch.
+func (s *Scheduler) evictionHarm(req *Request, snap *Snapshot, node *Node, mi int, need uint64, wait float64, order *[]int) (harm, seconds float64) {
+	// over is how many loaded models must go for the backend's bound on resident models.
 	over := 0
 	if node.MaxLoadedModels > 0 {
 		resident := 0
@@ -472,55 +503,97 @@ func (s *Scheduler) evictionHarm(snap *Snapshot, node *Node, mi int, need uint64
 	if free >= need && over <= 0 {
 		return 0, 0
 	}
+	// rank orders the evictable models: idle resident ones first, then busy ones, then loading
+	// ones (only the bound can evict those, after the drain); least recently used first within.
+	rank := func(m *NodeModel) int {
+		switch {
+		case !m.Resident:
+			return 2
+		case m.InFlight > 0:
+			return 1
+		}
+		return 0
+	}
 	o := (*order)[:0]
 	for j := range node.Models {
-		if m := &node.Models[j]; j != mi && m.Resident && m.InFlight <= 0 {
+		if m := &node.Models[j]; j != mi && (m.Resident || m.Loading) {
 			o = append(o, j)
 		}
 	}
-	slices.SortFunc(o, func(a, b int) int { return node.Models[a].LastUsed.Compare(node.Models[b].LastUsed) })
+	slices.SortFunc(o, func(a, b int) int {
+		ma, mb := &node.Models[a], &node.Models[b]
+		if c := rank(ma) - rank(mb); c != 0 {
+			return c
+		}
+		return ma.LastUsed.Compare(mb.LastUsed)
+	})
 	*order = o
 	for _, j := range o {
 		if free >= need && over <= 0 {
 			break
 		}
 		m := &node.Models[j]
+		if rank(m) > 0 && over <= 0 {
+			break // memory alone never evicts a busy or loading model (the fit filter holds that)
+		}
 		free = satAdd(free, m.VRAMBytes)
 		over--
 		harm++
-		share := 0.25
-		if !residentElsewhere(snap, node, m.Name) {
+		share := s.replicaShare(req, snap, node, j)
+		if share >= 1 {
 			harm += 2
-			share = 1
 		}
 		age := EvictionRecent // unknown: as if used that long ago
 		if !snap.Now.IsZero() && !m.LastUsed.IsZero() {
 			age = max(snap.Now.Sub(m.LastUsed), 0)
 		}
-		if age < EvictionRecent {
+		if age < EvictionRecent || m.InFlight > 0 || m.Loading {
 			harm++
 		}
-		load := float64(unknownLoadSeconds)
-		if b := m.SizeBytes; b > 0 {
-			load = float64(b) / s.cfg.LoadBytesPerSecond
+		load := s.loadSeconds(req, m)
+		if req.Demand != nil {
+			seconds += share * demandHarm(req.Demand[m.Name], load, wait+load)
+			continue
 		}
-		seconds += load * share * math.Exp(-age.Seconds()/EvictionRecent.Seconds())
+		recent := math.Exp(-age.Seconds() / EvictionRecent.Seconds())
+		if m.InFlight > 0 || m.Loading {
+			recent = 1
+		}
+		seconds += load * share * recent
 	}
 	return harm, seconds
 }
 
-// residentElsewhere reports whether a node of snap other than skip has model resident.
-func residentElsewhere(snap *Snapshot, skip *Node, model string) bool {
+// replicaShare is the share of model j's serving capacity that node's copy gives (1 when no other
+// node that is not stale keeps it resident): its decode rate with every slot busy over the sum of
+// the copies'. Evicting a copy costs the model's users that share of its capacity: the fast copy
+// of a model resident on a fast and a slow node carries most of its requests.
+func (s *Scheduler) replicaShare(req *Request, snap *Snapshot, node *Node, j int) float64 {
+	m := &node.Models[j]
+	capacity := func(n *Node, mi int) float64 {
+		o := &n.Models[mi]
+		tps, _ := nodeSpeed(n, mi, modelWeights(req, o))
+		if !validSpeed(tps) {
+			tps = s.cfg.DefaultTokensPerSecond
+		}
+		slots := float64(max(n.Slots, 1))
+		return tps * slots / (1 + s.contention(o)*(slots-1))
+	}
+	own := capacity(node, j)
+	total := own
 	for i := range snap.Nodes {
 		n := &snap.Nodes[i]
-		if n == skip || n.Stale {
+		if n == node || n.Stale {
 			continue
 		}
-		if mi := findModel(n, model); mi >= 0 && n.Models[mi].Resident {
-			return true
+		if mi := findModel(n, m.Name); mi >= 0 && effectivelyResident(n, mi) {
+			total += capacity(n, mi)
 		}
 	}
-	return false
+	if !(total > own) {
+		return 1
+	}
+	return own / total
 }
 
 // prefillRate is node's prompt-processing speed for model m, tokens/s: learned when measured,
@@ -630,7 +703,7 @@ func (s *Scheduler) scoreHerd(req *Request, snap *Snapshot, d *Decision, minCost
 			sc.Wait = minCost / e.cost
 		}
 		sc.Eviction = 1
-		if m.Resident || m.Loading {
+		if e.resident || m.Loading {
 			sc.Resident = 1
 		} else if w.Eviction > 0 {
 			sc.Eviction = 1 / (1 + e.harm)
@@ -647,7 +720,7 @@ func (s *Scheduler) scoreHerd(req *Request, snap *Snapshot, d *Decision, minCost
 		sc.VRAM = 0.5 // unknown: neutral
 		if node.VRAMTotalBytes > 0 {
 			free := satSub(node.VRAMTotalBytes, node.VRAMUsedBytes)
-			if !m.Resident {
+			if !e.resident {
 				free = satSub(free, modelVRAM(req, m))
 			}
 			sc.VRAM = float64(free) / float64(node.VRAMTotalBytes)

@@ -363,8 +363,8 @@ func TestExpectedWait(t *testing.T) {
 		{name: "two busy slots", node: with(gpuNode("n"), load(2, 0)), want: 2.56 * 1.5},
 		// All 4 slots busy and 2 queued: 3 requests drain at 4×100/1.75 tok/s, then 256 at 100/1.75.
 		{name: "queued", node: with(gpuNode("n"), load(4, 2)), want: 3*256/(400/1.75) + 256*1.75/100},
-		// Load 5 GiB at 2 GB/s first.
-		{name: "not resident", node: with(gpuNode("n"), notResident), want: 2.56 + 5*gib/2e9},
+		// Load 5 GiB at 2 GB/s and start the runner (1 s) first.
+		{name: "not resident", node: with(gpuNode("n"), notResident), want: 2.56 + 5*gib/2e9 + 1},
 		// Unmeasured: the node's other model does 200 tok/s on 2.5 GiB, so 5 GiB runs at 100.
 		{name: "node estimate", node: with(gpuNode("n"), speed(0), func(n *Node) {
 			n.Models = append(n.Models, NodeModel{Name: "small", Resident: true, SizeBytes: gib * 5 / 2, TokensPerSecond: 200})

@@ -46,7 +46,8 @@
 //     free slot: at low load the bound alone would refuse every home.
 //   - A model loading on one node (NodeModel.Loading) is the only place the herd policy sends
 //     its requests: others would start second loads of a model that will be resident in seconds.
-//     A load elsewhere is scored by what it evicts (evictionHarm).
+//     A load elsewhere is scored by what it evicts (evictionHarm), and taken only when no other
+//     candidate costs less, waiting included (residency.go).
 //   - Batch requests (Class "batch") are refused by nodes with no free slot, so bulk work only
 //     fills capacity that interactive work leaves free.
 //   - Round robin rotates over the eligible nodes in snapshot order (the registry lists nodes
@@ -108,6 +109,13 @@ type Request struct {
 	Seed uint64
 	// Exclude lists node IDs already tried for this request (failover).
 	Exclude []string
+	// Demand is each model's request rate (requests/s) as the gateway measures it; nil: unknown.
+	// The herd policy weighs an eviction by how soon the evicted model will be asked for again.
+	// The map is shared and read-only.
+	Demand map[string]float64
+	// Waiting is how many other requests for the model wait in the gateway's queue: work ahead
+	// of this one on the nodes that hold the model, which a load elsewhere would relieve.
+	Waiting int
 }
 
 // PrefixMatch is how much of a request's prompt one node holds in its engine's prompt cache.
@@ -241,6 +249,8 @@ const (
 	ReasonCannotLoad
 	ReasonAlreadyResident
 	ReasonLoadingElsewhere
+	ReasonWaitCheaper
+	ReasonSwapping
 )
 
 var reasonText = [...]string{
@@ -257,6 +267,8 @@ var reasonText = [...]string{
 	ReasonCannotLoad:         "model not loaded and the backend cannot load it",
 	ReasonAlreadyResident:    "model already resident",
 	ReasonLoadingElsewhere:   "model is loading on another node: requests wait for that load",
+	ReasonWaitCheaper:        "a load here costs more than waiting for a cheaper node",
+	ReasonSwapping:           "the node is loading another model in place of one it evicts: requests for others wait",
 }
 
 var reasonCode = [...]string{
@@ -273,6 +285,8 @@ var reasonCode = [...]string{
 	ReasonCannotLoad:         "cannot_load",
 	ReasonAlreadyResident:    "already_resident",
 	ReasonLoadingElsewhere:   "loading_elsewhere",
+	ReasonWaitCheaper:        "wait_cheaper",
+	ReasonSwapping:           "swapping",
 }
 
 // String is the reason in words.

@@ -10,13 +10,17 @@
 //     untraced request pays nothing measurable.
 //   - OTEL_SDK_DISABLED=true, or OTEL_TRACES_EXPORTER=none, turns tracing off whatever else says.
 //   - A value in the section wins over its OTEL_* variable (as the SDK's own options win over the
-//     environment); an empty field leaves the variable in charge. The exporter itself reads the
+//     environment); an empty field leaves the variable in charge. The exporter reads the
 //     variables herd has no field for (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION,
-//     _CERTIFICATE, ...), and the batch span processor reads OTEL_BSP_*.
+//     _CERTIFICATE, _CLIENT_CERTIFICATE, _CLIENT_KEY, each also as OTEL_EXPORTER_OTLP_TRACES_*),
+//     and the batch span processor reads OTEL_BSP_*.
 //   - The section's values are checked by Validate (a bad one stops the process at start); a bad
 //     OTEL_* value is logged and ignored, as the OpenTelemetry specification asks.
-//   - Protocols: http/protobuf (the default), http/json and grpc. Context propagates as W3C
-//     trace context (traceparent/tracestate headers).
+//   - Protocols: http/protobuf (the default) and http/json, by herd's own OTLP/HTTP exporter
+//     (otlphttp.go). OTLP over gRPC is not offered: OpenTelemetry's exporters link gRPC, which
+//     doubles the size of the binary every gateway and agent maps; every OpenTelemetry collector
+//     takes OTLP/HTTP (port 4318). Context propagates as W3C trace context
+//     (traceparent/tracestate headers).
 package tracing
 
 import (
@@ -34,7 +38,9 @@ import (
 const (
 	ProtocolHTTPProtobuf = "http/protobuf"
 	ProtocolHTTPJSON     = "http/json"
-	ProtocolGRPC         = "grpc"
+	// ProtocolGRPC is OTLP over gRPC, which herd does not speak: naming it is an error in the
+	// configuration and a warning (then http/protobuf) in OTEL_EXPORTER_OTLP_PROTOCOL.
+	ProtocolGRPC = "grpc"
 )
 
 // Samplers (the values of OTEL_TRACES_SAMPLER herd supports).
@@ -52,11 +58,10 @@ const (
 type Config struct {
 	// Disabled turns tracing off even when an endpoint is configured.
 	Disabled bool `yaml:"disabled"`
-	// Endpoint is the OTLP collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT: for http/* the
-	// traces path /v1/traces is appended ("http://collector:4318"); for grpc it is the server
-	// ("http://collector:4317"; http:// means no TLS). Setting it turns tracing on.
+	// Endpoint is the OTLP collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT: the traces path
+	// /v1/traces is appended ("http://collector:4318"). Setting it turns tracing on.
 	Endpoint string `yaml:"endpoint"`
-	// Protocol is http/protobuf (default), http/json or grpc (OTEL_EXPORTER_OTLP_PROTOCOL).
+	// Protocol is http/protobuf (default) or http/json (OTEL_EXPORTER_OTLP_PROTOCOL).
 	Protocol string `yaml:"protocol"`
 	// Headers are sent with every export, e.g. a collector's API key (OTEL_EXPORTER_OTLP_HEADERS).
 	Headers map[string]string `yaml:"headers"`
@@ -190,7 +195,7 @@ func Resolve(c Config, getenv func(string) string) (Settings, error) {
 	baseEP, _ := firstEnv(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
 	switch {
 	case c.Endpoint != "":
-		s.EndpointURL = signalURL(c.Endpoint, s.Protocol)
+		s.EndpointURL = signalURL(c.Endpoint)
 		s.Why = "tracing.endpoint " + s.EndpointURL
 	case tracesEP != "":
 		s.Why = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT " + tracesEP
@@ -249,11 +254,8 @@ func firstEnv(env func(string) string, names ...string) (string, string) {
 }
 
 // signalURL is the exporter URL for a base endpoint, as the specification builds it from
-// OTEL_EXPORTER_OTLP_ENDPOINT: the traces path appended for OTLP/HTTP, the URL as is for gRPC.
-func signalURL(base, protocol string) string {
-	if protocol == ProtocolGRPC {
-		return base
-	}
+// OTEL_EXPORTER_OTLP_ENDPOINT for OTLP/HTTP: the traces path appended.
+func signalURL(base string) string {
 	return strings.TrimSuffix(base, "/") + "/v1/traces"
 }
 
@@ -270,10 +272,12 @@ func checkEndpoint(s string) error {
 
 func parseProtocol(s string) (string, error) {
 	switch p := strings.ToLower(strings.TrimSpace(s)); p {
-	case ProtocolHTTPProtobuf, ProtocolHTTPJSON, ProtocolGRPC:
+	case ProtocolHTTPProtobuf, ProtocolHTTPJSON:
 		return p, nil
+	case ProtocolGRPC:
+		return "", fmt.Errorf("protocol %q is not supported: herd exports OTLP over HTTP (%s or %s; a collector's OTLP/HTTP port is 4318)", s, ProtocolHTTPProtobuf, ProtocolHTTPJSON)
 	}
-	return "", fmt.Errorf("protocol %q: want %s, %s or %s", s, ProtocolHTTPProtobuf, ProtocolHTTPJSON, ProtocolGRPC)
+	return "", fmt.Errorf("protocol %q: want %s or %s", s, ProtocolHTTPProtobuf, ProtocolHTTPJSON)
 }
 
 func parseRatio(s string) (float64, error) {

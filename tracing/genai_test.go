@@ -101,7 +101,7 @@ func TestSetupOffIsNoop(t *testing.T) {
 }
 
 func TestSetupOn(t *testing.T) {
-	for _, proto := range []string{ProtocolHTTPProtobuf, ProtocolHTTPJSON, ProtocolGRPC} {
+	for _, proto := range []string{ProtocolHTTPProtobuf, ProtocolHTTPJSON} {
 		t.Run(proto, func(t *testing.T) {
 			t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "team=infra,broken")
 			p, err := Setup(context.Background(), Config{Endpoint: "http://127.0.0.1:1", Protocol: proto,

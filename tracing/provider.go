@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.41.0"
@@ -45,7 +43,7 @@ func Setup(ctx context.Context, c Config, p Process) (*Provider, error) {
 	if !s.Enabled {
 		return &Provider{settings: s, noop: noop.NewTracerProvider()}, nil
 	}
-	exp, err := newExporter(ctx, s)
+	exp, err := newExporter(s, os.Getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -61,36 +59,11 @@ func Setup(ctx context.Context, c Config, p Process) (*Provider, error) {
 	return &Provider{settings: s, sdk: tp}, nil
 }
 
-// newExporter builds the OTLP exporter for s. It does not connect: export failures come later,
-// to OpenTelemetry's error handler.
-func newExporter(ctx context.Context, s Settings) (sdktrace.SpanExporter, error) {
-	var exp sdktrace.SpanExporter
-	var err error
-	switch s.Protocol {
-	case ProtocolGRPC:
-		var opts []otlptracegrpc.Option
-		if s.EndpointURL != "" {
-			opts = append(opts, otlptracegrpc.WithEndpointURL(s.EndpointURL))
-		}
-		if len(s.Headers) > 0 {
-			opts = append(opts, otlptracegrpc.WithHeaders(s.Headers))
-		}
-		exp, err = otlptracegrpc.New(ctx, opts...)
-	default:
-		var opts []otlptracehttp.Option
-		if s.EndpointURL != "" {
-			opts = append(opts, otlptracehttp.WithEndpointURL(s.EndpointURL))
-		}
-		if len(s.Headers) > 0 {
-			opts = append(opts, otlptracehttp.WithHeaders(s.Headers))
-		}
-		if s.Protocol == ProtocolHTTPJSON {
-			opts = append(opts, otlptracehttp.WithEncoding(otlptracehttp.EncodingJSON))
-		} else {
-			opts = append(opts, otlptracehttp.WithEncoding(otlptracehttp.EncodingProtobuf))
-		}
-		exp, err = otlptracehttp.New(ctx, opts...)
-	}
+// newExporter builds the OTLP/HTTP exporter for s (otlphttp.go), reading the exporter's OTEL_*
+// variables through getenv. It does not connect: export failures come later, to OpenTelemetry's
+// error handler.
+func newExporter(s Settings, getenv func(string) string) (sdktrace.SpanExporter, error) {
+	exp, err := newHTTPExporter(s, getenv)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
 	}

@@ -25,6 +25,10 @@ var crossCC = map[string]string{
 	"arm64": "aarch64-linux-gnu-gcc",
 }
 
+// HerdBuildTags are the build tags of every herd binary (the Makefile's TAGS): nomsgpack leaves
+// gin's MessagePack codec, which herd does not use, out of the binary every gateway and agent maps.
+const HerdBuildTags = "nomsgpack"
+
 // Build compiles cmd/herd for linux/o.Arch. The binary is a position-independent executable
 // (lintian's hardening checks want PIE and RELRO, which the external linker gives) without
 // symbol tables (a packaged binary is stripped). Go's build cache keeps the compiled packages, so
@@ -43,7 +47,7 @@ func Build(ctx context.Context, o BuildOptions) error {
 		}
 		env = append(env, "CC="+cc)
 	}
-	args := []string{"build", "-trimpath", "-buildmode=pie",
+	args := []string{"build", "-trimpath", "-buildmode=pie", "-tags", HerdBuildTags,
 		// RELRO, but not -z now (lintian's hardening-no-bindnow is only informational): go-nvml
 		// leaves NVML's symbols undefined and resolves them lazily once it has dlopened
 		// libnvidia-ml, so binding every symbol at start fails ("undefined symbol: nvml...").

@@ -48,7 +48,7 @@ func herdBinary(t *testing.T) string {
 			return
 		}
 		herdBin = filepath.Join(buildDir, "herd")
-		args := []string{"build", "-o", herdBin}
+		args := []string{"build", "-tags", "nomsgpack", "-o", herdBin}
 		if raceEnabled {
 			args = append(args, "-race")
 		}

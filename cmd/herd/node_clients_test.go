@@ -54,20 +54,25 @@ func TestNodeClients(t *testing.T) {
 
 // TestNodeClientsRealOllama runs the same suite through a gateway and agent in front of real
 // Ollama serving the tiny generated model (native pass-through on /api/*, Ollama's own OpenAI
-// API on /v1/*).
+// API on /v1/*). It serves the endless variant of that model (answers run to their token limit):
+// the plain one ends a reply by itself about once in 25 tokens, sometimes at once, and a stream
+// with no text could then not be told from a stream that lost its text.
 func TestNodeClientsRealOllama(t *testing.T) {
 	herdBinary(t)
 	node, npm := nodeTools(t)
 	modules := installNodeClients(t, npm)
 
-	ol := ollamatest.Start(t, ollamatest.Options{})
+	ol := ollamatest.Start(t, ollamatest.Options{Modelfile: clientsModelfile, Endless: true})
 	c := startGateway(t, "--api-keys", jsClientKey, "--admin-keys", jsAdminKey)
 	c.addAgent("ollama-1", "--backend", "ollama", "--ollama-url", ol.URL, "--ollama-models", ol.ModelsDir)
 	waitFor(t, 60*time.Second, "1 node registered", func() bool { return healthyNodes(c, jsAdminKey) >= 1 })
-	// The tiny model ends a reply by itself about once in 25 tokens, sometimes at once.
 	model := normalized(ol.Model)
 	runNodeClients(t, node, modules, c.url, model, model, true)
 }
+
+// clientsModelfile is the endless model's Modelfile with a short default answer, for the client
+// calls that set no token limit.
+var clientsModelfile = strings.Replace(ollamatest.EndlessModelfile, "num_predict 4096", "num_predict 48", 1)
 
 // jsClientKey is the API key the JS suite sends; jsAdminKey the test's own, for /admin (an API
 // key is never an admin key).

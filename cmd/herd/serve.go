@@ -70,6 +70,9 @@ type agentSection struct {
 	// SimEngineLog, when set, is a file the simulated node appends its prefill and load lines to
 	// (Ollama's debug-log format), for load tests that count the prefill done.
 	SimEngineLog string `yaml:"sim_engine_log"`
+	// OllamaMaxLoadedModels is the Ollama server's OLLAMA_MAX_LOADED_MODELS (0: unknown), which
+	// its API does not report: the gateway's scheduler needs it to know that a load evicts.
+	OllamaMaxLoadedModels int `yaml:"ollama_max_loaded_models"`
 }
 
 func defaultDocument() document {
@@ -150,6 +153,7 @@ func gatewayFlags(fs *pflag.FlagSet, g *gateway.Config) {
 func agentFlags(fs *pflag.FlagSet, a *agentSection, withGateway bool) {
 	fs.StringVar(&a.Backend, "backend", a.Backend, "backend: auto, ollama, openai or sim")
 	fs.StringVar(&a.OllamaURL, "ollama-url", a.OllamaURL, "Ollama's URL (keep it on the node's loopback)")
+	fs.IntVar(&a.OllamaMaxLoadedModels, "ollama-max-loaded-models", a.OllamaMaxLoadedModels, "the Ollama server's OLLAMA_MAX_LOADED_MODELS, which its API does not tell (0: unknown); the gateway then knows a load there evicts")
 	fs.StringVar(&a.OllamaModelsDir, "ollama-models", a.OllamaModelsDir, "Ollama's models directory, for air-gapped copies (default $OLLAMA_MODELS or ~/.ollama/models)")
 	fs.StringVar(&a.OpenAIURL, "openai-url", a.OpenAIURL, "base URL of an OpenAI-compatible server (vLLM, llama.cpp server)")
 	fs.StringVar(&a.OpenAIKey, "openai-key", a.OpenAIKey, "API key for the OpenAI-compatible server")
@@ -411,7 +415,7 @@ func buildBackend(ctx context.Context, a agentSection, log *slog.Logger, lib nvm
 		}
 		return n, n, closeLog, nil
 	case agentapi.BackendOllama:
-		b, err := backend.NewOllama(backend.OllamaConfig{URL: a.OllamaURL, ModelsDir: a.OllamaModelsDir})
+		b, err := backend.NewOllama(backend.OllamaConfig{URL: a.OllamaURL, ModelsDir: a.OllamaModelsDir, MaxLoadedModels: a.OllamaMaxLoadedModels})
 		if err != nil {
 			return nil, nil, nil, err
 		}

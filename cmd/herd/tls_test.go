@@ -184,6 +184,29 @@ func heartbeatWith(t *testing.T, hc *http.Client, gw, node, address string, trac
 	return resp.StatusCode, code
 }
 
+// deltaWith posts a delta heartbeat (agentapi.HeartbeatDelta) for node through hc and returns the
+// status and error code.
+func deltaWith(t *testing.T, hc *http.Client, gw, node string) (int, string) {
+	t.Helper()
+	d := agentapi.HeartbeatDelta{NodeID: node, InstanceID: "probe-" + node, StaticHash: "1", SentAt: time.Now()}
+	b, err := d.AppendBinary(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Post(gw+agentapi.PathHeartbeat, agentapi.ContentTypeHeartbeatDelta, bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("delta heartbeat: %v", err)
+	}
+	defer resp.Body.Close()
+	var eb agentapi.ErrorBody
+	raw, _ := io.ReadAll(resp.Body)
+	code := ""
+	if json.Unmarshal(raw, &eb) == nil && eb.Error.Code != nil {
+		code = *eb.Error.Code
+	}
+	return resp.StatusCode, code
+}
+
 func loadNodeCert(t *testing.T, dir string) *tls.Certificate {
 	t.Helper()
 	c, err := tls.LoadX509KeyPair(filepath.Join(dir, "client.crt"), filepath.Join(dir, "node.key"))
@@ -261,6 +284,13 @@ func TestClosedClusterJoin(t *testing.T) {
 	}
 	if st, code := heartbeatWith(t, tlsClient(t, g.caFile, nodeCert), g.url, "gpu-a", "https://10.9.9.9:1", nil); st != 403 || code != agentapi.CodeIdentityMismatch {
 		t.Fatalf("heartbeat with an address the certificate does not name: %d %s", st, code)
+	}
+	// A delta heartbeat is held to the certificate as well.
+	if st, code := deltaWith(t, noCert, g.url, "gpu-a"); st != 401 || code != agentapi.CodeClientCertRequired {
+		t.Fatalf("delta heartbeat without a certificate: %d %s", st, code)
+	}
+	if st, code := deltaWith(t, tlsClient(t, g.caFile, nodeCert), g.url, "gpu-b"); st != 403 || code != agentapi.CodeIdentityMismatch {
+		t.Fatalf("delta heartbeat claiming gpu-b with gpu-a's certificate: %d %s", st, code)
 	}
 	waitFor(t, 5*time.Second, "the refused claim in the gateway's log", func() bool {
 		return strings.Contains(g.proc.output(), "refused a heartbeat: its certificate names another node")

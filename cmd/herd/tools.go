@@ -344,6 +344,7 @@ func newFakeFleetCmd() *cobra.Command {
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:0", "inference listener")
 	fs.DurationVar(&o.Interval, "interval", loadtest.FleetDefaultInterval, "heartbeat interval of each node")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the fleet's layout")
+	fs.BoolVar(&o.FullHeartbeats, "full-heartbeats", false, "send every heartbeat in full (as agents before delta heartbeats did)")
 	return cmd
 }
 

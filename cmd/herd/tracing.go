@@ -17,7 +17,7 @@ import (
 // The OTEL_* variables apply where these and the file leave a field empty.
 func tracingFlags(fs *pflag.FlagSet, c *tracing.Config) {
 	fs.StringVar(&c.Endpoint, "tracing-endpoint", c.Endpoint, "OTLP collector base URL for OpenTelemetry traces, e.g. http://collector:4318 (default: OTEL_EXPORTER_OTLP_ENDPOINT; none: tracing off)")
-	fs.StringVar(&c.Protocol, "tracing-protocol", c.Protocol, "OTLP protocol: http/protobuf, http/json or grpc (default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
+	fs.StringVar(&c.Protocol, "tracing-protocol", c.Protocol, "OTLP/HTTP protocol: http/protobuf or http/json (default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf)")
 	fs.StringVar(&c.Sampler, "tracing-sampler", c.Sampler, "trace sampler, as OTEL_TRACES_SAMPLER (default parentbased_always_on)")
 	fs.StringVar(&c.SamplerArg, "tracing-sampler-arg", c.SamplerArg, "ratio of the traceidratio samplers, 0 to 1 (OTEL_TRACES_SAMPLER_ARG)")
 	fs.StringVar(&c.ServiceName, "tracing-service-name", c.ServiceName, "service.name of the spans (default: OTEL_SERVICE_NAME, else herd-gateway / herd-agent)")

@@ -30,6 +30,10 @@ import (
 //     Slots). The scheduler refuses a fuller node (ReasonQueueFull). Letting the baselines choose
 //     only among free slots made every policy the same "first free slot" policy, which is not
 //     what a round-robin load balancer in front of a cluster does.
+//   - A candidate the herd policy refuses because waiting for another costs less than loading
+//     the model there (scheduler.ReasonWaitCheaper) counts as busy: the request waits for the
+//     cheaper node. Each Pick is told how many other requests for the model wait
+//     (scheduler.Request.Waiting), work ahead on the nodes that hold it.
 //   - When no candidate can take it, an interactive request waits, first come first served among
 //     interactive requests, until a slot (herd) or room in a node's queue (baselines) frees (the
 //     registry signals releases and heartbeats) or QueueTimeout passes.
@@ -38,6 +42,9 @@ import (
 //     it: batch work fills only the capacity interactive work leaves free, never queues on a
 //     node, and never takes a slot an interactive request waits for. Interactive requests thus
 //     overtake queued batch work.
+//   - A grant on a node that must load the model marks the model loading there (Source.StartLoad)
+//     at once, under admission's lock, so the tickets ranked next (in the same pass over the
+//     queue) see it: otherwise several models could be sent to load on one node in an instant.
 //   - In-flight counts are the snapshot's, which include this gateway's own requests. A snapshot
 //     can lag by the few requests that just started (the registry skips a rebuild another
 //     goroutine is doing), so this gateway's own count, exact and never lagging, bounds it from
@@ -53,6 +60,10 @@ type Source interface {
 	Snapshot() *scheduler.Snapshot
 	Acquire(nodeID string)
 	Release(nodeID string)
+	// StartLoad records that the node will load model for a request granted to it (the model
+	// is not resident there), so that the next decisions, this gateway's own included, see the
+	// model loading there.
+	StartLoad(nodeID, model string)
 	// Changed returns a channel closed at the next change that may free capacity.
 	Changed() <-chan struct{}
 }
@@ -294,6 +305,13 @@ func (a *Admission) finishLocked(t *Ticket) (Grant, error) {
 // interactive Ticket wants. It returns ticketGranted, ticketFailed (with t.err set) or
 // ticketWaiting (every candidate full or busy).
 func (a *Admission) tryLocked(t *Ticket, snap *scheduler.Snapshot) ticketState {
+	// The model's other waiting requests are work ahead on the nodes that hold it (the herd
+	// policy weighs it against a load elsewhere).
+	waiting := a.perModel[classModel{t.Req.Class, t.Req.Model}]
+	if t.state == ticketWaiting {
+		waiting--
+	}
+	t.Req.Waiting = max(waiting, 0)
 	a.pick(t.Req, snap, t.Dec)
 	t.LastSnap = snap
 	t.nodes = t.nodes[:0]
@@ -306,6 +324,11 @@ func (a *Admission) tryLocked(t *Ticket, snap *scheduler.Snapshot) ticketState {
 		}
 		a.local[n.ID]++
 		a.src.Acquire(n.ID)
+		if c.NeedsLoad {
+			// Marked before the next ticket is ranked: a request for another model must not be
+			// sent to this node as if it still held what it had.
+			a.src.StartLoad(n.ID, t.Req.Model)
+		}
 		t.state, t.snap, t.node = ticketGranted, snap, c.Node
 		return ticketGranted
 	}
@@ -330,7 +353,7 @@ func (a *Admission) tryLocked(t *Ticket, snap *scheduler.Snapshot) ticketState {
 func anyBusy(d *scheduler.Decision) bool {
 	for _, r := range d.Rejections {
 		switch r.Reason {
-		case scheduler.ReasonQueueFull, scheduler.ReasonNoFreeSlotForBatch:
+		case scheduler.ReasonQueueFull, scheduler.ReasonNoFreeSlotForBatch, scheduler.ReasonWaitCheaper, scheduler.ReasonSwapping:
 			return true
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -46,6 +47,23 @@ func (f *fakeCapacity) Acquire(id string) {
 	f.mu.Lock()
 	f.running[id]++
 	f.mu.Unlock()
+}
+
+// StartLoad marks model loading on node id, as the registry does.
+func (f *fakeCapacity) StartLoad(id, model string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.nodes {
+		if f.nodes[i].ID != id {
+			continue
+		}
+		f.nodes[i].Models = slices.Clone(f.nodes[i].Models)
+		for j := range f.nodes[i].Models {
+			if m := &f.nodes[i].Models[j]; m.Name == model && !m.Resident {
+				m.Loading = true
+			}
+		}
+	}
 }
 
 func (f *fakeCapacity) Release(id string) {
@@ -557,5 +575,40 @@ func TestGrantDoneReleasesOnPanic(t *testing.T) {
 	}
 	if id := r.start(context.Background(), "m", scheduler.ClassInteractive).node(t); id != "a" {
 		t.Fatalf("next request admitted to %q, want a", id)
+	}
+}
+
+// TestAdmissionWaitsForResidentCopy: under herd, a request for a model resident on a busy node
+// waits for it when loading the model on an idle node would evict a model in demand
+// (scheduler.ReasonWaitCheaper counts as busy), and a grant that loads the model marks it
+// loading at once (Source.StartLoad), before the next request is ranked.
+func TestAdmissionWaitsForResidentCopy(t *testing.T) {
+	a := capNode("a", 1, "m")
+	b := capNode("b", 1, "z")
+	b.Models = append(b.Models, scheduler.NodeModel{Name: "m", OnDisk: true})
+	for _, n := range []*scheduler.Node{&a, &b} {
+		n.CanLoad, n.MaxLoadedModels = true, 1
+	}
+	r := newPolicyRig(t, scheduler.PolicyHerd, 4, a, b)
+	demand := map[string]float64{"m": 1, "z": 1}
+	first := r.startReq(context.Background(), &scheduler.Request{Model: "m", Class: scheduler.ClassInteractive, Demand: demand})
+	if id := first.node(t); id != "a" {
+		t.Fatalf("first request on %s, want a (resident)", id)
+	}
+	p := r.startReq(context.Background(), &scheduler.Request{Model: "m", Class: scheduler.ClassInteractive, Demand: demand})
+	r.waiting(1, 0)
+	r.a.release("a")
+	if id := p.node(t); id != "a" {
+		t.Fatalf("admitted to %s, want a (waited for the resident copy)", id)
+	}
+	// z is asked for nowhere now: the next request for m may load it on b, and the grant marks
+	// it loading there.
+	demand = map[string]float64{"m": 1}
+	q := r.startReq(context.Background(), &scheduler.Request{Model: "m", Class: scheduler.ClassInteractive, Demand: demand})
+	if id := q.node(t); id != "b" {
+		t.Fatalf("admitted to %s, want a load on b", id)
+	}
+	if snap := r.src.Snapshot(); !snap.Nodes[1].Models[1].Loading {
+		t.Fatalf("m not marked loading on b after the grant: %+v", snap.Nodes[1].Models)
 	}
 }

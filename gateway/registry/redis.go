@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -21,9 +22,10 @@ import (
 // Layout (every key under the prefix, "herd:" by default):
 //
 //	nodes             zset  node ID → when it was last seen (ms, Redis server clock)
-//	node:<id>         hash  hb (Heartbeat JSON), inst (instance ID), addr, seen (ms), stale (ms),
-//	                        by (the writing gateway's RedisShared); expires after the node's
-//	                        forget window of silence
+//	node:<id>         hash  hb (Heartbeat JSON), sh (its StaticHash), tel (the latest delta's
+//	                        binary form when the latest write was a delta, which applies onto hb),
+//	                        inst (instance ID), addr, seen (ms), stale (ms), by (the writing
+//	                        gateway's RedisShared); expires after the node's forget window of silence
 //	nodes:seq         string a counter bumped by every write of a heartbeat
 //	nodes:changes     zset  node ID → the nodes:seq value of its latest write
 //	nodes:draining    set   drained node IDs
@@ -44,12 +46,25 @@ import (
 // Load, after a failed one, when the epoch changed or the counter went back (Redis lost its
 // data), and every fullReadEvery Loads, which also sweeps expired nodes out of the sets.
 // Every gateway sharing the table must write this layout: the writes of an older gateway bump
-// no counter, so the others would see them only at their full reads.
+// no counter, so the others would see them only at their full reads, and an older gateway reads
+// no tel, so it would see a delta-heartbeating node's telemetry as of its last full heartbeat.
+//
+// Delta heartbeats (agentapi.HeartbeatDelta) are stored as they came: PutDelta writes only the
+// delta's ~1 KB binary form (tel) beside the full heartbeat (hb) it applies to, when the hash
+// holds that static part (sh) for that instance; otherwise it writes nothing and the caller
+// writes the merged heartbeat in full with Put, which clears tel. A reader that holds the
+// node's static part applies tel onto its own copy and never decodes hb; one that does not
+// (a full read, a gateway that never saw the node) decodes hb once and applies tel onto it.
+// Either way it gets the heartbeat the agent would have sent whole.
 type RedisShared struct {
 	c      *redis.Client
 	prefix string
 	// writer tags this RedisShared's writes (the hash's by field), so that its Loads skip them.
 	writer string
+	// held, when set (SetHeld), says which base the reader's registry holds for a node:
+	// "instance\x00static hash", or "". Load then leaves out the stored JSON of the nodes whose
+	// latest write is a delta onto that base.
+	held func(id string) string
 
 	mu sync.Mutex // guards the cursor below, which only Load uses
 	// epoch and seq are where the previous Load left off; loads counts Loads since the last full
@@ -102,7 +117,7 @@ func (r *RedisShared) Close() error { return r.c.Close() }
 func (r *RedisShared) k(parts ...string) string { return r.prefix + strings.Join(parts, ":") }
 
 // putScript: KEYS node hash, nodes zset, nodes:seq, nodes:changes; ARGV id, hb JSON, instance,
-// address, stale ms, forget ms, writer.
+// address, stale ms, forget ms, writer, static hash.
 // Returns {1} when written, {0, holder instance, holder address, holder age ms, holder stale ms}
 // when refused: the holder is another instance, or the same one at another address, and fresh
 // (the rule of the in-memory registry, see the package doc). The holder's instance goes no
@@ -115,7 +130,26 @@ if cur[3] and (cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4]) then
   local age = now - tonumber(cur[3])
   if age <= tonumber(cur[4]) then return {0, cur[1] or '', cur[2] or '', age, tonumber(cur[4])} end
 end
-redis.call('HSET', KEYS[1], 'hb', ARGV[2], 'inst', ARGV[3], 'addr', ARGV[4], 'seen', now, 'stale', ARGV[5], 'by', ARGV[7])
+redis.call('HSET', KEYS[1], 'hb', ARGV[2], 'sh', ARGV[8], 'inst', ARGV[3], 'addr', ARGV[4], 'seen', now, 'stale', ARGV[5], 'by', ARGV[7])
+redis.call('HDEL', KEYS[1], 'tel')
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[3]), ARGV[1])
+return {1}`)
+
+// putDeltaScript: putScript for a delta: ARGV[2] is the delta's binary form. It checks the
+// identity as putScript does, then writes only when the hash holds the delta's static part
+// (sh) for the same instance; otherwise it returns {2} and writes nothing.
+var putDeltaScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = redis.call('HMGET', KEYS[1], 'inst', 'addr', 'seen', 'stale', 'sh')
+if cur[3] and (cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4]) then
+  local age = now - tonumber(cur[3])
+  if age <= tonumber(cur[4]) then return {0, cur[1] or '', cur[2] or '', age, tonumber(cur[4])} end
+end
+if cur[1] ~= ARGV[3] or cur[2] ~= ARGV[4] or cur[5] ~= ARGV[8] or ARGV[8] == '' then return {2} end
+redis.call('HSET', KEYS[1], 'tel', ARGV[2], 'seen', now, 'stale', ARGV[5], 'by', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[3]), ARGV[1])
@@ -127,10 +161,30 @@ func (r *RedisShared) Put(ctx context.Context, hb agentapi.Heartbeat, staleAfter
 	if err != nil {
 		return fmt.Errorf("registry: encode heartbeat: %w", err)
 	}
-	res, err := putScript.Run(ctx, r.c, []string{r.k("node", hb.NodeID), r.k("nodes"), r.k("nodes", "seq"), r.k("nodes", "changes")},
-		hb.NodeID, data, hb.InstanceID, hb.Address, staleAfter.Milliseconds(), max(forgetAfter, staleAfter).Milliseconds(), r.writer).Slice()
+	return r.put(ctx, putScript, &hb, data, staleAfter, forgetAfter)
+}
+
+// PutDelta implements Shared.
+func (r *RedisShared) PutDelta(ctx context.Context, hb *agentapi.Heartbeat, d *agentapi.HeartbeatDelta, staleAfter, forgetAfter time.Duration) error {
+	data, err := d.AppendBinary(nil)
+	if err != nil {
+		return fmt.Errorf("registry: encode delta heartbeat: %w", err)
+	}
+	return r.put(ctx, putDeltaScript, hb, data, staleAfter, forgetAfter)
+}
+
+// put runs putScript or putDeltaScript for hb with data as its payload.
+func (r *RedisShared) put(ctx context.Context, script *redis.Script, hb *agentapi.Heartbeat, data []byte, staleAfter, forgetAfter time.Duration) error {
+	res, err := script.Run(ctx, r.c, []string{r.k("node", hb.NodeID), r.k("nodes"), r.k("nodes", "seq"), r.k("nodes", "changes")},
+		hb.NodeID, data, hb.InstanceID, hb.Address, staleAfter.Milliseconds(), max(forgetAfter, staleAfter).Milliseconds(), r.writer,
+		hb.StaticHash).Slice()
 	if err != nil {
 		return fmt.Errorf("registry: redis: %w", err)
+	}
+	if len(res) == 1 {
+		if v, _ := res[0].(int64); v == 2 {
+			return ErrSharedNeedsFull
+		}
 	}
 	if len(res) == 5 {
 		if ok, _ := res[0].(int64); ok == 0 {
@@ -224,15 +278,21 @@ func (r *RedisShared) Load(ctx context.Context) (SharedTable, error) {
 	return tab, nil
 }
 
+// SetHeld tells Load which base the reader holds for a node (see the held field). Call it before
+// the first Load.
+func (r *RedisShared) SetHeld(held func(id string) string) { r.held = held }
+
 // readNodes reads the heartbeats of ids into tab, their ages by Redis's clock, and drops the
-// nodes whose hash expired (forgotten) from the sets.
+// nodes whose hash expired (forgotten) from the sets. A node whose latest write is a delta onto
+// the base the reader holds is read without its stored JSON (~6 KB at eight GPUs); the JSON of
+// the others is read in a second pipelined round trip.
 func (r *RedisShared) readNodes(ctx context.Context, ids []string, tab *SharedTable) error {
 	var tm *redis.TimeCmd
 	cmds := make([]*redis.SliceCmd, len(ids))
 	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		tm = p.Time(ctx)
 		for i, id := range ids {
-			cmds[i] = p.HMGet(ctx, r.k("node", id), "hb", "seen")
+			cmds[i] = p.HMGet(ctx, r.k("node", id), "seen", "tel")
 		}
 		return nil
 	})
@@ -241,22 +301,66 @@ func (r *RedisShared) readNodes(ctx context.Context, ids []string, tab *SharedTa
 	}
 	now := tm.Val()
 	var gone []any
+	var need []int // indexes into tab.Nodes of the nodes whose stored JSON must be read
 	for i, cmd := range cmds {
 		vals := cmd.Val()
-		data, _ := vals[0].(string)
-		seenStr, _ := vals[1].(string)
+		seenStr, _ := vals[0].(string)
+		tel, _ := vals[1].(string)
 		seen, perr := strconv.ParseInt(seenStr, 10, 64)
-		if data == "" || perr != nil {
+		if perr != nil {
 			gone = append(gone, ids[i]) // forgotten: its hash expired
 			continue
 		}
-		var hb agentapi.Heartbeat
-		if err := json.Unmarshal([]byte(data), &hb); err != nil || hb.NodeID != ids[i] {
-			gone = append(gone, ids[i])
-			continue
+		sn := SharedNode{Heartbeat: agentapi.Heartbeat{NodeID: ids[i]}, Age: max(time.Duration(now.UnixMilli()-seen)*time.Millisecond, 0)}
+		if tel != "" {
+			d := new(agentapi.HeartbeatDelta)
+			if err := d.UnmarshalBinary([]byte(tel)); err != nil || d.NodeID != ids[i] {
+				continue // not this layout's: left for the node's next write
+			}
+			sn.Delta = d
+			if r.held != nil && r.held(ids[i]) == d.InstanceID+"\x00"+d.StaticHash {
+				tab.Nodes = append(tab.Nodes, sn)
+				continue
+			}
 		}
-		age := max(time.Duration(now.UnixMilli()-seen)*time.Millisecond, 0)
-		tab.Nodes = append(tab.Nodes, SharedNode{Heartbeat: hb, Age: age})
+		need = append(need, len(tab.Nodes))
+		tab.Nodes = append(tab.Nodes, sn)
+	}
+	if len(need) > 0 {
+		hbs := make([]*redis.StringCmd, len(need))
+		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for j, i := range need {
+				hbs[j] = p.HGet(ctx, r.k("node", tab.Nodes[i].Heartbeat.NodeID), "hb")
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("registry: redis: %w", err)
+		}
+		keep := tab.Nodes[:0]
+		drop := map[int]bool{}
+		for j, i := range need {
+			sn := &tab.Nodes[i]
+			id, data := sn.Heartbeat.NodeID, hbs[j].Val()
+			if data == "" {
+				drop[i] = true
+				gone = append(gone, id) // expired between the two reads
+				continue
+			}
+			if sn.Delta != nil {
+				sn.base = data
+				continue
+			}
+			if err := json.Unmarshal([]byte(data), &sn.Heartbeat); err != nil || sn.Heartbeat.NodeID != id {
+				drop[i] = true
+			}
+		}
+		for i := range tab.Nodes {
+			if !drop[i] {
+				keep = append(keep, tab.Nodes[i])
+			}
+		}
+		tab.Nodes = keep
 	}
 	if len(gone) > 0 {
 		// Best effort: the next full read tries again.

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -17,6 +18,11 @@ type Shared interface {
 	// within its stale window, Put records nothing and returns a *ConflictError. staleAfter is hb's stale window; the record
 	// is dropped after forgetAfter of silence.
 	Put(ctx context.Context, hb agentapi.Heartbeat, staleAfter, forgetAfter time.Duration) error
+	// PutDelta records hb, the merged heartbeat whose dynamic part d is, as Put does but writing
+	// only d when the table holds hb's static part (hb.StaticHash) for that instance; when it
+	// does not, PutDelta records nothing and returns ErrSharedNeedsFull (then Put hb). The
+	// identity is checked as by Put.
+	PutDelta(ctx context.Context, hb *agentapi.Heartbeat, d *agentapi.HeartbeatDelta, staleAfter, forgetAfter time.Duration) error
 	// Load returns the nodes other writers changed since this Shared's previous Load (the
 	// caller's own Puts are already in its memory), or the whole table, saying so with Full.
 	// A failed Load loses nothing: the next one returns every change since the last success.
@@ -45,11 +51,47 @@ type SharedTable struct {
 
 // SharedNode is one node of a SharedTable.
 type SharedNode struct {
+	// Heartbeat is the node's latest heartbeat; when Delta is set it holds only NodeID, and
+	// Resolve gives the heartbeat.
 	Heartbeat agentapi.Heartbeat
+	// Delta, when set, is the node's latest heartbeat as written: a delta onto the full
+	// heartbeat base (JSON) holds.
+	Delta *agentapi.HeartbeatDelta
+	base  string
 	// Age is how long ago the heartbeat was written, by the table's own clock (one clock for
 	// every gateway, so clock skew between gateways cannot make a node look fresh or stale).
 	Age time.Duration
 }
+
+// Resolve returns the node's heartbeat. A delta is applied onto held when held is its base (the
+// record this gateway holds of the node), else onto the full heartbeat stored with it, which is
+// decoded only then. The result's slices may be shared with held and must not be modified.
+func (sn *SharedNode) Resolve(held *agentapi.Heartbeat) (agentapi.Heartbeat, error) {
+	if sn.Delta == nil {
+		return sn.Heartbeat, nil
+	}
+	var hb agentapi.Heartbeat
+	if held != nil && sn.Delta.ApplyTo(held, &hb) == nil {
+		return hb, nil
+	}
+	if sn.base == "" {
+		// Read without its base, which this gateway held then and no longer does (a full
+		// heartbeat changed it meanwhile): the node's next write is read whole.
+		return hb, fmt.Errorf("registry: the delta of %q applies to a base no longer held", sn.Heartbeat.NodeID)
+	}
+	var base agentapi.Heartbeat
+	if err := json.Unmarshal([]byte(sn.base), &base); err != nil {
+		return hb, fmt.Errorf("registry: stored heartbeat of %q: %w", sn.Heartbeat.NodeID, err)
+	}
+	if err := sn.Delta.ApplyTo(&base, &hb); err != nil {
+		return hb, fmt.Errorf("registry: stored delta of %q: %w", sn.Heartbeat.NodeID, err)
+	}
+	return hb, nil
+}
+
+// ErrSharedNeedsFull is returned by Shared.PutDelta when the table does not hold the static part
+// the delta applies to: the caller writes the merged heartbeat with Put.
+var ErrSharedNeedsFull = errors.New("registry: the shared table holds no base for the delta")
 
 // ErrSharedUnavailable wraps a failure to reach the shared registry.
 var ErrSharedUnavailable = errors.New("registry: shared registry unavailable")
@@ -57,13 +99,36 @@ var ErrSharedUnavailable = errors.New("registry: shared registry unavailable")
 // Share makes the registry keep its nodes in s as well as in memory: Accept writes heartbeats
 // to s, SetDraining writes drains to it, and RunShared (which the caller must run) reads other
 // gateways' changes back every heartbeat interval. Call it before the registry is used.
-func (r *Registry) Share(s Shared) { r.shared = s }
+func (r *Registry) Share(s Shared) {
+	r.shared = s
+	if h, ok := s.(interface{ SetHeld(func(id string) string) }); ok {
+		h.SetHeld(r.heldBase)
+	}
+}
+
+// heldBase is the base this registry holds for node id, "instance\x00static hash" ("" when it
+// holds none): the shared table's reads leave out the stored JSON of a delta onto it.
+func (r *Registry) heldBase(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.lookup(id)
+	if n == nil || n.hb.StaticHash == "" {
+		return ""
+	}
+	return n.hb.InstanceID + "\x00" + n.hb.StaticHash
+}
 
 // Accept records a heartbeat an agent sent to this gateway: in the shared table (which checks
 // the node's identity cluster-wide) and in memory. When the shared table cannot be reached the
 // heartbeat is recorded in memory only, with the identity checked against this gateway's view,
 // and the reply says so (Registry "local"), so that the agent sends it to its other gateways too.
 func (r *Registry) Accept(ctx context.Context, hb agentapi.Heartbeat) (agentapi.HeartbeatReply, error) {
+	return r.accept(ctx, hb, nil)
+}
+
+// accept is Accept for a heartbeat that came whole (d nil) or as the delta d, merged into hb: a
+// delta is written to the shared table as it came when the table holds its base.
+func (r *Registry) accept(ctx context.Context, hb agentapi.Heartbeat, d *agentapi.HeartbeatDelta) (agentapi.HeartbeatReply, error) {
 	if r.shared == nil || r.inOutage() {
 		// During an outage only SyncShared probes the table (every interval): heartbeats do not
 		// wait for Redis to time out.
@@ -71,7 +136,13 @@ func (r *Registry) Accept(ctx context.Context, hb agentapi.Heartbeat) (agentapi.
 	}
 	s := seen{interval: r.live.intervalOf(&hb)}
 	pctx, cancel := context.WithTimeout(ctx, putTimeout)
-	err := r.shared.Put(pctx, hb, r.live.staleAfter(s), r.live.forgetAfter(s))
+	var err error
+	if d != nil {
+		err = r.shared.PutDelta(pctx, &hb, d, r.live.staleAfter(s), r.live.forgetAfter(s))
+	}
+	if d == nil || errors.Is(err, ErrSharedNeedsFull) {
+		err = r.shared.Put(pctx, hb, r.live.staleAfter(s), r.live.forgetAfter(s))
+	}
 	cancel()
 	var conflict *ConflictError
 	switch {
@@ -161,17 +232,28 @@ func (r *Registry) applyShared(ctx context.Context, tab SharedTable) {
 	lostData := r.epoch != "" && tab.Epoch != r.epoch
 	r.epoch = tab.Epoch
 	added := false
-	for _, sn := range tab.Nodes {
-		hb := sn.Heartbeat
+	for i := range tab.Nodes {
+		sn := &tab.Nodes[i]
+		id := sn.Heartbeat.NodeID
 		at := now.Add(-sn.Age)
-		n := r.lookup(hb.NodeID)
+		n := r.lookup(id)
+		var held *agentapi.Heartbeat
+		if n != nil {
+			if !at.After(n.seen.at) {
+				continue
+			}
+			held = &n.hb
+		}
+		hb, err := sn.Resolve(held)
+		if err != nil {
+			r.log.Warn("shared registry: a node's record cannot be read", "node", id, "err", err)
+			continue
+		}
 		if n == nil {
-			n = &node{id: hb.NodeID}
+			n = &node{id: id}
 			r.addLocked(n)
 			added = true
-			r.log.Info("node joined", "node", hb.NodeID, "address", hb.Address, "backend", hb.Backend, "simulated", hb.Simulated, "via", "shared registry")
-		} else if !at.After(n.seen.at) {
-			continue
+			r.log.Info("node joined", "node", id, "address", hb.Address, "backend", hb.Backend, "simulated", hb.Simulated, "via", "shared registry")
 		}
 		r.recordLocked(n, hb, at)
 	}

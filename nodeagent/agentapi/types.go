@@ -202,6 +202,9 @@ type Heartbeat struct {
 	// H2C says the agent's plain-HTTP listener also speaks HTTP/2 without TLS (prior knowledge):
 	// a gateway reaching it on loopback then carries its streams on one connection.
 	H2C bool `json:"h2c,omitempty"`
+	// StaticHash is StaticHash of this heartbeat's static part, set by agents that send delta
+	// heartbeats (HeartbeatDelta): the deltas that follow name it. Empty from older agents.
+	StaticHash string `json:"static_hash,omitempty"`
 }
 
 // GPU is one GPU's telemetry sample.
@@ -299,6 +302,9 @@ type HeartbeatReply struct {
 	// from an older gateway) means only this gateway saw it, so the agent also sends it to every
 	// other gateway it knows.
 	Registry string `json:"registry,omitempty"`
+	// DeltaVersion is the HeartbeatDelta version this gateway reads (DeltaVersion); 0, from an
+	// older gateway: send it full heartbeats only.
+	DeltaVersion int `json:"delta_version,omitempty"`
 }
 
 // HeartbeatReply.Registry values.

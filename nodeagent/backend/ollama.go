@@ -40,13 +40,17 @@ type OllamaConfig struct {
 	// Empty means $OLLAMA_MODELS, else ~/.ollama/models. A system install keeps it elsewhere
 	// (/usr/share/ollama/.ollama/models on Linux): set it to match the server.
 	ModelsDir string
-	// HTTPClient talks to Ollama, for inference and for the API. Nil means a client on
-	// NewTransport(). Its Timeout should be zero: pulls and streams are bounded by contexts.
+	// HTTPClient talks to Ollama, for inference and for the API. Nil means a client on the
+	// agent's own HTTP/1.1 transport (h1.go) over NewTransport(). Its Timeout should be zero:
+	// pulls and streams are bounded by contexts.
 	HTTPClient *http.Client
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// UnloadWait bounds how long Unload waits for the model to leave memory; 0 means 30s.
 	UnloadWait time.Duration
+	// MaxLoadedModels is the server's OLLAMA_MAX_LOADED_MODELS, which its API does not tell:
+	// reported in heartbeats so the gateway knows that a load there evicts; 0 means unknown.
+	MaxLoadedModels int
 }
 
 // Ollama is a local Ollama server.
@@ -58,6 +62,7 @@ type Ollama struct {
 	proxy      *proxy
 	log        *slog.Logger
 	unloadWait time.Duration
+	maxLoaded  int
 
 	mu   sync.Mutex
 	info map[string]modelInfo // by manifest digest: what Show said about that exact model
@@ -101,7 +106,7 @@ func NewOllama(cfg OllamaConfig) (*Ollama, error) {
 		}
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Transport: NewTransport()}
+		cfg.HTTPClient = &http.Client{Transport: newH1Transport(NewTransport())}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -125,9 +130,14 @@ func NewOllama(cfg OllamaConfig) (*Ollama, error) {
 		proxy:      p,
 		log:        cfg.Logger,
 		unloadWait: cfg.UnloadWait,
+		maxLoaded:  max(cfg.MaxLoadedModels, 0),
 		info:       map[string]modelInfo{},
 	}, nil
 }
+
+// MaxLoadedModels is the most models the server keeps loaded, as configured
+// (OllamaConfig.MaxLoadedModels); 0: unknown.
+func (o *Ollama) MaxLoadedModels() int { return o.maxLoaded }
 
 func defaultModelsDir() (string, error) {
 	if d := os.Getenv("OLLAMA_MODELS"); d != "" {

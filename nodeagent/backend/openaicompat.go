@@ -27,7 +27,7 @@ type options struct {
 	log       *slog.Logger
 }
 
-// WithTransport replaces the backend's HTTP transport (default NewTransport()).
+// WithTransport replaces the backend's HTTP transport (default: h1.go's, over NewTransport()).
 func WithTransport(rt http.RoundTripper) Option { return func(o *options) { o.transport = rt } }
 
 // WithLogger sets the backend's logger (default slog.Default()).
@@ -39,7 +39,7 @@ func buildOptions(opts []Option) options {
 		f(&o)
 	}
 	if o.transport == nil {
-		o.transport = NewTransport()
+		o.transport = newH1Transport(NewTransport())
 	}
 	if o.log == nil {
 		o.log = slog.Default()

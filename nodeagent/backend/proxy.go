@@ -94,14 +94,23 @@ func newProxy(kind string, base *url.URL, transport http.RoundTripper, apiKey st
 	return p
 }
 
-// copyBufferSize is the buffer responses are copied through. A stream holds it for its whole
-// life (it waits in Read between tokens), so with thousands of slow streams it is per-stream
-// memory: 32 KiB each was most of the agent's cost of a stream. A token's SSE event is well
-// under 1 KiB, and a larger non-streamed body only takes a few more reads.
+// copyBufferSize is the buffer bodies of known length are copied through. (Streams take a
+// streamBufferSize one: a stream holds its buffer for its whole life, waiting in Read between
+// tokens, so with thousands of slow streams it is per-stream memory; 32 KiB each was once most
+// of the agent's cost of a stream.) A larger body only takes a few more reads.
 const copyBufferSize = 8 << 10
 
 // copyBuffers are the buffers responses are copied through.
 var copyBuffers = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
+
+// streamBufferSize is the buffer a stream (SSE, or a body of unknown length) is copied through:
+// smaller still, since every read is passed on and flushed as it comes, so a burst only takes
+// more reads, and ten thousand open streams hold one each (8 KiB was a quarter of the agent's
+// heap per stream).
+const streamBufferSize = 2 << 10
+
+// streamBuffers are the buffers streams are copied through.
+var streamBuffers = sync.Pool{New: func() any { return new([streamBufferSize]byte) }}
 
 // dropRequestHeaders are the client's request headers the backend does not get: hop-by-hop
 // headers (RFC 9110 7.6.1), the caller's credentials, and forwarding headers (the backend is
@@ -170,10 +179,18 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request, endpoint string, b
 	flush := sse || resp.ContentLength < 0
 	fl, _ := w.(http.Flusher)
 
-	buf := copyBuffers.Get().(*[copyBufferSize]byte)
-	defer copyBuffers.Put(buf)
+	var buf []byte
+	if flush {
+		b := streamBuffers.Get().(*[streamBufferSize]byte)
+		defer streamBuffers.Put(b)
+		buf = b[:]
+	} else {
+		b := copyBuffers.Get().(*[copyBufferSize]byte)
+		defer copyBuffers.Put(b)
+		buf = b[:]
+	}
 	for {
-		n, rerr := src.Read(buf[:])
+		n, rerr := src.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				p.abort(r, fmt.Errorf("write to client: %w", werr))
