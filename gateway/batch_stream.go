@@ -152,15 +152,8 @@ func lineAnswer(path string, sse []byte) ([]byte, error) {
 			Logprobs     *string `json:"logprobs"`
 			FinishReason *string `json:"finish_reason"`
 		}
-		return json.Marshal(struct {
-			ID                string          `json:"id"`
-			Object            string          `json:"object"`
-			Created           int64           `json:"created"`
-			Model             string          `json:"model"`
-			SystemFingerprint *string         `json:"system_fingerprint,omitempty"`
-			Choices           []choice        `json:"choices"`
-			Usage             json.RawMessage `json:"usage"`
-		}{id, "text_completion", created, model, fp, []choice{{Text: content.String(), FinishReason: fin}}, usage})
+		return json.Marshal(lineReply[choice]{id, "text_completion", created, model, fp,
+			[]choice{{Text: content.String(), FinishReason: fin}}, usage})
 	}
 	type message struct {
 		Role             string `json:"role"`
@@ -173,16 +166,19 @@ func lineAnswer(path string, sse []byte) ([]byte, error) {
 		Logprobs     *string `json:"logprobs"`
 		FinishReason *string `json:"finish_reason"`
 	}
-	return json.Marshal(struct {
-		ID                string          `json:"id"`
-		Object            string          `json:"object"`
-		Created           int64           `json:"created"`
-		Model             string          `json:"model"`
-		SystemFingerprint *string         `json:"system_fingerprint,omitempty"`
-		Choices           []choice        `json:"choices"`
-		Usage             json.RawMessage `json:"usage"`
-	}{id, "chat.completion", created, model, fp,
+	return json.Marshal(lineReply[choice]{id, "chat.completion", created, model, fp,
 		[]choice{{Message: message{Role: "assistant", Content: content.String(), ReasoningContent: reasoning.String()}, FinishReason: fin}}, usage})
+}
+
+// lineReply is the one answer a chat or completions line asked for, with choices of type C.
+type lineReply[C any] struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint *string         `json:"system_fingerprint,omitempty"`
+	Choices           []C             `json:"choices"`
+	Usage             json.RawMessage `json:"usage"`
 }
 
 // responsesAnswer is the response object of a Responses stream's final event.

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/gin-gonic/gin"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herd-llm/herd/gateway/registry"
 	"github.com/herd-llm/herd/nodeagent/agentapi"
@@ -191,11 +190,7 @@ func FuzzDecodeHeartbeatDelta(f *testing.F) {
 		if _, err := reg.AcceptDelta(t.Context(), &d); err != nil {
 			t.Fatalf("a decoded delta onto a matching base: %v", err)
 		}
-		pr := prometheus.NewPedanticRegistry()
-		pr.MustRegister(newClusterCollector(reg, nil, nil))
-		if _, err := pr.Gather(); err != nil {
-			t.Fatalf("metrics of an accepted delta do not gather: %v", err)
-		}
+		checkClusterMatchesCollector(t, reg)
 		if _, err := json.Marshal(reg.Nodes()); err != nil {
 			t.Fatalf("the node view does not encode: %v", err)
 		}

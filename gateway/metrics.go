@@ -1,24 +1,28 @@
 package gateway
 
 import (
-	"github.com/herd-llm/herd/nodeagent/agentapi"
+	"bufio"
+	"compress/gzip"
+	"io"
 	"net/http"
-	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/herd-llm/herd/gateway/admission"
 	"github.com/herd-llm/herd/gateway/registry"
+	"github.com/herd-llm/herd/nodeagent/agentapi"
 )
 
 // metrics holds the gateway's Prometheus collectors, in a registry of its own (never the global
 // default one, so two gateways in one process or test do not collide).
 //
 // Request metrics are counted as requests finish. Node and GPU gauges are not kept up to date in
-// the background: clusterCollector reads the node registry when Prometheus scrapes, so a gauge
+// the background: clusterWriter reads the node registry when Prometheus scrapes, so a gauge
 // can never lag a heartbeat and a forgotten node's series disappear with it.
 type metrics struct {
 	reg      *prometheus.Registry
@@ -44,6 +48,13 @@ type metrics struct {
 	continuations *prometheus.CounterVec
 	// predicted counts the prompt tokens the prefix index expected the serving node to hold.
 	predicted *prometheus.CounterVec
+	// cluster writes the node, GPU and queue series, which are not in reg (clusterWriter).
+	cluster *clusterWriter
+	// scrapeErrors counts scrapes that failed, by cause (gathering, encoding), under the name
+	// promhttp's handler gave it before this handler replaced promhttp's.
+	scrapeErrors *prometheus.CounterVec
+	// buffers and gzips are reused across scrapes: a scrape at 1,000 nodes writes ~7 MB.
+	buffers, gzips sync.Pool
 }
 
 // itlBuckets resolve the gap between two streamed tokens: a few ms on a fast GPU to a second
@@ -112,6 +123,10 @@ func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metric
 		refused: counterVec("herd_heartbeats_refused_total",
 			"Heartbeats refused (409 node_id_conflict) because another live agent holds the node ID, by node ID.",
 			"node"),
+		cluster: newClusterWriter(reg, queue, now),
+		scrapeErrors: counterVec("promhttp_metric_handler_errors_total",
+			"Total number of internal errors encountered by the promhttp metric handler.",
+			"cause"),
 		deltas: prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_heartbeat_deltas_total",
 			Help: "Delta heartbeats (telemetry only, applied onto the node's last full heartbeat) this gateway accepted."}),
 		continuations: counterVec("herd_stream_continuations_total",
@@ -120,11 +135,12 @@ func newMetrics(reg nodeLister, queue queueSource, now func() time.Time) *metric
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.ttft, m.itl, m.tpot, m.prompt, m.complete, m.lines, m.batches, m.refused, m.deltas,
-		m.rateLimited, m.tenantTokens, m.continuations, m.predicted,
-		newClusterCollector(reg, queue, now),
+		m.rateLimited, m.tenantTokens, m.continuations, m.predicted, m.scrapeErrors,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.scrapeErrors.WithLabelValues("gathering")
+	m.scrapeErrors.WithLabelValues("encoding")
 	return m
 }
 
@@ -174,157 +190,92 @@ func (m *metrics) observeLine(failed bool) {
 // observeBatch counts a finished batch.
 func (m *metrics) observeBatch(status string) { m.batches.WithLabelValues(status).Inc() }
 
-// handler serves the metrics in the Prometheus exposition format.
-func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+// handler serves the metrics in the Prometheus text exposition format (0.0.4), gzipped when the
+// client accepts it, whatever format the Accept header prefers: every Prometheus server accepts
+// text, and these series lose nothing in it (classic histograms, no exemplars). The registry's
+// families are gathered and encoded by expfmt as client_golang does; the cluster's are written
+// after them by clusterWriter, without gathering.
+func (m *metrics) handler() http.Handler { return http.HandlerFunc(m.serveMetrics) }
+
+// serveMetrics answers one scrape. An error after the first byte cannot change the status any
+// more: it is counted (promhttp_metric_handler_errors_total{cause="encoding"}) and the answer cut.
+func (m *metrics) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		m.scrapeErrors.WithLabelValues("gathering").Inc()
+		http.Error(w, "An error has occurred while gathering metrics:\n\n"+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	h.Add("Vary", "Accept-Encoding")
+	var out io.Writer = w
+	if acceptsGzip(r.Header.Values("Accept-Encoding")) {
+		h.Set("Content-Encoding", "gzip")
+		zw, _ := m.gzips.Get().(*gzip.Writer)
+		if zw == nil {
+			zw = gzip.NewWriter(w)
+		} else {
+			zw.Reset(w)
+		}
+		defer func() {
+			if err := zw.Close(); err != nil {
+				m.scrapeErrors.WithLabelValues("encoding").Inc()
+			}
+			m.gzips.Put(zw)
+		}()
+		out = zw
+	}
+	bw := bufio.NewWriterSize(out, flushSize)
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(bw, mf); err != nil {
+			m.scrapeErrors.WithLabelValues("encoding").Inc()
+			return
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		m.scrapeErrors.WithLabelValues("encoding").Inc()
+		return
+	}
+	buf, _ := m.buffers.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	*buf, err = m.cluster.write(out, (*buf)[:0])
+	m.buffers.Put(buf)
+	if err != nil {
+		m.scrapeErrors.WithLabelValues("encoding").Inc()
+	}
 }
 
-// nodeLister is what clusterCollector needs of the registry.
+// acceptsGzip reports whether Accept-Encoding values name gzip with a quality above zero.
+func acceptsGzip(values []string) bool {
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			coding, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+				continue
+			}
+			q := strings.ReplaceAll(strings.TrimSpace(params), " ", "")
+			return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+		}
+	}
+	return false
+}
+
+// nodeLister is what clusterWriter needs of the registry.
 type nodeLister interface {
 	Nodes() []registry.NodeView
 }
 
 var _ nodeLister = (*registry.Registry)(nil)
 
-// queueSource is what clusterCollector needs of admission: the requests waiting in the gateway.
+// queueSource is what clusterWriter needs of admission: the requests waiting in the gateway.
 type queueSource interface {
 	QueueDepths() []admission.QueueDepth
 }
 
 var _ queueSource = (*admission.Admission)(nil)
-
-// clusterCollector turns the registry's nodes and the gateway's queue into gauges at scrape time.
-type clusterCollector struct {
-	nodes nodeLister
-	queue queueSource
-	now   func() time.Time
-
-	nodeLastSeen, queueDepthDesc, queueCapacity *prometheus.Desc
-
-	gpuUtil, gpuMemUsed, gpuMemTotal, gpuTemp, gpuPower, gpuPowerLimit, gpuHealthy, gpuThrottled *prometheus.Desc
-	modelResident, nodeInFlight, nodeQueued, nodeUp, nodeDraining, nodeHealthy, nodeCircuitOpen  *prometheus.Desc
-	hitRatio, tokensSaved, promptServed                                                          *prometheus.Desc
-}
-
-var _ prometheus.Collector = (*clusterCollector)(nil)
-
-func newClusterCollector(nodes nodeLister, queue queueSource, now func() time.Time) *clusterCollector {
-	gpuLabels := []string{"node", "gpu", "name", "simulated"}
-	gpu := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, gpuLabels, nil) }
-	nodeDesc := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc(name, help, []string{"node"}, nil)
-	}
-	return &clusterCollector{
-		nodes: nodes,
-		queue: queue,
-		now:   now,
-		nodeLastSeen: nodeDesc("herd_node_last_seen_seconds",
-			"Seconds since the node's last heartbeat reached this gateway; its other figures are that old."),
-		queueDepthDesc: prometheus.NewDesc("herd_gateway_queue_depth",
-			"Requests waiting in this gateway for a node, by model and class (interactive, batch).", []string{"model", "class"}, nil),
-		queueCapacity: prometheus.NewDesc("herd_gateway_queue_capacity",
-			"How many requests of a model and class may wait in this gateway before it answers 429 queue_full.", []string{"model", "class"}, nil),
-		gpuUtil:       gpu("herd_gpu_utilization_ratio", "GPU utilisation in [0,1] from the node's last heartbeat."),
-		gpuMemUsed:    gpu("herd_gpu_memory_used_bytes", "GPU memory in use."),
-		gpuMemTotal:   gpu("herd_gpu_memory_total_bytes", "GPU memory size."),
-		gpuTemp:       gpu("herd_gpu_temperature_celsius", "GPU temperature."),
-		gpuPower:      gpu("herd_gpu_power_watts", "GPU power draw."),
-		gpuPowerLimit: gpu("herd_gpu_power_limit_watts", "GPU power limit."),
-		gpuHealthy:    gpu("herd_gpu_healthy", "1 when the GPU is healthy (no uncorrectable ECC error, XID event or thermal failure)."),
-		gpuThrottled:  gpu("herd_gpu_throttled", "1 when the GPU is in thermal or power slowdown."),
-		modelResident: prometheus.NewDesc("herd_model_resident",
-			"1 when the model is loaded in memory on the node, 0 when it is only on disk.", []string{"node", "model"}, nil),
-		nodeInFlight:    nodeDesc("herd_node_in_flight", "Requests in flight on the node as the scheduler counts them: this gateway's own plus the other gateways' work its last heartbeat reported."),
-		nodeQueued:      nodeDesc("herd_node_queued", "Requests waiting for a slot on the node, as the scheduler counts them."),
-		nodeUp:          nodeDesc("herd_node_up", "1 while the node's heartbeat is fresh, 0 once it is stale."),
-		nodeDraining:    nodeDesc("herd_node_draining", "1 when an operator drained the node."),
-		nodeHealthy:     nodeDesc("herd_node_healthy", "1 when every GPU of the node is healthy."),
-		nodeCircuitOpen: nodeDesc("herd_node_circuit_open", "1 when the node's circuit breaker is open or half-open."),
-		hitRatio: nodeDesc("herd_prefix_cache_hit_ratio",
-			"Of the prompt tokens the node served since its agent started, the part its engine's prompt cache held (cached_tokens where the backend reports them, else estimated from prefill time)."),
-		tokensSaved: nodeDesc("herd_prefill_tokens_saved_total",
-			"Prompt tokens the node's engine did not evaluate again because its prompt cache held them, since its agent started (the agent's count, as its heartbeat reports it)."),
-		promptServed: nodeDesc("herd_node_prompt_tokens_total",
-			"Prompt tokens the node served since its agent started (the agent's count): the denominator of herd_prefix_cache_hit_ratio."),
-	}
-}
-
-// Describe implements prometheus.Collector.
-func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		c.gpuUtil, c.gpuMemUsed, c.gpuMemTotal, c.gpuTemp, c.gpuPower, c.gpuPowerLimit, c.gpuHealthy, c.gpuThrottled,
-		c.modelResident, c.nodeInFlight, c.nodeQueued, c.nodeUp, c.nodeDraining, c.nodeHealthy, c.nodeCircuitOpen,
-		c.nodeLastSeen, c.queueDepthDesc, c.queueCapacity, c.hitRatio, c.tokensSaved, c.promptServed,
-	} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		// A label that is not valid UTF-8 (only possible from a caller bypassing JSON decoding)
-		// loses that one series rather than the whole scrape.
-		if m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, v, labels...); err == nil {
-			ch <- m
-		}
-	}
-	if c.queue != nil {
-		for _, q := range c.queue.QueueDepths() {
-			gauge(c.queueDepthDesc, float64(q.Waiting), q.Model, q.Class)
-			gauge(c.queueCapacity, float64(q.Capacity), q.Model, q.Class)
-		}
-	}
-	now := time.Now()
-	if c.now != nil {
-		now = c.now()
-	}
-	for _, n := range c.nodes.Nodes() {
-		hb := &n.Heartbeat
-		id := hb.NodeID
-		gauge(c.nodeLastSeen, max(0, now.Sub(n.LastHeartbeat).Seconds()), id)
-		for _, g := range hb.GPUs {
-			l := []string{id, strconv.Itoa(g.Index), g.Name, strconv.FormatBool(g.Simulated || hb.Simulated)}
-			gauge(c.gpuUtil, g.UtilizationRatio, l...)
-			gauge(c.gpuMemUsed, float64(g.MemoryUsedBytes), l...)
-			gauge(c.gpuMemTotal, float64(g.MemoryTotalBytes), l...)
-			gauge(c.gpuTemp, g.TemperatureCelsius, l...)
-			gauge(c.gpuPower, g.PowerWatts, l...)
-			gauge(c.gpuPowerLimit, g.PowerLimitWatts, l...)
-			gauge(c.gpuHealthy, boolGauge(g.Healthy), l...)
-			throttled := false
-			for _, t := range g.ThrottleReasons {
-				throttled = throttled || registry.IsThrottling(t)
-			}
-			gauge(c.gpuThrottled, boolGauge(throttled), l...)
-		}
-		// Names are normalised as the scheduler sees them; two spellings of one model ("llama3",
-		// "llama3:latest") become one series, resident if either is.
-		resident := make(map[string]bool, len(hb.Models))
-		for _, m := range hb.Models {
-			name := registry.ModelName(hb.Backend, m.Name)
-			resident[name] = resident[name] || m.Resident
-		}
-		for name, r := range resident {
-			gauge(c.modelResident, boolGauge(r), id, name)
-		}
-		gauge(c.nodeInFlight, float64(n.InFlight), id)
-		gauge(c.nodeQueued, float64(n.Queued), id)
-		gauge(c.nodeUp, boolGauge(!n.Stale), id)
-		gauge(c.nodeDraining, boolGauge(n.Draining), id)
-		gauge(c.nodeHealthy, boolGauge(n.Healthy), id)
-		gauge(c.nodeCircuitOpen, boolGauge(n.Circuit != registry.CircuitClosed), id)
-		if prompt, cached := promptCacheTokens(hb); prompt > 0 {
-			gauge(c.hitRatio, float64(cached)/float64(prompt), id)
-			if m, err := prometheus.NewConstMetric(c.tokensSaved, prometheus.CounterValue, float64(cached), id); err == nil {
-				ch <- m
-			}
-			if m, err := prometheus.NewConstMetric(c.promptServed, prometheus.CounterValue, float64(prompt), id); err == nil {
-				ch <- m
-			}
-		}
-	}
-}
 
 func boolGauge(b bool) float64 {
 	if b {
