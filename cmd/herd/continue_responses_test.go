@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -36,20 +34,13 @@ type responsesStream struct {
 // streamResponses streams one Responses answer from base and checks its framing.
 func streamResponses(ctx context.Context, base, body string, r *responsesStream) {
 	defer r.finished.Store(true)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/responses", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		r.err = err.Error()
+	resp, reqID, why := postStream(ctx, base+"/v1/responses", body)
+	r.requestID = reqID
+	if why != "" {
+		r.err = why
 		return
 	}
 	defer resp.Body.Close()
-	r.requestID = resp.Header.Get("X-Request-Id")
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		r.err = fmt.Sprintf("status %d: %s", resp.StatusCode, b)
-		return
-	}
 	fail := func(format string, args ...any) { r.err = fmt.Sprintf(format, args...) }
 	var text strings.Builder
 	items := map[string]int{} // item id → output_index

@@ -50,23 +50,34 @@ func running(results []*streamResult, n int64) int {
 	return k
 }
 
-// streamChat streams one chat completion and checks its framing as it goes.
-func streamChat(ctx context.Context, base, body string, r *streamResult) {
-	defer r.finished.Store(true)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/chat/completions", strings.NewReader(body))
+// postStream posts body to url and returns the answer, open, with its request ID, or why there
+// is none.
+func postStream(ctx context.Context, url, body string) (resp *http.Response, requestID, why string) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		r.err = err.Error()
+		return nil, "", err.Error()
+	}
+	requestID = resp.Header.Get("X-Request-Id")
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return nil, requestID, fmt.Sprintf("status %d: %s", resp.StatusCode, b)
+	}
+	return resp, requestID, ""
+}
+
+// streamChat streams one chat completion and checks its framing as it goes.
+func streamChat(ctx context.Context, base, body string, r *streamResult) {
+	defer r.finished.Store(true)
+	resp, id, why := postStream(ctx, base+"/v1/chat/completions", body)
+	r.requestID = id
+	if why != "" {
+		r.err = why
 		return
 	}
 	defer resp.Body.Close()
-	r.requestID = resp.Header.Get("X-Request-Id")
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		r.err = fmt.Sprintf("status %d: %s", resp.StatusCode, b)
-		return
-	}
 	r.ids = map[string]bool{}
 	var text strings.Builder
 	sc := bufio.NewScanner(resp.Body)
