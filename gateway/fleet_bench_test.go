@@ -51,20 +51,7 @@ func BenchmarkHeartbeatFleet(b *testing.B) {
 }
 
 func benchmarkHeartbeatFleet(b *testing.B, deltas bool) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := gateway.DefaultConfig()
-	cfg.Listen, cfg.DataDir, cfg.ClusterToken = ln.Addr().String(), b.TempDir(), e2eToken
-	gw, err := gateway.New(cfg, gateway.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = gw.Serve(ctx, ln) }()
-	u := "http://" + ln.Addr().String() + agentapi.PathHeartbeat
+	u := benchGateway(b) + agentapi.PathHeartbeat
 	beats, deltaBeats := fleetBeats(1000)
 	hc := agentapi.DefaultHTTPClient()
 	ct := "application/json"
@@ -103,4 +90,24 @@ func benchmarkHeartbeatFleet(b *testing.B, deltas bool) {
 		post(beats[i%len(beats)])
 	}
 	b.ReportMetric(float64(size)/float64(len(beats)), "body-bytes")
+}
+
+// benchGateway serves a real gateway with the default config (cluster token e2eToken, no log) on
+// a loopback port until the benchmark ends, and returns its base URL.
+func benchGateway(b *testing.B) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := gateway.DefaultConfig()
+	cfg.Listen, cfg.DataDir, cfg.ClusterToken = ln.Addr().String(), b.TempDir(), e2eToken
+	gw, err := gateway.New(cfg, gateway.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	go func() { _ = gw.Serve(ctx, ln) }()
+	return "http://" + ln.Addr().String()
 }

@@ -16,17 +16,7 @@ import (
 // TestResponsesOnSimAgent: a simulated node has no Responses route of its own; the agent
 // translates, streamed and not.
 func TestResponsesOnSimAgent(t *testing.T) {
-	t4, _ := models.LookupGPU("t4")
-	node, err := sim.New(sim.Config{NodeID: "s", GPUs: []models.GPUProfile{t4}, Models: []string{"llama3.2:1b"}, Preload: []string{"llama3.2:1b"}, SpeedFactor: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := nodeagent.New(nodeagent.Config{NodeID: "s", ClusterToken: "tok", Listen: "127.0.0.1:0"}, node, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	defer srv.Close()
+	srv := simAgentServer(t)
 	for _, stream := range []bool{false, true} {
 		body := `{"model":"llama3.2:1b","input":"Say hello","instructions":"Be brief.","max_output_tokens":8`
 		if stream {
@@ -64,17 +54,7 @@ func TestResponsesOnSimAgent(t *testing.T) {
 // declared parameters (streamed: the arguments' deltas add up to the done event), and JSON text
 // for a json_schema format.
 func TestResponsesToolsOnSimAgent(t *testing.T) {
-	t4, _ := models.LookupGPU("t4")
-	node, err := sim.New(sim.Config{NodeID: "s", GPUs: []models.GPUProfile{t4}, Models: []string{"llama3.2:1b"}, Preload: []string{"llama3.2:1b"}, SpeedFactor: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := nodeagent.New(nodeagent.Config{NodeID: "s", ClusterToken: "tok", Listen: "127.0.0.1:0"}, node, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	defer srv.Close()
+	srv := simAgentServer(t)
 	post := func(body string) string {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/responses", strings.NewReader(body))
@@ -167,17 +147,7 @@ func TestResponsesToolsOnSimAgent(t *testing.T) {
 // stream's id, created_at and model, the whole text (prefix and continuation) and usage counting
 // the first node's output tokens too.
 func TestResponsesContinuedOnSimAgent(t *testing.T) {
-	t4, _ := models.LookupGPU("t4")
-	node, err := sim.New(sim.Config{NodeID: "s", GPUs: []models.GPUProfile{t4}, Models: []string{"llama3.2:1b"}, Preload: []string{"llama3.2:1b"}, SpeedFactor: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := nodeagent.New(nodeagent.Config{NodeID: "s", ClusterToken: "tok", Listen: "127.0.0.1:0"}, node, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	defer srv.Close()
+	srv := simAgentServer(t)
 	cont := `{"id":"resp_first","created":42,"tokens":3,"content":"Once upon a","reasoning":"hm",` +
 		`"responses":{"seq":9,"model":"my-preset","items":[{"id":"rs_first_0","type":"reasoning","text":"hm"},` +
 		`{"id":"msg_first_1","type":"message","text":"Once upon a","open":true,"part_open":true}]}}`
@@ -257,4 +227,22 @@ func TestResponsesContinuedOnSimAgent(t *testing.T) {
 	if r.Usage.OutputTokens < 4 || r.Usage.TotalTokens != r.Usage.InputTokens+r.Usage.OutputTokens {
 		t.Fatalf("usage %+v", r.Usage)
 	}
+}
+
+// simAgentServer serves an agent in front of a fast simulated T4 with llama3.2:1b loaded, cluster
+// token "tok", until the test ends.
+func simAgentServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	t4, _ := models.LookupGPU("t4")
+	node, err := sim.New(sim.Config{NodeID: "s", GPUs: []models.GPUProfile{t4}, Models: []string{"llama3.2:1b"}, Preload: []string{"llama3.2:1b"}, SpeedFactor: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := nodeagent.New(nodeagent.Config{NodeID: "s", ClusterToken: "tok", Listen: "127.0.0.1:0"}, node, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(srv.Close)
+	return srv
 }
